@@ -1,0 +1,135 @@
+# SPDX-License-Identifier: Apache-2.0
+# qbd build: one non-recursive Makefile.
+#
+#   make                 build qbd, qbd-chunkd, qbd-nbd, libqbd.{a,so}
+#   make check           install missing packages, build with ASan/UBSan
+#                        into build-check/, run unit and integration tests
+#   make demo            install missing packages, build, run the demo
+#   make install         PREFIX=/usr/local DESTDIR=
+#   make clean
+#   make SANITIZE=address,undefined BUILD=build-asan   sanitizer build
+
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+LIBDIR   ?= $(PREFIX)/lib
+INCDIR   ?= $(PREFIX)/include
+DESTDIR  ?=
+BUILD    ?= build
+SANITIZE ?=
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN      = -Wall -Wextra -Werror -Wshadow -Wvla -Wno-missing-field-initializers
+PKGS      = liburing libuv libprotobuf-c libxxhash libcurl json-c
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+
+ALL_CFLAGS = -std=gnu11 -fPIC -D_GNU_SOURCE $(WARN) $(CFLAGS) \
+	-I. -Icommon -I$(BUILD)/gen $(PKG_CFLAGS)
+ifneq ($(SANITIZE),)
+ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN_LDFLAGS = -fsanitize=$(SANITIZE)
+endif
+ALL_LDFLAGS = $(LDFLAGS) $(SAN_LDFLAGS) -pthread
+LIBS = $(PKG_LIBS) -lm
+
+PROTO      = replicator/wire/proto/qbd.proto
+PROTO_C    = $(BUILD)/gen/replicator/wire/proto/qbd.pb-c.c
+PROTO_H    = $(BUILD)/gen/replicator/wire/proto/qbd.pb-c.h
+
+# Programs have one *-main.c each; everything else goes into libraries.
+MAINS      = replicator/chunkd/chunkd-main.c nbd-frontend/nbd-main.c tools/qbd-main.c
+COMMON_SRC = $(wildcard common/*.c)
+ENGINE_SRC = $(wildcard engine/*.c)
+WIRE_SRC   = $(wildcard replicator/wire/*.c)
+CORE_SRC   = $(wildcard replicator/core/*.c)
+META_SRC   = $(wildcard replicator/meta/*.c)
+CLIENT_SRC = $(wildcard replicator/client/*.c)
+CHUNKD_SRC = $(filter-out $(MAINS),$(wildcard replicator/chunkd/*.c))
+NBD_SRC    = $(filter-out $(MAINS),$(wildcard nbd-frontend/*.c))
+TOOLS_SRC  = $(filter-out $(MAINS),$(wildcard tools/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+# libqbd: the client side only. It must never reach engine/ (DESIGN.md);
+# linking the shared library with --no-undefined proves it.
+LIBQBD_OBJ = $(call obj,$(COMMON_SRC) $(WIRE_SRC) $(CORE_SRC) $(META_SRC) $(CLIENT_SRC)) \
+	$(BUILD)/gen/replicator/wire/proto/qbd.pb-c.o
+ALL_OBJ    = $(LIBQBD_OBJ) $(call obj,$(ENGINE_SRC) $(CHUNKD_SRC) $(NBD_SRC) $(TOOLS_SRC))
+
+UNIT_SRC   = $(wildcard tests/unit/test-*.c)
+UNIT_BIN   = $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
+
+PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd
+LIBS_OUT = $(BUILD)/libqbd.a $(BUILD)/libqbd.so
+
+.PHONY: all check check-unit check-integration demo install clean deps
+all: $(PROGS) $(LIBS_OUT)
+
+$(PROTO_C) $(PROTO_H): $(PROTO)
+	@mkdir -p $(dir $(PROTO_C))
+	protoc-c --c_out=$(BUILD)/gen $(PROTO)
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+	$(CC) $(ALL_CFLAGS) -Wno-unused-parameter -c -o $@ $<
+
+$(BUILD)/%.o: %.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libqbd-all.a: $(ALL_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libqbd.a: $(LIBQBD_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libqbd.so: $(LIBQBD_OBJ) replicator/libqbd.map
+	$(CC) -shared -Wl,--no-undefined -Wl,--version-script=replicator/libqbd.map \
+		-Wl,-soname,libqbd.so.0 $(ALL_LDFLAGS) -o $@ $(LIBQBD_OBJ) $(LIBS)
+
+$(BUILD)/qbd-chunkd: $(BUILD)/replicator/chunkd/chunkd-main.o $(BUILD)/libqbd-all.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+$(BUILD)/qbd-nbd: $(BUILD)/nbd-frontend/nbd-main.o $(BUILD)/libqbd-all.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+$(BUILD)/qbd: $(BUILD)/tools/qbd-main.o $(BUILD)/libqbd-all.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libqbd-all.a $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libqbd-all.a $(LIBS) $(CHECK_LIBS)
+
+deps:
+	tools/install-deps
+
+# make check: everything under AddressSanitizer and UBSan, in its own tree.
+CHECK_BUILD = build-check
+check: deps
+	$(MAKE) BUILD=$(CHECK_BUILD) SANITIZE=address,undefined CFLAGS="-O1 -g" all unit-bins
+	tests/run-tests $(CHECK_BUILD)
+
+unit-bins: $(UNIT_BIN)
+
+check-unit: all unit-bins
+	tests/run-tests --unit-only $(BUILD)
+
+check-integration: all
+	tests/run-tests --integration-only $(BUILD)
+
+demo: deps
+	$(MAKE) all
+	tools/demo $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR)
+	install -m 0755 $(PROGS) $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(BUILD)/libqbd.a $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(BUILD)/libqbd.so $(DESTDIR)$(LIBDIR)/libqbd.so.0
+	ln -sf libqbd.so.0 $(DESTDIR)$(LIBDIR)/libqbd.so
+	install -m 0644 replicator/qbd.h $(DESTDIR)$(INCDIR)/qbd.h
+
+clean:
+	rm -rf build build-check build-asan
+
+-include $(ALL_OBJ:.o=.d) $(call obj,$(MAINS):.o=.d)

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Logging: see log.h. One write(2) per line so lines from several threads
+ * or processes sharing a stderr never interleave. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "log.h"
+
+int qbd_log_level_current = QBD_LOG_INFO;
+static const char *log_program = "qbd";
+
+static const char *const log_level_names[] = {
+	[QBD_LOG_ERROR] = "error",
+	[QBD_LOG_WARN] = "warn",
+	[QBD_LOG_INFO] = "info",
+	[QBD_LOG_DEBUG] = "debug",
+};
+
+int qbd_log_parse_level(const char *s)
+{
+	for (int i = QBD_LOG_ERROR; i <= QBD_LOG_DEBUG; i++)
+		if (strcasecmp(s, log_level_names[i]) == 0)
+			return i;
+	return -EINVAL;
+}
+
+void qbd_log_init(const char *program)
+{
+	const char *slash = strrchr(program, '/');
+	const char *env = getenv("QBD_LOG_LEVEL");
+
+	log_program = slash ? slash + 1 : program;
+	if (env) {
+		int l = qbd_log_parse_level(env);
+		if (l >= 0)
+			qbd_log_level_current = l;
+	}
+}
+
+void qbd_log_set_level(enum qbd_log_level level)
+{
+	qbd_log_level_current = level;
+}
+
+void qbd_log_write(enum qbd_log_level level, const char *component,
+		   const char *fmt, ...)
+{
+	int saved = errno;
+	char line[1024];
+	int n;
+	va_list ap;
+
+	n = snprintf(line, sizeof line, "%s[%d]: %s %s: ", log_program,
+		     (int)getpid(), log_level_names[level], component);
+	if (n < 0 || (size_t)n >= sizeof line)
+		n = 0;
+	va_start(ap, fmt);
+	errno = saved; /* for %m */
+	int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+	va_end(ap);
+	if (m < 0)
+		m = 0;
+	n += m;
+	if ((size_t)n > sizeof line - 2)
+		n = sizeof line - 2;
+	line[n++] = '\n';
+	if (write(STDERR_FILENO, line, n) == -1) {
+		/* nowhere left to report it */
+	}
+	errno = saved;
+}

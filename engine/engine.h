@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd engine: the local chunk store of one qbd-chunkd, kept in one file or
+ * block device and driven through io_uring with O_DIRECT.
+ *
+ * It stores chunks of many volumes. Per chunk: the data (chunk_size bytes,
+ * allocated on first write), a version, and an XXH3-64 checksum per 4 KiB
+ * block, verified on every read. Per volume: the highest epoch promised to a
+ * writer. Everything survives a restart. See docs/design.md, "Engine".
+ *
+ * Threading: one engine belongs to one thread (the chunk server's loop).
+ * Nothing here blocks except qbd_engine_open, qbd_engine_close and
+ * qbd_engine_set_cluster_id, which are meant for start-up and shut-down.
+ *
+ * Errors are 0 or -errno. The codes with a protocol meaning:
+ *   -ESTALE   write: the chunk's version is not expected_version
+ *   -EBADMSG  read: a block's checksum does not match its data
+ *   -ENOSPC   no free chunk slot
+ *   -EINVAL   request outside the chunk, or malformed
+ *   -EIO      the device failed
+ */
+#ifndef QBD_ENGINE_H
+#define QBD_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define QBD_ENGINE_BLOCK 4096u
+#define QBD_ENGINE_DEFAULT_CHUNK (1u << 20)
+
+struct qbd_engine;
+
+struct qbd_engine_opts {
+	const char *path;      /* file or block device */
+	uint64_t create_size;  /* create (sparse) file of this size if absent; 0 = must exist */
+	uint32_t chunk_size;   /* for a new store; 0 = QBD_ENGINE_DEFAULT_CHUNK; must match an existing one or be 0 */
+	unsigned queue_depth;  /* io_uring entries; 0 = 256 */
+};
+
+/*
+ * Open (and format, if it holds no qbd superblock and is all zeros at the
+ * start) the store. Blocking; reads all chunk metadata. On success *out is
+ * owned by the caller and freed by qbd_engine_close.
+ */
+int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out);
+
+/* Close the store. Must be idle (no request in flight: see
+ * qbd_engine_busy). Accepts NULL. */
+void qbd_engine_close(struct qbd_engine *e);
+
+/* Number of requests submitted and not yet completed. */
+unsigned qbd_engine_busy(const struct qbd_engine *e);
+
+/*
+ * Event loop integration: an eventfd that becomes readable when the ring has
+ * completions. The loop then calls qbd_engine_poll, which reaps completions,
+ * runs request callbacks, and submits queued work. qbd_engine_poll never
+ * blocks.
+ */
+int qbd_engine_event_fd(const struct qbd_engine *e);
+void qbd_engine_poll(struct qbd_engine *e);
+
+/* Identity, fixed at format time (node id random, non-zero). */
+uint64_t qbd_engine_node_id(const struct qbd_engine *e);
+/* Cluster id: 0 until set; set once, blocking. -EEXIST if already set to
+ * another value. */
+uint64_t qbd_engine_cluster_id(const struct qbd_engine *e);
+int qbd_engine_set_cluster_id(struct qbd_engine *e, uint64_t cluster_id);
+
+struct qbd_engine_stats {
+	uint32_t chunk_size;
+	uint64_t capacity;     /* bytes of chunk data the store can hold */
+	uint64_t used;         /* bytes in allocated chunks */
+	uint64_t chunks;       /* allocated chunks */
+};
+void qbd_engine_stats(const struct qbd_engine *e, struct qbd_engine_stats *st);
+
+/* Highest epoch promised for a volume (0 if none). */
+uint64_t qbd_engine_promised(const struct qbd_engine *e, uint64_t volume);
+
+/* Current version of a chunk (0 if never written). */
+uint64_t qbd_engine_chunk_version(const struct qbd_engine *e, uint64_t volume,
+				  uint64_t chunk);
+
+/*
+ * Call fn for every allocated chunk of a volume with its version (chunk
+ * order unspecified). Stops early and returns fn's value if non-zero.
+ */
+int qbd_engine_for_each_chunk(const struct qbd_engine *e, uint64_t volume,
+			      int (*fn)(void *user, uint64_t chunk, uint64_t version),
+			      void *user);
+
+enum qbd_engine_op {
+	QBD_ENGINE_READ = 1,
+	QBD_ENGINE_WRITE,
+	QBD_ENGINE_ZERO,          /* like WRITE of zeros; frees whole blocks */
+	QBD_ENGINE_FLUSH,         /* make every completed write durable */
+	QBD_ENGINE_PROMISE,       /* persist promised = max(promised, epoch) */
+	QBD_ENGINE_DELETE_VOLUME, /* free every chunk and the promise of volume */
+};
+
+#define QBD_ENGINE_F_FUA    0x1u  /* WRITE/ZERO: durable before completion */
+#define QBD_ENGINE_F_REPAIR 0x2u  /* WRITE: requires version == expected == new */
+
+/*
+ * A request. Owned by the caller, who fills the public fields and must keep
+ * the struct and buf valid until cb has run; submitting allocates nothing
+ * when the request can go straight to the ring.
+ *
+ * READ  volume, chunk, offset, length, buf (length bytes, any alignment;
+ *       4 KiB-aligned buf/offset/length avoid a bounce copy). Never-written
+ *       ranges read as zeros without I/O. Out: version = chunk version the
+ *       data belongs to.
+ * WRITE volume, chunk, offset, length, buf, expected_version, new_version.
+ *       Applied only if the chunk's version == expected_version (0 for a
+ *       chunk never written), then the version becomes new_version. If the
+ *       version already equals new_version the write is acknowledged without
+ *       being applied again (an idempotent retry). Otherwise -ESTALE.
+ *       Partial blocks are read, verified, merged and rewritten. Out:
+ *       version = the chunk's version after the request.
+ * ZERO  as WRITE without buf.
+ * FLUSH fdatasync of the store: every write completed before it was
+ *       submitted is durable when it completes.
+ * PROMISE volume, epoch: promised = max(promised, epoch), durable when it
+ *       completes. Out: version = promised epoch after the request.
+ * DELETE_VOLUME volume: frees its chunks and its promise.
+ *
+ * Overlapping READ/WRITE/ZERO requests on a chunk are executed in
+ * submission order; non-overlapping ones run concurrently.
+ *
+ * cb runs from qbd_engine_poll (never from qbd_engine_submit) with res set
+ * to 0 (or bytes for READ/WRITE: length) or -errno. After cb starts, the
+ * engine no longer touches the request.
+ */
+struct qbd_engine_req {
+	enum qbd_engine_op op;
+	uint32_t flags;
+	uint64_t volume;
+	uint64_t chunk;
+	uint32_t offset;
+	uint32_t length;
+	void *buf;
+	uint64_t expected_version;
+	uint64_t new_version;
+	uint64_t epoch;
+	/* out */
+	uint64_t version;
+	int res;
+	void (*cb)(struct qbd_engine_req *req);
+	void *user;
+	/* engine private: do not touch */
+	uint64_t priv[24];
+};
+
+/* Submit a request. Never fails synchronously: an invalid request completes
+ * through cb with -EINVAL. */
+void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *req);
+
+#endif

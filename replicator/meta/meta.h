@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd cluster metadata in etcd, through etcd's v3 JSON gateway (libcurl +
+ * json-c). All calls block (HTTP round trips): call them at start-up, from
+ * the CLI, or from a thread that is not an event loop.
+ *
+ * Keys (values are JSON unless noted):
+ *   /qbd/cluster                 {"id":"<hex16>"}       created once
+ *   /qbd/nodes/<node hex16>      {"id","addr","zone","capacity","used","chunk_size"}
+ *   /qbd/alive/<node hex16>      "1", under the node's lease (node is up)
+ *   /qbd/volumes/<name>          {"name","id","size","chunk_size","replicas":n,
+ *                                 "write_quorum":w,"nodes":["<hex16>",...]}
+ *   /qbd/volume-ids/<id hex16>   "<name>"  (reverse index, unique ids)
+ *   /qbd/epochs/<id hex16>       "<decimal epoch>"
+ * See docs/design.md, "Metadata".
+ *
+ * Errors: 0 or -errno. -ENOENT not found, -EEXIST already exists,
+ * -ECONNREFUSED / -EHOSTUNREACH / -ETIMEDOUT etcd unreachable, -EPROTO an
+ * answer etcd should not give, -EAGAIN a transaction lost a race (retry).
+ */
+#ifndef QBD_META_H
+#define QBD_META_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define QBD_MAX_REPLICAS 5
+#define QBD_NAME_MAX 64       /* volume names: [A-Za-z0-9._-], 1..63 chars */
+#define QBD_ZONE_MAX 64
+#define QBD_ADDR_MAX 128
+
+struct qbd_meta;
+
+/* url: "http://127.0.0.1:2379" (comma-separated list allowed; tried in
+ * order). *out owned by caller, freed by qbd_meta_close. Does not contact
+ * etcd. */
+int qbd_meta_open(const char *url, struct qbd_meta **out);
+void qbd_meta_close(struct qbd_meta *m);
+
+/* Read the cluster id; if absent and create is true, create it (a random
+ * id, created atomically: concurrent creators agree). */
+int qbd_meta_cluster_id(struct qbd_meta *m, bool create, uint64_t *id);
+
+struct qbd_node_info {
+	uint64_t id;
+	char addr[QBD_ADDR_MAX];   /* "HOST:PORT" clients connect to */
+	char zone[QBD_ZONE_MAX];
+	uint64_t capacity;
+	uint64_t used;
+	uint32_t chunk_size;
+	bool alive;                /* filled by list/get: /qbd/alive/<id> exists */
+};
+
+/* Grant a lease of ttl seconds. */
+int qbd_meta_lease_grant(struct qbd_meta *m, int ttl, int64_t *lease);
+/* Refresh a lease; -ENOENT if it has expired. */
+int qbd_meta_lease_keepalive(struct qbd_meta *m, int64_t lease);
+int qbd_meta_lease_revoke(struct qbd_meta *m, int64_t lease);
+
+/* Write the node record, and the alive key under lease. */
+int qbd_meta_node_register(struct qbd_meta *m, const struct qbd_node_info *n,
+			   int64_t lease);
+int qbd_meta_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *out);
+/* *out is malloc'd (caller frees), sorted by zone then id. */
+int qbd_meta_node_list(struct qbd_meta *m, struct qbd_node_info **out, size_t *n);
+
+struct qbd_volume_info {
+	char name[QBD_NAME_MAX];
+	uint64_t id;
+	uint64_t size;
+	uint32_t chunk_size;
+	unsigned replicas;      /* R */
+	unsigned write_quorum;  /* W */
+	uint64_t nodes[QBD_MAX_REPLICAS]; /* replica i lives on nodes[i] */
+};
+
+/* true if name is a valid volume name. */
+bool qbd_meta_volume_name_ok(const char *name);
+
+/* Create atomically; -EEXIST if the name (or, improbably, the id) exists.
+ * Sets /qbd/epochs/<id> to 0. */
+int qbd_meta_volume_create(struct qbd_meta *m, const struct qbd_volume_info *v);
+int qbd_meta_volume_get(struct qbd_meta *m, const char *name,
+			struct qbd_volume_info *out);
+/* *out malloc'd (caller frees), sorted by name. */
+int qbd_meta_volume_list(struct qbd_meta *m, struct qbd_volume_info **out,
+			 size_t *n);
+/* Remove the volume, its id index and epoch. -ENOENT if absent. */
+int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v);
+
+/* Current epoch of a volume. */
+int qbd_meta_epoch_get(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch);
+/* Atomically increment (compare-and-swap in a transaction, retried on a
+ * lost race) and return the new epoch. */
+int qbd_meta_epoch_bump(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch);
+
+/*
+ * Placement: choose `replicas` alive nodes in distinct zones, preferring
+ * the least used. Pure function (unit-tested). Returns 0 and fills out[],
+ * or -ENOSPC when fewer distinct zones (with alive nodes) than replicas
+ * exist; *zones_found tells how many there were.
+ */
+int qbd_meta_place(const struct qbd_node_info *nodes, size_t n,
+		   unsigned replicas, uint64_t *out, unsigned *zones_found);
+
+#endif

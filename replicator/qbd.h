@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libqbd: open a qbd volume and read, write, flush, trim and zero it.
+ * The handle is the volume's single writer: opening takes a new epoch in
+ * etcd, which fences every earlier writer. Writes go to all R replicas and
+ * complete after W of them applied them; reads come from one replica that
+ * is current for the chunk, falling back to another one on error.
+ *
+ * libqbd owns no event loop and no thread. A handle exposes one file
+ * descriptor (qbd_get_fd) that becomes readable whenever the handle has
+ * work to do (socket I/O, timers); the caller then calls qbd_process, which
+ * never blocks and runs completion callbacks. The synchronous calls
+ * (qbd_pread, ...) are thin wrappers that poll that fd themselves.
+ *
+ * A handle must be used from one thread at a time. Errors are -errno:
+ *   -EIO       fewer than W replicas could do it (the write may be on some)
+ *   -EBADMSG   every current replica reported a checksum error
+ *   -EPERM     this handle was fenced: a newer writer opened the volume
+ *   -EINVAL    out of range or malformed request
+ *   -ENOENT    (open) no such volume
+ */
+#ifndef QBD_H
+#define QBD_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct qbd_volume;
+
+struct qbd_open_opts {
+	const char *etcd;     /* etcd URL(s); NULL = $QBD_ETCD */
+	const char *volume;   /* volume name */
+	const char *zone;     /* client's zone: reads prefer replicas there; may be NULL */
+	unsigned timeout_ms;  /* connect/open timeout; 0 = 10000 */
+};
+
+/*
+ * Open a volume: read it from etcd, take a new epoch, connect to its
+ * replicas, and have at least W of them promise the epoch. Blocks for at
+ * most timeout_ms. On success *out is owned by the caller and released by
+ * qbd_close.
+ */
+int qbd_open(const struct qbd_open_opts *opts, struct qbd_volume **out);
+
+/*
+ * Complete every submitted request (their callbacks run), flush, and free
+ * the handle. Blocking. Accepts NULL.
+ */
+void qbd_close(struct qbd_volume *v);
+
+uint64_t qbd_size(const struct qbd_volume *v);
+uint32_t qbd_chunk_size(const struct qbd_volume *v);
+uint64_t qbd_volume_id(const struct qbd_volume *v);
+uint64_t qbd_epoch(const struct qbd_volume *v);
+
+/* Replica summary, for status displays. */
+struct qbd_replica_status {
+	uint64_t node_id;
+	char addr[128];
+	char zone[64];
+	int connected;        /* 1 if the connection is up and promised */
+	uint64_t stale_chunks;/* chunks this replica is known to lack */
+};
+unsigned qbd_replica_count(const struct qbd_volume *v);
+unsigned qbd_write_quorum(const struct qbd_volume *v);
+int qbd_replica_status(const struct qbd_volume *v, unsigned i,
+		       struct qbd_replica_status *out);
+
+/* Event loop integration (see the top of this file). */
+int qbd_get_fd(const struct qbd_volume *v);
+void qbd_process(struct qbd_volume *v);
+/* Number of submitted, uncompleted requests. */
+unsigned qbd_in_flight(const struct qbd_volume *v);
+
+enum qbd_io_op {
+	QBD_IO_READ = 1,
+	QBD_IO_WRITE,
+	QBD_IO_FLUSH,
+	QBD_IO_TRIM,          /* range reads as zeros afterwards; frees space */
+	QBD_IO_WRITE_ZEROES,
+};
+
+#define QBD_IO_F_FUA 0x1u     /* WRITE/WRITE_ZEROES: durable on W replicas
+			       * when it completes */
+
+/*
+ * An asynchronous request. Caller-owned: fill op, offset, length, buf,
+ * flags, cb and user; keep the struct and buf valid until cb runs. Any
+ * offset and length within the volume (requests crossing chunks are split
+ * inside); at most 32 MiB. cb runs exactly once, from qbd_process (never
+ * from qbd_submit), with res = 0 or -errno.
+ */
+struct qbd_io {
+	enum qbd_io_op op;
+	uint32_t flags;
+	uint64_t offset;
+	uint32_t length;
+	void *buf;
+	int res;
+	void (*cb)(struct qbd_io *io);
+	void *user;
+	uint64_t priv[8];     /* libqbd private */
+};
+
+void qbd_submit(struct qbd_volume *v, struct qbd_io *io);
+
+/* Synchronous wrappers: 0 or -errno. Must not be mixed with pending
+ * asynchronous requests whose callbacks expect to run elsewhere. */
+int qbd_pread(struct qbd_volume *v, void *buf, uint32_t len, uint64_t off);
+int qbd_pwrite(struct qbd_volume *v, const void *buf, uint32_t len,
+	       uint64_t off, uint32_t flags);
+int qbd_flush(struct qbd_volume *v);
+int qbd_trim(struct qbd_volume *v, uint32_t len, uint64_t off);
+int qbd_write_zeroes(struct qbd_volume *v, uint32_t len, uint64_t off,
+		     uint32_t flags);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

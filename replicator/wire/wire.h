@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd wire framing, shared by libqbd and qbd-chunkd. Transport-agnostic:
+ * the caller moves bytes (libuv in the chunk server, nonblocking sockets in
+ * libqbd); this module encodes headers and runs the receive state machine.
+ *
+ * Frame: le32 H | H bytes packed Qbd__Msg | msg->data_len raw bytes.
+ */
+#ifndef QBD_WIRE_H
+#define QBD_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "replicator/wire/proto/qbd.pb-c.h"
+
+#define QBD_WIRE_MAX_HEADER 512u
+/* Largest bulk payload: a 32 MiB NBD request spans at most 33 chunks but is
+ * split per chunk; OPEN replies carry 16 bytes per written chunk. */
+#define QBD_WIRE_MAX_DATA (64u << 20)
+#define QBD_WIRE_FRAME_MAX_PREFIX (4u + QBD_WIRE_MAX_HEADER)
+
+/* Msg.flags */
+#define QBD_WIRE_F_ZERO   0x1u  /* WRITE: zero the range, no data follows */
+#define QBD_WIRE_F_FUA    0x2u  /* WRITE: durable before the reply */
+#define QBD_WIRE_F_REPAIR 0x4u  /* WRITE: rewrite at the same version */
+
+/* Default TCP port of qbd-chunkd. */
+#define QBD_WIRE_DEFAULT_PORT 7800
+
+/*
+ * Encode the length prefix and header of msg into out (cap bytes; use
+ * QBD_WIRE_FRAME_MAX_PREFIX). msg->data_len must already be set. Returns the
+ * number of bytes written, or -EMSGSIZE if the header does not fit.
+ */
+ssize_t qbd_wire_encode(const Qbd__Msg *msg, uint8_t *out, size_t cap);
+
+/* Name of a message type for logs ("READ"); never NULL. */
+const char *qbd_wire_type_name(int type);
+
+/*
+ * Receive state machine. Feed it bytes as they arrive; for each frame it
+ * calls on_header once the header is decoded, then on_frame once the bulk
+ * data (if any) has arrived.
+ *
+ * on_header returns where to put msg->data_len bytes of bulk data: a buffer
+ * of at least that size that stays valid until on_frame, or NULL to have the
+ * data read into a buffer the rx owns (malloc'd, freed after on_frame).
+ * It may instead return QBD_WIRE_DISCARD to drop the data. on_frame gets the
+ * message (owned by the rx, freed after on_frame returns) and the data
+ * pointer (NULL when data_len is 0 or discarded). A non-zero return from
+ * either callback stops feeding and is returned by qbd_wire_rx_feed.
+ */
+#define QBD_WIRE_DISCARD ((void *)1)
+
+struct qbd_wire_rx_ops {
+	void *(*on_header)(void *user, const Qbd__Msg *msg);
+	int (*on_frame)(void *user, Qbd__Msg *msg, void *data);
+};
+
+struct qbd_wire_rx {
+	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
+	size_t hdr_have;
+	uint32_t hdr_len;      /* 0 until the prefix is read */
+	Qbd__Msg *msg;         /* decoded header of the frame being received */
+	uint8_t *data;         /* destination of bulk data */
+	uint8_t *data_owned;   /* set when the rx allocated data */
+	size_t data_have;
+	int discard;
+};
+
+void qbd_wire_rx_init(struct qbd_wire_rx *rx);
+/* Free anything a partially received frame holds. */
+void qbd_wire_rx_reset(struct qbd_wire_rx *rx);
+
+/*
+ * Consume n bytes. Returns 0 when all were consumed, a callback's non-zero
+ * return, or -EPROTO on a malformed frame (bad length, undecodable header,
+ * data_len over QBD_WIRE_MAX_DATA). After an error the connection must be
+ * closed.
+ */
+int qbd_wire_rx_feed(struct qbd_wire_rx *rx, const uint8_t *p, size_t n,
+		     const struct qbd_wire_rx_ops *ops, void *user);
+
+#endif
