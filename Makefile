@@ -51,20 +51,63 @@ NBD_SRC    = $(filter-out $(MAINS),$(wildcard nbd-frontend/*.c))
 TOOLS_SRC  = $(filter-out $(MAINS),$(wildcard tools/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+PB_OBJ     = $(BUILD)/gen/replicator/wire/proto/qbd.pb-c.o
+
+# One archive per module; programs and tests link the ones they need, in
+# dependency order (a module only uses modules to its right).
+A_COMMON = $(BUILD)/lib/libcommon.a
+A_WIRE   = $(BUILD)/lib/libwire.a
+A_ENGINE = $(BUILD)/lib/libengine.a
+A_CORE   = $(BUILD)/lib/libcore.a
+A_META   = $(BUILD)/lib/libmeta.a
+A_CLIENT = $(BUILD)/lib/libclient.a
+A_CHUNKD = $(BUILD)/lib/libchunkd.a
+A_NBD    = $(BUILD)/lib/libnbdfe.a
+A_TOOLS  = $(BUILD)/lib/libtools.a
+
+$(A_COMMON): $(call obj,$(COMMON_SRC))
+$(A_WIRE):   $(call obj,$(WIRE_SRC)) $(PB_OBJ)
+$(A_ENGINE): $(call obj,$(ENGINE_SRC))
+$(A_CORE):   $(call obj,$(CORE_SRC))
+$(A_META):   $(call obj,$(META_SRC))
+$(A_CLIENT): $(call obj,$(CLIENT_SRC))
+$(A_CHUNKD): $(call obj,$(CHUNKD_SRC))
+$(A_NBD):    $(call obj,$(NBD_SRC))
+$(A_TOOLS):  $(call obj,$(TOOLS_SRC))
+$(BUILD)/lib/%.a:
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	ar rcs $@ $^
+
 # libqbd: the client side only. It must never reach engine/ (DESIGN.md);
 # linking the shared library with --no-undefined proves it.
-LIBQBD_OBJ = $(call obj,$(COMMON_SRC) $(WIRE_SRC) $(CORE_SRC) $(META_SRC) $(CLIENT_SRC)) \
-	$(BUILD)/gen/replicator/wire/proto/qbd.pb-c.o
-ALL_OBJ    = $(LIBQBD_OBJ) $(call obj,$(ENGINE_SRC) $(CHUNKD_SRC) $(NBD_SRC) $(TOOLS_SRC))
+LIBQBD_A   = $(A_CLIENT) $(A_CORE) $(A_META) $(A_WIRE) $(A_COMMON)
+LIBQBD_OBJ = $(call obj,$(CLIENT_SRC) $(CORE_SRC) $(META_SRC) $(WIRE_SRC) $(COMMON_SRC)) $(PB_OBJ)
+CHUNKD_A   = $(A_CHUNKD) $(A_ENGINE) $(A_META) $(A_WIRE) $(A_COMMON)
+NBD_A      = $(A_NBD) $(LIBQBD_A)
+TOOLS_A    = $(A_TOOLS) $(LIBQBD_A)
+ALL_A      = $(A_TOOLS) $(A_NBD) $(A_CHUNKD) $(A_ENGINE) $(LIBQBD_A)
 
 UNIT_SRC   = $(wildcard tests/unit/test-*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
+# Test helper programs (tests/helpers/NAME.c) link every module.
+HELPER_SRC = $(wildcard tests/helpers/*.c)
+HELPER_BIN = $(patsubst tests/helpers/%.c,$(BUILD)/tests/helpers/%,$(HELPER_SRC))
+
+# What each unit test links (default: everything).
+TEST_A_test-engine = $(A_ENGINE) $(A_COMMON)
+TEST_A_test-wire   = $(A_WIRE) $(A_COMMON)
+TEST_A_test-core   = $(A_CORE) $(A_COMMON)
+TEST_A_test-meta   = $(A_META) $(A_WIRE) $(A_COMMON)
+TEST_A_test-nbd    = $(A_NBD) $(A_COMMON)
+TEST_A_test-util   = $(A_COMMON)
+test_a = $(or $(TEST_A_$(1)),$(ALL_A))
 
 PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd
 LIBS_OUT = $(BUILD)/libqbd.a $(BUILD)/libqbd.so
 
-.PHONY: all check check-unit check-integration demo install clean deps
-all: $(PROGS) $(LIBS_OUT)
+.PHONY: all check check-unit check-integration demo install clean deps unit-bins
+all: $(PROGS) $(LIBS_OUT) $(HELPER_BIN)
 
 $(PROTO_C) $(PROTO_H): $(PROTO)
 	@mkdir -p $(dir $(PROTO_C))
@@ -77,10 +120,6 @@ $(BUILD)/%.o: %.c $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/libqbd-all.a: $(ALL_OBJ)
-	@rm -f $@
-	ar rcs $@ $^
-
 $(BUILD)/libqbd.a: $(LIBQBD_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -89,16 +128,21 @@ $(BUILD)/libqbd.so: $(LIBQBD_OBJ) replicator/libqbd.map
 	$(CC) -shared -Wl,--no-undefined -Wl,--version-script=replicator/libqbd.map \
 		-Wl,-soname,libqbd.so.0 $(ALL_LDFLAGS) -o $@ $(LIBQBD_OBJ) $(LIBS)
 
-$(BUILD)/qbd-chunkd: $(BUILD)/replicator/chunkd/chunkd-main.o $(BUILD)/libqbd-all.a
+$(BUILD)/qbd-chunkd: $(BUILD)/replicator/chunkd/chunkd-main.o $(CHUNKD_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
-$(BUILD)/qbd-nbd: $(BUILD)/nbd-frontend/nbd-main.o $(BUILD)/libqbd-all.a
+$(BUILD)/qbd-nbd: $(BUILD)/nbd-frontend/nbd-main.o $(NBD_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
-$(BUILD)/qbd: $(BUILD)/tools/qbd-main.o $(BUILD)/libqbd-all.a
+$(BUILD)/qbd: $(BUILD)/tools/qbd-main.o $(TOOLS_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/unit/%: tests/unit/%.c $(BUILD)/libqbd-all.a $(PROTO_H)
+.SECONDEXPANSION:
+$(BUILD)/tests/unit/%: tests/unit/%.c $$(call test_a,$$*) $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libqbd-all.a $(LIBS) $(CHECK_LIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(call test_a,$*) $(LIBS) $(CHECK_LIBS)
+
+$(BUILD)/tests/helpers/%: tests/helpers/%.c $(ALL_A) $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -Wl,--start-group $(ALL_A) -Wl,--end-group $(LIBS)
 
 deps:
 	tools/install-deps
@@ -132,4 +176,4 @@ install: all
 clean:
 	rm -rf build build-check build-asan
 
--include $(ALL_OBJ:.o=.d) $(call obj,$(MAINS):.o=.d)
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
