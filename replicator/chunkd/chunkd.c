@@ -1,0 +1,889 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd-chunkd server: start-up (engine, etcd identity and registration), the
+ * libuv loop serving wire requests on the engine, the lease keepalive
+ * thread, and the SIGTERM drain.
+ *
+ * Ownership: the server owns every connection; a connection is freed when
+ * its handle has closed and no request refers to it (refs). A request owns
+ * its data buffer and reply header until its reply write completes.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "chunkd.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "engine/engine.h"
+#include "replicator/meta/meta.h"
+#include "replicator/wire/wire.h"
+
+#define COMP "chunkd"
+#define CHUNKD_RBUF (64u << 10)
+
+struct chunkd;
+
+struct chunkd_conn {
+	uv_tcp_t tcp;
+	struct chunkd *d;
+	struct chunkd_conn *next, *prev;  /* d->conns */
+	struct qbd_wire_rx rx;
+	void *pend_buf;        /* WRITE data buffer between on_header and on_frame */
+	unsigned inflight;     /* requests not yet fully replied */
+	unsigned refs;         /* 1 for the open handle + 1 per request */
+	bool closing;
+	bool reading;
+	char peer[64];
+	uint8_t rbuf[CHUNKD_RBUF];
+};
+
+struct chunkd_req {
+	struct chunkd_conn *c;
+	struct qbd_engine_req er;
+	Qbd__Msg reply;
+	int type;
+	uint64_t volume;
+	uint64_t epoch;
+	uint32_t length;
+	void *data;            /* READ/WRITE buffer or OPEN bulk; free() */
+	uint32_t data_len;     /* bytes of data sent with the reply */
+	bool close_after;
+	uv_write_t w;
+	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
+};
+
+struct chunkd {
+	uv_loop_t loop;
+	uv_tcp_t server;
+	uv_poll_t engine_poll;
+	uv_signal_t sig_term, sig_int;
+	uv_timer_t drain_timer;
+	struct qbd_engine *e;
+	struct qbd_engine_req flush_req;
+	struct qbd_meta *meta;
+	uint64_t node_id, cluster_id;
+	uint32_t chunk_size;
+	struct chunkd_conn *conns;
+	bool stopping;
+	uint64_t stop_start_ns;
+	/* keepalive thread */
+	pthread_t ka_thread;
+	bool ka_started;
+	pthread_mutex_t ka_mu;
+	pthread_cond_t ka_cv;
+	bool ka_stop;
+	int64_t lease;
+	struct qbd_node_info node;
+};
+
+/* ---- connections ---- */
+
+static void conn_put(struct chunkd_conn *c)
+{
+	if (--c->refs > 0)
+		return;
+	qbd_wire_rx_reset(&c->rx);
+	free(c->pend_buf);
+	free(c);
+}
+
+static void conn_on_close(uv_handle_t *h)
+{
+	conn_put(QBD_CONTAINER_OF((uv_tcp_t *)h, struct chunkd_conn, tcp));
+}
+
+/* Close the socket; the connection itself lives until its last request
+ * has completed. Safe to call from any callback, more than once. */
+static void conn_close(struct chunkd_conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->d->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+	uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+}
+
+static void conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	struct chunkd_conn *c = QBD_CONTAINER_OF((uv_tcp_t *)h, struct chunkd_conn, tcp);
+
+	(void)hint;
+	*buf = uv_buf_init((char *)c->rbuf, sizeof c->rbuf);
+}
+
+static void conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void conn_update_reading(struct chunkd_conn *c)
+{
+	bool want = !c->closing && !c->d->stopping &&
+		    c->inflight < QBD_CHUNKD_MAX_INFLIGHT;
+
+	if (want == c->reading)
+		return;
+	if (want && uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read) == 0)
+		c->reading = true;
+	else if (!want && uv_read_stop((uv_stream_t *)&c->tcp) == 0)
+		c->reading = false;
+}
+
+/* ---- replies ---- */
+
+static void req_free(struct chunkd_req *r)
+{
+	struct chunkd_conn *c = r->c;
+
+	free(r->data);
+	free(r);
+	c->inflight--;
+	conn_update_reading(c);
+	conn_put(c);
+}
+
+static void req_on_written(uv_write_t *w, int status)
+{
+	struct chunkd_req *r = QBD_CONTAINER_OF(w, struct chunkd_req, w);
+	struct chunkd_conn *c = r->c;
+
+	if (status == UV_EPIPE || status == UV_ECONNRESET)
+		qbd_debug(COMP, "%s: write: %s", c->peer, uv_strerror(status));
+	else if (status < 0 && status != UV_ECANCELED)
+		qbd_warn(COMP, "%s: write failed: %s", c->peer, uv_strerror(status));
+	if (status < 0 || r->close_after)
+		conn_close(c);
+	req_free(r);
+}
+
+/* Send the reply of r with status (0 / -errno) and free r once sent. */
+static void req_reply(struct chunkd_req *r, int status)
+{
+	struct chunkd_conn *c = r->c;
+	uv_buf_t bufs[2];
+	ssize_t h;
+	int rc;
+
+	if (c->closing) {
+		req_free(r);
+		return;
+	}
+	r->reply.status = status;
+	if (status != 0)
+		r->data_len = 0;
+	r->reply.data_len = r->data_len;
+	h = qbd_wire_encode(&r->reply, r->hdr, sizeof r->hdr);
+	if (h < 0) {
+		qbd_err(COMP, "%s: cannot encode %s reply", c->peer,
+			qbd_wire_type_name(r->type));
+		conn_close(c);
+		req_free(r);
+		return;
+	}
+	if (status != 0)
+		qbd_debug(COMP, "%s: %s request %llu: %s", c->peer,
+			  qbd_wire_type_name(r->type),
+			  (unsigned long long)r->reply.request_id, strerror(-status));
+	bufs[0] = uv_buf_init((char *)r->hdr, (unsigned)h);
+	bufs[1] = uv_buf_init(r->data, r->data_len);
+	rc = uv_write(&r->w, (uv_stream_t *)&c->tcp, bufs, r->data_len ? 2 : 1,
+		      req_on_written);
+	if (rc < 0) {
+		qbd_warn(COMP, "%s: write: %s", c->peer, uv_strerror(rc));
+		conn_close(c);
+		req_free(r);
+	}
+}
+
+/* ---- engine requests ---- */
+
+struct chunk_list {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static int chunk_list_add(void *user, uint64_t chunk, uint64_t version)
+{
+	struct chunk_list *l = user;
+
+	if (l->len + 16 > QBD_WIRE_MAX_DATA)
+		return -EMSGSIZE;
+	if (l->len + 16 > l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 4096;
+		uint8_t *np = realloc(l->p, ncap);
+		if (!np)
+			return -ENOMEM;
+		l->p = np;
+		l->cap = ncap;
+	}
+	put_le64(l->p + l->len, chunk);
+	put_le64(l->p + l->len + 8, version);
+	l->len += 16;
+	return 0;
+}
+
+static void req_on_engine(struct qbd_engine_req *er)
+{
+	struct chunkd_req *r = er->user;
+	struct chunkd *d = r->c->d;
+	int status = er->res < 0 ? er->res : 0;
+
+	if (er->res < 0)
+		qbd_debug(COMP, "%s %llu/%llu: engine: %s", qbd_wire_type_name(r->type),
+			  (unsigned long long)er->volume, (unsigned long long)er->chunk,
+			  strerror(-er->res));
+	switch (r->type) {
+	case QBD__MSG_TYPE__OPEN:
+		r->reply.epoch = qbd_engine_promised(d->e, r->volume);
+		if (status == 0) {
+			struct chunk_list l = { 0 };
+			status = qbd_engine_for_each_chunk(d->e, r->volume,
+							   chunk_list_add, &l);
+			r->data = l.p;
+			r->data_len = status == 0 ? (uint32_t)l.len : 0;
+			if (status < 0)
+				qbd_err(COMP, "OPEN %llu: chunk list: %s",
+					(unsigned long long)r->volume, strerror(-status));
+		}
+		break;
+	case QBD__MSG_TYPE__READ:
+		r->reply.version = er->version;
+		r->data_len = status == 0 ? r->length : 0;
+		break;
+	case QBD__MSG_TYPE__WRITE:
+		r->reply.version = er->version;
+		r->data_len = 0;
+		break;
+	default:
+		break;
+	}
+	req_reply(r, status);
+}
+
+static void req_submit(struct chunkd_req *r, enum qbd_engine_op op)
+{
+	r->er.op = op;
+	r->er.cb = req_on_engine;
+	r->er.user = r;
+	qbd_engine_submit(r->c->d->e, &r->er);
+}
+
+/* ---- request validation and dispatch ---- */
+
+/* The one place that checks a request's shape. 0 or -EINVAL (logged). */
+static int chunkd_validate(const struct chunkd *d, const Qbd__Msg *m,
+			   const void *data, const char *peer)
+{
+	const char *why = NULL;
+	const char *name = qbd_wire_type_name(m->type);
+
+	switch (m->type) {
+	case QBD__MSG_TYPE__HELLO:
+	case QBD__MSG_TYPE__OPEN:
+	case QBD__MSG_TYPE__FLUSH:
+	case QBD__MSG_TYPE__DELETE_VOLUME:
+	case QBD__MSG_TYPE__PING:
+		if (m->data_len != 0)
+			why = "unexpected data";
+		break;
+	case QBD__MSG_TYPE__READ:
+	case QBD__MSG_TYPE__WRITE:
+		if (m->length == 0)
+			why = "zero length";
+		else if ((uint64_t)m->offset + m->length > d->chunk_size)
+			why = "range outside the chunk";
+		else if (m->type == QBD__MSG_TYPE__READ && m->data_len != 0)
+			why = "READ with data";
+		else if (m->type == QBD__MSG_TYPE__WRITE && (m->flags & QBD_WIRE_F_ZERO) &&
+			 m->data_len != 0)
+			why = "zeroing WRITE with data";
+		else if (m->type == QBD__MSG_TYPE__WRITE && !(m->flags & QBD_WIRE_F_ZERO) &&
+			 (m->data_len != m->length || data == NULL))
+			why = "WRITE data length differs from length";
+		break;
+	default:
+		why = "unknown message type";
+		break;
+	}
+	if (!why && m->reply)
+		why = "reply where a request was expected";
+	if (why) {
+		qbd_warn(COMP, "%s: invalid %s (type %d) request %llu vol %llu chunk %llu "
+			 "off %u len %u data %u: %s", peer, name, (int)m->type,
+			 (unsigned long long)m->request_id, (unsigned long long)m->volume_id,
+			 (unsigned long long)m->chunk, m->offset, m->length, m->data_len, why);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void *conn_on_header(void *user, const Qbd__Msg *m)
+{
+	struct chunkd_conn *c = user;
+
+	if (m->type != QBD__MSG_TYPE__WRITE || m->data_len > c->d->chunk_size ||
+	    (m->flags & QBD_WIRE_F_ZERO))
+		return QBD_WIRE_DISCARD;
+	free(c->pend_buf);
+	c->pend_buf = NULL;
+	if (posix_memalign(&c->pend_buf, QBD_ENGINE_BLOCK, m->data_len) != 0) {
+		c->pend_buf = NULL;
+		return QBD_WIRE_DISCARD;
+	}
+	return c->pend_buf;
+}
+
+static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
+{
+	struct chunkd_conn *c = user;
+	struct chunkd *d = c->d;
+	struct chunkd_req *r;
+	uint64_t promised;
+	int rc;
+
+	r = calloc(1, sizeof *r);
+	if (!r) {
+		qbd_err(COMP, "%s: out of memory", c->peer);
+		return -ENOMEM;
+	}
+	r->c = c;
+	c->refs++;
+	c->inflight++;
+	if (data && data == c->pend_buf) {
+		r->data = c->pend_buf;  /* the request owns the WRITE data now */
+		c->pend_buf = NULL;
+	}
+	r->type = m->type;
+	r->volume = m->volume_id;
+	r->epoch = m->epoch;
+	r->length = m->length;
+	qbd__msg__init(&r->reply);
+	r->reply.type = m->type;
+	r->reply.reply = true;
+	r->reply.request_id = m->request_id;
+	r->reply.cluster_id = d->cluster_id;
+	r->reply.node_id = d->node_id;
+	r->reply.volume_id = m->volume_id;
+	r->reply.chunk = m->chunk;
+	r->reply.offset = m->offset;
+	r->reply.length = m->length;
+
+	if (m->cluster_id != d->cluster_id) {
+		qbd_warn(COMP, "%s: cluster id %016llx is not ours (%016llx); closing",
+			 c->peer, (unsigned long long)m->cluster_id,
+			 (unsigned long long)d->cluster_id);
+		r->close_after = true;
+		req_reply(r, -EACCES);
+		return 1;
+	}
+	if (m->node_id != d->node_id &&
+	    !(m->type == QBD__MSG_TYPE__HELLO && m->node_id == 0)) {
+		qbd_warn(COMP, "%s: %s for node %016llx, we are %016llx; closing",
+			 c->peer, qbd_wire_type_name(m->type),
+			 (unsigned long long)m->node_id, (unsigned long long)d->node_id);
+		r->close_after = true;
+		req_reply(r, -ENXIO);
+		return 1;
+	}
+	rc = chunkd_validate(d, m, r->data, c->peer);
+	if (rc < 0) {
+		req_reply(r, rc);
+		return 0;
+	}
+
+	promised = qbd_engine_promised(d->e, m->volume_id);
+	switch (m->type) {
+	case QBD__MSG_TYPE__HELLO: {
+		struct qbd_engine_stats st;
+		qbd_engine_stats(d->e, &st);
+		r->reply.chunk_size = st.chunk_size;
+		r->reply.capacity = st.capacity;
+		r->reply.used = st.used;
+		req_reply(r, 0);
+		return 0;
+	}
+	case QBD__MSG_TYPE__PING:
+		req_reply(r, 0);
+		return 0;
+	case QBD__MSG_TYPE__OPEN:
+		if (m->epoch < promised) {
+			r->reply.epoch = promised;
+			req_reply(r, -EPERM);
+			return 0;
+		}
+		r->er.volume = m->volume_id;
+		r->er.epoch = m->epoch;
+		req_submit(r, QBD_ENGINE_PROMISE);
+		return 0;
+	case QBD__MSG_TYPE__DELETE_VOLUME:
+		if (m->epoch < promised) {
+			r->reply.epoch = promised;
+			req_reply(r, -EPERM);
+			return 0;
+		}
+		r->er.volume = m->volume_id;
+		r->er.epoch = m->epoch;
+		req_submit(r, QBD_ENGINE_DELETE_VOLUME);
+		return 0;
+	default:
+		break;
+	}
+
+	/* READ, WRITE, FLUSH: only the writer of the promised epoch. */
+	if (m->epoch != promised) {
+		r->reply.epoch = promised;
+		req_reply(r, m->epoch < promised ? -EPERM : -ENOTCONN);
+		return 0;
+	}
+	r->er.volume = m->volume_id;
+	r->er.chunk = m->chunk;
+	r->er.offset = m->offset;
+	r->er.length = m->length;
+	r->er.epoch = m->epoch;
+	if (m->type == QBD__MSG_TYPE__FLUSH) {
+		req_submit(r, QBD_ENGINE_FLUSH);
+	} else if (m->type == QBD__MSG_TYPE__READ) {
+		if (posix_memalign(&r->data, QBD_ENGINE_BLOCK, m->length) != 0) {
+			r->data = NULL;
+			req_reply(r, -ENOMEM);
+			return 0;
+		}
+		r->er.buf = r->data;
+		req_submit(r, QBD_ENGINE_READ);
+	} else {
+		r->er.buf = r->data;
+		r->er.expected_version = m->expected_version;
+		r->er.new_version = m->new_version;
+		if (m->flags & QBD_WIRE_F_FUA)
+			r->er.flags |= QBD_ENGINE_F_FUA;
+		if (m->flags & QBD_WIRE_F_REPAIR)
+			r->er.flags |= QBD_ENGINE_F_REPAIR;
+		req_submit(r, (m->flags & QBD_WIRE_F_ZERO) ? QBD_ENGINE_ZERO
+							   : QBD_ENGINE_WRITE);
+	}
+	return 0;
+}
+
+static const struct qbd_wire_rx_ops conn_rx_ops = {
+	.on_header = conn_on_header,
+	.on_frame = conn_on_frame,
+};
+
+static void conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct chunkd_conn *c = QBD_CONTAINER_OF((uv_tcp_t *)s, struct chunkd_conn, tcp);
+	int rc;
+
+	if (n == UV_EOF) {
+		qbd_debug(COMP, "%s: disconnected", c->peer);
+		conn_close(c);
+		return;
+	}
+	if (n < 0) {
+		qbd_warn(COMP, "%s: read: %s", c->peer, uv_strerror((int)n));
+		conn_close(c);
+		return;
+	}
+	rc = qbd_wire_rx_feed(&c->rx, (const uint8_t *)buf->base, (size_t)n,
+			      &conn_rx_ops, c);
+	if (rc < 0) {
+		qbd_warn(COMP, "%s: %s; closing", c->peer, strerror(-rc));
+		conn_close(c);
+	} else if (rc > 0) {
+		conn_close(c);  /* a reply with close_after is on its way */
+	}
+}
+
+static void server_on_connection(uv_stream_t *srv, int status)
+{
+	struct chunkd *d = QBD_CONTAINER_OF((uv_tcp_t *)srv, struct chunkd, server);
+	struct chunkd_conn *c;
+	struct sockaddr_storage ss;
+	int len = sizeof ss;
+
+	if (status < 0) {
+		qbd_warn(COMP, "accept: %s", uv_strerror(status));
+		return;
+	}
+	c = calloc(1, sizeof *c);
+	if (!c) {
+		qbd_err(COMP, "accept: out of memory");
+		return;
+	}
+	uv_tcp_init(&d->loop, &c->tcp);
+	c->d = d;
+	c->refs = 1;
+	qbd_wire_rx_init(&c->rx);
+	if (uv_accept(srv, (uv_stream_t *)&c->tcp) < 0) {
+		c->closing = true;
+		uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	strcpy(c->peer, "?");
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+		char host[48] = "?";
+		int port;
+		if (ss.ss_family == AF_INET6) {
+			uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		} else {
+			uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		}
+		snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+	}
+	c->next = d->conns;
+	if (d->conns)
+		d->conns->prev = c;
+	d->conns = c;
+	qbd_debug(COMP, "%s: connected", c->peer);
+	conn_update_reading(c);
+}
+
+/* ---- engine and shutdown ---- */
+
+static void engine_on_poll(uv_poll_t *p, int status, int events)
+{
+	struct chunkd *d = QBD_CONTAINER_OF(p, struct chunkd, engine_poll);
+
+	(void)events;
+	if (status < 0)
+		qbd_warn(COMP, "engine poll: %s", uv_strerror(status));
+	qbd_engine_poll(d->e);
+}
+
+static void chunkd_close_all(struct chunkd *d)
+{
+	while (d->conns)
+		conn_close(d->conns);
+	uv_close((uv_handle_t *)&d->engine_poll, NULL);
+	uv_close((uv_handle_t *)&d->sig_term, NULL);
+	uv_close((uv_handle_t *)&d->sig_int, NULL);
+	uv_close((uv_handle_t *)&d->drain_timer, NULL);
+}
+
+static void chunkd_on_flushed(struct qbd_engine_req *er)
+{
+	struct chunkd *d = er->user;
+
+	if (er->res < 0)
+		qbd_err(COMP, "final flush: %s", strerror(-er->res));
+	chunkd_close_all(d);
+}
+
+static bool chunkd_drained(const struct chunkd *d)
+{
+	if (qbd_engine_busy(d->e) > 0)
+		return false;
+	for (const struct chunkd_conn *c = d->conns; c; c = c->next)
+		if (c->inflight > 0)
+			return false;
+	return true;
+}
+
+static void chunkd_on_drain_tick(uv_timer_t *t)
+{
+	struct chunkd *d = QBD_CONTAINER_OF(t, struct chunkd, drain_timer);
+	bool timed_out = qbd_now_ns() - d->stop_start_ns >
+			 (uint64_t)QBD_CHUNKD_DRAIN_MS * 1000000u;
+
+	if (!chunkd_drained(d) && !timed_out)
+		return;
+	uv_timer_stop(t);
+	if (timed_out)
+		qbd_warn(COMP, "shutdown: gave up waiting after %d ms (%u engine requests busy)",
+			 QBD_CHUNKD_DRAIN_MS, qbd_engine_busy(d->e));
+	memset(&d->flush_req, 0, sizeof d->flush_req);
+	d->flush_req.op = QBD_ENGINE_FLUSH;
+	d->flush_req.cb = chunkd_on_flushed;
+	d->flush_req.user = d;
+	qbd_engine_submit(d->e, &d->flush_req);
+}
+
+static void chunkd_on_signal(uv_signal_t *s, int signum)
+{
+	struct chunkd *d = s->data;
+
+	if (d->stopping)
+		return;
+	qbd_info(COMP, "signal %d: shutting down", signum);
+	d->stopping = true;
+	d->stop_start_ns = qbd_now_ns();
+	uv_close((uv_handle_t *)&d->server, NULL);
+	for (struct chunkd_conn *c = d->conns; c; c = c->next)
+		conn_update_reading(c);
+	uv_timer_start(&d->drain_timer, chunkd_on_drain_tick, 0, 20);
+}
+
+/* ---- keepalive thread ---- */
+
+static void *chunkd_keepalive_main(void *arg)
+{
+	struct chunkd *d = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&d->ka_mu);
+	while (!d->ka_stop) {
+		int64_t lease = d->lease;
+		int rc;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += QBD_CHUNKD_KEEPALIVE_MS / 1000;
+		while (!d->ka_stop &&
+		       pthread_cond_timedwait(&d->ka_cv, &d->ka_mu, &ts) != ETIMEDOUT)
+			;
+		if (d->ka_stop)
+			break;
+		pthread_mutex_unlock(&d->ka_mu);
+		rc = lease ? qbd_meta_lease_keepalive(d->meta, lease) : -ENOENT;
+		if (rc == -ENOENT) {
+			qbd_warn(COMP, "lease expired; registering again");
+			rc = qbd_meta_lease_grant(d->meta, QBD_CHUNKD_LEASE_TTL, &lease);
+			if (rc == 0)
+				rc = qbd_meta_node_register(d->meta, &d->node, lease);
+			else
+				lease = 0;
+		}
+		if (rc < 0)
+			qbd_warn(COMP, "etcd keepalive: %s; retrying", strerror(-rc));
+		pthread_mutex_lock(&d->ka_mu);
+		d->lease = lease;
+	}
+	pthread_mutex_unlock(&d->ka_mu);
+	return NULL;
+}
+
+static void chunkd_keepalive_stop(struct chunkd *d)
+{
+	if (!d->ka_started)
+		return;
+	pthread_mutex_lock(&d->ka_mu);
+	d->ka_stop = true;
+	pthread_cond_signal(&d->ka_cv);
+	pthread_mutex_unlock(&d->ka_mu);
+	pthread_join(d->ka_thread, NULL);
+	d->ka_started = false;
+}
+
+/* ---- start-up ---- */
+
+static void chunkd_close_walk(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static int chunkd_identity(struct chunkd *d)
+{
+	uint64_t ours = qbd_engine_cluster_id(d->e);
+	int rc = qbd_meta_cluster_id(d->meta, true, &d->cluster_id);
+
+	if (rc < 0) {
+		qbd_err(COMP, "reading cluster id from etcd: %s", strerror(-rc));
+		return rc;
+	}
+	if (ours == 0) {
+		rc = qbd_engine_set_cluster_id(d->e, d->cluster_id);
+		if (rc < 0) {
+			qbd_err(COMP, "storing cluster id: %s", strerror(-rc));
+			return rc;
+		}
+	} else if (ours != d->cluster_id) {
+		qbd_err(COMP, "store belongs to cluster %016llx, etcd has cluster %016llx; "
+			"refusing to start", (unsigned long long)ours,
+			(unsigned long long)d->cluster_id);
+		return -EEXIST;
+	}
+	d->node_id = qbd_engine_node_id(d->e);
+	return 0;
+}
+
+/* Bind and listen on addr; writes the bound "HOST:PORT" to bound. */
+static int chunkd_listen(struct chunkd *d, const char *addr, char *bound, size_t blen)
+{
+	char host[QBD_ADDR_MAX], port_s[8];
+	uint16_t port;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+	struct addrinfo *ai = NULL;
+	struct sockaddr_storage ss;
+	int len = sizeof ss, rc;
+
+	if (qbd_parse_hostport(addr, host, sizeof host, &port) < 0) {
+		qbd_err(COMP, "bad listen address '%s'", addr);
+		return -EINVAL;
+	}
+	snprintf(port_s, sizeof port_s, "%u", port);
+	rc = getaddrinfo(host[0] ? host : NULL, port_s, &hints, &ai);
+	if (rc != 0) {
+		qbd_err(COMP, "resolving '%s': %s", addr, gai_strerror(rc));
+		return -EINVAL;
+	}
+	uv_tcp_init(&d->loop, &d->server);
+	/* uv_tcp_bind sets SO_REUSEADDR. */
+	rc = uv_tcp_bind(&d->server, ai->ai_addr, 0);
+	freeaddrinfo(ai);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&d->server, 128, server_on_connection);
+	if (rc < 0) {
+		qbd_err(COMP, "listen on %s: %s", addr, uv_strerror(rc));
+		return -EADDRINUSE;
+	}
+	if (uv_tcp_getsockname(&d->server, (struct sockaddr *)&ss, &len) == 0) {
+		int p = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+						 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		snprintf(bound, blen, "%s:%d", host, p);
+	} else {
+		snprintf(bound, blen, "%s", addr);
+	}
+	return 0;
+}
+
+static int chunkd_register(struct chunkd *d, const struct qbd_chunkd_opts *o,
+			   const char *bound)
+{
+	struct qbd_engine_stats st;
+	int rc;
+
+	qbd_engine_stats(d->e, &st);
+	memset(&d->node, 0, sizeof d->node);
+	d->node.id = d->node_id;
+	snprintf(d->node.addr, sizeof d->node.addr, "%.*s", QBD_ADDR_MAX - 1,
+		 o->advertise ? o->advertise : bound);
+	snprintf(d->node.zone, sizeof d->node.zone, "%s", o->zone);
+	d->node.capacity = st.capacity;
+	d->node.used = st.used;
+	d->node.chunk_size = st.chunk_size;
+	rc = qbd_meta_lease_grant(d->meta, QBD_CHUNKD_LEASE_TTL, &d->lease);
+	if (rc == 0)
+		rc = qbd_meta_node_register(d->meta, &d->node, d->lease);
+	if (rc < 0) {
+		qbd_err(COMP, "registering in etcd: %s", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+int qbd_chunkd_run(const struct qbd_chunkd_opts *o)
+{
+	struct qbd_engine_opts eo = { .path = o->data, .create_size = o->create_size };
+	struct chunkd *d;
+	pthread_condattr_t ca;
+	char bound[QBD_ADDR_MAX + 8];
+	int rc;
+
+	d = calloc(1, sizeof *d);
+	if (!d)
+		return -ENOMEM;
+	pthread_mutex_init(&d->ka_mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&d->ka_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	rc = uv_loop_init(&d->loop);
+	if (rc < 0) {
+		qbd_err(COMP, "uv_loop_init: %s", uv_strerror(rc));
+		rc = -ENOMEM;
+		goto out_free;
+	}
+
+	rc = qbd_engine_open(&eo, &d->e);
+	if (rc < 0) {
+		qbd_err(COMP, "opening store %s: %s", o->data, strerror(-rc));
+		goto out_loop;
+	}
+	{
+		struct qbd_engine_stats st;
+		qbd_engine_stats(d->e, &st);
+		d->chunk_size = st.chunk_size;
+	}
+	rc = qbd_meta_open(o->etcd, &d->meta);
+	if (rc < 0) {
+		qbd_err(COMP, "etcd %s: %s", o->etcd, strerror(-rc));
+		goto out_engine;
+	}
+	rc = chunkd_identity(d);
+	if (rc < 0)
+		goto out_meta;
+	rc = chunkd_listen(d, o->listen, bound, sizeof bound);
+	if (rc < 0)
+		goto out_handles;
+	uv_poll_init(&d->loop, &d->engine_poll, qbd_engine_event_fd(d->e));
+	uv_poll_start(&d->engine_poll, UV_READABLE, engine_on_poll);
+	uv_signal_init(&d->loop, &d->sig_term);
+	uv_signal_init(&d->loop, &d->sig_int);
+	d->sig_term.data = d->sig_int.data = d;
+	uv_signal_start(&d->sig_term, chunkd_on_signal, SIGTERM);
+	uv_signal_start(&d->sig_int, chunkd_on_signal, SIGINT);
+	uv_timer_init(&d->loop, &d->drain_timer);
+
+	rc = chunkd_register(d, o, bound);
+	if (rc < 0)
+		goto out_handles;
+	{
+		/* Signals belong to the loop thread (uv_signal): the keepalive
+		 * thread inherits a mask blocking them all. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		rc = pthread_create(&d->ka_thread, NULL, chunkd_keepalive_main, d);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	if (rc != 0) {
+		rc = -rc;
+		qbd_err(COMP, "keepalive thread: %s", strerror(-rc));
+		goto out_lease;
+	}
+	d->ka_started = true;
+	{
+		char idb[17];
+		qbd_info(COMP, "listening on %s zone %s node %s", bound, o->zone,
+			 qbd_id_str(d->node_id, idb));
+	}
+
+	uv_run(&d->loop, UV_RUN_DEFAULT);
+	rc = 0;
+	chunkd_keepalive_stop(d);
+out_lease:
+	if (d->lease) {
+		int r2 = qbd_meta_lease_revoke(d->meta, d->lease);
+		if (r2 < 0)
+			qbd_warn(COMP, "revoking lease: %s", strerror(-r2));
+	}
+out_handles:
+	uv_walk(&d->loop, chunkd_close_walk, NULL);
+	uv_run(&d->loop, UV_RUN_DEFAULT);
+out_meta:
+	qbd_meta_close(d->meta);
+out_engine:
+	if (qbd_engine_busy(d->e) == 0)
+		qbd_engine_close(d->e);
+	else
+		qbd_warn(COMP, "store not closed: %u requests still busy",
+			 qbd_engine_busy(d->e));
+out_loop:
+	if (uv_loop_close(&d->loop) != 0)
+		qbd_warn(COMP, "event loop still has handles at exit");
+out_free:
+	pthread_cond_destroy(&d->ka_cv);
+	pthread_mutex_destroy(&d->ka_mu);
+	free(d);
+	return rc;
+}

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd-chunkd: the chunk server. One libuv loop thread serves the qbd wire
+ * protocol over TCP on top of one engine (engine/engine.h); a second thread
+ * keeps the node's etcd lease alive. See docs/parts/chunkd.md.
+ */
+#ifndef QBD_CHUNKD_H
+#define QBD_CHUNKD_H
+
+#include <stdint.h>
+
+#define QBD_CHUNKD_LEASE_TTL 10        /* seconds */
+#define QBD_CHUNKD_KEEPALIVE_MS 3000
+#define QBD_CHUNKD_MAX_INFLIGHT 256    /* requests per connection */
+#define QBD_CHUNKD_DRAIN_MS 5000       /* shutdown: wait this long at most */
+
+struct qbd_chunkd_opts {
+	const char *data;       /* store path */
+	uint64_t create_size;   /* create the file with this size if absent */
+	const char *listen;     /* "HOST:PORT" */
+	const char *advertise;  /* "HOST:PORT" published in etcd; NULL = listen */
+	const char *zone;
+	const char *etcd;       /* etcd URL(s) */
+};
+
+/*
+ * Run the chunk server until SIGTERM/SIGINT. Blocking; the strings in opts
+ * must stay valid for the call. Returns 0 after a clean shutdown, -errno if
+ * start-up failed (the reason is logged).
+ */
+int qbd_chunkd_run(const struct qbd_chunkd_opts *opts);
+
+#endif
