@@ -1,0 +1,1009 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd engine: chunks of many volumes in one file or block device, I/O
+ * through io_uring with O_DIRECT, XXH3-64 per 4 KiB block verified on every
+ * read. Layout and rules: docs/design.md, "Engine".
+ *
+ * Ordering: requests of one chunk run one at a time in submission order
+ * (a FIFO per chunk), so overlapping writes land in arrival order and the
+ * chunk's metadata block is never written twice at once. Requests of
+ * different chunks run concurrently.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "internal.h"
+
+#define B QBD_ENGINE_BLOCK
+
+enum step {
+	ST_READ_DATA = 1,   /* READ: data read in flight */
+	ST_RMW_READ,        /* WRITE/ZERO: partial blocks being read */
+	ST_WRITE_DATA,      /* data write in flight */
+	ST_WRITE_META,      /* meta block write in flight */
+	ST_FSYNC,           /* FUA / FLUSH / PROMISE sync */
+	ST_PROMISE_WRITE,
+};
+
+static struct eng_priv *priv(struct qbd_engine_req *r)
+{
+	return (struct eng_priv *)r->priv;
+}
+
+static uint64_t meta_checksum(const struct eng_meta *m)
+{
+	struct eng_meta tmp;
+
+	memcpy(&tmp, m, sizeof tmp);
+	tmp.checksum = 0;
+	return XXH3_64bits(&tmp, sizeof tmp);
+}
+
+static uint64_t super_checksum(const struct eng_super *s)
+{
+	struct eng_super tmp = *s;
+
+	tmp.checksum = 0;
+	return XXH3_64bits(&tmp, sizeof tmp);
+}
+
+static inline bool bit_test(const uint64_t *m, unsigned i)
+{
+	return (m[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void bit_set(uint64_t *m, unsigned i, bool on)
+{
+	if (on)
+		m[i / 64] |= 1ull << (i % 64);
+	else
+		m[i / 64] &= ~(1ull << (i % 64));
+}
+
+static unsigned hash_of(uint64_t volume, uint64_t chunk)
+{
+	uint64_t h = volume * 0x9e3779b97f4a7c15ull ^ (chunk + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull;
+	return (unsigned)(h >> 48) % ENG_HASH;
+}
+
+static struct eng_chunk *chunk_find(const struct qbd_engine *e, uint64_t volume,
+				    uint64_t chunk)
+{
+	for (struct eng_chunk *c = e->hash[hash_of(volume, chunk)]; c; c = c->hnext)
+		if (c->volume == volume && c->chunk == chunk)
+			return c;
+	return NULL;
+}
+
+static struct eng_chunk *chunk_add(struct qbd_engine *e, uint64_t volume,
+				   uint64_t chunk, uint64_t slot)
+{
+	struct eng_chunk *c = calloc(1, sizeof *c);
+	unsigned h = hash_of(volume, chunk);
+
+	if (!c)
+		return NULL;
+	if (posix_memalign((void **)&c->meta, B, B)) {
+		free(c);
+		return NULL;
+	}
+	memset(c->meta, 0, B);
+	c->volume = volume;
+	c->chunk = chunk;
+	c->slot = slot;
+	c->hnext = e->hash[h];
+	e->hash[h] = c;
+	return c;
+}
+
+static void chunk_remove(struct qbd_engine *e, struct eng_chunk *c)
+{
+	struct eng_chunk **pp = &e->hash[hash_of(c->volume, c->chunk)];
+
+	while (*pp != c)
+		pp = &(*pp)->hnext;
+	*pp = c->hnext;
+	e->free_map[c->slot] = 0;
+	e->used_slots--;
+	free(c->meta);
+	free(c);
+}
+
+static uint64_t meta_pos(const struct qbd_engine *e, uint64_t slot)
+{
+	return e->sb.meta_off + slot * B;
+}
+
+static uint64_t data_pos(const struct qbd_engine *e, uint64_t slot)
+{
+	return e->sb.data_off + slot * (uint64_t)e->sb.chunk_size;
+}
+
+/* ---- open / close ---- */
+
+static int eng_write_super(struct qbd_engine *e)
+{
+	uint8_t *blk;
+	int r;
+
+	if (posix_memalign((void **)&blk, B, B))
+		return -ENOMEM;
+	memset(blk, 0, B);
+	e->sb.checksum = super_checksum(&e->sb);
+	memcpy(blk, &e->sb, sizeof e->sb);
+	r = qbd_pwrite_full(e->fd, blk, B, 0);
+	if (r == 0 && fdatasync(e->fd) == -1)
+		r = -errno;
+	free(blk);
+	return r;
+}
+
+static int eng_format(struct qbd_engine *e, uint64_t size, uint32_t chunk_size)
+{
+	uint64_t per = chunk_size + (uint64_t)B;
+	uint64_t nslots;
+	uint8_t *zero;
+	int r = 0;
+
+	if (size < ENG_META_OFF + 2 * per)
+		return -ENOSPC;
+	nslots = (size - ENG_META_OFF - chunk_size) / per;
+	memset(&e->sb, 0, sizeof e->sb);
+	e->sb.magic = ENG_MAGIC_SB;
+	e->sb.format = ENG_FORMAT;
+	e->sb.chunk_size = chunk_size;
+	e->sb.node_id = qbd_random_u64();
+	e->sb.nslots = nslots;
+	e->sb.meta_off = ENG_META_OFF;
+	e->sb.data_off = QBD_ALIGN_UP(ENG_META_OFF + nslots * B, (uint64_t)chunk_size);
+	if (e->sb.data_off + nslots * chunk_size > size)
+		e->sb.nslots = nslots = (size - e->sb.data_off) / chunk_size;
+	/* Clear the promise table and the metadata table. */
+	if (posix_memalign((void **)&zero, B, 1 << 20))
+		return -ENOMEM;
+	memset(zero, 0, 1 << 20);
+	for (uint64_t off = ENG_PROMISE_OFF; off < e->sb.data_off && r == 0; off += 1 << 20)
+		r = qbd_pwrite_full(e->fd, zero, QBD_MIN((uint64_t)1 << 20, e->sb.data_off - off), (off_t)off);
+	free(zero);
+	if (r == 0)
+		r = eng_write_super(e);
+	if (r == 0)
+		qbd_info("engine", "formatted: %llu chunk slots of %u bytes, node %016llx",
+			 (unsigned long long)nslots, chunk_size,
+			 (unsigned long long)e->sb.node_id);
+	return r;
+}
+
+static int eng_load(struct qbd_engine *e)
+{
+	uint64_t bytes = e->sb.nslots * B;
+	uint8_t *tab;
+	int r;
+
+	r = qbd_pread_full(e->fd, e->promises, ENG_PROMISE_BYTES, ENG_PROMISE_OFF);
+	if (r < 0)
+		return r;
+	if (posix_memalign((void **)&tab, B, 1 << 20))
+		return -ENOMEM;
+	for (uint64_t done = 0; done < bytes; done += 1 << 20) {
+		uint64_t n = QBD_MIN((uint64_t)1 << 20, bytes - done);
+
+		r = qbd_pread_full(e->fd, tab, n, (off_t)(e->sb.meta_off + done));
+		if (r < 0)
+			break;
+		for (uint64_t i = 0; i < n / B; i++) {
+			const struct eng_meta *m = (const void *)(tab + i * B);
+			uint64_t slot = done / B + i;
+			struct eng_chunk *c;
+
+			if (m->magic != ENG_MAGIC_META)
+				continue;
+			if (meta_checksum(m) != m->checksum) {
+				qbd_err("engine", "slot %llu: metadata checksum mismatch; "
+					"chunk %llu of volume %016llx ignored",
+					(unsigned long long)slot, (unsigned long long)m->chunk,
+					(unsigned long long)m->volume);
+				continue;
+			}
+			c = chunk_add(e, m->volume, m->chunk, slot);
+			if (!c) {
+				r = -ENOMEM;
+				break;
+			}
+			memcpy(c->meta, m, B);
+			c->version = m->version;
+			e->free_map[slot] = 1;
+			e->used_slots++;
+		}
+		if (r < 0)
+			break;
+	}
+	free(tab);
+	return r;
+}
+
+int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
+{
+	struct qbd_engine *e;
+	struct stat st;
+	uint64_t size;
+	uint32_t cs = opts->chunk_size ? opts->chunk_size : QBD_ENGINE_DEFAULT_CHUNK;
+	unsigned qd = opts->queue_depth ? opts->queue_depth : 256;
+	uint8_t *blk = NULL;
+	int r;
+
+	*out = NULL;
+	if (cs % B || cs / B > ENG_BLOCKS_MAX || cs == 0)
+		return -EINVAL;
+	e = calloc(1, sizeof *e);
+	if (!e)
+		return -ENOMEM;
+	e->fd = e->efd = -1;
+	e->fd = open(opts->path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (e->fd == -1 && errno == ENOENT && opts->create_size) {
+		e->fd = open(opts->path, O_RDWR | O_DIRECT | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
+		if (e->fd != -1 && ftruncate(e->fd, (off_t)opts->create_size) == -1) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	if (e->fd == -1) {
+		r = -errno;
+		qbd_err("engine", "open %s: %m", opts->path);
+		goto fail;
+	}
+	if (fstat(e->fd, &st) == -1) {
+		r = -errno;
+		goto fail;
+	}
+	size = (uint64_t)st.st_size;
+	if (S_ISBLK(st.st_mode) && ioctl(e->fd, BLKGETSIZE64, &size) == -1) {
+		r = -errno;
+		goto fail;
+	}
+	if (posix_memalign((void **)&blk, B, B) ||
+	    posix_memalign((void **)&e->promises, B, ENG_PROMISE_BYTES)) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = size >= B ? qbd_pread_full(e->fd, blk, B, 0) : -ENOSPC;
+	if (r < 0)
+		goto fail;
+	memcpy(&e->sb, blk, sizeof e->sb);
+	if (e->sb.magic != ENG_MAGIC_SB) {
+		for (unsigned i = 0; i < B; i++)
+			if (blk[i]) {
+				qbd_err("engine", "%s holds data that is not a qbd store; "
+					"refusing to format it", opts->path);
+				r = -EEXIST;
+				goto fail;
+			}
+		r = eng_format(e, size, cs);
+		if (r < 0)
+			goto fail;
+	} else if (super_checksum(&e->sb) != e->sb.checksum ||
+		   e->sb.format != ENG_FORMAT) {
+		qbd_err("engine", "%s: bad superblock (checksum or format)", opts->path);
+		r = -EUCLEAN;
+		goto fail;
+	} else if (opts->chunk_size && opts->chunk_size != e->sb.chunk_size) {
+		qbd_err("engine", "%s: chunk size %u, asked for %u", opts->path,
+			e->sb.chunk_size, opts->chunk_size);
+		r = -EINVAL;
+		goto fail;
+	}
+	e->free_map = calloc(e->sb.nslots, 1);
+	if (!e->free_map) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = eng_load(e);
+	if (r < 0)
+		goto fail;
+	{
+		uint8_t *z;
+		if (posix_memalign((void **)&z, B, B)) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		memset(z, 0, B);
+		e->zero_csum = XXH3_64bits(z, B);
+		free(z);
+	}
+	r = io_uring_queue_init(qd, &e->ring, 0);
+	if (r < 0) {
+		qbd_err("engine", "io_uring_queue_init: %s", strerror(-r));
+		goto fail;
+	}
+	e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (e->efd == -1 || io_uring_register_eventfd(&e->ring, e->efd) < 0) {
+		r = e->efd == -1 ? -errno : -EIO;
+		io_uring_queue_exit(&e->ring);
+		goto fail;
+	}
+	free(blk);
+	qbd_info("engine", "%s: %llu of %llu chunk slots used", opts->path,
+		 (unsigned long long)e->used_slots, (unsigned long long)e->sb.nslots);
+	*out = e;
+	return 0;
+fail:
+	free(blk);
+	if (e->efd >= 0)
+		close(e->efd);
+	e->efd = -1;
+	if (e->fd >= 0)
+		close(e->fd);
+	e->fd = -1;
+	for (unsigned h = 0; h < ENG_HASH; h++)
+		while (e->hash[h]) {
+			struct eng_chunk *c = e->hash[h];
+			e->hash[h] = c->hnext;
+			free(c->meta);
+			free(c);
+		}
+	free(e->free_map);
+	free(e->promises);
+	free(e);
+	return r;
+}
+
+void qbd_engine_close(struct qbd_engine *e)
+{
+	if (!e)
+		return;
+	if (e->busy)
+		qbd_warn("engine", "closing with %u requests in flight", e->busy);
+	io_uring_queue_exit(&e->ring);
+	close(e->efd);
+	close(e->fd);
+	for (unsigned h = 0; h < ENG_HASH; h++)
+		while (e->hash[h]) {
+			struct eng_chunk *c = e->hash[h];
+			e->hash[h] = c->hnext;
+			free(c->meta);
+			free(c);
+		}
+	free(e->free_map);
+	free(e->promises);
+	free(e);
+}
+
+unsigned qbd_engine_busy(const struct qbd_engine *e) { return e->busy; }
+int qbd_engine_event_fd(const struct qbd_engine *e) { return e->efd; }
+uint64_t qbd_engine_node_id(const struct qbd_engine *e) { return e->sb.node_id; }
+uint64_t qbd_engine_cluster_id(const struct qbd_engine *e) { return e->sb.cluster_id; }
+
+int qbd_engine_set_cluster_id(struct qbd_engine *e, uint64_t cluster_id)
+{
+	if (e->sb.cluster_id == cluster_id)
+		return 0;
+	if (e->sb.cluster_id != 0)
+		return -EEXIST;
+	e->sb.cluster_id = cluster_id;
+	return eng_write_super(e);
+}
+
+void qbd_engine_stats(const struct qbd_engine *e, struct qbd_engine_stats *st)
+{
+	st->chunk_size = e->sb.chunk_size;
+	st->capacity = e->sb.nslots * e->sb.chunk_size;
+	st->used = e->used_slots * e->sb.chunk_size;
+	st->chunks = e->used_slots;
+}
+
+uint64_t qbd_engine_promised(const struct qbd_engine *e, uint64_t volume)
+{
+	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++)
+		if (e->promises[i].volume == volume && volume != 0)
+			return e->promises[i].epoch;
+	return 0;
+}
+
+uint64_t qbd_engine_chunk_version(const struct qbd_engine *e, uint64_t volume,
+				  uint64_t chunk)
+{
+	struct eng_chunk *c = chunk_find(e, volume, chunk);
+	return c ? c->version : 0;
+}
+
+int qbd_engine_for_each_chunk(const struct qbd_engine *e, uint64_t volume,
+			      int (*fn)(void *user, uint64_t chunk, uint64_t version),
+			      void *user)
+{
+	for (unsigned h = 0; h < ENG_HASH; h++)
+		for (struct eng_chunk *c = e->hash[h]; c; c = c->hnext)
+			if (c->volume == volume) {
+				int r = fn(user, c->chunk, c->version);
+				if (r)
+					return r;
+			}
+	return 0;
+}
+
+/* ---- request machinery ---- */
+
+static void eng_wake(struct qbd_engine *e)
+{
+	uint64_t one = 1;
+
+	if (write(e->efd, &one, sizeof one) == -1 && errno != EAGAIN)
+		qbd_warn("engine", "eventfd: %m");
+}
+
+static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c);
+
+/* Finish a request: queue its callback for qbd_engine_poll and start the
+ * next request of its chunk. */
+static void req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+
+	free(p->bounce);
+	p->bounce = NULL;
+	free(p->meta_copy);
+	p->meta_copy = NULL;
+	r->res = res;
+	p->next = NULL;
+	if (e->done_tail)
+		priv(e->done_tail)->next = r;
+	else
+		e->done_head = r;
+	e->done_tail = r;
+	eng_wake(e);
+	if (c) {
+		c->busy = 0;
+		p->ch = NULL;
+		chunk_run_next(e, c);
+		/* A first write that failed leaves no empty chunk behind. */
+		if (res < 0 && c->meta->magic == 0 && !c->busy && !c->q_head)
+			chunk_remove(e, c);
+	}
+}
+
+/* Queue an SQE for r; if the ring is full, park r until the next poll. */
+static struct io_uring_sqe *req_sqe(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+
+	if (!sqe) {
+		io_uring_submit(&e->ring);
+		e->pending_sqes = 0;
+		sqe = io_uring_get_sqe(&e->ring);
+	}
+	if (!sqe) {
+		priv(r)->next = NULL;
+		if (e->retry_tail)
+			priv(e->retry_tail)->next = r;
+		else
+			e->retry_head = r;
+		e->retry_tail = r;
+		return NULL;
+	}
+	io_uring_sqe_set_data(sqe, r);
+	e->pending_sqes++;
+	return sqe;
+}
+
+static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r);
+
+static void req_fsync(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	priv(r)->step = ST_FSYNC;
+	step_issue(e, r);
+}
+
+/* Issue the I/O for the request's current step. */
+static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct io_uring_sqe *sqe = req_sqe(e, r);
+
+	if (!sqe)
+		return;
+	switch (p->step) {
+	case ST_READ_DATA:
+	case ST_RMW_READ:
+		io_uring_prep_read(sqe, e->fd, p->bounce, p->nb * B,
+				   data_pos(e, p->ch->slot) + (uint64_t)p->b0 * B);
+		break;
+	case ST_WRITE_DATA:
+		io_uring_prep_write(sqe, e->fd, p->bounce, p->nb * B,
+				    data_pos(e, p->ch->slot) + (uint64_t)p->b0 * B);
+		break;
+	case ST_WRITE_META:
+		io_uring_prep_write(sqe, e->fd, p->meta_copy, B, meta_pos(e, p->ch->slot));
+		break;
+	case ST_FSYNC:
+		io_uring_prep_fsync(sqe, e->fd, IORING_FSYNC_DATASYNC);
+		break;
+	case ST_PROMISE_WRITE: {
+		/* bounce holds the 4 KiB block of the promise table */
+		uint64_t idx = (uint64_t)p->b0;
+		io_uring_prep_write(sqe, e->fd, p->bounce, B, ENG_PROMISE_OFF + idx * B);
+		break;
+	}
+	}
+}
+
+/* Verify the checksums of the written blocks in bounce. */
+static int verify_blocks(struct qbd_engine *e, struct eng_chunk *c,
+			 const uint8_t *buf, unsigned b0, unsigned nb, bool only_edges)
+{
+	for (unsigned i = 0; i < nb; i++) {
+		unsigned b = b0 + i;
+
+		if (only_edges && i != 0 && i != nb - 1)
+			continue;
+		if (!bit_test(c->meta->written, b))
+			continue;
+		if (XXH3_64bits(buf + (size_t)i * B, B) != c->meta->block_csum[b]) {
+			qbd_err("engine", "checksum mismatch: volume %016llx chunk %llu "
+				"block %u (slot %llu)", (unsigned long long)c->volume,
+				(unsigned long long)c->chunk, b,
+				(unsigned long long)c->slot);
+			(void)e;
+			return -EBADMSG;
+		}
+	}
+	return 0;
+}
+
+/* WRITE/ZERO after any read-modify-write read: merge, checksum, write. */
+static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+	uint32_t rel = r->offset - p->b0 * B;
+	bool any_data = false;
+
+	/* Blocks never written read as zeros: clear them before merging. */
+	for (unsigned i = 0; i < p->nb; i++)
+		if (!bit_test(c->meta->written, p->b0 + i))
+			memset(p->bounce + (size_t)i * B, 0, B);
+	if (r->op == QBD_ENGINE_WRITE)
+		memcpy(p->bounce + rel, r->buf, r->length);
+	else
+		memset(p->bounce + rel, 0, r->length);
+	for (unsigned i = 0; i < p->nb; i++) {
+		unsigned b = p->b0 + i;
+		uint32_t bs = b * B, be = bs + B;
+		bool full = bs >= r->offset && be <= r->offset + r->length;
+
+		if (r->op == QBD_ENGINE_ZERO && (full || !bit_test(c->meta->written, b))) {
+			bit_set(c->meta->written, b, false);
+			c->meta->block_csum[b] = 0;
+			continue;
+		}
+		bit_set(c->meta->written, b, true);
+		c->meta->block_csum[b] = XXH3_64bits(p->bounce + (size_t)i * B, B);
+		any_data = true;
+	}
+	c->meta->magic = ENG_MAGIC_META;
+	c->meta->volume = c->volume;
+	c->meta->chunk = c->chunk;
+	c->meta->version = c->version;
+	c->meta->checksum = meta_checksum(c->meta);
+	if (posix_memalign((void **)&p->meta_copy, B, B)) {
+		req_done(e, r, -ENOMEM);
+		return;
+	}
+	memcpy(p->meta_copy, c->meta, B);
+	/* ZERO writes data only for partial blocks that hold data; a ZERO
+	 * that only clears blocks writes the metadata alone. */
+	p->step = any_data ? ST_WRITE_DATA : ST_WRITE_META;
+	step_issue(e, r);
+}
+
+static int slot_alloc(struct qbd_engine *e, uint64_t *slot)
+{
+	for (uint64_t i = 0; i < e->sb.nslots; i++)
+		if (!e->free_map[i]) {
+			e->free_map[i] = 1;
+			e->used_slots++;
+			*slot = i;
+			return 0;
+		}
+	return -ENOSPC;
+}
+
+/* Start r, the head of its chunk's queue (or a chunk-less request). */
+static void req_start(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+
+	switch (r->op) {
+	case QBD_ENGINE_READ:
+		r->version = c ? c->version : 0;
+		if (!c) {
+			memset(r->buf, 0, r->length);
+			req_done(e, r, (int)r->length);
+			return;
+		}
+		p->b0 = r->offset / B;
+		p->nb = (r->offset + r->length + B - 1) / B - p->b0;
+		{
+			bool any = false;
+			for (unsigned i = 0; i < p->nb; i++)
+				any |= bit_test(c->meta->written, p->b0 + i);
+			if (!any) {
+				memset(r->buf, 0, r->length);
+				req_done(e, r, (int)r->length);
+				return;
+			}
+		}
+		if (posix_memalign((void **)&p->bounce, B, (size_t)p->nb * B)) {
+			req_done(e, r, -ENOMEM);
+			return;
+		}
+		p->step = ST_READ_DATA;
+		step_issue(e, r);
+		return;
+	case QBD_ENGINE_WRITE:
+	case QBD_ENGINE_ZERO: {
+		uint64_t ver = c ? c->version : 0;
+		bool repair = r->flags & QBD_ENGINE_F_REPAIR;
+
+		if (repair) {
+			if (!(ver == r->expected_version && ver == r->new_version && c)) {
+				r->version = ver;
+				req_done(e, r, -ESTALE);
+				return;
+			}
+		} else if (ver == r->new_version && ver != 0) {
+			r->version = ver; /* an idempotent retry */
+			req_done(e, r, (int)r->length);
+			return;
+		} else if (ver != r->expected_version) {
+			r->version = ver;
+			req_done(e, r, -ESTALE);
+			return;
+		}
+		if (!c) {
+			uint64_t slot;
+			int err = slot_alloc(e, &slot);
+
+			if (err == 0 && !(c = chunk_add(e, r->volume, r->chunk, slot))) {
+				e->free_map[slot] = 0;
+				e->used_slots--;
+				err = -ENOMEM;
+			}
+			if (err) {
+				if (err == -ENOSPC)
+					qbd_warn("engine", "no free chunk slot for volume "
+						 "%016llx chunk %llu",
+						 (unsigned long long)r->volume,
+						 (unsigned long long)r->chunk);
+				r->version = 0;
+				req_done(e, r, err);
+				return;
+			}
+			c->busy = 1;
+			p->ch = c;
+		}
+		c->version = r->new_version;
+		r->version = c->version;
+		p->b0 = r->offset / B;
+		p->nb = (r->offset + r->length + B - 1) / B - p->b0;
+		if (posix_memalign((void **)&p->bounce, B, (size_t)p->nb * B)) {
+			req_done(e, r, -ENOMEM);
+			return;
+		}
+		bool head = r->offset % B && bit_test(c->meta->written, p->b0);
+		bool tail = (r->offset + r->length) % B &&
+			    bit_test(c->meta->written, p->b0 + p->nb - 1);
+		if (head || tail) {
+			p->step = ST_RMW_READ;
+			step_issue(e, r);
+			return;
+		}
+		write_apply(e, r);
+		return;
+	}
+	default:
+		req_done(e, r, -EINVAL);
+	}
+}
+
+static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c)
+{
+	struct qbd_engine_req *r = c->q_head;
+
+	if (c->busy || !r)
+		return;
+	c->q_head = priv(r)->next;
+	if (!c->q_head)
+		c->q_tail = NULL;
+	c->busy = 1;
+	priv(r)->ch = c;
+	req_start(e, r);
+}
+
+static void promise_start(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	int free_i = -1, idx = -1;
+
+	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++) {
+		if (e->promises[i].volume == r->volume) {
+			idx = (int)i;
+			break;
+		}
+		if (free_i < 0 && e->promises[i].volume == 0)
+			free_i = (int)i;
+	}
+	if (idx >= 0 && e->promises[idx].epoch >= r->epoch) {
+		r->version = e->promises[idx].epoch;
+		req_done(e, r, 0);
+		return;
+	}
+	if (idx < 0)
+		idx = free_i;
+	if (idx < 0) {
+		qbd_err("engine", "promise table full (%llu volumes)",
+			(unsigned long long)ENG_PROMISE_ENTRIES);
+		req_done(e, r, -ENOSPC);
+		return;
+	}
+	e->promises[idx].volume = r->volume;
+	e->promises[idx].epoch = r->epoch;
+	r->version = r->epoch;
+	unsigned blk = (unsigned)idx / (B / sizeof(struct eng_promise));
+	if (posix_memalign((void **)&p->bounce, B, B)) {
+		req_done(e, r, -ENOMEM);
+		return;
+	}
+	memcpy(p->bounce, (uint8_t *)e->promises + (size_t)blk * B, B);
+	p->b0 = blk;
+	p->step = ST_PROMISE_WRITE;
+	step_issue(e, r);
+}
+
+/* Delete a volume: synchronous writes of zeroed metadata blocks. An
+ * administrative operation, rare; it blocks the loop for a moment. */
+static int delete_volume(struct qbd_engine *e, uint64_t volume)
+{
+	uint8_t *zero;
+	int r = 0;
+
+	if (posix_memalign((void **)&zero, B, B))
+		return -ENOMEM;
+	memset(zero, 0, B);
+	for (unsigned h = 0; h < ENG_HASH; h++) {
+		struct eng_chunk *c = e->hash[h];
+		while (c) {
+			struct eng_chunk *next = c->hnext;
+			if (c->volume == volume) {
+				if (c->busy || c->q_head) {
+					r = -EBUSY;
+				} else {
+					int w = qbd_pwrite_full(e->fd, zero, B,
+								(off_t)meta_pos(e, c->slot));
+					if (w < 0)
+						r = w;
+					else
+						chunk_remove(e, c);
+				}
+			}
+			c = next;
+		}
+	}
+	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++)
+		if (e->promises[i].volume == volume) {
+			unsigned blk = i / (B / sizeof(struct eng_promise));
+			memset(&e->promises[i], 0, sizeof e->promises[i]);
+			memcpy(zero, (uint8_t *)e->promises + (size_t)blk * B, B);
+			int w = qbd_pwrite_full(e->fd, zero, B, (off_t)(ENG_PROMISE_OFF + (uint64_t)blk * B));
+			if (w < 0)
+				r = w;
+		}
+	if (fdatasync(e->fd) == -1 && r == 0)
+		r = -errno;
+	free(zero);
+	return r;
+}
+
+void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c;
+
+	memset(p, 0, sizeof *p);
+	e->busy++;
+	switch (r->op) {
+	case QBD_ENGINE_READ:
+	case QBD_ENGINE_WRITE:
+	case QBD_ENGINE_ZERO:
+		if (r->length == 0 || r->offset >= e->sb.chunk_size ||
+		    r->length > e->sb.chunk_size - r->offset || r->volume == 0 ||
+		    (r->op != QBD_ENGINE_ZERO && !r->buf)) {
+			qbd_warn("engine", "invalid request: op %d offset %u length %u",
+				 r->op, r->offset, r->length);
+			req_done(e, r, -EINVAL);
+			return;
+		}
+		c = chunk_find(e, r->volume, r->chunk);
+		if (!c && r->op != QBD_ENGINE_READ) {
+			/* Allocate the entry now so that later requests of this
+			 * chunk queue behind this one; the slot is taken here. */
+			uint64_t slot;
+			int err = slot_alloc(e, &slot);
+			if (err == 0 && !(c = chunk_add(e, r->volume, r->chunk, slot))) {
+				e->free_map[slot] = 0;
+				e->used_slots--;
+				err = -ENOMEM;
+			}
+			if (err) {
+				if (err == -ENOSPC)
+					qbd_warn("engine", "no free chunk slot for volume "
+						 "%016llx chunk %llu",
+						 (unsigned long long)r->volume,
+						 (unsigned long long)r->chunk);
+				req_done(e, r, err);
+				return;
+			}
+		}
+		if (!c) {
+			req_start(e, r);
+			return;
+		}
+		p->next = NULL;
+		if (c->q_tail)
+			priv(c->q_tail)->next = r;
+		else
+			c->q_head = r;
+		c->q_tail = r;
+		chunk_run_next(e, c);
+		return;
+	case QBD_ENGINE_FLUSH:
+		req_fsync(e, r);
+		return;
+	case QBD_ENGINE_PROMISE:
+		promise_start(e, r);
+		return;
+	case QBD_ENGINE_DELETE_VOLUME:
+		req_done(e, r, delete_volume(e, r->volume));
+		return;
+	default:
+		req_done(e, r, -EINVAL);
+	}
+}
+
+static void cqe_handle(struct qbd_engine *e, struct qbd_engine_req *r, int res)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+	size_t want = (size_t)p->nb * B;
+
+	if (res < 0) {
+		qbd_err("engine", "I/O error (step %d, volume %016llx chunk %llu): %s",
+			p->step, (unsigned long long)r->volume,
+			(unsigned long long)r->chunk, strerror(-res));
+		req_done(e, r, res);
+		return;
+	}
+	switch (p->step) {
+	case ST_READ_DATA:
+		if ((size_t)res != want) {
+			req_done(e, r, -EIO);
+			return;
+		}
+		{
+			int v = verify_blocks(e, c, p->bounce, p->b0, p->nb, false);
+			if (v < 0) {
+				req_done(e, r, v);
+				return;
+			}
+		}
+		for (unsigned i = 0; i < p->nb; i++)
+			if (!bit_test(c->meta->written, p->b0 + i))
+				memset(p->bounce + (size_t)i * B, 0, B);
+		memcpy(r->buf, p->bounce + (r->offset - p->b0 * B), r->length);
+		r->version = c->version;
+		req_done(e, r, (int)r->length);
+		return;
+	case ST_RMW_READ:
+		if ((size_t)res != want) {
+			req_done(e, r, -EIO);
+			return;
+		}
+		{
+			int v = verify_blocks(e, c, p->bounce, p->b0, p->nb, true);
+			if (v < 0) {
+				req_done(e, r, v);
+				return;
+			}
+		}
+		write_apply(e, r);
+		return;
+	case ST_WRITE_DATA:
+		if ((size_t)res != want) {
+			req_done(e, r, -EIO);
+			return;
+		}
+		p->step = ST_WRITE_META;
+		step_issue(e, r);
+		return;
+	case ST_WRITE_META:
+		if (res != (int)B) {
+			req_done(e, r, -EIO);
+			return;
+		}
+		if (r->flags & QBD_ENGINE_F_FUA) {
+			req_fsync(e, r);
+			return;
+		}
+		req_done(e, r, (int)r->length);
+		return;
+	case ST_PROMISE_WRITE:
+		if (res != (int)B) {
+			req_done(e, r, -EIO);
+			return;
+		}
+		req_fsync(e, r);
+		return;
+	case ST_FSYNC:
+		req_done(e, r, (r->op == QBD_ENGINE_WRITE || r->op == QBD_ENGINE_ZERO)
+				       ? (int)r->length : 0);
+		return;
+	}
+}
+
+void qbd_engine_poll(struct qbd_engine *e)
+{
+	struct io_uring_cqe *cqe;
+	uint64_t x;
+
+	if (read(e->efd, &x, sizeof x) == -1 && errno != EAGAIN)
+		qbd_warn("engine", "eventfd read: %m");
+	for (int round = 0; round < 64; round++) {
+		unsigned head, n = 0;
+
+		io_uring_for_each_cqe(&e->ring, head, cqe) {
+			struct qbd_engine_req *r = io_uring_cqe_get_data(cqe);
+			int res = cqe->res;
+
+			n++;
+			io_uring_cqe_seen(&e->ring, cqe); /* free the slot first */
+			cqe_handle(e, r, res);
+		}
+		/* Parked requests get another chance at an SQE. */
+		struct qbd_engine_req *rq = e->retry_head;
+		e->retry_head = e->retry_tail = NULL;
+		while (rq) {
+			struct qbd_engine_req *next = priv(rq)->next;
+			step_issue(e, rq);
+			rq = next;
+		}
+		if (e->pending_sqes) {
+			io_uring_submit(&e->ring);
+			e->pending_sqes = 0;
+		}
+		/* Callbacks last: they may submit more. */
+		struct qbd_engine_req *d = e->done_head;
+		e->done_head = e->done_tail = NULL;
+		while (d) {
+			struct qbd_engine_req *next = priv(d)->next;
+			e->busy--;
+			d->cb(d);
+			d = next;
+		}
+		if (e->pending_sqes) {
+			io_uring_submit(&e->ring);
+			e->pending_sqes = 0;
+		}
+		if (n == 0 && !e->done_head && !e->retry_head)
+			break;
+	}
+}
