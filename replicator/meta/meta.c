@@ -1,0 +1,903 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd metadata in etcd through etcd's v3 JSON gateway: libcurl for HTTP,
+ * json-c for JSON. Keys and values travel base64-encoded. See meta.h for
+ * the key layout and error codes.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "meta-internal.h"
+
+struct qbd_meta {
+	CURL *curl;
+	char **urls;
+	size_t nurls;
+	size_t cur;
+};
+
+/* ---- base64 ---- */
+
+static const char b64chars[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *meta_b64_encode(const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	char *out = malloc(4 * ((len + 2) / 3) + 1);
+	size_t o = 0;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		if (i + 1 < len)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (i + 2 < len)
+			v |= p[i + 2];
+		out[o++] = b64chars[(v >> 18) & 63];
+		out[o++] = b64chars[(v >> 12) & 63];
+		out[o++] = i + 1 < len ? b64chars[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < len ? b64chars[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static int b64val(char c)
+{
+	const char *p = strchr(b64chars, c);
+	return (c && p) ? (int)(p - b64chars) : -1;
+}
+
+char *meta_b64_decode(const char *text, size_t *len)
+{
+	size_t n = strlen(text);
+	char *out;
+	size_t o = 0;
+
+	if (n % 4)
+		return NULL;
+	out = malloc(n / 4 * 3 + 1);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i += 4) {
+		int a = b64val(text[i]), b = b64val(text[i + 1]);
+		int c = text[i + 2] == '=' ? 0 : b64val(text[i + 2]);
+		int d = text[i + 3] == '=' ? 0 : b64val(text[i + 3]);
+		if (a < 0 || b < 0 || c < 0 || d < 0 ||
+		    (text[i + 2] == '=' && text[i + 3] != '=') ||
+		    ((text[i + 2] == '=' || text[i + 3] == '=') && i + 4 != n)) {
+			free(out);
+			return NULL;
+		}
+		uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+		out[o++] = (char)(v >> 16);
+		if (text[i + 2] != '=')
+			out[o++] = (char)(v >> 8);
+		if (text[i + 3] != '=')
+			out[o++] = (char)v;
+	}
+	out[o] = '\0';
+	*len = o;
+	return out;
+}
+
+/* ---- HTTP ---- */
+
+static pthread_once_t meta_once = PTHREAD_ONCE_INIT;
+static void meta_global_init(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+struct buf {
+	char *p;
+	size_t n;
+};
+
+static size_t meta_write_cb(char *data, size_t sz, size_t nm, void *user)
+{
+	struct buf *b = user;
+	size_t add = sz * nm;
+	char *np;
+
+	if (b->n + add > (64u << 20))
+		return 0;
+	np = realloc(b->p, b->n + add + 1);
+	if (!np)
+		return 0;
+	memcpy(np + b->n, data, add);
+	b->p = np;
+	b->n += add;
+	b->p[b->n] = '\0';
+	return add;
+}
+
+int qbd_meta_open(const char *url, struct qbd_meta **out)
+{
+	struct qbd_meta *m;
+	char *copy, *save = NULL;
+
+	*out = NULL;
+	if (!url || !*url)
+		return -EINVAL;
+	pthread_once(&meta_once, meta_global_init);
+	m = calloc(1, sizeof *m);
+	copy = strdup(url);
+	if (!m || !copy)
+		goto nomem;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		char **nu = realloc(m->urls, (m->nurls + 1) * sizeof *nu);
+		if (!nu)
+			goto nomem;
+		m->urls = nu;
+		size_t l = strlen(t);
+		while (l && t[l - 1] == '/')
+			t[--l] = '\0';
+		if (!(m->urls[m->nurls] = strdup(t)))
+			goto nomem;
+		m->nurls++;
+	}
+	free(copy);
+	copy = NULL;
+	if (m->nurls == 0 || !(m->curl = curl_easy_init()))
+		goto nomem;
+	*out = m;
+	return 0;
+nomem:
+	free(copy);
+	qbd_meta_close(m);
+	return -ENOMEM;
+}
+
+void qbd_meta_close(struct qbd_meta *m)
+{
+	if (!m)
+		return;
+	if (m->curl)
+		curl_easy_cleanup(m->curl);
+	for (size_t i = 0; i < m->nurls; i++)
+		free(m->urls[i]);
+	free(m->urls);
+	free(m);
+}
+
+/* POST body to path; *resp gets the parsed JSON (caller puts it). */
+static int meta_post(struct qbd_meta *m, const char *path, json_object *body,
+		     json_object **resp)
+{
+	const char *text = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
+	int err = -ECONNREFUSED;
+
+	*resp = NULL;
+	for (size_t attempt = 0; attempt < m->nurls; attempt++) {
+		size_t i = (m->cur + attempt) % m->nurls;
+		char url[512];
+		struct buf b = { 0 };
+		struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+		long code = 0;
+		CURLcode cr;
+
+		snprintf(url, sizeof url, "%s%s", m->urls[i], path);
+		curl_easy_reset(m->curl);
+		curl_easy_setopt(m->curl, CURLOPT_URL, url);
+		curl_easy_setopt(m->curl, CURLOPT_POSTFIELDS, text);
+		curl_easy_setopt(m->curl, CURLOPT_HTTPHEADER, hdr);
+		curl_easy_setopt(m->curl, CURLOPT_WRITEFUNCTION, meta_write_cb);
+		curl_easy_setopt(m->curl, CURLOPT_WRITEDATA, &b);
+		curl_easy_setopt(m->curl, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+		curl_easy_setopt(m->curl, CURLOPT_TIMEOUT_MS, 5000L);
+		curl_easy_setopt(m->curl, CURLOPT_NOSIGNAL, 1L);
+		cr = curl_easy_perform(m->curl);
+		curl_slist_free_all(hdr);
+		if (cr != CURLE_OK) {
+			err = cr == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT :
+			      cr == CURLE_COULDNT_CONNECT ? -ECONNREFUSED : -EHOSTUNREACH;
+			qbd_debug("meta", "%s: %s", url, curl_easy_strerror(cr));
+			free(b.p);
+			continue;
+		}
+		curl_easy_getinfo(m->curl, CURLINFO_RESPONSE_CODE, &code);
+		m->cur = i;
+		*resp = b.p ? json_tokener_parse(b.p) : NULL;
+		if (code != 200 || !*resp) {
+			qbd_warn("meta", "%s: HTTP %ld: %.200s", url, code, b.p ? b.p : "");
+			free(b.p);
+			if (*resp) {
+				json_object_put(*resp);
+				*resp = NULL;
+			}
+			/* etcd says "requested lease not found" for expired leases */
+			return code == 404 || (b.p && strstr(b.p, "not found")) ? -ENOENT : -EPROTO;
+		}
+		free(b.p);
+		return 0;
+	}
+	qbd_debug("meta", "etcd unreachable: %s", strerror(-err));
+	return err;
+}
+
+static json_object *jstr_b64(const char *s, size_t len)
+{
+	char *e = meta_b64_encode(s, len);
+	json_object *o = json_object_new_string(e ? e : "");
+	free(e);
+	return o;
+}
+
+static uint64_t jint(json_object *parent, const char *key)
+{
+	json_object *o;
+
+	if (!json_object_object_get_ex(parent, key, &o))
+		return 0;
+	if (json_object_is_type(o, json_type_string))
+		return strtoull(json_object_get_string(o), NULL, 10);
+	return (uint64_t)json_object_get_int64(o);
+}
+
+/* One key/value from a range response. */
+struct kv {
+	char *key;
+	char *value;
+	size_t vlen;
+	uint64_t mod_revision;
+};
+
+static void kvs_free(struct kv *kvs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(kvs[i].key);
+		free(kvs[i].value);
+	}
+	free(kvs);
+}
+
+/* Range over key (exact) or prefix. *out malloc'd. */
+static int meta_range(struct qbd_meta *m, const char *key, bool prefix,
+		      struct kv **out, size_t *n)
+{
+	json_object *req = json_object_new_object(), *resp, *arr;
+	size_t kl = strlen(key);
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	json_object_object_add(req, "key", jstr_b64(key, kl));
+	if (prefix) {
+		char *end = strdup(key);
+		if (!end) {
+			json_object_put(req);
+			return -ENOMEM;
+		}
+		end[kl - 1]++;
+		json_object_object_add(req, "range_end", jstr_b64(end, kl));
+		free(end);
+	}
+	r = meta_post(m, "/v3/kv/range", req, &resp);
+	json_object_put(req);
+	if (r < 0)
+		return r;
+	if (json_object_object_get_ex(resp, "kvs", &arr) &&
+	    json_object_is_type(arr, json_type_array)) {
+		size_t len = json_object_array_length(arr);
+		struct kv *kvs = calloc(len ? len : 1, sizeof *kvs);
+		if (!kvs) {
+			json_object_put(resp);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < len; i++) {
+			json_object *e = json_object_array_get_idx(arr, i), *k, *v;
+			size_t dummy;
+			kvs[i].mod_revision = jint(e, "mod_revision");
+			if (json_object_object_get_ex(e, "key", &k))
+				kvs[i].key = meta_b64_decode(json_object_get_string(k), &dummy);
+			if (json_object_object_get_ex(e, "value", &v))
+				kvs[i].value = meta_b64_decode(json_object_get_string(v), &kvs[i].vlen);
+			else
+				kvs[i].value = strdup("");
+			if (!kvs[i].key || !kvs[i].value) {
+				kvs_free(kvs, len);
+				json_object_put(resp);
+				return -EPROTO;
+			}
+		}
+		*out = kvs;
+		*n = len;
+	}
+	json_object_put(resp);
+	return 0;
+}
+
+static int meta_get(struct qbd_meta *m, const char *key, struct kv *out)
+{
+	struct kv *kvs;
+	size_t n;
+	int r = meta_range(m, key, false, &kvs, &n);
+
+	if (r < 0)
+		return r;
+	if (n == 0) {
+		free(kvs);
+		return -ENOENT;
+	}
+	*out = kvs[0];
+	for (size_t i = 1; i < n; i++) {
+		free(kvs[i].key);
+		free(kvs[i].value);
+	}
+	free(kvs);
+	return 0;
+}
+
+static json_object *op_put(const char *key, const char *value, int64_t lease)
+{
+	json_object *put = json_object_new_object(), *op = json_object_new_object();
+
+	json_object_object_add(put, "key", jstr_b64(key, strlen(key)));
+	json_object_object_add(put, "value", jstr_b64(value, strlen(value)));
+	if (lease)
+		json_object_object_add(put, "lease", json_object_new_int64(lease));
+	json_object_object_add(op, "requestPut", put);
+	return op;
+}
+
+static json_object *op_delete(const char *key)
+{
+	json_object *d = json_object_new_object(), *op = json_object_new_object();
+
+	json_object_object_add(d, "key", jstr_b64(key, strlen(key)));
+	json_object_object_add(op, "requestDeleteRange", d);
+	return op;
+}
+
+/* Compare: key's version == 0 (absent) or mod_revision == rev. */
+static json_object *cmp_absent(const char *key)
+{
+	json_object *c = json_object_new_object();
+
+	json_object_object_add(c, "key", jstr_b64(key, strlen(key)));
+	json_object_object_add(c, "result", json_object_new_string("EQUAL"));
+	json_object_object_add(c, "target", json_object_new_string("VERSION"));
+	json_object_object_add(c, "version", json_object_new_int64(0));
+	return c;
+}
+
+static json_object *cmp_mod(const char *key, uint64_t rev)
+{
+	json_object *c = json_object_new_object();
+
+	json_object_object_add(c, "key", jstr_b64(key, strlen(key)));
+	json_object_object_add(c, "result", json_object_new_string("EQUAL"));
+	json_object_object_add(c, "target", json_object_new_string("MOD"));
+	json_object_object_add(c, "mod_revision", json_object_new_int64((int64_t)rev));
+	return c;
+}
+
+/* Run a transaction (takes ownership of compare and success arrays).
+ * Returns 0 if it succeeded, -EAGAIN if a compare failed. */
+static int meta_txn(struct qbd_meta *m, json_object *compare, json_object *success)
+{
+	json_object *req = json_object_new_object(), *resp, *ok;
+	int r;
+
+	json_object_object_add(req, "compare", compare);
+	json_object_object_add(req, "success", success);
+	r = meta_post(m, "/v3/kv/txn", req, &resp);
+	json_object_put(req);
+	if (r < 0)
+		return r;
+	r = json_object_object_get_ex(resp, "succeeded", &ok) &&
+	    json_object_get_boolean(ok) ? 0 : -EAGAIN;
+	json_object_put(resp);
+	return r;
+}
+
+static int meta_put(struct qbd_meta *m, const char *key, const char *value,
+		    int64_t lease)
+{
+	json_object *put = op_put(key, value, lease), *inner, *resp;
+	int r;
+
+	json_object_object_get_ex(put, "requestPut", &inner);
+	json_object_get(inner);
+	json_object_put(put);
+	r = meta_post(m, "/v3/kv/put", inner, &resp);
+	json_object_put(inner);
+	json_object_put(resp);
+	return r;
+}
+
+/* ---- cluster, leases, nodes ---- */
+
+int qbd_meta_cluster_id(struct qbd_meta *m, bool create, uint64_t *id)
+{
+	for (int tries = 0; tries < 5; tries++) {
+		struct kv kv;
+		int r = meta_get(m, "/qbd/cluster", &kv);
+
+		if (r == 0) {
+			json_object *o = json_tokener_parse(kv.value), *s;
+			r = -EPROTO;
+			if (o && json_object_object_get_ex(o, "id", &s) &&
+			    qbd_id_parse(json_object_get_string(s), id) == 0)
+				r = 0;
+			else
+				qbd_err("meta", "/qbd/cluster: malformed value");
+			json_object_put(o);
+			free(kv.key);
+			free(kv.value);
+			return r;
+		}
+		if (r != -ENOENT || !create)
+			return r;
+		char val[64], hex[17];
+		snprintf(val, sizeof val, "{\"id\":\"%s\"}", qbd_id_str(qbd_random_u64(), hex));
+		json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
+		json_object_array_add(cmp, cmp_absent("/qbd/cluster"));
+		json_object_array_add(suc, op_put("/qbd/cluster", val, 0));
+		r = meta_txn(m, cmp, suc);
+		if (r < 0 && r != -EAGAIN)
+			return r;
+		/* created, or someone else did: read it back */
+	}
+	return -EAGAIN;
+}
+
+int qbd_meta_lease_grant(struct qbd_meta *m, int ttl, int64_t *lease)
+{
+	json_object *req = json_object_new_object(), *resp;
+	int r;
+
+	json_object_object_add(req, "TTL", json_object_new_int(ttl));
+	r = meta_post(m, "/v3/lease/grant", req, &resp);
+	json_object_put(req);
+	if (r < 0)
+		return r;
+	*lease = (int64_t)jint(resp, "ID");
+	json_object_put(resp);
+	return *lease ? 0 : -EPROTO;
+}
+
+int qbd_meta_lease_keepalive(struct qbd_meta *m, int64_t lease)
+{
+	json_object *req = json_object_new_object(), *resp, *res;
+	int r;
+
+	json_object_object_add(req, "ID", json_object_new_int64(lease));
+	r = meta_post(m, "/v3/lease/keepalive", req, &resp);
+	json_object_put(req);
+	if (r < 0)
+		return r;
+	r = 0;
+	if (!json_object_object_get_ex(resp, "result", &res) || jint(res, "TTL") == 0)
+		r = -ENOENT; /* expired */
+	json_object_put(resp);
+	return r;
+}
+
+int qbd_meta_lease_revoke(struct qbd_meta *m, int64_t lease)
+{
+	json_object *req = json_object_new_object(), *resp;
+	int r;
+
+	json_object_object_add(req, "ID", json_object_new_int64(lease));
+	r = meta_post(m, "/v3/lease/revoke", req, &resp);
+	json_object_put(req);
+	json_object_put(resp);
+	return r;
+}
+
+char *meta_node_to_json(const struct qbd_node_info *n)
+{
+	json_object *o = json_object_new_object();
+	char hex[17];
+	char *s;
+
+	json_object_object_add(o, "id", json_object_new_string(qbd_id_str(n->id, hex)));
+	json_object_object_add(o, "addr", json_object_new_string(n->addr));
+	json_object_object_add(o, "zone", json_object_new_string(n->zone));
+	json_object_object_add(o, "capacity", json_object_new_int64((int64_t)n->capacity));
+	json_object_object_add(o, "used", json_object_new_int64((int64_t)n->used));
+	json_object_object_add(o, "chunk_size", json_object_new_int64(n->chunk_size));
+	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return s;
+}
+
+static int jcopy(json_object *o, const char *key, char *dst, size_t len)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return -EPROTO;
+	snprintf(dst, len, "%s", json_object_get_string(v));
+	return 0;
+}
+
+int meta_node_from_json(const char *json, struct qbd_node_info *n)
+{
+	json_object *o = json_tokener_parse(json), *v;
+	char hex[32];
+	int r = -EPROTO;
+
+	memset(n, 0, sizeof *n);
+	if (!o)
+		return -EPROTO;
+	if (jcopy(o, "id", hex, sizeof hex) || qbd_id_parse(hex, &n->id) ||
+	    jcopy(o, "addr", n->addr, sizeof n->addr) ||
+	    jcopy(o, "zone", n->zone, sizeof n->zone) ||
+	    !json_object_object_get_ex(o, "capacity", &v))
+		goto out;
+	n->capacity = jint(o, "capacity");
+	n->used = jint(o, "used");
+	n->chunk_size = (uint32_t)jint(o, "chunk_size");
+	r = 0;
+out:
+	json_object_put(o);
+	return r;
+}
+
+int qbd_meta_node_register(struct qbd_meta *m, const struct qbd_node_info *n,
+			   int64_t lease)
+{
+	char key[64], hex[17];
+	char *json = meta_node_to_json(n);
+	int r;
+
+	if (!json)
+		return -ENOMEM;
+	snprintf(key, sizeof key, "/qbd/nodes/%s", qbd_id_str(n->id, hex));
+	r = meta_put(m, key, json, 0);
+	free(json);
+	if (r == 0) {
+		snprintf(key, sizeof key, "/qbd/alive/%s", hex);
+		r = meta_put(m, key, "1", lease);
+	}
+	return r;
+}
+
+int qbd_meta_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *out)
+{
+	char key[64], hex[17];
+	struct kv kv;
+	int r;
+
+	snprintf(key, sizeof key, "/qbd/nodes/%s", qbd_id_str(id, hex));
+	r = meta_get(m, key, &kv);
+	if (r < 0)
+		return r;
+	r = meta_node_from_json(kv.value, out);
+	if (r < 0)
+		qbd_err("meta", "%s: malformed node record", key);
+	free(kv.key);
+	free(kv.value);
+	if (r == 0) {
+		snprintf(key, sizeof key, "/qbd/alive/%s", hex);
+		r = meta_get(m, key, &kv);
+		out->alive = r == 0;
+		if (r == 0) {
+			free(kv.key);
+			free(kv.value);
+		}
+		r = r == -ENOENT ? 0 : r;
+	}
+	return r;
+}
+
+static int node_cmp(const void *a, const void *b)
+{
+	const struct qbd_node_info *x = a, *y = b;
+	int c = strcmp(x->zone, y->zone);
+
+	return c ? c : (x->id < y->id ? -1 : x->id > y->id);
+}
+
+int qbd_meta_node_list(struct qbd_meta *m, struct qbd_node_info **out, size_t *n)
+{
+	struct kv *kvs = NULL, *alive = NULL;
+	size_t nk = 0, na = 0, cnt = 0;
+	struct qbd_node_info *nodes;
+	int r;
+
+	*out = NULL;
+	*n = 0;
+	r = meta_range(m, "/qbd/nodes/", true, &kvs, &nk);
+	if (r == 0)
+		r = meta_range(m, "/qbd/alive/", true, &alive, &na);
+	if (r < 0)
+		goto out;
+	nodes = calloc(nk ? nk : 1, sizeof *nodes);
+	if (!nodes) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < nk; i++) {
+		if (meta_node_from_json(kvs[i].value, &nodes[cnt]) < 0) {
+			qbd_warn("meta", "%s: malformed node record, skipped", kvs[i].key);
+			continue;
+		}
+		char hex[17];
+		qbd_id_str(nodes[cnt].id, hex);
+		for (size_t j = 0; j < na; j++)
+			if (strcmp(alive[j].key + strlen("/qbd/alive/"), hex) == 0)
+				nodes[cnt].alive = true;
+		cnt++;
+	}
+	qsort(nodes, cnt, sizeof *nodes, node_cmp);
+	*out = nodes;
+	*n = cnt;
+out:
+	kvs_free(kvs, nk);
+	kvs_free(alive, na);
+	return r;
+}
+
+/* ---- volumes ---- */
+
+bool qbd_meta_volume_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n >= QBD_NAME_MAX || name[0] == '.' || name[0] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+char *meta_volume_to_json(const struct qbd_volume_info *v)
+{
+	json_object *o = json_object_new_object(), *arr = json_object_new_array();
+	char hex[17];
+	char *s;
+
+	json_object_object_add(o, "name", json_object_new_string(v->name));
+	json_object_object_add(o, "id", json_object_new_string(qbd_id_str(v->id, hex)));
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)v->size));
+	json_object_object_add(o, "chunk_size", json_object_new_int64(v->chunk_size));
+	json_object_object_add(o, "replicas", json_object_new_int((int)v->replicas));
+	json_object_object_add(o, "write_quorum", json_object_new_int((int)v->write_quorum));
+	for (unsigned i = 0; i < v->replicas; i++)
+		json_object_array_add(arr, json_object_new_string(qbd_id_str(v->nodes[i], hex)));
+	json_object_object_add(o, "nodes", arr);
+	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return s;
+}
+
+int meta_volume_from_json(const char *json, struct qbd_volume_info *v)
+{
+	json_object *o = json_tokener_parse(json), *arr;
+	char hex[32];
+	int r = -EPROTO;
+
+	memset(v, 0, sizeof *v);
+	if (!o)
+		return -EPROTO;
+	if (jcopy(o, "name", v->name, sizeof v->name) ||
+	    jcopy(o, "id", hex, sizeof hex) || qbd_id_parse(hex, &v->id) ||
+	    !json_object_object_get_ex(o, "nodes", &arr) ||
+	    !json_object_is_type(arr, json_type_array))
+		goto out;
+	v->size = jint(o, "size");
+	v->chunk_size = (uint32_t)jint(o, "chunk_size");
+	v->replicas = (unsigned)jint(o, "replicas");
+	v->write_quorum = (unsigned)jint(o, "write_quorum");
+	if (v->replicas == 0 || v->replicas > QBD_MAX_REPLICAS ||
+	    json_object_array_length(arr) != v->replicas || v->write_quorum == 0 ||
+	    v->write_quorum > v->replicas || v->size == 0 || v->chunk_size == 0)
+		goto out;
+	for (unsigned i = 0; i < v->replicas; i++) {
+		const char *s = json_object_get_string(json_object_array_get_idx(arr, i));
+		if (!s || qbd_id_parse(s, &v->nodes[i]))
+			goto out;
+	}
+	r = 0;
+out:
+	json_object_put(o);
+	return r;
+}
+
+int qbd_meta_volume_create(struct qbd_meta *m, const struct qbd_volume_info *v)
+{
+	char kvol[128], kid[64], kep[64], hex[17];
+	char *json = meta_volume_to_json(v);
+	json_object *cmp, *suc;
+	int r;
+
+	if (!json)
+		return -ENOMEM;
+	qbd_id_str(v->id, hex);
+	snprintf(kvol, sizeof kvol, "/qbd/volumes/%s", v->name);
+	snprintf(kid, sizeof kid, "/qbd/volume-ids/%s", hex);
+	snprintf(kep, sizeof kep, "/qbd/epochs/%s", hex);
+	cmp = json_object_new_array();
+	suc = json_object_new_array();
+	json_object_array_add(cmp, cmp_absent(kvol));
+	json_object_array_add(cmp, cmp_absent(kid));
+	json_object_array_add(suc, op_put(kvol, json, 0));
+	json_object_array_add(suc, op_put(kid, v->name, 0));
+	json_object_array_add(suc, op_put(kep, "0", 0));
+	r = meta_txn(m, cmp, suc);
+	free(json);
+	return r == -EAGAIN ? -EEXIST : r;
+}
+
+int qbd_meta_volume_get(struct qbd_meta *m, const char *name,
+			struct qbd_volume_info *out)
+{
+	char key[128];
+	struct kv kv;
+	int r;
+
+	if (!qbd_meta_volume_name_ok(name))
+		return -ENOENT;
+	snprintf(key, sizeof key, "/qbd/volumes/%s", name);
+	r = meta_get(m, key, &kv);
+	if (r < 0)
+		return r;
+	r = meta_volume_from_json(kv.value, out);
+	if (r < 0)
+		qbd_err("meta", "%s: malformed volume record", key);
+	free(kv.key);
+	free(kv.value);
+	return r;
+}
+
+static int vol_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct qbd_volume_info *)a)->name,
+		      ((const struct qbd_volume_info *)b)->name);
+}
+
+int qbd_meta_volume_list(struct qbd_meta *m, struct qbd_volume_info **out,
+			 size_t *n)
+{
+	struct kv *kvs;
+	size_t nk, cnt = 0;
+	int r = meta_range(m, "/qbd/volumes/", true, &kvs, &nk);
+
+	*out = NULL;
+	*n = 0;
+	if (r < 0)
+		return r;
+	struct qbd_volume_info *vols = calloc(nk ? nk : 1, sizeof *vols);
+	if (!vols) {
+		kvs_free(kvs, nk);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nk; i++)
+		if (meta_volume_from_json(kvs[i].value, &vols[cnt]) == 0)
+			cnt++;
+		else
+			qbd_warn("meta", "%s: malformed volume record, skipped", kvs[i].key);
+	kvs_free(kvs, nk);
+	qsort(vols, cnt, sizeof *vols, vol_cmp);
+	*out = vols;
+	*n = cnt;
+	return 0;
+}
+
+int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v)
+{
+	char kvol[128], kid[64], kep[64], hex[17];
+	json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
+	json_object *c;
+	int r;
+
+	qbd_id_str(v->id, hex);
+	snprintf(kvol, sizeof kvol, "/qbd/volumes/%s", v->name);
+	snprintf(kid, sizeof kid, "/qbd/volume-ids/%s", hex);
+	snprintf(kep, sizeof kep, "/qbd/epochs/%s", hex);
+	/* Only if the volume still exists (version > 0). */
+	c = cmp_absent(kvol);
+	json_object_object_add(c, "result", json_object_new_string("GREATER"));
+	json_object_array_add(cmp, c);
+	json_object_array_add(suc, op_delete(kvol));
+	json_object_array_add(suc, op_delete(kid));
+	json_object_array_add(suc, op_delete(kep));
+	r = meta_txn(m, cmp, suc);
+	return r == -EAGAIN ? -ENOENT : r;
+}
+
+int qbd_meta_epoch_get(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
+{
+	char key[64], hex[17];
+	struct kv kv;
+	int r;
+
+	snprintf(key, sizeof key, "/qbd/epochs/%s", qbd_id_str(volume_id, hex));
+	r = meta_get(m, key, &kv);
+	if (r < 0)
+		return r;
+	*epoch = strtoull(kv.value, NULL, 10);
+	free(kv.key);
+	free(kv.value);
+	return 0;
+}
+
+int qbd_meta_epoch_bump(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
+{
+	char key[64], hex[17], val[32];
+
+	snprintf(key, sizeof key, "/qbd/epochs/%s", qbd_id_str(volume_id, hex));
+	for (int tries = 0; tries < 20; tries++) {
+		struct kv kv;
+		int r = meta_get(m, key, &kv);
+		uint64_t e;
+
+		if (r < 0)
+			return r;
+		e = strtoull(kv.value, NULL, 10) + 1;
+		snprintf(val, sizeof val, "%" PRIu64, e);
+		json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
+		json_object_array_add(cmp, cmp_mod(key, kv.mod_revision));
+		json_object_array_add(suc, op_put(key, val, 0));
+		free(kv.key);
+		free(kv.value);
+		r = meta_txn(m, cmp, suc);
+		if (r == 0) {
+			*epoch = e;
+			return 0;
+		}
+		if (r != -EAGAIN)
+			return r;
+	}
+	return -EAGAIN;
+}
+
+int qbd_meta_place(const struct qbd_node_info *nodes, size_t n,
+		   unsigned replicas, uint64_t *out, unsigned *zones_found)
+{
+	/* Per zone, the best alive node (least used, then lowest id). */
+	const struct qbd_node_info *best[64];
+	unsigned nz = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct qbd_node_info *x = &nodes[i];
+		unsigned z;
+
+		if (!x->alive)
+			continue;
+		for (z = 0; z < nz; z++)
+			if (strcmp(best[z]->zone, x->zone) == 0)
+				break;
+		if (z == nz) {
+			if (nz == QBD_ARRAY_SIZE(best))
+				continue;
+			best[nz++] = x;
+		} else if (x->used < best[z]->used ||
+			   (x->used == best[z]->used && x->id < best[z]->id)) {
+			best[z] = x;
+		}
+	}
+	*zones_found = nz;
+	if (nz < replicas)
+		return -ENOSPC;
+	/* Choose the `replicas` least used zones' nodes. */
+	for (unsigned i = 0; i < nz; i++)
+		for (unsigned j = i + 1; j < nz; j++)
+			if (best[j]->used < best[i]->used ||
+			    (best[j]->used == best[i]->used && strcmp(best[j]->zone, best[i]->zone) < 0)) {
+				const struct qbd_node_info *t = best[i];
+				best[i] = best[j];
+				best[j] = t;
+			}
+	for (unsigned i = 0; i < replicas; i++)
+		out[i] = best[i]->id;
+	return 0;
+}
