@@ -814,7 +814,19 @@ static int delete_volume(struct qbd_engine *e, uint64_t volume)
 	return r;
 }
 
+static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r);
+
 void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	submit_one(e, r);
+	/* Outside qbd_engine_poll nothing else would submit the SQEs. */
+	if (e->pending_sqes) {
+		io_uring_submit(&e->ring);
+		e->pending_sqes = 0;
+	}
+}
+
+static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
 	struct eng_chunk *c;
