@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * NBD protocol (fixed newstyle) for qbd-nbd: constants, request
+ * validation, errno mapping and reply encoding, free of I/O so that unit
+ * tests drive them directly (proto.c); and the libuv server that serves a
+ * libqbd volume (server.c).
+ */
+#ifndef QBD_NBD_H
+#define QBD_NBD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NBD_MAGIC             0x4e42444d41474943ull /* "NBDMAGIC" */
+#define NBD_IHAVEOPT          0x49484156454f5054ull
+#define NBD_OPT_REPLY_MAGIC   0x3e889045565a9ull
+#define NBD_REQUEST_MAGIC     0x25609513u
+#define NBD_SIMPLE_REPLY_MAGIC 0x67446698u
+
+#define NBD_FLAG_FIXED_NEWSTYLE 1u
+#define NBD_FLAG_NO_ZEROES      2u
+#define NBD_FLAG_C_FIXED_NEWSTYLE 1u
+#define NBD_FLAG_C_NO_ZEROES      2u
+
+#define NBD_FLAG_HAS_FLAGS         (1u << 0)
+#define NBD_FLAG_READ_ONLY         (1u << 1)
+#define NBD_FLAG_SEND_FLUSH        (1u << 2)
+#define NBD_FLAG_SEND_FUA          (1u << 3)
+#define NBD_FLAG_SEND_TRIM         (1u << 5)
+#define NBD_FLAG_SEND_WRITE_ZEROES (1u << 6)
+
+#define NBD_OPT_EXPORT_NAME 1
+#define NBD_OPT_ABORT       2
+#define NBD_OPT_LIST        3
+#define NBD_OPT_INFO        6
+#define NBD_OPT_GO          7
+
+#define NBD_REP_ACK          1
+#define NBD_REP_SERVER       2
+#define NBD_REP_INFO         3
+#define NBD_REP_ERR_UNSUP    (0x80000000u | 1)
+#define NBD_REP_ERR_INVALID  (0x80000000u | 3)
+#define NBD_REP_ERR_UNKNOWN  (0x80000000u | 6)
+
+#define NBD_INFO_EXPORT     0
+#define NBD_INFO_BLOCK_SIZE 3
+
+#define NBD_CMD_READ         0
+#define NBD_CMD_WRITE        1
+#define NBD_CMD_DISC         2
+#define NBD_CMD_FLUSH        3
+#define NBD_CMD_TRIM         4
+#define NBD_CMD_WRITE_ZEROES 6
+
+#define NBD_CMD_FLAG_FUA     (1u << 0)
+#define NBD_CMD_FLAG_NO_HOLE (1u << 1)
+
+#define NBD_EPERM     1
+#define NBD_EIO       5
+#define NBD_ENOMEM    12
+#define NBD_EINVAL    22
+#define NBD_ENOSPC    28
+#define NBD_EOVERFLOW 75
+#define NBD_ENOTSUP   95
+#define NBD_ESHUTDOWN 108
+
+#define NBD_MAX_PAYLOAD (32u << 20)
+#define NBD_MAX_OPTION  65536u
+
+struct nbd_request {
+	uint32_t magic;
+	uint16_t flags;
+	uint16_t type;
+	uint64_t cookie;
+	uint64_t offset;
+	uint32_t length;
+};
+
+/* Decode the 28-byte request header (no validation). */
+void nbd_request_decode(const uint8_t *p, struct nbd_request *r);
+
+/*
+ * Validate a request against an export of `size` bytes. Returns 0 or the
+ * NBD error to reply with, logging the reason. Bad magic is not handled
+ * here: the caller must close the connection.
+ */
+uint32_t nbd_request_validate(const struct nbd_request *r, uint64_t size);
+
+/* The one mapping from a -errno of libqbd to an NBD error. */
+uint32_t nbd_errno(int err);
+
+/* Encode a simple reply header (16 bytes). */
+void nbd_simple_reply(uint8_t *out, uint64_t cookie, uint32_t error);
+
+/* Encode an option reply header (20 bytes) for a payload of len. */
+void nbd_option_reply(uint8_t *out, uint32_t option, uint32_t type,
+		      uint32_t len);
+
+/* Handshake greeting (18 bytes). */
+void nbd_greeting(uint8_t *out);
+
+/* Big-endian helpers. */
+void nbd_put16(uint8_t *p, uint16_t v);
+void nbd_put32(uint8_t *p, uint32_t v);
+void nbd_put64(uint8_t *p, uint64_t v);
+uint16_t nbd_get16(const uint8_t *p);
+uint32_t nbd_get32(const uint8_t *p);
+uint64_t nbd_get64(const uint8_t *p);
+
+struct qbd_volume;
+struct nbd_server;
+
+/* Serve vol (owned by the caller) on a unix socket at path until SIGTERM
+ * or SIGINT; then drain in-flight requests and return 0 (or -errno when
+ * the socket cannot be set up). Runs its own libuv loop. */
+int nbd_serve_unix(struct qbd_volume *vol, const char *export_name,
+		   const char *path);
+
+#endif

@@ -1,0 +1,604 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd-nbd's server: one libuv loop, a unix socket listener, and per
+ * connection an explicit state machine: GREETING -> CLIENT_FLAGS ->
+ * OPTIONS -> TRANSMISSION -> (DISC) -> DEAD. Requests go to libqbd
+ * asynchronously; libqbd's single fd is watched with uv_poll. Replies may
+ * leave out of order, each as one uv_write.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "replicator/qbd.h"
+#include "nbd.h"
+
+#define NBD_MAX_INFLIGHT 64
+
+enum conn_state {
+	ST_CLIENT_FLAGS,
+	ST_OPTIONS,
+	ST_TRANSMISSION,
+	ST_DEAD,
+};
+
+struct nbd_server {
+	uv_loop_t loop;
+	uv_pipe_t listener;
+	uv_poll_t qpoll;
+	uv_signal_t sigterm, sigint;
+	uv_timer_t drain;
+	struct qbd_volume *vol;
+	const char *name;
+	uint64_t size;
+	struct nconn *conns;
+	bool stopping;
+	unsigned drain_ticks;
+};
+
+struct nconn {
+	uv_pipe_t pipe;
+	struct nbd_server *s;
+	struct nconn *next;
+	enum conn_state state;
+	bool no_zeroes;
+	bool reading;
+	bool closing;   /* uv_close called */
+	bool closed;    /* close callback ran */
+	bool disc;
+	unsigned in_flight;
+	uint8_t *in;    /* unconsumed input */
+	size_t in_len, in_cap;
+};
+
+struct nreq {
+	struct qbd_io io;
+	struct nconn *c;
+	uint64_t cookie;
+	uint16_t type;
+	uint8_t *buf;    /* 16-byte reply header, then data */
+	uv_write_t w;
+};
+
+static void conn_close(struct nconn *c);
+static void conn_process(struct nconn *c);
+
+static void conn_free(struct nconn *c)
+{
+	struct nconn **pp = &c->s->conns;
+
+	while (*pp && *pp != c)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = c->next;
+	free(c->in);
+	free(c);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+	struct nconn *c = h->data;
+
+	c->closed = true;
+	if (c->in_flight == 0)
+		conn_free(c);
+}
+
+static void conn_close(struct nconn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->state = ST_DEAD;
+	uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+	void *buf = w->data;
+
+	if (status < 0 && status != UV_ECANCELED)
+		qbd_debug("nbd", "write: %s", uv_strerror(status));
+	free(buf);
+	free(w);
+}
+
+/* Send a copy-free buffer (malloc'd, freed after the write). */
+static void conn_send(struct nconn *c, void *buf, size_t len)
+{
+	uv_write_t *w;
+	uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+
+	if (c->closing || !(w = malloc(sizeof *w))) {
+		free(buf);
+		return;
+	}
+	w->data = buf;
+	if (uv_write(w, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
+		free(buf);
+		free(w);
+		conn_close(c);
+	}
+}
+
+static void conn_send_copy(struct nconn *c, const void *p, size_t len)
+{
+	void *b = malloc(len);
+
+	if (!b) {
+		conn_close(c);
+		return;
+	}
+	memcpy(b, p, len);
+	conn_send(c, b, len);
+}
+
+static void opt_reply(struct nconn *c, uint32_t opt, uint32_t type,
+		      const void *data, uint32_t len)
+{
+	uint8_t *b = malloc(20 + len);
+
+	if (!b) {
+		conn_close(c);
+		return;
+	}
+	nbd_option_reply(b, opt, type, len);
+	if (len)
+		memcpy(b + 20, data, len);
+	conn_send(c, b, 20 + len);
+}
+
+static uint16_t transmission_flags(void)
+{
+	return NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+	       NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
+}
+
+static bool export_ok(struct nbd_server *s, const uint8_t *name, uint32_t len)
+{
+	return len == 0 || (len == strlen(s->name) && memcmp(name, s->name, len) == 0);
+}
+
+/* Handle one option; returns false if the connection was closed. */
+static bool conn_option(struct nconn *c, uint32_t opt, const uint8_t *d, uint32_t len)
+{
+	struct nbd_server *s = c->s;
+
+	switch (opt) {
+	case NBD_OPT_EXPORT_NAME: {
+		uint8_t b[10 + 124] = { 0 };
+		if (!export_ok(s, d, len)) {
+			qbd_warn("nbd", "client asked for unknown export '%.*s'", (int)len, d);
+			conn_close(c);
+			return false;
+		}
+		nbd_put64(b, s->size);
+		nbd_put16(b + 8, transmission_flags());
+		conn_send_copy(c, b, c->no_zeroes ? 10 : sizeof b);
+		c->state = ST_TRANSMISSION;
+		return true;
+	}
+	case NBD_OPT_ABORT:
+		opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+		conn_close(c);
+		return false;
+	case NBD_OPT_LIST: {
+		uint32_t nl = (uint32_t)strlen(s->name);
+		uint8_t b[4 + 256];
+		if (len != 0) {
+			opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
+			return true;
+		}
+		nbd_put32(b, nl);
+		memcpy(b + 4, s->name, nl);
+		opt_reply(c, opt, NBD_REP_SERVER, b, 4 + nl);
+		opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+		return true;
+	}
+	case NBD_OPT_INFO:
+	case NBD_OPT_GO: {
+		uint32_t nl;
+		uint16_t nreq;
+		if (len < 6 || (nl = nbd_get32(d)) > len - 6 ||
+		    (nreq = nbd_get16(d + 4 + nl), 6 + nl + 2u * nreq != len)) {
+			qbd_warn("nbd", "malformed %s option", opt == NBD_OPT_GO ? "GO" : "INFO");
+			opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
+			return true;
+		}
+		if (!export_ok(s, d + 4, nl)) {
+			qbd_warn("nbd", "client asked for unknown export '%.*s'", (int)nl, d + 4);
+			opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, NULL, 0);
+			return true;
+		}
+		uint8_t e[12], bs[14];
+		nbd_put16(e, NBD_INFO_EXPORT);
+		nbd_put64(e + 2, s->size);
+		nbd_put16(e + 10, transmission_flags());
+		opt_reply(c, opt, NBD_REP_INFO, e, sizeof e);
+		nbd_put16(bs, NBD_INFO_BLOCK_SIZE);
+		nbd_put32(bs + 2, 1);
+		nbd_put32(bs + 6, 4096);
+		nbd_put32(bs + 10, NBD_MAX_PAYLOAD);
+		opt_reply(c, opt, NBD_REP_INFO, bs, sizeof bs);
+		opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+		if (opt == NBD_OPT_GO)
+			c->state = ST_TRANSMISSION;
+		return true;
+	}
+	default:
+		qbd_debug("nbd", "unsupported option %u", opt);
+		opt_reply(c, opt, NBD_REP_ERR_UNSUP, NULL, 0);
+		return true;
+	}
+}
+
+static void conn_update_reading(struct nconn *c);
+
+static void on_io_done(struct qbd_io *io)
+{
+	struct nreq *r = io->user;
+	struct nconn *c = r->c;
+
+	c->in_flight--;
+	if (c->closing) {
+		free(r->buf);
+		free(r);
+		if (c->closed && c->in_flight == 0)
+			conn_free(c);
+		return;
+	}
+	uint32_t err = nbd_errno(io->res);
+	if (io->res < 0)
+		qbd_warn("nbd", "request %#llx (cmd %u, offset %llu, length %u) failed: %s",
+			 (unsigned long long)r->cookie, r->type,
+			 (unsigned long long)io->offset, io->length, strerror(-io->res));
+	nbd_simple_reply(r->buf, r->cookie, err);
+	size_t len = 16 + (r->type == NBD_CMD_READ && err == 0 ? io->length : 0);
+	conn_send(c, r->buf, len);
+	free(r);
+	if (c->disc && c->in_flight == 0)
+		conn_close(c);
+	else
+		conn_update_reading(c);
+	/* Input may be waiting that was held back by the in-flight cap. */
+	if (!c->closing)
+		conn_process(c);
+}
+
+static void error_reply(struct nconn *c, uint64_t cookie, uint32_t err)
+{
+	uint8_t b[16];
+
+	nbd_simple_reply(b, cookie, err);
+	conn_send_copy(c, b, 16);
+}
+
+/* Consume one request if complete; returns false when more input (or a
+ * free in-flight slot) is needed or the connection closed. */
+static bool conn_request(struct nconn *c)
+{
+	struct nbd_server *s = c->s;
+	struct nbd_request q;
+	size_t need;
+	uint32_t err;
+
+	if (c->in_len < 28)
+		return false;
+	nbd_request_decode(c->in, &q);
+	if (q.magic != NBD_REQUEST_MAGIC) {
+		qbd_warn("nbd", "bad request magic %#x: closing the connection", q.magic);
+		conn_close(c);
+		return false;
+	}
+	need = 28;
+	if (q.type == NBD_CMD_WRITE) {
+		if (q.length > NBD_MAX_PAYLOAD) {
+			qbd_warn("nbd", "write payload of %u bytes cannot be skipped: "
+				 "closing the connection", q.length);
+			conn_close(c);
+			return false;
+		}
+		need += q.length;
+	}
+	if (c->in_len < need)
+		return false;
+	if (c->disc || s->stopping) {
+		/* after DISC or during shutdown nothing new is started */
+		memmove(c->in, c->in + need, c->in_len - need);
+		c->in_len -= need;
+		if (!c->disc)
+			error_reply(c, q.cookie, NBD_ESHUTDOWN);
+		return true;
+	}
+	err = nbd_request_validate(&q, s->size);
+	if (err == 0 && q.type == NBD_CMD_DISC) {
+		c->disc = true;
+		memmove(c->in, c->in + need, c->in_len - need);
+		c->in_len -= need;
+		if (c->in_flight == 0)
+			conn_close(c);
+		return false;
+	}
+	if (err) {
+		error_reply(c, q.cookie, err);
+		memmove(c->in, c->in + need, c->in_len - need);
+		c->in_len -= need;
+		return true;
+	}
+	if (c->in_flight >= NBD_MAX_INFLIGHT)
+		return false;
+	struct nreq *r = calloc(1, sizeof *r);
+	size_t blen = 16 + (q.type == NBD_CMD_READ || q.type == NBD_CMD_WRITE ? q.length : 0);
+	if (!r || !(r->buf = malloc(blen))) {
+		free(r);
+		error_reply(c, q.cookie, NBD_ENOMEM);
+		memmove(c->in, c->in + need, c->in_len - need);
+		c->in_len -= need;
+		return true;
+	}
+	r->c = c;
+	r->cookie = q.cookie;
+	r->type = q.type;
+	r->io.offset = q.offset;
+	r->io.length = q.length;
+	r->io.cb = on_io_done;
+	r->io.user = r;
+	switch (q.type) {
+	case NBD_CMD_READ:
+		r->io.op = QBD_IO_READ;
+		r->io.buf = r->buf + 16;
+		break;
+	case NBD_CMD_WRITE:
+		r->io.op = QBD_IO_WRITE;
+		memcpy(r->buf + 16, c->in + 28, q.length);
+		r->io.buf = r->buf + 16;
+		break;
+	case NBD_CMD_FLUSH:
+		r->io.op = QBD_IO_FLUSH;
+		r->io.offset = 0;
+		r->io.length = 0;
+		break;
+	case NBD_CMD_TRIM:
+		r->io.op = QBD_IO_TRIM;
+		break;
+	case NBD_CMD_WRITE_ZEROES:
+		r->io.op = QBD_IO_WRITE_ZEROES;
+		break;
+	}
+	if (q.flags & NBD_CMD_FLAG_FUA)
+		r->io.flags |= QBD_IO_F_FUA;
+	memmove(c->in, c->in + need, c->in_len - need);
+	c->in_len -= need;
+	c->in_flight++;
+	qbd_submit(s->vol, &r->io);
+	return true;
+}
+
+static void conn_process(struct nconn *c)
+{
+	while (!c->closing && c->in_len > 0) {
+		if (c->state == ST_CLIENT_FLAGS) {
+			if (c->in_len < 4)
+				return;
+			uint32_t f = nbd_get32(c->in);
+			c->no_zeroes = f & NBD_FLAG_C_NO_ZEROES;
+			memmove(c->in, c->in + 4, c->in_len - 4);
+			c->in_len -= 4;
+			c->state = ST_OPTIONS;
+		} else if (c->state == ST_OPTIONS) {
+			if (c->in_len < 16)
+				return;
+			uint32_t opt = nbd_get32(c->in + 8), len = nbd_get32(c->in + 12);
+			if (nbd_get64(c->in) != NBD_IHAVEOPT || len > NBD_MAX_OPTION) {
+				qbd_warn("nbd", "bad option header (length %u): closing", len);
+				conn_close(c);
+				return;
+			}
+			if (c->in_len < 16 + (size_t)len)
+				return;
+			bool open = conn_option(c, opt, c->in + 16, len);
+			if (!open)
+				return;
+			memmove(c->in, c->in + 16 + len, c->in_len - 16 - len);
+			c->in_len -= 16 + len;
+		} else if (c->state == ST_TRANSMISSION) {
+			if (!conn_request(c))
+				break;
+		} else {
+			return;
+		}
+	}
+	conn_update_reading(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct nconn *c = h->data;
+	size_t want = c->in_len + 65536;
+
+	(void)suggested;
+	if (want > c->in_cap) {
+		uint8_t *n = realloc(c->in, want);
+		if (!n) {
+			*b = uv_buf_init(NULL, 0);
+			return;
+		}
+		c->in = n;
+		c->in_cap = want;
+	}
+	*b = uv_buf_init((char *)c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+	struct nconn *c = st->data;
+
+	(void)b;
+	if (n < 0) {
+		if (n != UV_EOF)
+			qbd_debug("nbd", "read: %s", uv_strerror((int)n));
+		conn_close(c);
+		return;
+	}
+	c->in_len += (size_t)n;
+	conn_process(c);
+}
+
+/* Stop reading while too much is in flight or buffered, or after DISC. */
+static void conn_update_reading(struct nconn *c)
+{
+	bool want = !c->closing && !c->disc && !c->s->stopping &&
+		    c->in_flight < NBD_MAX_INFLIGHT && c->in_len < 2 * NBD_MAX_PAYLOAD;
+
+	if (want && !c->reading) {
+		if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
+			c->reading = true;
+	} else if (!want && c->reading) {
+		uv_read_stop((uv_stream_t *)&c->pipe);
+		c->reading = false;
+	}
+}
+
+static void on_connection(uv_stream_t *l, int status)
+{
+	struct nbd_server *s = l->data;
+	struct nconn *c;
+	uint8_t g[18];
+
+	if (status < 0 || s->stopping)
+		return;
+	c = calloc(1, sizeof *c);
+	if (!c)
+		return;
+	c->s = s;
+	uv_pipe_init(&s->loop, &c->pipe, 0);
+	c->pipe.data = c;
+	if (uv_accept(l, (uv_stream_t *)&c->pipe) < 0) {
+		uv_close((uv_handle_t *)&c->pipe, (uv_close_cb)free);
+		return;
+	}
+	c->next = s->conns;
+	s->conns = c;
+	c->state = ST_CLIENT_FLAGS;
+	nbd_greeting(g);
+	conn_send_copy(c, g, sizeof g);
+	conn_update_reading(c);
+}
+
+static void on_qbd(uv_poll_t *p, int status, int events)
+{
+	struct nbd_server *s = p->data;
+
+	(void)status;
+	(void)events;
+	qbd_process(s->vol);
+}
+
+static void on_drain(uv_timer_t *t)
+{
+	struct nbd_server *s = t->data;
+	unsigned busy = 0;
+
+	for (struct nconn *c = s->conns; c; c = c->next)
+		busy += c->in_flight;
+	if (busy && ++s->drain_ticks < 500)
+		return;
+	if (busy)
+		qbd_warn("nbd", "%u requests still in flight after 10 s; stopping anyway", busy);
+	uv_timer_stop(t);
+	for (struct nconn *c = s->conns; c; c = c->next)
+		conn_close(c);
+	uv_close((uv_handle_t *)&s->qpoll, NULL);
+	uv_close((uv_handle_t *)&s->sigterm, NULL);
+	uv_close((uv_handle_t *)&s->sigint, NULL);
+	uv_close((uv_handle_t *)&s->drain, NULL);
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+	struct nbd_server *s = sig->data;
+
+	if (s->stopping)
+		return;
+	qbd_info("nbd", "signal %d: stopping: no new connections, draining", signum);
+	s->stopping = true;
+	uv_close((uv_handle_t *)&s->listener, NULL);
+	for (struct nconn *c = s->conns; c; c = c->next)
+		conn_update_reading(c);
+	uv_timer_start(&s->drain, on_drain, 0, 20);
+}
+
+int nbd_serve_unix(struct qbd_volume *vol, const char *export_name, const char *path)
+{
+	struct nbd_server *s = calloc(1, sizeof *s);
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	s->vol = vol;
+	s->name = export_name;
+	s->size = qbd_size(vol);
+	uv_loop_init(&s->loop);
+
+	/* Refuse if a live server listens there; remove a stale socket. */
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof sa.sun_path) {
+		qbd_err("nbd", "socket path too long: %s", path);
+		r = -ENAMETOOLONG;
+		goto out;
+	}
+	strcpy(sa.sun_path, path);
+	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0) {
+		close(probe);
+		qbd_err("nbd", "%s: another server is listening there", path);
+		r = -EADDRINUSE;
+		goto out;
+	}
+	if (probe >= 0)
+		close(probe);
+	unlink(path);
+
+	uv_pipe_init(&s->loop, &s->listener, 0);
+	s->listener.data = s;
+	mode_t old = umask(0177); /* socket created 0600 */
+	r = uv_pipe_bind(&s->listener, path);
+	umask(old);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&s->listener, 16, on_connection);
+	if (r < 0) {
+		qbd_err("nbd", "listen on %s: %s", path, uv_strerror(r));
+		uv_close((uv_handle_t *)&s->listener, NULL);
+		uv_run(&s->loop, UV_RUN_DEFAULT);
+		r = -EADDRNOTAVAIL;
+		goto out;
+	}
+	uv_poll_init(&s->loop, &s->qpoll, qbd_get_fd(vol));
+	s->qpoll.data = s;
+	uv_poll_start(&s->qpoll, UV_READABLE, on_qbd);
+	uv_signal_init(&s->loop, &s->sigterm);
+	uv_signal_init(&s->loop, &s->sigint);
+	s->sigterm.data = s->sigint.data = s;
+	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&s->sigint, on_signal, SIGINT);
+	uv_timer_init(&s->loop, &s->drain);
+	s->drain.data = s;
+	qbd_info("nbd", "serving volume %s (%llu bytes) on %s", export_name,
+		 (unsigned long long)s->size, path);
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	unlink(path);
+	r = 0;
+out:
+	while (s->conns)
+		conn_free(s->conns);
+	uv_loop_close(&s->loop);
+	free(s);
+	return r;
+}
