@@ -24,8 +24,6 @@ nbdcopy "$TMP/in.bin" "$uri" || fail "nbdcopy into the volume failed"
 nbdcopy "$uri" "$TMP/out.bin" || fail "nbdcopy out of the volume failed"
 head -c 256M "$TMP/out.bin" | cmp - "$TMP/in.bin" || fail "data read back differs from data written"
 # The rest of the volume was never written: it must read as zeros.
-tail -c +268435457 "$TMP/out.bin" | cmp -s - /dev/zero; r=$?
-[ $r -eq 1 ] || [ $r -eq 0 ] || fail "cmp failed"
 [ "$(tail -c +268435457 "$TMP/out.bin" | tr -d '\0' | head -c 1 | wc -c)" -eq 0 ] ||
 	fail "never-written range does not read as zeros"
 rm -f "$TMP/in.bin" "$TMP/out.bin"
