@@ -33,24 +33,25 @@ qio() {
 	out=$(qemu-io -f raw "$uri" "$@" 2>&1) || { echo "$out" >&2; return 1; }
 	if echo "$out" | grep -qiE 'fail|error'; then echo "$out" >&2; return 1; fi
 }
-# Odd offsets, a chunk boundary (1 MiB), and a range spanning three chunks.
-qio -c 'write -P 0xa5 1000 5000' -c 'read -P 0xa5 1000 5000' \
-	-c 'read -P 0 0 1000' -c 'read -P 0 6000 4000' ||
+# Past the nbdcopy data (512 MiB on): odd offsets, a chunk boundary
+# (chunks are 1 MiB), and a range spanning three chunks.
+qio -c 'write -P 0xa5 536871912 5000' -c 'read -P 0xa5 536871912 5000' \
+	-c 'read -P 0 536870912 1000' -c 'read -P 0 536876912 4000' ||
 	fail "qemu-io pattern at offset 1000 length 5000"
-qio -c 'write -P 0x3c 1048000 1000' -c 'read -P 0x3c 1048000 1000' ||
+qio -c 'write -P 0x3c 537918912 1000' -c 'read -P 0x3c 537918912 1000' ||
 	fail "qemu-io write across the first chunk boundary"
-qio -c 'write -P 0x77 2096000 2200000' -c 'read -P 0x77 2096000 2200000' ||
+qio -c 'write -P 0x77 538966912 2200000' -c 'read -P 0x77 538966912 2200000' ||
 	fail "qemu-io write spanning three chunks"
-qio -c 'write -z 2097152 65536' -c 'read -P 0 2097152 65536' \
-	-c 'read -P 0x77 2096000 1152' || fail "qemu-io write -z"
-qio -c 'discard 1048576 1048576' -c 'read -P 0 1048576 1048576' ||
+qio -c 'write -z 538968064 65536' -c 'read -P 0 538968064 65536' \
+	-c 'read -P 0x77 538966912 1152' || fail "qemu-io write -z"
+qio -c 'discard 537919488 1048576' -c 'read -P 0 537919488 1048576' ||
 	fail "qemu-io discard"
 qio -c 'flush' || fail "qemu-io flush"
 # Reads past the end get an error, and the server keeps serving.
 if qemu-io -f raw "$uri" -c 'read 1073741824 4096' 2>&1 | grep -q 'read 4096/4096'; then
 	fail "read past the end succeeded"
 fi
-qio -c 'read -P 0xa5 1000 5000' || fail "server unusable after an out-of-range read"
+qio -c 'read -P 0xa5 536871912 5000' || fail "server unusable after an out-of-range read"
 log "qemu-io patterns ok"
 
 stop_pid "$NBD_PID"
