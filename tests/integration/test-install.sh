@@ -19,7 +19,7 @@ for p in qbd qbd-chunkd qbd-nbd; do
 done
 
 # Only the public API is exported.
-extra=$(nm -D --defined-only "$stage/usr/lib/libqbd.so.0" | awk '$2 ~ /[TDB]/ {print $3}' |
+extra=$(nm -D --defined-only "$stage/usr/lib/libqbd.so.0" | awk '$2 ~ /[TDB]/ {print $3}' | sed 's/@.*//' |
 	grep -v '^qbd_\(open\|close\|size\|chunk_size\|volume_id\|epoch\|replica_count\|write_quorum\|replica_status\|get_fd\|process\|in_flight\|submit\|pread\|pwrite\|flush\|trim\|write_zeroes\)$' || true)
 [ -z "$extra" ] || fail "libqbd.so exports more than its API: $extra"
 

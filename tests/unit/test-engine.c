@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for the engine, on a store file in a temporary directory. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+
+#define VOL 0x1234ull
+#define CS (1u << 20)
+
+static char dir[64], path[96];
+static struct qbd_engine *e;
+
+static void cb(struct qbd_engine_req *r) { *(int *)r->user = 1; }
+
+static void run(struct qbd_engine_req *r)
+{
+	int done = 0;
+
+	r->cb = cb;
+	r->user = &done;
+	qbd_engine_submit(e, r);
+	while (!done) {
+		struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
+		poll(&p, 1, 1000);
+		qbd_engine_poll(e);
+	}
+}
+
+static int eng_write(uint64_t chunk, uint32_t off, const void *buf, uint32_t len,
+		     uint64_t expected, uint64_t nv, uint32_t flags)
+{
+	struct qbd_engine_req r = { .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = chunk,
+				    .offset = off, .length = len, .buf = (void *)buf,
+				    .expected_version = expected, .new_version = nv,
+				    .flags = flags };
+	run(&r);
+	return r.res;
+}
+
+static int eng_read(uint64_t chunk, uint32_t off, void *buf, uint32_t len, uint64_t *ver)
+{
+	struct qbd_engine_req r = { .op = QBD_ENGINE_READ, .volume = VOL, .chunk = chunk,
+				    .offset = off, .length = len, .buf = buf };
+	run(&r);
+	if (ver)
+		*ver = r.version;
+	return r.res;
+}
+
+static void open_store(uint64_t size)
+{
+	struct qbd_engine_opts o = { .path = path, .create_size = size };
+	ck_assert_int_eq(qbd_engine_open(&o, &e), 0);
+}
+
+static void setup(void)
+{
+	snprintf(dir, sizeof dir, "/tmp/qbd-test-engine.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/store", dir);
+	open_store(64ull << 20);
+}
+
+static void teardown(void)
+{
+	qbd_engine_close(e);
+	e = NULL;
+	unlink(path);
+	rmdir(dir);
+}
+
+static void fill(uint8_t *b, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (uint8_t)(((i + 1) * 2654435761u) >> 17) ^ (uint8_t)seed;
+}
+
+START_TEST(roundtrip_aligned_and_odd)
+{
+	static uint8_t w[8192], r[8192], z[8192];
+	uint64_t v;
+
+	fill(w, sizeof w, 1);
+	ck_assert_int_eq(eng_write(0, 0, w, 8192, 0, 1, 0), 8192);
+	ck_assert_int_eq(eng_read(0, 0, r, 8192, &v), 8192);
+	ck_assert_mem_eq(r, w, 8192);
+	ck_assert_uint_eq(v, 1);
+	fill(w, 5000, 7);
+	ck_assert_int_eq(eng_write(3, 1000, w, 5000, 0, 1, 0), 5000);
+	ck_assert_int_eq(eng_read(3, 1000, r, 5000, NULL), 5000);
+	ck_assert_mem_eq(r, w, 5000);
+	/* around it: zeros */
+	ck_assert_int_eq(eng_read(3, 0, r, 1000, NULL), 1000);
+	ck_assert_mem_eq(r, z, 1000);
+	ck_assert_int_eq(eng_read(3, 6000, r, 2192, NULL), 2192);
+	ck_assert_mem_eq(r, z, 2192);
+	/* never-written chunk reads zeros at version 0 */
+	memset(r, 1, sizeof r);
+	ck_assert_int_eq(eng_read(9, 4096, r, 4096, &v), 4096);
+	ck_assert_mem_eq(r, z, 4096);
+	ck_assert_uint_eq(v, 0);
+}
+END_TEST
+
+START_TEST(versions_checked)
+{
+	uint8_t b[4096] = { 1 };
+
+	ck_assert_int_eq(eng_write(1, 0, b, 4096, 0, 1, 0), 4096);
+	ck_assert_int_eq(eng_write(1, 0, b, 4096, 0, 1, 0), 4096);      /* idempotent retry */
+	ck_assert_int_eq(eng_write(1, 0, b, 4096, 5, 6, 0), -ESTALE);   /* wrong expected */
+	ck_assert_int_eq(eng_write(1, 0, b, 4096, 1, 2, 0), 4096);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 1), 2);
+	ck_assert_int_eq(eng_write(1, 0, b, 4096, 1, 1, QBD_ENGINE_F_REPAIR), -ESTALE);
+	ck_assert_int_eq(eng_write(1, 0, b, 4096, 2, 2, QBD_ENGINE_F_REPAIR), 4096);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 1), 2);
+	ck_assert_int_eq(eng_write(1, 0, b, 4096, 0, 1, 0), -ESTALE);   /* old retry */
+}
+END_TEST
+
+START_TEST(survives_reopen)
+{
+	uint8_t w[4096], r[4096];
+	uint64_t node = qbd_engine_node_id(e);
+	struct qbd_engine_req p = { .op = QBD_ENGINE_PROMISE, .volume = VOL, .epoch = 7 };
+
+	fill(w, sizeof w, 3);
+	ck_assert_int_eq(eng_write(2, 4096, w, 4096, 0, 1, 0), 4096);
+	ck_assert_int_eq(eng_write(2, 4096, w, 100, 1, 2, 0), 100);
+	run(&p);
+	ck_assert_int_eq(p.res, 0);
+	ck_assert_int_eq(qbd_engine_set_cluster_id(e, 99), 0);
+	qbd_engine_close(e);
+	open_store(0);
+	ck_assert_uint_eq(qbd_engine_node_id(e), node);
+	ck_assert_uint_eq(qbd_engine_cluster_id(e), 99);
+	ck_assert_int_eq(qbd_engine_set_cluster_id(e, 98), -EEXIST);
+	ck_assert_uint_eq(qbd_engine_promised(e, VOL), 7);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 2), 2);
+	ck_assert_int_eq(eng_read(2, 4096, r, 4096, NULL), 4096);
+	ck_assert_mem_eq(r, w, 4096);
+}
+END_TEST
+
+START_TEST(corruption_detected)
+{
+	uint8_t w[8192], r[4096];
+	int fd;
+	char junk[] = "garbage";
+
+	fill(w, sizeof w, 5);
+	ck_assert_int_eq(eng_write(0, 0, w, 8192, 0, 1, 0), 8192);
+	qbd_engine_close(e);
+	/* Flip bytes of block 1 of slot 0 in the data area: find it by
+	 * content, as the test of a real disk would. */
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	static uint8_t buf[1 << 20];
+	off_t found = -1;
+	for (off_t off = 0; found < 0 && pread(fd, buf, sizeof buf, off) > 0; off += sizeof buf)
+		for (size_t i = 0; i + 4096 <= sizeof buf; i += 4096)
+			if (memcmp(buf + i, w + 4096, 4096) == 0) {
+				found = off + (off_t)i;
+				break;
+			}
+	ck_assert_int_ge(found, 0);
+	ck_assert_int_eq(pwrite(fd, junk, sizeof junk, found + 10), (ssize_t)sizeof junk);
+	close(fd);
+	open_store(0);
+	ck_assert_int_eq(eng_read(0, 4096, r, 4096, NULL), -EBADMSG);
+	ck_assert_int_eq(eng_read(0, 0, r, 4096, NULL), 4096);     /* block 0 fine */
+	ck_assert_mem_eq(r, w, 4096);
+	/* a partial write over the bad block fails instead of spreading it */
+	ck_assert_int_eq(eng_write(0, 4100, w, 10, 1, 2, 0), -EBADMSG);
+	/* a full-block rewrite heals it */
+	ck_assert_int_eq(eng_write(0, 4096, w + 4096, 4096, 2, 3, 0), 4096);
+	ck_assert_int_eq(eng_read(0, 4096, r, 4096, NULL), 4096);
+	ck_assert_mem_eq(r, w + 4096, 4096);
+}
+END_TEST
+
+START_TEST(zero_and_delete)
+{
+	uint8_t w[16384], r[16384], z[16384] = { 0 };
+	struct qbd_engine_stats st;
+	struct qbd_engine_req zr = { .op = QBD_ENGINE_ZERO, .volume = VOL, .chunk = 4,
+				     .offset = 100, .length = 12000,
+				     .expected_version = 1, .new_version = 2 };
+	struct qbd_engine_req d = { .op = QBD_ENGINE_DELETE_VOLUME, .volume = VOL };
+
+	fill(w, sizeof w, 9);
+	ck_assert_int_eq(eng_write(4, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	run(&zr);
+	ck_assert_int_eq(zr.res, 12000);
+	ck_assert_int_eq(eng_read(4, 0, r, sizeof r, NULL), (int)sizeof r);
+	ck_assert_mem_eq(r, w, 100);
+	ck_assert_mem_eq(r + 100, z, 12000);
+	ck_assert_mem_eq(r + 12100, w + 12100, sizeof r - 12100);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.used, CS);
+	run(&d);
+	ck_assert_int_eq(d.res, 0);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.used, 0);
+	ck_assert_int_eq(eng_read(4, 0, r, sizeof r, NULL), (int)sizeof r);
+	ck_assert_mem_eq(r, z, sizeof r);
+}
+END_TEST
+
+START_TEST(full_store_enospc)
+{
+	uint8_t b[512] = { 1 };
+	struct qbd_engine_stats st;
+	uint64_t n;
+	int r = 0;
+
+	qbd_engine_stats(e, &st);
+	n = st.capacity / st.chunk_size;
+	for (uint64_t c = 0; c < n; c++)
+		ck_assert_int_eq(eng_write(100 + c, 0, b, 512, 0, 1, 0), 512);
+	r = eng_write(100 + n, 0, b, 512, 0, 1, 0);
+	ck_assert_int_eq(r, -ENOSPC);
+	/* reads still work */
+	uint8_t rb[512];
+	ck_assert_int_eq(eng_read(100, 0, rb, 512, NULL), 512);
+	ck_assert_mem_eq(rb, b, 512);
+}
+END_TEST
+
+static int pending_done;
+static void count_cb(struct qbd_engine_req *r) { (void)r; pending_done++; }
+
+START_TEST(pipelined_writes_in_order)
+{
+	static struct qbd_engine_req rs[20];
+	static uint8_t bufs[20][4096];
+	uint8_t r[4096];
+
+	pending_done = 0;
+	for (int i = 0; i < 20; i++) {
+		memset(bufs[i], i + 1, sizeof bufs[i]);
+		rs[i] = (struct qbd_engine_req){ .op = QBD_ENGINE_WRITE, .volume = VOL,
+			.chunk = 6, .offset = 0, .length = 4096, .buf = bufs[i],
+			.expected_version = (uint64_t)i, .new_version = (uint64_t)i + 1,
+			.cb = count_cb };
+		qbd_engine_submit(e, &rs[i]);
+	}
+	while (pending_done < 20) {
+		struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
+		poll(&p, 1, 1000);
+		qbd_engine_poll(e);
+	}
+	for (int i = 0; i < 20; i++)
+		ck_assert_int_eq(rs[i].res, 4096);
+	ck_assert_int_eq(eng_read(6, 0, r, 4096, NULL), 4096);
+	ck_assert_mem_eq(r, bufs[19], 4096);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 6), 20);
+}
+END_TEST
+
+START_TEST(invalid_requests)
+{
+	uint8_t b[16] = { 0 };
+
+	ck_assert_int_eq(eng_write(0, CS - 8, b, 16, 0, 1, 0), -EINVAL);
+	ck_assert_int_eq(eng_read(0, 0, b, 0, NULL), -EINVAL);
+	ck_assert_uint_eq(qbd_engine_busy(e), 0);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("engine");
+	TCase *t = tcase_create("engine");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, roundtrip_aligned_and_odd);
+	tcase_add_test(t, versions_checked);
+	tcase_add_test(t, survives_reopen);
+	tcase_add_test(t, corruption_detected);
+	tcase_add_test(t, zero_and_delete);
+	tcase_add_test(t, full_store_enospc);
+	tcase_add_test(t, pipelined_writes_in_order);
+	tcase_add_test(t, invalid_requests);
+	suite_add_tcase(s, t);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
