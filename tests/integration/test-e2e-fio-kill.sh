@@ -17,7 +17,7 @@ uri=$(nbd_uri "$sock")
 run_fio() { # name offset
 	fio --name="$1" --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k \
 		--iodepth=8 --offset="$2" --size=48M --io_size=24M \
-		--verify=crc32c --verify_fatal=1 --do_verify=1 \
+		--verify=crc32c --verify_state_save=0 --verify_fatal=1 --do_verify=1 \
 		--output="$TMP/fio-$1.txt" || { cat "$TMP/fio-$1.txt" >&2; fail "fio $1 failed"; }
 	grep -q 'err= 0' "$TMP/fio-$1.txt" || { cat "$TMP/fio-$1.txt" >&2; fail "fio $1 reported errors"; }
 }
@@ -29,7 +29,7 @@ log "fio with 3 replicas ok"
 # 2: kill zone c's chunk server while fio runs.
 fio --name=during --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k \
 	--iodepth=8 --offset=64M --size=48M --io_size=48M \
-	--verify=crc32c --verify_fatal=1 --do_verify=1 \
+	--verify=crc32c --verify_state_save=0 --verify_fatal=1 --do_verify=1 \
 	--output="$TMP/fio-during.txt" &
 fio_pid=$!
 track_pid $fio_pid
@@ -55,7 +55,7 @@ log "fio after restart ok"
 
 # Everything written in phases 1-4 still verifies.
 fio --name=reverify --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k \
-	--iodepth=8 --offset=0 --size=48M --io_size=24M --verify=crc32c \
+	--iodepth=8 --offset=0 --size=48M --io_size=24M --verify=crc32c --verify_state_save=0 \
 	--verify_only --verify_fatal=1 --output="$TMP/fio-reverify.txt" ||
 	{ cat "$TMP/fio-reverify.txt" >&2; fail "re-verify of phase 1 data failed"; }
 stop_pid "$NBD_PID"
