@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for the metadata module: placement, base64, names, records. */
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replicator/meta/meta-internal.h"
+
+static struct qbd_node_info node(uint64_t id, const char *zone, uint64_t used, bool alive)
+{
+	struct qbd_node_info n = { .id = id, .used = used, .alive = alive,
+				   .capacity = 1 << 30, .chunk_size = 1 << 20 };
+	strcpy(n.zone, zone);
+	strcpy(n.addr, "127.0.0.1:7800");
+	return n;
+}
+
+START_TEST(place_distinct_zones_least_used)
+{
+	struct qbd_node_info n[] = {
+		node(1, "a", 500, true), node(2, "a", 100, true),
+		node(3, "b", 50, true), node(4, "c", 10, true), node(5, "d", 900, true),
+	};
+	uint64_t out[3];
+	unsigned z;
+
+	ck_assert_int_eq(qbd_meta_place(n, 5, 3, out, &z), 0);
+	ck_assert_uint_eq(z, 4);
+	/* least used zones first: c (10), b (50), a (node 2, 100) */
+	ck_assert_uint_eq(out[0], 4);
+	ck_assert_uint_eq(out[1], 3);
+	ck_assert_uint_eq(out[2], 2);
+}
+END_TEST
+
+START_TEST(place_skips_dead_and_reports_zones)
+{
+	struct qbd_node_info n[] = {
+		node(1, "a", 0, true), node(2, "b", 0, false), node(3, "b", 0, false),
+		node(4, "c", 0, true),
+	};
+	uint64_t out[3];
+	unsigned z;
+
+	ck_assert_int_eq(qbd_meta_place(n, 4, 3, out, &z), -ENOSPC);
+	ck_assert_uint_eq(z, 2);
+	ck_assert_int_eq(qbd_meta_place(n, 4, 2, out, &z), 0);
+	ck_assert(out[0] != 2 && out[0] != 3 && out[1] != 2 && out[1] != 3);
+	ck_assert_uint_ne(out[0], out[1]);
+}
+END_TEST
+
+START_TEST(base64_roundtrip)
+{
+	const char *cases[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar", "/qbd/nodes/" };
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		char *e = meta_b64_encode(cases[i], strlen(cases[i]));
+		size_t l;
+		char *d = meta_b64_decode(e, &l);
+		ck_assert_ptr_nonnull(d);
+		ck_assert_uint_eq(l, strlen(cases[i]));
+		ck_assert_mem_eq(d, cases[i], l);
+		free(e);
+		free(d);
+	}
+	char *e = meta_b64_encode("foobar", 6);
+	ck_assert_str_eq(e, "Zm9vYmFy");
+	free(e);
+	size_t l;
+	ck_assert_ptr_null(meta_b64_decode("abc", &l));
+	ck_assert_ptr_null(meta_b64_decode("a=bc", &l));
+	ck_assert_ptr_null(meta_b64_decode("ab!c", &l));
+}
+END_TEST
+
+START_TEST(volume_names)
+{
+	ck_assert(qbd_meta_volume_name_ok("db1"));
+	ck_assert(qbd_meta_volume_name_ok("pg-data_2.x"));
+	ck_assert(!qbd_meta_volume_name_ok(""));
+	ck_assert(!qbd_meta_volume_name_ok("a/b"));
+	ck_assert(!qbd_meta_volume_name_ok("-x"));
+	ck_assert(!qbd_meta_volume_name_ok("a b"));
+	char longname[80];
+	memset(longname, 'a', sizeof longname - 1);
+	longname[sizeof longname - 1] = '\0';
+	ck_assert(!qbd_meta_volume_name_ok(longname));
+}
+END_TEST
+
+START_TEST(records_roundtrip)
+{
+	struct qbd_node_info n = node(0xabcdef0123456789ull, "eu-1a", 4096, false), n2;
+	struct qbd_volume_info v = { .name = "vol", .id = 42, .size = 1ull << 30,
+				     .chunk_size = 1 << 20, .replicas = 3, .write_quorum = 2,
+				     .nodes = { 1, 2, 0xffffffffffffffffull } }, v2;
+	char *j = meta_node_to_json(&n);
+
+	ck_assert_int_eq(meta_node_from_json(j, &n2), 0);
+	ck_assert_uint_eq(n2.id, n.id);
+	ck_assert_str_eq(n2.zone, "eu-1a");
+	ck_assert_uint_eq(n2.used, 4096);
+	free(j);
+	j = meta_volume_to_json(&v);
+	ck_assert_int_eq(meta_volume_from_json(j, &v2), 0);
+	ck_assert_str_eq(v2.name, "vol");
+	ck_assert_uint_eq(v2.nodes[2], 0xffffffffffffffffull);
+	ck_assert_uint_eq(v2.write_quorum, 2);
+	free(j);
+	/* malformed records are refused */
+	ck_assert_int_eq(meta_volume_from_json("{\"name\":\"x\"}", &v2), -EPROTO);
+	ck_assert_int_eq(meta_volume_from_json("not json", &v2), -EPROTO);
+	ck_assert_int_eq(meta_volume_from_json(
+		"{\"name\":\"x\",\"id\":\"1\",\"size\":4096,\"chunk_size\":1048576,"
+		"\"replicas\":3,\"write_quorum\":4,\"nodes\":[\"1\",\"2\",\"3\"]}", &v2), -EPROTO);
+	ck_assert_int_eq(meta_node_from_json("{\"id\":\"zz\"}", &n2), -EPROTO);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("meta");
+	TCase *t1 = tcase_create("placement"), *t2 = tcase_create("encoding");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_test(t1, place_distinct_zones_least_used);
+	tcase_add_test(t1, place_skips_dead_and_reports_zones);
+	tcase_add_test(t2, base64_roundtrip);
+	tcase_add_test(t2, volume_names);
+	tcase_add_test(t2, records_roundtrip);
+	suite_add_tcase(s, t1);
+	suite_add_tcase(s, t2);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
