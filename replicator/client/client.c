@@ -369,9 +369,19 @@ static void conn_fail(struct qbd_conn *c, const char *why)
 
 	if (c->fd < 0 && was == QBD_C_DOWN)
 		return;
-	if (!v->closing)
-		qbd_warn(COMP, "replica %u node %016llx (%s): %s",
-			 c->idx, (unsigned long long)c->node.id, c->node.addr, why);
+	/* A dead replica is retried every second: say so once, then about
+	 * once a minute, not at every attempt. */
+	if (was == QBD_C_UP || v->opening)
+		c->retries = 0;
+	else
+		c->retries++;
+	if (!v->closing && (c->retries <= 1 || c->retries % 60 == 0))
+		qbd_warn(COMP, "replica %u node %016llx (%s): %s%s",
+			 c->idx, (unsigned long long)c->node.id, c->node.addr, why,
+			 c->retries > 1 ? " (still unreachable, retrying every second)" : "");
+	else if (!v->closing)
+		qbd_debug(COMP, "replica %u node %016llx (%s): %s",
+			  c->idx, (unsigned long long)c->node.id, c->node.addr, why);
 	conn_close_fd(c);
 	c->state = QBD_C_DOWN;
 	c->retry_ns = qbd_now_ns() + QBD_CLIENT_RETRY_NS;

@@ -82,6 +82,7 @@ struct qbd_conn {
 	enum qbd_conn_state state;
 	uint64_t deadline_ns;    /* connect/HELLO/OPEN deadline */
 	uint64_t retry_ns;       /* when DOWN: next connect attempt */
+	unsigned retries;        /* failed reconnects since it was last up */
 	uint64_t next_req;
 	bool want_out;           /* EPOLLOUT registered */
 	bool in_feed;            /* inside qbd_wire_rx_feed */
