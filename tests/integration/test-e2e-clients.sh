@@ -54,6 +54,10 @@ fi
 qio -c 'read -P 0xa5 536871912 5000' || fail "server unusable after an out-of-range read"
 log "qemu-io patterns ok"
 
+python3 "$(dirname "$0")/nbd-raw.py" "$sock" 1073741824 ||
+	fail "raw NBD requests: malformed input not handled"
+log "malformed requests get NBD errors; the connection survives"
+
 stop_pid "$NBD_PID"
 [ ! -e "$sock" ] || fail "qbd-nbd left its socket behind"
 log "PASS"
