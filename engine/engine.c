@@ -232,6 +232,26 @@ static int eng_load(struct qbd_engine *e)
 	return r;
 }
 
+/* Free everything but the ring (set up last in open, torn down first in
+ * close). */
+static void eng_free(struct qbd_engine *e)
+{
+	if (e->efd >= 0)
+		close(e->efd);
+	if (e->fd >= 0)
+		close(e->fd);
+	for (unsigned h = 0; h < ENG_HASH; h++)
+		while (e->hash[h]) {
+			struct eng_chunk *c = e->hash[h];
+			e->hash[h] = c->hnext;
+			free(c->meta);
+			free(c);
+		}
+	free(e->free_map);
+	free(e->promises);
+	free(e);
+}
+
 int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 {
 	struct qbd_engine *e;
@@ -338,22 +358,7 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	return 0;
 fail:
 	free(blk);
-	if (e->efd >= 0)
-		close(e->efd);
-	e->efd = -1;
-	if (e->fd >= 0)
-		close(e->fd);
-	e->fd = -1;
-	for (unsigned h = 0; h < ENG_HASH; h++)
-		while (e->hash[h]) {
-			struct eng_chunk *c = e->hash[h];
-			e->hash[h] = c->hnext;
-			free(c->meta);
-			free(c);
-		}
-	free(e->free_map);
-	free(e->promises);
-	free(e);
+	eng_free(e);
 	return r;
 }
 
@@ -364,18 +369,7 @@ void qbd_engine_close(struct qbd_engine *e)
 	if (e->busy)
 		qbd_warn("engine", "closing with %u requests in flight", e->busy);
 	io_uring_queue_exit(&e->ring);
-	close(e->efd);
-	close(e->fd);
-	for (unsigned h = 0; h < ENG_HASH; h++)
-		while (e->hash[h]) {
-			struct eng_chunk *c = e->hash[h];
-			e->hash[h] = c->hnext;
-			free(c->meta);
-			free(c);
-		}
-	free(e->free_map);
-	free(e->promises);
-	free(e);
+	eng_free(e);
 }
 
 unsigned qbd_engine_busy(const struct qbd_engine *e) { return e->busy; }
@@ -605,15 +599,22 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 	step_issue(e, r);
 }
 
-static int slot_alloc(struct qbd_engine *e, uint64_t *slot)
+/* Take a free slot for a new chunk. 0, -ENOSPC or -ENOMEM. */
+static int chunk_alloc(struct qbd_engine *e, uint64_t volume, uint64_t chunk,
+		       struct eng_chunk **out)
 {
-	for (uint64_t i = 0; i < e->sb.nslots; i++)
-		if (!e->free_map[i]) {
-			e->free_map[i] = 1;
-			e->used_slots++;
-			*slot = i;
-			return 0;
-		}
+	for (uint64_t i = 0; i < e->sb.nslots; i++) {
+		if (e->free_map[i])
+			continue;
+		*out = chunk_add(e, volume, chunk, i);
+		if (!*out)
+			return -ENOMEM;
+		e->free_map[i] = 1;
+		e->used_slots++;
+		return 0;
+	}
+	qbd_warn("engine", "no free chunk slot for volume %016llx chunk %llu",
+		 (unsigned long long)volume, (unsigned long long)chunk);
 	return -ENOSPC;
 }
 
@@ -669,28 +670,6 @@ static void req_start(struct qbd_engine *e, struct qbd_engine_req *r)
 			r->version = ver;
 			req_done(e, r, -ESTALE);
 			return;
-		}
-		if (!c) {
-			uint64_t slot;
-			int err = slot_alloc(e, &slot);
-
-			if (err == 0 && !(c = chunk_add(e, r->volume, r->chunk, slot))) {
-				e->free_map[slot] = 0;
-				e->used_slots--;
-				err = -ENOMEM;
-			}
-			if (err) {
-				if (err == -ENOSPC)
-					qbd_warn("engine", "no free chunk slot for volume "
-						 "%016llx chunk %llu",
-						 (unsigned long long)r->volume,
-						 (unsigned long long)r->chunk);
-				r->version = 0;
-				req_done(e, r, err);
-				return;
-			}
-			c->busy = 1;
-			p->ch = c;
 		}
 		c->version = r->new_version;
 		r->version = c->version;
@@ -848,20 +827,10 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 		c = chunk_find(e, r->volume, r->chunk);
 		if (!c && r->op != QBD_ENGINE_READ) {
 			/* Allocate the entry now so that later requests of this
-			 * chunk queue behind this one; the slot is taken here. */
-			uint64_t slot;
-			int err = slot_alloc(e, &slot);
-			if (err == 0 && !(c = chunk_add(e, r->volume, r->chunk, slot))) {
-				e->free_map[slot] = 0;
-				e->used_slots--;
-				err = -ENOMEM;
-			}
+			 * chunk queue behind this one. A first write that fails
+			 * gives the slot back (req_done). */
+			int err = chunk_alloc(e, r->volume, r->chunk, &c);
 			if (err) {
-				if (err == -ENOSPC)
-					qbd_warn("engine", "no free chunk slot for volume "
-						 "%016llx chunk %llu",
-						 (unsigned long long)r->volume,
-						 (unsigned long long)r->chunk);
 				req_done(e, r, err);
 				return;
 			}
