@@ -24,12 +24,12 @@ _run_cleanup() {
 	rc=$?
 	set +e
 	for fn in $_CLEANUP_FNS; do "$fn"; done
-	for pid in $_PIDS; do
-		if kill -0 "$pid" 2>/dev/null; then
-			kill -TERM "$pid" 2>/dev/null
-		fi
-	done
-	for pid in $_PIDS; do
+	# Newest first, so clients and chunk servers stop before etcd.
+	_rev=""
+	for pid in $_PIDS; do _rev="$pid $_rev"; done
+	for pid in $_rev; do
+		kill -0 "$pid" 2>/dev/null || continue
+		kill -TERM "$pid" 2>/dev/null
 		i=0
 		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
 			sleep 0.1; i=$((i + 1))
@@ -53,7 +53,8 @@ _run_cleanup() {
 # on_exit FN: run FN at exit (last registered runs first).
 on_exit() { _CLEANUP_FNS="$1 $_CLEANUP_FNS"; }
 
-# track_pid PID: stop PID at exit (TERM, then KILL after 10 s).
+# track_pid PID: stop PID at exit (TERM, then KILL after 10 s), newest
+# first.
 track_pid() { _PIDS="$_PIDS $1"; }
 untrack_pid() {
 	_new=""
