@@ -4,10 +4,13 @@
  * through io_uring with O_DIRECT, XXH3-64 per 4 KiB block verified on every
  * read. Layout and rules: docs/design.md, "Engine".
  *
- * Ordering: requests of one chunk run one at a time in submission order
- * (a FIFO per chunk), so overlapping writes land in arrival order and the
- * chunk's metadata block is never written twice at once. Requests of
- * different chunks run concurrently.
+ * Ordering: each chunk has a FIFO. A WRITE/ZERO runs alone; READs run
+ * together with other READs; so writes land in arrival order, a read sees
+ * exactly the writes submitted before it, and the chunk's metadata block
+ * is never written twice at once. The version check happens when a write
+ * leaves the FIFO; the chunk's in-memory metadata and version change only
+ * once its metadata block is on disk. Chunks run concurrently. PROMISE and
+ * DELETE_VOLUME share one FIFO and run one at a time.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -330,16 +333,6 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	r = eng_load(e);
 	if (r < 0)
 		goto fail;
-	{
-		uint8_t *z;
-		if (posix_memalign((void **)&z, B, B)) {
-			r = -ENOMEM;
-			goto fail;
-		}
-		memset(z, 0, B);
-		e->zero_csum = XXH3_64bits(z, B);
-		free(z);
-	}
 	r = io_uring_queue_init(qd, &e->ring, 0);
 	if (r < 0) {
 		qbd_err("engine", "io_uring_queue_init: %s", strerror(-r));
@@ -434,19 +427,36 @@ static void eng_wake(struct qbd_engine *e)
 		qbd_warn("engine", "eventfd: %m");
 }
 
-static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c);
+static void ring_submit(struct qbd_engine *e)
+{
+	int r;
 
-/* Finish a request: queue its callback for qbd_engine_poll and start the
- * next request of its chunk. */
+	if (!e->pending_sqes)
+		return;
+	r = io_uring_submit(&e->ring);
+	if (r < 0)
+		qbd_warn("engine", "io_uring_submit: %s", strerror(-r));
+	e->pending_sqes = 0;
+}
+
+static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c);
+static void promise_run(struct qbd_engine *e);
+
+/* Finish a request: queue its callback for qbd_engine_poll, then start
+ * what was waiting for it. */
 static void req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 {
 	struct eng_priv *p = priv(r);
 	struct eng_chunk *c = p->ch;
+	bool prom = p->holds_prom;
 
-	free(p->bounce);
+	if (!p->borrowed)
+		free(p->bounce);
 	p->bounce = NULL;
 	free(p->meta_copy);
 	p->meta_copy = NULL;
+	p->ch = NULL;
+	p->holds_prom = false;
 	r->res = res;
 	p->next = NULL;
 	if (e->done_tail)
@@ -456,147 +466,187 @@ static void req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 	e->done_tail = r;
 	eng_wake(e);
 	if (c) {
-		c->busy = 0;
-		p->ch = NULL;
-		chunk_run_next(e, c);
-		/* A first write that failed leaves no empty chunk behind. */
-		if (res < 0 && c->meta->magic == 0 && !c->busy && !c->q_head)
-			chunk_remove(e, c);
-	}
-}
-
-/* Queue an SQE for r; if the ring is full, park r until the next poll. */
-static struct io_uring_sqe *req_sqe(struct qbd_engine *e, struct qbd_engine_req *r)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
-
-	if (!sqe) {
-		io_uring_submit(&e->ring);
-		e->pending_sqes = 0;
-		sqe = io_uring_get_sqe(&e->ring);
-	}
-	if (!sqe) {
-		priv(r)->next = NULL;
-		if (e->retry_tail)
-			priv(e->retry_tail)->next = r;
+		if (r->op == QBD_ENGINE_READ)
+			c->reading--;
 		else
-			e->retry_head = r;
-		e->retry_tail = r;
-		return NULL;
+			c->writing = false;
+		chunk_run_next(e, c); /* may free c */
 	}
-	io_uring_sqe_set_data(sqe, r);
-	e->pending_sqes++;
-	return sqe;
+	if (prom) {
+		e->prom_busy = false;
+		promise_run(e);
+	}
 }
 
-static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r);
-
-static void req_fsync(struct qbd_engine *e, struct qbd_engine_req *r)
+static void req_park(struct qbd_engine *e, struct qbd_engine_req *r)
 {
-	priv(r)->step = ST_FSYNC;
-	step_issue(e, r);
+	priv(r)->next = NULL;
+	if (e->retry_tail)
+		priv(e->retry_tail)->next = r;
+	else
+		e->retry_head = r;
+	e->retry_tail = r;
 }
 
-/* Issue the I/O for the request's current step. */
+/* Issue the SQEs of the request's current step (all or none); with too
+ * few free SQEs, park the request until the next qbd_engine_poll. */
 static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
-	struct io_uring_sqe *sqe = req_sqe(e, r);
+	bool data = p->step == ST_READ_DATA || p->step == ST_RMW_READ ||
+		    p->step == ST_WRITE_DATA;
+	unsigned n = data ? p->n_ext : 1;
 
-	if (!sqe)
+	/* More SQEs in flight than the CQ holds would overflow it, and
+	 * overflowed CQEs raise no eventfd wake-up later: wait instead. */
+	if (e->inflight + n > e->ring.cq.ring_entries) {
+		req_park(e, r);
 		return;
+	}
+	if (io_uring_sq_space_left(&e->ring) < n)
+		ring_submit(e);
+	if (io_uring_sq_space_left(&e->ring) < n) {
+		req_park(e, r);
+		return;
+	}
+	e->inflight += n;
+	p->pending = n;
+	p->got = 0;
+	p->err = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+		uint8_t *buf = data ? p->bounce + (size_t)(p->ext_b[i] - p->b0) * B : NULL;
+		uint64_t off = data ? data_pos(e, p->ch->slot) + (uint64_t)p->ext_b[i] * B : 0;
+
+		switch (p->step) {
+		case ST_READ_DATA:
+		case ST_RMW_READ:
+			io_uring_prep_read(sqe, e->fd, buf, p->ext_n[i] * B, off);
+			break;
+		case ST_WRITE_DATA:
+			io_uring_prep_write(sqe, e->fd, buf, p->ext_n[i] * B, off);
+			break;
+		case ST_WRITE_META:
+			io_uring_prep_write(sqe, e->fd, p->meta_copy, B, meta_pos(e, p->ch->slot));
+			break;
+		case ST_FSYNC:
+			io_uring_prep_fsync(sqe, e->fd, IORING_FSYNC_DATASYNC);
+			break;
+		case ST_PROMISE_WRITE:
+			/* bounce holds block b0 of the promise table */
+			io_uring_prep_write(sqe, e->fd, p->bounce, B,
+					    ENG_PROMISE_OFF + (uint64_t)p->b0 * B);
+			break;
+		}
+		io_uring_sqe_set_data(sqe, r);
+		e->pending_sqes++;
+	}
+}
+
+static void step_go(struct qbd_engine *e, struct qbd_engine_req *r, int step)
+{
+	priv(r)->step = step;
+	step_issue(e, r);
+}
+
+/* Bytes the current step must transfer. */
+static uint32_t step_bytes(const struct eng_priv *p)
+{
+	uint32_t n = 0;
+
 	switch (p->step) {
 	case ST_READ_DATA:
 	case ST_RMW_READ:
-		io_uring_prep_read(sqe, e->fd, p->bounce, p->nb * B,
-				   data_pos(e, p->ch->slot) + (uint64_t)p->b0 * B);
-		break;
 	case ST_WRITE_DATA:
-		io_uring_prep_write(sqe, e->fd, p->bounce, p->nb * B,
-				    data_pos(e, p->ch->slot) + (uint64_t)p->b0 * B);
-		break;
-	case ST_WRITE_META:
-		io_uring_prep_write(sqe, e->fd, p->meta_copy, B, meta_pos(e, p->ch->slot));
-		break;
+		for (unsigned i = 0; i < p->n_ext; i++)
+			n += p->ext_n[i] * B;
+		return n;
 	case ST_FSYNC:
-		io_uring_prep_fsync(sqe, e->fd, IORING_FSYNC_DATASYNC);
-		break;
-	case ST_PROMISE_WRITE: {
-		/* bounce holds the 4 KiB block of the promise table */
-		uint64_t idx = (uint64_t)p->b0;
-		io_uring_prep_write(sqe, e->fd, p->bounce, B, ENG_PROMISE_OFF + idx * B);
-		break;
-	}
+		return 0;
+	default:
+		return B;
 	}
 }
 
-/* Verify the checksums of the written blocks in bounce. */
-static int verify_blocks(struct qbd_engine *e, struct eng_chunk *c,
-			 const uint8_t *buf, unsigned b0, unsigned nb, bool only_edges)
+/* Verify the checksum of every written block of the extents in bounce. */
+static int verify_blocks(const struct eng_chunk *c, const struct eng_priv *p)
 {
-	for (unsigned i = 0; i < nb; i++) {
-		unsigned b = b0 + i;
+	for (unsigned x = 0; x < p->n_ext; x++)
+		for (unsigned b = p->ext_b[x]; b < p->ext_b[x] + p->ext_n[x]; b++) {
+			const uint8_t *blk = p->bounce + (size_t)(b - p->b0) * B;
 
-		if (only_edges && i != 0 && i != nb - 1)
-			continue;
-		if (!bit_test(c->meta->written, b))
-			continue;
-		if (XXH3_64bits(buf + (size_t)i * B, B) != c->meta->block_csum[b]) {
-			qbd_err("engine", "checksum mismatch: volume %016llx chunk %llu "
-				"block %u (slot %llu)", (unsigned long long)c->volume,
-				(unsigned long long)c->chunk, b,
-				(unsigned long long)c->slot);
-			(void)e;
-			return -EBADMSG;
+			if (!bit_test(c->meta->written, b))
+				continue;
+			if (XXH3_64bits(blk, B) != c->meta->block_csum[b]) {
+				qbd_err("engine", "checksum mismatch: volume %016llx chunk %llu "
+					"block %u (slot %llu)", (unsigned long long)c->volume,
+					(unsigned long long)c->chunk, b,
+					(unsigned long long)c->slot);
+				return -EBADMSG;
+			}
 		}
-	}
 	return 0;
 }
 
-/* WRITE/ZERO after any read-modify-write read: merge, checksum, write. */
+static bool in_ext(const struct eng_priv *p, unsigned b)
+{
+	for (unsigned x = 0; x < p->n_ext; x++)
+		if (b >= p->ext_b[x] && b < p->ext_b[x] + p->ext_n[x])
+			return true;
+	return false;
+}
+
+/* WRITE/ZERO after any read-modify-write read (whose blocks are the
+ * extents): merge, build the new meta block, write data then meta. The
+ * chunk's in-memory meta and version change only when the meta block is
+ * on disk. */
 static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
 	struct eng_chunk *c = p->ch;
+	struct eng_meta *m;
 	uint32_t rel = r->offset - p->b0 * B;
-	bool any_data = false;
 
-	/* Blocks never written read as zeros: clear them before merging. */
-	for (unsigned i = 0; i < p->nb; i++)
-		if (!bit_test(c->meta->written, p->b0 + i))
-			memset(p->bounce + (size_t)i * B, 0, B);
-	if (r->op == QBD_ENGINE_WRITE)
-		memcpy(p->bounce + rel, r->buf, r->length);
-	else
-		memset(p->bounce + rel, 0, r->length);
-	for (unsigned i = 0; i < p->nb; i++) {
-		unsigned b = p->b0 + i;
-		uint32_t bs = b * B, be = bs + B;
-		bool full = bs >= r->offset && be <= r->offset + r->length;
-
-		if (r->op == QBD_ENGINE_ZERO && (full || !bit_test(c->meta->written, b))) {
-			bit_set(c->meta->written, b, false);
-			c->meta->block_csum[b] = 0;
-			continue;
-		}
-		bit_set(c->meta->written, b, true);
-		c->meta->block_csum[b] = XXH3_64bits(p->bounce + (size_t)i * B, B);
-		any_data = true;
+	if (!p->borrowed && p->bounce) {
+		for (unsigned i = 0; i < p->nb; i++)
+			if (!in_ext(p, p->b0 + i))
+				memset(p->bounce + (size_t)i * B, 0, B);
+		if (r->op == QBD_ENGINE_WRITE)
+			memcpy(p->bounce + rel, r->buf, r->length);
+		else
+			memset(p->bounce + rel, 0, r->length);
 	}
-	c->meta->magic = ENG_MAGIC_META;
-	c->meta->volume = c->volume;
-	c->meta->chunk = c->chunk;
-	c->meta->version = c->version;
-	c->meta->checksum = meta_checksum(c->meta);
 	if (posix_memalign((void **)&p->meta_copy, B, B)) {
 		req_done(e, r, -ENOMEM);
 		return;
 	}
-	memcpy(p->meta_copy, c->meta, B);
-	/* ZERO writes data only for partial blocks that hold data; a ZERO
-	 * that only clears blocks writes the metadata alone. */
-	p->step = any_data ? ST_WRITE_DATA : ST_WRITE_META;
-	step_issue(e, r);
+	m = p->meta_copy;
+	memcpy(m, c->meta, B);
+	for (unsigned i = 0; i < p->nb; i++) {
+		unsigned b = p->b0 + i;
+
+		/* ZERO keeps data only in partial blocks that had data (the
+		 * extents read for the merge); everything else reads as
+		 * zeros through the bitmap. */
+		if (r->op == QBD_ENGINE_ZERO && !in_ext(p, b)) {
+			bit_set(m->written, b, false);
+			m->block_csum[b] = 0;
+			continue;
+		}
+		bit_set(m->written, b, true);
+		m->block_csum[b] = XXH3_64bits(p->bounce + (size_t)i * B, B);
+	}
+	m->magic = ENG_MAGIC_META;
+	m->volume = c->volume;
+	m->chunk = c->chunk;
+	m->version = r->new_version;
+	m->checksum = meta_checksum(m);
+	if (r->op == QBD_ENGINE_WRITE) {
+		p->n_ext = 1;
+		p->ext_b[0] = p->b0;
+		p->ext_n[0] = p->nb;
+	}
+	step_go(e, r, p->n_ext ? ST_WRITE_DATA : ST_WRITE_META);
 }
 
 /* Take a free slot for a new chunk. 0, -ENOSPC or -ENOMEM. */
@@ -618,135 +668,120 @@ static int chunk_alloc(struct qbd_engine *e, uint64_t volume, uint64_t chunk,
 	return -ENOSPC;
 }
 
-/* Start r, the head of its chunk's queue (or a chunk-less request). */
-static void req_start(struct qbd_engine *e, struct qbd_engine_req *r)
+static bool aligned_req(const struct qbd_engine_req *r)
+{
+	return r->offset % B == 0 && r->length % B == 0 && (uintptr_t)r->buf % B == 0;
+}
+
+static int bounce_get(struct eng_priv *p, struct qbd_engine_req *r)
+{
+	if (r->op != QBD_ENGINE_ZERO && aligned_req(r)) {
+		p->bounce = r->buf;
+		p->borrowed = true;
+		return 0;
+	}
+	return posix_memalign((void **)&p->bounce, B, (size_t)p->nb * B) ? -ENOMEM : 0;
+}
+
+static void read_start(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
 	struct eng_chunk *c = p->ch;
+	bool any = false;
 
-	switch (r->op) {
-	case QBD_ENGINE_READ:
-		r->version = c ? c->version : 0;
-		if (!c) {
-			memset(r->buf, 0, r->length);
-			req_done(e, r, (int)r->length);
-			return;
-		}
-		p->b0 = r->offset / B;
-		p->nb = (r->offset + r->length + B - 1) / B - p->b0;
-		{
-			bool any = false;
-			for (unsigned i = 0; i < p->nb; i++)
-				any |= bit_test(c->meta->written, p->b0 + i);
-			if (!any) {
-				memset(r->buf, 0, r->length);
-				req_done(e, r, (int)r->length);
-				return;
-			}
-		}
-		if (posix_memalign((void **)&p->bounce, B, (size_t)p->nb * B)) {
-			req_done(e, r, -ENOMEM);
-			return;
-		}
-		p->step = ST_READ_DATA;
-		step_issue(e, r);
-		return;
-	case QBD_ENGINE_WRITE:
-	case QBD_ENGINE_ZERO: {
-		uint64_t ver = c ? c->version : 0;
-		bool repair = r->flags & QBD_ENGINE_F_REPAIR;
-
-		if (repair) {
-			if (!(ver == r->expected_version && ver == r->new_version && c)) {
-				r->version = ver;
-				req_done(e, r, -ESTALE);
-				return;
-			}
-		} else if (ver == r->new_version && ver != 0) {
-			r->version = ver; /* an idempotent retry */
-			req_done(e, r, (int)r->length);
-			return;
-		} else if (ver != r->expected_version) {
-			r->version = ver;
-			req_done(e, r, -ESTALE);
-			return;
-		}
-		c->version = r->new_version;
-		r->version = c->version;
-		p->b0 = r->offset / B;
-		p->nb = (r->offset + r->length + B - 1) / B - p->b0;
-		if (posix_memalign((void **)&p->bounce, B, (size_t)p->nb * B)) {
-			req_done(e, r, -ENOMEM);
-			return;
-		}
-		bool head = r->offset % B && bit_test(c->meta->written, p->b0);
-		bool tail = (r->offset + r->length) % B &&
-			    bit_test(c->meta->written, p->b0 + p->nb - 1);
-		if (head || tail) {
-			p->step = ST_RMW_READ;
-			step_issue(e, r);
-			return;
-		}
-		write_apply(e, r);
+	r->version = c ? c->version : 0;
+	for (unsigned i = 0; c && i < p->nb; i++)
+		any |= bit_test(c->meta->written, p->b0 + i);
+	if (!any) {
+		memset(r->buf, 0, r->length);
+		req_done(e, r, (int)r->length);
 		return;
 	}
-	default:
-		req_done(e, r, -EINVAL);
-	}
-}
-
-static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c)
-{
-	struct qbd_engine_req *r = c->q_head;
-
-	if (c->busy || !r)
-		return;
-	c->q_head = priv(r)->next;
-	if (!c->q_head)
-		c->q_tail = NULL;
-	c->busy = 1;
-	priv(r)->ch = c;
-	req_start(e, r);
-}
-
-static void promise_start(struct qbd_engine *e, struct qbd_engine_req *r)
-{
-	struct eng_priv *p = priv(r);
-	int free_i = -1, idx = -1;
-
-	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++) {
-		if (e->promises[i].volume == r->volume) {
-			idx = (int)i;
-			break;
-		}
-		if (free_i < 0 && e->promises[i].volume == 0)
-			free_i = (int)i;
-	}
-	if (idx >= 0 && e->promises[idx].epoch >= r->epoch) {
-		r->version = e->promises[idx].epoch;
-		req_done(e, r, 0);
-		return;
-	}
-	if (idx < 0)
-		idx = free_i;
-	if (idx < 0) {
-		qbd_err("engine", "promise table full (%llu volumes)",
-			(unsigned long long)ENG_PROMISE_ENTRIES);
-		req_done(e, r, -ENOSPC);
-		return;
-	}
-	e->promises[idx].volume = r->volume;
-	e->promises[idx].epoch = r->epoch;
-	r->version = r->epoch;
-	unsigned blk = (unsigned)idx / (B / sizeof(struct eng_promise));
-	if (posix_memalign((void **)&p->bounce, B, B)) {
+	if (bounce_get(p, r) < 0) {
 		req_done(e, r, -ENOMEM);
 		return;
 	}
-	memcpy(p->bounce, (uint8_t *)e->promises + (size_t)blk * B, B);
-	p->b0 = blk;
-	p->step = ST_PROMISE_WRITE;
-	step_issue(e, r);
+	p->n_ext = 1;
+	p->ext_b[0] = p->b0;
+	p->ext_n[0] = p->nb;
+	step_go(e, r, ST_READ_DATA);
+}
+
+/* A WRITE/ZERO taken from its chunk's FIFO: check versions, then read
+ * partial edge blocks that hold data, or go straight to write_apply. */
+static void write_start(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+	uint64_t ver = c->version;
+	unsigned last = p->b0 + p->nb - 1;
+
+	r->version = ver;
+	if (r->flags & QBD_ENGINE_F_REPAIR) {
+		if (ver != r->expected_version || ver != r->new_version) {
+			req_done(e, r, -ESTALE);
+			return;
+		}
+	} else if (ver == r->new_version) {
+		req_done(e, r, (int)r->length); /* an idempotent retry */
+		return;
+	} else if (ver != r->expected_version) {
+		req_done(e, r, -ESTALE);
+		return;
+	}
+	p->n_ext = 0;
+	if (r->offset % B && bit_test(c->meta->written, p->b0)) {
+		p->ext_b[p->n_ext] = p->b0;
+		p->ext_n[p->n_ext++] = 1;
+	}
+	if ((r->offset + r->length) % B && bit_test(c->meta->written, last) &&
+	    !(p->n_ext && last == p->b0)) {
+		p->ext_b[p->n_ext] = last;
+		p->ext_n[p->n_ext++] = 1;
+	}
+	/* A ZERO needs a buffer only for partial blocks that hold data. */
+	if ((r->op == QBD_ENGINE_WRITE || p->n_ext) && bounce_get(p, r) < 0) {
+		req_done(e, r, -ENOMEM);
+		return;
+	}
+	if (p->n_ext) {
+		step_go(e, r, ST_RMW_READ);
+		return;
+	}
+	write_apply(e, r);
+}
+
+/* Start what can run from the head of the chunk's FIFO: any number of
+ * READs, or one WRITE/ZERO alone. Frees a chunk that ends up idle and
+ * never written (a first write that failed). */
+static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c)
+{
+	struct qbd_engine_req *r;
+
+	if (c->in_run)
+		return;
+	c->in_run = true;
+	while ((r = c->q_head)) {
+		bool rd = r->op == QBD_ENGINE_READ;
+
+		if (c->writing || (!rd && c->reading))
+			break;
+		c->q_head = priv(r)->next;
+		if (!c->q_head)
+			c->q_tail = NULL;
+		if (rd)
+			c->reading++;
+		else
+			c->writing = true;
+		priv(r)->ch = c;
+		if (rd)
+			read_start(e, r);
+		else
+			write_start(e, r);
+	}
+	c->in_run = false;
+	if (c->meta->magic == 0 && !c->reading && !c->writing && !c->q_head)
+		chunk_remove(e, c);
 }
 
 /* Delete a volume: synchronous writes of zeroed metadata blocks. An
@@ -764,7 +799,7 @@ static int delete_volume(struct qbd_engine *e, uint64_t volume)
 		while (c) {
 			struct eng_chunk *next = c->hnext;
 			if (c->volume == volume) {
-				if (c->busy || c->q_head) {
+				if (c->reading || c->writing || c->q_head) {
 					r = -EBUSY;
 				} else {
 					int w = qbd_pwrite_full(e->fd, zero, B,
@@ -790,18 +825,70 @@ static int delete_volume(struct qbd_engine *e, uint64_t volume)
 	if (fdatasync(e->fd) == -1 && r == 0)
 		r = -errno;
 	free(zero);
+	if (r < 0)
+		qbd_err("engine", "delete volume %016llx: %s", (unsigned long long)volume,
+			strerror(-r));
 	return r;
 }
 
-static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r);
-
-void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *r)
+/* Start one PROMISE: done at once if already promised, else raise it in
+ * memory and write the table block holding its entry. */
+static void promise_start(struct qbd_engine *e, struct qbd_engine_req *r)
 {
-	submit_one(e, r);
-	/* Outside qbd_engine_poll nothing else would submit the SQEs. */
-	if (e->pending_sqes) {
-		io_uring_submit(&e->ring);
-		e->pending_sqes = 0;
+	struct eng_priv *p = priv(r);
+	int free_i = -1, idx = -1;
+	unsigned blk;
+
+	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++) {
+		if (e->promises[i].volume == r->volume) {
+			idx = (int)i;
+			break;
+		}
+		if (free_i < 0 && e->promises[i].volume == 0)
+			free_i = (int)i;
+	}
+	if (idx >= 0 && e->promises[idx].epoch >= r->epoch) {
+		r->version = e->promises[idx].epoch;
+		req_done(e, r, 0);
+		return;
+	}
+	if (idx < 0)
+		idx = free_i;
+	if (idx < 0) {
+		qbd_err("engine", "promise table full (%llu volumes)",
+			(unsigned long long)ENG_PROMISE_ENTRIES);
+		req_done(e, r, -ENOSPC);
+		return;
+	}
+	blk = (unsigned)idx / (B / sizeof(struct eng_promise));
+	if (posix_memalign((void **)&p->bounce, B, B)) {
+		req_done(e, r, -ENOMEM);
+		return;
+	}
+	e->promises[idx].volume = r->volume;
+	e->promises[idx].epoch = r->epoch;
+	r->version = r->epoch;
+	memcpy(p->bounce, (uint8_t *)e->promises + (size_t)blk * B, B);
+	p->b0 = blk;
+	p->holds_prom = true;
+	e->prom_busy = true;
+	step_go(e, r, ST_PROMISE_WRITE);
+}
+
+/* PROMISE and DELETE_VOLUME run one at a time in submission order, so two
+ * writes of one promise-table block never race. */
+static void promise_run(struct qbd_engine *e)
+{
+	struct qbd_engine_req *r;
+
+	while (!e->prom_busy && (r = e->prom_head)) {
+		e->prom_head = priv(r)->next;
+		if (!e->prom_head)
+			e->prom_tail = NULL;
+		if (r->op == QBD_ENGINE_PROMISE)
+			promise_start(e, r);
+		else
+			req_done(e, r, delete_volume(e, r->volume));
 	}
 }
 
@@ -809,6 +896,7 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
 	struct eng_chunk *c;
+	int err;
 
 	memset(p, 0, sizeof *p);
 	e->busy++;
@@ -817,27 +905,29 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 	case QBD_ENGINE_WRITE:
 	case QBD_ENGINE_ZERO:
 		if (r->length == 0 || r->offset >= e->sb.chunk_size ||
-		    r->length > e->sb.chunk_size - r->offset || r->volume == 0 ||
+		    r->length > e->sb.chunk_size - r->offset ||
 		    (r->op != QBD_ENGINE_ZERO && !r->buf)) {
 			qbd_warn("engine", "invalid request: op %d offset %u length %u",
-				 r->op, r->offset, r->length);
+				 (int)r->op, r->offset, r->length);
 			req_done(e, r, -EINVAL);
 			return;
 		}
+		p->b0 = r->offset / B;
+		p->nb = (r->offset + r->length + B - 1) / B - p->b0;
 		c = chunk_find(e, r->volume, r->chunk);
-		if (!c && r->op != QBD_ENGINE_READ) {
-			/* Allocate the entry now so that later requests of this
-			 * chunk queue behind this one. A first write that fails
-			 * gives the slot back (req_done). */
-			int err = chunk_alloc(e, r->volume, r->chunk, &c);
+		if (!c && r->op == QBD_ENGINE_READ) {
+			read_start(e, r);
+			return;
+		}
+		if (!c) {
+			/* Add the entry now so that later requests of this chunk
+			 * queue behind this one; chunk_run_next frees it again if
+			 * the first write fails. */
+			err = chunk_alloc(e, r->volume, r->chunk, &c);
 			if (err) {
 				req_done(e, r, err);
 				return;
 			}
-		}
-		if (!c) {
-			req_start(e, r);
-			return;
 		}
 		p->next = NULL;
 		if (c->q_tail)
@@ -848,97 +938,114 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 		chunk_run_next(e, c);
 		return;
 	case QBD_ENGINE_FLUSH:
-		req_fsync(e, r);
+		step_go(e, r, ST_FSYNC);
 		return;
 	case QBD_ENGINE_PROMISE:
-		promise_start(e, r);
-		return;
 	case QBD_ENGINE_DELETE_VOLUME:
-		req_done(e, r, delete_volume(e, r->volume));
+		if (r->volume == 0) { /* 0 marks a free promise entry */
+			qbd_warn("engine", "invalid request: op %d for volume 0", (int)r->op);
+			req_done(e, r, -EINVAL);
+			return;
+		}
+		p->next = NULL;
+		if (e->prom_tail)
+			priv(e->prom_tail)->next = r;
+		else
+			e->prom_head = r;
+		e->prom_tail = r;
+		promise_run(e);
 		return;
 	default:
+		qbd_warn("engine", "invalid request: unknown op %d", (int)r->op);
 		req_done(e, r, -EINVAL);
 	}
 }
 
-static void cqe_handle(struct qbd_engine *e, struct qbd_engine_req *r, int res)
+void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	submit_one(e, r);
+	/* Outside qbd_engine_poll nothing else would submit the SQEs. */
+	ring_submit(e);
+}
+
+/* The step's SQEs are all complete: move the request on. */
+static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
 	struct eng_chunk *c = p->ch;
-	size_t want = (size_t)p->nb * B;
+	int v;
 
-	if (res < 0) {
+	if (p->err < 0) {
 		qbd_err("engine", "I/O error (step %d, volume %016llx chunk %llu): %s",
 			p->step, (unsigned long long)r->volume,
-			(unsigned long long)r->chunk, strerror(-res));
-		req_done(e, r, res);
+			(unsigned long long)r->chunk, strerror(-p->err));
+		req_done(e, r, p->err);
+		return;
+	}
+	if (p->got != step_bytes(p)) {
+		qbd_err("engine", "short transfer (step %d, volume %016llx chunk %llu): "
+			"%u of %u bytes", p->step, (unsigned long long)r->volume,
+			(unsigned long long)r->chunk, p->got, step_bytes(p));
+		req_done(e, r, -EIO);
 		return;
 	}
 	switch (p->step) {
 	case ST_READ_DATA:
-		if ((size_t)res != want) {
-			req_done(e, r, -EIO);
+		v = verify_blocks(c, p);
+		if (v < 0) {
+			req_done(e, r, v);
 			return;
-		}
-		{
-			int v = verify_blocks(e, c, p->bounce, p->b0, p->nb, false);
-			if (v < 0) {
-				req_done(e, r, v);
-				return;
-			}
 		}
 		for (unsigned i = 0; i < p->nb; i++)
 			if (!bit_test(c->meta->written, p->b0 + i))
 				memset(p->bounce + (size_t)i * B, 0, B);
-		memcpy(r->buf, p->bounce + (r->offset - p->b0 * B), r->length);
-		r->version = c->version;
+		if (!p->borrowed)
+			memcpy(r->buf, p->bounce + (r->offset - p->b0 * B), r->length);
 		req_done(e, r, (int)r->length);
 		return;
 	case ST_RMW_READ:
-		if ((size_t)res != want) {
-			req_done(e, r, -EIO);
+		v = verify_blocks(c, p);
+		if (v < 0) {
+			req_done(e, r, v);
 			return;
-		}
-		{
-			int v = verify_blocks(e, c, p->bounce, p->b0, p->nb, true);
-			if (v < 0) {
-				req_done(e, r, v);
-				return;
-			}
 		}
 		write_apply(e, r);
 		return;
 	case ST_WRITE_DATA:
-		if ((size_t)res != want) {
-			req_done(e, r, -EIO);
-			return;
-		}
-		p->step = ST_WRITE_META;
-		step_issue(e, r);
+		step_go(e, r, ST_WRITE_META);
 		return;
 	case ST_WRITE_META:
-		if (res != (int)B) {
-			req_done(e, r, -EIO);
-			return;
-		}
+		memcpy(c->meta, p->meta_copy, B);
+		c->version = r->new_version;
+		r->version = c->version;
 		if (r->flags & QBD_ENGINE_F_FUA) {
-			req_fsync(e, r);
+			step_go(e, r, ST_FSYNC);
 			return;
 		}
 		req_done(e, r, (int)r->length);
 		return;
 	case ST_PROMISE_WRITE:
-		if (res != (int)B) {
-			req_done(e, r, -EIO);
-			return;
-		}
-		req_fsync(e, r);
+		step_go(e, r, ST_FSYNC);
 		return;
 	case ST_FSYNC:
 		req_done(e, r, (r->op == QBD_ENGINE_WRITE || r->op == QBD_ENGINE_ZERO)
 				       ? (int)r->length : 0);
 		return;
 	}
+}
+
+static void cqe_handle(struct qbd_engine *e, struct qbd_engine_req *r, int res)
+{
+	struct eng_priv *p = priv(r);
+
+	if (res < 0) {
+		if (!p->err)
+			p->err = res;
+	} else {
+		p->got += (uint32_t)res;
+	}
+	if (--p->pending == 0)
+		step_done(e, r);
 }
 
 void qbd_engine_poll(struct qbd_engine *e)
@@ -949,6 +1056,7 @@ void qbd_engine_poll(struct qbd_engine *e)
 	if (read(e->efd, &x, sizeof x) == -1 && errno != EAGAIN)
 		qbd_warn("engine", "eventfd read: %m");
 	for (int round = 0; round < 64; round++) {
+		struct qbd_engine_req *rq, *d;
 		unsigned head, n = 0;
 
 		io_uring_for_each_cqe(&e->ring, head, cqe) {
@@ -956,23 +1064,21 @@ void qbd_engine_poll(struct qbd_engine *e)
 			int res = cqe->res;
 
 			n++;
+			e->inflight--;
 			io_uring_cqe_seen(&e->ring, cqe); /* free the slot first */
 			cqe_handle(e, r, res);
 		}
-		/* Parked requests get another chance at an SQE. */
-		struct qbd_engine_req *rq = e->retry_head;
+		/* Parked requests get another chance at SQEs. */
+		rq = e->retry_head;
 		e->retry_head = e->retry_tail = NULL;
 		while (rq) {
 			struct qbd_engine_req *next = priv(rq)->next;
 			step_issue(e, rq);
 			rq = next;
 		}
-		if (e->pending_sqes) {
-			io_uring_submit(&e->ring);
-			e->pending_sqes = 0;
-		}
+		ring_submit(e);
 		/* Callbacks last: they may submit more. */
-		struct qbd_engine_req *d = e->done_head;
+		d = e->done_head;
 		e->done_head = e->done_tail = NULL;
 		while (d) {
 			struct qbd_engine_req *next = priv(d)->next;
@@ -980,11 +1086,8 @@ void qbd_engine_poll(struct qbd_engine *e)
 			d->cb(d);
 			d = next;
 		}
-		if (e->pending_sqes) {
-			io_uring_submit(&e->ring);
-			e->pending_sqes = 0;
-		}
-		if (n == 0 && !e->done_head && !e->retry_head)
+		ring_submit(e);
+		if (n == 0 && !e->done_head)
 			break;
 	}
 }

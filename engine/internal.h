@@ -6,6 +6,7 @@
 
 #include <assert.h>
 #include <liburing.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "engine.h"
@@ -31,6 +32,7 @@ struct eng_super {
 	uint64_t data_off;
 	uint64_t checksum;      /* XXH3 of the struct with this field 0 */
 } __attribute__((packed, aligned(8)));
+static_assert(sizeof(struct eng_super) == 64, "superblock size");
 
 /* Promise table entry: 64 bytes, 16 per 4 KiB block. */
 struct eng_promise {
@@ -59,7 +61,9 @@ struct eng_chunk {
 	uint64_t volume, chunk, slot, version;
 	struct eng_meta *meta;  /* 4 KiB aligned copy of the on-disk block */
 	struct qbd_engine_req *q_head, *q_tail; /* waiting requests */
-	int busy;               /* a request of this chunk is running */
+	unsigned reading;       /* READs of this chunk running */
+	bool writing;           /* a WRITE/ZERO of this chunk is running */
+	bool in_run;            /* chunk_run_next is on the stack */
 };
 
 /* Private per-request state, inside qbd_engine_req.priv. */
@@ -69,8 +73,14 @@ struct eng_priv {
 	uint8_t *bounce;
 	uint32_t b0, nb;              /* blocks covered */
 	int step;
-	int err;
-	struct eng_meta *meta_copy;
+	int err;                      /* first error of a multi-SQE step */
+	unsigned pending;             /* SQEs of the current step in flight */
+	uint32_t ext_b[2], ext_n[2];  /* extents (block, count) of the step */
+	unsigned n_ext;               /* number of extents */
+	uint32_t got;                 /* bytes transferred in the step */
+	bool borrowed;                /* bounce is the caller's buf */
+	bool holds_prom;              /* this PROMISE owns prom_busy */
+	struct eng_meta *meta_copy;   /* WRITE/ZERO: the new meta block */
 };
 static_assert(sizeof(struct eng_priv) <= sizeof(((struct qbd_engine_req *)0)->priv),
 	      "engine private state fits");
@@ -88,9 +98,11 @@ struct qbd_engine {
 	struct eng_chunk *hash[ENG_HASH];
 	struct qbd_engine_req *done_head, *done_tail;
 	struct qbd_engine_req *retry_head, *retry_tail;
+	struct qbd_engine_req *prom_head, *prom_tail; /* PROMISEs waiting */
+	bool prom_busy;                   /* a PROMISE write is running */
 	unsigned busy;
 	unsigned pending_sqes;
-	uint64_t zero_csum;
+	unsigned inflight;                /* SQEs issued, CQE not reaped; <= CQ size */
 };
 
 #endif

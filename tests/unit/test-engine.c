@@ -179,8 +179,9 @@ START_TEST(corruption_detected)
 	ck_assert_mem_eq(r, w, 4096);
 	/* a partial write over the bad block fails instead of spreading it */
 	ck_assert_int_eq(eng_write(0, 4100, w, 10, 1, 2, 0), -EBADMSG);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 0), 1);  /* not applied */
 	/* a full-block rewrite heals it */
-	ck_assert_int_eq(eng_write(0, 4096, w + 4096, 4096, 2, 3, 0), 4096);
+	ck_assert_int_eq(eng_write(0, 4096, w + 4096, 4096, 1, 3, 0), 4096);
 	ck_assert_int_eq(eng_read(0, 4096, r, 4096, NULL), 4096);
 	ck_assert_mem_eq(r, w + 4096, 4096);
 }
@@ -221,8 +222,14 @@ START_TEST(full_store_enospc)
 	uint64_t n;
 	int r = 0;
 
+	/* a tiny store: 8 MiB holds a handful of slots */
+	qbd_engine_close(e);
+	unlink(path);
+	open_store(8ull << 20);
 	qbd_engine_stats(e, &st);
 	n = st.capacity / st.chunk_size;
+	ck_assert_uint_ge(n, 2);
+	ck_assert_uint_le(n, 7);
 	for (uint64_t c = 0; c < n; c++)
 		ck_assert_int_eq(eng_write(100 + c, 0, b, 512, 0, 1, 0), 512);
 	r = eng_write(100 + n, 0, b, 512, 0, 1, 0);
@@ -275,6 +282,124 @@ START_TEST(invalid_requests)
 }
 END_TEST
 
+static void submit_all(struct qbd_engine_req *rs, int n)
+{
+	pending_done = 0;
+	for (int i = 0; i < n; i++) {
+		rs[i].cb = count_cb;
+		qbd_engine_submit(e, &rs[i]);
+	}
+	while (pending_done < n) {
+		struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
+		poll(&p, 1, 1000);
+		qbd_engine_poll(e);
+	}
+	ck_assert_uint_eq(qbd_engine_busy(e), 0);
+}
+
+/* Reads queued behind writes of the same chunk see exactly the writes
+ * submitted before them; aligned buffers take the no-copy path. */
+START_TEST(reads_ordered_with_writes)
+{
+	uint8_t *w1, *w2, *r1, *r2, *r3;
+	struct qbd_engine_req rs[5];
+
+	ck_assert_int_eq(posix_memalign((void **)&w1, 4096, 8192), 0);
+	ck_assert_int_eq(posix_memalign((void **)&w2, 4096, 8192), 0);
+	ck_assert_int_eq(posix_memalign((void **)&r1, 4096, 8192), 0);
+	ck_assert_int_eq(posix_memalign((void **)&r2, 4096, 8192), 0);
+	ck_assert_int_eq(posix_memalign((void **)&r3, 4096, 8192), 0);
+	fill(w1, 8192, 11);
+	fill(w2, 8192, 12);
+	rs[0] = (struct qbd_engine_req){ .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = 8,
+		.offset = 8192, .length = 8192, .buf = w1, .expected_version = 0, .new_version = 1 };
+	rs[1] = (struct qbd_engine_req){ .op = QBD_ENGINE_READ, .volume = VOL, .chunk = 8,
+		.offset = 8192, .length = 8192, .buf = r1 };
+	rs[2] = (struct qbd_engine_req){ .op = QBD_ENGINE_READ, .volume = VOL, .chunk = 8,
+		.offset = 8192, .length = 8192, .buf = r3 };
+	rs[3] = (struct qbd_engine_req){ .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = 8,
+		.offset = 8192, .length = 8192, .buf = w2, .expected_version = 1, .new_version = 2,
+		.flags = QBD_ENGINE_F_FUA };
+	rs[4] = (struct qbd_engine_req){ .op = QBD_ENGINE_READ, .volume = VOL, .chunk = 8,
+		.offset = 8192, .length = 8192, .buf = r2 };
+	submit_all(rs, 5);
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(rs[i].res, 8192);
+	ck_assert_mem_eq(r1, w1, 8192);
+	ck_assert_mem_eq(r3, w1, 8192);
+	ck_assert_uint_eq(rs[1].version, 1);
+	ck_assert_mem_eq(r2, w2, 8192);
+	ck_assert_uint_eq(rs[4].version, 2);
+	free(w1);
+	free(w2);
+	free(r1);
+	free(r2);
+	free(r3);
+}
+END_TEST
+
+/* A whole-chunk ZERO frees every block; FLUSH completes; promises
+ * submitted together keep the maximum, durably. */
+START_TEST(zero_flush_promise)
+{
+	static uint8_t w[65536], r[65536], z[65536];
+	struct qbd_engine_req rs[4];
+
+	fill(w, sizeof w, 13);
+	ck_assert_int_eq(eng_write(5, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	rs[0] = (struct qbd_engine_req){ .op = QBD_ENGINE_ZERO, .volume = VOL, .chunk = 5,
+		.offset = 0, .length = CS, .expected_version = 1, .new_version = 2 };
+	rs[1] = (struct qbd_engine_req){ .op = QBD_ENGINE_FLUSH };
+	rs[2] = (struct qbd_engine_req){ .op = QBD_ENGINE_PROMISE, .volume = VOL, .epoch = 9 };
+	rs[3] = (struct qbd_engine_req){ .op = QBD_ENGINE_PROMISE, .volume = VOL, .epoch = 4 };
+	submit_all(rs, 4);
+	ck_assert_int_eq(rs[0].res, (int)CS);
+	ck_assert_int_eq(rs[1].res, 0);
+	ck_assert_int_eq(rs[2].res, 0);
+	ck_assert_int_eq(rs[3].res, 0);
+	ck_assert_uint_eq(rs[3].version, 9);
+	qbd_engine_close(e);
+	open_store(0);
+	ck_assert_uint_eq(qbd_engine_promised(e, VOL), 9);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 5), 2);
+	memset(r, 1, sizeof r);
+	ck_assert_int_eq(eng_read(5, 0, r, sizeof r, NULL), (int)sizeof r);
+	ck_assert_mem_eq(r, z, sizeof r);
+}
+END_TEST
+
+/* A 4-entry ring: requests that find the SQ full wait inside the engine;
+ * unaligned writes over written blocks need two RMW reads at once. */
+START_TEST(small_ring_queues)
+{
+	struct qbd_engine_opts o = { .path = path, .queue_depth = 4 };
+	static struct qbd_engine_req rs[32];
+	static uint8_t w[16][12288], r[16][12288];
+
+	qbd_engine_close(e);
+	ck_assert_int_eq(qbd_engine_open(&o, &e), 0);
+	for (int i = 0; i < 16; i++) {
+		fill(w[i], sizeof w[i], (unsigned)i);
+		rs[i] = (struct qbd_engine_req){ .op = QBD_ENGINE_WRITE, .volume = VOL,
+			.chunk = 20 + (uint64_t)i, .offset = 0, .length = 12288, .buf = w[i],
+			.expected_version = 0, .new_version = 1 };
+		/* then overwrite bytes 100..12100, merging with blocks 0 and 2 */
+		rs[16 + i] = (struct qbd_engine_req){ .op = QBD_ENGINE_WRITE, .volume = VOL,
+			.chunk = 20 + (uint64_t)i, .offset = 100, .length = 12000,
+			.buf = w[(i + 1) % 16] + 100, .expected_version = 1, .new_version = 2 };
+	}
+	submit_all(rs, 32);
+	for (int i = 0; i < 32; i++)
+		ck_assert_int_eq(rs[i].res, i < 16 ? 12288 : 12000);
+	for (int i = 0; i < 16; i++) {
+		ck_assert_int_eq(eng_read(20 + (uint64_t)i, 0, r[i], 12288, NULL), 12288);
+		ck_assert_mem_eq(r[i], w[i], 100);
+		ck_assert_mem_eq(r[i] + 100, w[(i + 1) % 16] + 100, 12000);
+		ck_assert_mem_eq(r[i] + 12100, w[i] + 12100, 188);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -292,6 +417,9 @@ int main(void)
 	tcase_add_test(t, full_store_enospc);
 	tcase_add_test(t, pipelined_writes_in_order);
 	tcase_add_test(t, invalid_requests);
+	tcase_add_test(t, reads_ordered_with_writes);
+	tcase_add_test(t, zero_flush_promise);
+	tcase_add_test(t, small_ring_queues);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
