@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,80 @@
 
 #define CHUNK_SIZE (1u << 20)
 
+/* Options of the commands that take no more than --help (and --json, which
+ * qbd-main.c strips). Returns -1 to go on, else an exit status. nargs is
+ * the number of positional arguments required. */
+static int cli_simple_opts(int argc, char **argv, int nargs, const char *usage)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(usage, stdout);
+			return EXIT_OK;
+		}
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	if (argc - optind != nargs) {
+		fputs(usage, stderr);
+		return EXIT_USAGE;
+	}
+	return -1;
+}
+
+/* Print a JSON value (strings escaped by json-c) and drop it. */
+static void cli_print_json(json_object *o)
+{
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+}
+
+static json_object *cli_json_id(uint64_t id)
+{
+	char hex[17];
+
+	return json_object_new_string(qbd_id_str(id, hex));
+}
+
+static json_object *cli_json_u64(uint64_t v)
+{
+	return json_object_new_int64((int64_t)v);
+}
+
+static json_object *cli_node_json(const struct qbd_node_info *n, bool full)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "id", cli_json_id(n->id));
+	json_object_object_add(o, "zone", json_object_new_string(n->zone));
+	json_object_object_add(o, "addr", json_object_new_string(n->addr));
+	json_object_object_add(o, "alive", json_object_new_boolean(n->alive));
+	if (full) {
+		json_object_object_add(o, "capacity", cli_json_u64(n->capacity));
+		json_object_object_add(o, "used", cli_json_u64(n->used));
+	}
+	return o;
+}
+
+static json_object *cli_volume_json(const struct qbd_volume_info *v)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(v->name));
+	json_object_object_add(o, "id", cli_json_id(v->id));
+	json_object_object_add(o, "size", cli_json_u64(v->size));
+	json_object_object_add(o, "chunk_size", cli_json_u64(v->chunk_size));
+	json_object_object_add(o, "replicas", cli_json_u64(v->replicas));
+	json_object_object_add(o, "write_quorum", cli_json_u64(v->write_quorum));
+	return o;
+}
+
 static int node_list(int argc, char **argv)
 {
 	struct qbd_meta *m;
@@ -20,11 +95,8 @@ static int node_list(int argc, char **argv)
 	size_t n;
 	int r;
 
-	if (argc > 1) {
-		fprintf(stderr, "usage: qbd node list [--json]\n");
-		return EXIT_USAGE;
-	}
-	(void)argv;
+	if ((r = cli_simple_opts(argc, argv, 0, "usage: qbd node list [--json]\n")) >= 0)
+		return r;
 	if ((r = cli_meta(&m)))
 		return r;
 	r = qbd_meta_node_list(m, &nodes, &n);
@@ -34,16 +106,10 @@ static int node_list(int argc, char **argv)
 		return EXIT_ERR;
 	}
 	if (cli_json) {
-		printf("[");
-		for (size_t i = 0; i < n; i++) {
-			char hex[17];
-			printf("%s{\"id\":\"%s\",\"zone\":\"%s\",\"addr\":\"%s\",\"alive\":%s,"
-			       "\"capacity\":%" PRIu64 ",\"used\":%" PRIu64 "}",
-			       i ? "," : "", qbd_id_str(nodes[i].id, hex), nodes[i].zone,
-			       nodes[i].addr, nodes[i].alive ? "true" : "false",
-			       nodes[i].capacity, nodes[i].used);
-		}
-		printf("]\n");
+		json_object *arr = json_object_new_array();
+		for (size_t i = 0; i < n; i++)
+			json_object_array_add(arr, cli_node_json(&nodes[i], true));
+		cli_print_json(arr);
 	} else {
 		printf("%-16s  %-10s  %-22s  %-5s  %10s  %10s\n", "NODE", "ZONE",
 		       "ADDRESS", "STATE", "CAPACITY", "USED");
@@ -115,6 +181,10 @@ static int volume_create(int argc, char **argv)
 			break;
 		case 'w':
 			v.write_quorum = (unsigned)atoi(optarg);
+			if (v.write_quorum < 1) {
+				fprintf(stderr, "qbd: --write-quorum must be a number >= 1\n");
+				return EXIT_USAGE;
+			}
 			break;
 		case 'h':
 			fputs(volume_usage, stdout);
@@ -152,15 +222,16 @@ static int volume_create(int argc, char **argv)
 	}
 	r = qbd_meta_place(nodes, n, v.replicas, v.nodes, &zones);
 	if (r == -ENOSPC) {
+		/* nodes are sorted by zone: each distinct live zone once */
 		char list[256] = "";
+		const char *last = NULL;
 		size_t l = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (!nodes[i].alive || strstr(list, nodes[i].zone))
+		for (size_t i = 0; i < n && l < sizeof list; i++) {
+			if (!nodes[i].alive || (last && strcmp(last, nodes[i].zone) == 0))
 				continue;
+			last = nodes[i].zone;
 			l += (size_t)snprintf(list + l, sizeof list - l, "%s%s",
 					      l ? ", " : "", nodes[i].zone);
-			if (l >= sizeof list)
-				break;
 		}
 		fprintf(stderr, "qbd: need %u zones with a live node, found %u%s%s%s\n",
 			v.replicas, zones, zones ? " (" : "", list, zones ? ")" : "");
@@ -203,11 +274,8 @@ static int volume_list(int argc, char **argv)
 	size_t n;
 	int r;
 
-	(void)argv;
-	if (argc > 1) {
-		fputs(volume_usage, stderr);
-		return EXIT_USAGE;
-	}
+	if ((r = cli_simple_opts(argc, argv, 0, volume_usage)) >= 0)
+		return r;
 	if ((r = cli_meta(&m)))
 		return r;
 	r = qbd_meta_volume_list(m, &vols, &n);
@@ -216,25 +284,22 @@ static int volume_list(int argc, char **argv)
 		fprintf(stderr, "qbd: cannot list volumes: %s\n", strerror(-r));
 		return EXIT_ERR;
 	}
-	if (cli_json)
-		printf("[");
-	else
-		printf("%-24s  %-16s  %10s  %s\n", "NAME", "ID", "SIZE", "R/W");
+	if (cli_json) {
+		json_object *arr = json_object_new_array();
+		for (size_t i = 0; i < n; i++)
+			json_object_array_add(arr, cli_volume_json(&vols[i]));
+		cli_print_json(arr);
+		free(vols);
+		return EXIT_OK;
+	}
+	printf("%-24s  %-16s  %10s  %s\n", "NAME", "ID", "SIZE", "R/W");
 	for (size_t i = 0; i < n; i++) {
 		char hex[17], sz[32];
-		if (cli_json)
-			printf("%s{\"name\":\"%s\",\"id\":\"%s\",\"size\":%" PRIu64
-			       ",\"replicas\":%u,\"write_quorum\":%u}", i ? "," : "",
-			       vols[i].name, qbd_id_str(vols[i].id, hex), vols[i].size,
-			       vols[i].replicas, vols[i].write_quorum);
-		else
-			printf("%-24s  %-16s  %10s  %u/%u\n", vols[i].name,
+		printf("%-24s  %-16s  %10s  %u/%u\n", vols[i].name,
 			       qbd_id_str(vols[i].id, hex),
 			       qbd_format_size(vols[i].size, sz, sizeof sz),
 			       vols[i].replicas, vols[i].write_quorum);
 	}
-	if (cli_json)
-		printf("]\n");
 	free(vols);
 	return EXIT_OK;
 }
@@ -248,20 +313,20 @@ static int volume_info(int argc, char **argv)
 	char hex[17], sz[32];
 	int r;
 
-	if (argc != 2) {
-		fputs(volume_usage, stderr);
-		return EXIT_USAGE;
-	}
+	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
+		return r;
+	const char *name = argv[optind];
 	if ((r = cli_meta(&m)))
 		return r;
-	r = qbd_meta_volume_get(m, argv[1], &v);
+	r = qbd_meta_volume_get(m, name, &v);
+	if (r == 0)
+		r = qbd_meta_epoch_get(m, v.id, &epoch);
 	if (r < 0) {
-		fprintf(stderr, "qbd: volume '%s': %s\n", argv[1],
+		fprintf(stderr, "qbd: volume '%s': %s\n", name,
 			r == -ENOENT ? "no such volume" : strerror(-r));
 		qbd_meta_close(m);
 		return EXIT_ERR;
 	}
-	qbd_meta_epoch_get(m, v.id, &epoch);
 	for (unsigned i = 0; i < v.replicas; i++)
 		if (qbd_meta_node_get(m, v.nodes[i], &nodes[i]) < 0) {
 			memset(&nodes[i], 0, sizeof nodes[i]);
@@ -271,26 +336,24 @@ static int volume_info(int argc, char **argv)
 		}
 	qbd_meta_close(m);
 	if (cli_json) {
-		printf("{\"name\":\"%s\",\"id\":\"%s\",\"size\":%" PRIu64 ",\"chunk_size\":%u,"
-		       "\"replicas\":%u,\"write_quorum\":%u,\"epoch\":%" PRIu64 ",\"nodes\":[",
-		       v.name, qbd_id_str(v.id, hex), v.size, v.chunk_size, v.replicas,
-		       v.write_quorum, epoch);
+		json_object *o = cli_volume_json(&v), *arr = json_object_new_array();
+		json_object_object_add(o, "epoch", cli_json_u64(epoch));
 		for (unsigned i = 0; i < v.replicas; i++)
-			printf("%s{\"id\":\"%s\",\"zone\":\"%s\",\"addr\":\"%s\",\"alive\":%s}",
-			       i ? "," : "", qbd_id_str(nodes[i].id, hex), nodes[i].zone,
-			       nodes[i].addr, nodes[i].alive ? "true" : "false");
-		printf("]}\n");
+			json_object_array_add(arr, cli_node_json(&nodes[i], false));
+		json_object_object_add(o, "nodes", arr);
+		cli_print_json(o);
 		return EXIT_OK;
 	}
 	printf("Volume:        %s\n", v.name);
 	printf("ID:            %s\n", qbd_id_str(v.id, hex));
 	printf("Size:          %s (%" PRIu64 " bytes)\n", qbd_format_size(v.size, sz, sizeof sz), v.size);
 	printf("Chunk size:    %u\n", v.chunk_size);
-	printf("Replicas:      %u, write quorum %u\n", v.replicas, v.write_quorum);
+	printf("Replication:   R=%u, write quorum W=%u\n", v.replicas, v.write_quorum);
 	printf("Epoch:         %" PRIu64 "\n", epoch);
-	printf("Replica  Node              Zone        Address                 State\n");
+	printf("Replicas:\n");
+	printf("  #  NODE              ZONE        ADDRESS                 STATE\n");
 	for (unsigned i = 0; i < v.replicas; i++)
-		printf("%-7u  %-16s  %-10s  %-22s  %s\n", i, qbd_id_str(nodes[i].id, hex),
+		printf("  %-1u  %-16s  %-10s  %-22s  %s\n", i, qbd_id_str(nodes[i].id, hex),
 		       nodes[i].zone, nodes[i].addr, nodes[i].alive ? "up" : "down");
 	return EXIT_OK;
 }
@@ -302,20 +365,30 @@ static int volume_delete(int argc, char **argv)
 	uint64_t epoch, cluster;
 	int r;
 
-	if (argc != 2) {
-		fputs(volume_usage, stderr);
-		return EXIT_USAGE;
-	}
+	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
+		return r;
+	argv += optind - 1; /* argv[1] is the name, as below */
 	if ((r = cli_meta(&m)))
 		return r;
 	r = qbd_meta_volume_get(m, argv[1], &v);
-	if (r == 0)
-		r = qbd_meta_cluster_id(m, false, &cluster);
-	if (r == 0)
-		r = qbd_meta_epoch_bump(m, v.id, &epoch); /* fences any writer */
 	if (r < 0) {
 		fprintf(stderr, "qbd: volume '%s': %s\n", argv[1],
 			r == -ENOENT ? "no such volume" : strerror(-r));
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	r = qbd_meta_cluster_id(m, false, &cluster);
+	if (r < 0) {
+		fprintf(stderr, "qbd: cannot read the cluster id (/qbd/cluster): %s\n",
+			r == -ENOENT ? "not set (no chunk server ever registered)" :
+			strerror(-r));
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	r = qbd_meta_epoch_bump(m, v.id, &epoch); /* fences any writer first */
+	if (r < 0) {
+		fprintf(stderr, "qbd: volume '%s': cannot bump its epoch: %s\n", argv[1],
+			strerror(-r));
 		qbd_meta_close(m);
 		return EXIT_ERR;
 	}

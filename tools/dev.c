@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -80,22 +81,44 @@ static int read_pids(const char *state, struct dev_proc *p, int max)
 	return n;
 }
 
-/* Is pid alive and still the program it was started as? */
+/* Is pid alive (not a zombie) and still the program it was started as:
+ * its comm, or the base name of its argv[0], is etcd / qbd-chunkd? */
 static bool proc_is(pid_t pid, const char *name)
 {
-	char path[64], comm[64] = "";
-	FILE *f;
+	char path[64], comm[64] = "", cmd[PATH_MAX] = "", st[256] = "";
 	const char *want = strncmp(name, "etcd", 4) == 0 ? "etcd" : "qbd-chunkd";
+	const char *base, *paren;
+	FILE *f;
 
-	snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
+	if (pid <= 1)
 		return false;
-	if (!fgets(comm, sizeof comm, f))
-		comm[0] = '\0';
+	waitpid(pid, NULL, WNOHANG); /* reap it if it is our own child */
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	if (!(f = fopen(path, "r")))
+		return false;
+	if (!fgets(st, sizeof st, f))
+		st[0] = '\0';
 	fclose(f);
+	paren = strrchr(st, ')');
+	if (!paren || paren[1] != ' ' || paren[2] == 'Z' || paren[2] == 'X')
+		return false;
+	snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+	if ((f = fopen(path, "r"))) {
+		if (!fgets(comm, sizeof comm, f))
+			comm[0] = '\0';
+		fclose(f);
+	}
 	comm[strcspn(comm, "\n")] = '\0';
-	return strcmp(comm, want) == 0;
+	if (strcmp(comm, want) == 0)
+		return true;
+	snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+	if ((f = fopen(path, "r"))) {
+		if (!fgets(cmd, sizeof cmd, f))
+			cmd[0] = '\0';
+		fclose(f);
+	}
+	base = strrchr(cmd, '/');
+	return strcmp(base ? base + 1 : cmd, want) == 0;
 }
 
 static void sleep_ms(int ms)
@@ -176,7 +199,7 @@ static void sibling(const char *prog, char *out, size_t len)
 static int dev_up(const char *state, const char *zones_arg, const char *size)
 {
 	struct dev_proc p[DEV_MAX];
-	char path[PATH_MAX], url[64], buf[PATH_MAX], chunkd[PATH_MAX];
+	char path[PATH_MAX], url[64], chunkd[PATH_MAX];
 	char zones[256];
 	int n = 0, nz = 0;
 	FILE *f;
@@ -217,9 +240,10 @@ static int dev_up(const char *state, const char *zones_arg, const char *size)
 	n++;
 	/* Record PIDs as they start, so dev down can always clean up. */
 	snprintf(path, sizeof path, "%s/pids", state);
-	f = fopen(path, "w");
+	f = fopen(path, "we");
 	if (!f) {
 		fprintf(stderr, "qbd: %s: %s\n", path, strerror(errno));
+		kill(p[0].pid, SIGTERM);
 		return EXIT_ERR;
 	}
 	fprintf(f, "etcd %d\n", (int)p[0].pid);
@@ -258,6 +282,10 @@ static int dev_up(const char *state, const char *zones_arg, const char *size)
 				  "--listen", listen, "--zone", z, "--etcd", url, NULL };
 		snprintf(p[n].name, sizeof p[n].name, "chunkd-%s", z);
 		p[n].pid = spawn(cargv, log);
+		if (p[n].pid < 0) {
+			fprintf(stderr, "qbd: fork: %s\n", strerror(errno));
+			break;
+		}
 		fprintf(f, "%s %d\n", p[n].name, (int)p[n].pid);
 		fflush(f);
 		n++;
@@ -298,7 +326,6 @@ static int dev_up(const char *state, const char *zones_arg, const char *size)
 		printf("  zone %-6s %s\n", nodes[i].zone, nodes[i].addr);
 	printf("use it with: . %s/env; export QBD_ETCD\n", state);
 	free(nodes);
-	(void)buf;
 	return EXIT_OK;
 }
 

@@ -226,6 +226,16 @@ static int meta_post(struct qbd_meta *m, const char *path, json_object *body,
 	return err;
 }
 
+/* Every etcd answer carries a "header"; its absence means a proxy or a
+ * different server answered. */
+static int meta_need(json_object *resp, const char *field, const char *what)
+{
+	if (json_object_object_get_ex(resp, field, NULL))
+		return 0;
+	qbd_err("meta", "%s: etcd answer lacks \"%s\"", what, field);
+	return -EPROTO;
+}
+
 static json_object *jstr_b64(const char *s, size_t len)
 {
 	char *e = meta_b64_encode(s, len);
@@ -287,6 +297,10 @@ static int meta_range(struct qbd_meta *m, const char *key, bool prefix,
 	json_object_put(req);
 	if (r < 0)
 		return r;
+	if ((r = meta_need(resp, "header", "range")) < 0) {
+		json_object_put(resp);
+		return r;
+	}
 	if (json_object_object_get_ex(resp, "kvs", &arr) &&
 	    json_object_is_type(arr, json_type_array)) {
 		size_t len = json_object_array_length(arr);
@@ -306,6 +320,8 @@ static int meta_range(struct qbd_meta *m, const char *key, bool prefix,
 			else
 				kvs[i].value = strdup("");
 			if (!kvs[i].key || !kvs[i].value) {
+				qbd_err("meta", "range %s: entry %zu lacks a valid key or value",
+					key, i);
 				kvs_free(kvs, len);
 				json_object_put(resp);
 				return -EPROTO;
@@ -396,6 +412,11 @@ static int meta_txn(struct qbd_meta *m, json_object *compare, json_object *succe
 	json_object_put(req);
 	if (r < 0)
 		return r;
+	/* etcd leaves out false booleans: no "succeeded" means a compare failed */
+	if ((r = meta_need(resp, "header", "txn")) < 0) {
+		json_object_put(resp);
+		return r;
+	}
 	r = json_object_object_get_ex(resp, "succeeded", &ok) &&
 	    json_object_get_boolean(ok) ? 0 : -EAGAIN;
 	json_object_put(resp);
@@ -463,9 +484,11 @@ int qbd_meta_lease_grant(struct qbd_meta *m, int ttl, int64_t *lease)
 	json_object_put(req);
 	if (r < 0)
 		return r;
-	*lease = (int64_t)jint(resp, "ID");
+	r = meta_need(resp, "ID", "lease grant");
+	if (r == 0)
+		*lease = (int64_t)jint(resp, "ID");
 	json_object_put(resp);
-	return *lease ? 0 : -EPROTO;
+	return r;
 }
 
 int qbd_meta_lease_keepalive(struct qbd_meta *m, int64_t lease)
@@ -478,9 +501,10 @@ int qbd_meta_lease_keepalive(struct qbd_meta *m, int64_t lease)
 	json_object_put(req);
 	if (r < 0)
 		return r;
-	r = 0;
-	if (!json_object_object_get_ex(resp, "result", &res) || jint(res, "TTL") == 0)
-		r = -ENOENT; /* expired */
+	r = meta_need(resp, "result", "lease keepalive");
+	if (r == 0 && json_object_object_get_ex(resp, "result", &res) &&
+	    jint(res, "TTL") == 0)
+		r = -ENOENT; /* expired: etcd leaves TTL out */
 	json_object_put(resp);
 	return r;
 }
@@ -814,6 +838,19 @@ int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v)
 	return r == -EAGAIN ? -ENOENT : r;
 }
 
+static int meta_parse_epoch(const char *key, const char *text, uint64_t *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoull(text, &end, 10);
+	if (!*text || *end || errno) {
+		qbd_err("meta", "%s: epoch '%.32s' is not a number", key, text);
+		return -EPROTO;
+	}
+	return 0;
+}
+
 int qbd_meta_epoch_get(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
 {
 	char key[64], hex[17];
@@ -824,10 +861,10 @@ int qbd_meta_epoch_get(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
 	r = meta_get(m, key, &kv);
 	if (r < 0)
 		return r;
-	*epoch = strtoull(kv.value, NULL, 10);
+	r = meta_parse_epoch(key, kv.value, epoch);
 	free(kv.key);
 	free(kv.value);
-	return 0;
+	return r;
 }
 
 int qbd_meta_epoch_bump(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
@@ -835,14 +872,20 @@ int qbd_meta_epoch_bump(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
 	char key[64], hex[17], val[32];
 
 	snprintf(key, sizeof key, "/qbd/epochs/%s", qbd_id_str(volume_id, hex));
-	for (int tries = 0; tries < 20; tries++) {
+	for (int tries = 0; tries < 10; tries++) {
 		struct kv kv;
 		int r = meta_get(m, key, &kv);
 		uint64_t e;
 
 		if (r < 0)
 			return r;
-		e = strtoull(kv.value, NULL, 10) + 1;
+		r = meta_parse_epoch(key, kv.value, &e);
+		if (r < 0) {
+			free(kv.key);
+			free(kv.value);
+			return r;
+		}
+		e++;
 		snprintf(val, sizeof val, "%" PRIu64, e);
 		json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
 		json_object_array_add(cmp, cmp_mod(key, kv.mod_revision));
@@ -863,7 +906,8 @@ int qbd_meta_epoch_bump(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
 int qbd_meta_place(const struct qbd_node_info *nodes, size_t n,
 		   unsigned replicas, uint64_t *out, unsigned *zones_found)
 {
-	/* Per zone, the best alive node (least used, then lowest id). */
+	/* Per zone, the best alive node (least used, then lowest id); then
+	 * the best `replicas` of those, in the same order. */
 	const struct qbd_node_info *best[64];
 	unsigned nz = 0;
 
@@ -892,7 +936,7 @@ int qbd_meta_place(const struct qbd_node_info *nodes, size_t n,
 	for (unsigned i = 0; i < nz; i++)
 		for (unsigned j = i + 1; j < nz; j++)
 			if (best[j]->used < best[i]->used ||
-			    (best[j]->used == best[i]->used && strcmp(best[j]->zone, best[i]->zone) < 0)) {
+			    (best[j]->used == best[i]->used && best[j]->id < best[i]->id)) {
 				const struct qbd_node_info *t = best[i];
 				best[i] = best[j];
 				best[j] = t;

@@ -1,10 +1,14 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
-# The qbd CLI against a real etcd and chunk servers: node list, volume
+# The qbd CLI against a real etcd with fake chunk-server records (put with
+# etcdctl, addresses nobody listens on): node list, volume
 # create/list/info/delete, the errors an operator meets (duplicate name,
-# too few zones, bad size, unknown volume), exit statuses, and delete
-# reaching every replica (or saying which it could not).
+# too few zones, bad size, unknown volume, etcd down), exit statuses, and
+# delete fencing (epoch bumped) before it forgets the volume, warning about
+# replicas it cannot reach. Then, if qbd-chunkd is built, qbd dev up /
+# status / down. Exit 0 pass, 1 fail, 77 skip.
 . "$(dirname "$0")/lib.sh"
+command -v etcd >/dev/null 2>&1 || skip "no etcd"
 init_test "$@"
 
 expect_rc() { # want cmd...: run, compare exit status
@@ -12,42 +16,126 @@ expect_rc() { # want cmd...: run, compare exit status
 	_rc=0; "$@" >"$TMP/out" 2>"$TMP/err" || _rc=$?
 	[ "$_rc" -eq "$_want" ] || { cat "$TMP/out" "$TMP/err" >&2; fail "'$*' exited $_rc, want $_want"; }
 }
+json_check() { # python expression over `d` (stdout of the last command)
+	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' \
+		"$TMP/out" "$1" || fail "json check failed: $1 on $(cat "$TMP/out")"
+}
 
-start_cluster a b
+start_etcd
+# Fake nodes: zone a (1 up), zone b (2 up), zone c (1 down). Their ports
+# are free, so the wire client meets "connection refused".
+fake_node() { # id zone alive
+	etcdctl_ put "/qbd/nodes/$1" \
+		"{\"id\":\"$1\",\"addr\":\"127.0.0.1:$(free_port)\",\"zone\":\"$2\",\"capacity\":1073741824,\"used\":0,\"chunk_size\":1048576}" >/dev/null
+	[ "$3" = 0 ] || etcdctl_ put "/qbd/alive/$1" 1 >/dev/null
+}
+etcdctl_ put /qbd/cluster '{"id":"00000000c0ffee00"}' >/dev/null
+fake_node 00000000000000a1 a 1
+fake_node 00000000000000b1 b 1
+fake_node 00000000000000b2 b 1
+fake_node 00000000000000c1 c 0
+
 expect_rc 0 qbd node list
-[ "$(grep -c ' up ' "$TMP/out")" -eq 2 ] || fail "node list does not show 2 nodes up"
+[ "$(grep -c ' up ' "$TMP/out")" -eq 3 ] || fail "node list does not show 3 nodes up: $(cat "$TMP/out")"
+[ "$(grep -c ' down ' "$TMP/out")" -eq 1 ] || fail "node list does not show 1 node down"
 expect_rc 0 qbd node list --json
-python3 -c 'import json,sys; n=json.load(open(sys.argv[1])); assert len(n)==2 and all(x["alive"] for x in n)' "$TMP/out" ||
-	fail "node list --json"
+json_check 'len(d)==4 and sum(x["alive"] for x in d)==3 and set(d[0])=={"id","zone","addr","alive","capacity","used"} and d[0]["capacity"]==1073741824'
 
-expect_rc 1 qbd volume create v3 --size 1G --replicas 3
+expect_rc 1 qbd volume create v3 --size 1G
 grep -q 'need 3 zones with a live node, found 2 (a, b)' "$TMP/err" || fail "too-few-zones message: $(cat "$TMP/err")"
 expect_rc 2 qbd volume create v --size 1000
+grep -q 'multiple' "$TMP/err" || fail "bad size message: $(cat "$TMP/err")"
+expect_rc 2 qbd volume create v --size 0
+expect_rc 2 qbd volume create v --size 1G --replicas 6
+expect_rc 2 qbd volume create v --size 1G --replicas 2 --write-quorum 3
 expect_rc 2 qbd volume create 'bad/name' --size 1G
 expect_rc 2 qbd volume create v
 expect_rc 0 qbd volume create v2 --size 64M --replicas 2
 expect_rc 1 qbd volume create v2 --size 64M --replicas 2
 grep -q 'already exists' "$TMP/err" || fail "duplicate name message"
+expect_rc 0 qbd volume create v1 --size 4096 --replicas 1
 expect_rc 0 qbd volume list
 grep -q '^v2 ' "$TMP/out" || fail "volume list does not show v2"
+grep -q '^v1 ' "$TMP/out" || fail "volume list does not show v1"
+expect_rc 0 qbd volume list --json
+json_check '[v["name"] for v in d]==["v1","v2"]'
+expect_rc 0 qbd volume info v1 --json
+json_check 'd["replicas"]==1 and d["write_quorum"]==1 and d["size"]==4096'
+expect_rc 0 qbd volume info v2
+grep -q '^Replicas:' "$TMP/out" || fail "volume info has no Replicas: table"
+[ "$(grep -c ' up$' "$TMP/out")" -eq 2 ] || fail "volume info: 2 replicas up: $(cat "$TMP/out")"
 expect_rc 0 qbd volume info v2 --json
-python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); assert v["replicas"]==2 and v["write_quorum"]==2 and len({n["zone"] for n in v["nodes"]})==2' "$TMP/out" ||
-	fail "volume info --json"
+json_check 'd["replicas"]==2 and d["write_quorum"]==2 and d["epoch"]==0 and d["chunk_size"]==1048576 and {n["zone"] for n in d["nodes"]}=={"a","b"}'
+v2id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$TMP/out")
+[ "$(etcdctl_ get --print-value-only "/qbd/volume-ids/$v2id")" = v2 ] || fail "no id index for v2"
 expect_rc 1 qbd volume info nosuch
 grep -q 'no such volume' "$TMP/err" || fail "unknown volume message"
 
-# Write through libqbd so the replicas allocate chunks, then delete.
-qbd-io --volume v2 write 0 3145728 1 || fail "write to v2"
+# Zone c comes up: the default R=3, W=2 now fits.
+etcdctl_ put /qbd/alive/00000000000000c1 1 >/dev/null
+expect_rc 0 qbd volume create v3 --size 1G
+expect_rc 0 qbd volume info v3 --json
+json_check 'd["replicas"]==3 and d["write_quorum"]==2 and len({n["zone"] for n in d["nodes"]})==3'
+
+# Delete: watch etcd to see the epoch bump happen before the records go.
+ETCDCTL_API=3 etcdctl --endpoints="$QBD_ETCD" watch --prefix /qbd/ >"$TMP/watch" 2>&1 &
+WATCH_PID=$!
+track_pid $WATCH_PID
+etcdctl_ put /qbd/marker 1 >/dev/null
+wait_for "etcdctl watch ready" 10 grep -q '^/qbd/marker$' "$TMP/watch"
 expect_rc 0 qbd volume delete v2
-grep -q 'not cleaned' "$TMP/err" && fail "delete did not reach every replica: $(cat "$TMP/err")"
+[ "$(grep -c 'not cleaned' "$TMP/err")" -eq 2 ] || fail "delete did not warn about both unreachable replicas: $(cat "$TMP/err")"
 expect_rc 1 qbd volume info v2
-# With a replica down, delete still removes the volume and says what it
-# could not clean.
-expect_rc 0 qbd volume create v4 --size 64M --replicas 2
-kill_chunkd b
-expect_rc 0 qbd volume delete v4
-grep -q 'not cleaned' "$TMP/err" || fail "delete with a replica down gave no warning"
-expect_rc 1 qbd volume info v4
+[ -z "$(etcdctl_ get --prefix --keys-only "/qbd/epochs/$v2id")" ] || fail "epoch key of v2 left behind"
+[ -z "$(etcdctl_ get --prefix --keys-only "/qbd/volume-ids/$v2id")" ] || fail "id index of v2 left behind"
+wait_for "watch sees the volume record deleted" 10 grep -q '^/qbd/volumes/v2$' "$TMP/watch"
+python3 - "$TMP/watch" "$v2id" <<'EOF' || fail "epoch not bumped to 1 before the volume record was deleted: $(cat "$TMP/watch")"
+import sys
+lines = open(sys.argv[1]).read().split("\n")
+ep = "/qbd/epochs/" + sys.argv[2]
+bump = next(i for i in range(len(lines) - 2) if lines[i] == "PUT" and lines[i + 1] == ep and lines[i + 2] == "1")
+gone = next(i for i in range(1, len(lines)) if lines[i - 1] == "DELETE" and lines[i] == "/qbd/volumes/v2")
+sys.exit(0 if bump < gone else 1)
+EOF
+kill "$WATCH_PID"; wait "$WATCH_PID" 2>/dev/null || true; untrack_pid "$WATCH_PID"
+expect_rc 1 qbd volume delete v2
+grep -q 'no such volume' "$TMP/err" || fail "delete of a deleted volume"
+
+# Usage and connection errors.
 expect_rc 0 qbd --etcd "$QBD_ETCD" --help
+expect_rc 0 qbd volume create --help
 expect_rc 2 qbd frobnicate
+expect_rc 2 qbd volume info
+expect_rc 2 env -u QBD_ETCD qbd volume list
+port=$(free_port)
+expect_rc 1 qbd --etcd "http://127.0.0.1:$port" volume list
+grep -qi 'refused' "$TMP/err" || fail "etcd down message: $(cat "$TMP/err")"
+
+# qbd dev: a local cluster of its own (needs qbd-chunkd).
+if [ -x "$BUILD/qbd-chunkd" ]; then
+	DEV="$TMP/dev"
+	dev_cleanup() { qbd dev down --state "$DEV" >/dev/null 2>&1 || true; }
+	on_exit dev_cleanup
+	expect_rc 0 qbd dev up --state "$DEV" --zones a,b --size 256M
+	grep -q '^etcd [0-9]' "$DEV/pids" || fail "no etcd in $DEV/pids"
+	grep -q '^chunkd-b [0-9]' "$DEV/pids" || fail "no chunkd-b in $DEV/pids"
+	grep -q '^QBD_ETCD=http://127.0.0.1:' "$DEV/env" || fail "bad $DEV/env"
+	expect_rc 1 qbd dev up --state "$DEV" --zones a,b --size 256M
+	grep -q 'already running' "$TMP/err" || fail "second dev up: $(cat "$TMP/err")"
+	expect_rc 0 qbd dev status --state "$DEV"
+	[ "$(grep -c ' up$' "$TMP/out")" -eq 3 ] || fail "dev status: $(cat "$TMP/out")"
+	expect_rc 0 qbd --etcd "$(sed -n 's/^QBD_ETCD=//p' "$DEV/env")" node list --json
+	json_check 'len(d)==2 and all(x["alive"] for x in d)'
+	pids=$(awk '{print $2}' "$DEV/pids")
+	expect_rc 0 qbd dev down --state "$DEV"
+	[ ! -e "$DEV/pids" ] || fail "dev down left $DEV/pids"
+	# (a zombie counts as stopped: PID 1 may be slow to reap it)
+	for p in $pids; do
+		ps -o stat= -p "$p" 2>/dev/null | grep -qv Z && fail "pid $p still running after dev down"
+	done
+	[ -f "$DEV/chunk-a.img" ] || fail "dev down removed data"
+	expect_rc 1 qbd dev status --state "$DEV"
+else
+	log "no qbd-chunkd in $BUILD: qbd dev not tested"
+fi
 log "PASS"

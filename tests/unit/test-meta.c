@@ -51,6 +51,32 @@ START_TEST(place_skips_dead_and_reports_zones)
 }
 END_TEST
 
+START_TEST(place_ties_lowest_id)
+{
+	/* equal use everywhere: lowest id per zone, then lowest ids overall */
+	struct qbd_node_info n[] = {
+		node(9, "a", 7, true), node(3, "a", 7, true), node(8, "b", 7, true),
+		node(5, "c", 7, true), node(6, "c", 7, true), node(2, "d", 8, true),
+	};
+	uint64_t out[3];
+	unsigned z;
+
+	ck_assert_int_eq(qbd_meta_place(n, 6, 3, out, &z), 0);
+	ck_assert_uint_eq(z, 4);
+	ck_assert_uint_eq(out[0], 3);
+	ck_assert_uint_eq(out[1], 5);
+	ck_assert_uint_eq(out[2], 8);
+	/* five replicas cannot fit four zones; nothing alive means zero zones */
+	uint64_t out5[5];
+	ck_assert_int_eq(qbd_meta_place(n, 6, 5, out5, &z), -ENOSPC);
+	ck_assert_uint_eq(z, 4);
+	for (size_t i = 0; i < 6; i++)
+		n[i].alive = false;
+	ck_assert_int_eq(qbd_meta_place(n, 6, 1, out, &z), -ENOSPC);
+	ck_assert_uint_eq(z, 0);
+}
+END_TEST
+
 START_TEST(base64_roundtrip)
 {
 	const char *cases[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar", "/qbd/nodes/" };
@@ -71,6 +97,15 @@ START_TEST(base64_roundtrip)
 	ck_assert_ptr_null(meta_b64_decode("abc", &l));
 	ck_assert_ptr_null(meta_b64_decode("a=bc", &l));
 	ck_assert_ptr_null(meta_b64_decode("ab!c", &l));
+	/* binary bytes, including NUL and 0xff */
+	const unsigned char bin[] = { 0, 0xff, 0x10, 0x80, 0 };
+	e = meta_b64_encode(bin, sizeof bin);
+	ck_assert_str_eq(e, "AP8QgAA=");
+	char *d = meta_b64_decode(e, &l);
+	ck_assert_uint_eq(l, sizeof bin);
+	ck_assert_mem_eq(d, bin, sizeof bin);
+	free(d);
+	free(e);
 }
 END_TEST
 
@@ -115,6 +150,17 @@ START_TEST(records_roundtrip)
 		"{\"name\":\"x\",\"id\":\"1\",\"size\":4096,\"chunk_size\":1048576,"
 		"\"replicas\":3,\"write_quorum\":4,\"nodes\":[\"1\",\"2\",\"3\"]}", &v2), -EPROTO);
 	ck_assert_int_eq(meta_node_from_json("{\"id\":\"zz\"}", &n2), -EPROTO);
+	/* numbers given as strings (as etcd renders int64) are accepted */
+	ck_assert_int_eq(meta_node_from_json(
+		"{\"id\":\"a1\",\"addr\":\"h:1\",\"zone\":\"z\",\"capacity\":\"8589934592\","
+		"\"used\":\"4096\",\"chunk_size\":1048576}", &n2), 0);
+	ck_assert_uint_eq(n2.id, 0xa1);
+	ck_assert_uint_eq(n2.capacity, 8589934592ull);
+	ck_assert_uint_eq(n2.used, 4096);
+	ck_assert(!n2.alive);
+	/* a node record without an address is refused */
+	ck_assert_int_eq(meta_node_from_json(
+		"{\"id\":\"a1\",\"zone\":\"z\",\"capacity\":1}", &n2), -EPROTO);
 }
 END_TEST
 
@@ -127,6 +173,7 @@ int main(void)
 
 	tcase_add_test(t1, place_distinct_zones_least_used);
 	tcase_add_test(t1, place_skips_dead_and_reports_zones);
+	tcase_add_test(t1, place_ties_lowest_id);
 	tcase_add_test(t2, base64_roundtrip);
 	tcase_add_test(t2, volume_names);
 	tcase_add_test(t2, records_roundtrip);
