@@ -103,11 +103,17 @@ TEST_A_test-nbd    = $(A_NBD) $(A_COMMON)
 TEST_A_test-util   = $(A_COMMON)
 test_a = $(or $(TEST_A_$(1)),$(ALL_A))
 
+# Deterministic simulation of the quorum core, and builds of it with one
+# mechanism disabled on purpose (tests/sim/run-sim expects each to fail).
+SIM_MUTANTS = NO_FENCE NO_RECOVERY NO_RECOVERY_MAX NO_STALE NO_RESYNC NO_REPAIR NO_EPOCH_VERSION NO_LEASE
+SIM_BIN = $(BUILD)/tests/sim/qbd-sim \
+	$(patsubst %,$(BUILD)/tests/sim/qbd-sim-mutant-%,$(SIM_MUTANTS))
+
 PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd
 LIBS_OUT = $(BUILD)/libqbd.a $(BUILD)/libqbd.so
 
 .PHONY: all check check-unit check-integration demo install clean deps unit-bins
-all: $(PROGS) $(LIBS_OUT) $(HELPER_BIN)
+all: $(PROGS) $(LIBS_OUT) $(HELPER_BIN) $(SIM_BIN)
 
 $(PROTO_C) $(PROTO_H): $(PROTO)
 	@mkdir -p $(dir $(PROTO_C))
@@ -143,6 +149,14 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $$(call test_a,$$*) $(PROTO_H)
 $(BUILD)/tests/helpers/%: tests/helpers/%.c $(ALL_A) $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -Wl,--start-group $(ALL_A) -Wl,--end-group $(LIBS)
+
+$(BUILD)/tests/sim/qbd-sim: tests/sim/sim.c $(A_CORE)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(A_CORE) $(LIBS)
+
+$(BUILD)/tests/sim/qbd-sim-mutant-%: tests/sim/sim.c $(CORE_SRC) replicator/core/core.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DQBD_CORE_MUTANT_$* $(ALL_LDFLAGS) -o $@ tests/sim/sim.c $(CORE_SRC) $(LIBS)
 
 deps:
 	tools/install-deps

@@ -11,6 +11,11 @@
  * leaves the FIFO; the chunk's in-memory metadata and version change only
  * once its metadata block is on disk. Chunks run concurrently. PROMISE and
  * DELETE_VOLUME share one FIFO and run one at a time.
+ *
+ * A RESYNC WRITE covers the whole chunk: it skips the version check (only
+ * the idempotent-retry test remains), turns all-zero blocks into holes and
+ * writes the data blocks in runs, at most two runs per step, before the
+ * metadata block.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +43,14 @@ enum step {
 	ST_PROMISE_WRITE,
 };
 
+
+/* true if len bytes at p are all zero */
+static bool all_zero(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+
+	return len == 0 || (b[0] == 0 && memcmp(b, b + 1, len - 1) == 0);
+}
 static struct eng_priv *priv(struct qbd_engine_req *r)
 {
 	return (struct eng_priv *)r->priv;
@@ -596,6 +609,35 @@ static bool in_ext(const struct eng_priv *p, unsigned b)
 	return false;
 }
 
+static bool block_is_zero(const uint8_t *b)
+{
+	return b[0] == 0 && memcmp(b, b + 1, B - 1) == 0;
+}
+
+/* RESYNC (b0 is 0): write the next one or two runs of data blocks of the
+ * new meta block from cursor on, or the meta block once none is left. */
+static void resync_next(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	const uint64_t *w = p->meta_copy->written;
+
+	p->n_ext = 0;
+	while (p->n_ext < 2 && p->cursor < p->nb) {
+		uint32_t b = p->cursor, n = 0;
+
+		while (b < p->nb && !bit_test(w, b))
+			b++;
+		while (b + n < p->nb && bit_test(w, b + n))
+			n++;
+		p->cursor = b + n;
+		if (n) {
+			p->ext_b[p->n_ext] = b;
+			p->ext_n[p->n_ext++] = n;
+		}
+	}
+	step_go(e, r, p->n_ext ? ST_WRITE_DATA : ST_WRITE_META);
+}
+
 /* WRITE/ZERO after any read-modify-write read (whose blocks are the
  * extents): merge, build the new meta block, write data then meta. The
  * chunk's in-memory meta and version change only when the meta block is
@@ -606,6 +648,7 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 	struct eng_chunk *c = p->ch;
 	struct eng_meta *m;
 	uint32_t rel = r->offset - p->b0 * B;
+	bool resync = r->flags & QBD_ENGINE_F_RESYNC;
 
 	if (!p->borrowed && p->bounce) {
 		for (unsigned i = 0; i < p->nb; i++)
@@ -633,6 +676,12 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 			m->block_csum[b] = 0;
 			continue;
 		}
+		/* RESYNC leaves all-zero blocks as holes. */
+		if (resync && block_is_zero(p->bounce + (size_t)i * B)) {
+			bit_set(m->written, b, false);
+			m->block_csum[b] = 0;
+			continue;
+		}
 		bit_set(m->written, b, true);
 		m->block_csum[b] = XXH3_64bits(p->bounce + (size_t)i * B, B);
 	}
@@ -641,6 +690,11 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 	m->chunk = c->chunk;
 	m->version = r->new_version;
 	m->checksum = meta_checksum(m);
+	if (resync) {
+		p->cursor = 0;
+		resync_next(e, r);
+		return;
+	}
 	if (r->op == QBD_ENGINE_WRITE) {
 		p->n_ext = 1;
 		p->ext_b[0] = p->b0;
@@ -717,7 +771,12 @@ static void write_start(struct qbd_engine *e, struct qbd_engine_req *r)
 	unsigned last = p->b0 + p->nb - 1;
 
 	r->version = ver;
-	if (r->flags & QBD_ENGINE_F_REPAIR) {
+	if (r->flags & QBD_ENGINE_F_RESYNC) {
+		if (ver == r->new_version) {
+			req_done(e, r, (int)r->length); /* an idempotent retry */
+			return;
+		}
+	} else if (r->flags & QBD_ENGINE_F_REPAIR) {
 		if (ver != r->expected_version || ver != r->new_version) {
 			req_done(e, r, -ESTALE);
 			return;
@@ -912,6 +971,17 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 			req_done(e, r, -EINVAL);
 			return;
 		}
+		if (r->op != QBD_ENGINE_READ && (r->flags & QBD_ENGINE_F_RESYNC) &&
+		    (r->op != QBD_ENGINE_WRITE || (r->flags & QBD_ENGINE_F_REPAIR) ||
+		     r->offset != 0 || r->length != e->sb.chunk_size ||
+		     (r->new_version == 0 && !all_zero(r->buf, r->length)))) {
+			qbd_warn("engine", "invalid RESYNC: op %d flags %#x offset %u length %u "
+				 "new version %llu (need a whole-chunk WRITE; version 0 only with zeros)",
+				 (int)r->op, r->flags, r->offset, r->length,
+				 (unsigned long long)r->new_version);
+			req_done(e, r, -EINVAL);
+			return;
+		}
 		p->b0 = r->offset / B;
 		p->nb = (r->offset + r->length + B - 1) / B - p->b0;
 		c = chunk_find(e, r->volume, r->chunk);
@@ -1012,7 +1082,10 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		write_apply(e, r);
 		return;
 	case ST_WRITE_DATA:
-		step_go(e, r, ST_WRITE_META);
+		if (r->flags & QBD_ENGINE_F_RESYNC)
+			resync_next(e, r);
+		else
+			step_go(e, r, ST_WRITE_META);
 		return;
 	case ST_WRITE_META:
 		memcpy(c->meta, p->meta_copy, B);

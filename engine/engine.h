@@ -101,6 +101,7 @@ enum qbd_engine_op {
 
 #define QBD_ENGINE_F_FUA    0x1u  /* WRITE/ZERO: durable before completion */
 #define QBD_ENGINE_F_REPAIR 0x2u  /* WRITE: requires version == expected == new */
+#define QBD_ENGINE_F_RESYNC 0x4u  /* WRITE: replace the whole chunk at new_version */
 
 /*
  * A request. Owned by the caller, who fills the public fields and must keep
@@ -118,6 +119,17 @@ enum qbd_engine_op {
  *       being applied again (an idempotent retry). Otherwise -ESTALE.
  *       Partial blocks are read, verified, merged and rewritten. Out:
  *       version = the chunk's version after the request.
+ *       With QBD_ENGINE_F_REPAIR: applied only if the version ==
+ *       expected_version == new_version (a rewrite at the same version).
+ *       With QBD_ENGINE_F_RESYNC (not with REPAIR): a whole-chunk write
+ *       (offset 0, length chunk_size, buf set, else -EINVAL; new_version 0
+ *       only with all-zero data: the chunk goes back to never written) that replaces the chunk's contents and sets its version to
+ *       new_version whatever the current version (expected_version is
+ *       ignored); if the version already equals new_version it completes
+ *       without writing (an idempotent retry). 4 KiB blocks of buf that are
+ *       all zeros become holes (no data I/O, read as zeros); a chunk with
+ *       no slot gets one, even if buf is all zeros, so that its version
+ *       persists. Ordered, versioned and made durable (FUA) as any WRITE.
  * ZERO  as WRITE without buf.
  * FLUSH fdatasync of the store: every write completed before it was
  *       submitted is durable when it completes.

@@ -81,6 +81,7 @@ struct eng_priv {
 	bool borrowed;                /* bounce is the caller's buf */
 	bool holds_prom;              /* this PROMISE owns prom_busy */
 	struct eng_meta *meta_copy;   /* WRITE/ZERO: the new meta block */
+	uint32_t cursor;              /* RESYNC: next block to look at for data runs */
 };
 static_assert(sizeof(struct eng_priv) <= sizeof(((struct qbd_engine_req *)0)->priv),
 	      "engine private state fits");

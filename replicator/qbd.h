@@ -35,6 +35,10 @@ struct qbd_open_opts {
 	const char *volume;   /* volume name */
 	const char *zone;     /* client's zone: reads prefer replicas there; may be NULL */
 	unsigned timeout_ms;  /* connect/open timeout; 0 = 10000 */
+	int force;            /* take the volume over from a writer that
+			       * still holds its attachment (a node that is
+			       * gone): see qbd_open */
+	uint64_t resync_rate; /* bytes/s of background resync; 0 = unlimited */
 };
 
 /*
@@ -63,6 +67,8 @@ struct qbd_replica_status {
 	char zone[64];
 	int connected;        /* 1 if the connection is up and promised */
 	uint64_t stale_chunks;/* chunks this replica is known to lack */
+	uint64_t resync_done; /* chunks copied to it since it was last current */
+	uint64_t resync_total;/* resync_done + stale_chunks */
 };
 unsigned qbd_replica_count(const struct qbd_volume *v);
 unsigned qbd_write_quorum(const struct qbd_volume *v);

@@ -37,6 +37,11 @@ struct chunkd_conn {
 	struct qbd_wire_rx rx;
 	void *pend_buf;        /* WRITE data buffer between on_header and on_frame */
 	unsigned inflight;     /* requests not yet fully replied */
+	/* FLUSH is a barrier: it covers every WRITE received before it on the
+	 * connection, so it waits for those still in the engine. */
+	uint64_t next_wseq;
+	struct chunkd_req *wq_head, *wq_tail;  /* writes in the engine, by seq */
+	struct chunkd_req *fq_head, *fq_tail;  /* flushes waiting for them */
 	unsigned refs;         /* 1 for the open handle + 1 per request */
 	bool closing;
 	bool reading;
@@ -55,6 +60,8 @@ struct chunkd_req {
 	void *data;            /* READ/WRITE buffer or OPEN bulk; free() */
 	uint32_t data_len;     /* bytes of data sent with the reply */
 	bool close_after;
+	uint64_t wseq;         /* WRITE: arrival order; FLUSH: last write before it */
+	struct chunkd_req *qprev, *qnext;
 	uv_write_t w;
 	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
 };
@@ -238,11 +245,45 @@ static int chunk_list_add(void *user, uint64_t chunk, uint64_t version)
 	return 0;
 }
 
+static void req_submit(struct chunkd_req *r, enum qbd_engine_op op);
+
+/* Submit the flushes whose earlier writes have all left the engine. */
+static void conn_run_flushes(struct chunkd_conn *c)
+{
+	while (c->fq_head &&
+	       (!c->wq_head || c->wq_head->wseq > c->fq_head->wseq)) {
+		struct chunkd_req *f = c->fq_head;
+
+		c->fq_head = f->qnext;
+		if (!c->fq_head)
+			c->fq_tail = NULL;
+		f->qnext = NULL;
+		req_submit(f, QBD_ENGINE_FLUSH);
+	}
+}
+
+static void conn_write_done(struct chunkd_conn *c, struct chunkd_req *r)
+{
+	if (r->qprev)
+		r->qprev->qnext = r->qnext;
+	else
+		c->wq_head = r->qnext;
+	if (r->qnext)
+		r->qnext->qprev = r->qprev;
+	else
+		c->wq_tail = r->qprev;
+	r->qprev = r->qnext = NULL;
+	conn_run_flushes(c);
+}
+
 static void req_on_engine(struct qbd_engine_req *er)
 {
 	struct chunkd_req *r = er->user;
 	struct chunkd *d = r->c->d;
 	int status = er->res < 0 ? er->res : 0;
+
+	if (r->type == QBD__MSG_TYPE__WRITE)
+		conn_write_done(r->c, r);
 
 	if (er->res < 0)
 		qbd_debug(COMP, "%s %llu/%llu: engine: %s", qbd_wire_type_name(r->type),
@@ -316,6 +357,12 @@ static int chunkd_validate(const struct chunkd *d, const Qbd__Msg *m,
 		else if (m->type == QBD__MSG_TYPE__WRITE && !(m->flags & QBD_WIRE_F_ZERO) &&
 			 (m->data_len != m->length || data == NULL))
 			why = "WRITE data length differs from length";
+		else if (m->type == QBD__MSG_TYPE__WRITE && (m->flags & QBD_WIRE_F_RESYNC) &&
+			 (m->flags & (QBD_WIRE_F_ZERO | QBD_WIRE_F_REPAIR)))
+			why = "RESYNC combined with ZERO or REPAIR";
+		else if (m->type == QBD__MSG_TYPE__WRITE && (m->flags & QBD_WIRE_F_RESYNC) &&
+			 (m->offset != 0 || m->length != d->chunk_size))
+			why = "RESYNC not of the whole chunk";
 		break;
 	default:
 		why = "unknown message type";
@@ -419,6 +466,13 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 		return 0;
 	}
 	case QBD__MSG_TYPE__PING:
+		/* With a volume: "do you still accept my epoch?" (the
+		 * writer's read lease). */
+		if (m->volume_id && m->epoch != promised) {
+			r->reply.epoch = promised;
+			req_reply(r, m->epoch < promised ? -EPERM : -ENOTCONN);
+			return 0;
+		}
 		req_reply(r, 0);
 		return 0;
 	case QBD__MSG_TYPE__OPEN:
@@ -457,7 +511,16 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 	r->er.length = m->length;
 	r->er.epoch = m->epoch;
 	if (m->type == QBD__MSG_TYPE__FLUSH) {
-		req_submit(r, QBD_ENGINE_FLUSH);
+		r->wseq = c->next_wseq;
+		if (c->wq_head) {
+			if (c->fq_tail)
+				c->fq_tail->qnext = r;
+			else
+				c->fq_head = r;
+			c->fq_tail = r;
+		} else {
+			req_submit(r, QBD_ENGINE_FLUSH);
+		}
 	} else if (m->type == QBD__MSG_TYPE__READ) {
 		if (posix_memalign(&r->data, QBD_ENGINE_BLOCK, m->length) != 0) {
 			r->data = NULL;
@@ -474,6 +537,15 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 			r->er.flags |= QBD_ENGINE_F_FUA;
 		if (m->flags & QBD_WIRE_F_REPAIR)
 			r->er.flags |= QBD_ENGINE_F_REPAIR;
+		if (m->flags & QBD_WIRE_F_RESYNC)
+			r->er.flags |= QBD_ENGINE_F_RESYNC;
+		r->wseq = ++c->next_wseq;
+		r->qprev = c->wq_tail;
+		if (c->wq_tail)
+			c->wq_tail->qnext = r;
+		else
+			c->wq_head = r;
+		c->wq_tail = r;
 		req_submit(r, (m->flags & QBD_WIRE_F_ZERO) ? QBD_ENGINE_ZERO
 							   : QBD_ENGINE_WRITE);
 	}

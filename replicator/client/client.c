@@ -29,9 +29,7 @@
 #define COMP "client"
 #define MAX_IO (32u << 20)
 
-#define IO_PARTS(io) ((io)->priv[0])
-#define IO_RES(io) ((io)->priv[1])
-#define IO_NEXT(io) ((io)->priv[2])
+#define IO_NEXT(io) ((io)->priv[0])
 
 static void conn_fail(struct qbd_conn *c, const char *why);
 
@@ -69,50 +67,6 @@ static void run_completions(struct qbd_volume *v)
 	}
 }
 
-/* A part reached its result: account it to the io. */
-static void part_complete(struct qbd_part *p, int res)
-{
-	struct qbd_io *io = p->io;
-
-	if (p->completed)
-		return;
-	p->completed = true;
-	/* Writes still queued to slow replicas must not keep the user's buffer. */
-	for (unsigned r = 0; r < QBD_PG_MAX_REPLICAS; r++) {
-		struct qbd_sub *s = &p->subs[r];
-		size_t done_data;
-
-		if (!s->queued || !s->data || s->data_copy)
-			continue;
-		done_data = s->tx_off > s->hdr_len ? s->tx_off - s->hdr_len : 0;
-		s->data_copy = malloc(s->data_len);
-		if (!s->data_copy) {
-			qbd_err(COMP, "out of memory copying write data");
-			conn_fail(&p->v->conns[r], "out of memory");
-			continue;
-		}
-		memcpy(s->data_copy + done_data, s->data + done_data,
-		       s->data_len - done_data);
-		s->data = s->data_copy;
-	}
-	if (!io)
-		return;
-	if (res && !IO_RES(io))
-		IO_RES(io) = (uint64_t)(int64_t)res;
-	if (--IO_PARTS(io) == 0)
-		io_queue_done(p->v, io, (int)(int64_t)IO_RES(io));
-}
-
-static void part_maybe_free(struct qbd_part *p)
-{
-	if (!p->completed || p->live)
-		return;
-	for (unsigned r = 0; r < QBD_PG_MAX_REPLICAS; r++)
-		free(p->subs[r].data_copy);
-	free(p->owned);
-	free(p);
-}
-
 /* ---- sending ---- */
 
 static void conn_update_events(struct qbd_conn *c)
@@ -128,222 +82,174 @@ static void conn_update_events(struct qbd_conn *c)
 	c->want_out = out;
 }
 
-static int sub_encode(struct qbd_conn *c, struct qbd_sub *s, Qbd__Msg *m)
-{
-	ssize_t n;
-
-	m->cluster_id = c->v->cluster_id;
-	m->request_id = s->request_id = ++c->next_req;
-	m->volume_id = c->v->info.id;
-	m->node_id = c->node.id;
-	m->epoch = c->v->epoch;
-	m->data_len = (uint32_t)s->data_len;
-	n = qbd_wire_encode(m, s->hdr, sizeof(s->hdr));
-	if (n < 0)
-		return (int)n;
-	s->hdr_len = (size_t)n;
-	s->tx_off = 0;
-	return 0;
-}
-
 static int conn_flush_queue(struct qbd_conn *c)
 {
 	while (c->q_head) {
-		struct qbd_sub *s = c->q_head;
+		struct qbd_tx *t = c->q_head;
 		struct iovec iov[2];
 		int cnt = 0;
 		ssize_t n;
 
-		if (s->tx_off < s->hdr_len) {
-			iov[cnt].iov_base = s->hdr + s->tx_off;
-			iov[cnt++].iov_len = s->hdr_len - s->tx_off;
+		if (t->tx_off < t->hdr_len) {
+			iov[cnt].iov_base = t->hdr + t->tx_off;
+			iov[cnt++].iov_len = t->hdr_len - t->tx_off;
 		}
-		if (s->data_len) {
-			size_t d = s->tx_off > s->hdr_len ? s->tx_off - s->hdr_len : 0;
+		if (t->data_len) {
+			size_t d = t->tx_off > t->hdr_len ? t->tx_off - t->hdr_len : 0;
 
-			iov[cnt].iov_base = (void *)(s->data + d);
-			iov[cnt++].iov_len = s->data_len - d;
+			iov[cnt].iov_base = (void *)(t->data + d);
+			iov[cnt++].iov_len = t->data_len - d;
 		}
-		n = writev(c->fd, iov, cnt);
+		/* sendmsg, not writev: a library must not die of SIGPIPE
+		 * when a replica goes away. */
+		n = sendmsg(c->fd, &(struct msghdr){ .msg_iov = iov,
+						     .msg_iovlen = (size_t)cnt },
+			    MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				break;
 			return -errno;
 		}
-		s->tx_off += (size_t)n;
-		if (s->tx_off < s->hdr_len + s->data_len)
+		t->tx_off += (size_t)n;
+		if (t->tx_off < t->hdr_len + t->data_len)
 			break;
-		c->q_head = s->q_next;
+		c->q_head = t->next;
 		if (!c->q_head)
 			c->q_tail = NULL;
-		s->q_next = NULL;
-		s->queued = false;
+		free(t);
 	}
 	conn_update_events(c);
 	return 0;
 }
 
-/* Queue s (encoded) on c; it is in flight until answered or failed. */
-static void conn_send(struct qbd_conn *c, struct qbd_sub *s, bool track)
+static void conn_free_queue(struct qbd_conn *c)
 {
-	s->sent_ns = qbd_now_ns();
-	s->queued = true;
-	s->q_next = NULL;
-	if (c->q_tail)
-		c->q_tail->q_next = s;
-	else
-		c->q_head = s;
-	c->q_tail = s;
-	if (track) {
-		s->in_flight = true;
-		s->f_prev = NULL;
-		s->f_next = c->f_head;
-		if (c->f_head)
-			c->f_head->f_prev = s;
-		c->f_head = s;
+	while (c->q_head) {
+		struct qbd_tx *t = c->q_head;
+
+		c->q_head = t->next;
+		free(t);
 	}
-	if (c->state != QBD_C_CONNECTING && conn_flush_queue(c) < 0)
-		conn_fail(c, "send failed");
+	c->q_tail = NULL;
 }
 
-static void flist_remove(struct qbd_conn *c, struct qbd_sub *s)
+/* Encode m and queue it on c. */
+static int conn_queue(struct qbd_conn *c, Qbd__Msg *m, uint64_t id,
+		      const void *data, size_t data_len)
 {
-	if (s->f_prev)
-		s->f_prev->f_next = s->f_next;
+	struct qbd_tx *t = calloc(1, sizeof(*t));
+	ssize_t n;
+
+	if (!t)
+		return -ENOMEM;
+	m->cluster_id = c->v->cluster_id;
+	m->request_id = t->id = id;
+	m->volume_id = c->v->info.id;
+	m->node_id = c->node.id;
+	m->epoch = c->v->epoch;
+	m->data_len = (uint32_t)data_len;
+	n = qbd_wire_encode(m, t->hdr, sizeof(t->hdr));
+	if (n < 0) {
+		free(t);
+		return (int)n;
+	}
+	t->hdr_len = (size_t)n;
+	t->data = data;
+	t->data_len = data_len;
+	if (c->q_tail)
+		c->q_tail->next = t;
 	else
-		c->f_head = s->f_next;
-	if (s->f_next)
-		s->f_next->f_prev = s->f_prev;
-	s->f_prev = s->f_next = NULL;
-	s->in_flight = false;
+		c->q_head = t;
+	c->q_tail = t;
+	if (c->state != QBD_C_CONNECTING && conn_flush_queue(c) < 0)
+		return -EPIPE;
+	return 0;
 }
 
-/* Send the part's message to replica r. */
-static void part_send(struct qbd_part *p, unsigned r)
-{
-	struct qbd_conn *c = &p->v->conns[r];
-	struct qbd_sub *s = &p->subs[r];
-	Qbd__Msg m = QBD__MSG__INIT;
+/* ---- core callbacks ---- */
 
-	free(s->data_copy);
-	memset(s, 0, sizeof(*s));
-	s->part = p;
-	s->replica = r;
-	m.chunk = p->chunk;
-	m.offset = p->off;
-	m.length = p->len;
-	switch (p->kind) {
-	case QBD_P_READ:
+static void core_send(void *user, const struct qbd_core_msg *cm)
+{
+	struct qbd_volume *v = user;
+	struct qbd_conn *c = &v->conns[cm->replica];
+	Qbd__Msg m = QBD__MSG__INIT;
+	const void *data = NULL;
+	size_t len = 0;
+	int err;
+
+	m.chunk = cm->chunk;
+	m.offset = cm->offset;
+	m.length = cm->length;
+	switch (cm->type) {
+	case QBD_CM_READ:
 		m.type = QBD__MSG_TYPE__READ;
 		break;
-	case QBD_P_FLUSH:
+	case QBD_CM_WRITE:
+		m.type = QBD__MSG_TYPE__WRITE;
+		m.expected_version = cm->expected_version;
+		m.new_version = cm->new_version;
+		m.flags = cm->flags;
+		if (!(cm->flags & QBD_WIRE_F_ZERO)) {
+			data = cm->data;
+			len = cm->length;
+		}
+		break;
+	case QBD_CM_FLUSH:
 		m.type = QBD__MSG_TYPE__FLUSH;
 		m.chunk = m.offset = m.length = 0;
 		break;
-	case QBD_P_WRITE:
-	case QBD_P_REPAIR:
-		m.type = QBD__MSG_TYPE__WRITE;
-		m.expected_version = p->op.expected;
-		m.new_version = p->op.new_version;
-		m.flags = p->wflags;
-		if (!(p->wflags & QBD_WIRE_F_ZERO)) {
-			s->data = p->buf;
-			s->data_len = p->len;
-		}
+	case QBD_CM_PING:
+		m.type = QBD__MSG_TYPE__PING;
+		m.chunk = m.offset = m.length = 0;
 		break;
 	}
-	p->live++;
-	if (sub_encode(c, s, &m) < 0) {
-		qbd_err(COMP, "cannot encode %s", qbd_wire_type_name(m.type));
-		s->in_flight = true; /* so that the failure path accounts it */
-		s->f_prev = NULL;
-		s->f_next = c->f_head;
-		if (c->f_head)
-			c->f_head->f_prev = s;
-		c->f_head = s;
-		conn_fail(c, "encode failed");
-		return;
+	err = conn_queue(c, &m, cm->id, data, len);
+	if (err) {
+		/* The core learns it from replica_down at the next tick. */
+		qbd_err(COMP, "replica %u: cannot send %s: %s", c->idx,
+			qbd_wire_type_name(m.type), strerror(-err));
+		c->deadline_ns = 0; /* conn_fail from tick */
 	}
-	conn_send(c, s, true);
 }
 
-/* ---- replies into the core ---- */
-
-static void part_read_result(struct qbd_part *p, int ret)
+static void core_data_moved(void *user, unsigned r, uint64_t id, const void *data)
 {
-	struct qbd_volume *v = p->v;
+	struct qbd_volume *v = user;
 
-	if (ret == 1) {
-		part_send(p, (unsigned)p->rd.replica);
-		return;
-	}
-	if (ret == 0) {
-		/* Repair replicas that reported a checksum error. */
-		for (unsigned r = 0; r < v->pg.nreplicas; r++) {
-			struct qbd_part *rp;
-
-			if (!(p->rd.bad & (1u << r)) || !v->pg.up[r])
-				continue;
-			rp = calloc(1, sizeof(*rp));
-			if (rp)
-				rp->owned = malloc(p->len);
-			if (!rp || !rp->owned) {
-				free(rp);
-				qbd_warn(COMP, "no memory to repair chunk %llu",
-					 (unsigned long long)p->chunk);
-				continue;
-			}
-			memcpy(rp->owned, p->buf, p->len);
-			rp->v = v;
-			rp->kind = QBD_P_REPAIR;
-			rp->chunk = p->chunk;
-			rp->off = p->off;
-			rp->len = p->len;
-			rp->buf = rp->owned;
-			rp->wflags = QBD_WIRE_F_REPAIR;
-			qbd_pg_repair_begin(&v->pg, p->chunk, p->rd.version, r,
-					    &rp->op);
-			qbd_info(COMP, "repairing chunk %llu on node %016llx at version %llu",
-				 (unsigned long long)p->chunk,
-				 (unsigned long long)v->conns[r].node.id,
-				 (unsigned long long)p->rd.version);
-			part_send(rp, r);
-		}
-	}
-	/* A lost connection or a stale copy is not the caller's business. */
-	if (ret == -ENOTCONN || ret == -ESTALE)
-		ret = -EIO;
-	part_complete(p, ret);
+	for (struct qbd_tx *t = v->conns[r].q_head; t; t = t->next)
+		if (t->id == id && t->data)
+			t->data = data;
 }
 
-/* Sub s of a part got status (a reply, or a failure). */
-static void sub_result(struct qbd_sub *s, int status, uint64_t version)
+static void core_drop(void *user, unsigned r, const char *why)
 {
-	struct qbd_part *p = s->part;
-	struct qbd_volume *v = p->v;
+	struct qbd_volume *v = user;
 
-	/* The sub's reference on p is dropped last: nested failures (a send
-	 * failing inside a retry) must not free p under us. */
-	if (p->kind == QBD_P_READ) {
-		if (!p->completed)
-			part_read_result(p, qbd_pg_read_reply(&v->pg, &p->rd,
-							      status, version));
-	} else {
-		if (status && status != -ENOTCONN)
-			qbd_debug(COMP, "node %016llx: chunk %llu: %s",
-				  (unsigned long long)v->conns[s->replica].node.id,
-				  (unsigned long long)p->chunk, strerror(-status));
-		if (p->kind == QBD_P_REPAIR && status)
-			qbd_warn(COMP, "repair of chunk %llu on node %016llx: %s",
-				 (unsigned long long)p->chunk,
-				 (unsigned long long)v->conns[s->replica].node.id,
-				 strerror(-status));
-		if (qbd_pg_op_reply(&v->pg, &p->op, s->replica, status))
-			part_complete(p, p->kind == QBD_P_REPAIR ? 0 : p->op.result);
-	}
-	p->live--;
-	part_maybe_free(p);
+	/* The core already counts the replica down: just close. */
+	v->conns[r].core_dropped = true;
+	conn_fail(&v->conns[r], why);
 }
+
+static void core_complete(void *user, void *cookie, int res)
+{
+	io_queue_done(user, cookie, res);
+}
+
+static void core_log(void *user, int level, const char *msg)
+{
+	(void)user;
+	switch (level) {
+	case 0: qbd_err(COMP, "%s", msg); break;
+	case 1: qbd_warn(COMP, "%s", msg); break;
+	case 2: qbd_info(COMP, "%s", msg); break;
+	default: qbd_debug(COMP, "%s", msg); break;
+	}
+}
+
+static const struct qbd_core_ops core_ops = {
+	.send = core_send, .data_moved = core_data_moved, .drop = core_drop,
+	.complete = core_complete, .log = core_log,
+};
 
 /* ---- connection ---- */
 
@@ -355,6 +261,7 @@ static void conn_close_fd(struct qbd_conn *c)
 	}
 	c->fd = -1;
 	c->want_out = false;
+	conn_free_queue(c);
 	/* Inside qbd_wire_rx_feed the rx is reset by conn_event afterwards. */
 	if (!c->in_feed) {
 		qbd_wire_rx_reset(&c->rx);
@@ -387,37 +294,21 @@ static void conn_fail(struct qbd_conn *c, const char *why)
 	c->retry_ns = qbd_now_ns() + QBD_CLIENT_RETRY_NS;
 	if (v->opening)
 		c->failed_open = true;
-	if (was == QBD_C_UP)
-		qbd_pg_replica_down(&v->pg, c->idx);
-	/* Unlink everything first: results may queue new subs elsewhere. */
-	while (c->q_head) {
-		struct qbd_sub *s = c->q_head;
-
-		c->q_head = s->q_next;
-		s->q_next = NULL;
-		s->queued = false;
-	}
-	c->q_tail = NULL;
-	while (c->f_head) {
-		struct qbd_sub *s = c->f_head;
-
-		flist_remove(c, s);
-		sub_result(s, -ENOTCONN, 0);
-	}
+	if (was == QBD_C_UP && v->core && !c->core_dropped)
+		qbd_core_replica_down(v->core, c->idx, qbd_now_ns());
+	c->core_dropped = false;
 }
 
 static void conn_send_ctl(struct qbd_conn *c, int type)
 {
 	Qbd__Msg m = QBD__MSG__INIT;
 
-	memset(&c->ctl, 0, sizeof(c->ctl));
 	m.type = type;
-	if (sub_encode(c, &c->ctl, &m) < 0) {
-		conn_fail(c, "cannot encode handshake");
+	if (conn_queue(c, &m, QBD_CLIENT_CTL_ID | ++c->next_ctl, NULL, 0) < 0) {
+		conn_fail(c, "cannot send handshake");
 		return;
 	}
-	c->deadline_ns = qbd_now_ns() + QBD_CLIENT_REQ_TIMEOUT_NS;
-	conn_send(c, &c->ctl, false);
+	c->deadline_ns = qbd_now_ns() + QBD_CLIENT_HANDSHAKE_NS;
 }
 
 static void conn_connect(struct qbd_conn *c)
@@ -442,7 +333,7 @@ static void conn_connect(struct qbd_conn *c)
 	}
 	c->want_out = true;
 	c->state = QBD_C_CONNECTING;
-	c->deadline_ns = qbd_now_ns() + QBD_CLIENT_REQ_TIMEOUT_NS;
+	c->deadline_ns = qbd_now_ns() + QBD_CLIENT_HANDSHAKE_NS;
 	return;
 fail:
 	if (c->fd >= 0)
@@ -468,8 +359,6 @@ static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 			 c->idx, (unsigned long long)c->node.id,
 			 (unsigned long long)v->epoch, strerror(-m->status),
 			 (unsigned long long)m->epoch);
-		if (m->status == -EPERM)
-			v->pg.fenced = !v->opening || v->pg.fenced;
 		return -EPROTO;
 	}
 	if (m->data_len % 16 || (m->data_len && !d)) {
@@ -490,7 +379,7 @@ static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 		list[i].chunk = le64toh(a);
 		list[i].version = le64toh(b);
 	}
-	err = qbd_pg_replica_open(&v->pg, c->idx, list, n);
+	err = qbd_core_replica_open(v->core, c->idx, list, n, qbd_now_ns());
 	free(list);
 	if (err) {
 		qbd_err(COMP, "replica %u: bad OPEN chunk list: %s", c->idx,
@@ -498,41 +387,30 @@ static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 		return -EPROTO;
 	}
 	c->state = QBD_C_UP;
-	qbd_info(COMP, "replica %u node %016llx (%s, zone %s) up at epoch %llu, %zu chunks, %llu stale",
+	qbd_info(COMP, "replica %u node %016llx (%s, zone %s) up at epoch %llu, %zu chunks listed",
 		 c->idx, (unsigned long long)c->node.id, c->node.addr,
-		 c->node.zone, (unsigned long long)v->epoch, n,
-		 (unsigned long long)v->pg.nstale[c->idx]);
+		 c->node.zone, (unsigned long long)v->epoch, n);
 	return 0;
-}
-
-static struct qbd_sub *conn_find(struct qbd_conn *c, uint64_t id)
-{
-	for (struct qbd_sub *s = c->f_head; s; s = s->f_next)
-		if (s->request_id == id)
-			return s;
-	return NULL;
 }
 
 static void *rx_on_header(void *user, const Qbd__Msg *m)
 {
 	struct qbd_conn *c = user;
-	struct qbd_sub *s;
+	void *buf;
 
 	if (c->fd < 0)
 		return QBD_WIRE_DISCARD;
 	if (!m->reply || m->type != QBD__MSG_TYPE__READ || m->data_len == 0)
 		return NULL;
-	s = conn_find(c, m->request_id);
-	if (!s || s->part->kind != QBD_P_READ || m->status ||
-	    m->data_len != s->part->len)
+	if (c->state != QBD_C_UP || m->status)
 		return QBD_WIRE_DISCARD;
-	return s->part->buf;
+	buf = qbd_core_reply_buf(c->v->core, c->idx, m->request_id, m->data_len);
+	return buf ? buf : QBD_WIRE_DISCARD;
 }
 
 static int rx_on_frame(void *user, Qbd__Msg *m, void *data)
 {
 	struct qbd_conn *c = user;
-	struct qbd_sub *s;
 	int status;
 
 	if (c->fd < 0)
@@ -562,20 +440,17 @@ static int rx_on_frame(void *user, Qbd__Msg *m, void *data)
 		return conn_on_open_reply(c, m, data);
 	if (c->state != QBD_C_UP)
 		return -EPROTO;
-	s = conn_find(c, m->request_id);
-	if (!s) {
-		qbd_warn(COMP, "replica %u: reply to unknown request %llu",
-			 c->idx, (unsigned long long)m->request_id);
+	if (m->request_id & QBD_CLIENT_CTL_ID)
+		return 0;
+	status = m->status;
+	if (m->type == QBD__MSG_TYPE__READ && !status && data == NULL) {
+		/* The core did not want these bytes (a late reply): drop. */
+		qbd_debug(COMP, "replica %u: unmatched READ reply %llu", c->idx,
+			  (unsigned long long)m->request_id);
 		return 0;
 	}
-	status = m->status;
-	if (!status && s->part->kind == QBD_P_READ && m->data_len != s->part->len) {
-		qbd_err(COMP, "replica %u: READ reply with %u bytes, want %u",
-			c->idx, m->data_len, s->part->len);
-		status = -EIO;
-	}
-	flist_remove(c, s);
-	sub_result(s, status, m->version);
+	qbd_core_reply(c->v->core, c->idx, m->request_id, status, m->version,
+		       qbd_now_ns());
 	return 0;
 }
 
@@ -653,18 +528,12 @@ static void tick(struct qbd_volume *v)
 				conn_connect(c);
 			continue;
 		}
-		if (c->state != QBD_C_UP) {
-			if (now > c->deadline_ns)
-				conn_fail(c, "handshake timed out");
-			continue;
-		}
-		for (struct qbd_sub *s = c->f_head; s; s = s->f_next) {
-			if (now - s->sent_ns > QBD_CLIENT_REQ_TIMEOUT_NS) {
-				conn_fail(c, "request timed out");
-				break;
-			}
-		}
+		if ((c->state != QBD_C_UP || !c->deadline_ns) && now > c->deadline_ns)
+			conn_fail(c, c->state == QBD_C_UP ? "send failed"
+							  : "handshake timed out");
 	}
+	if (!v->opening && v->core)
+		qbd_core_tick(v->core, now);
 }
 
 void qbd_process(struct qbd_volume *v)
@@ -692,135 +561,42 @@ void qbd_process(struct qbd_volume *v)
 
 /* ---- submission ---- */
 
-static struct qbd_part *part_new(struct qbd_volume *v, struct qbd_io *io,
-				 enum qbd_part_kind kind)
-{
-	struct qbd_part *p = calloc(1, sizeof(*p));
-
-	if (p) {
-		p->v = v;
-		p->io = io;
-		p->kind = kind;
-	}
-	return p;
-}
-
-static void part_start(struct qbd_part *p)
-{
-	struct qbd_volume *v = p->v;
-	int err;
-
-	p->live++; /* held while sending, see sub_result */
-	if (p->kind == QBD_P_READ) {
-		err = qbd_pg_read_begin(&v->pg, p->chunk, &p->rd);
-		if (!err) {
-			part_send(p, (unsigned)p->rd.replica);
-			goto out;
-		}
-	} else {
-		err = p->kind == QBD_P_FLUSH ? qbd_pg_flush_begin(&v->pg, &p->op)
-					     : qbd_pg_write_begin(&v->pg, p->chunk, &p->op);
-		if (!err) {
-			for (unsigned r = 0; r < v->pg.nreplicas; r++)
-				if (p->op.targets & (1u << r))
-					part_send(p, r);
-			goto out;
-		}
-		if (err == -EIO)
-			qbd_err(COMP, "%s of chunk %llu refused: %u of %u replicas usable, need %u",
-				p->kind == QBD_P_FLUSH ? "flush" : "write",
-				(unsigned long long)p->chunk,
-				qbd_pg_up_count(&v->pg), v->pg.nreplicas,
-				v->pg.write_quorum);
-	}
-	part_complete(p, err);
-out:
-	p->live--;
-	part_maybe_free(p);
-}
-
 void qbd_submit(struct qbd_volume *v, struct qbd_io *io)
 {
-	uint32_t cs = v->info.chunk_size;
-	enum qbd_part_kind kind;
-	uint32_t wflags = 0;
-	uint64_t off = io->offset, end;
-	unsigned nparts;
+	enum qbd_core_op op;
 
 	v->in_flight++;
 	io->res = 0;
-	IO_RES(io) = 0;
 	switch (io->op) {
 	case QBD_IO_READ:
-		kind = QBD_P_READ;
+		op = QBD_CORE_READ;
 		break;
 	case QBD_IO_WRITE:
-		kind = QBD_P_WRITE;
+		op = QBD_CORE_WRITE;
 		break;
 	case QBD_IO_TRIM:
 	case QBD_IO_WRITE_ZEROES:
-		kind = QBD_P_WRITE;
-		wflags = QBD_WIRE_F_ZERO;
+		op = QBD_CORE_ZERO;
 		break;
 	case QBD_IO_FLUSH:
-		kind = QBD_P_FLUSH;
+		op = QBD_CORE_FLUSH;
 		break;
 	default:
 		io_queue_done(v, io, -EINVAL);
 		return;
 	}
-	if (v->pg.fenced) {
-		io_queue_done(v, io, -EPERM);
-		return;
-	}
-	if (kind == QBD_P_FLUSH) {
-		struct qbd_part *p = part_new(v, io, kind);
-
-		if (!p) {
-			io_queue_done(v, io, -ENOMEM);
-			return;
-		}
-		IO_PARTS(io) = 1;
-		part_start(p);
-		return;
-	}
-	if (io->length == 0 || io->length > MAX_IO || off > v->info.size ||
-	    io->length > v->info.size - off ||
-	    (!(wflags & QBD_WIRE_F_ZERO) && !io->buf)) {
+	if (op != QBD_CORE_FLUSH &&
+	    (io->length == 0 || io->length > MAX_IO || io->offset > v->info.size ||
+	     io->length > v->info.size - io->offset ||
+	     (op != QBD_CORE_ZERO && !io->buf))) {
 		qbd_err(COMP, "invalid request: op %d offset %llu length %u (volume %llu bytes)",
-			io->op, (unsigned long long)off, io->length,
+			io->op, (unsigned long long)io->offset, io->length,
 			(unsigned long long)v->info.size);
 		io_queue_done(v, io, -EINVAL);
 		return;
 	}
-	if (io->flags & QBD_IO_F_FUA)
-		wflags |= QBD_WIRE_F_FUA;
-	end = off + io->length;
-	nparts = (unsigned)((end - 1) / cs - off / cs + 1);
-	/* Hold one extra count so that no part completes the io early. */
-	IO_PARTS(io) = nparts + 1;
-	while (off < end) {
-		uint64_t chunk = off / cs;
-		uint32_t coff = (uint32_t)(off % cs);
-		uint32_t len = (uint32_t)QBD_MIN((uint64_t)(cs - coff), end - off);
-		struct qbd_part *p = part_new(v, io, kind);
-
-		if (!p) {
-			if (!IO_RES(io))
-				IO_RES(io) = (uint64_t)(int64_t)-ENOMEM;
-			IO_PARTS(io)--;
-		} else {
-			p->chunk = chunk;
-			p->off = coff;
-			p->len = len;
-			p->wflags = wflags;
-			p->buf = io->buf ? (uint8_t *)io->buf + (off - io->offset) : NULL;
-			part_start(p);
-		}
-		off += len;
-	}
-	if (--IO_PARTS(io) == 0)
-		io_queue_done(v, io, (int)(int64_t)IO_RES(io));
+	qbd_core_submit(v->core, op, io->flags & QBD_IO_F_FUA ? QBD_CORE_F_FUA : 0,
+			io->offset, io->length, io->buf, io, qbd_now_ns());
 }
 
 /* ---- open / close ---- */
@@ -879,7 +655,7 @@ static int volume_setup(struct qbd_volume *v)
 static void volume_free(struct qbd_volume *v)
 {
 	v->closing = true;
-	for (unsigned r = 0; r < QBD_PG_MAX_REPLICAS; r++)
+	for (unsigned r = 0; r < QBD_CORE_MAX_REPLICAS; r++)
 		if (v->conns[r].v)
 			conn_fail(&v->conns[r], "closing");
 	if (v->epfd >= 0)
@@ -888,7 +664,7 @@ static void volume_free(struct qbd_volume *v)
 		close(v->tfd);
 	if (v->efd >= 0)
 		close(v->efd);
-	qbd_pg_destroy(&v->pg);
+	qbd_core_free(v->core);
 	free(v);
 }
 
@@ -915,7 +691,7 @@ static int meta_load(const struct qbd_open_opts *o, struct qbd_volume *v)
 		qbd_err(COMP, "open: volume '%s': %s", o->volume, strerror(-err));
 		goto out;
 	}
-	if (v->info.replicas == 0 || v->info.replicas > QBD_PG_MAX_REPLICAS ||
+	if (v->info.replicas == 0 || v->info.replicas > QBD_CORE_MAX_REPLICAS ||
 	    v->info.write_quorum == 0 || v->info.write_quorum > v->info.replicas ||
 	    v->info.chunk_size == 0 || v->info.size == 0) {
 		qbd_err(COMP, "open: volume '%s' has a bad record", o->volume);
@@ -948,6 +724,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 {
 	struct qbd_volume *v;
 	unsigned timeout = o->timeout_ms ? o->timeout_ms : 10000;
+	struct qbd_core_cfg cfg = { 0 };
 	uint64_t deadline;
 	bool eperm = false;
 	int err;
@@ -963,8 +740,24 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	err = meta_load(o, v);
 	if (err)
 		goto fail;
+	if (v->epoch > QBD_CORE_MAX_EPOCH) {
+		qbd_err(COMP, "open '%s': epoch %llu is past the last one versions can carry",
+			o->volume, (unsigned long long)v->epoch);
+		err = -EOVERFLOW;
+		goto fail;
+	}
 	v->nchunks = (v->info.size + v->info.chunk_size - 1) / v->info.chunk_size;
-	err = qbd_pg_init(&v->pg, v->info.replicas, v->info.write_quorum, v->nchunks);
+	cfg.replicas = v->info.replicas;
+	cfg.write_quorum = v->info.write_quorum;
+	cfg.nchunks = v->nchunks;
+	cfg.chunk_size = v->info.chunk_size;
+	cfg.epoch = v->epoch;
+	cfg.resync_rate = o->resync_rate;
+	cfg.takeover_wait_ns = v->takeover_wait_ns;
+	for (unsigned r = 0; r < v->info.replicas; r++)
+		if (o->zone && !strcmp(o->zone, v->conns[r].node.zone))
+			cfg.local |= 1u << r;
+	err = qbd_core_new(&cfg, &core_ops, v, &v->core);
 	if (err)
 		goto fail;
 	v->opening = true;
@@ -975,7 +768,6 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 		c->idx = r;
 		c->fd = -1;
 		qbd_wire_rx_init(&c->rx);
-		v->pg.local[r] = o->zone && !strcmp(o->zone, c->node.zone);
 		conn_connect(c);
 	}
 	deadline = qbd_now_ns() + (uint64_t)timeout * 1000000ull;
@@ -1000,18 +792,19 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 		c->failed_open = false;
 	}
 	v->opening = false;
-	err = qbd_pg_open_done(&v->pg);
+	err = qbd_core_open_done(v->core, qbd_now_ns());
 	if (err) {
 		err = eperm ? -EPERM : -EIO;
 		qbd_err(COMP, "open '%s': only %u of %u replicas promised epoch %llu, need %u%s",
-			o->volume, qbd_pg_up_count(&v->pg), v->info.replicas,
-			(unsigned long long)v->epoch, v->info.write_quorum,
+			o->volume, qbd_core_up_count(v->core), v->info.replicas,
+			(unsigned long long)v->epoch,
+			QBD_MAX(v->info.write_quorum, v->info.replicas - v->info.write_quorum + 1),
 			eperm ? " (fenced by a newer epoch)" : "");
 		goto fail;
 	}
 	qbd_info(COMP, "opened volume '%s' id %016llx epoch %llu: %u of %u replicas up",
 		 o->volume, (unsigned long long)v->info.id,
-		 (unsigned long long)v->epoch, qbd_pg_up_count(&v->pg),
+		 (unsigned long long)v->epoch, qbd_core_up_count(v->core),
 		 v->info.replicas);
 	*out = v;
 	return 0;
@@ -1037,7 +830,7 @@ void qbd_close(struct qbd_volume *v)
 	if (!v)
 		return;
 	wait_idle(v);
-	if (!v->pg.fenced) {
+	if (!qbd_core_fenced(v->core)) {
 		err = qbd_flush(v);
 		if (err)
 			qbd_warn(COMP, "close: flush: %s", strerror(-err));
@@ -1060,6 +853,7 @@ int qbd_replica_status(const struct qbd_volume *v, unsigned i,
 		       struct qbd_replica_status *out)
 {
 	const struct qbd_conn *c;
+	struct qbd_core_replica_info ri;
 
 	if (i >= v->info.replicas)
 		return -EINVAL;
@@ -1069,7 +863,11 @@ int qbd_replica_status(const struct qbd_volume *v, unsigned i,
 	snprintf(out->addr, sizeof(out->addr), "%s", c->node.addr);
 	snprintf(out->zone, sizeof(out->zone), "%s", c->node.zone);
 	out->connected = c->state == QBD_C_UP;
-	out->stale_chunks = v->pg.nstale[i];
+	if (qbd_core_replica_info(v->core, i, &ri) == 0) {
+		out->stale_chunks = ri.stale_chunks;
+		out->resync_done = ri.resync_done;
+		out->resync_total = ri.resync_total;
+	}
 	return 0;
 }
 

@@ -1,19 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * libqbd private state. One struct qbd_volume owns: the meta handle (closed
- * after open), the placement group core state, one struct qbd_conn per
- * replica (socket, send queue, in-flight list), an epoll fd holding every
- * socket plus a timerfd (ticks) and an eventfd (completions queued).
+ * libqbd private state: the I/O shell around the quorum core
+ * (replicator/core). The core decides everything about versions, quorums,
+ * recovery and resync; this shell moves its messages over TCP, feeds the
+ * replies back, and turns core completions into qbd_io callbacks.
  *
- * A user request (struct qbd_io) is split into parts, one per chunk
- * (struct qbd_part, malloc'd, owned by the volume until done and every
- * replica replied). A part sends one struct qbd_sub per replica; a sub is
- * linked in its connection's send queue until sent and in its in-flight
- * list until answered or failed.
+ * One struct qbd_volume owns: the core, one struct qbd_conn per replica
+ * (socket, send queue, receive state), an epoll fd holding every socket
+ * plus a timerfd (ticks) and an eventfd (completions queued), and the
+ * attachment keeper (a thread that renews the writer's etcd lease and
+ * publishes its status, see attach.c).
+ *
+ * A message the core asks to send becomes a struct qbd_tx, queued on its
+ * connection until written, then freed: replies are matched by request id
+ * inside the core. Write data is not copied: the tx points at the core's
+ * buffer (the core says when it moves it).
  */
 #ifndef QBD_CLIENT_H
 #define QBD_CLIENT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -23,45 +29,19 @@
 #include "replicator/qbd.h"
 #include "replicator/wire/wire.h"
 
-#define QBD_CLIENT_REQ_TIMEOUT_NS (10ull * 1000000000ull)
+#define QBD_CLIENT_HANDSHAKE_NS (10ull * 1000000000ull)
 #define QBD_CLIENT_RETRY_NS (1000000000ull)
 #define QBD_CLIENT_TICK_MS 100
+#define QBD_CLIENT_CTL_ID (1ull << 63)  /* request ids of HELLO/OPEN */
 
-struct qbd_part;
-
-/* One message to one replica: its frame and its place in the conn lists. */
-struct qbd_sub {
-	struct qbd_part *part;
-	unsigned replica;
-	uint64_t request_id;
-	uint64_t sent_ns;
+struct qbd_tx {
+	uint64_t id;
 	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
 	size_t hdr_len;
-	const uint8_t *data;     /* not owned (part buffer or copy) */
+	const uint8_t *data;     /* not owned */
 	size_t data_len;
-	size_t tx_off;           /* bytes of hdr+data written */
-	uint8_t *data_copy;      /* owned copy after the user completed */
-	bool queued, in_flight;
-	struct qbd_sub *q_next;  /* send queue */
-	struct qbd_sub *f_prev, *f_next; /* in-flight list */
-};
-
-enum qbd_part_kind { QBD_P_READ = 1, QBD_P_WRITE, QBD_P_FLUSH, QBD_P_REPAIR };
-
-struct qbd_part {
-	struct qbd_volume *v;
-	struct qbd_io *io;       /* NULL for repairs */
-	enum qbd_part_kind kind;
-	uint64_t chunk;
-	uint32_t off, len;
-	uint8_t *buf;            /* data (user's, or owned for repairs) */
-	uint32_t wflags;         /* QBD_WIRE_F_* */
-	struct qbd_pg_op op;
-	struct qbd_pg_read rd;
-	struct qbd_sub subs[QBD_PG_MAX_REPLICAS];
-	unsigned live;           /* subs queued or in flight */
-	bool completed;          /* result delivered to the io */
-	uint8_t *owned;          /* repair data, freed with the part */
+	size_t tx_off;           /* bytes of hdr + data written */
+	struct qbd_tx *next;
 };
 
 enum qbd_conn_state {
@@ -83,28 +63,39 @@ struct qbd_conn {
 	uint64_t deadline_ns;    /* connect/HELLO/OPEN deadline */
 	uint64_t retry_ns;       /* when DOWN: next connect attempt */
 	unsigned retries;        /* failed reconnects since it was last up */
-	uint64_t next_req;
+	uint64_t next_ctl;
 	bool want_out;           /* EPOLLOUT registered */
 	bool in_feed;            /* inside qbd_wire_rx_feed */
 	bool failed_open;        /* gave up during qbd_open */
+	bool core_dropped;       /* the core asked for the close */
 	int open_status;         /* last OPEN/HELLO status */
 	struct qbd_wire_rx rx;
-	struct qbd_sub ctl;      /* HELLO / OPEN frame */
-	struct qbd_sub *q_head, *q_tail;
-	struct qbd_sub *f_head;
+	struct qbd_tx *q_head, *q_tail;
 };
+
+struct qbd_attach_keeper;
 
 struct qbd_volume {
 	struct qbd_volume_info info;
 	uint64_t cluster_id;
 	uint64_t epoch;
 	uint64_t nchunks;
-	struct qbd_pg pg;
-	struct qbd_conn conns[QBD_PG_MAX_REPLICAS];
+	uint64_t takeover_wait_ns;
+	struct qbd_core *core;
+	struct qbd_conn conns[QBD_CORE_MAX_REPLICAS];
 	int epfd, tfd, efd;
 	bool opening, closing;
 	unsigned in_flight;      /* user ios not completed */
 	struct qbd_io *done_head, *done_tail; /* completions to run */
+	struct qbd_attach_keeper *keeper;
 };
+
+/* attach.c: the writer's attachment in etcd (see qbd_open). */
+int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
+		    struct qbd_meta *m);
+/* Publish status now (called from ticks; never blocks). */
+void qbd_attach_status(struct qbd_volume *v);
+/* Stop the keeper; clean = a clean detach (flushed, nothing in flight). */
+void qbd_attach_release(struct qbd_volume *v, bool clean);
 
 #endif

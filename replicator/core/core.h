@@ -1,18 +1,40 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The quorum core: the writer-side state machine of one placement group
- * (in v1 a volume is one placement group). Pure: no I/O, no clock, no
- * allocation after qbd_pg_init. libqbd feeds it events (replica opened,
- * replica down, replies) and sends what it decides.
+ * The quorum core: the writer side of one placement group (in v1 a volume
+ * is one placement group) as a pure state machine. It does no I/O, reads
+ * no clock and starts no thread: every entry point takes the time `now`
+ * (nanoseconds, any monotonic origin), and everything it wants done comes
+ * out through struct qbd_core_ops callbacks (send a message, drop a
+ * connection, complete a user request). libqbd drives it with sockets;
+ * tests/sim drives it with simulated replicas, network and clock.
  *
- * State: per replica up/down and a stale bitmap (chunks the replica is
- * known to lack at version V[c]); per chunk V[c] (the writer's version)
- * and acked[c] (highest version acknowledged to the user).
+ * What it decides (docs/protocol.md has the argument for each):
+ *  - versions: every chunk has a version V[c]; a write carries
+ *    (expected = V[c], new = next), and a replica applies it only at
+ *    expected. Versions carry the epoch in their top bits, so two writers
+ *    never produce the same version for different data.
+ *  - write quorum: a write goes to every up replica that is current for
+ *    the chunk and completes after W of them applied it; the others are
+ *    marked stale for the chunk.
+ *  - fencing: an -EPERM from any replica (a newer epoch was promised)
+ *    fences the core for good.
+ *  - recovery: at attach, each chunk's version is the highest among the
+ *    promising replicas; a chunk whose version is on fewer than W replicas
+ *    is copied to W before any read or write of it is served.
+ *  - resync: stale replicas get whole chunks copied from a current one
+ *    (version-checked, rate-limited, writes to the chunk held meanwhile)
+ *    and rejoin the chunk's quorum when the copy lands.
+ *  - read repair: a checksum error is served from another replica and the
+ *    bad range rewritten at the same version.
+ *  - flush: succeeds when every chunk acknowledged since the previous
+ *    flush is durable on W replicas.
+ *  - reads: serve only committed data (a version on W replicas), and only
+ *    under a read lease (see qbd_core_cfg.lease_ns).
  *
- * Ops (struct qbd_pg_op) are caller-owned; each one completes exactly once
- * (the *_reply call that returns true), and late replies after completion
- * still update the stale state. The caller keeps an op until every target
- * has replied (op->pending == 0).
+ * Ownership: struct qbd_core owns everything it allocates. Buffers passed
+ * to qbd_core_submit belong to the caller and must stay valid until the
+ * request completes; the core copies write data it still needs after
+ * that (and says so through ops->data_moved).
  */
 #ifndef QBD_CORE_H
 #define QBD_CORE_H
@@ -21,7 +43,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QBD_PG_MAX_REPLICAS 5
+#define QBD_CORE_MAX_REPLICAS 5
+/* version = epoch << QBD_CORE_EPOCH_SHIFT | sequence within the epoch */
+#define QBD_CORE_EPOCH_SHIFT 40
+#define QBD_CORE_MAX_EPOCH ((1ull << (64 - QBD_CORE_EPOCH_SHIFT)) - 1)
+
+/* Message flags: the wire's QBD_WIRE_F_* values. */
+#define QBD_CORE_F_ZERO   1u
+#define QBD_CORE_F_FUA    2u
+#define QBD_CORE_F_REPAIR 4u  /* rewrite at the same version (read repair) */
+#define QBD_CORE_F_RESYNC 8u  /* whole chunk, set version unconditionally */
 
 /* One entry of a replica's OPEN reply. */
 struct qbd_chunk_version {
@@ -29,96 +60,131 @@ struct qbd_chunk_version {
 	uint64_t version;
 };
 
-struct qbd_pg {
-	unsigned nreplicas;      /* R */
-	unsigned write_quorum;   /* W */
+/* PING: no data; a replica answers 0 only while it accepts our epoch. */
+enum qbd_core_msg_type { QBD_CM_READ = 1, QBD_CM_WRITE, QBD_CM_FLUSH, QBD_CM_PING };
+
+/* A message for the shell to send to a replica. */
+struct qbd_core_msg {
+	uint64_t id;              /* unique per core; quoted by the reply */
+	unsigned replica;
+	enum qbd_core_msg_type type;
+	uint64_t chunk;
+	uint32_t offset, length;
+	uint64_t expected_version, new_version;
+	uint32_t flags;           /* QBD_CORE_F_* */
+	const void *data;         /* WRITE: length bytes, NULL with ZERO */
+};
+
+struct qbd_core_ops {
+	/* Send m. The data stays valid until the reply, qbd_core_replica_down
+	 * for that replica, or a data_moved call for the message. */
+	void (*send)(void *user, const struct qbd_core_msg *m);
+	/* The data of message id now lives at data (same bytes). */
+	void (*data_moved)(void *user, unsigned replica, uint64_t id,
+			   const void *data);
+	/* The core gave up on a replica's connection (a request timed out):
+	 * close it. The core has already called its own replica_down. */
+	void (*drop)(void *user, unsigned replica, const char *why);
+	/* A request submitted with qbd_core_submit finished: 0 or -errno. */
+	void (*complete)(void *user, void *cookie, int res);
+	/* Optional: a line worth logging; level 0 error, 1 warning, 2 info,
+	 * 3 debug. */
+	void (*log)(void *user, int level, const char *msg);
+};
+
+struct qbd_core_cfg {
+	unsigned replicas;        /* R, 1..QBD_CORE_MAX_REPLICAS */
+	unsigned write_quorum;    /* W, 1..R */
 	uint64_t nchunks;
-	uint64_t *version;       /* V[c], nchunks entries */
-	uint64_t *acked;         /* acked[c] */
-	uint64_t *stale[QBD_PG_MAX_REPLICAS]; /* bitmaps of nchunks bits */
-	uint64_t nstale[QBD_PG_MAX_REPLICAS];
-	bool up[QBD_PG_MAX_REPLICAS];
-	bool local[QBD_PG_MAX_REPLICAS];      /* in the client's zone */
-	unsigned outstanding[QBD_PG_MAX_REPLICAS];
-	bool opened;             /* initial open done: merges no longer raise V */
-	bool fenced;             /* a replica answered -EPERM */
+	uint32_t chunk_size;
+	uint64_t epoch;           /* 1..QBD_CORE_MAX_EPOCH */
+	uint32_t local;           /* bit per replica in the writer's zone */
+	uint64_t timeout_ns;      /* oldest request age that drops a replica; 0 = 10 s */
+	uint64_t resync_rate;     /* bytes per second of background resync; 0 = unlimited */
+	unsigned resync_parallel; /* chunks copied at once; 0 = 4 */
+	/* Read lease: reads are served only while max(W, R - W + 1) replicas
+	 * accepted our epoch within lease_ns (pings keep it fresh), so a
+	 * deposed writer stops reading within lease_ns; 0 = 5 s. */
+	uint64_t lease_ns;
+	/* After a takeover (the previous writer may still be running) writes
+	 * wait this long after attach, until its read lease has run out. */
+	uint64_t takeover_wait_ns;
 };
 
-/* 0, -EINVAL (bad r/w), -ENOMEM. Free with qbd_pg_destroy. */
-int qbd_pg_init(struct qbd_pg *pg, unsigned replicas, unsigned write_quorum,
-		uint64_t nchunks);
-void qbd_pg_destroy(struct qbd_pg *pg);
+struct qbd_core;
+
+/* 0, -EINVAL (bad cfg), -ENOMEM. */
+int qbd_core_new(const struct qbd_core_cfg *cfg, const struct qbd_core_ops *ops,
+		 void *user, struct qbd_core **out);
+/* Free everything; requests still pending are dropped without completion. */
+void qbd_core_free(struct qbd_core *c);
 
 /*
- * Replica r promised the epoch and reported its chunk versions (chunks not
- * listed are at version 0). Before qbd_pg_open_done, V[c] is raised to the
- * maximum seen and replicas below it become stale; afterwards (a reconnect)
- * the replica is stale for every chunk where its version differs from V[c].
- * Marks r up. 0, -EINVAL (r or a chunk out of range), -ENOMEM.
+ * Replica r promised the epoch and listed its chunk versions (chunks not
+ * listed are at version 0). During attach (before qbd_core_open_done) the
+ * lists are merged: each chunk's version is the highest seen. After it (a
+ * reconnect), r is stale for every chunk whose version differs. Marks r up.
+ * 0, -EINVAL (r or a chunk out of range, or r already up), -ENOMEM.
  */
-int qbd_pg_replica_open(struct qbd_pg *pg, unsigned r,
-			const struct qbd_chunk_version *list, size_t n);
-/* End the initial open: 0 if >= W replicas are up, else -EIO. */
-int qbd_pg_open_done(struct qbd_pg *pg);
-/* Connection lost. The caller then fails r's in-flight ops via *_reply. */
-void qbd_pg_replica_down(struct qbd_pg *pg, unsigned r);
-bool qbd_pg_is_stale(const struct qbd_pg *pg, unsigned r, uint64_t chunk);
-unsigned qbd_pg_up_count(const struct qbd_pg *pg);
+int qbd_core_replica_open(struct qbd_core *c, unsigned r,
+			  const struct qbd_chunk_version *list, size_t n,
+			  uint64_t now);
+/*
+ * End of attach. Needs promises from max(W, R - W + 1) replicas, so that
+ * the old writer cannot reach W replicas any more and every acknowledged
+ * write is on some promiser: else -EIO. Replicas that did not promise are
+ * stale for every written chunk; chunks below W current copies are queued
+ * for recovery.
+ */
+int qbd_core_open_done(struct qbd_core *c, uint64_t now);
+/* Replica r's connection is gone: its messages fail with -ENOTCONN. */
+void qbd_core_replica_down(struct qbd_core *c, unsigned r, uint64_t now);
 
-enum qbd_pg_op_kind { QBD_PG_WRITE = 1, QBD_PG_FLUSH, QBD_PG_REPAIR };
+/* For READ replies: where to put len bytes of data for message id from
+ * r, or NULL to discard them (unknown id, wrong length). */
+void *qbd_core_reply_buf(struct qbd_core *c, unsigned r, uint64_t id,
+			 uint32_t len);
+/* Reply to message id from r: status 0 or -errno, the chunk version at
+ * the replica. Unknown ids (late or duplicate replies) are ignored. */
+void qbd_core_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
+		    uint64_t version, uint64_t now);
+/* Timer: request timeouts, resync scheduling. Call every ~100 ms. */
+void qbd_core_tick(struct qbd_core *c, uint64_t now);
 
-/* A write, flush or repair in flight to a set of replicas. */
-struct qbd_pg_op {
-	enum qbd_pg_op_kind kind;
-	uint64_t chunk;
-	uint64_t expected;       /* expected_version to send */
-	uint64_t new_version;    /* new_version to send */
-	uint32_t targets;        /* replicas to send to (bit per replica) */
-	uint32_t pending;        /* targets that have not replied */
-	unsigned nok;
-	bool done;
-	int result;              /* valid once done: 0 or -errno */
+enum qbd_core_op { QBD_CORE_READ = 1, QBD_CORE_WRITE, QBD_CORE_ZERO, QBD_CORE_FLUSH };
+
+/*
+ * Submit a request on bytes [offset, offset + length) of the volume. It
+ * completes through ops->complete(cookie, res), possibly before this call
+ * returns. flags: QBD_CORE_F_FUA for WRITE and ZERO. Errors: -EINVAL (out
+ * of range), -EPERM (fenced), -EIO (fewer than W replicas could do it),
+ * -EBADMSG (every current replica failed its checksums), -EOVERFLOW (the
+ * chunk's version sequence ran out in this epoch: attach again), -ENOMEM.
+ */
+void qbd_core_submit(struct qbd_core *c, enum qbd_core_op op, uint32_t flags,
+		     uint64_t offset, uint32_t length, void *buf, void *cookie,
+		     uint64_t now);
+
+struct qbd_core_replica_info {
+	bool up;
+	uint64_t stale_chunks;    /* chunks it is known to lack */
+	uint64_t resync_done;     /* chunks copied since it was last current */
+	uint64_t resync_total;    /* resync_done + stale_chunks */
+	unsigned in_flight;       /* messages awaiting a reply */
 };
-
-/*
- * Start a write of chunk: targets = up replicas not stale for it. Fails
- * with -EIO (fewer than W targets; V unchanged) or -EPERM (fenced); else
- * V[chunk] is incremented and op->expected/new_version are set.
- */
-int qbd_pg_write_begin(struct qbd_pg *pg, uint64_t chunk, struct qbd_pg_op *op);
-/* Flush: targets = up replicas; -EIO if fewer than W, -EPERM if fenced. */
-int qbd_pg_flush_begin(struct qbd_pg *pg, struct qbd_pg_op *op);
-/* Repair of replica r's copy of chunk at version (see read below). */
-void qbd_pg_repair_begin(struct qbd_pg *pg, uint64_t chunk, uint64_t version,
-			 unsigned r, struct qbd_pg_op *op);
-/*
- * Reply (or failure: -ENOTCONN for a lost connection) from replica r.
- * Returns true when this reply completes the op (op->result is then set).
- */
-bool qbd_pg_op_reply(struct qbd_pg *pg, struct qbd_pg_op *op, unsigned r,
-		     int status);
-
-/* A read of one chunk. */
-struct qbd_pg_read {
-	uint64_t chunk;
-	uint64_t min_version;    /* acked[chunk] at submission */
-	uint32_t tried;
-	uint32_t bad;            /* replicas that answered -EBADMSG */
-	int replica;             /* replica the read is at now */
-	int first_err;
-	uint64_t version;        /* on success: version read */
-};
-
-/* Pick the best replica for chunk not in tried: -EIO if none. */
-int qbd_pg_read_pick(const struct qbd_pg *pg, uint64_t chunk, uint32_t tried);
-/* Start a read: 0 with rd->replica set, or -EPERM / -EIO. */
-int qbd_pg_read_begin(struct qbd_pg *pg, uint64_t chunk, struct qbd_pg_read *rd);
-/*
- * Reply from rd->replica. Returns 0: done, data good (rd->version; replicas
- * in rd->bad that are up deserve a repair); 1: retry at rd->replica; or
- * -errno: the read failed.
- */
-int qbd_pg_read_reply(struct qbd_pg *pg, struct qbd_pg_read *rd, int status,
-		      uint64_t version);
+int qbd_core_replica_info(const struct qbd_core *c, unsigned r,
+			  struct qbd_core_replica_info *out);
+bool qbd_core_fenced(const struct qbd_core *c);
+unsigned qbd_core_up_count(const struct qbd_core *c);
+/* User requests not completed. */
+unsigned qbd_core_pending(const struct qbd_core *c);
+/* Messages awaiting a reply (user and internal). */
+unsigned qbd_core_messages(const struct qbd_core *c);
+/* Chunks some replica is stale for, plus resyncs in progress; 0 when
+ * every replica that is up holds every chunk. */
+uint64_t qbd_core_resync_backlog(const struct qbd_core *c);
+/* The writer's version of a chunk (tests). */
+uint64_t qbd_core_chunk_version(const struct qbd_core *c, uint64_t chunk);
+bool qbd_core_is_stale(const struct qbd_core *c, unsigned r, uint64_t chunk);
 
 #endif

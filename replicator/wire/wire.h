@@ -25,6 +25,7 @@
 #define QBD_WIRE_F_ZERO   0x1u  /* WRITE: zero the range, no data follows */
 #define QBD_WIRE_F_FUA    0x2u  /* WRITE: durable before the reply */
 #define QBD_WIRE_F_REPAIR 0x4u  /* WRITE: rewrite at the same version */
+#define QBD_WIRE_F_RESYNC 0x8u  /* WRITE: replace the whole chunk at new_version, any version */
 
 /* Default TCP port of qbd-chunkd. */
 #define QBD_WIRE_DEFAULT_PORT 7800

@@ -1,360 +1,311 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Unit tests of the quorum core (replicator/core): open merge, write
- * targets and completion, W unreachable, fencing, stale marking, read
- * fallback and the repair decision, and reconnect merge.
+ * Unit tests for the quorum core: single decisions, message by message.
+ * (tests/sim runs it against thousands of faulty schedules.)
  */
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "replicator/core/core.h"
 
-static struct qbd_pg pg;
+#define CS 4096u
+#define MS 1000000ull
 
-/* R=3, W=2, 8 chunks, all replicas opened with empty lists. */
-static void setup3(void)
+/* The fake shell: messages sent and requests completed are recorded. */
+static struct qbd_core_msg sent[256];
+static unsigned nsent;
+static int results[64];
+static unsigned ncomplete;
+static unsigned drops;
+
+static void f_send(void *u, const struct qbd_core_msg *m)
 {
-	ck_assert_int_eq(qbd_pg_init(&pg, 3, 2, 8), 0);
-	for (unsigned r = 0; r < 3; r++)
-		ck_assert_int_eq(qbd_pg_replica_open(&pg, r, NULL, 0), 0);
-	ck_assert_int_eq(qbd_pg_open_done(&pg), 0);
+	(void)u;
+	ck_assert_uint_lt(nsent, 256);
+	sent[nsent++] = *m;
+}
+
+static void f_moved(void *u, unsigned r, uint64_t id, const void *d)
+{
+	(void)u; (void)r; (void)id; (void)d;
+}
+
+static void f_drop(void *u, unsigned r, const char *why)
+{
+	(void)u; (void)r; (void)why;
+	drops++;
+}
+
+static void f_complete(void *u, void *cookie, int res)
+{
+	(void)u;
+	results[(intptr_t)cookie] = res;
+	ncomplete++;
+}
+
+static const struct qbd_core_ops ops = {
+	.send = f_send, .data_moved = f_moved, .drop = f_drop, .complete = f_complete,
+};
+
+static struct qbd_core *c;
+static uint8_t buf[CS];
+
+static void setup(void)
+{
+	nsent = ncomplete = drops = 0;
+	memset(results, 0x7f, sizeof(results));
+	c = NULL;
 }
 
 static void teardown(void)
 {
-	qbd_pg_destroy(&pg);
+	qbd_core_free(c);
 }
 
-START_TEST(init_rejects_bad_quorum)
+/* A core with R replicas, epoch e; replicas in `up` promise with no data. */
+static void open_core(unsigned R, unsigned W, uint64_t epoch, unsigned up)
 {
-	struct qbd_pg p;
+	struct qbd_core_cfg cfg = { .replicas = R, .write_quorum = W, .nchunks = 8,
+				    .chunk_size = CS, .epoch = epoch };
 
-	ck_assert_int_eq(qbd_pg_init(&p, 3, 4, 8), -EINVAL);
-	ck_assert_int_eq(qbd_pg_init(&p, 0, 0, 8), -EINVAL);
-	ck_assert_int_eq(qbd_pg_init(&p, 6, 2, 8), -EINVAL);
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	for (unsigned r = 0; r < R; r++)
+		if (up & (1u << r))
+			ck_assert_int_eq(qbd_core_replica_open(c, r, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+}
+
+/* Index of the i-th sent message of a type to replica r, or -1. */
+static int find(enum qbd_core_msg_type t, unsigned r, unsigned from)
+{
+	for (unsigned i = from; i < nsent; i++)
+		if (sent[i].type == t && sent[i].replica == r)
+			return (int)i;
+	return -1;
+}
+
+static void reply(int i, int status, uint64_t version)
+{
+	ck_assert_int_ge(i, 0);
+	qbd_core_reply(c, sent[i].replica, sent[i].id, status, version, MS);
+}
+
+START_TEST(write_needs_w_and_marks_the_rest_stale)
+{
+	uint64_t v;
+
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)1, MS);
+	ck_assert_uint_eq(nsent, 3);
+	v = sent[0].new_version;
+	ck_assert_uint_eq(v, (1ull << QBD_CORE_EPOCH_SHIFT) | 1);
+	ck_assert_uint_eq(sent[0].expected_version, 0);
+	reply(find(QBD_CM_WRITE, 0, 0), 0, v);
+	ck_assert_uint_eq(ncomplete, 0);          /* one of two */
+	reply(find(QBD_CM_WRITE, 1, 0), -EIO, 0);
+	ck_assert_uint_eq(ncomplete, 0);
+	reply(find(QBD_CM_WRITE, 2, 0), 0, v);
+	ck_assert_uint_eq(ncomplete, 1);
+	ck_assert_int_eq(results[1], 0);
+	ck_assert(qbd_core_is_stale(c, 1, 0));
+	ck_assert(!qbd_core_is_stale(c, 0, 0));
 }
 END_TEST
 
-START_TEST(open_merge_max_and_stale)
+START_TEST(write_fails_below_quorum)
 {
-	struct qbd_chunk_version a[] = { { 1, 5 }, { 2, 3 } };
-	struct qbd_chunk_version b[] = { { 1, 4 }, { 2, 3 }, { 3, 1 } };
-
-	ck_assert_int_eq(qbd_pg_init(&pg, 3, 2, 8), 0);
-	ck_assert_int_eq(qbd_pg_replica_open(&pg, 0, a, 2), 0);
-	ck_assert_int_eq(qbd_pg_replica_open(&pg, 1, b, 3), 0);
-	ck_assert_int_eq(qbd_pg_open_done(&pg), 0);
-	ck_assert_uint_eq(pg.version[1], 5);
-	ck_assert_uint_eq(pg.version[2], 3);
-	ck_assert_uint_eq(pg.version[3], 1);
-	ck_assert(!qbd_pg_is_stale(&pg, 0, 1));
-	ck_assert(qbd_pg_is_stale(&pg, 1, 1));  /* 4 < 5 */
-	ck_assert(!qbd_pg_is_stale(&pg, 0, 2));
-	ck_assert(!qbd_pg_is_stale(&pg, 1, 2));
-	ck_assert(qbd_pg_is_stale(&pg, 0, 3));  /* missing = version 0 */
-	ck_assert(!qbd_pg_is_stale(&pg, 1, 3));
-	/* Replica 2 never promised: stale wherever data exists. */
-	ck_assert(qbd_pg_is_stale(&pg, 2, 1));
-	ck_assert(!qbd_pg_is_stale(&pg, 2, 0));
-	ck_assert_uint_eq(pg.nstale[0], 1);
-	ck_assert_uint_eq(pg.nstale[1], 1);
-	ck_assert_uint_eq(pg.nstale[2], 3);
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)2, MS);
+	reply(find(QBD_CM_WRITE, 0, 0), -EIO, 0);
+	reply(find(QBD_CM_WRITE, 1, 0), -ESTALE, 0);
+	ck_assert_uint_eq(ncomplete, 1);
+	ck_assert_int_eq(results[2], -EIO);
 }
 END_TEST
 
-START_TEST(open_needs_w)
+START_TEST(attach_needs_a_promise_quorum)
 {
-	ck_assert_int_eq(qbd_pg_init(&pg, 3, 2, 8), 0);
-	ck_assert_int_eq(qbd_pg_replica_open(&pg, 0, NULL, 0), 0);
-	ck_assert_int_eq(qbd_pg_open_done(&pg), -EIO);
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 1 };
+
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), -EIO);
 }
 END_TEST
 
-START_TEST(open_rejects_bad_chunk)
+START_TEST(eperm_fences_for_good)
 {
-	struct qbd_chunk_version a[] = { { 8, 1 } };
-
-	ck_assert_int_eq(qbd_pg_init(&pg, 3, 2, 8), 0);
-	ck_assert_int_eq(qbd_pg_replica_open(&pg, 0, a, 1), -EINVAL);
-	ck_assert(!pg.up[0]);
+	open_core(3, 2, 4, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)3, MS);
+	reply(find(QBD_CM_WRITE, 0, 0), 0, sent[0].new_version);
+	reply(find(QBD_CM_WRITE, 1, 0), -EPERM, 0);
+	ck_assert_int_eq(results[3], -EPERM);
+	ck_assert(qbd_core_fenced(c));
+	qbd_core_submit(c, QBD_CORE_READ, 0, 0, 512, buf, (void *)4, MS);
+	ck_assert_int_eq(results[4], -EPERM);
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)5, MS);
+	ck_assert_int_eq(results[5], -EPERM);
 }
 END_TEST
 
-START_TEST(write_quorum_success)
+/* Attach takes each chunk's highest version; a chunk on fewer than W
+ * replicas is copied before it is read. */
+START_TEST(recovery_before_read)
 {
-	struct qbd_pg_op op;
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 2 };
+	struct qbd_chunk_version hi = { 3, (1ull << 40) | 7 }, lo = { 3, (1ull << 40) | 6 };
+	int rd, wr;
 
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 2, &op), 0);
-	ck_assert_uint_eq(op.targets, 7);
-	ck_assert_uint_eq(op.expected, 0);
-	ck_assert_uint_eq(op.new_version, 1);
-	ck_assert_uint_eq(pg.version[2], 1);
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 0, 0));
-	ck_assert(qbd_pg_op_reply(&pg, &op, 1, 0));
-	ck_assert_int_eq(op.result, 0);
-	ck_assert_uint_eq(pg.acked[2], 1);
-	/* Late failure: completes nothing, but marks stale. */
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 2, -ESTALE));
-	ck_assert(qbd_pg_is_stale(&pg, 2, 2));
-	ck_assert_uint_eq(op.pending, 0);
-	/* Next write to the chunk skips the stale replica. */
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 2, &op), 0);
-	ck_assert_uint_eq(op.targets, 3);
-	ck_assert_uint_eq(op.expected, 1);
-	ck_assert_uint_eq(op.new_version, 2);
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, &hi, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 1, &lo, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+	ck_assert_uint_eq(qbd_core_chunk_version(c, 3), hi.version);
+	ck_assert(qbd_core_is_stale(c, 1, 3));
+	ck_assert(qbd_core_is_stale(c, 2, 3)); /* never promised */
+	/* open_done started the recovery: a whole-chunk read from replica 0 */
+	rd = find(QBD_CM_READ, 0, 0);
+	ck_assert_int_ge(rd, 0);
+	ck_assert_uint_eq(sent[rd].length, CS);
+	qbd_core_submit(c, QBD_CORE_READ, 0, 3 * CS, 512, buf, (void *)6, MS);
+	ck_assert_int_eq(find(QBD_CM_READ, 0, (unsigned)rd + 1), -1); /* waits */
+	ck_assert(qbd_core_reply_buf(c, 0, sent[rd].id, CS) != NULL);
+	reply(rd, 0, hi.version);
+	wr = find(QBD_CM_WRITE, 1, 0);
+	ck_assert_int_ge(wr, 0);
+	ck_assert_uint_eq(sent[wr].flags & QBD_CORE_F_RESYNC, QBD_CORE_F_RESYNC);
+	ck_assert_uint_eq(sent[wr].new_version, hi.version);
+	ck_assert_uint_eq(ncomplete, 0);
+	reply(wr, 0, hi.version);
+	ck_assert(!qbd_core_is_stale(c, 1, 3));
+	qbd_core_tick(c, 2 * MS);
+	rd = find(QBD_CM_READ, 0, (unsigned)wr);
+	if (rd < 0)
+		rd = find(QBD_CM_READ, 1, (unsigned)wr);
+	ck_assert_int_ge(rd, 0); /* the user's read went out only now */
+	reply(rd, 0, hi.version);
+	ck_assert_int_eq(results[6], 0);
 }
 END_TEST
 
-START_TEST(write_w_unreachable)
+/* Data of a write still in flight is not served before it is committed. */
+START_TEST(read_waits_for_commit)
 {
-	struct qbd_pg_op op;
+	int w0, w1, w2, rd;
 
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 0, &op), 0);
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 0, 0));
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 1, -EIO));
-	ck_assert(qbd_pg_op_reply(&pg, &op, 2, -ENOTCONN));
-	ck_assert_int_eq(op.result, -EIO);
-	ck_assert_uint_eq(pg.acked[0], 0);
-	ck_assert(qbd_pg_is_stale(&pg, 1, 0));
-	ck_assert(qbd_pg_is_stale(&pg, 2, 0));
-	/* Only one current replica is left: refused now, V unchanged. */
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 0, &op), -EIO);
-	ck_assert_uint_eq(pg.version[0], 1);
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)7, MS);
+	w0 = find(QBD_CM_WRITE, 0, 0);
+	w1 = find(QBD_CM_WRITE, 1, 0);
+	w2 = find(QBD_CM_WRITE, 2, 0);
+	reply(w0, 0, sent[w0].new_version);
+	qbd_core_submit(c, QBD_CORE_READ, 0, 0, 512, buf, (void *)8, MS);
+	rd = find(QBD_CM_READ, 0, 0);
+	if (rd < 0)
+		rd = find(QBD_CM_READ, 1, 0);
+	if (rd < 0)
+		rd = find(QBD_CM_READ, 2, 0);
+	reply(rd, 0, sent[w0].new_version);
+	ck_assert_int_eq(results[8], 0x7f7f7f7f);  /* parked */
+	reply(w1, 0, sent[w0].new_version);
+	ck_assert_int_eq(results[7], 0);
+	ck_assert_int_eq(results[8], 0);
+	reply(w2, 0, sent[w0].new_version);
 }
 END_TEST
 
-START_TEST(write_fails_early_when_two_fail)
+/* A flush answers for the chunks acknowledged before it: W replicas must
+ * have flushed each of them. */
+START_TEST(flush_needs_w_durable_copies)
 {
-	struct qbd_pg_op op;
+	int f0, f1, f2;
 
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 0, &op), 0);
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 0, -EIO));
-	ck_assert(qbd_pg_op_reply(&pg, &op, 1, -ENOSPC));
-	ck_assert_int_eq(op.result, -EIO);
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 2, 0));
-	ck_assert(!qbd_pg_is_stale(&pg, 2, 0));
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)9, MS);
+	reply(find(QBD_CM_WRITE, 0, 0), 0, sent[0].new_version);
+	reply(find(QBD_CM_WRITE, 1, 0), 0, sent[0].new_version);
+	reply(find(QBD_CM_WRITE, 2, 0), -EIO, 0);   /* 2 is stale now */
+	ck_assert_int_eq(results[9], 0);
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)10, MS);
+	f0 = find(QBD_CM_FLUSH, 0, 0);
+	f1 = find(QBD_CM_FLUSH, 1, 0);
+	f2 = find(QBD_CM_FLUSH, 2, 0);
+	reply(f2, 0, 0);
+	reply(f0, 0, 0);
+	ck_assert_int_eq(results[10], 0x7f7f7f7f); /* 2 does not hold chunk 0 */
+	reply(f1, -EIO, 0);
+	ck_assert_int_eq(results[10], -EIO);
+	/* the chunk stays owed to the next flush */
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)11, MS);
+	reply(find(QBD_CM_FLUSH, 0, (unsigned)f2 + 1), 0, 0);
+	reply(find(QBD_CM_FLUSH, 1, (unsigned)f2 + 1), 0, 0);
+	ck_assert_int_eq(results[11], 0);
 }
 END_TEST
 
-START_TEST(write_refused_with_replicas_down)
+/* A replica that stops answering is dropped after the timeout. */
+START_TEST(timeout_drops_replica)
 {
-	struct qbd_pg_op op;
-
-	qbd_pg_replica_down(&pg, 0);
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 3, &op), 0);
-	ck_assert_uint_eq(op.targets, 6);
-	ck_assert(qbd_pg_is_stale(&pg, 0, 3)); /* misses this write */
-	qbd_pg_replica_down(&pg, 1);
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 4, &op), -EIO);
-	ck_assert_uint_eq(pg.version[4], 0);
-	ck_assert_int_eq(qbd_pg_flush_begin(&pg, &op), -EIO);
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)12, MS);
+	reply(find(QBD_CM_WRITE, 0, 0), 0, sent[0].new_version);
+	reply(find(QBD_CM_WRITE, 1, 0), 0, sent[0].new_version);
+	ck_assert_int_eq(results[12], 0);
+	qbd_core_tick(c, 20000 * MS);
+	ck_assert_uint_eq(drops, 1);
+	ck_assert_uint_eq(qbd_core_up_count(c), 2);
+	ck_assert(qbd_core_is_stale(c, 2, 0));
 }
 END_TEST
 
-START_TEST(fencing)
+START_TEST(bad_input)
 {
-	struct qbd_pg_op op;
-	struct qbd_pg_read rd;
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 4, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 1 };
+	struct qbd_chunk_version far = { 8, 1 };
 
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 0, &op), 0);
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 0, 0));
-	ck_assert(qbd_pg_op_reply(&pg, &op, 1, -EPERM));
-	ck_assert_int_eq(op.result, -EPERM);
-	ck_assert(pg.fenced);
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 1, &op), -EPERM);
-	ck_assert_int_eq(qbd_pg_flush_begin(&pg, &op), -EPERM);
-	ck_assert_int_eq(qbd_pg_read_begin(&pg, 1, &rd), -EPERM);
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), -EINVAL);
+	cfg.write_quorum = 2;
+	cfg.epoch = QBD_CORE_MAX_EPOCH + 1;
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), -EINVAL);
+	cfg.epoch = 1;
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, &far, 1, 0), -EINVAL);
+	ck_assert_int_eq(qbd_core_replica_open(c, 5, NULL, 0, 0), -EINVAL);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 1, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 8 * CS - 1, 2, buf, (void *)13, MS);
+	ck_assert_int_eq(results[13], -EINVAL);
+	qbd_core_submit(c, QBD_CORE_READ, 0, 0, 0, buf, (void *)14, MS);
+	ck_assert_int_eq(results[14], -EINVAL);
+	ck_assert_uint_eq(nsent, 0);
 }
 END_TEST
-
-START_TEST(flush_quorum)
-{
-	struct qbd_pg_op op;
-
-	ck_assert_int_eq(qbd_pg_flush_begin(&pg, &op), 0);
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 0, -EIO));
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 1, 0));
-	ck_assert(qbd_pg_op_reply(&pg, &op, 2, 0));
-	ck_assert_int_eq(op.result, 0);
-	ck_assert(!qbd_pg_is_stale(&pg, 0, 0)); /* flush errors mark nothing */
-	ck_assert_int_eq(qbd_pg_flush_begin(&pg, &op), 0);
-	ck_assert(!qbd_pg_op_reply(&pg, &op, 0, -EIO));
-	ck_assert(qbd_pg_op_reply(&pg, &op, 1, -EIO));
-	ck_assert_int_eq(op.result, -EIO);
-}
-END_TEST
-
-START_TEST(read_pick_prefers_zone_then_load)
-{
-	pg.local[2] = true;
-	ck_assert_int_eq(qbd_pg_read_pick(&pg, 0, 0), 2);
-	ck_assert_int_eq(qbd_pg_read_pick(&pg, 0, 4), 0);
-	pg.outstanding[0] = 3;
-	ck_assert_int_eq(qbd_pg_read_pick(&pg, 0, 4), 1);
-	ck_assert_int_eq(qbd_pg_read_pick(&pg, 0, 7), -EIO);
-	qbd_pg_replica_down(&pg, 2);
-	ck_assert_int_eq(qbd_pg_read_pick(&pg, 0, 0), 1);
-}
-END_TEST
-
-START_TEST(read_skips_stale)
-{
-	struct qbd_pg_op op;
-
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 5, &op), 0);
-	qbd_pg_op_reply(&pg, &op, 0, -ESTALE);
-	qbd_pg_op_reply(&pg, &op, 1, 0);
-	qbd_pg_op_reply(&pg, &op, 2, 0);
-	ck_assert_int_eq(qbd_pg_read_pick(&pg, 5, 0), 1);
-	ck_assert_int_eq(qbd_pg_read_pick(&pg, 5, 2), 2);
-	ck_assert_int_eq(qbd_pg_read_pick(&pg, 5, 6), -EIO);
-}
-END_TEST
-
-START_TEST(read_fallback_and_repair)
-{
-	struct qbd_pg_read rd;
-
-	ck_assert_int_eq(qbd_pg_read_begin(&pg, 1, &rd), 0);
-	ck_assert_int_eq(rd.replica, 0);
-	ck_assert_int_eq(qbd_pg_read_reply(&pg, &rd, -EBADMSG, 0), 1);
-	ck_assert_int_ne(rd.replica, 0);
-	ck_assert_int_eq(qbd_pg_read_reply(&pg, &rd, 0, 0), 0);
-	ck_assert_uint_eq(rd.bad, 1);   /* replica 0 deserves a repair */
-	ck_assert(!qbd_pg_is_stale(&pg, 0, 1));
-	for (unsigned r = 0; r < 3; r++)
-		ck_assert_uint_eq(pg.outstanding[r], 0);
-}
-END_TEST
-
-START_TEST(read_all_fail_first_error)
-{
-	struct qbd_pg_read rd;
-
-	ck_assert_int_eq(qbd_pg_read_begin(&pg, 1, &rd), 0);
-	ck_assert_int_eq(qbd_pg_read_reply(&pg, &rd, -EBADMSG, 0), 1);
-	ck_assert_int_eq(qbd_pg_read_reply(&pg, &rd, -EIO, 0), 1);
-	ck_assert_int_eq(qbd_pg_read_reply(&pg, &rd, -ENOTCONN, 0), -EBADMSG);
-	ck_assert_uint_eq(rd.tried, 7);
-}
-END_TEST
-
-START_TEST(read_old_version_is_stale)
-{
-	struct qbd_pg_op op;
-	struct qbd_pg_read rd;
-	int first;
-
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 4, &op), 0);
-	qbd_pg_op_reply(&pg, &op, 0, 0);
-	qbd_pg_op_reply(&pg, &op, 1, 0);
-	ck_assert_uint_eq(pg.acked[4], 1);
-	ck_assert_int_eq(qbd_pg_read_begin(&pg, 4, &rd), 0);
-	ck_assert_uint_eq(rd.min_version, 1);
-	first = rd.replica;
-	/* Replica answers with version 0: it lacks the acked write. */
-	ck_assert_int_eq(qbd_pg_read_reply(&pg, &rd, 0, 0), 1);
-	ck_assert(qbd_pg_is_stale(&pg, (unsigned)first, 4));
-	ck_assert_int_ne(rd.replica, first);
-	ck_assert_int_eq(qbd_pg_read_reply(&pg, &rd, 0, 1), 0);
-	ck_assert_uint_eq(rd.version, 1);
-}
-END_TEST
-
-START_TEST(reconnect_merge)
-{
-	struct qbd_pg_op op;
-	struct qbd_chunk_version l1[] = { { 2, 1 } };
-	struct qbd_chunk_version l2[] = { { 2, 2 }, { 6, 9 } };
-
-	ck_assert_int_eq(qbd_pg_write_begin(&pg, 2, &op), 0);
-	qbd_pg_op_reply(&pg, &op, 0, 0);
-	qbd_pg_op_reply(&pg, &op, 1, 0);
-	qbd_pg_replica_down(&pg, 2);
-	qbd_pg_op_reply(&pg, &op, 2, -ENOTCONN);
-	ck_assert(qbd_pg_is_stale(&pg, 2, 2));
-	/* Came back holding the version: current again. */
-	ck_assert_int_eq(qbd_pg_replica_open(&pg, 2, l1, 1), 0);
-	ck_assert(pg.up[2]);
-	ck_assert(!qbd_pg_is_stale(&pg, 2, 2));
-	ck_assert_uint_eq(pg.nstale[2], 0);
-	/* Higher or unknown versions after open do not raise V: stale. */
-	qbd_pg_replica_down(&pg, 2);
-	ck_assert_int_eq(qbd_pg_replica_open(&pg, 2, l2, 2), 0);
-	ck_assert_uint_eq(pg.version[2], 1);
-	ck_assert_uint_eq(pg.version[6], 0);
-	ck_assert(qbd_pg_is_stale(&pg, 2, 2));
-	ck_assert(qbd_pg_is_stale(&pg, 2, 6));
-	ck_assert(!qbd_pg_is_stale(&pg, 0, 6));
-	ck_assert_uint_eq(pg.nstale[2], 2);
-}
-END_TEST
-
-START_TEST(repair_op)
-{
-	struct qbd_pg_op op;
-
-	qbd_pg_repair_begin(&pg, 3, 7, 1, &op);
-	ck_assert_uint_eq(op.expected, 7);
-	ck_assert_uint_eq(op.new_version, 7);
-	ck_assert_uint_eq(op.targets, 2);
-	ck_assert(qbd_pg_op_reply(&pg, &op, 1, -ESTALE));
-	ck_assert_int_eq(op.result, -ESTALE);
-	ck_assert(!qbd_pg_is_stale(&pg, 1, 3));
-	ck_assert_uint_eq(pg.version[3], 0);
-}
-END_TEST
-
-static Suite *core_suite(void)
-{
-	Suite *s = suite_create("core");
-	TCase *tc;
-
-	tc = tcase_create("open");
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_add_test(tc, init_rejects_bad_quorum);
-	tcase_add_test(tc, open_merge_max_and_stale);
-	tcase_add_test(tc, open_needs_w);
-	tcase_add_test(tc, open_rejects_bad_chunk);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("write");
-	tcase_add_checked_fixture(tc, setup3, teardown);
-	tcase_add_test(tc, write_quorum_success);
-	tcase_add_test(tc, write_w_unreachable);
-	tcase_add_test(tc, write_fails_early_when_two_fail);
-	tcase_add_test(tc, write_refused_with_replicas_down);
-	tcase_add_test(tc, repair_op);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("fencing");
-	tcase_add_checked_fixture(tc, setup3, teardown);
-	tcase_add_test(tc, fencing);
-	tcase_add_test(tc, flush_quorum);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("read");
-	tcase_add_checked_fixture(tc, setup3, teardown);
-	tcase_add_test(tc, read_pick_prefers_zone_then_load);
-	tcase_add_test(tc, read_skips_stale);
-	tcase_add_test(tc, read_fallback_and_repair);
-	tcase_add_test(tc, read_all_fail_first_error);
-	tcase_add_test(tc, read_old_version_is_stale);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("reconnect");
-	tcase_add_checked_fixture(tc, setup3, teardown);
-	tcase_add_test(tc, reconnect_merge);
-	suite_add_tcase(s, tc);
-	return s;
-}
 
 int main(void)
 {
-	SRunner *sr = srunner_create(core_suite());
+	Suite *s = suite_create("core");
+	TCase *t = tcase_create("quorum");
+	SRunner *sr;
 	int failed;
 
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_test(t, write_needs_w_and_marks_the_rest_stale);
+	tcase_add_test(t, write_fails_below_quorum);
+	tcase_add_test(t, attach_needs_a_promise_quorum);
+	tcase_add_test(t, eperm_fences_for_good);
+	tcase_add_test(t, recovery_before_read);
+	tcase_add_test(t, read_waits_for_commit);
+	tcase_add_test(t, flush_needs_w_durable_copies);
+	tcase_add_test(t, timeout_drops_replica);
+	tcase_add_test(t, bad_input);
+	suite_add_tcase(s, t);
+	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);

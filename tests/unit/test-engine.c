@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "engine/internal.h"
 
 #define VOL 0x1234ull
 #define CS (1u << 20)
@@ -400,6 +401,291 @@ START_TEST(small_ring_queues)
 }
 END_TEST
 
+/* ---- RESYNC ---- */
+
+static int eng_resync(uint64_t chunk, const void *buf, uint64_t expected, uint64_t nv,
+		      uint32_t flags, uint64_t *ver)
+{
+	struct qbd_engine_req r = { .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = chunk,
+				    .offset = 0, .length = CS, .buf = (void *)buf,
+				    .expected_version = expected, .new_version = nv,
+				    .flags = QBD_ENGINE_F_RESYNC | flags };
+	run(&r);
+	if (ver)
+		*ver = r.version;
+	return r.res;
+}
+
+/* A chunk-sized buffer (4 KiB aligned, plus off bytes to test the copy
+ * path) of pattern seed with the blocks in zero_mask (bit b%64 of block b)
+ * all zeros. */
+static uint8_t *resync_buf(unsigned seed, uint64_t zero_mask, size_t off, uint8_t **base)
+{
+	uint8_t *b;
+
+	ck_assert_int_eq(posix_memalign((void **)base, 4096, CS + 4096), 0);
+	b = *base + off;
+	fill(b, CS, seed);
+	for (unsigned i = 0; i < CS / 4096; i++)
+		if ((zero_mask >> (i % 64)) & 1)
+			memset(b + (size_t)i * 4096, 0, 4096);
+	return b;
+}
+
+/* The on-disk metadata block of a chunk, read around the engine (the
+ * engine writes with O_DIRECT, which keeps the page cache coherent). */
+static bool disk_meta(uint64_t chunk, struct eng_meta *out, uint64_t *data_pos)
+{
+	struct eng_super sb;
+	int fd = open(path, O_RDONLY);
+	bool found = false;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
+	for (uint64_t s = 0; s < sb.nslots && !found; s++) {
+		ck_assert_int_eq(pread(fd, out, sizeof *out, (off_t)(sb.meta_off + s * 4096)),
+				 (ssize_t)sizeof *out);
+		if (out->magic == ENG_MAGIC_META && out->volume == VOL && out->chunk == chunk) {
+			found = true;
+			*data_pos = sb.data_off + s * sb.chunk_size;
+		}
+	}
+	close(fd);
+	return found;
+}
+
+static bool written_bit(const struct eng_meta *m, unsigned b)
+{
+	return (m->written[b / 64] >> (b % 64)) & 1;
+}
+
+/* Over a chunk at another version: data and version replaced whatever
+ * expected_version says; then ordinary writes continue from it. */
+START_TEST(resync_replaces_other_version)
+{
+	uint8_t *base, *w = resync_buf(21, 0, 0, &base), *r = malloc(CS), old[8192];
+	uint64_t v;
+
+	fill(old, sizeof old, 20);
+	ck_assert_int_eq(eng_write(30, 0, old, sizeof old, 0, 1, 0), (int)sizeof old);
+	ck_assert_int_eq(eng_write(30, 0, old, sizeof old, 1, 2, 0), (int)sizeof old);
+	ck_assert_int_eq(eng_resync(30, w, 99, 7, 0, &v), (int)CS);
+	ck_assert_uint_eq(v, 7);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 30), 7);
+	ck_assert_int_eq(eng_read(30, 0, r, CS, &v), (int)CS);
+	ck_assert_uint_eq(v, 7);
+	ck_assert_mem_eq(r, w, CS);
+	/* a RESYNC back to a lower version is allowed too */
+	ck_assert_int_eq(eng_resync(30, w + 1, 0, 3, 0, NULL), (int)CS);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 30), 3);
+	/* ordinary writes now go from the resynced version */
+	ck_assert_int_eq(eng_write(30, 0, old, 4096, 7, 8, 0), -ESTALE);
+	ck_assert_int_eq(eng_write(30, 100, old, 4096, 3, 4, 0), 4096);
+	ck_assert_int_eq(eng_read(30, 0, r, CS, NULL), (int)CS);
+	ck_assert_mem_eq(r, w + 1, 100);
+	ck_assert_mem_eq(r + 100, old, 4096);
+	ck_assert_mem_eq(r + 4196, w + 1 + 4196, CS - 4196);
+	free(base);
+	free(r);
+}
+END_TEST
+
+/* Onto a chunk that has no slot: with data (through an unaligned buffer),
+ * and all zeros (a slot with an empty bitmap that keeps its version). */
+START_TEST(resync_fresh_chunk)
+{
+	uint8_t *base, *w = resync_buf(22, 0, 1, &base), *r = malloc(CS);
+	uint8_t *zbase, *z = resync_buf(0, ~0ull, 0, &zbase);
+	struct qbd_engine_stats st0, st;
+	struct eng_meta m;
+	uint64_t pos, v;
+
+	qbd_engine_stats(e, &st0);
+	ck_assert_int_eq(eng_resync(31, w, 0, 5, 0, &v), (int)CS);
+	ck_assert_uint_eq(v, 5);
+	ck_assert_int_eq(eng_read(31, 0, r, CS, NULL), (int)CS);
+	ck_assert_mem_eq(r, w, CS);
+	ck_assert_int_eq(eng_resync(32, z, 0, 3, QBD_ENGINE_F_FUA, NULL), (int)CS);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.chunks, st0.chunks + 2);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 32), 3);
+	ck_assert(disk_meta(32, &m, &pos));
+	ck_assert_uint_eq(m.version, 3);
+	for (unsigned i = 0; i < ENG_BLOCKS_MAX / 64; i++)
+		ck_assert_uint_eq(m.written[i], 0);
+	qbd_engine_close(e);
+	open_store(0);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 32), 3);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 31), 5);
+	memset(r, 1, CS);
+	ck_assert_int_eq(eng_read(32, 0, r, CS, &v), (int)CS);
+	ck_assert_uint_eq(v, 3);
+	ck_assert_mem_eq(r, z, CS);
+	ck_assert_int_eq(eng_read(31, 0, r, CS, NULL), (int)CS);
+	ck_assert_mem_eq(r, w, CS);
+	free(base);
+	free(zbase);
+	free(r);
+}
+END_TEST
+
+/* At the chunk's version already: success without writing. */
+START_TEST(resync_idempotent)
+{
+	uint8_t *abase, *a = resync_buf(23, 0, 0, &abase);
+	uint8_t *bbase, *b = resync_buf(24, 0x5, 0, &bbase), *r = malloc(CS);
+	uint64_t v;
+
+	ck_assert_int_eq(eng_resync(33, a, 0, 4, 0, NULL), (int)CS);
+	ck_assert_int_eq(eng_resync(33, b, 1, 4, QBD_ENGINE_F_FUA, &v), (int)CS);
+	ck_assert_uint_eq(v, 4);
+	ck_assert_int_eq(eng_read(33, 0, r, CS, NULL), (int)CS);
+	ck_assert_mem_eq(r, a, CS);
+	ck_assert_int_eq(eng_write(33, 0, b, 4096, 4, 5, 0), 4096);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 33), 5);
+	free(abase);
+	free(bbase);
+	free(r);
+}
+END_TEST
+
+/* All-zero blocks become holes: written bit clear, old data left where it
+ * was (no data I/O), reads return zeros; used space stays per chunk. Holds
+ * across a reopen. */
+START_TEST(resync_zero_blocks_are_holes)
+{
+	const uint64_t even = 0x5555555555555555ull;
+	uint8_t *obase, *old = resync_buf(25, 0, 0, &obase);
+	uint8_t *wbase, *w = resync_buf(26, even, 0, &wbase), *r = malloc(CS);
+	static uint8_t raw[4096];
+	struct qbd_engine_stats st0, st;
+	struct eng_meta m;
+	uint64_t pos;
+	int fd;
+
+	ck_assert_int_eq(eng_write(34, 0, old, CS, 0, 1, 0), (int)CS);
+	qbd_engine_stats(e, &st0);
+	ck_assert_int_eq(eng_resync(34, w, 0, 2, 0, NULL), (int)CS);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.used, st0.used);
+	ck_assert_uint_eq(st.chunks, st0.chunks);
+	for (int round = 0; round < 2; round++) {
+		ck_assert(disk_meta(34, &m, &pos));
+		ck_assert_uint_eq(m.version, 2);
+		for (unsigned b = 0; b < CS / 4096; b++) {
+			ck_assert_int_eq(written_bit(&m, b), b % 2 == 1);
+			if (b % 2 == 0)
+				ck_assert_uint_eq(m.block_csum[b], 0);
+		}
+		/* block 2's old data is still on disk: no data I/O for a hole */
+		fd = open(path, O_RDONLY);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(pread(fd, raw, 4096, (off_t)(pos + 2 * 4096)), 4096);
+		close(fd);
+		ck_assert_mem_eq(raw, old + 2 * 4096, 4096);
+		memset(r, 1, CS);
+		ck_assert_int_eq(eng_read(34, 0, r, CS, NULL), (int)CS);
+		ck_assert_mem_eq(r, w, CS);
+		qbd_engine_close(e);
+		open_store(0);
+		ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 34), 2);
+	}
+	free(obase);
+	free(wbase);
+	free(r);
+}
+END_TEST
+
+START_TEST(resync_invalid)
+{
+	uint8_t *base, *w = resync_buf(27, 0, 0, &base);
+	struct qbd_engine_req z = { .op = QBD_ENGINE_ZERO, .volume = VOL, .chunk = 35,
+				    .offset = 0, .length = CS, .new_version = 1,
+				    .flags = QBD_ENGINE_F_RESYNC };
+
+	ck_assert_int_eq(eng_write(35, 4096, w, CS - 4096, 0, 1, QBD_ENGINE_F_RESYNC), -EINVAL);
+	ck_assert_int_eq(eng_write(35, 0, w, CS / 2, 0, 1, QBD_ENGINE_F_RESYNC), -EINVAL);
+	ck_assert_int_eq(eng_resync(35, NULL, 0, 1, 0, NULL), -EINVAL);
+	ck_assert_int_eq(eng_resync(35, w, 0, 0, 0, NULL), -EINVAL); /* v0, data */
+	ck_assert_int_eq(eng_resync(35, w, 1, 1, QBD_ENGINE_F_REPAIR, NULL), -EINVAL);
+	run(&z);
+	ck_assert_int_eq(z.res, -EINVAL);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 35), 0);
+	ck_assert_uint_eq(qbd_engine_busy(e), 0);
+	free(base);
+}
+END_TEST
+
+/* RESYNC to version 0 with zeros: the chunk reads as never written. */
+START_TEST(resync_to_version_zero)
+{
+	uint8_t *base, *w = resync_buf(29, 0, 0, &base);
+	uint8_t *z = calloc(1, CS), *r = malloc(CS);
+	uint64_t v = 99;
+
+	ck_assert_int_eq(eng_resync(36, w, 0, 5, 0, NULL), (int)CS);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 36), 5);
+	ck_assert_int_eq(eng_resync(36, z, 0, 0, QBD_ENGINE_F_FUA, &v), (int)CS);
+	ck_assert_uint_eq(v, 0);
+	for (int pass = 0; pass < 2; pass++) {
+		ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 36), 0);
+		ck_assert_int_eq(eng_read(36, 0, r, CS, &v), (int)CS);
+		ck_assert_uint_eq(v, 0);
+		ck_assert_mem_eq(r, z, CS);
+		qbd_engine_close(e);
+		open_store(0);
+	}
+	/* and it takes a first write again */
+	ck_assert_int_eq(eng_write(36, 0, w, 4096, 0, 1, 0), 4096);
+	free(base);
+	free(z);
+	free(r);
+}
+END_TEST
+
+/* RESYNC queues in the chunk's FIFO with other requests, on a small ring
+ * (so its data runs wait for SQEs). */
+START_TEST(resync_ordered)
+{
+	struct qbd_engine_opts o = { .path = path, .queue_depth = 4 };
+	uint8_t *base, *w = resync_buf(28, 0x0f0f0f0f0f0f0f0full, 0, &base);
+	uint8_t *r1 = malloc(CS), *r2 = malloc(CS);
+	static uint8_t a[4096], b[4096];
+	struct qbd_engine_req rs[5];
+
+	qbd_engine_close(e);
+	ck_assert_int_eq(qbd_engine_open(&o, &e), 0);
+	fill(a, sizeof a, 29);
+	fill(b, sizeof b, 30);
+	rs[0] = (struct qbd_engine_req){ .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = 36,
+		.offset = 0, .length = 4096, .buf = a, .expected_version = 0, .new_version = 1 };
+	rs[1] = (struct qbd_engine_req){ .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = 36,
+		.offset = 0, .length = CS, .buf = w, .new_version = 9,
+		.flags = QBD_ENGINE_F_RESYNC | QBD_ENGINE_F_FUA };
+	rs[2] = (struct qbd_engine_req){ .op = QBD_ENGINE_READ, .volume = VOL, .chunk = 36,
+		.offset = 0, .length = CS, .buf = r1 };
+	rs[3] = (struct qbd_engine_req){ .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = 36,
+		.offset = 0, .length = 4096, .buf = b, .expected_version = 9, .new_version = 10 };
+	rs[4] = (struct qbd_engine_req){ .op = QBD_ENGINE_READ, .volume = VOL, .chunk = 36,
+		.offset = 0, .length = CS, .buf = r2 };
+	submit_all(rs, 5);
+	ck_assert_int_eq(rs[0].res, 4096);
+	ck_assert_int_eq(rs[1].res, (int)CS);
+	ck_assert_uint_eq(rs[1].version, 9);
+	ck_assert_int_eq(rs[2].res, (int)CS);
+	ck_assert_uint_eq(rs[2].version, 9);
+	ck_assert_mem_eq(r1, w, CS);
+	ck_assert_int_eq(rs[3].res, 4096);
+	ck_assert_int_eq(rs[4].res, (int)CS);
+	ck_assert_uint_eq(rs[4].version, 10);
+	ck_assert_mem_eq(r2, b, 4096);
+	ck_assert_mem_eq(r2 + 4096, w + 4096, CS - 4096);
+	free(base);
+	free(r1);
+	free(r2);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -420,6 +706,17 @@ int main(void)
 	tcase_add_test(t, reads_ordered_with_writes);
 	tcase_add_test(t, zero_flush_promise);
 	tcase_add_test(t, small_ring_queues);
+	suite_add_tcase(s, t);
+	t = tcase_create("resync");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, resync_replaces_other_version);
+	tcase_add_test(t, resync_fresh_chunk);
+	tcase_add_test(t, resync_idempotent);
+	tcase_add_test(t, resync_zero_blocks_are_holes);
+	tcase_add_test(t, resync_invalid);
+	tcase_add_test(t, resync_to_version_zero);
+	tcase_add_test(t, resync_ordered);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,1327 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd-sim: deterministic simulation of the quorum core (replicator/core).
+ *
+ * One seed = one run: R simulated replicas (the rules of qbd-chunkd and
+ * the engine: promised epoch, version checks, REPAIR and RESYNC writes,
+ * checksummed blocks), simulated connections (per-connection FIFO, random
+ * delay, drops that break the connection, duplicates), a simulated clock,
+ * and writers that run the real core. A seeded scheduler injects faults:
+ * replica crashes and restarts, partitions, slow replicas, disk write
+ * errors, silent corruption, and writer crashes or isolation followed by
+ * failover to a new writer with a new epoch.
+ *
+ * Checks, during and after each run:
+ *  - every read returns, per 256-byte unit, the last write committed
+ *    before the read started (acknowledged, or seen by an earlier read
+ *    once it can no longer be undone) or a later write issued before the
+ *    read ended; data is never torn or foreign;
+ *  - after the faults heal: every unit reads back correctly, resync
+ *    drains, and all replicas hold identical versions and bytes with no
+ *    corrupt block left.
+ *
+ *   qbd-sim [--seeds N] [--first S] [--seed S] [-v] [--expect-fail]
+ *
+ * A failing seed prints its number; `qbd-sim --seed S -v` replays it
+ * exactly with a trace. --expect-fail inverts the result (for builds with
+ * a mechanism disabled on purpose: some seed must fail).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replicator/core/core.h"
+
+#define MAXR QBD_CORE_MAX_REPLICAS
+#define UNIT 256u              /* checker unit = checksum block here */
+#define MS 1000000ull
+#define INF UINT64_MAX
+#define MAXCLI 128
+
+static bool verbose;
+
+/* ---- random ---- */
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+	uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t rnd_range(uint64_t lo, uint64_t hi) /* [lo, hi] */
+{
+	return lo + rnd() % (hi - lo + 1);
+}
+
+static bool chance(unsigned per_mille)
+{
+	return rnd() % 1000 < per_mille;
+}
+
+/* ---- world ---- */
+
+struct cfg {
+	unsigned R, W;
+	uint64_t nchunks;
+	uint32_t cs;
+};
+
+struct rep {
+	bool alive;
+	unsigned incarnation;
+	uint64_t promised;
+	uint64_t *ver;
+	uint8_t *data;
+	uint8_t *corrupt;        /* per unit */
+	bool eio_next_write;
+	uint64_t slow_until, slow_extra;
+	uint64_t down_until;
+};
+
+struct conn {
+	enum { C_DOWN, C_OPENING, C_UP } state;
+	unsigned gen;
+	bool broken;             /* messages on this gen are lost */
+	uint64_t out_t, in_t;    /* FIFO: last delivery times each way */
+	uint64_t retry_t, open_t;
+	unsigned rep_inc;        /* replica incarnation it connected to */
+};
+
+struct client {
+	bool exists, alive, attached, fenced, workload;
+	uint64_t epoch;
+	struct qbd_core *core;
+	struct conn conn[MAXR];
+	bool cut[MAXR];          /* link to replica cut */
+	uint64_t attach_deadline;
+	unsigned inflight;
+	struct op *ops;          /* submitted, not completed */
+};
+
+enum ev_type { E_TO_REP = 1, E_TO_CLI, E_TICK, E_WORK, E_FAULT, E_HEAL_REP,
+	       E_HEAL_CUT, E_RESET, E_ATTACH_END, E_UNSLOW };
+
+struct msg {
+	int type;                /* QBD_CM_* or 0 = OPEN */
+	uint64_t id, epoch, chunk, expected, newv, version;
+	uint32_t off, len, flags;
+	int status;
+	uint8_t *data;
+	struct qbd_chunk_version *list;
+	size_t nlist;
+};
+
+struct ev {
+	uint64_t t, seq;
+	enum ev_type type;
+	int cli;
+	unsigned rep, gen, inc;
+	struct msg *m;
+};
+
+struct wr {                      /* a write in the history */
+	int cli;
+	uint64_t issue_t, done_t, ack_t;
+	uint64_t off;
+	uint32_t len;
+	bool zero;
+};
+
+struct op {
+	struct op *prev, *next;  /* client's ops in flight */
+	int cli;
+	enum qbd_core_op kind;
+	uint64_t off;
+	uint32_t len;
+	uint64_t id;             /* write id */
+	uint64_t t0;
+	uint8_t *buf;
+	bool final_read;
+};
+
+static struct cfg C;
+static struct rep reps[MAXR];
+static struct client clis[MAXCLI];
+static int active = -1;          /* client running the workload */
+static uint64_t now, epoch_counter;
+static struct ev *heap;
+static size_t nheap, capheap;
+static uint64_t evseq;
+static struct wr *writes;        /* index = write id, 0 unused */
+static uint64_t nwrites, capwrites;
+struct uw {                      /* a write of one unit */
+	uint64_t id;
+	uint64_t obs_t;          /* first read that returned it here */
+};
+static struct uw **unit_w;       /* per unit: writes, issue order */
+static size_t *unit_n, *unit_cap;
+static uint64_t nunits;
+static char failure[512];
+static bool faults_on, final_phase;
+static uint64_t stat_ops, stat_acked, stat_faults;
+
+static void trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void trace(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!verbose)
+		return;
+	printf("%8.3f ms  ", (double)now / 1e6);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+}
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (failure[0])
+		return;
+	n = snprintf(failure, sizeof(failure), "at %.3f ms: ", (double)now / 1e6);
+	va_start(ap, fmt);
+	vsnprintf(failure + n, sizeof(failure) - (size_t)n, fmt, ap);
+	va_end(ap);
+	trace("FAIL %s", failure);
+}
+
+/* ---- event heap ---- */
+
+static bool ev_less(const struct ev *a, const struct ev *b)
+{
+	return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
+
+static void ev_push(struct ev e)
+{
+	size_t i;
+
+	if (nheap == capheap) {
+		capheap = capheap ? capheap * 2 : 1024;
+		heap = realloc(heap, capheap * sizeof(*heap));
+		if (!heap)
+			abort();
+	}
+	e.seq = evseq++;
+	i = nheap++;
+	while (i && ev_less(&e, &heap[(i - 1) / 2])) {
+		heap[i] = heap[(i - 1) / 2];
+		i = (i - 1) / 2;
+	}
+	heap[i] = e;
+}
+
+static struct ev ev_pop(void)
+{
+	struct ev top = heap[0], last = heap[--nheap];
+	size_t i = 0;
+
+	for (;;) {
+		size_t l = 2 * i + 1, s = i;
+		const struct ev *best = &last;
+
+		if (l < nheap && ev_less(&heap[l], best)) {
+			s = l;
+			best = &heap[l];
+		}
+		if (l + 1 < nheap && ev_less(&heap[l + 1], best))
+			s = l + 1;
+		if (s == i)
+			break;
+		heap[i] = heap[s];
+		i = s;
+	}
+	if (nheap)
+		heap[i] = last;
+	return top;
+}
+
+static void msg_free(struct msg *m)
+{
+	if (!m)
+		return;
+	free(m->data);
+	free(m->list);
+	free(m);
+}
+
+static struct msg *msg_dup(const struct msg *m)
+{
+	struct msg *d = malloc(sizeof(*d));
+
+	if (!d)
+		abort();
+	*d = *m;
+	d->list = NULL;
+	d->nlist = 0;
+	if (m->data) {
+		d->data = malloc(m->len);
+		if (!d->data)
+			abort();
+		memcpy(d->data, m->data, m->len);
+	}
+	return d;
+}
+
+/* ---- network ---- */
+
+static uint64_t net_delay(unsigned r)
+{
+	uint64_t d = rnd_range(50000, 1500000);
+
+	if (chance(20))
+		d += rnd_range(5, 60) * MS; /* a hiccup */
+	if (now < reps[r].slow_until)
+		d += reps[r].slow_extra;
+	return d;
+}
+
+/* Client -> replica. Takes m. */
+static void net_to_rep(int ci, unsigned r, struct msg *m)
+{
+	struct client *cl = &clis[ci];
+	struct conn *cn = &cl->conn[r];
+	struct ev e = { .type = E_TO_REP, .cli = ci, .rep = r, .gen = cn->gen,
+			.inc = cn->rep_inc };
+	uint64_t t;
+
+	if (faults_on && chance(3)) {
+		trace("c%d->r%u: connection breaks (message lost)", ci, r);
+		cn->broken = true;
+	}
+	if (cn->broken || cl->cut[r]) {
+		msg_free(m);
+		return;
+	}
+	t = now + net_delay(r);
+	if (t < cn->out_t)
+		t = cn->out_t;
+	cn->out_t = t;
+	e.t = t;
+	if (faults_on && chance(10)) {
+		struct ev d = e;
+
+		d.m = msg_dup(m);
+		d.t = t + 1;
+		ev_push(d);
+	}
+	e.m = m;
+	ev_push(e);
+}
+
+/* Replica -> client, on the connection generation the request came on. */
+static void net_to_cli(int ci, unsigned r, unsigned gen, struct msg *m)
+{
+	struct client *cl = &clis[ci];
+	struct conn *cn = &cl->conn[r];
+	struct ev e = { .type = E_TO_CLI, .cli = ci, .rep = r, .gen = gen, .m = m };
+	uint64_t t;
+
+	if (gen != cn->gen || cn->broken || cl->cut[r] || !cl->alive) {
+		msg_free(m);
+		return;
+	}
+	t = now + net_delay(r);
+	if (t < cn->in_t)
+		t = cn->in_t;
+	cn->in_t = t;
+	e.t = t;
+	ev_push(e);
+}
+
+/* ---- replicas ---- */
+
+static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
+{
+	struct rep *rp = &reps[r];
+	uint8_t *cd;
+	int st = 0;
+
+	m->status = 0;
+	if (m->type == 0) { /* OPEN */
+		if (m->epoch < rp->promised) {
+			st = -EPERM;
+		} else {
+			size_t n = 0;
+
+			rp->promised = m->epoch;
+			m->list = calloc(C.nchunks, sizeof(*m->list));
+			if (!m->list)
+				abort();
+			for (uint64_t ch = 0; ch < C.nchunks; ch++)
+				if (rp->ver[ch])
+					m->list[n++] = (struct qbd_chunk_version){ ch, rp->ver[ch] };
+			m->nlist = n;
+		}
+		m->status = st;
+		m->version = rp->promised;
+		net_to_cli(ci, r, gen, m);
+		return;
+	}
+	if (m->epoch != rp->promised) {
+		m->status = m->epoch < rp->promised ? -EPERM : -ENOTCONN;
+		free(m->data);
+		m->data = NULL;
+		net_to_cli(ci, r, gen, m);
+		return;
+	}
+	cd = rp->data + m->chunk * C.cs;
+	switch (m->type) {
+	case QBD_CM_READ:
+		for (uint32_t u = m->off / UNIT; u < (m->off + m->len) / UNIT; u++)
+			if (rp->corrupt[m->chunk * (C.cs / UNIT) + u])
+				st = -EBADMSG;
+		trace("r%u: c%d read chunk %" PRIu64 " [%u+%u] at %#" PRIx64 ": %d", r, ci,
+		      m->chunk, m->off, m->len, rp->ver[m->chunk], st);
+		if (!st) {
+			m->data = malloc(m->len);
+			if (!m->data)
+				abort();
+			memcpy(m->data, cd + m->off, m->len);
+		}
+		break;
+	case QBD_CM_WRITE:
+		if (m->flags & QBD_CORE_F_RESYNC) {
+			if (rp->ver[m->chunk] != m->newv) {
+				memcpy(cd, m->data, C.cs);
+				memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
+				rp->ver[m->chunk] = m->newv;
+			}
+		} else if (m->flags & QBD_CORE_F_REPAIR) {
+			if (rp->ver[m->chunk] != m->expected || m->expected != m->newv)
+				st = -ESTALE;
+		} else if (rp->ver[m->chunk] == m->newv) {
+			break; /* idempotent repeat */
+		} else if (rp->ver[m->chunk] != m->expected) {
+			st = -ESTALE;
+		} else if (rp->eio_next_write) {
+			rp->eio_next_write = false;
+			st = -EIO;
+			trace("r%u: disk error on write of chunk %" PRIu64, r, m->chunk);
+		}
+		if (st || (m->flags & QBD_CORE_F_RESYNC))
+			break;
+		if (m->flags & QBD_CORE_F_ZERO)
+			memset(cd + m->off, 0, m->len);
+		else
+			memcpy(cd + m->off, m->data, m->len);
+		memset(rp->corrupt + m->chunk * (C.cs / UNIT) + m->off / UNIT, 0,
+		       m->len / UNIT);
+		rp->ver[m->chunk] = m->newv;
+		break;
+	case QBD_CM_FLUSH:
+	case QBD_CM_PING:
+		break;
+	}
+	if (m->type == QBD_CM_WRITE) {
+		free(m->data);
+		m->data = NULL;
+		trace("r%u: c%d write chunk %" PRIu64 " %#" PRIx64 "->%#" PRIx64 " flags %u: %d (now %#" PRIx64 ")",
+		      r, ci, m->chunk, m->expected, m->newv, m->flags, st, rp->ver[m->chunk]);
+	}
+	m->status = st;
+	m->version = rp->ver[m->chunk];
+	net_to_cli(ci, r, gen, m);
+}
+
+/* ---- history and checks ---- */
+
+static void unit_add(uint64_t u, uint64_t id)
+{
+	if (unit_n[u] == unit_cap[u]) {
+		unit_cap[u] = unit_cap[u] ? unit_cap[u] * 2 : 8;
+		unit_w[u] = realloc(unit_w[u], unit_cap[u] * sizeof(struct uw));
+		if (!unit_w[u])
+			abort();
+	}
+	unit_w[u][unit_n[u]++] = (struct uw){ id, INF };
+}
+
+static uint64_t new_write(int ci, uint64_t off, uint32_t len, bool zero)
+{
+	if (nwrites + 1 >= capwrites) {
+		capwrites = capwrites ? capwrites * 2 : 1024;
+		writes = realloc(writes, capwrites * sizeof(*writes));
+		if (!writes)
+			abort();
+	}
+	nwrites++;
+	writes[nwrites] = (struct wr){ .cli = ci, .issue_t = now, .done_t = INF, .ack_t = INF,
+				       .off = off, .len = len, .zero = zero };
+	for (uint64_t u = off / UNIT; u < (off + len) / UNIT; u++)
+		unit_add(u, nwrites);
+	return nwrites;
+}
+
+/* When did this write of a unit become permanent: acknowledged, or read
+ * back once the writer had stopped working on it. */
+static uint64_t commit_t(const struct wr *w, uint64_t obs_t)
+{
+	uint64_t o = obs_t == INF || w->done_t == INF ? INF :
+		     (obs_t > w->done_t ? obs_t : w->done_t);
+
+	return w->ack_t < o ? w->ack_t : o;
+}
+
+static void fill_unit(uint8_t *p, uint64_t id, uint64_t u)
+{
+	memcpy(p, &id, 8);
+	memcpy(p + 8, &u, 8);
+	for (unsigned i = 16; i < UNIT; i++)
+		p[i] = (uint8_t)(id * 31 + u * 7 + i);
+}
+
+/* Which write does unit u's content p come from? 0 for zeros; -1 torn. */
+static int64_t unit_value(const uint8_t *p, uint64_t u)
+{
+	uint64_t id, uu;
+	uint8_t ref[UNIT];
+	bool zero = true;
+
+	for (unsigned i = 0; i < UNIT; i++)
+		zero &= p[i] == 0;
+	if (zero)
+		return 0;
+	memcpy(&id, p, 8);
+	memcpy(&uu, p + 8, 8);
+	if (id == 0 || id > nwrites || uu != u)
+		return -1;
+	fill_unit(ref, id, u);
+	return memcmp(ref, p, UNIT) ? -1 : (int64_t)id;
+}
+
+static void check_read(const struct op *o)
+{
+	for (uint64_t u = o->off / UNIT; u < (o->off + o->len) / UNIT; u++) {
+		const uint8_t *p = o->buf + (u * UNIT - o->off);
+		int64_t x = unit_value(p, u);
+		uint64_t L = 0;
+		bool ok;
+
+		if (x < 0) {
+			fail("read of unit %" PRIu64 " returned torn or foreign data", u);
+			return;
+		}
+		for (size_t i = 0; i < unit_n[u]; i++) {
+			uint64_t id = unit_w[u][i].id;
+
+			if (commit_t(&writes[id], unit_w[u][i].obs_t) < o->t0 && id > L)
+				L = id;
+		}
+		if (x == 0) {
+			/* zeros: the initial state or a zeroing write */
+			ok = L == 0 || writes[L].zero;
+			for (size_t i = 0; i < unit_n[u] && !ok; i++) {
+				uint64_t id = unit_w[u][i].id;
+
+				ok = writes[id].zero && id > L && writes[id].issue_t < now;
+			}
+		} else {
+			bool covers = writes[x].off <= u * UNIT &&
+				      u * UNIT < writes[x].off + writes[x].len;
+
+			ok = covers && ((uint64_t)x == L ||
+					((uint64_t)x > L && writes[x].issue_t < now));
+		}
+		if (!ok) {
+			fail("read [%.3f ms] of unit %" PRIu64 " (chunk %" PRIu64 ") returned write %" PRId64
+			     ", but write %" PRIu64 " was committed before it started",
+			     (double)o->t0 / 1e6, u, u * UNIT / C.cs, x, L);
+			return;
+		}
+		for (size_t i = 0; i < unit_n[u]; i++)
+			if (unit_w[u][i].id == (uint64_t)x && unit_w[u][i].obs_t > now) {
+				unit_w[u][i].obs_t = now;
+				trace("unit %" PRIu64 ": write %" PRId64 " seen", u, x);
+			}
+	}
+}
+
+/* ---- clients ---- */
+
+static void cli_send(void *user, const struct qbd_core_msg *cm)
+{
+	int ci = (int)(intptr_t)user;
+	struct client *cl = &clis[ci];
+	struct msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		abort();
+	m->type = cm->type;
+	m->id = cm->id;
+	m->epoch = cl->epoch;
+	m->chunk = cm->chunk;
+	m->off = cm->offset;
+	m->len = cm->length;
+	m->expected = cm->expected_version;
+	m->newv = cm->new_version;
+	m->flags = cm->flags;
+	if (cm->type == QBD_CM_WRITE && cm->data) {
+		m->data = malloc(cm->length);
+		if (!m->data)
+			abort();
+		memcpy(m->data, cm->data, cm->length);
+	} else if (cm->type == QBD_CM_WRITE) {
+		m->flags |= QBD_CORE_F_ZERO;
+	}
+	if (cl->conn[cm->replica].state != C_UP) {
+		fail("client %d sent to replica %u which is not up", ci, cm->replica);
+		msg_free(m);
+		return;
+	}
+	net_to_rep(ci, cm->replica, m);
+}
+
+static void cli_moved(void *user, unsigned r, uint64_t id, const void *data)
+{
+	(void)user; (void)r; (void)id; (void)data; /* messages are copies here */
+}
+
+static void conn_down(int ci, unsigned r)
+{
+	struct conn *cn = &clis[ci].conn[r];
+
+	cn->state = C_DOWN;
+	cn->gen++;
+	cn->broken = false;
+	cn->retry_t = now + rnd_range(50, 300) * MS;
+}
+
+static void cli_drop(void *user, unsigned r, const char *why)
+{
+	int ci = (int)(intptr_t)user;
+
+	trace("c%d: drops r%u: %s", ci, r, why);
+	conn_down(ci, r);
+}
+
+static void cli_log(void *user, int level, const char *msg)
+{
+	if (level <= 2)
+		trace("c%d core: %s", (int)(intptr_t)user, msg);
+}
+
+static void op_unlink(struct client *cl, struct op *o)
+{
+	if (o->prev)
+		o->prev->next = o->next;
+	else
+		cl->ops = o->next;
+	if (o->next)
+		o->next->prev = o->prev;
+	cl->inflight--;
+}
+
+static void cli_complete(void *user, void *cookie, int res)
+{
+	int ci = (int)(intptr_t)user;
+	struct op *o = cookie;
+
+	op_unlink(&clis[ci], o);
+	trace("c%d: %s [%" PRIu64 "+%u] id %" PRIu64 " -> %d", ci,
+	      o->kind == QBD_CORE_READ ? "read" : o->kind == QBD_CORE_FLUSH ? "flush" :
+	      o->kind == QBD_CORE_ZERO ? "zero" : "write", o->off, o->len, o->id, res);
+	if (o->kind == QBD_CORE_WRITE || o->kind == QBD_CORE_ZERO) {
+		writes[o->id].done_t = now;
+		if (res == 0) {
+			writes[o->id].ack_t = now;
+			stat_acked++;
+		}
+	} else if (o->kind == QBD_CORE_READ && res == 0) {
+		check_read(o);
+	} else if (o->kind == QBD_CORE_READ && o->final_read) {
+		fail("final read of [%" PRIu64 "+%u] failed: %d", o->off, o->len, res);
+	}
+	free(o->buf);
+	free(o);
+}
+
+static const struct qbd_core_ops cli_ops = {
+	.send = cli_send, .data_moved = cli_moved, .drop = cli_drop,
+	.complete = cli_complete, .log = cli_log,
+};
+
+static void cli_connect(int ci, unsigned r)
+{
+	struct client *cl = &clis[ci];
+	struct conn *cn = &cl->conn[r];
+	struct msg *m;
+
+	if (!reps[r].alive || cl->cut[r]) {
+		cn->retry_t = now + rnd_range(50, 300) * MS;
+		return;
+	}
+	cn->gen++;
+	cn->broken = false;
+	cn->state = C_OPENING;
+	cn->open_t = now;
+	cn->rep_inc = reps[r].incarnation;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		abort();
+	m->type = 0;
+	m->epoch = cl->epoch;
+	net_to_rep(ci, r, m);
+}
+
+static void cli_start(int ci, bool workload)
+{
+	struct client *cl = &clis[ci];
+	struct qbd_core_cfg cfg = {
+		.replicas = C.R, .write_quorum = C.W, .nchunks = C.nchunks,
+		.chunk_size = C.cs, .local = 1, .timeout_ns = 300 * MS,
+		.resync_rate = rnd_range(0, 1) ? 0 : 4ull * C.cs * 10,
+		.resync_parallel = (unsigned)rnd_range(1, 4),
+		.lease_ns = 500 * MS,
+	};
+
+	memset(cl, 0, sizeof(*cl));
+	cl->exists = cl->alive = true;
+	cl->workload = workload;
+	cl->epoch = cfg.epoch = ++epoch_counter;
+	/* A predecessor may still be running: wait out its read lease. */
+	cfg.takeover_wait_ns = cfg.epoch > 1 ? 700 * MS : 0;
+	if (qbd_core_new(&cfg, &cli_ops, (void *)(intptr_t)ci, &cl->core)) {
+		fail("qbd_core_new failed");
+		return;
+	}
+	trace("c%d: attaching with epoch %" PRIu64, ci, cl->epoch);
+	for (unsigned r = 0; r < C.R; r++)
+		cli_connect(ci, r);
+	cl->attach_deadline = now + 400 * MS;
+	ev_push((struct ev){ .t = cl->attach_deadline, .type = E_ATTACH_END, .cli = ci });
+	ev_push((struct ev){ .t = now + 10 * MS, .type = E_TICK, .cli = ci });
+}
+
+/* Client indexes are never reused: events name their client by index. */
+static int nclients;
+
+static int new_client(bool workload)
+{
+	if (nclients == MAXCLI) {
+		fail("more than %d writers", MAXCLI);
+		return -1;
+	}
+	cli_start(nclients, workload);
+	return nclients++;
+}
+
+/* A writer dies: nothing of it runs again; its messages already on the
+ * wire still arrive. Writes it had in flight are done as of now. */
+static void cli_crash(int ci)
+{
+	struct client *cl = &clis[ci];
+
+	trace("c%d: crashes", ci);
+	cl->alive = false;
+	cl->exists = false;
+	qbd_core_free(cl->core);
+	cl->core = NULL;
+	while (cl->ops) {
+		struct op *o = cl->ops;
+
+		op_unlink(cl, o);
+		if (o->id && writes[o->id].done_t == INF)
+			writes[o->id].done_t = now;
+		free(o->buf);
+		free(o);
+	}
+}
+
+static void attach_end(int ci)
+{
+	struct client *cl = &clis[ci];
+	int err;
+
+	if (!cl->alive || cl->attached)
+		return;
+	err = qbd_core_open_done(cl->core, now);
+	if (err) {
+		trace("c%d: attach failed (%d): retrying with a new client", ci, err);
+		cli_crash(ci);
+		if (active == ci)
+			active = new_client(true);
+		return;
+	}
+	cl->attached = true;
+	trace("c%d: attached, epoch %" PRIu64, ci, cl->epoch);
+	if (cl->workload)
+		ev_push((struct ev){ .t = now + 1, .type = E_WORK, .cli = ci });
+}
+
+static void cli_reply(int ci, unsigned r, unsigned gen, struct msg *m)
+{
+	struct client *cl = &clis[ci];
+	struct conn *cn = &cl->conn[r];
+
+	if (!cl->alive || gen != cn->gen) {
+		msg_free(m);
+		return;
+	}
+	if (m->type == 0) {
+		if (cn->state != C_OPENING) {
+			msg_free(m);
+			return;
+		}
+		if (m->status) {
+			trace("c%d: r%u refuses OPEN epoch %" PRIu64 ": promised %" PRIu64,
+			      ci, r, cl->epoch, m->version);
+			conn_down(ci, r);
+			if (m->status == -EPERM)
+				cl->fenced = true;
+		} else if (cl->attached || now < cl->attach_deadline) {
+			cn->state = C_UP;
+			if (qbd_core_replica_open(cl->core, r, m->list, m->nlist, now)) {
+				fail("replica_open rejected a valid list");
+			}
+			trace("c%d: r%u up", ci, r);
+		} else {
+			conn_down(ci, r);
+		}
+		msg_free(m);
+		return;
+	}
+	if (cn->state == C_UP) {
+		if (m->type == QBD_CM_READ && m->status == 0) {
+			void *b = qbd_core_reply_buf(cl->core, r, m->id, m->len);
+
+			if (b && m->data)
+				memcpy(b, m->data, m->len);
+		}
+		qbd_core_reply(cl->core, r, m->id, m->status, m->version, now);
+	}
+	msg_free(m);
+}
+
+static void cli_tick(int ci)
+{
+	struct client *cl = &clis[ci];
+
+	if (!cl->alive)
+		return;
+	for (unsigned r = 0; r < C.R; r++) {
+		struct conn *cn = &cl->conn[r];
+
+		if (cn->state == C_DOWN && (cl->attached || now < cl->attach_deadline) &&
+		    now >= cn->retry_t)
+			cli_connect(ci, r);
+		else if (cn->state == C_OPENING && now - cn->open_t > 300 * MS)
+			conn_down(ci, r);
+	}
+	if (cl->attached)
+		qbd_core_tick(cl->core, now);
+	ev_push((struct ev){ .t = now + 10 * MS, .type = E_TICK, .cli = ci });
+}
+
+/* A replica's connections reset (crash or restart): clients notice. */
+static void rep_reset(unsigned r)
+{
+	for (int ci = 0; ci < MAXCLI; ci++) {
+		struct client *cl = &clis[ci];
+
+		if (!cl->alive || cl->conn[r].state == C_DOWN)
+			continue;
+		ev_push((struct ev){ .t = now + rnd_range(1, 20) * MS, .type = E_RESET,
+				     .cli = ci, .rep = r, .gen = cl->conn[r].gen });
+	}
+}
+
+static void cli_reset(int ci, unsigned r, unsigned gen)
+{
+	struct client *cl = &clis[ci];
+
+	if (!cl->alive || cl->conn[r].gen != gen || cl->conn[r].state == C_DOWN)
+		return;
+	trace("c%d: connection to r%u reset", ci, r);
+	if (cl->conn[r].state == C_UP)
+		qbd_core_replica_down(cl->core, r, now);
+	conn_down(ci, r);
+}
+
+static void submit(int ci, enum qbd_core_op kind, uint64_t off, uint32_t len,
+		   bool final_read)
+{
+	struct client *cl = &clis[ci];
+	struct op *o = calloc(1, sizeof(*o));
+
+	if (!o)
+		abort();
+	o->cli = ci;
+	o->kind = kind;
+	o->off = off;
+	o->len = len;
+	o->t0 = now;
+	o->final_read = final_read;
+	if (kind == QBD_CORE_WRITE || kind == QBD_CORE_READ) {
+		o->buf = malloc(len);
+		if (!o->buf)
+			abort();
+	}
+	if (kind == QBD_CORE_WRITE || kind == QBD_CORE_ZERO) {
+		o->id = new_write(ci, off, len, kind == QBD_CORE_ZERO);
+		for (uint64_t u = off / UNIT; kind == QBD_CORE_WRITE && u < (off + len) / UNIT; u++)
+			fill_unit(o->buf + (u * UNIT - off), o->id, u);
+	}
+	stat_ops++;
+	cl->inflight++;
+	o->next = cl->ops;
+	if (cl->ops)
+		cl->ops->prev = o;
+	cl->ops = o;
+	qbd_core_submit(cl->core, kind, chance(100) ? QBD_CORE_F_FUA : 0, off, len,
+			o->buf, o, now);
+}
+
+static void work(int ci)
+{
+	struct client *cl = &clis[ci];
+	uint64_t units = nunits;
+
+	if (!cl->alive || !cl->workload || final_phase)
+		return;
+	while (cl->inflight < 4) {
+		unsigned k = (unsigned)rnd_range(0, 99);
+		uint64_t u = rnd_range(0, units - 1);
+		uint32_t n = (uint32_t)rnd_range(1, 3);
+
+		if (u + n > units)
+			n = (uint32_t)(units - u);
+		if (k < 50)
+			submit(ci, QBD_CORE_WRITE, u * UNIT, n * UNIT, false);
+		else if (k < 55)
+			submit(ci, QBD_CORE_ZERO, u * UNIT, n * UNIT, false);
+		else if (k < 92)
+			submit(ci, QBD_CORE_READ, u * UNIT, n * UNIT, false);
+		else
+			submit(ci, QBD_CORE_FLUSH, 0, 0, false);
+		if (chance(500))
+			break;
+	}
+	ev_push((struct ev){ .t = now + rnd_range(1, 3) * MS, .type = E_WORK, .cli = ci });
+}
+
+/* ---- faults ---- */
+
+static unsigned bad_replicas(void)
+{
+	unsigned n = 0;
+
+	for (unsigned r = 0; r < C.R; r++)
+		n += !reps[r].alive || (active >= 0 && clis[active].cut[r]);
+	return n;
+}
+
+static void fault(void)
+{
+	unsigned k = (unsigned)rnd_range(0, 99);
+	unsigned r = (unsigned)rnd_range(0, C.R - 1);
+
+	if (!faults_on)
+		return;
+	stat_faults++;
+	ev_push((struct ev){ .t = now + rnd_range(30, 200) * MS, .type = E_FAULT });
+	if (k < 25) {
+		if (!reps[r].alive || bad_replicas() >= C.R - C.W + (chance(100) ? 1 : 0))
+			return;
+		trace("FAULT r%u crashes", r);
+		reps[r].alive = false;
+		reps[r].incarnation++;
+		rep_reset(r);
+		ev_push((struct ev){ .t = now + rnd_range(20, 600) * MS, .type = E_HEAL_REP, .rep = r });
+	} else if (k < 45) {
+		if (active < 0 || clis[active].cut[r] ||
+		    bad_replicas() >= C.R - C.W + (chance(100) ? 1 : 0))
+			return;
+		trace("FAULT c%d cut from r%u", active, r);
+		clis[active].cut[r] = true;
+		ev_push((struct ev){ .t = now + rnd_range(20, 600) * MS, .type = E_HEAL_CUT,
+				     .cli = active, .rep = r });
+	} else if (k < 55) {
+		trace("FAULT r%u slow", r);
+		reps[r].slow_until = now + rnd_range(50, 500) * MS;
+		reps[r].slow_extra = rnd_range(5, 400) * MS;
+	} else if (k < 65) {
+		trace("FAULT r%u: next write fails with EIO", r);
+		reps[r].eio_next_write = true;
+	} else if (k < 78) {
+		uint64_t u = rnd_range(0, nunits - 1), ch = u * UNIT / C.cs;
+		bool good_copy = false;
+
+		/* Only where another replica has the same version: losing
+		 * the last good copy is not something a replica can undo. */
+		for (unsigned x = 1; x < C.R; x++)
+			good_copy |= reps[x].ver[ch] == reps[0].ver[ch] &&
+				     !reps[x].corrupt[u];
+		if (!reps[0].ver[ch] || !good_copy)
+			return;
+		trace("FAULT r0: unit %" PRIu64 " corrupted", u);
+		reps[0].corrupt[u] = 1;
+	} else if (k < 90) {
+		int old = active, nw;
+
+		if (active < 0 || !clis[active].attached)
+			return;
+		if (chance(500)) {
+			cli_crash(old);
+		} else {
+			/* Isolated, still running: it must be fenced. */
+			trace("FAULT c%d isolated and replaced", old);
+			clis[old].workload = true;
+			for (unsigned x = 0; x < C.R; x++) {
+				clis[old].cut[x] = true;
+				ev_push((struct ev){ .t = now + rnd_range(100, 900) * MS,
+						     .type = E_HEAL_CUT, .cli = old, .rep = x });
+			}
+		}
+		nw = new_client(true);
+		active = nw;
+		if (old >= 0 && clis[old].alive) {
+			/* Keep the old one writing: its writes must fail. */
+			clis[old].workload = true;
+		}
+	}
+}
+
+/* ---- run ---- */
+
+static void dispatch(struct ev *e)
+{
+	now = e->t;
+	switch (e->type) {
+	case E_TO_REP:
+		if (!reps[e->rep].alive || reps[e->rep].incarnation != e->inc) {
+			msg_free(e->m);
+			break;
+		}
+		rep_handle(e->cli, e->rep, e->gen, e->m);
+		break;
+	case E_TO_CLI:
+		cli_reply(e->cli, e->rep, e->gen, e->m);
+		break;
+	case E_TICK:
+		cli_tick(e->cli);
+		break;
+	case E_WORK:
+		work(e->cli);
+		break;
+	case E_FAULT:
+		fault();
+		break;
+	case E_HEAL_REP:
+		if (!reps[e->rep].alive) {
+			trace("HEAL r%u restarts", e->rep);
+			reps[e->rep].alive = true;
+		}
+		break;
+	case E_HEAL_CUT:
+		if (clis[e->cli].cut[e->rep]) {
+			trace("HEAL c%d <-> r%u", e->cli, e->rep);
+			clis[e->cli].cut[e->rep] = false;
+			/* The cut broke the connection (TCP gave up or reset). */
+			if (clis[e->cli].alive && clis[e->cli].conn[e->rep].state != C_DOWN)
+				ev_push((struct ev){ .t = now + 1, .type = E_RESET, .cli = e->cli,
+						     .rep = e->rep, .gen = clis[e->cli].conn[e->rep].gen });
+		}
+		break;
+	case E_RESET:
+		cli_reset(e->cli, e->rep, e->gen);
+		break;
+	case E_ATTACH_END:
+		attach_end(e->cli);
+		break;
+	case E_UNSLOW:
+		break;
+	}
+}
+
+static void run_until(uint64_t t)
+{
+	while (nheap && heap[0].t <= t && !failure[0]) {
+		struct ev e = ev_pop();
+
+		dispatch(&e);
+	}
+	if (now < t)
+		now = t;
+}
+
+static bool settled(int ci)
+{
+	struct client *cl = &clis[ci];
+
+	if (!cl->alive || !cl->attached)
+		return false;
+	for (unsigned r = 0; r < C.R; r++)
+		if (cl->conn[r].state != C_UP)
+			return false;
+	return cl->inflight == 0 && qbd_core_messages(cl->core) == 0 &&
+	       qbd_core_resync_backlog(cl->core) == 0;
+}
+
+static void heal_all(void)
+{
+	faults_on = false;
+	for (unsigned r = 0; r < C.R; r++) {
+		reps[r].alive = true;
+		reps[r].slow_until = 0;
+		reps[r].eio_next_write = false;
+	}
+	for (int ci = 0; ci < MAXCLI; ci++) {
+		if (!clis[ci].alive)
+			continue;
+		if (ci != active) {
+			cli_crash(ci);
+			continue;
+		}
+		for (unsigned r = 0; r < C.R; r++)
+			if (clis[ci].cut[r]) {
+				clis[ci].cut[r] = false;
+				ev_push((struct ev){ .t = now + 1, .type = E_RESET, .cli = ci, .rep = r,
+						     .gen = clis[ci].conn[r].gen });
+			}
+	}
+}
+
+/* Wait until the active writer is attached with every replica up and idle. */
+static bool settle(uint64_t limit)
+{
+	uint64_t end = now + limit;
+
+	while (now < end && !failure[0]) {
+		if (active < 0 || !clis[active].alive)
+			active = new_client(false);
+		if (clis[active].fenced && !clis[active].attached)
+			active = new_client(false);
+		run_until(now + 10 * MS);
+		if (active >= 0 && settled(active))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A double fault no replica can undo: the only copies of a chunk's latest
+ * version all have a corrupt block (silent corruption on one replica while
+ * the others lag). The writer then keeps refusing to resync it from a bad
+ * copy, which is right; the run ends without comparing replicas.
+ */
+static uint64_t stat_unrecoverable;
+
+static bool unrecoverable(void)
+{
+	struct client *cl = &clis[active];
+
+	if (active < 0 || !cl->core)
+		return false;
+	for (uint64_t ch = 0; ch < C.nchunks; ch++) {
+		uint64_t v = qbd_core_chunk_version(cl->core, ch);
+		bool stale = false, good = false;
+
+		for (unsigned r = 0; r < C.R; r++) {
+			bool bad = false;
+
+			stale |= qbd_core_is_stale(cl->core, r, ch);
+			for (uint32_t u = 0; u < C.cs / UNIT; u++)
+				bad |= reps[r].corrupt[ch * (C.cs / UNIT) + u];
+			good |= reps[r].ver[ch] == v && !bad;
+		}
+		if (stale && !good)
+			return true;
+	}
+	return false;
+}
+
+static void final_checks(void)
+{
+	struct client *cl;
+	uint64_t cs = C.cs;
+
+	final_phase = true;
+	heal_all();
+	if (!settle(30000 * MS)) {
+		if (!failure[0] && unrecoverable()) {
+			stat_unrecoverable++;
+			trace("a chunk's only current copies are corrupt: not comparable");
+			return;
+		}
+		if (!failure[0])
+			fail("no convergence after the faults healed (backlog %" PRIu64 ")",
+			     active >= 0 && clis[active].core ?
+			     qbd_core_resync_backlog(clis[active].core) : 0);
+		return;
+	}
+	cl = &clis[active];
+	/* Read everything twice (the first pass repairs what it finds). */
+	for (int pass = 0; pass < 2 && !failure[0]; pass++) {
+		for (uint64_t ch = 0; ch < C.nchunks; ch++)
+			submit(active, QBD_CORE_READ, ch * cs, (uint32_t)cs, true);
+		if (!settle(30000 * MS) && !failure[0])
+			fail("final reads did not finish");
+	}
+	if (failure[0])
+		return;
+	for (uint64_t ch = 0; ch < C.nchunks; ch++) {
+		uint64_t v = qbd_core_chunk_version(cl->core, ch);
+
+		for (unsigned r = 0; r < C.R; r++) {
+			if (reps[r].ver[ch] != v) {
+				fail("chunk %" PRIu64 ": replica %u at version %#" PRIx64 ", writer at %#" PRIx64,
+				     ch, r, reps[r].ver[ch], v);
+				return;
+			}
+			if (memcmp(reps[r].data + ch * cs, reps[0].data + ch * cs, cs)) {
+				fail("chunk %" PRIu64 ": replicas 0 and %u differ at version %#" PRIx64,
+				     ch, r, v);
+				return;
+			}
+			for (uint32_t u = 0; u < cs / UNIT; u++)
+				if (reps[r].corrupt[ch * (cs / UNIT) + u]) {
+					fail("chunk %" PRIu64 ": replica %u still has a corrupt block", ch, r);
+					return;
+				}
+		}
+	}
+}
+
+static void world_free(void)
+{
+	for (int ci = 0; ci < MAXCLI; ci++)
+		if (clis[ci].core)
+			cli_crash(ci);
+	while (nheap) {
+		struct ev e = ev_pop();
+
+		msg_free(e.m);
+	}
+	for (unsigned r = 0; r < MAXR; r++) {
+		free(reps[r].ver);
+		free(reps[r].data);
+		free(reps[r].corrupt);
+	}
+	for (uint64_t u = 0; u < nunits; u++)
+		free(unit_w[u]);
+	free(unit_w);
+	free(unit_n);
+	free(unit_cap);
+	free(writes);
+	free(heap);
+	heap = NULL;
+	writes = NULL;
+	nheap = capheap = 0;
+	nwrites = capwrites = 0;
+}
+
+static bool run_seed(uint64_t seed)
+{
+	static const unsigned shapes[][2] = { { 3, 2 }, { 3, 2 }, { 3, 2 }, { 5, 3 },
+					      { 3, 3 }, { 2, 2 }, { 1, 1 } };
+	unsigned s;
+
+	rng_state = seed * 0x2545F4914F6CDD1Dull + 1;
+	memset(reps, 0, sizeof(reps));
+	memset(clis, 0, sizeof(clis));
+	nclients = 0;
+	failure[0] = 0;
+	now = 0;
+	epoch_counter = 0;
+	evseq = 0;
+	stat_ops = stat_acked = stat_faults = 0;
+	final_phase = false;
+	faults_on = true;
+	s = (unsigned)rnd_range(0, 6);
+	C.R = shapes[s][0];
+	C.W = shapes[s][1];
+	C.nchunks = rnd_range(2, 6);
+	C.cs = (uint32_t)rnd_range(2, 4) * UNIT;
+	nunits = C.nchunks * C.cs / UNIT;
+	unit_w = calloc(nunits, sizeof(*unit_w));
+	unit_n = calloc(nunits, sizeof(*unit_n));
+	unit_cap = calloc(nunits, sizeof(*unit_cap));
+	if (!unit_w || !unit_n || !unit_cap)
+		abort();
+	for (unsigned r = 0; r < C.R; r++) {
+		reps[r].alive = true;
+		reps[r].ver = calloc(C.nchunks, sizeof(uint64_t));
+		reps[r].data = calloc(C.nchunks, C.cs);
+		reps[r].corrupt = calloc(nunits, 1);
+		if (!reps[r].ver || !reps[r].data || !reps[r].corrupt)
+			abort();
+	}
+	trace("seed %" PRIu64 ": R=%u W=%u chunks=%" PRIu64 " chunk=%u", seed, C.R, C.W,
+	      C.nchunks, C.cs);
+	active = new_client(true);
+	ev_push((struct ev){ .t = rnd_range(20, 100) * MS, .type = E_FAULT });
+	run_until(rnd_range(1000, 3000) * MS);
+	if (!failure[0])
+		final_checks();
+	if (verbose)
+		printf("seed %" PRIu64 ": %" PRIu64 " ops, %" PRIu64 " writes acked, %" PRIu64 " faults, %" PRIu64 " epochs\n",
+		       seed, stat_ops, stat_acked, stat_faults, epoch_counter);
+	world_free();
+	return failure[0] == 0;
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t first = 1, nseeds = 1000, failed = 0, first_failed = 0;
+	bool expect_fail = false;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--seeds") && i + 1 < argc) {
+			nseeds = strtoull(argv[++i], NULL, 10);
+		} else if (!strcmp(argv[i], "--first") && i + 1 < argc) {
+			first = strtoull(argv[++i], NULL, 10);
+		} else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+			first = strtoull(argv[++i], NULL, 10);
+			nseeds = 1;
+		} else if (!strcmp(argv[i], "-v")) {
+			verbose = true;
+		} else if (!strcmp(argv[i], "--expect-fail")) {
+			expect_fail = true;
+		} else {
+			fprintf(stderr, "usage: %s [--seeds N] [--first S] [--seed S] [-v] [--expect-fail]\n",
+				argv[0]);
+			return 2;
+		}
+	}
+	for (uint64_t seed = first; seed < first + nseeds; seed++) {
+		if (run_seed(seed))
+			continue;
+		if (!failed++)
+			first_failed = seed;
+		printf("seed %" PRIu64 ": FAIL %s\n", seed, failure);
+		if (expect_fail)
+			break;
+		if (failed >= 10)
+			break;
+	}
+	if (expect_fail) {
+		if (failed) {
+			printf("sim: seed %" PRIu64 " caught the broken mechanism (as expected)\n",
+			       first_failed);
+			return 0;
+		}
+		printf("sim: %" PRIu64 " seeds passed, but this build has a mechanism broken on purpose: FAIL\n",
+		       nseeds);
+		return 1;
+	}
+	printf("sim: %" PRIu64 " seeds from %" PRIu64 ": %" PRIu64 " failed (%" PRIu64
+	       " ended with a chunk whose only current copies were corrupt)\n",
+	       nseeds, first, failed, stat_unrecoverable);
+	if (failed)
+		printf("sim: replay with: qbd-sim --seed %" PRIu64 " -v\n", first_failed);
+	return failed ? 1 : 0;
+}
