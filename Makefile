@@ -146,9 +146,12 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $$(call test_a,$$*) $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(call test_a,$*) $(LIBS) $(CHECK_LIBS)
 
+# Extra libraries of a helper.
+HELPER_LIBS_nbd-stream := $(shell pkg-config --libs libnbd 2>/dev/null)
+
 $(BUILD)/tests/helpers/%: tests/helpers/%.c $(ALL_A) $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -Wl,--start-group $(ALL_A) -Wl,--end-group $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -Wl,--start-group $(ALL_A) -Wl,--end-group $(LIBS) $(HELPER_LIBS_$*)
 
 $(BUILD)/tests/sim/qbd-sim: tests/sim/sim.c $(A_CORE)
 	@mkdir -p $(dir $@)

@@ -8,15 +8,20 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "replicator/qbd.h"
 #include "nbd.h"
 
 static const char usage[] =
 	"usage: qbd-nbd --volume NAME --socket PATH [--etcd URL] [--zone ZONE]\n"
-	"               [--log-level error|warn|info|debug]\n"
+	"               [--force] [--resync-rate BYTES/S] [--log-level error|warn|info|debug]\n"
 	"Serve a qbd volume over NBD (fixed newstyle) on a unix socket, e.g. for\n"
 	"  nbdinfo 'nbd+unix:///?socket=PATH'  or  qemu -drive file=nbd+unix:///?socket=PATH\n"
 	"Opening the volume takes a new epoch: any earlier writer is fenced.\n"
+	"A volume attached elsewhere is refused unless --force is given (a takeover,\n"
+	"for when the other node is gone; writes then wait out its read lease).\n"
+	"--resync-rate limits background copying to stale replicas (e.g. 64M;\n"
+	"default unlimited).\n"
 	"--etcd defaults to $QBD_ETCD. SIGTERM drains requests, flushes and exits 0.\n";
 
 int main(int argc, char **argv)
@@ -27,6 +32,8 @@ int main(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "zone", required_argument, NULL, 'z' },
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "force", no_argument, NULL, 'f' },
+		{ "resync-rate", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -42,6 +49,13 @@ int main(int argc, char **argv)
 		case 'v': o.volume = optarg; break;
 		case 's': sock = optarg; break;
 		case 'z': o.zone = optarg; break;
+		case 'f': o.force = 1; break;
+		case 'r':
+			if (qbd_parse_size(optarg, &o.resync_rate) < 0) {
+				fprintf(stderr, "qbd-nbd: bad --resync-rate '%s'\n", optarg);
+				return 1;
+			}
+			break;
 		case 'l':
 			r = qbd_log_parse_level(optarg);
 			if (r < 0) {
@@ -60,6 +74,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	r = qbd_open(&o, &v);
+	if (r == -EBUSY) {
+		fprintf(stderr, "qbd-nbd: volume '%s' is attached elsewhere (see the log above "
+			"and 'qbd volume status %s'); use --force to take it over if that "
+			"node is gone\n", o.volume, o.volume);
+		return 1;
+	}
 	if (r < 0) {
 		fprintf(stderr, "qbd-nbd: cannot open volume '%s': %s\n", o.volume, strerror(-r));
 		return 1;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A small blocking client of the qbd wire protocol for administrative
- * requests from the CLI (DELETE_VOLUME). */
+ * requests from the CLI (DELETE_VOLUME, CHECKSUM). */
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -18,6 +18,7 @@ struct admin_rx {
 	int status;
 	int got;
 	int type;
+	uint64_t version, checksum;
 };
 
 static void *admin_on_header(void *user, const Qbd__Msg *m)
@@ -34,14 +35,17 @@ static int admin_on_frame(void *user, Qbd__Msg *m, void *data)
 	(void)data;
 	a->status = m->status;
 	a->type = m->type;
+	a->version = m->version;
+	a->checksum = m->checksum;
 	a->got = 1;
 	return 1;
 }
 
 static const struct qbd_wire_rx_ops admin_ops = { admin_on_header, admin_on_frame };
 
-/* Send m, wait (3 s) for one reply. */
-static int admin_call(int fd, struct qbd_wire_rx *rx, Qbd__Msg *m)
+/* Send m, wait (3 s) for one reply; *out (may be NULL) gets it. */
+static int admin_call(int fd, struct qbd_wire_rx *rx, Qbd__Msg *m,
+		      struct admin_rx *out)
 {
 	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX], buf[4096];
 	struct admin_rx a = { 0 };
@@ -64,19 +68,22 @@ static int admin_call(int fd, struct qbd_wire_rx *rx, Qbd__Msg *m)
 		if (r < 0)
 			return r;
 	}
+	if (out)
+		*out = a;
 	return a.status;
 }
 
-int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
-			uint64_t volume_id, uint64_t epoch)
+int admin_connect(const struct qbd_node_info *node, uint64_t cluster_id,
+		  struct admin_conn *ac)
 {
 	char host[QBD_ADDR_MAX], port[8];
 	uint16_t p;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai;
-	struct qbd_wire_rx rx;
+	struct timeval tv = { 3, 0 };
 	Qbd__Msg m;
 	int fd, r;
 
+	ac->fd = -1;
 	if (qbd_parse_hostport(node->addr, host, sizeof host, &p) < 0)
 		return -EINVAL;
 	snprintf(port, sizeof port, "%u", p);
@@ -87,7 +94,6 @@ int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
 		freeaddrinfo(ai);
 		return -errno;
 	}
-	struct timeval tv = { 3, 0 };
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	r = connect(fd, ai->ai_addr, ai->ai_addrlen) == -1 ? -errno : 0;
 	freeaddrinfo(ai);
@@ -95,24 +101,71 @@ int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
 		close(fd);
 		return r;
 	}
-	qbd_wire_rx_init(&rx);
+	ac->fd = fd;
+	ac->cluster_id = cluster_id;
+	ac->node_id = node->id;
+	ac->next_id = 1;
+	qbd_wire_rx_init(&ac->rx);
 	qbd__msg__init(&m);
 	m.type = QBD__MSG_TYPE__HELLO;
 	m.cluster_id = cluster_id;
 	m.node_id = node->id;
-	m.request_id = 1;
-	r = admin_call(fd, &rx, &m);
+	m.request_id = ac->next_id++;
+	r = admin_call(fd, &ac->rx, &m, NULL);
+	if (r < 0)
+		admin_close(ac);
+	return r;
+}
+
+void admin_close(struct admin_conn *ac)
+{
+	if (ac->fd < 0)
+		return;
+	qbd_wire_rx_reset(&ac->rx);
+	close(ac->fd);
+	ac->fd = -1;
+}
+
+int admin_checksum(struct admin_conn *ac, uint64_t volume_id, uint64_t chunk,
+		   uint64_t *version, uint64_t *checksum)
+{
+	struct admin_rx a;
+	Qbd__Msg m;
+	int r;
+
+	qbd__msg__init(&m);
+	m.type = QBD__MSG_TYPE__CHECKSUM;
+	m.cluster_id = ac->cluster_id;
+	m.node_id = ac->node_id;
+	m.volume_id = volume_id;
+	m.chunk = chunk;
+	m.request_id = ac->next_id++;
+	r = admin_call(ac->fd, &ac->rx, &m, &a);
 	if (r == 0) {
-		qbd__msg__init(&m);
-		m.type = QBD__MSG_TYPE__DELETE_VOLUME;
-		m.cluster_id = cluster_id;
-		m.node_id = node->id;
-		m.volume_id = volume_id;
-		m.epoch = epoch;
-		m.request_id = 2;
-		r = admin_call(fd, &rx, &m);
+		*version = a.version;
+		*checksum = a.checksum;
 	}
-	qbd_wire_rx_reset(&rx);
-	close(fd);
+	return r;
+}
+
+int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
+			uint64_t volume_id, uint64_t epoch)
+{
+	struct admin_conn ac;
+	Qbd__Msg m;
+	int r;
+
+	r = admin_connect(node, cluster_id, &ac);
+	if (r < 0)
+		return r;
+	qbd__msg__init(&m);
+	m.type = QBD__MSG_TYPE__DELETE_VOLUME;
+	m.cluster_id = cluster_id;
+	m.node_id = node->id;
+	m.volume_id = volume_id;
+	m.epoch = epoch;
+	m.request_id = ac.next_id++;
+	r = admin_call(ac.fd, &ac.rx, &m, NULL);
+	admin_close(&ac);
 	return r;
 }

@@ -21,9 +21,25 @@ int cli_meta(struct qbd_meta **m);
 int cmd_node(int argc, char **argv);
 int cmd_volume(int argc, char **argv);
 
-/* admin-wire.c: send DELETE_VOLUME to one chunk server. 0 or -errno. */
+/* admin-wire.c: blocking administrative requests to one chunk server.
+ * 0 or -errno. */
+#include "replicator/wire/wire.h"
+struct admin_conn {
+	int fd;
+	uint64_t cluster_id, node_id, next_id;
+	struct qbd_wire_rx rx;
+};
+int admin_connect(const struct qbd_node_info *node, uint64_t cluster_id,
+		  struct admin_conn *ac);
+void admin_close(struct admin_conn *ac);
+/* Version and XXH3-64 of a chunk's bytes on that replica. */
+int admin_checksum(struct admin_conn *ac, uint64_t volume_id, uint64_t chunk,
+		   uint64_t *version, uint64_t *checksum);
 int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
 			uint64_t volume_id, uint64_t epoch);
+
+/* cli-verify.c: qbd volume verify NAME */
+int cmd_volume_verify(int argc, char **argv);
 
 /* dev.c */
 int cmd_dev(int argc, char **argv);

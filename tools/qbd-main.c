@@ -17,6 +17,7 @@ static const char usage[] =
 	"  node list                      chunk servers, their zones and state\n"
 	"  volume create NAME --size SIZE [--replicas R] [--write-quorum W]\n"
 	"  volume list | info NAME | delete NAME\n"
+	"  volume verify NAME             compare every chunk on all replicas\n"
 	"  dev up --state DIR [--zones a,b,c] [--size SIZE]\n"
 	"                                 local cluster: etcd + one chunk server per zone\n"
 	"  dev down --state DIR | dev status --state DIR\n"
@@ -78,6 +79,9 @@ int main(int argc, char **argv)
 	argc = i + n;
 	if (strcmp(argv[i], "node") == 0)
 		return cmd_node(argc - i, argv + i);
+	if (strcmp(argv[i], "volume") == 0 && i + 1 < argc &&
+	    strcmp(argv[i + 1], "verify") == 0)
+		return cmd_volume_verify(argc - i - 1, argv + i + 1);
 	if (strcmp(argv[i], "volume") == 0)
 		return cmd_volume(argc - i, argv + i);
 	if (strcmp(argv[i], "dev") == 0)

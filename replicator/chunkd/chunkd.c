@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <uv.h>
+#include <xxhash.h>
 
 #include "chunkd.h"
 #include "common/log.h"
@@ -311,6 +312,12 @@ static void req_on_engine(struct qbd_engine_req *er)
 		r->reply.version = er->version;
 		r->data_len = 0;
 		break;
+	case QBD__MSG_TYPE__CHECKSUM:
+		r->reply.version = er->version;
+		if (status == 0)
+			r->reply.checksum = XXH3_64bits(r->data, er->length);
+		r->data_len = 0;
+		break;
 	default:
 		break;
 	}
@@ -340,6 +347,7 @@ static int chunkd_validate(const struct chunkd *d, const Qbd__Msg *m,
 	case QBD__MSG_TYPE__FLUSH:
 	case QBD__MSG_TYPE__DELETE_VOLUME:
 	case QBD__MSG_TYPE__PING:
+	case QBD__MSG_TYPE__CHECKSUM:
 		if (m->data_len != 0)
 			why = "unexpected data";
 		break;
@@ -484,6 +492,20 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 		r->er.volume = m->volume_id;
 		r->er.epoch = m->epoch;
 		req_submit(r, QBD_ENGINE_PROMISE);
+		return 0;
+	case QBD__MSG_TYPE__CHECKSUM:
+		/* Read-only, for comparing replicas: any epoch. */
+		if (posix_memalign(&r->data, QBD_ENGINE_BLOCK, d->chunk_size) != 0) {
+			r->data = NULL;
+			req_reply(r, -ENOMEM);
+			return 0;
+		}
+		r->er.volume = m->volume_id;
+		r->er.chunk = m->chunk;
+		r->er.offset = 0;
+		r->er.length = d->chunk_size;
+		r->er.buf = r->data;
+		req_submit(r, QBD_ENGINE_READ);
 		return 0;
 	case QBD__MSG_TYPE__DELETE_VOLUME:
 		if (m->epoch < promised) {
