@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -142,7 +144,10 @@ static const char volume_usage[] =
 	"usage: qbd volume create NAME --size SIZE [--replicas R] [--write-quorum W]\n"
 	"       qbd volume list [--json]\n"
 	"       qbd volume info NAME [--json]\n"
-	"       qbd volume delete NAME\n";
+	"       qbd volume status NAME [--json]\n"
+	"       qbd volume delete NAME\n"
+	"status exits 0 healthy, 2 degraded (>= W replicas usable), 3 failed\n"
+	"(fewer than W usable), 1 on errors.\n";
 
 static int volume_create(int argc, char **argv)
 {
@@ -358,6 +363,275 @@ static int volume_info(int argc, char **argv)
 	return EXIT_OK;
 }
 
+static void cli_print_attached(const char *name, const struct qbd_attachment *a)
+{
+	fprintf(stderr, "qbd: volume %s is attached on host %s (pid %d, epoch %" PRIu64
+		"); detach it first\n", name, a->host[0] ? a->host : "?", a->pid, a->epoch);
+}
+
+/* ---- qbd volume status ---- */
+
+#define EXIT_DEGRADED 2
+#define EXIT_FAILED 3
+
+struct replica_status {
+	struct qbd_node_info node;
+	bool known;             /* node record found */
+	bool reported;          /* the writer's status document lists it */
+	char state[16];         /* "up", "down", "resync" */
+	uint64_t stale, resync_done, resync_total;
+};
+
+static uint64_t cli_jint(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v))
+		return 0;
+	if (json_object_is_type(v, json_type_string))
+		return strtoull(json_object_get_string(v), NULL, 10);
+	return (uint64_t)json_object_get_int64(v);
+}
+
+/* Fill rs[] from the writer's status document. Returns 0, or -EPROTO
+ * (with a warning) if it is not a usable document. *updated, *epoch out. */
+static int cli_parse_status(const char *json, const struct qbd_volume_info *v,
+			    struct replica_status *rs, uint64_t *epoch, uint64_t *updated)
+{
+	json_object *o = json_tokener_parse(json), *arr;
+	int r = -EPROTO;
+
+	if (!o || !json_object_is_type(o, json_type_object) ||
+	    !json_object_object_get_ex(o, "replicas", &arr) ||
+	    !json_object_is_type(arr, json_type_array))
+		goto out;
+	*epoch = cli_jint(o, "epoch");
+	*updated = cli_jint(o, "updated");
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		json_object *e = json_object_array_get_idx(arr, i), *st;
+		uint64_t idx = json_object_object_get_ex(e, "index", NULL) ?
+			       cli_jint(e, "index") : i;
+		if (!json_object_is_type(e, json_type_object) || idx >= v->replicas ||
+		    !json_object_object_get_ex(e, "state", &st) ||
+		    !json_object_is_type(st, json_type_string))
+			goto out;
+		struct replica_status *x = &rs[idx];
+		x->reported = true;
+		snprintf(x->state, sizeof x->state, "%s", json_object_get_string(st));
+		x->stale = cli_jint(e, "stale_chunks");
+		x->resync_done = cli_jint(e, "resync_done_chunks");
+		x->resync_total = cli_jint(e, "resync_total_chunks");
+	}
+	r = 0;
+out:
+	json_object_put(o);
+	return r;
+}
+
+/* A replica can take writes: its node is alive and, when the writer
+ * reports, the writer sees it up. Current: usable with nothing stale. */
+static bool rs_usable(const struct replica_status *x, bool have_status)
+{
+	if (!x->node.alive)
+		return false;
+	return !have_status || (x->reported && strcmp(x->state, "up") == 0);
+}
+
+static bool rs_current(const struct replica_status *x, bool have_status)
+{
+	return rs_usable(x, have_status) &&
+	       (!have_status || (x->stale == 0 && x->resync_done >= x->resync_total));
+}
+
+static unsigned rs_percent(const struct replica_status *x)
+{
+	if (x->resync_total == 0)
+		return 100;
+	uint64_t d = x->resync_done > x->resync_total ? x->resync_total : x->resync_done;
+	return (unsigned)(d * 100 / x->resync_total);
+}
+
+static char *cli_time(uint64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!localtime_r(&tt, &tm) || !strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm))
+		snprintf(buf, len, "%" PRIu64, t);
+	return buf;
+}
+
+static int volume_status(int argc, char **argv)
+{
+	struct qbd_meta *m;
+	struct qbd_volume_info v;
+	struct replica_status rs[QBD_MAX_REPLICAS];
+	struct qbd_attachment att;
+	bool attached = false, have_status = false;
+	uint64_t epoch = 0, st_epoch = 0, st_updated = 0;
+	char *st_json = NULL;
+	char hex[17], sz[32], tbuf[64];
+	unsigned usable = 0, current = 0;
+	int r, rc;
+
+	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
+		return r;
+	const char *name = argv[optind];
+	if ((r = cli_meta(&m)))
+		return r;
+	r = qbd_meta_volume_get(m, name, &v);
+	if (r == 0)
+		r = qbd_meta_epoch_get(m, v.id, &epoch);
+	if (r < 0) {
+		fprintf(stderr, "qbd: volume '%s': %s\n", name,
+			r == -ENOENT ? "no such volume" : strerror(-r));
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	r = qbd_meta_attachment_get(m, v.id, &att);
+	if (r == 0) {
+		attached = true;
+		r = qbd_meta_status_get(m, v.id, &st_json);
+	}
+	if (r < 0 && r != -ENOENT) {
+		fprintf(stderr, "qbd: volume '%s': cannot read its attachment or status: %s\n",
+			name, strerror(-r));
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	memset(rs, 0, sizeof rs);
+	for (unsigned i = 0; i < v.replicas; i++) {
+		r = qbd_meta_node_get(m, v.nodes[i], &rs[i].node);
+		if (r < 0 && r != -ENOENT) {
+			fprintf(stderr, "qbd: cannot read node %s: %s\n",
+				qbd_id_str(v.nodes[i], hex), strerror(-r));
+			qbd_meta_close(m);
+			free(st_json);
+			return EXIT_ERR;
+		}
+		rs[i].known = r == 0;
+		if (!rs[i].known) {
+			memset(&rs[i].node, 0, sizeof rs[i].node);
+			rs[i].node.id = v.nodes[i];
+			snprintf(rs[i].node.zone, sizeof rs[i].node.zone, "?");
+			snprintf(rs[i].node.addr, sizeof rs[i].node.addr, "?");
+		}
+	}
+	qbd_meta_close(m);
+	if (st_json) {
+		if (cli_parse_status(st_json, &v, rs, &st_epoch, &st_updated) < 0) {
+			fprintf(stderr, "qbd: warning: volume '%s': malformed status document "
+				"ignored\n", name);
+			for (unsigned i = 0; i < v.replicas; i++)
+				rs[i].reported = false;
+		} else if (st_epoch != att.epoch) {
+			fprintf(stderr, "qbd: warning: volume '%s': status document of epoch %"
+				PRIu64 ", writer has epoch %" PRIu64 ": ignored\n", name,
+				st_epoch, att.epoch);
+			for (unsigned i = 0; i < v.replicas; i++)
+				rs[i].reported = false;
+		} else {
+			have_status = true;
+		}
+	}
+	for (unsigned i = 0; i < v.replicas; i++) {
+		usable += rs_usable(&rs[i], have_status);
+		current += rs_current(&rs[i], have_status);
+	}
+	rc = current == v.replicas ? EXIT_OK :
+	     usable >= v.write_quorum ? EXIT_DEGRADED : EXIT_FAILED;
+	const char *health = rc == EXIT_OK ? "healthy" : rc == EXIT_DEGRADED ?
+			     "degraded" : "failed";
+
+	if (cli_json) {
+		json_object *o = cli_volume_json(&v), *arr = json_object_new_array();
+		json_object_object_add(o, "epoch", cli_json_u64(epoch));
+		if (attached) {
+			json_object *a = json_object_new_object();
+			json_object_object_add(a, "host", json_object_new_string(att.host));
+			json_object_object_add(a, "zone", json_object_new_string(att.zone));
+			json_object_object_add(a, "pid", json_object_new_int(att.pid));
+			json_object_object_add(a, "epoch", cli_json_u64(att.epoch));
+			json_object_object_add(a, "since", cli_json_u64(att.since));
+			json_object_object_add(o, "attachment", a);
+		} else {
+			json_object_object_add(o, "attachment", NULL);
+		}
+		json_object_object_add(o, "status_updated",
+				       have_status ? cli_json_u64(st_updated) : NULL);
+		for (unsigned i = 0; i < v.replicas; i++) {
+			json_object *e = cli_node_json(&rs[i].node, false);
+			json_object_object_add(e, "index", json_object_new_int((int)i));
+			json_object_object_add(e, "known", json_object_new_boolean(rs[i].known));
+			if (have_status && rs[i].reported) {
+				json_object_object_add(e, "state", json_object_new_string(rs[i].state));
+				json_object_object_add(e, "stale_chunks", cli_json_u64(rs[i].stale));
+				json_object_object_add(e, "resync_done_chunks",
+						       cli_json_u64(rs[i].resync_done));
+				json_object_object_add(e, "resync_total_chunks",
+						       cli_json_u64(rs[i].resync_total));
+				json_object_object_add(e, "resync_percent",
+						       json_object_new_int((int)rs_percent(&rs[i])));
+			}
+			json_object_object_add(e, "usable",
+					       json_object_new_boolean(rs_usable(&rs[i], have_status)));
+			json_object_array_add(arr, e);
+		}
+		json_object_object_add(o, "replica_status", arr);
+		json_object_object_add(o, "usable", json_object_new_int((int)usable));
+		json_object_object_add(o, "health", json_object_new_string(health));
+		cli_print_json(o);
+		free(st_json);
+		return rc;
+	}
+	printf("Volume:        %s\n", v.name);
+	printf("ID:            %s\n", qbd_id_str(v.id, hex));
+	printf("Size:          %s (%" PRIu64 " bytes)\n", qbd_format_size(v.size, sz, sizeof sz), v.size);
+	printf("Replication:   R=%u, write quorum W=%u\n", v.replicas, v.write_quorum);
+	printf("Epoch:         %" PRIu64 "\n", epoch);
+	if (attached)
+		printf("Attached:      host %s, zone %s, pid %d, epoch %" PRIu64 ", since %s\n",
+		       att.host[0] ? att.host : "?", att.zone[0] ? att.zone : "?", att.pid,
+		       att.epoch, cli_time(att.since, tbuf, sizeof tbuf));
+	else
+		printf("Attached:      not attached\n");
+	if (have_status)
+		printf("Status:        updated %s\n", cli_time(st_updated, tbuf, sizeof tbuf));
+	else if (attached)
+		printf("Status:        no status from the writer yet\n");
+	printf("Replicas:\n");
+	printf("  #  NODE              ZONE        ADDRESS                 NODE  STATE   STALE  RESYNC\n");
+	for (unsigned i = 0; i < v.replicas; i++) {
+		const struct replica_status *x = &rs[i];
+		char resync[96] = "-";
+		if (have_status && x->reported && x->resync_total) {
+			unsigned pc = rs_percent(x);
+			int l = snprintf(resync, sizeof resync, "%" PRIu64 "/%" PRIu64 " %u%%",
+					 x->resync_done, x->resync_total, pc);
+			if (isatty(STDOUT_FILENO) && l > 0 && (size_t)l + 24 < sizeof resync) {
+				char *p = resync + l;
+				*p++ = ' ';
+				*p++ = '[';
+				for (unsigned k = 0; k < 20; k++)
+					*p++ = k < pc / 5 ? '#' : '.';
+				*p++ = ']';
+				*p = '\0';
+			}
+		}
+		char stale[24] = "-";
+		if (have_status && x->reported)
+			snprintf(stale, sizeof stale, "%" PRIu64, x->stale);
+		printf("  %-1u  %-16s  %-10s  %-22s  %-4s  %-6s  %5s  %s\n", i,
+		       qbd_id_str(x->node.id, hex), x->node.zone, x->node.addr,
+		       !x->known ? "?" : x->node.alive ? "up" : "down",
+		       have_status ? (x->reported ? x->state : "?") : "-", stale, resync);
+	}
+	printf("Health:        %s (%u of %u replicas usable, %u current, write quorum %u)\n",
+	       health, usable, v.replicas, current, v.write_quorum);
+	free(st_json);
+	return rc;
+}
+
 static int volume_delete(int argc, char **argv)
 {
 	struct qbd_meta *m;
@@ -374,6 +648,19 @@ static int volume_delete(int argc, char **argv)
 	if (r < 0) {
 		fprintf(stderr, "qbd: volume '%s': %s\n", argv[1],
 			r == -ENOENT ? "no such volume" : strerror(-r));
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	struct qbd_attachment att;
+	r = qbd_meta_attachment_get(m, v.id, &att);
+	if (r == 0) {
+		cli_print_attached(argv[1], &att);
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	if (r != -ENOENT) {
+		fprintf(stderr, "qbd: volume '%s': cannot read its attachment: %s\n",
+			argv[1], strerror(-r));
 		qbd_meta_close(m);
 		return EXIT_ERR;
 	}
@@ -404,6 +691,12 @@ static int volume_delete(int argc, char **argv)
 				qbd_id_str(v.nodes[i], hex), strerror(-d));
 	}
 	r = qbd_meta_volume_delete(m, &v);
+	if (r == -EBUSY && qbd_meta_attachment_get(m, v.id, &att) == 0) {
+		/* a writer attached while we were cleaning replicas */
+		cli_print_attached(argv[1], &att);
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
 	qbd_meta_close(m);
 	if (r < 0) {
 		fprintf(stderr, "qbd: cannot delete volume '%s': %s\n", argv[1], strerror(-r));
@@ -429,6 +722,8 @@ int cmd_volume(int argc, char **argv)
 		return volume_list(argc - 1, argv + 1);
 	if (strcmp(argv[1], "info") == 0)
 		return volume_info(argc - 1, argv + 1);
+	if (strcmp(argv[1], "status") == 0)
+		return volume_status(argc - 1, argv + 1);
 	if (strcmp(argv[1], "delete") == 0)
 		return volume_delete(argc - 1, argv + 1);
 	fprintf(stderr, "qbd volume: unknown command '%s'\n%s", argv[1], volume_usage);

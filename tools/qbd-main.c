@@ -16,7 +16,7 @@ static const char usage[] =
 	"\n"
 	"  node list                      chunk servers, their zones and state\n"
 	"  volume create NAME --size SIZE [--replicas R] [--write-quorum W]\n"
-	"  volume list | info NAME | delete NAME\n"
+	"  volume list | info NAME | status NAME | delete NAME\n"
 	"  volume verify NAME             compare every chunk on all replicas\n"
 	"  dev up --state DIR [--zones a,b,c] [--size SIZE]\n"
 	"                                 local cluster: etcd + one chunk server per zone\n"

@@ -534,6 +534,8 @@ static void tick(struct qbd_volume *v)
 	}
 	if (!v->opening && v->core)
 		qbd_core_tick(v->core, now);
+	if (v->keeper && !v->opening)
+		qbd_attach_status(v);
 }
 
 void qbd_process(struct qbd_volume *v)
@@ -652,9 +654,11 @@ static int volume_setup(struct qbd_volume *v)
 	return 0;
 }
 
-static void volume_free(struct qbd_volume *v)
+/* clean: the writer flushed and stops here (see attach.c). */
+static void volume_free(struct qbd_volume *v, bool clean)
 {
 	v->closing = true;
+	qbd_attach_release(v, clean);
 	for (unsigned r = 0; r < QBD_CORE_MAX_REPLICAS; r++)
 		if (v->conns[r].v)
 			conn_fail(&v->conns[r], "closing");
@@ -712,9 +716,7 @@ static int meta_load(const struct qbd_open_opts *o, struct qbd_volume *v)
 		if (err)
 			goto out;
 	}
-	err = qbd_meta_epoch_bump(m, v->info.id, &v->epoch);
-	if (err)
-		qbd_err(COMP, "open: epoch bump: %s", strerror(-err));
+	err = qbd_attach_take(v, o, m);
 out:
 	qbd_meta_close(m);
 	return err;
@@ -802,6 +804,9 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 			eperm ? " (fenced by a newer epoch)" : "");
 		goto fail;
 	}
+	err = qbd_attach_start(v);
+	if (err)
+		goto fail;
 	qbd_info(COMP, "opened volume '%s' id %016llx epoch %llu: %u of %u replicas up",
 		 o->volume, (unsigned long long)v->info.id,
 		 (unsigned long long)v->epoch, qbd_core_up_count(v->core),
@@ -809,7 +814,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	*out = v;
 	return 0;
 fail:
-	volume_free(v);
+	volume_free(v, false);
 	return err;
 }
 
@@ -826,6 +831,7 @@ static void wait_idle(struct qbd_volume *v)
 void qbd_close(struct qbd_volume *v)
 {
 	int err;
+	bool clean = false;
 
 	if (!v)
 		return;
@@ -834,8 +840,9 @@ void qbd_close(struct qbd_volume *v)
 		err = qbd_flush(v);
 		if (err)
 			qbd_warn(COMP, "close: flush: %s", strerror(-err));
+		clean = err == 0;
 	}
-	volume_free(v);
+	volume_free(v, clean);
 }
 
 /* ---- accessors ---- */

@@ -93,7 +93,9 @@ struct qbd_volume {
 /* attach.c: the writer's attachment in etcd (see qbd_open). */
 int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
 		    struct qbd_meta *m);
-/* Publish status now (called from ticks; never blocks). */
+/* Start renewing the attachment (after a successful open). */
+int qbd_attach_start(struct qbd_volume *v);
+/* Hand the keeper a fresh status document (from ticks; never blocks). */
 void qbd_attach_status(struct qbd_volume *v);
 /* Stop the keeper; clean = a clean detach (flushed, nothing in flight). */
 void qbd_attach_release(struct qbd_volume *v, bool clean);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Metadata internals shared with the unit tests: base64 and the JSON
- * encodings of node and volume records. */
+ * encodings of node, volume and attachment records. */
 #ifndef QBD_META_INTERNAL_H
 #define QBD_META_INTERNAL_H
 
@@ -19,5 +19,9 @@ char *meta_node_to_json(const struct qbd_node_info *n);
 int meta_node_from_json(const char *json, struct qbd_node_info *n);
 char *meta_volume_to_json(const struct qbd_volume_info *v);
 int meta_volume_from_json(const char *json, struct qbd_volume_info *v);
+/* Attachment record (see meta.h); from_json: -EPROTO unless "volume" is a
+ * valid name, "volume_id" a hex id and "epoch" present. */
+char *meta_attachment_to_json(const struct qbd_attachment *a);
+int meta_attachment_from_json(const char *json, struct qbd_attachment *a);
 
 #endif

@@ -399,6 +399,18 @@ static json_object *cmp_mod(const char *key, uint64_t rev)
 	return c;
 }
 
+/* Compare: key's value == value (false when the key is absent). */
+static json_object *cmp_value(const char *key, const char *value)
+{
+	json_object *c = json_object_new_object();
+
+	json_object_object_add(c, "key", jstr_b64(key, strlen(key)));
+	json_object_object_add(c, "result", json_object_new_string("EQUAL"));
+	json_object_object_add(c, "target", json_object_new_string("VALUE"));
+	json_object_object_add(c, "value", jstr_b64(value, strlen(value)));
+	return c;
+}
+
 /* Run a transaction (takes ownership of compare and success arrays).
  * Returns 0 if it succeeded, -EAGAIN if a compare failed. */
 static int meta_txn(struct qbd_meta *m, json_object *compare, json_object *success)
@@ -818,24 +830,72 @@ int qbd_meta_volume_list(struct qbd_meta *m, struct qbd_volume_info **out,
 
 int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v)
 {
-	char kvol[128], kid[64], kep[64], hex[17];
+	char kvol[128], kid[64], kep[64], katt[64], kst[64], kcl[64], hex[17];
 	json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
 	json_object *c;
+	struct qbd_attachment a;
 	int r;
 
 	qbd_id_str(v->id, hex);
 	snprintf(kvol, sizeof kvol, "/qbd/volumes/%s", v->name);
 	snprintf(kid, sizeof kid, "/qbd/volume-ids/%s", hex);
 	snprintf(kep, sizeof kep, "/qbd/epochs/%s", hex);
-	/* Only if the volume still exists (version > 0). */
+	snprintf(katt, sizeof katt, "/qbd/attachments/%s", hex);
+	snprintf(kst, sizeof kst, "/qbd/status/%s", hex);
+	snprintf(kcl, sizeof kcl, "/qbd/clean/%s", hex);
+	/* Only if the volume still exists (version > 0) and nobody is attached. */
 	c = cmp_absent(kvol);
 	json_object_object_add(c, "result", json_object_new_string("GREATER"));
 	json_object_array_add(cmp, c);
+	json_object_array_add(cmp, cmp_absent(katt));
 	json_object_array_add(suc, op_delete(kvol));
 	json_object_array_add(suc, op_delete(kid));
 	json_object_array_add(suc, op_delete(kep));
+	json_object_array_add(suc, op_delete(katt));
+	json_object_array_add(suc, op_delete(kst));
+	json_object_array_add(suc, op_delete(kcl));
 	r = meta_txn(m, cmp, suc);
-	return r == -EAGAIN ? -ENOENT : r;
+	if (r != -EAGAIN)
+		return r;
+	/* Which compare failed? */
+	r = qbd_meta_attachment_get(m, v->id, &a);
+	if (r == 0 || r == -EPROTO) {
+		qbd_warn("meta", "volume %s: not deleted: it has an attachment record", v->name);
+		return -EBUSY;
+	}
+	return r == -ENOENT ? -ENOENT : r;
+}
+
+static int meta_parse_epoch(const char *key, const char *text, uint64_t *out);
+
+int qbd_meta_mark_clean(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch)
+{
+	char key[64], hex[17], val[24];
+
+	snprintf(key, sizeof key, "/qbd/clean/%s", qbd_id_str(volume_id, hex));
+	snprintf(val, sizeof val, "%" PRIu64, epoch);
+	return meta_put(m, key, val, 0);
+}
+
+int qbd_meta_was_clean(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch)
+{
+	char key[64], hex[17];
+	struct kv kv;
+	uint64_t e;
+	int r;
+
+	snprintf(key, sizeof key, "/qbd/clean/%s", qbd_id_str(volume_id, hex));
+	r = meta_get(m, key, &kv);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	r = meta_parse_epoch(key, kv.value, &e);
+	free(kv.key);
+	free(kv.value);
+	if (r < 0)
+		return r;
+	return e == epoch;
 }
 
 static int meta_parse_epoch(const char *key, const char *text, uint64_t *out)
@@ -901,6 +961,236 @@ int qbd_meta_epoch_bump(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
 			return r;
 	}
 	return -EAGAIN;
+}
+
+/* ---- attachments and writer status ---- */
+
+char *meta_attachment_to_json(const struct qbd_attachment *a)
+{
+	json_object *o = json_object_new_object();
+	char hex[17];
+	char *s;
+
+	json_object_object_add(o, "volume", json_object_new_string(a->volume));
+	json_object_object_add(o, "volume_id", json_object_new_string(qbd_id_str(a->volume_id, hex)));
+	json_object_object_add(o, "epoch", json_object_new_int64((int64_t)a->epoch));
+	json_object_object_add(o, "host", json_object_new_string(a->host));
+	json_object_object_add(o, "zone", json_object_new_string(a->zone));
+	json_object_object_add(o, "pid", json_object_new_int(a->pid));
+	json_object_object_add(o, "since", json_object_new_int64((int64_t)a->since));
+	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return s;
+}
+
+int meta_attachment_from_json(const char *json, struct qbd_attachment *a)
+{
+	json_object *o = json_tokener_parse(json);
+	char hex[32];
+	int r = -EPROTO;
+
+	memset(a, 0, sizeof *a);
+	if (!o)
+		return -EPROTO;
+	if (!json_object_is_type(o, json_type_object) ||
+	    jcopy(o, "volume", a->volume, sizeof a->volume) ||
+	    !qbd_meta_volume_name_ok(a->volume) ||
+	    jcopy(o, "volume_id", hex, sizeof hex) || qbd_id_parse(hex, &a->volume_id) ||
+	    !json_object_object_get_ex(o, "epoch", NULL))
+		goto out;
+	a->epoch = jint(o, "epoch");
+	/* host and zone are informative: absent means unknown */
+	if (jcopy(o, "host", a->host, sizeof a->host))
+		a->host[0] = '\0';
+	if (jcopy(o, "zone", a->zone, sizeof a->zone))
+		a->zone[0] = '\0';
+	a->pid = (int)jint(o, "pid");
+	a->since = jint(o, "since");
+	r = 0;
+out:
+	json_object_put(o);
+	return r;
+}
+
+static void attach_keys(uint64_t volume_id, char *kep, char *katt, char *kst)
+{
+	char hex[17];
+
+	qbd_id_str(volume_id, hex);
+	snprintf(kep, 64, "/qbd/epochs/%s", hex);
+	snprintf(katt, 64, "/qbd/attachments/%s", hex);
+	snprintf(kst, 64, "/qbd/status/%s", hex);
+}
+
+/* Read and parse the attachment record; *rev its mod_revision. */
+static int attachment_read(struct qbd_meta *m, const char *katt,
+			   struct qbd_attachment *out, uint64_t *rev)
+{
+	struct kv kv;
+	int r = meta_get(m, katt, &kv);
+
+	if (r < 0)
+		return r;
+	r = meta_attachment_from_json(kv.value, out);
+	if (r < 0)
+		qbd_err("meta", "%s: malformed attachment record", katt);
+	*rev = kv.mod_revision;
+	free(kv.key);
+	free(kv.value);
+	return r;
+}
+
+int qbd_meta_attachment_get(struct qbd_meta *m, uint64_t volume_id,
+			    struct qbd_attachment *out)
+{
+	char kep[64], katt[64], kst[64];
+	uint64_t rev;
+
+	attach_keys(volume_id, kep, katt, kst);
+	return attachment_read(m, katt, out, &rev);
+}
+
+int qbd_meta_attach(struct qbd_meta *m, struct qbd_attachment *a, int64_t lease,
+		    bool force, struct qbd_attachment *holder)
+{
+	char kep[64], katt[64], kst[64], val[32];
+
+	if (!qbd_meta_volume_name_ok(a->volume)) {
+		qbd_err("meta", "attach: invalid volume name '%.80s'", a->volume);
+		return -EINVAL;
+	}
+	attach_keys(a->volume_id, kep, katt, kst);
+	for (int tries = 0; tries < 10; tries++) {
+		struct qbd_attachment rec = *a, cur;
+		struct kv kv;
+		uint64_t rev;
+		char *json;
+		int r = meta_get(m, kep, &kv);
+
+		if (r < 0)
+			return r;
+		r = meta_parse_epoch(kep, kv.value, &rec.epoch);
+		free(kv.key);
+		free(kv.value);
+		if (r < 0)
+			return r;
+		rec.epoch++;
+		snprintf(val, sizeof val, "%" PRIu64, rec.epoch);
+		if (!(json = meta_attachment_to_json(&rec)))
+			return -ENOMEM;
+		json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
+		json_object_array_add(cmp, cmp_mod(kep, kv.mod_revision));
+		if (!force)
+			json_object_array_add(cmp, cmp_absent(katt));
+		json_object_array_add(suc, op_put(kep, val, 0));
+		json_object_array_add(suc, op_put(katt, json, lease));
+		free(json);
+		r = meta_txn(m, cmp, suc);
+		if (r == 0) {
+			a->epoch = rec.epoch;
+			return 0;
+		}
+		if (r != -EAGAIN)
+			return r;
+		if (force)
+			continue; /* only the epoch compare can have failed */
+		r = attachment_read(m, katt, &cur, &rev);
+		if (r == 0) {
+			if (holder)
+				*holder = cur;
+			return -EBUSY;
+		}
+		if (r == -EPROTO) {
+			/* unreadable record: still someone's, report it as busy */
+			if (holder)
+				memset(holder, 0, sizeof *holder);
+			return -EBUSY;
+		}
+		if (r != -ENOENT)
+			return r;
+		/* no holder: the epoch moved (or the holder just left); retry */
+	}
+	return -EAGAIN;
+}
+
+int qbd_meta_attach_renew(struct qbd_meta *m, const struct qbd_attachment *a,
+			  int64_t lease)
+{
+	char kep[64], katt[64], kst[64], val[32];
+	char *json = meta_attachment_to_json(a);
+	int r;
+
+	if (!json)
+		return -ENOMEM;
+	attach_keys(a->volume_id, kep, katt, kst);
+	snprintf(val, sizeof val, "%" PRIu64, a->epoch);
+	json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
+	json_object_array_add(cmp, cmp_value(kep, val));
+	json_object_array_add(suc, op_put(katt, json, lease));
+	free(json);
+	r = meta_txn(m, cmp, suc);
+	return r == -EAGAIN ? -ESTALE : r;
+}
+
+int qbd_meta_detach(struct qbd_meta *m, const struct qbd_attachment *a)
+{
+	char kep[64], katt[64], kst[64];
+
+	attach_keys(a->volume_id, kep, katt, kst);
+	for (int tries = 0; tries < 10; tries++) {
+		struct qbd_attachment cur;
+		uint64_t rev;
+		int r = attachment_read(m, katt, &cur, &rev);
+
+		if (r == -ENOENT)
+			return 0;
+		if (r < 0)
+			return r;
+		if (cur.epoch != a->epoch)
+			return -ESTALE;
+		/* the status document is ours too while the record is */
+		json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
+		json_object_array_add(cmp, cmp_mod(katt, rev));
+		json_object_array_add(suc, op_delete(katt));
+		json_object_array_add(suc, op_delete(kst));
+		r = meta_txn(m, cmp, suc);
+		if (r != -EAGAIN)
+			return r;
+	}
+	return -EAGAIN;
+}
+
+int qbd_meta_status_put(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch,
+			const char *json, int64_t lease)
+{
+	char kep[64], katt[64], kst[64], val[32];
+	int r;
+
+	if (!json || !*json)
+		return -EINVAL;
+	attach_keys(volume_id, kep, katt, kst);
+	snprintf(val, sizeof val, "%" PRIu64, epoch);
+	json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
+	json_object_array_add(cmp, cmp_value(kep, val));
+	json_object_array_add(suc, op_put(kst, json, lease));
+	r = meta_txn(m, cmp, suc);
+	return r == -EAGAIN ? -ESTALE : r;
+}
+
+int qbd_meta_status_get(struct qbd_meta *m, uint64_t volume_id, char **json)
+{
+	char kep[64], katt[64], kst[64];
+	struct kv kv;
+	int r;
+
+	*json = NULL;
+	attach_keys(volume_id, kep, katt, kst);
+	r = meta_get(m, kst, &kv);
+	if (r < 0)
+		return r;
+	free(kv.key);
+	*json = kv.value;
+	return 0;
 }
 
 int qbd_meta_place(const struct qbd_node_info *nodes, size_t n,

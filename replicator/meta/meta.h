@@ -12,6 +12,12 @@
  *                                 "write_quorum":w,"nodes":["<hex16>",...]}
  *   /qbd/volume-ids/<id hex16>   "<name>"  (reverse index, unique ids)
  *   /qbd/epochs/<id hex16>       "<decimal epoch>"
+ *   /qbd/attachments/<id hex16>  {"volume","volume_id","epoch","host","zone",
+ *                                 "pid","since"}, under the writer's lease
+ *   /qbd/status/<id hex16>       writer's status document (opaque), under
+ *                                 the writer's lease
+ *   /qbd/clean/<id hex16>        "<decimal epoch>": the last writer that
+ *                                 detached cleanly
  * See docs/design.md, "Metadata".
  *
  * Errors: 0 or -errno. -ENOENT not found, -EEXIST already exists,
@@ -86,7 +92,9 @@ int qbd_meta_volume_get(struct qbd_meta *m, const char *name,
 /* *out malloc'd (caller frees), sorted by name. */
 int qbd_meta_volume_list(struct qbd_meta *m, struct qbd_volume_info **out,
 			 size_t *n);
-/* Remove the volume, its id index and epoch. -ENOENT if absent. */
+/* Remove the volume, its id index, epoch, attachment and status records.
+ * -ENOENT if absent; -EBUSY (nothing removed) while an attachment record
+ * exists. */
 int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v);
 
 /* Current epoch of a volume. */
@@ -94,6 +102,60 @@ int qbd_meta_epoch_get(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch);
 /* Atomically increment (compare-and-swap in a transaction, retried on a
  * lost race) and return the new epoch. */
 int qbd_meta_epoch_bump(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch);
+
+/*
+ * Attachments: the writer of a volume (one at a time) records itself under
+ * /qbd/attachments/<volume id hex16> as JSON {"volume":"<name>",
+ * "volume_id":"<hex16>","epoch":N,"host":"...","zone":"...","pid":N,
+ * "since":<unix seconds>}, under its lease, so the record vanishes when the
+ * writer dies.
+ */
+struct qbd_attachment {
+	char volume[QBD_NAME_MAX];
+	uint64_t volume_id;
+	uint64_t epoch;
+	char host[64];
+	char zone[QBD_ZONE_MAX];
+	int pid;
+	uint64_t since;          /* unix seconds */
+};
+
+/* Take the next epoch and the attachment in one transaction: compare the
+ * epoch key's mod_revision (as qbd_meta_epoch_bump does) AND, unless force,
+ * that /qbd/attachments/<id> is absent; then put epoch+1 and the record
+ * (a->epoch set to the new epoch) under lease. Retries lost races on the
+ * epoch like qbd_meta_epoch_bump. -EBUSY if attached elsewhere and !force;
+ * *holder (may be NULL) then gets the current record. On success a->epoch
+ * is the new epoch. -ENOENT if the volume has no epoch key. */
+int qbd_meta_attach(struct qbd_meta *m, struct qbd_attachment *a, int64_t lease,
+		    bool force, struct qbd_attachment *holder);
+/* Re-put our attachment record under a (new) lease, only if the volume's
+ * epoch in etcd is still a->epoch (value compare); -ESTALE if a newer
+ * writer took over (or the volume is gone). Used after our lease expired. */
+int qbd_meta_attach_renew(struct qbd_meta *m, const struct qbd_attachment *a,
+			  int64_t lease);
+/* Delete the attachment record (and the status document) if the record is
+ * still ours (its epoch == a->epoch; the delete compares the record's
+ * mod_revision). 0 also when already gone; -ESTALE if the record belongs
+ * to a newer writer (left in place). */
+int qbd_meta_detach(struct qbd_meta *m, const struct qbd_attachment *a);
+/* Read the attachment; -ENOENT if none. */
+int qbd_meta_attachment_get(struct qbd_meta *m, uint64_t volume_id,
+			    struct qbd_attachment *out);
+
+/* A writer that closed cleanly (flushed, stopped reading) records its
+ * epoch; the next writer then need not wait out its read lease.
+ * was_clean: 1 if `epoch` closed cleanly, 0 if not (or unknown). */
+int qbd_meta_mark_clean(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch);
+int qbd_meta_was_clean(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch);
+
+/* /qbd/status/<volume id hex16>: a JSON document written by the attached
+ * writer (opaque to meta), under the writer's lease. put: only while the
+ * volume's epoch is still `epoch` (-ESTALE otherwise). get: *json malloc'd,
+ * caller frees; -ENOENT if none. */
+int qbd_meta_status_put(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch,
+			const char *json, int64_t lease);
+int qbd_meta_status_get(struct qbd_meta *m, uint64_t volume_id, char **json);
 
 /*
  * Placement: choose `replicas` alive nodes in distinct zones, preferring

@@ -115,8 +115,14 @@ static int fence_test(const struct qbd_open_opts *o)
 		fprintf(stderr, "qbd-io: fence-test: open A: %s\n", strerror(-err));
 		return -1;
 	}
+	struct qbd_open_opts ob = *o;
+
 	bad |= check("A write", qbd_pwrite(a, buf, sizeof(buf), 0, 0), 0);
-	err = qbd_open(o, &b);
+	/* A holds the attachment: B is refused unless it forces a takeover. */
+	ob.force = 0;
+	bad |= check("B open without force", qbd_open(&ob, &b), -EBUSY);
+	ob.force = 1;
+	err = qbd_open(&ob, &b);
 	if (err) {
 		fprintf(stderr, "qbd-io: fence-test: open B: %s\n", strerror(-err));
 		qbd_close(a);

@@ -37,6 +37,12 @@ n1=$(acked "$TMP/acked1")
 [ "$n1" -lt 12000 ] || fail "the kill landed after the stream ended"
 log "writer killed after $n1 acknowledged writes"
 
+# The dead writer's attachment lives until its lease runs out: a new writer
+# is refused unless it forces the takeover.
+rc=0
+qbd-nbd --etcd "$QBD_ETCD" --volume vol1 --socket "$TMP/no.sock" >"$TMP/no.out" 2>&1 || rc=$?
+[ $rc -ne 0 ] && grep -q "attached elsewhere" "$TMP/no.out" ||
+	{ cat "$TMP/no.out" >&2; fail "a second writer attached without --force"; }
 sock2="$TMP/w2.sock"
 start_nbd vol1 "$sock2" --zone b --force
 w2=$NBD_PID
@@ -95,7 +101,13 @@ wait_for "chunk server a alive again" 20 nodes_alive 3
 rc=0; qbd volume verify vol1 >"$TMP/verify-early.txt" || rc=$?
 [ $rc -eq 2 ] || { cat "$TMP/verify-early.txt" >&2; fail "replica a should lack the writes it missed (verify exit $rc)"; }
 log "right after the restart: $(tail -1 "$TMP/verify-early.txt")"
+# The writer reports the resync in etcd: degraded (exit 2) until done.
+status_is() { _rc=0; qbd volume status vol1 >"$TMP/status.txt" 2>&1 || _rc=$?; [ $_rc -eq "$1" ]; }
+resyncing() { status_is 2 && grep -qE ' resync +[0-9]+ +[0-9]+/[0-9]+' "$TMP/status.txt"; }
+wait_for "status: degraded, replica a resyncing" 30 resyncing
+log "status during resync: $(grep -E '^ *0 ' "$TMP/status.txt" | tr -s ' ' | head -1)"
 wait_for "replicas identical after resync" 120 qbd volume verify vol1
+wait_for "status: healthy" 20 status_is 0
 log "$(qbd volume verify vol1 | tail -1)"
 "$S" verify "$(nbd_uri "$sock3")" "$TMP/acked3" 24000 4000 21 || fail "writes made while a was down are lost"
 "$S" verify "$(nbd_uri "$sock3")" "$TMP/acked4" 0 1000 22 || fail "overwrites made while a was down are lost"

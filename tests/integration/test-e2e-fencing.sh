@@ -20,8 +20,18 @@ start_nbd vol1 "$TMP/a.sock"; pid_a=$NBD_PID
 qio "$(nbd_uri "$TMP/a.sock")" -c 'write -P 0x11 0 65536' -c 'flush' ||
 	fail "writer A cannot write before being fenced"
 
-start_nbd vol1 "$TMP/b.sock"; pid_b=$NBD_PID
-log "writer B attached with a newer epoch"
+# A holds the attachment: B is refused, with a clear message, unless forced.
+rc=0
+qbd-nbd --etcd "$QBD_ETCD" --volume vol1 --socket "$TMP/refused.sock" \
+	>"$TMP/refused.out" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a second writer attached without --force"
+grep -q "attached elsewhere" "$TMP/refused.out" || { cat "$TMP/refused.out" >&2; fail "no clear refusal"; }
+grep -q "is attached on host" "$TMP/refused.out" || { cat "$TMP/refused.out" >&2; fail "refusal does not name the holder"; }
+[ ! -e "$TMP/refused.sock" ] || fail "the refused writer created its socket"
+log "writer B refused without --force: $(grep 'is attached on host' "$TMP/refused.out" | sed 's/.*error attach: //')"
+
+start_nbd vol1 "$TMP/b.sock" --force; pid_b=$NBD_PID
+log "writer B took over with a newer epoch (--force)"
 
 if qio "$(nbd_uri "$TMP/a.sock")" -c 'write -P 0x22 0 65536' 2>/dev/null; then
 	fail "fenced writer A could still write"

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests for the metadata module: placement, base64, names, records. */
+/* Unit tests for the metadata module: placement, base64, names,
+ * records (node, volume, attachment). */
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -164,10 +165,59 @@ START_TEST(records_roundtrip)
 }
 END_TEST
 
+START_TEST(attachment_roundtrip)
+{
+	struct qbd_attachment a = { .volume_id = 0x0123456789abcdefull, .epoch = 7,
+				    .pid = 4242, .since = 1763830000 }, b;
+	char *json;
+
+	strcpy(a.volume, "vol-1");
+	strcpy(a.host, "host \"q\"");
+	strcpy(a.zone, "z");
+	json = meta_attachment_to_json(&a);
+	ck_assert_ptr_nonnull(json);
+	/* the id is the 16-digit hex form, as in the key */
+	ck_assert_ptr_nonnull(strstr(json, "\"volume_id\":\"0123456789abcdef\""));
+	ck_assert_int_eq(meta_attachment_from_json(json, &b), 0);
+	free(json);
+	ck_assert_str_eq(b.volume, "vol-1");
+	ck_assert_uint_eq(b.volume_id, a.volume_id);
+	ck_assert_uint_eq(b.epoch, 7);
+	ck_assert_str_eq(b.host, "host \"q\"");
+	ck_assert_str_eq(b.zone, "z");
+	ck_assert_int_eq(b.pid, 4242);
+	ck_assert_uint_eq(b.since, 1763830000);
+}
+END_TEST
+
+START_TEST(attachment_rejects)
+{
+	struct qbd_attachment b;
+
+	/* hand-written records (etcdctl) with string numbers and no host are fine */
+	ck_assert_int_eq(meta_attachment_from_json(
+		"{\"volume\":\"v\",\"volume_id\":\"a1\",\"epoch\":\"12\",\"pid\":3}", &b), 0);
+	ck_assert_uint_eq(b.epoch, 12);
+	ck_assert_uint_eq(b.volume_id, 0xa1);
+	ck_assert_str_eq(b.host, "");
+	ck_assert_int_eq(b.pid, 3);
+	/* no epoch, bad id, bad name, not JSON, not an object */
+	ck_assert_int_eq(meta_attachment_from_json(
+		"{\"volume\":\"v\",\"volume_id\":\"a1\"}", &b), -EPROTO);
+	ck_assert_int_eq(meta_attachment_from_json(
+		"{\"volume\":\"v\",\"volume_id\":\"zz\",\"epoch\":1}", &b), -EPROTO);
+	ck_assert_int_eq(meta_attachment_from_json(
+		"{\"volume\":\"a/b\",\"volume_id\":\"a1\",\"epoch\":1}", &b), -EPROTO);
+	ck_assert_int_eq(meta_attachment_from_json("{\"volume\":", &b), -EPROTO);
+	ck_assert_int_eq(meta_attachment_from_json("[1,2]", &b), -EPROTO);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta");
 	TCase *t1 = tcase_create("placement"), *t2 = tcase_create("encoding");
+	TCase *t3 = tcase_create("attachment");
 	SRunner *sr;
 	int failed;
 
@@ -178,7 +228,10 @@ int main(void)
 	tcase_add_test(t2, volume_names);
 	tcase_add_test(t2, records_roundtrip);
 	suite_add_tcase(s, t1);
+	tcase_add_test(t3, attachment_roundtrip);
+	tcase_add_test(t3, attachment_rejects);
 	suite_add_tcase(s, t2);
+	suite_add_tcase(s, t3);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);

@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The writer's attachment in etcd. qbd_open takes the volume's next epoch
+ * and an attachment record under a lease in one transaction (refused while
+ * another writer holds it, unless forced); a keeper thread then renews the
+ * lease and publishes the writer's status document for `qbd volume status`.
+ * The event loop never blocks on etcd: it only hands the keeper a status
+ * string under a mutex.
+ *
+ * A clean close deletes the record and marks the epoch clean, so that the
+ * next writer knows no earlier one may still be reading; after a crash or
+ * a forced takeover the next writer waits out the read lease instead
+ * (qbd_core_cfg.takeover_wait_ns).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "replicator/client/client.h"
+
+#define COMP "attach"
+#define LEASE_TTL 10              /* seconds */
+#define KEEP_EVERY_MS 2000
+#define STATUS_EVERY_NS (2ull * 1000000000ull)
+/* Read lease of the core (its default) plus a margin for clocks. */
+#define TAKEOVER_WAIT_NS (6ull * 1000000000ull)
+
+struct qbd_attach_keeper {
+	struct qbd_meta *meta;       /* the keeper thread's own handle */
+	struct qbd_attachment a;
+	int64_t lease;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop, started, superseded;
+	char *status;                /* latest document, owned; under mu */
+	bool status_new;
+	uint64_t status_at;          /* loop side: last document built */
+};
+
+static void *keeper_main(void *arg)
+{
+	struct qbd_attach_keeper *k = arg;
+
+	pthread_mutex_lock(&k->mu);
+	while (!k->stop) {
+		struct timespec ts;
+		char *doc = NULL;
+		int err;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += KEEP_EVERY_MS / 1000;
+		pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+		if (k->stop)
+			break;
+		if (k->status_new) {
+			doc = k->status;
+			k->status = NULL;
+			k->status_new = false;
+		}
+		pthread_mutex_unlock(&k->mu);
+		if (!k->superseded) {
+			err = qbd_meta_lease_keepalive(k->meta, k->lease);
+			if (err == -ENOENT) {
+				/* Expired (we were paused, or etcd was away):
+				 * take it again if no newer writer exists. */
+				qbd_warn(COMP, "volume %s: attachment lease expired; renewing",
+					 k->a.volume);
+				err = qbd_meta_lease_grant(k->meta, LEASE_TTL, &k->lease);
+				if (!err)
+					err = qbd_meta_attach_renew(k->meta, &k->a, k->lease);
+				if (err == -ESTALE) {
+					qbd_err(COMP, "volume %s: a newer writer has attached; this one is fenced",
+						k->a.volume);
+					k->superseded = true;
+				}
+			}
+			if (err && err != -ESTALE)
+				qbd_warn(COMP, "volume %s: etcd keepalive: %s (the data path goes on)",
+					 k->a.volume, strerror(-err));
+			if (doc && !k->superseded) {
+				err = qbd_meta_status_put(k->meta, k->a.volume_id, k->a.epoch,
+							  doc, k->lease);
+				if (err && err != -ESTALE)
+					qbd_debug(COMP, "status: %s", strerror(-err));
+			}
+		}
+		free(doc);
+		pthread_mutex_lock(&k->mu);
+	}
+	pthread_mutex_unlock(&k->mu);
+	return NULL;
+}
+
+int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
+		    struct qbd_meta *m)
+{
+	const char *url = o->etcd ? o->etcd : getenv("QBD_ETCD");
+	struct qbd_attach_keeper *k = calloc(1, sizeof(*k));
+	struct qbd_attachment holder = { 0 };
+	bool clean = false;
+	int err;
+
+	if (!k)
+		return -ENOMEM;
+	pthread_mutex_init(&k->mu, NULL);
+	pthread_cond_init(&k->cv, NULL);
+	v->keeper = k;
+	snprintf(k->a.volume, sizeof(k->a.volume), "%s", v->info.name);
+	k->a.volume_id = v->info.id;
+	if (gethostname(k->a.host, sizeof(k->a.host)) < 0)
+		snprintf(k->a.host, sizeof(k->a.host), "?");
+	k->a.host[sizeof(k->a.host) - 1] = 0;
+	snprintf(k->a.zone, sizeof(k->a.zone), "%s", o->zone ? o->zone : "");
+	k->a.pid = (int)getpid();
+	k->a.since = (uint64_t)time(NULL);
+	err = qbd_meta_lease_grant(m, LEASE_TTL, &k->lease);
+	if (err) {
+		qbd_err(COMP, "open '%s': lease: %s", v->info.name, strerror(-err));
+		return err;
+	}
+	err = qbd_meta_attach(m, &k->a, k->lease, o->force, &holder);
+	if (err == -EBUSY) {
+		qbd_err(COMP, "volume '%s' is attached on host %s (zone %s, pid %d, epoch %" PRIu64
+			"); --force takes it over if that node is gone",
+			v->info.name, holder.host, holder.zone[0] ? holder.zone : "-",
+			holder.pid, holder.epoch);
+		return -EBUSY;
+	}
+	if (err) {
+		qbd_err(COMP, "open '%s': attach: %s", v->info.name, strerror(-err));
+		return err;
+	}
+	v->epoch = k->a.epoch;
+	if (holder.epoch)
+		qbd_warn(COMP, "volume '%s': taking over from host %s (pid %d, epoch %" PRIu64 ")",
+			 v->info.name, holder.host, holder.pid, holder.epoch);
+	/* Did the previous writer close cleanly? Then nobody can still be
+	 * reading, and writes need not wait for its read lease. */
+	if (!holder.epoch && qbd_meta_was_clean(m, v->info.id, v->epoch - 1) == 1)
+		clean = true;
+	v->takeover_wait_ns = clean || v->epoch == 1 ? 0 : TAKEOVER_WAIT_NS;
+	if (v->takeover_wait_ns)
+		qbd_info(COMP, "volume '%s': the previous writer did not detach cleanly; "
+			 "writes wait %llu s for its read lease", v->info.name,
+			 (unsigned long long)(v->takeover_wait_ns / 1000000000ull));
+	err = qbd_meta_open(url, &k->meta);
+	if (err)
+		return err;
+	return 0;
+}
+
+/* Start the keeper once the volume is open. */
+int qbd_attach_start(struct qbd_volume *v)
+{
+	struct qbd_attach_keeper *k = v->keeper;
+	int err;
+
+	err = -pthread_create(&k->thread, NULL, keeper_main, k);
+	if (err) {
+		qbd_err(COMP, "keeper thread: %s", strerror(-err));
+		return err;
+	}
+	k->started = true;
+	return 0;
+}
+
+static const char *replica_state(const struct qbd_core_replica_info *ri)
+{
+	if (!ri->up)
+		return "down";
+	return ri->stale_chunks ? "resync" : "up";
+}
+
+void qbd_attach_status(struct qbd_volume *v)
+{
+	struct qbd_attach_keeper *k = v->keeper;
+	uint64_t now = qbd_now_ns();
+	json_object *o, *arr;
+	char *doc;
+
+	if (!k || !k->started || now - k->status_at < STATUS_EVERY_NS)
+		return;
+	k->status_at = now;
+	o = json_object_new_object();
+	arr = json_object_new_array();
+	json_object_object_add(o, "epoch", json_object_new_int64((int64_t)v->epoch));
+	json_object_object_add(o, "updated", json_object_new_int64((int64_t)time(NULL)));
+	json_object_object_add(o, "write_quorum", json_object_new_int((int)v->info.write_quorum));
+	json_object_object_add(o, "chunks", json_object_new_int64((int64_t)v->nchunks));
+	json_object_object_add(o, "fenced", json_object_new_boolean(qbd_core_fenced(v->core)));
+	for (unsigned r = 0; r < v->info.replicas; r++) {
+		struct qbd_core_replica_info ri = { 0 };
+		json_object *e = json_object_new_object();
+		char hex[17];
+
+		qbd_core_replica_info(v->core, r, &ri);
+		snprintf(hex, sizeof(hex), "%016" PRIx64, v->conns[r].node.id);
+		json_object_object_add(e, "index", json_object_new_int((int)r));
+		json_object_object_add(e, "node", json_object_new_string(hex));
+		json_object_object_add(e, "zone", json_object_new_string(v->conns[r].node.zone));
+		json_object_object_add(e, "addr", json_object_new_string(v->conns[r].node.addr));
+		json_object_object_add(e, "state", json_object_new_string(replica_state(&ri)));
+		json_object_object_add(e, "stale_chunks", json_object_new_int64((int64_t)ri.stale_chunks));
+		json_object_object_add(e, "resync_done_chunks", json_object_new_int64((int64_t)ri.resync_done));
+		json_object_object_add(e, "resync_total_chunks", json_object_new_int64((int64_t)ri.resync_total));
+		json_object_array_add(arr, e);
+	}
+	json_object_object_add(o, "replicas", arr);
+	doc = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	if (!doc)
+		return;
+	pthread_mutex_lock(&k->mu);
+	free(k->status);
+	k->status = doc;
+	k->status_new = true;
+	pthread_mutex_unlock(&k->mu);
+}
+
+void qbd_attach_release(struct qbd_volume *v, bool clean)
+{
+	struct qbd_attach_keeper *k = v->keeper;
+	int err;
+
+	if (!k)
+		return;
+	v->keeper = NULL;
+	if (k->started) {
+		pthread_mutex_lock(&k->mu);
+		k->stop = true;
+		pthread_cond_signal(&k->cv);
+		pthread_mutex_unlock(&k->mu);
+		pthread_join(k->thread, NULL);
+	}
+	if (k->meta && k->a.epoch && !k->superseded) {
+		if (clean) {
+			err = qbd_meta_mark_clean(k->meta, k->a.volume_id, k->a.epoch);
+			if (err)
+				qbd_warn(COMP, "volume %s: marking the detach clean: %s",
+					 k->a.volume, strerror(-err));
+		}
+		err = qbd_meta_detach(k->meta, &k->a);
+		if (err && err != -ESTALE)
+			qbd_warn(COMP, "volume %s: detach: %s", k->a.volume, strerror(-err));
+	}
+	if (k->meta && k->lease) {
+		err = qbd_meta_lease_revoke(k->meta, k->lease);
+		if (err && err != -ENOENT)
+			qbd_debug(COMP, "lease revoke: %s", strerror(-err));
+	}
+	qbd_meta_close(k->meta);
+	free(k->status);
+	pthread_mutex_destroy(&k->mu);
+	pthread_cond_destroy(&k->cv);
+	free(k);
+}
