@@ -15,6 +15,12 @@ LIBDIR   ?= $(PREFIX)/lib
 INCDIR   ?= $(PREFIX)/include
 DESTDIR  ?=
 BUILD    ?= build
+# build-check is always the sanitizer build, however make is invoked (a
+# later `make install BUILD=build-check` must not relink it without).
+ifeq ($(notdir $(abspath $(BUILD))),build-check)
+SANITIZE ?= address,undefined
+CFLAGS   ?= -O1 -g
+endif
 SANITIZE ?=
 
 CC       ?= cc
