@@ -20,6 +20,7 @@
 #include <xxhash.h>
 
 #include "chunkd.h"
+#include "chunkd-internal.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "engine/engine.h"
@@ -27,69 +28,6 @@
 #include "replicator/wire/wire.h"
 
 #define COMP "chunkd"
-#define CHUNKD_RBUF (64u << 10)
-
-struct chunkd;
-
-struct chunkd_conn {
-	uv_tcp_t tcp;
-	struct chunkd *d;
-	struct chunkd_conn *next, *prev;  /* d->conns */
-	struct qbd_wire_rx rx;
-	void *pend_buf;        /* WRITE data buffer between on_header and on_frame */
-	unsigned inflight;     /* requests not yet fully replied */
-	/* FLUSH is a barrier: it covers every WRITE received before it on the
-	 * connection, so it waits for those still in the engine. */
-	uint64_t next_wseq;
-	struct chunkd_req *wq_head, *wq_tail;  /* writes in the engine, by seq */
-	struct chunkd_req *fq_head, *fq_tail;  /* flushes waiting for them */
-	unsigned refs;         /* 1 for the open handle + 1 per request */
-	bool closing;
-	bool reading;
-	char peer[64];
-	uint8_t rbuf[CHUNKD_RBUF];
-};
-
-struct chunkd_req {
-	struct chunkd_conn *c;
-	struct qbd_engine_req er;
-	Qbd__Msg reply;
-	int type;
-	uint64_t volume;
-	uint64_t epoch;
-	uint32_t length;
-	void *data;            /* READ/WRITE buffer or OPEN bulk; free() */
-	uint32_t data_len;     /* bytes of data sent with the reply */
-	bool close_after;
-	uint64_t wseq;         /* WRITE: arrival order; FLUSH: last write before it */
-	struct chunkd_req *qprev, *qnext;
-	uv_write_t w;
-	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
-};
-
-struct chunkd {
-	uv_loop_t loop;
-	uv_tcp_t server;
-	uv_poll_t engine_poll;
-	uv_signal_t sig_term, sig_int;
-	uv_timer_t drain_timer;
-	struct qbd_engine *e;
-	struct qbd_engine_req flush_req;
-	struct qbd_meta *meta;
-	uint64_t node_id, cluster_id;
-	uint32_t chunk_size;
-	struct chunkd_conn *conns;
-	bool stopping;
-	uint64_t stop_start_ns;
-	/* keepalive thread */
-	pthread_t ka_thread;
-	bool ka_started;
-	pthread_mutex_t ka_mu;
-	pthread_cond_t ka_cv;
-	bool ka_stop;
-	int64_t lease;
-	struct qbd_node_info node;
-};
 
 /* ---- connections ---- */
 
@@ -175,7 +113,7 @@ static void req_on_written(uv_write_t *w, int status)
 }
 
 /* Send the reply of r with status (0 / -errno) and free r once sent. */
-static void req_reply(struct chunkd_req *r, int status)
+void req_reply(struct chunkd_req *r, int status)
 {
 	struct chunkd_conn *c = r->c;
 	uv_buf_t bufs[2];
@@ -246,7 +184,6 @@ static int chunk_list_add(void *user, uint64_t chunk, uint64_t version)
 	return 0;
 }
 
-static void req_submit(struct chunkd_req *r, enum qbd_engine_op op);
 
 /* Submit the flushes whose earlier writes have all left the engine. */
 static void conn_run_flushes(struct chunkd_conn *c)
@@ -312,6 +249,10 @@ static void req_on_engine(struct qbd_engine_req *er)
 		r->reply.version = er->version;
 		r->data_len = 0;
 		break;
+	case QBD__MSG_TYPE__PULL:
+		r->reply.version = er->version;
+		r->data_len = 0;
+		break;
 	case QBD__MSG_TYPE__CHECKSUM:
 		r->reply.version = er->version;
 		if (status == 0)
@@ -324,7 +265,7 @@ static void req_on_engine(struct qbd_engine_req *er)
 	req_reply(r, status);
 }
 
-static void req_submit(struct chunkd_req *r, enum qbd_engine_op op)
+void req_submit(struct chunkd_req *r, enum qbd_engine_op op)
 {
 	r->er.op = op;
 	r->er.cb = req_on_engine;
@@ -350,6 +291,12 @@ static int chunkd_validate(const struct chunkd *d, const Qbd__Msg *m,
 	case QBD__MSG_TYPE__CHECKSUM:
 		if (m->data_len != 0)
 			why = "unexpected data";
+		break;
+	case QBD__MSG_TYPE__PULL:
+		if (m->data_len != 0 || m->offset != 0 || m->length != d->chunk_size)
+			why = "PULL must cover the whole chunk, without data";
+		else if (!m->source_node || !m->source_addr || !*m->source_addr)
+			why = "PULL without a source";
 		break;
 	case QBD__MSG_TYPE__READ:
 	case QBD__MSG_TYPE__WRITE:
@@ -532,7 +479,9 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 	r->er.offset = m->offset;
 	r->er.length = m->length;
 	r->er.epoch = m->epoch;
-	if (m->type == QBD__MSG_TYPE__FLUSH) {
+	if (m->type == QBD__MSG_TYPE__PULL) {
+		chunkd_pull(d, r, m);
+	} else if (m->type == QBD__MSG_TYPE__FLUSH) {
 		r->wseq = c->next_wseq;
 		if (c->wq_head) {
 			if (c->fq_tail)
@@ -665,6 +614,7 @@ static void engine_on_poll(uv_poll_t *p, int status, int events)
 
 static void chunkd_close_all(struct chunkd *d)
 {
+	chunkd_peers_close(d);
 	while (d->conns)
 		conn_close(d->conns);
 	uv_close((uv_handle_t *)&d->engine_poll, NULL);
@@ -720,6 +670,7 @@ static void chunkd_on_signal(uv_signal_t *s, int signum)
 	qbd_info(COMP, "signal %d: shutting down", signum);
 	d->stopping = true;
 	d->stop_start_ns = qbd_now_ns();
+	chunkd_peers_close(d);
 	uv_close((uv_handle_t *)&d->server, NULL);
 	for (struct chunkd_conn *c = d->conns; c; c = c->next)
 		conn_update_reading(c);

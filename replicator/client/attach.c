@@ -212,6 +212,7 @@ void qbd_attach_status(struct qbd_volume *v)
 		json_object_object_add(e, "stale_chunks", json_object_new_int64((int64_t)ri.stale_chunks));
 		json_object_object_add(e, "resync_done_chunks", json_object_new_int64((int64_t)ri.resync_done));
 		json_object_object_add(e, "resync_total_chunks", json_object_new_int64((int64_t)ri.resync_total));
+		json_object_object_add(e, "pulled_chunks", json_object_new_int64((int64_t)ri.pulled));
 		json_object_array_add(arr, e);
 	}
 	json_object_object_add(o, "replicas", arr);

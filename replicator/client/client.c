@@ -202,6 +202,12 @@ static void core_send(void *user, const struct qbd_core_msg *cm)
 		m.type = QBD__MSG_TYPE__PING;
 		m.chunk = m.offset = m.length = 0;
 		break;
+	case QBD_CM_PULL:
+		m.type = QBD__MSG_TYPE__PULL;
+		m.new_version = cm->new_version;
+		m.source_node = v->conns[cm->source].node.id;
+		m.source_addr = v->conns[cm->source].node.addr;
+		break;
 	}
 	err = conn_queue(c, &m, cm->id, data, len);
 	if (err) {
@@ -756,6 +762,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	cfg.epoch = v->epoch;
 	cfg.resync_rate = o->resync_rate;
 	cfg.takeover_wait_ns = v->takeover_wait_ns;
+	cfg.pull = true;
 	for (unsigned r = 0; r < v->info.replicas; r++)
 		if (o->zone && !strcmp(o->zone, v->conns[r].node.zone))
 			cfg.local |= 1u << r;

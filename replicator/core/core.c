@@ -45,7 +45,8 @@ struct sub {
 	struct sub *rprev, *rnext;
 };
 
-enum pkind { P_READ = 1, P_WRITE, P_FLUSH, P_REPAIR, P_RSREAD, P_RSWRITE, P_PROBE, P_PING };
+enum pkind { P_READ = 1, P_WRITE, P_FLUSH, P_REPAIR, P_RSREAD, P_RSWRITE, P_PROBE, P_PING,
+	     P_RSPULL };
 
 struct uio {
 	void *cookie;
@@ -67,6 +68,7 @@ struct part {
 	uint32_t targets, pending, okset;
 	bool done;
 	bool started;            /* write: counted in wr_inflight */
+	bool fallback;           /* pull: a target failed, copy through us */
 	bool parked;             /* read: has data newer than committed */
 	int result;
 	/* reads (also the resync read) */
@@ -113,6 +115,7 @@ struct qbd_core {
 	uint64_t *stale[MAXR];   /* bitmaps */
 	uint64_t nstale[MAXR];
 	uint64_t rs_done[MAXR];
+	uint64_t pulled[MAXR];
 	uint64_t rs_backoff[MAXR];
 	uint64_t rs_cursor[MAXR];
 	bool up[MAXR];
@@ -264,6 +267,7 @@ static void part_send(struct part *p, unsigned r, enum qbd_core_msg_type type,
 		.replica = r, .type = type, .chunk = p->chunk, .offset = off,
 		.length = len, .expected_version = p->expected,
 		.new_version = p->newv, .flags = flags, .data = data,
+		.source = p->replica >= 0 ? (unsigned)p->replica : 0,
 	};
 
 	s->p = p;
@@ -923,7 +927,24 @@ static void resync_start(struct qbd_core *c, uint64_t ch)
 	p->len = c->cfg.chunk_size;
 	p->rs_targets = targets;
 	p->src_version = p->newv = c->version[ch];
-	if (read_pick(c, ch, targets) >= 0) {
+	if (c->cfg.pull && read_pick(c, ch, targets) >= 0) {
+		/* Each target copies from a current replica itself. */
+		p->kind = P_RSPULL;
+		p->replica = read_pick(c, ch, targets);
+		p->targets = p->pending = targets;
+#ifdef QBD_CORE_MUTANT_NO_RESYNC
+		for (unsigned t = 0; t < c->R; t++)
+			if (targets & (1u << t))
+				stale_clear(c, t, ch);
+		p->pending = 0;
+		resync_end(p);
+		part_put(p);
+		return;
+#endif
+		for (unsigned r = 0; r < c->R; r++)
+			if (targets & (1u << r))
+				part_send(p, r, QBD_CM_PULL, 0, c->cfg.chunk_size, 0, NULL);
+	} else if (read_pick(c, ch, targets) >= 0) {
 		resync_read(p);
 	} else {
 		/* No replica known to be current is up: ask the up ones. */
@@ -1063,6 +1084,36 @@ static void op_reply(struct part *p, unsigned r, int status)
 			core_log(c, L_WARN, "repair of chunk %llu on replica %u: error %d",
 			     (unsigned long long)p->chunk, r, status);
 		p->done = true;
+		return;
+	case P_RSPULL:
+		if (status == 0 && c->version[p->chunk] == p->newv) {
+			stale_clear(c, r, p->chunk);
+			c->rs_done[r]++;
+			c->pulled[r]++;
+		} else if (status) {
+			core_log(c, L_INFO, "pull of chunk %llu by replica %u from %d: error %d%s",
+				 (unsigned long long)p->chunk, r, p->replica, status,
+				 status == -EPERM || status == -ENOTCONN ? "" :
+				 "; copying through the writer");
+			if (status == -ESTALE && p->replica >= 0)
+				stale_set(c, (unsigned)p->replica, p->chunk);
+			if (status != -EPERM && status != -ENOTCONN)
+				p->fallback = true;
+		}
+		if (p->pending)
+			return;
+		if (p->fallback && !c->fenced) {
+			/* Copy through the writer for the targets still stale. */
+			p->kind = P_RSREAD;
+			p->fallback = false;
+			p->okset = 0;
+			p->tried = 0;
+			p->replica = -1;
+			p->rs_targets &= up_set(c);
+			resync_read(p);
+			return;
+		}
+		resync_end(p);
 		return;
 	case P_RSWRITE:
 		if (status == 0 && c->version[p->chunk] == p->newv) {
@@ -1621,6 +1672,7 @@ int qbd_core_replica_info(const struct qbd_core *c, unsigned r,
 	out->resync_done = c->rs_done[r];
 	out->resync_total = c->rs_done[r] + c->nstale[r];
 	out->in_flight = c->outstanding[r];
+	out->pulled = c->pulled[r];
 	return 0;
 }
 

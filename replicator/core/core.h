@@ -60,8 +60,14 @@ struct qbd_chunk_version {
 	uint64_t version;
 };
 
-/* PING: no data; a replica answers 0 only while it accepts our epoch. */
-enum qbd_core_msg_type { QBD_CM_READ = 1, QBD_CM_WRITE, QBD_CM_FLUSH, QBD_CM_PING };
+/*
+ * PING: no data; a replica answers 0 only while it accepts our epoch.
+ * PULL: the replica copies the whole chunk from replica `source` (which
+ * must hold new_version) and stores it at new_version (a RESYNC write):
+ * resync replica to replica, the bytes never pass through the writer.
+ */
+enum qbd_core_msg_type { QBD_CM_READ = 1, QBD_CM_WRITE, QBD_CM_FLUSH, QBD_CM_PING,
+			 QBD_CM_PULL };
 
 /* A message for the shell to send to a replica. */
 struct qbd_core_msg {
@@ -73,6 +79,7 @@ struct qbd_core_msg {
 	uint64_t expected_version, new_version;
 	uint32_t flags;           /* QBD_CORE_F_* */
 	const void *data;         /* WRITE: length bytes, NULL with ZERO */
+	unsigned source;          /* PULL: the replica to copy from */
 };
 
 struct qbd_core_ops {
@@ -102,6 +109,8 @@ struct qbd_core_cfg {
 	uint64_t timeout_ns;      /* oldest request age that drops a replica; 0 = 10 s */
 	uint64_t resync_rate;     /* bytes per second of background resync; 0 = unlimited */
 	unsigned resync_parallel; /* chunks copied at once; 0 = 4 */
+	bool pull;                /* resync replica to replica (PULL); a failed
+				   * PULL falls back to copying through the writer */
 	/* Read lease: reads are served only while max(W, R - W + 1) replicas
 	 * accepted our epoch within lease_ns (pings keep it fresh), so a
 	 * deposed writer stops reading within lease_ns; 0 = 5 s. */
@@ -170,6 +179,7 @@ struct qbd_core_replica_info {
 	uint64_t stale_chunks;    /* chunks it is known to lack */
 	uint64_t resync_done;     /* chunks copied since it was last current */
 	uint64_t resync_total;    /* resync_done + stale_chunks */
+	uint64_t pulled;          /* chunks it copied from another replica (PULL), ever */
 	unsigned in_flight;       /* messages awaiting a reply */
 };
 int qbd_core_replica_info(const struct qbd_core *c, unsigned r,

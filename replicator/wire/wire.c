@@ -33,6 +33,7 @@ const char *qbd_wire_type_name(int type)
 	case QBD__MSG_TYPE__DELETE_VOLUME: return "DELETE_VOLUME";
 	case QBD__MSG_TYPE__PING: return "PING";
 	case QBD__MSG_TYPE__CHECKSUM: return "CHECKSUM";
+	case QBD__MSG_TYPE__PULL: return "PULL";
 	default: return "UNKNOWN";
 	}
 }

@@ -108,6 +108,12 @@ wait_for "status: degraded, replica a resyncing" 30 resyncing
 log "status during resync: $(grep -E '^ *0 ' "$TMP/status.txt" | tr -s ' ' | head -1)"
 wait_for "replicas identical after resync" 120 qbd volume verify vol1
 wait_for "status: healthy" 20 status_is 0
+# The copies went replica to replica (PULL), not through the writer.
+vid=$(qbd volume info vol1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+pulled=$(etcdctl_ get --print-value-only "/qbd/status/$vid" |
+	python3 -c 'import json,sys; print(sum(r.get("pulled_chunks", 0) for r in json.load(sys.stdin)["replicas"]))')
+[ "$pulled" -ge 21 ] || fail "only $pulled chunks were pulled replica to replica"
+log "$pulled chunks resynced replica to replica"
 log "$(qbd volume verify vol1 | tail -1)"
 "$S" verify "$(nbd_uri "$sock3")" "$TMP/acked3" 24000 4000 21 || fail "writes made while a was down are lost"
 "$S" verify "$(nbd_uri "$sock3")" "$TMP/acked4" 0 1000 22 || fail "overwrites made while a was down are lost"

@@ -114,6 +114,7 @@ struct msg {
 	int type;                /* QBD_CM_* or 0 = OPEN */
 	uint64_t id, epoch, chunk, expected, newv, version;
 	uint32_t off, len, flags;
+	unsigned source;         /* PULL */
 	int status;
 	uint8_t *data;
 	struct qbd_chunk_version *list;
@@ -425,6 +426,31 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 	case QBD_CM_FLUSH:
 	case QBD_CM_PING:
 		break;
+	case QBD_CM_PULL: {
+		/* The replica reads the chunk from the source itself (with the
+		 * writer's epoch), then stores it as a RESYNC write. */
+		struct rep *src = &reps[m->source];
+		bool bad = false;
+
+		for (uint32_t u = 0; u < C.cs / UNIT; u++)
+			bad |= src->corrupt[m->chunk * (C.cs / UNIT) + u];
+		if (m->source >= C.R || m->source == r || !src->alive || chance(20))
+			st = -EHOSTUNREACH;
+		else if (src->promised != m->epoch)
+			st = src->promised > m->epoch ? -EPERM : -ENOTCONN;
+		else if (bad)
+			st = -EBADMSG;
+		else if (src->ver[m->chunk] != m->newv)
+			st = -ESTALE;
+		if (!st && rp->ver[m->chunk] != m->newv) {
+			memcpy(cd, src->data + m->chunk * C.cs, C.cs);
+			memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
+			rp->ver[m->chunk] = m->newv;
+		}
+		trace("r%u: c%d pull chunk %" PRIu64 " from r%u at %#" PRIx64 ": %d", r, ci,
+		      m->chunk, m->source, m->newv, st);
+		break;
+	}
 	}
 	if (m->type == QBD_CM_WRITE) {
 		free(m->data);
@@ -569,6 +595,7 @@ static void cli_send(void *user, const struct qbd_core_msg *cm)
 	m->expected = cm->expected_version;
 	m->newv = cm->new_version;
 	m->flags = cm->flags;
+	m->source = cm->source;
 	if (cm->type == QBD_CM_WRITE && cm->data) {
 		m->data = malloc(cm->length);
 		if (!m->data)
@@ -686,6 +713,7 @@ static void cli_start(int ci, bool workload)
 		.resync_rate = rnd_range(0, 1) ? 0 : 4ull * C.cs * 10,
 		.resync_parallel = (unsigned)rnd_range(1, 4),
 		.lease_ns = 500 * MS,
+		.pull = rnd_range(0, 1),
 	};
 
 	memset(cl, 0, sizeof(*cl));

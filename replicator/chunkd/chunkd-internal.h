@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd-chunkd internals shared by chunkd.c (the server: connections,
+ * requests, engine, keepalive) and pull.c (connections to other chunk
+ * servers, for replica-to-replica resync). One loop thread owns all of it.
+ */
+#ifndef QBD_CHUNKD_INTERNAL_H
+#define QBD_CHUNKD_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "engine/engine.h"
+#include "replicator/meta/meta.h"
+#include "replicator/wire/wire.h"
+
+struct peer;
+#define CHUNKD_RBUF (64u << 10)
+
+struct chunkd;
+
+struct chunkd_conn {
+	uv_tcp_t tcp;
+	struct chunkd *d;
+	struct chunkd_conn *next, *prev;  /* d->conns */
+	struct qbd_wire_rx rx;
+	void *pend_buf;        /* WRITE data buffer between on_header and on_frame */
+	unsigned inflight;     /* requests not yet fully replied */
+	/* FLUSH is a barrier: it covers every WRITE received before it on the
+	 * connection, so it waits for those still in the engine. */
+	uint64_t next_wseq;
+	struct chunkd_req *wq_head, *wq_tail;  /* writes in the engine, by seq */
+	struct chunkd_req *fq_head, *fq_tail;  /* flushes waiting for them */
+	unsigned refs;         /* 1 for the open handle + 1 per request */
+	bool closing;
+	bool reading;
+	char peer[64];
+	uint8_t rbuf[CHUNKD_RBUF];
+};
+
+struct chunkd_req {
+	struct chunkd_conn *c;
+	struct qbd_engine_req er;
+	Qbd__Msg reply;
+	int type;
+	uint64_t volume;
+	uint64_t epoch;
+	uint32_t length;
+	void *data;            /* READ/WRITE buffer or OPEN bulk; free() */
+	uint32_t data_len;     /* bytes of data sent with the reply */
+	bool close_after;
+	uint64_t wseq;         /* WRITE: arrival order; FLUSH: last write before it */
+	struct chunkd_req *qprev, *qnext;
+	uv_write_t w;
+	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
+};
+
+struct chunkd {
+	uv_loop_t loop;
+	uv_tcp_t server;
+	uv_poll_t engine_poll;
+	uv_signal_t sig_term, sig_int;
+	uv_timer_t drain_timer;
+	struct qbd_engine *e;
+	struct qbd_engine_req flush_req;
+	struct qbd_meta *meta;
+	uint64_t node_id, cluster_id;
+	uint32_t chunk_size;
+	struct chunkd_conn *conns;
+	struct peer *peers;    /* connections to other chunk servers (pull.c) */
+	uv_timer_t peer_timer;
+	bool peer_timer_on;
+	bool stopping;
+	uint64_t stop_start_ns;
+	/* keepalive thread */
+	pthread_t ka_thread;
+	bool ka_started;
+	pthread_mutex_t ka_mu;
+	pthread_cond_t ka_cv;
+	bool ka_stop;
+	int64_t lease;
+	struct qbd_node_info node;
+};
+
+/* chunkd.c: reply to r with status (0 or -errno) and free it once sent;
+ * submit r's engine request (r->er filled); the reply follows its
+ * completion. */
+void req_reply(struct chunkd_req *r, int status);
+void req_submit(struct chunkd_req *r, enum qbd_engine_op op);
+
+/* pull.c: serve a PULL (validated, epoch checked): read the chunk from
+ * the source replica, then store it as a RESYNC write; r is answered
+ * either way. */
+void chunkd_pull(struct chunkd *d, struct chunkd_req *r, const Qbd__Msg *m);
+/* Fail every pull and close every connection to other chunk servers. */
+void chunkd_peers_close(struct chunkd *d);
+
+#endif

@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Replica-to-replica resync. The writer sends PULL(chunk, new_version,
+ * source) to a stale replica; this chunk server reads the whole chunk
+ * from the source chunk server with the writer's epoch (so a deposed
+ * writer's pull is refused by a source that promised a newer one), checks
+ * that the source holds new_version, and stores the bytes as a RESYNC
+ * write. The bytes never go through the writer, which may sit in another
+ * zone.
+ *
+ * Connections to other chunk servers (struct peer) are made on demand,
+ * kept for later pulls, and dropped on any error. Each pull has 5 seconds;
+ * any failure is answered to the writer, which then copies the chunk
+ * through itself. Peer addresses must be numeric (IPv4 or IPv6).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunkd-internal.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define COMP "pull"
+#define PULL_TIMEOUT_NS (5ull * 1000000000ull)
+
+struct pull;
+
+struct peer {
+	struct chunkd *d;
+	uv_tcp_t tcp;
+	uv_connect_t creq;
+	uint64_t node_id;
+	char addr[QBD_ADDR_MAX];
+	bool up, closing;
+	struct qbd_wire_rx rx;
+	struct pull *head, *tail;    /* waiting (before up) and in flight */
+	uint64_t next_id;
+	struct peer *next;
+	uint8_t hello_hdr[QBD_WIRE_FRAME_MAX_PREFIX];
+	uv_write_t hello_w;
+	uint8_t rbuf[64u << 10];
+};
+
+struct pull {
+	struct chunkd_req *r;        /* the writer's request; NULL once answered */
+	struct peer *p;
+	uint64_t id, volume, epoch, chunk, version;
+	uint64_t start_ns;
+	bool sent, writing;
+	uv_write_t w;
+	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
+	struct pull *next;
+};
+
+static void pull_unlink(struct pull *pl)
+{
+	struct peer *p = pl->p;
+	struct pull **pp = &p->head, *prev = NULL;
+
+	while (*pp && *pp != pl) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	if (!*pp)
+		return;
+	*pp = pl->next;
+	if (p->tail == pl)
+		p->tail = prev;
+	pl->next = NULL;
+}
+
+/* Answer the writer (err != 0) and free the pull once its write is done. */
+static void pull_fail(struct pull *pl, int err)
+{
+	if (pl->r) {
+		req_reply(pl->r, err);
+		pl->r = NULL;
+	}
+	if (!pl->writing)
+		free(pl);
+}
+
+static void peer_on_close(uv_handle_t *h)
+{
+	struct peer *p = QBD_CONTAINER_OF((uv_tcp_t *)h, struct peer, tcp);
+
+	qbd_wire_rx_reset(&p->rx);
+	free(p);
+}
+
+static void peer_fail(struct peer *p, int err, const char *why)
+{
+	struct peer **pp;
+
+	if (p->closing)
+		return;
+	p->closing = true;
+	qbd_warn(COMP, "peer %016llx (%s): %s", (unsigned long long)p->node_id,
+		 p->addr, why);
+	for (pp = &p->d->peers; *pp && *pp != p; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = p->next;
+	while (p->head) {
+		struct pull *pl = p->head;
+
+		p->head = pl->next;
+		pl->next = NULL;
+		pull_fail(pl, err);
+	}
+	p->tail = NULL;
+	uv_close((uv_handle_t *)&p->tcp, peer_on_close);
+}
+
+static void pull_on_written(uv_write_t *w, int status)
+{
+	struct pull *pl = QBD_CONTAINER_OF(w, struct pull, w);
+
+	pl->writing = false;
+	if (!pl->r) {           /* answered meanwhile */
+		free(pl);
+		return;
+	}
+	if (status < 0)
+		peer_fail(pl->p, -EHOSTUNREACH, "send failed");
+}
+
+static void pull_send(struct pull *pl)
+{
+	struct peer *p = pl->p;
+	Qbd__Msg m = QBD__MSG__INIT;
+	uv_buf_t b;
+	ssize_t h;
+	int rc;
+
+	m.type = QBD__MSG_TYPE__READ;
+	m.cluster_id = p->d->cluster_id;
+	m.request_id = pl->id;
+	m.volume_id = pl->volume;
+	m.node_id = p->node_id;
+	m.epoch = pl->epoch;
+	m.chunk = pl->chunk;
+	m.offset = 0;
+	m.length = p->d->chunk_size;
+	h = qbd_wire_encode(&m, pl->hdr, sizeof(pl->hdr));
+	if (h < 0) {
+		pull_unlink(pl);
+		pull_fail(pl, (int)h);
+		return;
+	}
+	b = uv_buf_init((char *)pl->hdr, (unsigned)h);
+	pl->sent = true;
+	pl->writing = true;
+	rc = uv_write(&pl->w, (uv_stream_t *)&p->tcp, &b, 1, pull_on_written);
+	if (rc < 0) {
+		pl->writing = false;
+		peer_fail(p, -EHOSTUNREACH, "send failed");
+	}
+}
+
+static struct pull *pull_find(struct peer *p, uint64_t id)
+{
+	for (struct pull *pl = p->head; pl; pl = pl->next)
+		if (pl->id == id)
+			return pl;
+	return NULL;
+}
+
+static void *peer_on_header(void *user, const Qbd__Msg *m)
+{
+	struct peer *p = user;
+	struct pull *pl;
+
+	if (!m->reply || m->type != QBD__MSG_TYPE__READ || m->status ||
+	    m->data_len != p->d->chunk_size)
+		return m->data_len ? QBD_WIRE_DISCARD : NULL;
+	pl = pull_find(p, m->request_id);
+	return pl && pl->r ? pl->r->data : QBD_WIRE_DISCARD;
+}
+
+static int peer_on_frame(void *user, Qbd__Msg *m, void *data)
+{
+	struct peer *p = user;
+	struct pull *pl;
+	struct chunkd_req *r;
+	int st;
+
+	if (!m->reply || m->cluster_id != p->d->cluster_id || m->node_id != p->node_id) {
+		peer_fail(p, -EHOSTUNREACH, "unexpected message or wrong node");
+		return 1;
+	}
+	if (!p->up) {
+		if (m->type != QBD__MSG_TYPE__HELLO || m->status ||
+		    m->chunk_size != p->d->chunk_size) {
+			peer_fail(p, -EHOSTUNREACH, "HELLO refused or chunk size differs");
+			return 1;
+		}
+		p->up = true;
+		for (struct pull *x = p->head; x; x = x->next)
+			if (!x->sent)
+				pull_send(x);
+		return 0;
+	}
+	pl = pull_find(p, m->request_id);
+	if (!pl)
+		return 0;
+	pull_unlink(pl);
+	r = pl->r;
+	st = m->status;
+	if (st == -ENOTCONN)
+		st = -EAGAIN;       /* the source has not seen this epoch */
+	else if (!st && (!data || m->version != pl->version))
+		st = -ESTALE;       /* the source does not hold that version */
+	if (st || !r) {
+		pull_fail(pl, st ? st : -ECANCELED);
+		return 0;
+	}
+	pl->r = NULL;
+	if (!pl->writing)
+		free(pl);
+	/* Store it: a RESYNC write of the whole chunk at that version. */
+	r->er.volume = r->volume;
+	r->er.chunk = m->chunk;
+	r->er.offset = 0;
+	r->er.length = p->d->chunk_size;
+	r->er.buf = r->data;
+	r->er.expected_version = 0;
+	r->er.new_version = m->version;
+	r->er.flags = QBD_ENGINE_F_RESYNC;
+	req_submit(r, QBD_ENGINE_WRITE);
+	return 0;
+}
+
+static const struct qbd_wire_rx_ops peer_rx_ops = { peer_on_header, peer_on_frame };
+
+static void peer_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	struct peer *p = QBD_CONTAINER_OF((uv_tcp_t *)h, struct peer, tcp);
+
+	(void)hint;
+	*buf = uv_buf_init((char *)p->rbuf, sizeof(p->rbuf));
+}
+
+static void peer_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct peer *p = QBD_CONTAINER_OF((uv_tcp_t *)s, struct peer, tcp);
+	int rc;
+
+	if (n < 0) {
+		peer_fail(p, -EHOSTUNREACH, n == UV_EOF ? "closed" : uv_strerror((int)n));
+		return;
+	}
+	if (n == 0 || p->closing)
+		return;
+	rc = qbd_wire_rx_feed(&p->rx, (const uint8_t *)buf->base, (size_t)n, &peer_rx_ops, p);
+	if (rc < 0 && !p->closing)
+		peer_fail(p, -EHOSTUNREACH, "protocol error");
+}
+
+static void peer_on_hello_written(uv_write_t *w, int status)
+{
+	struct peer *p = QBD_CONTAINER_OF(w, struct peer, hello_w);
+
+	if (status < 0 && status != UV_ECANCELED)
+		peer_fail(p, -EHOSTUNREACH, "send failed");
+}
+
+static void peer_on_connect(uv_connect_t *req, int status)
+{
+	struct peer *p = QBD_CONTAINER_OF(req, struct peer, creq);
+	Qbd__Msg m = QBD__MSG__INIT;
+	uv_buf_t b;
+	ssize_t h;
+
+	if (status == UV_ECANCELED || p->closing)
+		return;
+	if (status < 0) {
+		peer_fail(p, -EHOSTUNREACH, uv_strerror(status));
+		return;
+	}
+	if (uv_read_start((uv_stream_t *)&p->tcp, peer_on_alloc, peer_on_read) < 0) {
+		peer_fail(p, -EHOSTUNREACH, "cannot read");
+		return;
+	}
+	m.type = QBD__MSG_TYPE__HELLO;
+	m.cluster_id = p->d->cluster_id;
+	m.node_id = p->node_id;
+	m.request_id = ++p->next_id;
+	h = qbd_wire_encode(&m, p->hello_hdr, sizeof(p->hello_hdr));
+	b = uv_buf_init((char *)p->hello_hdr, h > 0 ? (unsigned)h : 0);
+	if (h < 0 || uv_write(&p->hello_w, (uv_stream_t *)&p->tcp, &b, 1,
+			      peer_on_hello_written) < 0)
+		peer_fail(p, -EHOSTUNREACH, "cannot send HELLO");
+}
+
+static void peers_on_tick(uv_timer_t *t)
+{
+	struct chunkd *d = QBD_CONTAINER_OF(t, struct chunkd, peer_timer);
+	uint64_t now = qbd_now_ns();
+
+	for (struct peer *p = d->peers, *nx; p; p = nx) {
+		nx = p->next;
+		if (p->head && now - p->head->start_ns > PULL_TIMEOUT_NS)
+			peer_fail(p, -ETIMEDOUT, "pull timed out");
+	}
+}
+
+static struct peer *peer_get(struct chunkd *d, uint64_t node_id, const char *addr)
+{
+	struct sockaddr_storage sa;
+	char host[QBD_ADDR_MAX];
+	uint16_t port;
+	struct peer *p;
+
+	for (p = d->peers; p; p = p->next)
+		if (p->node_id == node_id && !strcmp(p->addr, addr))
+			return p;
+	if (qbd_parse_hostport(addr, host, sizeof(host), &port) < 0 ||
+	    (uv_ip4_addr(host, port, (struct sockaddr_in *)&sa) != 0 &&
+	     uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa) != 0)) {
+		qbd_warn(COMP, "peer %016llx: address '%s' is not numeric HOST:PORT",
+			 (unsigned long long)node_id, addr);
+		return NULL;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->d = d;
+	p->node_id = node_id;
+	snprintf(p->addr, sizeof(p->addr), "%s", addr);
+	qbd_wire_rx_init(&p->rx);
+	if (uv_tcp_init(&d->loop, &p->tcp) < 0) {
+		free(p);
+		return NULL;
+	}
+	uv_tcp_nodelay(&p->tcp, 1);
+	p->next = d->peers;
+	d->peers = p;
+	if (uv_tcp_connect(&p->creq, &p->tcp, (struct sockaddr *)&sa, peer_on_connect) < 0) {
+		peer_fail(p, -EHOSTUNREACH, "connect failed");
+		return NULL;
+	}
+	if (!d->peer_timer_on) {
+		uv_timer_init(&d->loop, &d->peer_timer);
+		uv_timer_start(&d->peer_timer, peers_on_tick, 1000, 1000);
+		d->peer_timer_on = true;
+	}
+	return p;
+}
+
+void chunkd_pull(struct chunkd *d, struct chunkd_req *r, const Qbd__Msg *m)
+{
+	struct pull *pl;
+	struct peer *p;
+
+	if (m->source_node == d->node_id || !m->source_addr || !*m->source_addr) {
+		qbd_warn(COMP, "PULL of chunk %llu: bad source", (unsigned long long)m->chunk);
+		req_reply(r, -EINVAL);
+		return;
+	}
+	if (posix_memalign(&r->data, QBD_ENGINE_BLOCK, d->chunk_size) != 0) {
+		r->data = NULL;
+		req_reply(r, -ENOMEM);
+		return;
+	}
+	p = peer_get(d, m->source_node, m->source_addr);
+	pl = p ? calloc(1, sizeof(*pl)) : NULL;
+	if (!pl) {
+		req_reply(r, -EHOSTUNREACH);
+		return;
+	}
+	pl->r = r;
+	pl->p = p;
+	pl->id = ++p->next_id;
+	pl->volume = m->volume_id;
+	pl->epoch = m->epoch;
+	pl->chunk = m->chunk;
+	pl->version = m->new_version;
+	pl->start_ns = qbd_now_ns();
+	if (p->tail)
+		p->tail->next = pl;
+	else
+		p->head = pl;
+	p->tail = pl;
+	if (p->up)
+		pull_send(pl);
+}
+
+void chunkd_peers_close(struct chunkd *d)
+{
+	while (d->peers)
+		peer_fail(d->peers, -ESHUTDOWN, "shutting down");
+	if (d->peer_timer_on) {
+		uv_close((uv_handle_t *)&d->peer_timer, NULL);
+		d->peer_timer_on = false;
+	}
+}
