@@ -118,7 +118,7 @@ SIM_BIN = $(BUILD)/tests/sim/qbd-sim \
 PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd
 LIBS_OUT = $(BUILD)/libqbd.a $(BUILD)/libqbd.so
 
-.PHONY: all check check-unit check-integration check-model demo install clean deps unit-bins
+.PHONY: all check check-unit check-integration check-model soak demo install clean deps unit-bins
 all: $(PROGS) $(LIBS_OUT) $(HELPER_BIN) $(SIM_BIN)
 
 $(PROTO_C) $(PROTO_H): $(PROTO)
@@ -183,6 +183,11 @@ check-unit: all unit-bins
 
 check-integration: all
 	tests/run-tests --integration-only $(BUILD)
+
+# Long run of the deterministic simulation (make check runs 10,000 seeds).
+SOAK_SEEDS ?= 1000000
+soak: $(BUILD)/tests/sim/qbd-sim
+	$(BUILD)/tests/sim/qbd-sim --seeds $(SOAK_SEEDS) --first 10001
 
 # The Promela model of the protocol (spin), also part of make check.
 check-model:

@@ -359,6 +359,12 @@ void chunkd_pull(struct chunkd *d, struct chunkd_req *r, const Qbd__Msg *m)
 		req_reply(r, -EINVAL);
 		return;
 	}
+	if (qbd_engine_chunk_version(d->e, m->volume_id, m->chunk) == m->new_version) {
+		/* Already there (an answer was lost, say): nothing to copy. */
+		r->reply.version = m->new_version;
+		req_reply(r, 0);
+		return;
+	}
 	if (posix_memalign(&r->data, QBD_ENGINE_BLOCK, d->chunk_size) != 0) {
 		r->data = NULL;
 		req_reply(r, -ENOMEM);

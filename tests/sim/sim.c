@@ -434,7 +434,9 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 
 		for (uint32_t u = 0; u < C.cs / UNIT; u++)
 			bad |= src->corrupt[m->chunk * (C.cs / UNIT) + u];
-		if (m->source >= C.R || m->source == r || !src->alive || chance(20))
+		if (rp->ver[m->chunk] == m->newv)
+			st = 0;     /* it holds that version already */
+		else if (m->source >= C.R || m->source == r || !src->alive || chance(20))
 			st = -EHOSTUNREACH;
 		else if (src->promised != m->epoch)
 			st = src->promised > m->epoch ? -EPERM : -ENOTCONN;
