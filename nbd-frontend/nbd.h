@@ -111,10 +111,50 @@ uint64_t nbd_get64(const uint8_t *p);
 struct qbd_volume;
 struct nbd_server;
 
-/* Serve vol (owned by the caller) on a unix socket at path until SIGTERM
- * or SIGINT; then drain in-flight requests and return 0 (or -errno when
- * the socket cannot be set up). Runs its own libuv loop. */
+/*
+ * What nbd_serve serves, and where. Either or both of a listening unix
+ * socket (clients do the handshake) and adopted connections (kernel mode:
+ * one end of a socketpair each, already past the handshake, served in the
+ * transmission phase with simple replies).
+ */
+struct nbd_serve_opts {
+	const char *export_name;   /* accepted export name besides "" */
+	const char *socket_path;   /* listen here (mode 0600), or NULL */
+	const int *fds;            /* adopted connections; the server owns
+				    * (and closes) them from the call on */
+	unsigned n_fds;
+	/* Loop thread, once everything is set up and before any request is
+	 * read (e.g. hand the other ends of the fds to the kernel). Non-zero
+	 * stops the server at once; nbd_serve then returns that value. */
+	int (*on_ready)(struct nbd_server *s, void *arg);
+	/* Loop thread, when an adopted connection ends: disc is true after
+	 * NBD_CMD_DISC, false when the peer closed it without one (the
+	 * kernel gave up on that socket). index is nbd_server_adopt's. */
+	void (*on_conn_end)(struct nbd_server *s, int index, bool disc,
+			    void *arg);
+	void *arg;
+	/* Stop (drain, return 0) once every adopted connection has ended
+	 * and at least one ended with NBD_CMD_DISC. */
+	bool stop_after_disc;
+};
+
+/*
+ * Serve vol (owned by the caller) until SIGTERM or SIGINT (or
+ * nbd_server_stop, or stop_after_disc); then drain in-flight requests and
+ * return 0, or -errno when it cannot be set up. Runs its own libuv loop.
+ */
+int nbd_serve(struct qbd_volume *vol, const struct nbd_serve_opts *o);
+
+/* nbd_serve with only a unix socket. */
 int nbd_serve_unix(struct qbd_volume *vol, const char *export_name,
 		   const char *path);
+
+/* Loop thread only. Adopt one more connection (owned by the server from
+ * the call on, even on error) in the transmission phase; returns its
+ * index (0, 1, ... in adoption order, fds of opts first) or -errno. */
+int nbd_server_adopt(struct nbd_server *s, int fd);
+
+/* Loop thread only: stop as on SIGTERM (drain, then nbd_serve returns). */
+void nbd_server_stop(struct nbd_server *s);
 
 #endif
