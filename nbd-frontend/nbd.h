@@ -127,9 +127,12 @@ struct nbd_serve_opts {
 	 * read (e.g. hand the other ends of the fds to the kernel). Non-zero
 	 * stops the server at once; nbd_serve then returns that value. */
 	int (*on_ready)(struct nbd_server *s, void *arg);
-	/* Loop thread, when an adopted connection ends: disc is true after
-	 * NBD_CMD_DISC, false when the peer closed it without one (the
-	 * kernel gave up on that socket). index is nbd_server_adopt's. */
+	/* Loop thread, when an adopted connection ends (its socket is
+	 * closed; requests still in flight complete unanswered): disc is true
+	 * after NBD_CMD_DISC, false when the peer closed it without one (the
+	 * kernel gave up on that socket) or the server stopped. index is
+	 * nbd_server_adopt's. Called only after on_ready returned 0; may call
+	 * nbd_server_adopt and nbd_server_stop. */
 	void (*on_conn_end)(struct nbd_server *s, int index, bool disc,
 			    void *arg);
 	void *arg;
@@ -156,5 +159,9 @@ int nbd_server_adopt(struct nbd_server *s, int fd);
 
 /* Loop thread only: stop as on SIGTERM (drain, then nbd_serve returns). */
 void nbd_server_stop(struct nbd_server *s);
+
+/* Loop thread only: has the server begun to stop (signal, nbd_server_stop,
+ * stop_after_disc)? Connections it closes itself then end too. */
+bool nbd_server_stopping(const struct nbd_server *s);
 
 #endif

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * qbd-nbd's server: one libuv loop, a unix socket listener, and per
- * connection an explicit state machine: GREETING -> CLIENT_FLAGS ->
- * OPTIONS -> TRANSMISSION -> (DISC) -> DEAD. Requests go to libqbd
- * asynchronously; libqbd's single fd is watched with uv_poll. Replies may
- * leave out of order, each as one uv_write.
+ * qbd-nbd's server: one libuv loop, an optional unix socket listener,
+ * adopted connections (kernel mode), and per connection an explicit state
+ * machine: GREETING -> CLIENT_FLAGS -> OPTIONS -> TRANSMISSION -> (DISC)
+ * -> DEAD; an adopted connection starts in TRANSMISSION. Requests go to
+ * libqbd asynchronously; libqbd's single fd is watched with uv_poll.
+ * Replies may leave out of order, each as one uv_write.
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -36,10 +38,16 @@ struct nbd_server {
 	uv_signal_t sigterm, sigint;
 	uv_timer_t drain;
 	struct qbd_volume *vol;
+	struct nbd_serve_opts o;
 	const char *name;
 	uint64_t size;
 	struct nconn *conns;
+	bool listening;     /* listener is open */
+	bool started;       /* on_ready returned 0: connections may read */
 	bool stopping;
+	bool any_disc;      /* an adopted connection ended with DISC */
+	unsigned adopted_live;
+	int next_index;
 	unsigned drain_ticks;
 };
 
@@ -53,6 +61,8 @@ struct nconn {
 	bool closing;   /* uv_close called */
 	bool closed;    /* close callback ran */
 	bool disc;
+	bool adopted;   /* handed over in the transmission phase */
+	int index;      /* adopted: nbd_server_adopt's index */
 	unsigned in_flight;
 	uint8_t *in;    /* unconsumed input */
 	size_t in_len, in_cap;
@@ -82,13 +92,27 @@ static void conn_free(struct nconn *c)
 	free(c);
 }
 
+static void server_stop(struct nbd_server *s, const char *why);
+
 static void on_conn_closed(uv_handle_t *h)
 {
 	struct nconn *c = h->data;
+	struct nbd_server *s = c->s;
 
 	c->closed = true;
+	if (c->adopted) {
+		s->adopted_live--;
+		s->any_disc |= c->disc;
+		qbd_info("nbd", "connection %d ended%s", c->index,
+			 c->disc ? " (NBD_CMD_DISC)" : " without NBD_CMD_DISC");
+		if (s->o.on_conn_end && s->started)
+			s->o.on_conn_end(s, c->index, c->disc, s->o.arg);
+	}
 	if (c->in_flight == 0)
 		conn_free(c);
+	/* The callback may have adopted a replacement. */
+	if (s->o.stop_after_disc && s->adopted_live == 0 && s->any_disc)
+		server_stop(s, "every connection ended, one with NBD_CMD_DISC");
 }
 
 static void conn_close(struct nconn *c)
@@ -454,7 +478,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 /* Stop reading while too much is in flight or buffered, or after DISC. */
 static void conn_update_reading(struct nconn *c)
 {
-	bool want = !c->closing && !c->disc && !c->s->stopping &&
+	bool want = c->s->started && !c->closing && !c->disc && !c->s->stopping &&
 		    c->in_flight < NBD_MAX_INFLIGHT && c->in_len < 2 * NBD_MAX_PAYLOAD;
 
 	if (want && !c->reading) {
@@ -501,6 +525,22 @@ static void on_qbd(uv_poll_t *p, int status, int events)
 	qbd_process(s->vol);
 }
 
+/* Close every handle of the server; the loop then ends. */
+static void server_close_handles(struct nbd_server *s)
+{
+	s->stopping = true;
+	for (struct nconn *c = s->conns; c; c = c->next)
+		conn_close(c);
+	if (s->listening) {
+		uv_close((uv_handle_t *)&s->listener, NULL);
+		s->listening = false;
+	}
+	uv_close((uv_handle_t *)&s->qpoll, NULL);
+	uv_close((uv_handle_t *)&s->sigterm, NULL);
+	uv_close((uv_handle_t *)&s->sigint, NULL);
+	uv_close((uv_handle_t *)&s->drain, NULL);
+}
+
 static void on_drain(uv_timer_t *t)
 {
 	struct nbd_server *s = t->data;
@@ -513,54 +553,90 @@ static void on_drain(uv_timer_t *t)
 	if (busy)
 		qbd_warn("nbd", "%u requests still in flight after 10 s; stopping anyway", busy);
 	uv_timer_stop(t);
-	for (struct nconn *c = s->conns; c; c = c->next)
-		conn_close(c);
-	uv_close((uv_handle_t *)&s->qpoll, NULL);
-	uv_close((uv_handle_t *)&s->sigterm, NULL);
-	uv_close((uv_handle_t *)&s->sigint, NULL);
-	uv_close((uv_handle_t *)&s->drain, NULL);
+	server_close_handles(s);
 }
 
-static void on_signal(uv_signal_t *sig, int signum)
+/* Stop accepting and reading, then drain (on_drain closes everything). */
+static void server_stop(struct nbd_server *s, const char *why)
 {
-	struct nbd_server *s = sig->data;
-
 	if (s->stopping)
 		return;
-	qbd_info("nbd", "signal %d: stopping: no new connections, draining", signum);
+	qbd_info("nbd", "%s: stopping: no new connections, draining", why);
 	s->stopping = true;
-	uv_close((uv_handle_t *)&s->listener, NULL);
+	if (s->listening) {
+		uv_close((uv_handle_t *)&s->listener, NULL);
+		s->listening = false;
+	}
 	for (struct nconn *c = s->conns; c; c = c->next)
 		conn_update_reading(c);
 	uv_timer_start(&s->drain, on_drain, 0, 20);
 }
 
-int nbd_serve_unix(struct qbd_volume *vol, const char *export_name, const char *path)
+void nbd_server_stop(struct nbd_server *s)
 {
-	struct nbd_server *s = calloc(1, sizeof *s);
+	server_stop(s, "stop requested");
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+	char why[32];
+
+	snprintf(why, sizeof why, "signal %d", signum);
+	server_stop(sig->data, why);
+}
+
+int nbd_server_adopt(struct nbd_server *s, int fd)
+{
+	struct nconn *c;
 	int r;
 
-	if (!s)
+	if (s->stopping) {
+		close(fd);
+		return -ESHUTDOWN;
+	}
+	c = calloc(1, sizeof *c);
+	if (!c) {
+		close(fd);
 		return -ENOMEM;
-	s->vol = vol;
-	s->name = export_name;
-	s->size = qbd_size(vol);
-	uv_loop_init(&s->loop);
+	}
+	c->s = s;
+	uv_pipe_init(&s->loop, &c->pipe, 0);
+	c->pipe.data = c;
+	r = uv_pipe_open(&c->pipe, fd); /* makes it nonblocking */
+	if (r < 0) {
+		qbd_err("nbd", "adopt fd %d: %s", fd, uv_strerror(r));
+		close(fd);
+		uv_close((uv_handle_t *)&c->pipe, (uv_close_cb)free);
+		return r;
+	}
+	c->adopted = true;
+	c->index = s->next_index++;
+	c->state = ST_TRANSMISSION;
+	c->next = s->conns;
+	s->conns = c;
+	s->adopted_live++;
+	qbd_debug("nbd", "adopted connection %d (fd %d)", c->index, fd);
+	conn_update_reading(c);
+	return c->index;
+}
 
-	/* Refuse if a live server listens there; remove a stale socket. */
+/* Refuse if a live server listens at path; remove a stale socket; listen
+ * (mode 0600). */
+static int server_listen(struct nbd_server *s, const char *path)
+{
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int probe, r;
+
 	if (strlen(path) >= sizeof sa.sun_path) {
 		qbd_err("nbd", "socket path too long: %s", path);
-		r = -ENAMETOOLONG;
-		goto out;
+		return -ENAMETOOLONG;
 	}
 	strcpy(sa.sun_path, path);
-	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0) {
 		close(probe);
 		qbd_err("nbd", "%s: another server is listening there", path);
-		r = -EADDRINUSE;
-		goto out;
+		return -EADDRINUSE;
 	}
 	if (probe >= 0)
 		close(probe);
@@ -568,6 +644,7 @@ int nbd_serve_unix(struct qbd_volume *vol, const char *export_name, const char *
 
 	uv_pipe_init(&s->loop, &s->listener, 0);
 	s->listener.data = s;
+	s->listening = true;
 	mode_t old = umask(0177); /* socket created 0600 */
 	r = uv_pipe_bind(&s->listener, path);
 	umask(old);
@@ -575,30 +652,75 @@ int nbd_serve_unix(struct qbd_volume *vol, const char *export_name, const char *
 		r = uv_listen((uv_stream_t *)&s->listener, 16, on_connection);
 	if (r < 0) {
 		qbd_err("nbd", "listen on %s: %s", path, uv_strerror(r));
-		uv_close((uv_handle_t *)&s->listener, NULL);
-		uv_run(&s->loop, UV_RUN_DEFAULT);
-		r = -EADDRNOTAVAIL;
-		goto out;
+		return -EADDRNOTAVAIL;
 	}
+	return 0;
+}
+
+int nbd_serve(struct qbd_volume *vol, const struct nbd_serve_opts *o)
+{
+	struct nbd_server *s = calloc(1, sizeof *s);
+	unsigned i = 0;
+	int r = 0;
+
+	if (!s) {
+		for (i = 0; i < o->n_fds; i++)
+			close(o->fds[i]);
+		return -ENOMEM;
+	}
+	s->vol = vol;
+	s->o = *o;
+	s->o.fds = NULL;
+	s->name = o->export_name ? o->export_name : "";
+	s->size = qbd_size(vol);
+	uv_loop_init(&s->loop);
 	uv_poll_init(&s->loop, &s->qpoll, qbd_get_fd(vol));
 	s->qpoll.data = s;
-	uv_poll_start(&s->qpoll, UV_READABLE, on_qbd);
 	uv_signal_init(&s->loop, &s->sigterm);
 	uv_signal_init(&s->loop, &s->sigint);
 	s->sigterm.data = s->sigint.data = s;
-	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-	uv_signal_start(&s->sigint, on_signal, SIGINT);
 	uv_timer_init(&s->loop, &s->drain);
 	s->drain.data = s;
-	qbd_info("nbd", "serving volume %s (%llu bytes) on %s", export_name,
-		 (unsigned long long)s->size, path);
+
+	if (o->socket_path)
+		r = server_listen(s, o->socket_path);
+	for (i = 0; r == 0 && i < o->n_fds; i++) {
+		int idx = nbd_server_adopt(s, o->fds[i]);
+		if (idx < 0)
+			r = idx;
+	}
+	for (; i < o->n_fds; i++)   /* not adopted after an error: still ours */
+		close(o->fds[i]);
+	if (r == 0 && o->on_ready)
+		r = o->on_ready(s, o->arg);
+	if (r != 0) {
+		server_close_handles(s);
+		uv_run(&s->loop, UV_RUN_DEFAULT);
+		goto out;
+	}
+	uv_poll_start(&s->qpoll, UV_READABLE, on_qbd);
+	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&s->sigint, on_signal, SIGINT);
+	s->started = true;
+	for (struct nconn *c = s->conns; c; c = c->next)
+		conn_update_reading(c);
+	qbd_info("nbd", "serving volume %s (%llu bytes)%s%s, %u adopted connection%s",
+		 s->name, (unsigned long long)s->size, o->socket_path ? " on " : "",
+		 o->socket_path ? o->socket_path : "", o->n_fds, o->n_fds == 1 ? "" : "s");
 	uv_run(&s->loop, UV_RUN_DEFAULT);
-	unlink(path);
-	r = 0;
 out:
+	if (o->socket_path && r != -EADDRINUSE && r != -ENAMETOOLONG)
+		unlink(o->socket_path);
 	while (s->conns)
 		conn_free(s->conns);
 	uv_loop_close(&s->loop);
 	free(s);
 	return r;
+}
+
+int nbd_serve_unix(struct qbd_volume *vol, const char *export_name, const char *path)
+{
+	struct nbd_serve_opts o = { .export_name = export_name, .socket_path = path };
+
+	return nbd_serve(vol, &o);
 }
