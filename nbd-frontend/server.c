@@ -577,6 +577,11 @@ void nbd_server_stop(struct nbd_server *s)
 	server_stop(s, "stop requested");
 }
 
+bool nbd_server_stopping(const struct nbd_server *s)
+{
+	return s->stopping;
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
 	char why[32];
