@@ -9,6 +9,8 @@
 #   make clean
 #   make SANITIZE=address,undefined BUILD=build-asan   sanitizer build
 
+.DEFAULT_GOAL := all
+
 PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 LIBDIR   ?= $(PREFIX)/lib
@@ -26,10 +28,12 @@ SANITIZE ?=
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Werror -Wshadow -Wvla -Wno-missing-field-initializers
-PKGS      = liburing libuv libprotobuf-c libxxhash libcurl json-c libnl-genl-3.0
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGS      = liburing libuv libprotobuf-c libxxhash libcurl json-c
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) libnl-genl-3.0 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+# Generic netlink (kernel attach): only qbd-nbd and the CLI need it.
+NL_LIBS    := $(shell pkg-config --libs libnl-genl-3.0 2>/dev/null)
 
 ALL_CFLAGS = -std=gnu11 -fPIC -D_GNU_SOURCE $(WARN) $(CFLAGS) \
 	-I. -Icommon -I$(BUILD)/gen $(PKG_CFLAGS)
@@ -91,7 +95,7 @@ LIBQBD_A   = $(A_CLIENT) $(A_CORE) $(A_META) $(A_WIRE) $(A_COMMON)
 LIBQBD_OBJ = $(call obj,$(CLIENT_SRC) $(CORE_SRC) $(META_SRC) $(WIRE_SRC) $(COMMON_SRC)) $(PB_OBJ)
 CHUNKD_A   = $(A_CHUNKD) $(A_ENGINE) $(A_META) $(A_WIRE) $(A_COMMON)
 NBD_A      = $(A_NBD) $(LIBQBD_A)
-TOOLS_A    = $(A_TOOLS) $(LIBQBD_A)
+TOOLS_A    = $(A_TOOLS) $(A_NBD) $(LIBQBD_A)
 ALL_A      = $(A_TOOLS) $(A_NBD) $(A_CHUNKD) $(A_ENGINE) $(LIBQBD_A)
 
 UNIT_SRC   = $(wildcard tests/unit/test-*.c)
@@ -143,21 +147,21 @@ $(BUILD)/libqbd.so: $(LIBQBD_OBJ) replicator/libqbd.map
 $(BUILD)/qbd-chunkd: $(BUILD)/replicator/chunkd/chunkd-main.o $(CHUNKD_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 $(BUILD)/qbd-nbd: $(BUILD)/nbd-frontend/nbd-main.o $(NBD_A)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(NL_LIBS)
 $(BUILD)/qbd: $(BUILD)/tools/qbd-main.o $(TOOLS_A)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(NL_LIBS)
 
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/%: tests/unit/%.c $$(call test_a,$$*) $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(call test_a,$*) $(LIBS) $(CHECK_LIBS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(call test_a,$*) $(LIBS) $(NL_LIBS) $(CHECK_LIBS)
 
 # Extra libraries of a helper.
 HELPER_LIBS_nbd-stream := $(shell pkg-config --libs libnbd 2>/dev/null)
 
 $(BUILD)/tests/helpers/%: tests/helpers/%.c $(ALL_A) $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -Wl,--start-group $(ALL_A) -Wl,--end-group $(LIBS) $(HELPER_LIBS_$*)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< -Wl,--start-group $(ALL_A) -Wl,--end-group $(LIBS) $(NL_LIBS) $(HELPER_LIBS_$*)
 
 $(BUILD)/tests/sim/qbd-sim: tests/sim/sim.c $(A_CORE)
 	@mkdir -p $(dir $@)

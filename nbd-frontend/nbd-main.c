@@ -6,23 +6,120 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
 #include "replicator/qbd.h"
+#include "kernel.h"
 #include "nbd.h"
 
 static const char usage[] =
-	"usage: qbd-nbd --volume NAME --socket PATH [--etcd URL] [--zone ZONE]\n"
-	"               [--force] [--resync-rate BYTES/S] [--log-level error|warn|info|debug]\n"
-	"Serve a qbd volume over NBD (fixed newstyle) on a unix socket, e.g. for\n"
+	"usage: qbd-nbd --volume NAME --socket PATH [options]\n"
+	"       qbd-nbd --volume NAME --device /dev/nbdN|auto [--connections N] [options]\n"
+	"Serve a qbd volume over NBD: on a unix socket (fixed newstyle), e.g. for\n"
 	"  nbdinfo 'nbd+unix:///?socket=PATH'  or  qemu -drive file=nbd+unix:///?socket=PATH\n"
-	"Opening the volume takes a new epoch: any earlier writer is fenced.\n"
-	"A volume attached elsewhere is refused unless --force is given (a takeover,\n"
-	"for when the other node is gone; writes then wait out its read lease).\n"
-	"--resync-rate limits background copying to stale replicas (e.g. 64M;\n"
-	"default unlimited).\n"
-	"--etcd defaults to $QBD_ETCD. SIGTERM drains requests, flushes and exits 0.\n";
+	"or to the kernel as /dev/nbdN (socketpairs handed over netlink; 'auto' takes\n"
+	"a free device). `qbd attach` starts it this way; `qbd detach` ends it.\n"
+	"\n"
+	"  --etcd URL            etcd (default $QBD_ETCD)\n"
+	"  --zone ZONE           this node's zone: reads prefer replicas there\n"
+	"  --force               take the volume over from a writer that still holds\n"
+	"                        its attachment (when that node is gone)\n"
+	"  --resync-rate BYTES/S limit background copying to stale replicas (e.g. 64M)\n"
+	"  --connections N       kernel sockets (1-16, default 1)\n"
+	"  --timeout S           kernel: a request unanswered S seconds is retried on\n"
+	"                        a new socket (default 60; 0 never)\n"
+	"  --dead-timeout S      kernel: I/O waits S seconds for a restarted daemon\n"
+	"                        before it fails (default 120)\n"
+	"  --run-dir DIR         runtime records (default $QBD_RUN_DIR or /run/qbd)\n"
+	"  --ready-fd FD         write 'OK /dev/nbdN' or 'ERR reason' there, then close\n"
+	"  --log-level L         error|warn|info|debug\n"
+	"\n"
+	"Opening the volume takes a new epoch: any earlier writer is fenced. A volume\n"
+	"attached elsewhere is refused unless --force. A device already bound to this\n"
+	"volume whose daemon died is reattached (NBD_CMD_RECONFIGURE): no I/O error\n"
+	"reaches its users if that happens within --dead-timeout.\n"
+	"SIGTERM drains requests, flushes and exits 0 (a kernel device stays bound,\n"
+	"waiting for the next daemon).\n";
+
+static int parse_uint(const char *opt, const char *s, unsigned max, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v > max) {
+		fprintf(stderr, "qbd-nbd: bad %s '%s' (0..%u)\n", opt, s, max);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+struct find_arg {
+	const char *volume;
+	int index;
+};
+
+static int find_volume_dev(const struct nbd_kernel_dev *d, void *arg)
+{
+	struct find_arg *fa = arg;
+	char name[128];
+	uint64_t id;
+
+	if (d->connected && nbd_kernel_backend_parse(d->backend, &id, name, sizeof name) &&
+	    strcmp(name, fa->volume) == 0) {
+		fa->index = d->index;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Kernel mode, before the volume is opened: is the device free, or bound
+ * to this volume already (then reattach)? 0, or 1 after printing why not.
+ */
+static int kernel_prepare(struct nbd_kernel_serve_opts *ko)
+{
+	struct nbd_kernel_dev d;
+	struct nbd_kernel_runtime rt;
+	char name[128];
+	uint64_t id;
+
+	if (nbd_kernel_probe() < 0) {
+		fprintf(stderr, "qbd-nbd: the nbd kernel module is not available "
+			"(modprobe nbd failed)\n");
+		return 1;
+	}
+	if (ko->index < 0) {
+		/* A device left bound to this volume by a daemon that died? */
+		struct find_arg fa = { .volume = ko->volume, .index = -1 };
+		if (nbd_kernel_for_each_dev(find_volume_dev, &fa) > 0)
+			ko->index = fa.index;
+		else
+			return 0;
+	}
+	if (nbd_kernel_dev_get(ko->index, &d) < 0 || !d.connected)
+		return 0;
+	if (!nbd_kernel_backend_parse(d.backend, &id, name, sizeof name) ||
+	    strcmp(name, ko->volume) != 0) {
+		fprintf(stderr, "qbd-nbd: /dev/nbd%d is busy: it serves %s\n", ko->index,
+			d.backend[0] ? d.backend : "something that is not qbd");
+		return 1;
+	}
+	if (nbd_kernel_runtime_get(ko->run_dir, ko->index, &rt) == 0 &&
+	    rt.pid != (int)getpid() && nbd_kernel_daemon_alive(rt.pid)) {
+		fprintf(stderr, "qbd-nbd: /dev/nbd%d is served by qbd-nbd pid %d already\n",
+			ko->index, rt.pid);
+		return 1;
+	}
+	ko->reattach = true;
+	if (rt.connections >= 1 && rt.connections <= 16)
+		ko->connections = rt.connections;
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -30,6 +127,12 @@ int main(int argc, char **argv)
 		{ "etcd", required_argument, NULL, 'e' },
 		{ "volume", required_argument, NULL, 'v' },
 		{ "socket", required_argument, NULL, 's' },
+		{ "device", required_argument, NULL, 'd' },
+		{ "connections", required_argument, NULL, 'c' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "dead-timeout", required_argument, NULL, 'D' },
+		{ "run-dir", required_argument, NULL, 'R' },
+		{ "ready-fd", required_argument, NULL, 'F' },
 		{ "zone", required_argument, NULL, 'z' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "force", no_argument, NULL, 'f' },
@@ -38,16 +141,44 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	struct qbd_open_opts o = { .etcd = getenv("QBD_ETCD") };
-	const char *sock = NULL;
+	struct nbd_kernel_serve_opts ko = {
+		.index = -1, .connections = 1, .timeout_s = 60, .dead_conn_timeout_s = 120,
+		.ready_fd = -1,
+	};
+	const char *sock = NULL, *device = NULL;
 	struct qbd_volume *v;
+	unsigned u;
 	int c, r;
 
+	ko.run_dir = getenv("QBD_RUN_DIR") ? getenv("QBD_RUN_DIR") : "/run/qbd";
 	qbd_log_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'e': o.etcd = optarg; break;
 		case 'v': o.volume = optarg; break;
 		case 's': sock = optarg; break;
+		case 'd': device = optarg; break;
+		case 'c':
+			if (parse_uint("--connections", optarg, 16, &ko.connections) < 0 ||
+			    ko.connections == 0) {
+				fprintf(stderr, "qbd-nbd: --connections must be 1..16\n");
+				return 1;
+			}
+			break;
+		case 't':
+			if (parse_uint("--timeout", optarg, 86400, &ko.timeout_s) < 0)
+				return 1;
+			break;
+		case 'D':
+			if (parse_uint("--dead-timeout", optarg, 86400, &ko.dead_conn_timeout_s) < 0)
+				return 1;
+			break;
+		case 'R': ko.run_dir = optarg; break;
+		case 'F':
+			if (parse_uint("--ready-fd", optarg, 1024, &u) < 0 || u < 3)
+				return 1;
+			ko.ready_fd = (int)u;
+			break;
 		case 'z': o.zone = optarg; break;
 		case 'f': o.force = 1; break;
 		case 'r':
@@ -68,28 +199,70 @@ int main(int argc, char **argv)
 		default: fputs(usage, stderr); return 1;
 		}
 	}
-	if (!o.volume || !sock || !o.etcd || optind != argc) {
-		fprintf(stderr, "qbd-nbd: --volume, --socket and --etcd (or QBD_ETCD) are required\n%s",
-			usage);
+	if (!o.volume || (!sock && !device) || !o.etcd || optind != argc) {
+		fprintf(stderr, "qbd-nbd: --volume, --socket or --device, and --etcd (or "
+			"QBD_ETCD) are required\n%s", usage);
 		return 1;
 	}
+	ko.volume = o.volume;
+	ko.socket_path = sock;
+	if (device && strcmp(device, "auto") != 0 &&
+	    nbd_kernel_parse_device(device, &ko.index) < 0) {
+		fprintf(stderr, "qbd-nbd: bad --device '%s' (want /dev/nbdN or auto)\n", device);
+		return 1;
+	}
+	if (device && kernel_prepare(&ko)) {
+		if (ko.ready_fd >= 0)
+			dprintf(ko.ready_fd, "ERR see the daemon's log\n");
+		return 1;
+	}
+	/* A restart behind our own device may take over from our dead self. */
+	o.reattach = ko.reattach;
 	r = qbd_open(&o, &v);
 	if (r == -EBUSY) {
 		fprintf(stderr, "qbd-nbd: volume '%s' is attached elsewhere (see the log above "
 			"and 'qbd volume status %s'); use --force to take it over if that "
 			"node is gone\n", o.volume, o.volume);
+		if (ko.ready_fd >= 0)
+			dprintf(ko.ready_fd, "ERR volume '%s' is attached elsewhere; "
+				"--force takes it over if that node is gone\n", o.volume);
 		return 1;
 	}
 	if (r < 0) {
 		fprintf(stderr, "qbd-nbd: cannot open volume '%s': %s\n", o.volume, strerror(-r));
+		if (ko.ready_fd >= 0)
+			dprintf(ko.ready_fd, "ERR cannot open volume '%s': %s\n", o.volume,
+				strerror(-r));
 		return 1;
 	}
-	r = nbd_serve_unix(v, o.volume, sock);
+	if (device) {
+		char name[128];
+		uint64_t id;
+		struct nbd_kernel_dev d;
+
+		/* Same name is not enough: the device must be this volume's. */
+		if (ko.reattach && nbd_kernel_dev_get(ko.index, &d) == 0 &&
+		    (!nbd_kernel_backend_parse(d.backend, &id, name, sizeof name) ||
+		     id != qbd_volume_id(v))) {
+			fprintf(stderr, "qbd-nbd: /dev/nbd%d belongs to another volume named "
+				"'%s' (backend %s)\n", ko.index, o.volume, d.backend);
+			if (ko.ready_fd >= 0)
+				dprintf(ko.ready_fd, "ERR /dev/nbd%d belongs to another volume\n",
+					ko.index);
+			qbd_close(v);
+			return 1;
+		}
+		r = nbd_kernel_serve(v, &ko);
+	} else {
+		r = nbd_serve_unix(v, o.volume, sock);
+	}
 	qbd_close(v);
 	if (r < 0) {
-		fprintf(stderr, "qbd-nbd: %s: %s\n", sock, strerror(-r));
+		fprintf(stderr, "qbd-nbd: %s: %s\n", device ? device : sock, strerror(-r));
 		return 1;
 	}
+	if (r > 0)
+		return 1;
 	qbd_info("nbd", "stopped");
 	return 0;
 }

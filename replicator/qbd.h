@@ -39,6 +39,9 @@ struct qbd_open_opts {
 			       * still holds its attachment (a node that is
 			       * gone): see qbd_open */
 	uint64_t resync_rate; /* bytes/s of background resync; 0 = unlimited */
+	int reattach;         /* take the attachment over only from a writer
+			       * of this host whose process no longer runs
+			       * (a daemon restarted behind its device) */
 };
 
 /*

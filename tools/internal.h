@@ -41,6 +41,9 @@ int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
 /* cli-verify.c: qbd volume verify NAME */
 int cmd_volume_verify(int argc, char **argv);
 
+/* cli-attach.c: attach, detach, mapped (argv[0] names which) */
+int cmd_kernel(int argc, char **argv);
+
 /* dev.c */
 int cmd_dev(int argc, char **argv);
 

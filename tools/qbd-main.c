@@ -18,6 +18,10 @@ static const char usage[] =
 	"  volume create NAME --size SIZE [--replicas R] [--write-quorum W]\n"
 	"  volume list | info NAME | status NAME | delete NAME\n"
 	"  volume verify NAME             compare every chunk on all replicas\n"
+	"  attach NAME [--device /dev/nbdN] [--connections N] [--zone Z] [--force]\n"
+	"                                 attach as a block device on this node\n"
+	"  detach DEVICE|NAME [--force]   flush and disconnect it\n"
+	"  mapped                         this node's qbd devices\n"
 	"  dev up --state DIR [--zones a,b,c] [--size SIZE]\n"
 	"                                 local cluster: etcd + one chunk server per zone\n"
 	"  dev down --state DIR | dev status --state DIR\n"
@@ -84,6 +88,9 @@ int main(int argc, char **argv)
 		return cmd_volume_verify(argc - i - 1, argv + i + 1);
 	if (strcmp(argv[i], "volume") == 0)
 		return cmd_volume(argc - i, argv + i);
+	if (strcmp(argv[i], "attach") == 0 || strcmp(argv[i], "detach") == 0 ||
+	    strcmp(argv[i], "mapped") == 0)
+		return cmd_kernel(argc - i, argv + i);
 	if (strcmp(argv[i], "dev") == 0)
 		return cmd_dev(argc - i, argv + i);
 	fprintf(stderr, "qbd: unknown command '%s'\n%s", argv[i], usage);

@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,12 @@ int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
 		return err;
 	}
 	err = qbd_meta_attach(m, &k->a, k->lease, o->force, &holder);
+	if (err == -EBUSY && o->reattach && strcmp(holder.host, k->a.host) == 0 &&
+	    holder.pid > 0 && kill(holder.pid, 0) < 0 && errno == ESRCH) {
+		qbd_info(COMP, "volume '%s': its writer on this host (pid %d) is gone; "
+			 "taking over", v->info.name, holder.pid);
+		err = qbd_meta_attach(m, &k->a, k->lease, true, &holder);
+	}
 	if (err == -EBUSY) {
 		qbd_err(COMP, "volume '%s' is attached on host %s (zone %s, pid %d, epoch %" PRIu64
 			"); --force takes it over if that node is gone",
