@@ -5,6 +5,7 @@
 #   make check           install missing packages, build with ASan/UBSan
 #                        into build-check/, run unit and integration tests
 #   make demo            install missing packages, build, run the demo
+#   make check-kernel    the kernel test: qbd attach in a qemu guest
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make clean
 #   make SANITIZE=address,undefined BUILD=build-asan   sanitizer build
@@ -111,6 +112,7 @@ TEST_A_test-core   = $(A_CORE) $(A_COMMON)
 TEST_A_test-meta   = $(A_META) $(A_WIRE) $(A_COMMON)
 TEST_A_test-nbd    = $(A_NBD) $(A_COMMON)
 TEST_A_test-util   = $(A_COMMON)
+TEST_A_test-kernel = $(A_NBD) $(A_COMMON)
 test_a = $(or $(TEST_A_$(1)),$(ALL_A))
 
 # Deterministic simulation of the quorum core, and builds of it with one
@@ -196,6 +198,14 @@ soak: $(BUILD)/tests/sim/qbd-sim
 # The Promela model of the protocol (spin), also part of make check.
 check-model:
 	tests/model/run
+
+# The kernel test (tests/kernel/): Debian's kernel under qemu TCG, qbd
+# attach with ext4 and failures inside the guest. Not part of make check.
+.PHONY: check-kernel
+check-kernel:
+	tools/install-deps --kernel
+	$(MAKE) all
+	tests/kernel/run $(BUILD)
 
 demo: deps
 	$(MAKE) all
