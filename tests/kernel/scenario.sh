@@ -1,0 +1,326 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# The kernel test, run inside the qemu guest by tests/kernel/init (busybox
+# sh, everything on the guest's loopback). Prints "qbd-kernel: [uptime]
+# step" lines; on failure writes the reason to /tmp/fail-reason, dumps the
+# logs and exits 1.
+#
+# Phases ($PHASES from /etc/qbd-kernel.conf):
+#   attach    a three-zone cluster; qbd attach --zone a, mkfs.ext4, mount,
+#             write files and record their checksums, sync, kill -9 the
+#             chunk server of zone a, write more, umount, qbd detach; qbd
+#             attach --zone b (as a node in another zone would), mount,
+#             verify every checksum, umount, e2fsck clean.
+#   reattach  (after attach) mount again, kill -9 the qbd-nbd daemon while
+#             a write is running, restart it with qbd attach (which
+#             reconfigures the same device), and check that the write
+#             completes without an I/O error and its data reads back.
+#
+# $ATTACH: qbd (the test), nbd-client (qbd-nbd on a unix socket, connected
+# to the kernel by Debian's nbd-client: checks the harness, the kernel
+# driver and qbd-nbd before qbd attach exists; reattach is skipped), auto.
+
+PHASES="attach reattach"
+ATTACH=auto
+GUEST_LIMIT=840
+[ -f /etc/qbd-kernel.conf ] && . /etc/qbd-kernel.conf
+
+STATE=/tmp/qbd-dev
+VOL=vol1
+VOL_SIZE=1G
+export QBD_RUN_DIR=/run/qbd
+mkdir -p "$QBD_RUN_DIR"
+
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+step() {
+	echo "$*" >/tmp/step
+	echo "qbd-kernel: [$(uptime_s)] $*"
+}
+note() { echo "qbd-kernel: [$(uptime_s)]   $*"; }
+
+dump() {
+	echo "---- guest diagnostics (step: $(cat /tmp/step 2>/dev/null))"
+	for f in "$STATE"/*.log "$QBD_RUN_DIR"/*.log /tmp/*.log; do
+		[ -f "$f" ] || continue
+		echo "---- tail of $f"
+		tail -n 25 "$f"
+	done
+	echo "---- dmesg (tail)"
+	dmesg | tail -n 40
+	echo "---- processes"
+	ps -o pid,stat,args 2>/dev/null || ps
+	echo "---- memory"
+	head -n 3 /proc/meminfo
+	echo "----"
+}
+fail() {
+	echo "$*" >/tmp/fail-reason
+	echo "qbd-kernel: [$(uptime_s)] FAIL: $*"
+	dump
+	exit 1
+}
+# problem MSG: a failure that does not stop the scenario (kernel errors
+# logged): the later steps still run, and the result is FAIL.
+problem() {
+	echo "$*" >>/tmp/problems
+	echo "qbd-kernel: [$(uptime_s)] PROBLEM: $*"
+}
+# run CMD...: run with its output in /tmp/out; fail if it exits non-zero.
+run() {
+	"$@" >/tmp/out 2>&1 && return 0
+	_rc=$?
+	cat /tmp/out
+	fail "'$*' exited $_rc"
+}
+# wait_until DESC SECONDS CMD...: poll CMD every 0.2 s.
+wait_until() {
+	_desc=$1 _n=$(($2 * 5))
+	shift 2
+	while ! "$@" >/dev/null 2>&1; do
+		_n=$((_n - 1))
+		[ $_n -gt 0 ] || fail "timed out waiting for $_desc"
+		sleep 0.2
+	done
+}
+# kernel_errors: I/O or ext4 errors logged (since the last dmesg -c)
+kernel_errors() { dmesg | grep -E 'I/O error|Other side returned error|EXT4-fs (error|warning)|JBD2.*error'; }
+
+# A watchdog: if a step hangs (a process stuck in the kernel cannot be
+# killed), report which one with the logs, and power off.
+(
+	sleep "$GUEST_LIMIT"
+	echo "guest watchdog: step '$(cat /tmp/step)' still running after ${GUEST_LIMIT}s" >/tmp/fail-reason
+	echo "qbd-kernel: FAIL: $(cat /tmp/fail-reason)"
+	dump
+	echo "qbd-kernel: RESULT FAIL $(cat /tmp/fail-reason)"
+	sync
+	poweroff -f
+) &
+
+# ---- attaching: qbd attach, or qbd-nbd + nbd-client before it exists
+case $ATTACH in
+auto)
+	if qbd attach --help >/dev/null 2>&1; then
+		ATTACH=qbd
+	else
+		ATTACH=nbd-client
+		note "NOTE: this qbd has no 'attach' command: attaching with qbd-nbd --socket + nbd-client instead"
+	fi
+	;;
+qbd | nbd-client) ;;
+*) fail "unknown ATTACH=$ATTACH" ;;
+esac
+if [ "$ATTACH" = nbd-client ] && ! command -v nbd-client >/dev/null 2>&1; then
+	fail "ATTACH=nbd-client but no nbd-client in the initramfs (apt-get install nbd-client on the host)"
+fi
+
+# attach VOL ZONE: prints the device
+attach() {
+	if [ "$ATTACH" = qbd ]; then
+		timeout 120 qbd attach "$1" --zone "$2" 2>>/tmp/attach.log
+		return
+	fi
+	_sock=$QBD_RUN_DIR/$1.sock
+	rm -f "$_sock"
+	qbd-nbd --volume "$1" --socket "$_sock" --zone "$2" >>"$QBD_RUN_DIR/$1.log" 2>&1 &
+	echo $! >"$QBD_RUN_DIR/$1.pid"
+	_n=150
+	while [ ! -S "$_sock" ]; do
+		_n=$((_n - 1))
+		[ $_n -gt 0 ] && kill -0 "$(cat "$QBD_RUN_DIR/$1.pid")" 2>/dev/null || return 1
+		sleep 0.2
+	done
+	for _d in /sys/block/nbd*; do
+		[ -s "$_d/pid" ] && continue
+		_dev=/dev/${_d##*/}
+		timeout 60 nbd-client -unix "$_sock" "$_dev" -N "$1" -b 4096 >>/tmp/attach.log 2>&1 || return 1
+		echo "$_dev"
+		return 0
+	done
+	return 1
+}
+# detach DEV VOL
+detach() {
+	if [ "$ATTACH" = qbd ]; then
+		timeout 120 qbd detach "$1"
+		return
+	fi
+	timeout 60 nbd-client -d "$1" || return 1
+	_pid=$(cat "$QBD_RUN_DIR/$2.pid")
+	kill -TERM "$_pid" 2>/dev/null
+	_n=150
+	while kill -0 "$_pid" 2>/dev/null; do
+		_n=$((_n - 1))
+		[ $_n -gt 0 ] || return 1
+		sleep 0.2
+	done
+	rm -f "$QBD_RUN_DIR/$2.pid"
+}
+attach_ok() { # VOL ZONE: sets DEV
+	DEV=$(attach "$1" "$2") || {
+		cat /tmp/attach.log 2>/dev/null
+		fail "attach $1 --zone $2 failed"
+	}
+	[ -b "$DEV" ] || fail "attach $1 printed '$DEV', not a block device"
+	if [ "$ATTACH" = qbd ]; then
+		qbd mapped >/tmp/mapped.out 2>&1 || fail "qbd mapped exited $?: $(cat /tmp/mapped.out)"
+		grep -q "$DEV" /tmp/mapped.out || fail "qbd mapped does not list $DEV: $(cat /tmp/mapped.out)"
+	fi
+	note "$1 attached as $DEV ($(($(cat "/sys/block/${DEV#/dev/}/size") / 2048)) MiB)"
+}
+detach_ok() { # DEV VOL
+	detach "$1" "$2" >/tmp/detach.out 2>&1 || fail "detach $1 failed: $(cat /tmp/detach.out)"
+	wait_until "$1 to have size 0 after detach" 10 test "$(cat "/sys/block/${1#/dev/}/size")" = 0
+}
+
+# sums_of DIR: sha256 of every file under DIR, relative names, sorted
+sums_of() { (cd "$1" && find . -type f | LC_ALL=C sort | xargs sha256sum); }
+
+setup_cluster() {
+	step "cluster: etcd + qbd-chunkd in zones a, b, c, each store a loop device over tmpfs"
+	mkdir -p "$STATE"
+	i=0
+	for z in a b c; do
+		truncate -s 2G "/tmp/store-$z.img"
+		run losetup "/dev/loop$i" "/tmp/store-$z.img"
+		# qbd dev up serves STATE/chunk-Z.img: here a block device
+		ln -s "/dev/loop$i" "$STATE/chunk-$z.img"
+		i=$((i + 1))
+	done
+	run timeout 120 qbd dev up --state "$STATE" --zones a,b,c
+	. "$STATE/env"
+	export QBD_ETCD
+	run qbd node list
+	sed 's/^/    /' /tmp/out
+}
+
+phase_attach() {
+	step "qbd volume create $VOL --size $VOL_SIZE"
+	run qbd volume create "$VOL" --size "$VOL_SIZE"
+
+	step "attach $VOL --zone a ($ATTACH)"
+	attach_ok "$VOL" a
+	DEV_A=$DEV
+
+	step "mkfs.ext4 $DEV, mount"
+	run timeout 300 mkfs.ext4 -q -F "$DEV"
+	mkdir -p /mnt/v
+	run timeout 60 mount -t ext4 "$DEV" /mnt/v
+
+	step "write files, record their checksums, sync"
+	mkdir -p /mnt/v/d1
+	for i in 1 2 3 4; do
+		run dd if=/dev/urandom of="/mnt/v/d1/rand$i" bs=1M count=4
+	done
+	run cp -a /lib /etc /sbin /mnt/v/d1/
+	sums_of /mnt/v >/root/sums-before
+	run timeout 120 sync
+	note "$(wc -l </root/sums-before) files, $(du -sm /mnt/v | cut -f1) MiB"
+
+	step "kill -9 the chunk server of zone a"
+	pid=$(awk '$1 == "chunkd-a" { print $2 }' "$STATE/pids")
+	[ -n "$pid" ] && kill -0 "$pid" || fail "no live chunkd-a in $STATE/pids"
+	kill -9 "$pid"
+
+	step "write more with 2 of 3 replicas: new files, an overwrite, a delete, sync"
+	mkdir -p /mnt/v/d2
+	for i in 1 2 3; do
+		run dd if=/dev/urandom of="/mnt/v/d2/rand$i" bs=1M count=4
+	done
+	run dd if=/dev/urandom of=/mnt/v/d1/rand1 bs=4k count=64 seek=100 conv=notrunc
+	run rm /mnt/v/d1/rand4
+	run cp -a /bin /mnt/v/d2/
+	sums_of /mnt/v >/root/sums
+	run timeout 120 sync
+	note "$(wc -l </root/sums) files, $(du -sm /mnt/v | cut -f1) MiB"
+
+	step "umount, detach $DEV"
+	run timeout 120 umount /mnt/v
+	detach_ok "$DEV" "$VOL"
+	# nothing of the volume may be served from this kernel's caches
+	echo 3 >/proc/sys/vm/drop_caches
+
+	step "attach $VOL --zone b (as a node in another zone would), mount"
+	attach_ok "$VOL" b
+	run timeout 60 mount -t ext4 "$DEV" /mnt/v
+
+	step "verify every checksum"
+	(cd /mnt/v && sha256sum -c /root/sums) >/tmp/verify.log 2>&1 ||
+		fail "checksums differ after reattach: $(grep -v ': OK$' /tmp/verify.log | head -n 5 | tr '\n' ' ')"
+	sums_of /mnt/v >/root/sums-after
+	cmp -s /root/sums /root/sums-after || fail "the file set differs after reattach"
+	note "$(wc -l </root/sums) files OK"
+
+	step "umount, e2fsck -fn"
+	run timeout 120 umount /mnt/v
+	run timeout 300 e2fsck -fn "$DEV"
+	if kernel_errors >/tmp/kerr.log; then
+		problem "kernel logged errors in the attach phase: $(head -n 3 /tmp/kerr.log | tr '\n' ' ')"
+	fi
+	detach_ok "$DEV" "$VOL"
+}
+
+phase_reattach() {
+	if [ "$ATTACH" != qbd ]; then
+		step "reattach phase skipped: it needs qbd attach (ATTACH=$ATTACH)"
+		return 0
+	fi
+	step "phase 2: attach $VOL --zone b, mount, a 64 MiB O_DIRECT write"
+	attach_ok "$VOL" b
+	DEV2=$DEV
+	run timeout 60 mount -t ext4 "$DEV" /mnt/v
+	run dd if=/dev/urandom of=/tmp/src bs=1M count=64
+	want=$(sha256sum </tmp/src | cut -d' ' -f1)
+	dmesg -c >/dev/null
+	rm -f /tmp/dd.rc
+	(
+		dd if=/tmp/src of=/mnt/v/big bs=256k oflag=direct conv=fsync >/tmp/dd.log 2>&1
+		echo $? >/tmp/dd.rc
+	) &
+	big_grew() { [ "$(stat -c %s /mnt/v/big 2>/dev/null || echo 0)" -ge 8388608 ]; }
+	wait_until "the write to reach 8 MiB" 120 big_grew
+
+	pids=$(pidof qbd-nbd)
+	[ -n "$pids" ] && [ "$pids" = "${pids% *}" ] || fail "want one qbd-nbd, found '$pids'"
+	step "kill -9 qbd-nbd (pid $pids) while the write runs ($(($(stat -c %s /mnt/v/big) / 1048576)) MiB written)"
+	kill -9 "$pids"
+	[ -f /tmp/dd.rc ] && fail "the write ended before the kill; nothing was tested"
+
+	step "qbd attach $VOL again: reconfigure $DEV2"
+	attach_ok "$VOL" b
+	[ "$DEV" = "$DEV2" ] || fail "reattach gave $DEV, want $DEV2 (the device still mounted)"
+	[ "$(pidof qbd-nbd)" != "$pids" ] || fail "no new qbd-nbd"
+
+	step "wait for the write to complete"
+	wait_until "the write to finish" 300 test -f /tmp/dd.rc
+	[ "$(cat /tmp/dd.rc)" = 0 ] || fail "the write failed across the restart: $(cat /tmp/dd.log)"
+	if kernel_errors >/tmp/kerr.log; then
+		fail "kernel logged errors across the restart: $(head -n 3 /tmp/kerr.log | tr '\n' ' ')"
+	fi
+	step "read it back (caches dropped), umount, e2fsck -fn, detach"
+	echo 3 >/proc/sys/vm/drop_caches
+	got=$(sha256sum </mnt/v/big | cut -d' ' -f1)
+	[ "$got" = "$want" ] || fail "data written across the restart reads back wrong"
+	run timeout 120 umount /mnt/v
+	run timeout 300 e2fsck -fn "$DEV"
+	detach_ok "$DEV" "$VOL"
+}
+
+T_START=$(uptime_s)
+setup_cluster
+for p in $PHASES; do
+	case $p in
+	attach) phase_attach ;;
+	reattach) phase_reattach ;;
+	*) fail "unknown phase '$p'" ;;
+	esac
+done
+step "qbd dev down"
+run timeout 60 qbd dev down --state "$STATE"
+if [ -s /tmp/problems ]; then
+	echo "$(wc -l </tmp/problems) problem(s): $(head -n 1 /tmp/problems)" >/tmp/fail-reason
+	dump
+	exit 1
+fi
+step "scenario done in $(awk -v a="$T_START" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }') s (attach mode: $ATTACH)"
+exit 0
