@@ -29,7 +29,7 @@ static const char usage[] =
 	"  --resync-rate BYTES/S limit background copying to stale replicas (e.g. 64M)\n"
 	"  --connections N       kernel sockets (1-16, default 1)\n"
 	"  --timeout S           kernel: a request unanswered S seconds is retried on\n"
-	"                        a new socket (default 60; 0 never)\n"
+	"                        a new socket (default 30; 0 never)\n"
 	"  --dead-timeout S      kernel: I/O waits S seconds for a restarted daemon\n"
 	"                        before it fails (default 120)\n"
 	"  --run-dir DIR         runtime records (default $QBD_RUN_DIR or /run/qbd)\n"
@@ -142,7 +142,7 @@ int main(int argc, char **argv)
 	};
 	struct qbd_open_opts o = { .etcd = getenv("QBD_ETCD") };
 	struct nbd_kernel_serve_opts ko = {
-		.index = -1, .connections = 1, .timeout_s = 60, .dead_conn_timeout_s = 120,
+		.index = -1, .connections = 1, .timeout_s = 30, .dead_conn_timeout_s = 120,
 		.ready_fd = -1,
 	};
 	const char *sock = NULL, *device = NULL;
