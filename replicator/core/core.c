@@ -81,6 +81,7 @@ struct part {
 	uint64_t *dirty;
 	size_t ndirty;
 	bool all;                /* flush: needs every replica */
+	struct part *followers;  /* flush: waited with it, finish with it */
 	/* resync (and probe) */
 	struct cwait *cw;
 	uint32_t rs_targets;
@@ -137,6 +138,8 @@ struct qbd_core {
 	uint64_t *dirty;
 	size_t ndirty, dirty_cap;
 	bool dirty_lost;         /* a chunk could not be listed */
+	struct part *fl_active;  /* the flush in flight (one at a time) */
+	struct part *fl_head, *fl_tail; /* flushes waiting for it */
 	unsigned pending_ios;
 	unsigned rs_active;
 	uint64_t rs_tokens, rs_last;
@@ -578,6 +581,16 @@ static void flush_fail(struct part *p, int res)
 	part_finish(p, res);
 }
 
+/*
+ * One flush is in flight at a time; flushes submitted meanwhile wait and
+ * then go out together as the next one. A flush answers for the chunks
+ * acknowledged before it was submitted, and those the flush in flight
+ * took are not yet durable: a second flush that went out at once could
+ * succeed on replicas that lack them (stale ones) and be acknowledged
+ * before the first, or even though the first fails. Waiting makes a
+ * flush cover every write acknowledged before it, whichever user request
+ * (or NBD connection) the write came from.
+ */
 static int flush_try(struct part *p)
 {
 	struct qbd_core *c = p->c;
@@ -585,6 +598,16 @@ static int flush_try(struct part *p)
 
 	if (c->fenced)
 		return -EPERM;
+	if (c->fl_active) {
+		p->wnext = NULL;
+		p->refs++;
+		if (c->fl_tail)
+			c->fl_tail->wnext = p;
+		else
+			c->fl_head = p;
+		c->fl_tail = p;
+		return 0;
+	}
 	if (popc(targets) < c->W)
 		return -EIO;
 	/* Take the chunks acknowledged so far: this flush answers for them. */
@@ -596,6 +619,7 @@ static int flush_try(struct part *p)
 		c->dirty_bm[c->dirty[i] / 64] &= ~(1ull << (c->dirty[i] % 64));
 	c->dirty = NULL;
 	c->ndirty = c->dirty_cap = 0;
+	c->fl_active = p;
 	p->targets = p->pending = targets;
 	p->refs++;
 	for (unsigned r = 0; r < c->R; r++)
@@ -603,6 +627,41 @@ static int flush_try(struct part *p)
 			part_send(p, r, QBD_CM_FLUSH, 0, 0, 0, NULL);
 	part_put(p);
 	return 0;
+}
+
+/* The flush in flight finished: so do the flushes that waited with it;
+ * start the ones that came later. */
+static void flush_end(struct qbd_core *c, struct part *p)
+{
+	struct part *f;
+
+	if (c->fl_active != p)
+		return;
+	c->fl_active = NULL;
+	while ((f = p->followers)) {
+		p->followers = f->wnext;
+		part_finish(f, p->result);
+		part_put(f);
+	}
+	if (!c->fl_head)
+		return;
+	f = c->fl_head;
+	c->fl_head = c->fl_tail = NULL;
+	int err = flush_try(f);
+	if (err) {
+		/* Not sent: every waiting flush gets the same answer. */
+		while (f) {
+			struct part *n = f->wnext;
+
+			part_finish(f, err);
+			part_put(f);
+			f = n;
+		}
+		return;
+	}
+	f->followers = f->wnext;
+	f->wnext = NULL;
+	part_put(f);  /* the wait list's reference; the sends hold others */
 }
 
 /* ---- reads ---- */
@@ -1078,6 +1137,8 @@ static void op_reply(struct part *p, unsigned r, int status)
 			part_finish(p, 0);
 		else if (!p->pending)
 			flush_fail(p, -EIO);
+		if (p->done)
+			flush_end(c, p);
 		return;
 	case P_REPAIR:
 		if (status)
@@ -1395,6 +1456,24 @@ void qbd_core_free(struct qbd_core *c)
 {
 	if (!c)
 		return;
+	/* Flushes waiting for the one in flight (which has live subs). */
+	for (int pass = 0; pass < 2; pass++) {
+		struct part *f = pass ? c->fl_head :
+				 c->fl_active ? c->fl_active->followers : NULL;
+
+		while (f) {
+			struct part *n = f->wnext;
+
+			if (f->io && --f->io->left == 0)
+				free(f->io);
+			f->io = NULL;
+			part_put(f);
+			f = n;
+		}
+	}
+	if (c->fl_active)
+		c->fl_active->followers = NULL;
+	c->fl_head = c->fl_tail = NULL;
 	/* Pending parts: unlink their subs, then free each part once. */
 	for (unsigned b = 0; b < CWBUCKETS; b++)
 		while (c->ctab[b]) {

@@ -287,6 +287,47 @@ START_TEST(bad_input)
 }
 END_TEST
 
+/* A flush submitted while another is in flight waits for it: otherwise
+ * it could succeed on replicas lacking a write the first one answers
+ * for, or even though the first one fails. */
+START_TEST(flush_waits_for_the_flush_in_flight)
+{
+	uint64_t v;
+	int a, b;
+
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)1, MS);
+	v = sent[0].new_version;
+	reply(find(QBD_CM_WRITE, 0, 0), 0, v);
+	reply(find(QBD_CM_WRITE, 1, 0), 0, v);
+	reply(find(QBD_CM_WRITE, 2, 0), -EIO, 0);   /* r2 stale for chunk 0 */
+	ck_assert_int_eq(results[1], 0);
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)2, MS);
+	a = (int)nsent;
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)3, MS);
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)4, MS);
+	ck_assert_uint_eq(nsent, (unsigned)a);       /* the later ones wait */
+	/* r0 and r2 flushed, r1 failed: chunk 0 is durable on r0 only. */
+	reply(find(QBD_CM_FLUSH, 0, 0), 0, 0);
+	reply(find(QBD_CM_FLUSH, 2, 0), 0, 0);
+	ck_assert_uint_eq(ncomplete, 1);
+	reply(find(QBD_CM_FLUSH, 1, 0), -EIO, 0);
+	ck_assert_uint_eq(ncomplete, 2);
+	ck_assert_int_eq(results[2], -EIO);
+	/* The waiting flushes go out together, owing chunk 0 again. */
+	b = find(QBD_CM_FLUSH, 0, (unsigned)a);
+	ck_assert_int_ge(b, a);
+	ck_assert_int_lt(find(QBD_CM_FLUSH, 0, (unsigned)b + 1), 0);
+	reply(b, 0, 0);
+	reply(find(QBD_CM_FLUSH, 2, (unsigned)a), 0, 0);
+	ck_assert_uint_eq(ncomplete, 2);             /* r2 lacks chunk 0 */
+	reply(find(QBD_CM_FLUSH, 1, (unsigned)a), 0, 0);
+	ck_assert_uint_eq(ncomplete, 4);
+	ck_assert_int_eq(results[3], 0);
+	ck_assert_int_eq(results[4], 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("core");
@@ -304,6 +345,7 @@ int main(void)
 	tcase_add_test(t, flush_needs_w_durable_copies);
 	tcase_add_test(t, timeout_drops_replica);
 	tcase_add_test(t, bad_input);
+	tcase_add_test(t, flush_waits_for_the_flush_in_flight);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
