@@ -479,7 +479,7 @@ static void req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 	e->done_tail = r;
 	eng_wake(e);
 	if (c) {
-		if (r->op == QBD_ENGINE_READ)
+		if (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP)
 			c->reading--;
 		else
 			c->writing = false;
@@ -744,6 +744,16 @@ static void read_start(struct qbd_engine *e, struct qbd_engine_req *r)
 	bool any = false;
 
 	r->version = c ? c->version : 0;
+	if (r->op == QBD_ENGINE_BITMAP) {
+		uint8_t *bm = r->buf;
+
+		memset(bm, 0, (p->nb + 7) / 8);
+		for (unsigned i = 0; c && i < p->nb; i++)
+			if (bit_test(c->meta->written, p->b0 + i))
+				bm[i / 8] |= (uint8_t)(1u << (i % 8));
+		req_done(e, r, 0);
+		return;
+	}
 	for (unsigned i = 0; c && i < p->nb; i++)
 		any |= bit_test(c->meta->written, p->b0 + i);
 	if (!any) {
@@ -821,7 +831,7 @@ static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c)
 		return;
 	c->in_run = true;
 	while ((r = c->q_head)) {
-		bool rd = r->op == QBD_ENGINE_READ;
+		bool rd = r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP;
 
 		if (c->writing || (!rd && c->reading))
 			break;
@@ -963,15 +973,18 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 	case QBD_ENGINE_READ:
 	case QBD_ENGINE_WRITE:
 	case QBD_ENGINE_ZERO:
+	case QBD_ENGINE_BITMAP:
 		if (r->length == 0 || r->offset >= e->sb.chunk_size ||
 		    r->length > e->sb.chunk_size - r->offset ||
-		    (r->op != QBD_ENGINE_ZERO && !r->buf)) {
+		    (r->op != QBD_ENGINE_ZERO && !r->buf) ||
+		    (r->op == QBD_ENGINE_BITMAP && (r->offset % B || r->length % B))) {
 			qbd_warn("engine", "invalid request: op %d offset %u length %u",
 				 (int)r->op, r->offset, r->length);
 			req_done(e, r, -EINVAL);
 			return;
 		}
-		if (r->op != QBD_ENGINE_READ && (r->flags & QBD_ENGINE_F_RESYNC) &&
+		if (r->op != QBD_ENGINE_READ && r->op != QBD_ENGINE_BITMAP &&
+		    (r->flags & QBD_ENGINE_F_RESYNC) &&
 		    (r->op != QBD_ENGINE_WRITE || (r->flags & QBD_ENGINE_F_REPAIR) ||
 		     r->offset != 0 || r->length != e->sb.chunk_size ||
 		     (r->new_version == 0 && !all_zero(r->buf, r->length)))) {
@@ -985,7 +998,7 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 		p->b0 = r->offset / B;
 		p->nb = (r->offset + r->length + B - 1) / B - p->b0;
 		c = chunk_find(e, r->volume, r->chunk);
-		if (!c && r->op == QBD_ENGINE_READ) {
+		if (!c && (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP)) {
 			read_start(e, r);
 			return;
 		}

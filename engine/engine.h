@@ -97,6 +97,7 @@ enum qbd_engine_op {
 	QBD_ENGINE_FLUSH,         /* make every completed write durable */
 	QBD_ENGINE_PROMISE,       /* persist promised = max(promised, epoch) */
 	QBD_ENGINE_DELETE_VOLUME, /* free every chunk and the promise of volume */
+	QBD_ENGINE_BITMAP,        /* which blocks of a range hold data */
 };
 
 #define QBD_ENGINE_F_FUA    0x1u  /* WRITE/ZERO: durable before completion */
@@ -131,6 +132,14 @@ enum qbd_engine_op {
  *       no slot gets one, even if buf is all zeros, so that its version
  *       persists. Ordered, versioned and made durable (FUA) as any WRITE.
  * ZERO  as WRITE without buf.
+ * BITMAP volume, chunk, offset, length (multiples of QBD_ENGINE_BLOCK),
+ *       buf of at least ceil(length / QBD_ENGINE_BLOCK / 8) bytes: bit i
+ *       (byte i / 8, bit i % 8) is set when block offset / 4 KiB + i holds
+ *       data, clear when it reads as zeros (never written, zeroed, or a
+ *       zero block of a RESYNC); the bits after the last block in the
+ *       last byte are cleared. No I/O: the bitmap is the one in the
+ *       chunk's metadata, taken in the chunk's FIFO like a READ (after the
+ *       writes submitted before it). Out: version, as for READ.
  * FLUSH fdatasync of the store: every write completed before it was
  *       submitted is durable when it completes.
  * PROMISE volume, epoch: promised = max(promised, epoch), durable when it

@@ -90,7 +90,12 @@ enum qbd_io_op {
 	QBD_IO_FLUSH,
 	QBD_IO_TRIM,          /* range reads as zeros afterwards; frees space */
 	QBD_IO_WRITE_ZEROES,
+	QBD_IO_BLOCK_STATUS,  /* which blocks hold data: see below */
 };
+
+/* Granularity of QBD_IO_BLOCK_STATUS, and its largest request. */
+#define QBD_BLOCK_SIZE 4096u
+#define QBD_BLOCK_STATUS_MAX (1u << 30)
 
 #define QBD_IO_F_FUA 0x1u     /* WRITE/WRITE_ZEROES: durable on W replicas
 			       * when it completes */
@@ -99,8 +104,18 @@ enum qbd_io_op {
  * An asynchronous request. Caller-owned: fill op, offset, length, buf,
  * flags, cb and user; keep the struct and buf valid until cb runs. Any
  * offset and length within the volume (requests crossing chunks are split
- * inside); at most 32 MiB. cb runs exactly once, from qbd_process (never
+ * inside); at most 32 MiB for reads and writes, any length for TRIM and
+ * WRITE_ZEROES. cb runs exactly once, from qbd_process (never
  * from qbd_submit), with res = 0 or -errno.
+ *
+ * QBD_IO_BLOCK_STATUS: offset and length multiples of QBD_BLOCK_SIZE, at
+ * most QBD_BLOCK_STATUS_MAX; buf (caller-owned, at least
+ * ceil(length / QBD_BLOCK_SIZE / 8) bytes) gets one bit per block, bit i
+ * in byte i / 8 at position i % 8: 1 = the block may hold data, 0 = it
+ * reads as zeros (never written, trimmed or zeroed). Bits past the last
+ * block in the last byte are left as they were. Answered like a read (a
+ * replica current for the chunk, at least the committed version);
+ * chunks never written cost no message.
  */
 struct qbd_io {
 	enum qbd_io_op op;
@@ -125,6 +140,8 @@ int qbd_flush(struct qbd_volume *v);
 int qbd_trim(struct qbd_volume *v, uint32_t len, uint64_t off);
 int qbd_write_zeroes(struct qbd_volume *v, uint32_t len, uint64_t off,
 		     uint32_t flags);
+/* QBD_IO_BLOCK_STATUS of [off, off + len) into bits (caller-owned). */
+int qbd_block_status(struct qbd_volume *v, void *bits, uint32_t len, uint64_t off);
 
 #ifdef __cplusplus
 }

@@ -243,7 +243,10 @@ static void req_on_engine(struct qbd_engine_req *er)
 		break;
 	case QBD__MSG_TYPE__READ:
 		r->reply.version = er->version;
-		r->data_len = status == 0 ? r->length : 0;
+		if (er->op == QBD_ENGINE_BITMAP)
+			r->data_len = status == 0 ? (r->length / QBD_WIRE_BLOCK + 7) / 8 : 0;
+		else
+			r->data_len = status == 0 ? r->length : 0;
 		break;
 	case QBD__MSG_TYPE__WRITE:
 		r->reply.version = er->version;
@@ -306,6 +309,15 @@ static int chunkd_validate(const struct chunkd *d, const Qbd__Msg *m,
 			why = "range outside the chunk";
 		else if (m->type == QBD__MSG_TYPE__READ && m->data_len != 0)
 			why = "READ with data";
+		else if (m->type == QBD__MSG_TYPE__READ && (m->flags & ~QBD_WIRE_F_BITMAP))
+			why = "unknown READ flags";
+		else if (m->type == QBD__MSG_TYPE__READ && (m->flags & QBD_WIRE_F_BITMAP) &&
+			 (m->offset % QBD_WIRE_BLOCK || m->length % QBD_WIRE_BLOCK))
+			why = "BITMAP READ of a range not in whole 4 KiB blocks";
+		else if (m->type == QBD__MSG_TYPE__WRITE &&
+			 (m->flags & ~(QBD_WIRE_F_ZERO | QBD_WIRE_F_FUA | QBD_WIRE_F_REPAIR |
+				       QBD_WIRE_F_RESYNC)))
+			why = "unknown WRITE flags";
 		else if (m->type == QBD__MSG_TYPE__WRITE && (m->flags & QBD_WIRE_F_ZERO) &&
 			 m->data_len != 0)
 			why = "zeroing WRITE with data";
@@ -492,6 +504,15 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 		} else {
 			req_submit(r, QBD_ENGINE_FLUSH);
 		}
+	} else if (m->type == QBD__MSG_TYPE__READ && (m->flags & QBD_WIRE_F_BITMAP)) {
+		/* Which blocks hold data: from the metadata, no data I/O. */
+		r->data = malloc(m->length / QBD_WIRE_BLOCK / 8 + 1);
+		if (!r->data) {
+			req_reply(r, -ENOMEM);
+			return 0;
+		}
+		r->er.buf = r->data;
+		req_submit(r, QBD_ENGINE_BITMAP);
 	} else if (m->type == QBD__MSG_TYPE__READ) {
 		if (posix_memalign(&r->data, QBD_ENGINE_BLOCK, m->length) != 0) {
 			r->data = NULL;

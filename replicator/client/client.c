@@ -168,6 +168,13 @@ static int conn_queue(struct qbd_conn *c, Qbd__Msg *m, uint64_t id,
 
 /* ---- core callbacks ---- */
 
+_Static_assert(QBD_CORE_F_ZERO == QBD_WIRE_F_ZERO && QBD_CORE_F_FUA == QBD_WIRE_F_FUA &&
+	       QBD_CORE_F_REPAIR == QBD_WIRE_F_REPAIR &&
+	       QBD_CORE_F_RESYNC == QBD_WIRE_F_RESYNC &&
+	       QBD_CORE_F_BITMAP == QBD_WIRE_F_BITMAP,
+	       "core message flags are the wire's");
+_Static_assert(QBD_BLOCK_SIZE == QBD_WIRE_BLOCK, "bitmap blocks");
+
 static void core_send(void *user, const struct qbd_core_msg *cm)
 {
 	struct qbd_volume *v = user;
@@ -183,6 +190,7 @@ static void core_send(void *user, const struct qbd_core_msg *cm)
 	switch (cm->type) {
 	case QBD_CM_READ:
 		m.type = QBD__MSG_TYPE__READ;
+		m.flags = cm->flags; /* BITMAP for BLOCK_STATUS */
 		break;
 	case QBD_CM_WRITE:
 		m.type = QBD__MSG_TYPE__WRITE;
@@ -589,14 +597,23 @@ void qbd_submit(struct qbd_volume *v, struct qbd_io *io)
 	case QBD_IO_FLUSH:
 		op = QBD_CORE_FLUSH;
 		break;
+	case QBD_IO_BLOCK_STATUS:
+		op = QBD_CORE_BLOCK_STATUS;
+		break;
 	default:
 		io_queue_done(v, io, -EINVAL);
 		return;
 	}
 	if (op != QBD_CORE_FLUSH &&
-	    (io->length == 0 || io->length > MAX_IO || io->offset > v->info.size ||
+	    (io->length == 0 || io->offset > v->info.size ||
+	     /* TRIM and WRITE_ZEROES carry no data: any length (the kernel
+	      * discards up to 4 GiB at once) */
+	     (op != QBD_CORE_ZERO &&
+	      io->length > (op == QBD_CORE_BLOCK_STATUS ? QBD_BLOCK_STATUS_MAX : MAX_IO)) ||
 	     io->length > v->info.size - io->offset ||
-	     (op != QBD_CORE_ZERO && !io->buf))) {
+	     (op != QBD_CORE_ZERO && !io->buf) ||
+	     (op == QBD_CORE_BLOCK_STATUS &&
+	      (io->offset % QBD_BLOCK_SIZE || io->length % QBD_BLOCK_SIZE)))) {
 		qbd_err(COMP, "invalid request: op %d offset %llu length %u (volume %llu bytes)",
 			io->op, (unsigned long long)io->offset, io->length,
 			(unsigned long long)v->info.size);
@@ -759,6 +776,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	cfg.write_quorum = v->info.write_quorum;
 	cfg.nchunks = v->nchunks;
 	cfg.chunk_size = v->info.chunk_size;
+	cfg.block_size = QBD_BLOCK_SIZE;
 	cfg.epoch = v->epoch;
 	cfg.resync_rate = o->resync_rate;
 	cfg.takeover_wait_ns = v->takeover_wait_ns;
@@ -936,4 +954,9 @@ int qbd_write_zeroes(struct qbd_volume *v, uint32_t len, uint64_t off,
 		     uint32_t flags)
 {
 	return sync_io(v, QBD_IO_WRITE_ZEROES, NULL, len, off, flags);
+}
+
+int qbd_block_status(struct qbd_volume *v, void *bits, uint32_t len, uint64_t off)
+{
+	return sync_io(v, QBD_IO_BLOCK_STATUS, bits, len, off, 0);
 }

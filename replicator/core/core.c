@@ -77,6 +77,8 @@ struct part {
 	int first_err;
 	uint64_t min_version, version;
 	uint32_t gen;            /* read: c->gen[chunk] when sent */
+	bool bitmap;             /* read: the written bitmap (BLOCK_STATUS) */
+	uint64_t bitpos;         /* bitmap: first bit of the part in buf */
 	/* flush: chunks it covers */
 	uint64_t *dirty;
 	size_t ndirty;
@@ -699,6 +701,25 @@ static int read_ready(const struct qbd_core *c, uint64_t ch)
 	return recoverable(c, ch) ? 0 : -EIO;
 }
 
+/* Copy n bits from src (from bit 0) to dst at bit pos; NULL src clears. */
+static void bits_put(uint8_t *dst, uint64_t pos, const uint8_t *src, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t d = pos + i;
+		bool on = src && ((src[i / 8] >> (i % 8)) & 1u);
+
+		if (on)
+			dst[d / 8] |= (uint8_t)(1u << (d % 8));
+		else
+			dst[d / 8] &= (uint8_t)~(1u << (d % 8));
+	}
+}
+
+static uint32_t bitmap_bytes(const struct qbd_core *c, uint32_t len)
+{
+	return (len / c->cfg.block_size + 7) / 8;
+}
+
 static void read_next(struct part *p)
 {
 	struct qbd_core *c = p->c;
@@ -717,7 +738,8 @@ static void read_next(struct part *p)
 	p->replica = r;
 	p->tried |= 1u << r;
 	p->gen = c->gen[p->chunk];
-	part_send(p, (unsigned)r, QBD_CM_READ, p->off, p->len, 0, NULL);
+	part_send(p, (unsigned)r, QBD_CM_READ, p->off, p->len,
+		  p->bitmap ? QBD_CORE_F_BITMAP : 0, NULL);
 }
 
 static int read_try(struct part *p)
@@ -728,6 +750,12 @@ static int read_try(struct part *p)
 		return -EPERM;
 	if (!lease_ok(p->c))
 		return QUEUE;
+	if (p->bitmap && p->c->version[p->chunk] == 0) {
+		/* Never written: all holes, nothing to ask. */
+		bits_put(p->buf, p->bitpos, NULL, p->len / p->c->cfg.block_size);
+		part_finish(p, 0);
+		return 0;
+	}
 	if (ready <= 0)
 		return ready < 0 ? ready : QUEUE;
 	p->min_version = p->c->acked[p->chunk];
@@ -774,6 +802,11 @@ static void read_done(struct part *p)
 {
 	struct qbd_core *c = p->c;
 
+	if (p->bitmap) {
+		bits_put(p->buf, p->bitpos, p->owned, p->len / c->cfg.block_size);
+		part_finish(p, 0);
+		return;
+	}
 	for (unsigned b = 0; b < c->R; b++)
 		if ((p->bad & (1u << b)) && c->up[b])
 			repair_start(p, b);
@@ -1225,9 +1258,11 @@ void *qbd_core_reply_buf(struct qbd_core *c, unsigned r, uint64_t id, uint32_t l
 	struct sub *s = r < c->R ? sub_find(c, r, id) : NULL;
 
 	if (!s || (s->p->kind != P_READ && s->p->kind != P_RSREAD &&
-		   s->p->kind != P_PROBE) || s->p->len != len)
+		   s->p->kind != P_PROBE))
 		return NULL;
-	return s->p->buf;
+	if (s->p->bitmap)
+		return bitmap_bytes(c, s->p->len) == len ? s->p->owned : NULL;
+	return s->p->len == len ? s->p->buf : NULL;
 }
 
 void qbd_core_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
@@ -1414,6 +1449,8 @@ int qbd_core_new(const struct qbd_core_cfg *cfg, const struct qbd_core_ops *ops,
 	if (cfg->replicas == 0 || cfg->replicas > MAXR || cfg->write_quorum == 0 ||
 	    cfg->write_quorum > cfg->replicas || cfg->nchunks == 0 ||
 	    cfg->chunk_size == 0 || cfg->epoch == 0 ||
+	    (cfg->block_size && cfg->chunk_size % cfg->block_size) ||
+	    (!cfg->block_size && cfg->chunk_size % 4096) ||
 	    cfg->epoch > QBD_CORE_MAX_EPOCH || !ops->send || !ops->complete ||
 	    !ops->drop || !ops->data_moved)
 		return -EINVAL;
@@ -1427,6 +1464,8 @@ int qbd_core_new(const struct qbd_core_cfg *cfg, const struct qbd_core_ops *ops,
 		c->cfg.resync_parallel = 4;
 	if (!c->cfg.lease_ns)
 		c->cfg.lease_ns = 5000000000ull;
+	if (!c->cfg.block_size)
+		c->cfg.block_size = 4096;
 	c->ops = *ops;
 	c->user = user;
 	c->R = cfg->replicas;
@@ -1685,8 +1724,9 @@ void qbd_core_submit(struct qbd_core *c, enum qbd_core_op op, uint32_t flags,
 {
 	uint64_t cs = c->cfg.chunk_size, end = offset + length, pos;
 	struct uio *io = calloc(1, sizeof(*io));
-	enum pkind kind = op == QBD_CORE_READ ? P_READ :
+	enum pkind kind = op == QBD_CORE_READ || op == QBD_CORE_BLOCK_STATUS ? P_READ :
 			  op == QBD_CORE_FLUSH ? P_FLUSH : P_WRITE;
+	uint32_t bs = c->cfg.block_size;
 
 	c->now = now;
 	if (!io) {
@@ -1696,10 +1736,11 @@ void qbd_core_submit(struct qbd_core *c, enum qbd_core_op op, uint32_t flags,
 	io->cookie = cookie;
 	io->left = 1; /* held until every part is admitted */
 	c->pending_ios++;
-	if (op < QBD_CORE_READ || op > QBD_CORE_FLUSH ||
+	if (op < QBD_CORE_READ || op > QBD_CORE_BLOCK_STATUS ||
 	    (op != QBD_CORE_FLUSH &&
 	     (length == 0 || end < offset || end > c->nchunks * cs ||
-	      (op != QBD_CORE_ZERO && !buf)))) {
+	      (op != QBD_CORE_ZERO && !buf))) ||
+	    (op == QBD_CORE_BLOCK_STATUS && (offset % bs || length % bs))) {
 		io_done(c, io, -EINVAL);
 		return;
 	}
@@ -1732,6 +1773,20 @@ void qbd_core_submit(struct qbd_core *c, enum qbd_core_op op, uint32_t flags,
 			p->flags = (op == QBD_CORE_ZERO ? QBD_CORE_F_ZERO : 0) |
 				   (flags & QBD_CORE_F_FUA);
 			p->buf = op == QBD_CORE_ZERO ? NULL : (uint8_t *)buf + (pos - offset);
+			if (op == QBD_CORE_BLOCK_STATUS) {
+				p->flags = 0;
+				p->bitmap = true;
+				p->buf = buf;
+				p->bitpos = (pos - offset) / bs;
+				p->owned = calloc(1, bitmap_bytes(c, len));
+				if (!p->owned) {
+					io->err = io->err ? io->err : -ENOMEM;
+					part_finish(p, -ENOMEM);
+					part_put(p);
+					pos += len;
+					continue;
+				}
+			}
 			part_admit(c, p);
 		}
 		pos += len;

@@ -29,7 +29,9 @@
  *  - flush: succeeds when every chunk acknowledged since the previous
  *    flush is durable on W replicas.
  *  - reads: serve only committed data (a version on W replicas), and only
- *    under a read lease (see qbd_core_cfg.lease_ns).
+ *    under a read lease (see qbd_core_cfg.lease_ns). BLOCK_STATUS (which
+ *    blocks hold data) is a read of the replicas' written bitmaps under
+ *    the same rules; chunks never written are answered without a message.
  *
  * Ownership: struct qbd_core owns everything it allocates. Buffers passed
  * to qbd_core_submit belong to the caller and must stay valid until the
@@ -53,6 +55,9 @@
 #define QBD_CORE_F_FUA    2u
 #define QBD_CORE_F_REPAIR 4u  /* rewrite at the same version (read repair) */
 #define QBD_CORE_F_RESYNC 8u  /* whole chunk, set version unconditionally */
+#define QBD_CORE_F_BITMAP 16u /* READ: the reply's data is the range's written
+			       * bitmap, one bit per block (LSB first), not
+			       * its bytes */
 
 /* One entry of a replica's OPEN reply. */
 struct qbd_chunk_version {
@@ -104,6 +109,7 @@ struct qbd_core_cfg {
 	unsigned write_quorum;    /* W, 1..R */
 	uint64_t nchunks;
 	uint32_t chunk_size;
+	uint32_t block_size;      /* bitmap granularity: divides chunk_size; 0 = 4096 */
 	uint64_t epoch;           /* 1..QBD_CORE_MAX_EPOCH */
 	uint32_t local;           /* bit per replica in the writer's zone */
 	uint64_t timeout_ns;      /* oldest request age that drops a replica; 0 = 10 s */
@@ -150,7 +156,8 @@ int qbd_core_open_done(struct qbd_core *c, uint64_t now);
 void qbd_core_replica_down(struct qbd_core *c, unsigned r, uint64_t now);
 
 /* For READ replies: where to put len bytes of data for message id from
- * r, or NULL to discard them (unknown id, wrong length). */
+ * r, or NULL to discard them (unknown id, wrong length: a READ with
+ * QBD_CORE_F_BITMAP expects ceil(length / block_size / 8) bytes). */
 void *qbd_core_reply_buf(struct qbd_core *c, unsigned r, uint64_t id,
 			 uint32_t len);
 /* Reply to message id from r: status 0 or -errno, the chunk version at
@@ -160,13 +167,20 @@ void qbd_core_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
 /* Timer: request timeouts, resync scheduling. Call every ~100 ms. */
 void qbd_core_tick(struct qbd_core *c, uint64_t now);
 
-enum qbd_core_op { QBD_CORE_READ = 1, QBD_CORE_WRITE, QBD_CORE_ZERO, QBD_CORE_FLUSH };
+enum qbd_core_op { QBD_CORE_READ = 1, QBD_CORE_WRITE, QBD_CORE_ZERO, QBD_CORE_FLUSH,
+		   QBD_CORE_BLOCK_STATUS };
 
 /*
  * Submit a request on bytes [offset, offset + length) of the volume. It
  * completes through ops->complete(cookie, res), possibly before this call
- * returns. flags: QBD_CORE_F_FUA for WRITE and ZERO. Errors: -EINVAL (out
- * of range), -EPERM (fenced), -EIO (fewer than W replicas could do it),
+ * returns. flags: QBD_CORE_F_FUA for WRITE and ZERO. BLOCK_STATUS: offset
+ * and length multiples of block_size; buf gets length / block_size bits,
+ * bit i (byte i / 8, bit i % 8) set when block i of the range may hold
+ * data, clear when it reads as zeros (never written, or zeroed); bits
+ * past the last block of buf's last byte are left alone. Served like a
+ * read: from a current replica at a version at least the committed one.
+ * Errors: -EINVAL (out of range or unaligned), -EPERM (fenced), -EIO
+ * (fewer than W replicas could do it),
  * -EBADMSG (every current replica failed its checksums), -EOVERFLOW (the
  * chunk's version sequence ran out in this epoch: attach again), -ENOMEM.
  */

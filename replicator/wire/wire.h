@@ -26,6 +26,10 @@
 #define QBD_WIRE_F_FUA    0x2u  /* WRITE: durable before the reply */
 #define QBD_WIRE_F_REPAIR 0x4u  /* WRITE: rewrite at the same version */
 #define QBD_WIRE_F_RESYNC 0x8u  /* WRITE: replace the whole chunk at new_version, any version */
+#define QBD_WIRE_F_BITMAP 0x10u /* READ: reply data = the range's written bitmap,
+				 * one bit per 4 KiB block (LSB first), not its
+				 * bytes; offset and length multiples of 4 KiB */
+#define QBD_WIRE_BLOCK 4096u    /* block of the BITMAP bits */
 
 /* Default TCP port of qbd-chunkd. */
 #define QBD_WIRE_DEFAULT_PORT 7800

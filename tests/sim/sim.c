@@ -16,6 +16,9 @@
  *    before the read started (acknowledged, or seen by an earlier read
  *    once it can no longer be undone) or a later write issued before the
  *    read ended; data is never torn or foreign;
+ *  - every unit BLOCK_STATUS reports as a hole could have read as zeros
+ *    by the same rule (replicas keep a written bit per unit, as the
+ *    engine does per 4 KiB block);
  *  - after the faults heal: every unit reads back correctly, resync
  *    drains, and all replicas hold identical versions and bytes with no
  *    corrupt block left.
@@ -82,6 +85,7 @@ struct rep {
 	uint64_t *ver;
 	uint8_t *data;
 	uint8_t *corrupt;        /* per unit */
+	uint8_t *written;        /* per unit: holds data (else reads as zeros) */
 	bool eio_next_write;
 	uint64_t slow_until, slow_extra;
 	uint64_t down_until;
@@ -345,6 +349,19 @@ static void net_to_cli(int ci, unsigned r, unsigned gen, struct msg *m)
 
 /* ---- replicas ---- */
 
+/* A RESYNC write (or a PULL, stored as one): zero units become holes. */
+static void rep_written_from_data(struct rep *rp, uint64_t ch)
+{
+	for (uint32_t u = 0; u < C.cs / UNIT; u++) {
+		const uint8_t *p = rp->data + ch * C.cs + (size_t)u * UNIT;
+		bool any = false;
+
+		for (unsigned i = 0; i < UNIT; i++)
+			any |= p[i] != 0;
+		rp->written[ch * (C.cs / UNIT) + u] = any;
+	}
+}
+
 static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 {
 	struct rep *rp = &reps[r];
@@ -382,6 +399,20 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 	cd = rp->data + m->chunk * C.cs;
 	switch (m->type) {
 	case QBD_CM_READ:
+		if (m->flags & QBD_CORE_F_BITMAP) {
+			uint32_t n = m->len / UNIT;
+			uint8_t *w = rp->written + m->chunk * (C.cs / UNIT) + m->off / UNIT;
+
+			m->data = calloc(1, (n + 7) / 8);
+			if (!m->data)
+				abort();
+			for (uint32_t i = 0; i < n; i++)
+				if (w[i])
+					m->data[i / 8] |= (uint8_t)(1u << (i % 8));
+			trace("r%u: c%d bitmap of chunk %" PRIu64 " [%u+%u] at %#" PRIx64, r, ci,
+			      m->chunk, m->off, m->len, rp->ver[m->chunk]);
+			break;
+		}
 		for (uint32_t u = m->off / UNIT; u < (m->off + m->len) / UNIT; u++)
 			if (rp->corrupt[m->chunk * (C.cs / UNIT) + u])
 				st = -EBADMSG;
@@ -399,6 +430,7 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			if (rp->ver[m->chunk] != m->newv) {
 				memcpy(cd, m->data, C.cs);
 				memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
+				rep_written_from_data(rp, m->chunk);
 				rp->ver[m->chunk] = m->newv;
 			}
 		} else if (m->flags & QBD_CORE_F_REPAIR) {
@@ -419,6 +451,8 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			memset(cd + m->off, 0, m->len);
 		else
 			memcpy(cd + m->off, m->data, m->len);
+		memset(rp->written + m->chunk * (C.cs / UNIT) + m->off / UNIT,
+		       !(m->flags & QBD_CORE_F_ZERO), m->len / UNIT);
 		memset(rp->corrupt + m->chunk * (C.cs / UNIT) + m->off / UNIT, 0,
 		       m->len / UNIT);
 		rp->ver[m->chunk] = m->newv;
@@ -447,6 +481,7 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 		if (!st && rp->ver[m->chunk] != m->newv) {
 			memcpy(cd, src->data + m->chunk * C.cs, C.cs);
 			memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
+			rep_written_from_data(rp, m->chunk);
 			rp->ver[m->chunk] = m->newv;
 		}
 		trace("r%u: c%d pull chunk %" PRIu64 " from r%u at %#" PRIx64 ": %d", r, ci,
@@ -529,6 +564,45 @@ static int64_t unit_value(const uint8_t *p, uint64_t u)
 		return -1;
 	fill_unit(ref, id, u);
 	return memcmp(ref, p, UNIT) ? -1 : (int64_t)id;
+}
+
+/* May unit u read as zeros for an operation that started at t0? */
+static bool zero_ok(uint64_t u, uint64_t t0)
+{
+	uint64_t L = 0;
+	bool ok;
+
+	for (size_t i = 0; i < unit_n[u]; i++) {
+		uint64_t id = unit_w[u][i].id;
+
+		if (commit_t(&writes[id], unit_w[u][i].obs_t) < t0 && id > L)
+			L = id;
+	}
+	ok = L == 0 || writes[L].zero;
+	for (size_t i = 0; i < unit_n[u] && !ok; i++) {
+		uint64_t id = unit_w[u][i].id;
+
+		ok = writes[id].zero && id > L && writes[id].issue_t < now;
+	}
+	return ok;
+}
+
+/* BLOCK_STATUS: a unit reported as a hole must be one that may read as
+ * zeros. */
+static void check_block_status(const struct op *o)
+{
+	for (uint64_t i = 0; i < o->len / UNIT; i++) {
+		uint64_t u = o->off / UNIT + i;
+
+		if ((o->buf[i / 8] >> (i % 8)) & 1u)
+			continue;
+		if (!zero_ok(u, o->t0)) {
+			fail("block status [%.3f ms] reports unit %" PRIu64 " (chunk %" PRIu64
+			     ") as a hole, but it cannot read as zeros",
+			     (double)o->t0 / 1e6, u, u * UNIT / C.cs);
+			return;
+		}
+	}
 }
 
 static void check_read(const struct op *o)
@@ -662,6 +736,7 @@ static void cli_complete(void *user, void *cookie, int res)
 	op_unlink(&clis[ci], o);
 	trace("c%d: %s [%" PRIu64 "+%u] id %" PRIu64 " -> %d", ci,
 	      o->kind == QBD_CORE_READ ? "read" : o->kind == QBD_CORE_FLUSH ? "flush" :
+	      o->kind == QBD_CORE_BLOCK_STATUS ? "block status" :
 	      o->kind == QBD_CORE_ZERO ? "zero" : "write", o->off, o->len, o->id, res);
 	if (o->kind == QBD_CORE_WRITE || o->kind == QBD_CORE_ZERO) {
 		writes[o->id].done_t = now;
@@ -671,6 +746,8 @@ static void cli_complete(void *user, void *cookie, int res)
 		}
 	} else if (o->kind == QBD_CORE_READ && res == 0) {
 		check_read(o);
+	} else if (o->kind == QBD_CORE_BLOCK_STATUS && res == 0) {
+		check_block_status(o);
 	} else if (o->kind == QBD_CORE_READ && o->final_read) {
 		fail("final read of [%" PRIu64 "+%u] failed: %d", o->off, o->len, res);
 	}
@@ -711,7 +788,7 @@ static void cli_start(int ci, bool workload)
 	struct client *cl = &clis[ci];
 	struct qbd_core_cfg cfg = {
 		.replicas = C.R, .write_quorum = C.W, .nchunks = C.nchunks,
-		.chunk_size = C.cs, .local = 1, .timeout_ns = 300 * MS,
+		.chunk_size = C.cs, .block_size = UNIT, .local = 1, .timeout_ns = 300 * MS,
 		.resync_rate = rnd_range(0, 1) ? 0 : 4ull * C.cs * 10,
 		.resync_parallel = (unsigned)rnd_range(1, 4),
 		.lease_ns = 500 * MS,
@@ -826,10 +903,11 @@ static void cli_reply(int ci, unsigned r, unsigned gen, struct msg *m)
 	}
 	if (cn->state == C_UP) {
 		if (m->type == QBD_CM_READ && m->status == 0) {
-			void *b = qbd_core_reply_buf(cl->core, r, m->id, m->len);
+			uint32_t n = m->flags & QBD_CORE_F_BITMAP ? (m->len / UNIT + 7) / 8 : m->len;
+			void *b = qbd_core_reply_buf(cl->core, r, m->id, n);
 
 			if (b && m->data)
-				memcpy(b, m->data, m->len);
+				memcpy(b, m->data, n);
 		}
 		qbd_core_reply(cl->core, r, m->id, m->status, m->version, now);
 	}
@@ -899,6 +977,13 @@ static void submit(int ci, enum qbd_core_op kind, uint64_t off, uint32_t len,
 		o->buf = malloc(len);
 		if (!o->buf)
 			abort();
+	} else if (kind == QBD_CORE_BLOCK_STATUS) {
+		/* Garbage bits: the core must set every one. */
+		o->buf = malloc(len / UNIT / 8 + 1);
+		if (!o->buf)
+			abort();
+		for (uint32_t i = 0; i < len / UNIT / 8 + 1; i++)
+			o->buf[i] = (uint8_t)rnd();
 	}
 	if (kind == QBD_CORE_WRITE || kind == QBD_CORE_ZERO) {
 		o->id = new_write(ci, off, len, kind == QBD_CORE_ZERO);
@@ -933,8 +1018,10 @@ static void work(int ci)
 			submit(ci, QBD_CORE_WRITE, u * UNIT, n * UNIT, false);
 		else if (k < 55)
 			submit(ci, QBD_CORE_ZERO, u * UNIT, n * UNIT, false);
-		else if (k < 92)
+		else if (k < 87)
 			submit(ci, QBD_CORE_READ, u * UNIT, n * UNIT, false);
+		else if (k < 92)
+			submit(ci, QBD_CORE_BLOCK_STATUS, u * UNIT, n * UNIT, false);
 		else
 			submit(ci, QBD_CORE_FLUSH, 0, 0, false);
 		if (chance(500))
@@ -1240,6 +1327,7 @@ static void world_free(void)
 		free(reps[r].ver);
 		free(reps[r].data);
 		free(reps[r].corrupt);
+		free(reps[r].written);
 	}
 	for (uint64_t u = 0; u < nunits; u++)
 		free(unit_w[u]);
@@ -1287,7 +1375,8 @@ static bool run_seed(uint64_t seed)
 		reps[r].ver = calloc(C.nchunks, sizeof(uint64_t));
 		reps[r].data = calloc(C.nchunks, C.cs);
 		reps[r].corrupt = calloc(nunits, 1);
-		if (!reps[r].ver || !reps[r].data || !reps[r].corrupt)
+		reps[r].written = calloc(nunits, 1);
+		if (!reps[r].ver || !reps[r].data || !reps[r].corrupt || !reps[r].written)
 			abort();
 	}
 	trace("seed %" PRIu64 ": R=%u W=%u chunks=%" PRIu64 " chunk=%u", seed, C.R, C.W,

@@ -328,6 +328,43 @@ START_TEST(flush_waits_for_the_flush_in_flight)
 }
 END_TEST
 
+START_TEST(block_status_asks_only_for_written_chunks)
+{
+	uint8_t bits[2] = { 0xff, 0xff }, *rb;
+	uint64_t v;
+
+	open_core(3, 2, 1, 7);
+	/* Chunks are one block here (CS = 4096): chunk 1 is written. */
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, CS, 512, buf, (void *)1, MS);
+	v = sent[0].new_version;
+	for (unsigned r = 0; r < 3; r++)
+		reply(find(QBD_CM_WRITE, r, 0), 0, v);
+	ck_assert_int_eq(results[1], 0);
+	nsent = 0;
+	qbd_core_submit(c, QBD_CORE_BLOCK_STATUS, 0, 0, 3 * CS, bits, (void *)2, MS);
+	ck_assert_uint_eq(nsent, 1);              /* chunks 0 and 2: no message */
+	ck_assert_uint_eq(sent[0].type, QBD_CM_READ);
+	ck_assert_uint_eq(sent[0].chunk, 1);
+	ck_assert_uint_eq(sent[0].flags, QBD_CORE_F_BITMAP);
+	ck_assert_ptr_null(qbd_core_reply_buf(c, sent[0].replica, sent[0].id, CS));
+	rb = qbd_core_reply_buf(c, sent[0].replica, sent[0].id, 1);
+	ck_assert_ptr_nonnull(rb);
+	rb[0] = 1;
+	reply(0, 0, v - 1);                        /* below committed: stale */
+	ck_assert_uint_eq(ncomplete, 1);
+	ck_assert_uint_eq(nsent, 2);               /* asked another replica */
+	rb = qbd_core_reply_buf(c, sent[1].replica, sent[1].id, 1);
+	rb[0] = 1;
+	reply(1, 0, v);
+	ck_assert_int_eq(results[2], 0);
+	ck_assert_uint_eq(bits[0], 0xfa);          /* 010 in bits 0-2, rest untouched */
+	ck_assert_uint_eq(bits[1], 0xff);
+	/* Unaligned: -EINVAL. */
+	qbd_core_submit(c, QBD_CORE_BLOCK_STATUS, 0, 512, CS, bits, (void *)3, MS);
+	ck_assert_int_eq(results[3], -EINVAL);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("core");
@@ -346,6 +383,7 @@ int main(void)
 	tcase_add_test(t, timeout_drops_replica);
 	tcase_add_test(t, bad_input);
 	tcase_add_test(t, flush_waits_for_the_flush_in_flight);
+	tcase_add_test(t, block_status_asks_only_for_written_chunks);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

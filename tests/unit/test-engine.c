@@ -686,6 +686,62 @@ START_TEST(resync_ordered)
 }
 END_TEST
 
+static int eng_bitmap(uint64_t chunk, uint32_t off, uint32_t len, uint8_t *bits,
+		      uint64_t *ver)
+{
+	struct qbd_engine_req r = { .op = QBD_ENGINE_BITMAP, .volume = VOL, .chunk = chunk,
+				    .offset = off, .length = len, .buf = bits };
+	run(&r);
+	if (ver)
+		*ver = r.version;
+	return r.res;
+}
+
+/* BITMAP: which blocks hold data, from the metadata, in the chunk's
+ * order; never-written chunks and ranges are holes. */
+START_TEST(bitmap_of_written_blocks)
+{
+	uint8_t w[5 * 4096], bits[40];
+	struct qbd_engine_stats st0, st;
+	struct qbd_engine_req zr = { .op = QBD_ENGINE_ZERO, .volume = VOL, .chunk = 6,
+				     .offset = 4096, .length = 4096,
+				     .expected_version = 1, .new_version = 2 };
+	uint64_t v = 99;
+
+	qbd_engine_stats(e, &st0);
+	memset(bits, 0xff, sizeof bits);
+	ck_assert_int_eq(eng_bitmap(6, 0, CS, bits, &v), 0);
+	ck_assert_uint_eq(v, 0);
+	for (unsigned i = 0; i < CS / 4096 / 8; i++)
+		ck_assert_uint_eq(bits[i], 0);
+	ck_assert_uint_eq(bits[CS / 4096 / 8], 0xff);       /* past the end: untouched */
+	fill(w, sizeof w, 3);
+	/* blocks 8..12 (the first and last partly) */
+	ck_assert_int_eq(eng_write(6, 8 * 4096 + 100, w, sizeof w - 200, 0, 1, 0),
+			 (int)sizeof w - 200);
+	run(&zr);                                            /* block 1: never written */
+	ck_assert_int_eq(zr.res, 4096);
+	ck_assert_int_eq(eng_bitmap(6, 0, 16 * 4096, bits, &v), 0);
+	ck_assert_uint_eq(v, 2);
+	ck_assert_uint_eq(bits[0], 0);
+	ck_assert_uint_eq(bits[1], 0x1f);
+	ck_assert_int_eq(eng_bitmap(6, 9 * 4096, 2 * 4096, bits, NULL), 0);
+	ck_assert_uint_eq(bits[0], 3);
+	zr.offset = 9 * 4096;
+	zr.length = 2 * 4096;
+	zr.expected_version = 2;
+	zr.new_version = 3;
+	run(&zr);
+	ck_assert_int_eq(eng_bitmap(6, 8 * 4096, 8 * 4096, bits, NULL), 0);
+	ck_assert_uint_eq(bits[0], 0x19);
+	/* Unaligned: -EINVAL. */
+	ck_assert_int_eq(eng_bitmap(6, 100, 4096, bits, NULL), -EINVAL);
+	ck_assert_int_eq(eng_bitmap(6, 0, 4000, bits, NULL), -EINVAL);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.chunks, st0.chunks + 1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -706,6 +762,7 @@ int main(void)
 	tcase_add_test(t, reads_ordered_with_writes);
 	tcase_add_test(t, zero_flush_promise);
 	tcase_add_test(t, small_ring_queues);
+	tcase_add_test(t, bitmap_of_written_blocks);
 	suite_add_tcase(s, t);
 	t = tcase_create("resync");
 	tcase_add_checked_fixture(t, setup, teardown);
