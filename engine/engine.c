@@ -1002,6 +1002,15 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 			read_start(e, r);
 			return;
 		}
+		if (!c && r->new_version == 0) {
+			/* A chunk never written is at version 0 already: the
+			 * idempotent case of every write kind, acknowledged
+			 * without a slot (the writer zeroes never-written
+			 * chunks this way, so that they stay unallocated). */
+			r->version = 0;
+			req_done(e, r, (int)r->length);
+			return;
+		}
 		if (!c) {
 			/* Add the entry now so that later requests of this chunk
 			 * queue behind this one; chunk_run_next frees it again if

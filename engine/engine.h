@@ -131,7 +131,14 @@ enum qbd_engine_op {
  *       all zeros become holes (no data I/O, read as zeros); a chunk with
  *       no slot gets one, even if buf is all zeros, so that its version
  *       persists. Ordered, versioned and made durable (FUA) as any WRITE.
- * ZERO  as WRITE without buf.
+ * ZERO  as WRITE without buf. Blocks it covers whole lose their data (a
+ *       metadata write only); partial blocks that hold data are rewritten
+ *       with zeros; partial blocks without data stay without. A chunk never
+ *       written gets a slot (its new version must persist), except with
+ *       new_version 0 (below).
+ * Any WRITE or ZERO with new_version 0 of a chunk never written is the
+ *       idempotent case (version 0 already): acknowledged at once, no slot
+ *       taken, nothing written.
  * BITMAP volume, chunk, offset, length (multiples of QBD_ENGINE_BLOCK),
  *       buf of at least ceil(length / QBD_ENGINE_BLOCK / 8) bytes: bit i
  *       (byte i / 8, bit i % 8) is set when block offset / 4 KiB + i holds

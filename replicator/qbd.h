@@ -89,7 +89,8 @@ enum qbd_io_op {
 	QBD_IO_WRITE,
 	QBD_IO_FLUSH,
 	QBD_IO_TRIM,          /* range reads as zeros afterwards; frees space */
-	QBD_IO_WRITE_ZEROES,
+	QBD_IO_WRITE_ZEROES,  /* as TRIM: zeroed blocks become holes; zeroing a
+			       * range never written allocates nothing */
 	QBD_IO_BLOCK_STATUS,  /* which blocks hold data: see below */
 };
 

@@ -505,15 +505,27 @@ static int write_try(struct part *p)
 	targets = up_set(c) & current_set(c, ch);
 	if (popc(targets) < c->W)
 		return recoverable(c, ch) ? QUEUE : -EIO;
-	err = next_version(c, c->version[ch], &p->newv);
-	if (err)
-		return err;
-	p->expected = c->version[ch];
-	c->version[ch] = p->newv;
-	/* Replicas not written now lack the new version. */
-	for (unsigned r = 0; r < c->R; r++)
-		if (!(targets & (1u << r)))
-			stale_set(c, r, ch);
+	if ((p->flags & QBD_CORE_F_ZERO) && c->version[ch] == 0) {
+		/* Never written (no write of it could have been acknowledged:
+		 * attach took the highest version of A replicas): it reads
+		 * as zeros already. Zeroing it at a new version would make
+		 * every replica allocate the chunk; a ZERO from version 0 to
+		 * version 0 is acknowledged by a replica without writing
+		 * anything (the idempotent repeat of the engine), yet still
+		 * needs W replicas that accept our epoch, so a deposed writer
+		 * cannot acknowledge it. The version stays 0. */
+		p->expected = p->newv = 0;
+	} else {
+		err = next_version(c, c->version[ch], &p->newv);
+		if (err)
+			return err;
+		p->expected = c->version[ch];
+		c->version[ch] = p->newv;
+		/* Replicas not written now lack the new version. */
+		for (unsigned r = 0; r < c->R; r++)
+			if (!(targets & (1u << r)))
+				stale_set(c, r, ch);
+	}
 	p->targets = p->pending = targets;
 	p->started = true;
 	c->wr_inflight[ch]++;
@@ -1148,7 +1160,7 @@ static void op_reply(struct part *p, unsigned r, int status)
 		} else if (popc(p->okset) >= c->W) {
 			if (c->acked[p->chunk] < p->newv)
 				c->acked[p->chunk] = p->newv;
-			if (!(p->flags & QBD_CORE_F_FUA))
+			if (!(p->flags & QBD_CORE_F_FUA) && p->newv)
 				dirty_add(c, p->chunk);
 			part_finish(p, 0);
 		} else if (popc(p->okset) + popc(p->pending) < c->W) {

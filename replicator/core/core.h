@@ -32,6 +32,9 @@
  *    under a read lease (see qbd_core_cfg.lease_ns). BLOCK_STATUS (which
  *    blocks hold data) is a read of the replicas' written bitmaps under
  *    the same rules; chunks never written are answered without a message.
+ *  - zeroing a chunk never written keeps its version 0: a ZERO from 0 to
+ *    0, which replicas acknowledge without writing or allocating (but
+ *    only under our epoch, so fencing still holds).
  *
  * Ownership: struct qbd_core owns everything it allocates. Buffers passed
  * to qbd_core_submit belong to the caller and must stay valid until the

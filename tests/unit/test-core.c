@@ -328,6 +328,35 @@ START_TEST(flush_waits_for_the_flush_in_flight)
 }
 END_TEST
 
+/* Zeroing a chunk never written: a ZERO from version 0 to 0 (replicas
+ * acknowledge it without allocating), the version stays 0, down
+ * replicas are not marked stale; W replicas must still accept it. */
+START_TEST(zero_of_a_never_written_chunk_keeps_version_0)
+{
+	open_core(3, 2, 1, 3);  /* r2 down */
+	qbd_core_submit(c, QBD_CORE_ZERO, 0, CS, CS, NULL, (void *)1, MS);
+	ck_assert_uint_eq(nsent, 2);
+	ck_assert_uint_eq(sent[0].type, QBD_CM_WRITE);
+	ck_assert_uint_eq(sent[0].flags & QBD_CORE_F_ZERO, QBD_CORE_F_ZERO);
+	ck_assert_uint_eq(sent[0].expected_version, 0);
+	ck_assert_uint_eq(sent[0].new_version, 0);
+	ck_assert(!qbd_core_is_stale(c, 2, 1));
+	reply(0, 0, 0);
+	ck_assert_uint_eq(ncomplete, 0);
+	reply(1, 0, 0);
+	ck_assert_int_eq(results[1], 0);
+	ck_assert_uint_eq(qbd_core_chunk_version(c, 1), 0);
+	/* Fenced: a deposed writer gets no acknowledgement. */
+	qbd_core_submit(c, QBD_CORE_ZERO, 0, 0, 100, NULL, (void *)2, MS);
+	reply(2, -EPERM, 0);
+	ck_assert_int_eq(results[2], -EPERM);
+	/* A written chunk is zeroed at a new version. */
+	nsent = 0;
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 2 * CS, 512, buf, (void *)3, MS);
+	ck_assert_uint_eq(ncomplete, 3);  /* fenced: -EPERM at once */
+}
+END_TEST
+
 START_TEST(block_status_asks_only_for_written_chunks)
 {
 	uint8_t bits[2] = { 0xff, 0xff }, *rb;
@@ -383,6 +412,7 @@ int main(void)
 	tcase_add_test(t, timeout_drops_replica);
 	tcase_add_test(t, bad_input);
 	tcase_add_test(t, flush_waits_for_the_flush_in_flight);
+	tcase_add_test(t, zero_of_a_never_written_chunk_keeps_version_0);
 	tcase_add_test(t, block_status_asks_only_for_written_chunks);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);

@@ -742,6 +742,35 @@ START_TEST(bitmap_of_written_blocks)
 }
 END_TEST
 
+/* A ZERO (or WRITE) to version 0 of a chunk never written: acknowledged,
+ * nothing allocated or written. */
+START_TEST(zero_to_version_0_allocates_nothing)
+{
+	struct qbd_engine_stats st0, st;
+	struct qbd_engine_req zr = { .op = QBD_ENGINE_ZERO, .volume = VOL, .chunk = 7,
+				     .offset = 0, .length = CS, .flags = QBD_ENGINE_F_FUA };
+	uint8_t r[4096];
+
+	qbd_engine_stats(e, &st0);
+	run(&zr);
+	ck_assert_int_eq(zr.res, (int)CS);
+	ck_assert_uint_eq(zr.version, 0);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.chunks, st0.chunks);
+	ck_assert_uint_eq(st.used, st0.used);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 7), 0);
+	memset(r, 1, sizeof r);
+	ck_assert_int_eq(eng_read(7, 0, r, sizeof r, NULL), (int)sizeof r);
+	for (unsigned i = 0; i < sizeof r; i++)
+		ck_assert_uint_eq(r[i], 0);
+	/* A written chunk at version 1: 0 -> 0 is stale. */
+	ck_assert_int_eq(eng_write(8, 0, r, sizeof r, 0, 1, 0), (int)sizeof r);
+	zr.chunk = 8;
+	run(&zr);
+	ck_assert_int_eq(zr.res, -ESTALE);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -763,6 +792,7 @@ int main(void)
 	tcase_add_test(t, zero_flush_promise);
 	tcase_add_test(t, small_ring_queues);
 	tcase_add_test(t, bitmap_of_written_blocks);
+	tcase_add_test(t, zero_to_version_0_allocates_nothing);
 	suite_add_tcase(s, t);
 	t = tcase_create("resync");
 	tcase_add_checked_fixture(t, setup, teardown);
