@@ -48,7 +48,7 @@ dump() {
 	echo "---- dmesg (tail)"
 	dmesg | tail -n 40
 	echo "---- processes"
-	ps -o pid,stat,args 2>/dev/null || ps
+	ps -o pid,stat,args | grep -v ' \[.*\]$'
 	echo "---- memory"
 	head -n 3 /proc/meminfo
 	echo "----"
@@ -245,8 +245,8 @@ phase_attach() {
 	run timeout 60 mount -t ext4 "$DEV" /mnt/v
 
 	step "verify every checksum"
-	(cd /mnt/v && sha256sum -c /root/sums) >/tmp/verify.log 2>&1 ||
-		fail "checksums differ after reattach: $(grep -v ': OK$' /tmp/verify.log | head -n 5 | tr '\n' ' ')"
+	(cd /mnt/v && sha256sum -c /root/sums) >/tmp/verify.out 2>&1 ||
+		fail "checksums differ after reattach: $(grep -v ': OK$' /tmp/verify.out | head -n 5 | tr '\n' ' ')"
 	sums_of /mnt/v >/root/sums-after
 	cmp -s /root/sums /root/sums-after || fail "the file set differs after reattach"
 	note "$(wc -l </root/sums) files OK"
@@ -265,16 +265,16 @@ phase_reattach() {
 		step "reattach phase skipped: it needs qbd attach (ATTACH=$ATTACH)"
 		return 0
 	fi
-	step "phase 2: attach $VOL --zone b, mount, a 64 MiB O_DIRECT write"
+	step "phase 2: attach $VOL --zone b, mount, a 32 MiB O_DIRECT write"
 	attach_ok "$VOL" b
 	DEV2=$DEV
 	run timeout 60 mount -t ext4 "$DEV" /mnt/v
-	run dd if=/dev/urandom of=/tmp/src bs=1M count=64
+	run dd if=/dev/urandom of=/tmp/src bs=1M count=32
 	want=$(sha256sum </tmp/src | cut -d' ' -f1)
 	dmesg -c >/dev/null
 	rm -f /tmp/dd.rc
 	(
-		dd if=/tmp/src of=/mnt/v/big bs=256k oflag=direct conv=fsync >/tmp/dd.log 2>&1
+		dd if=/tmp/src of=/mnt/v/big bs=1M oflag=direct conv=fsync >/tmp/dd.log 2>&1
 		echo $? >/tmp/dd.rc
 	) &
 	big_grew() { [ "$(stat -c %s /mnt/v/big 2>/dev/null || echo 0)" -ge 8388608 ]; }
@@ -295,7 +295,7 @@ phase_reattach() {
 	wait_until "the write to finish" 300 test -f /tmp/dd.rc
 	[ "$(cat /tmp/dd.rc)" = 0 ] || fail "the write failed across the restart: $(cat /tmp/dd.log)"
 	if kernel_errors >/tmp/kerr.log; then
-		fail "kernel logged errors across the restart: $(head -n 3 /tmp/kerr.log | tr '\n' ' ')"
+		problem "kernel logged errors across the restart: $(head -n 3 /tmp/kerr.log | tr '\n' ' ')"
 	fi
 	step "read it back (caches dropped), umount, e2fsck -fn, detach"
 	echo 3 >/proc/sys/vm/drop_caches
