@@ -122,10 +122,32 @@ static struct eng_chunk *chunk_add(struct qbd_engine *e, uint64_t volume,
 	return c;
 }
 
+/* Set a chunk's flags, keeping the list of flagged chunks. */
+static void chunk_set_flags(struct qbd_engine *e, struct eng_chunk *c, uint32_t flags)
+{
+	if (!c->flags && flags) {
+		c->fprev = NULL;
+		c->fnext = e->flagged;
+		if (e->flagged)
+			e->flagged->fprev = c;
+		e->flagged = c;
+	} else if (c->flags && !flags) {
+		if (c->fprev)
+			c->fprev->fnext = c->fnext;
+		else
+			e->flagged = c->fnext;
+		if (c->fnext)
+			c->fnext->fprev = c->fprev;
+		c->fprev = c->fnext = NULL;
+	}
+	c->flags = flags;
+}
+
 static void chunk_remove(struct qbd_engine *e, struct eng_chunk *c)
 {
 	struct eng_chunk **pp = &e->hash[hash_of(c->volume, c->chunk)];
 
+	chunk_set_flags(e, c, 0);
 	while (*pp != c)
 		pp = &(*pp)->hnext;
 	*pp = c->hnext;
@@ -417,17 +439,33 @@ uint64_t qbd_engine_chunk_version(const struct qbd_engine *e, uint64_t volume,
 }
 
 int qbd_engine_for_each_chunk(const struct qbd_engine *e, uint64_t volume,
-			      int (*fn)(void *user, uint64_t chunk, uint64_t version),
-			      void *user)
+	int (*fn)(void *user, uint64_t chunk, uint64_t version, uint32_t flags), void *user)
 {
 	for (unsigned h = 0; h < ENG_HASH; h++)
 		for (struct eng_chunk *c = e->hash[h]; c; c = c->hnext)
 			if (c->volume == volume) {
-				int r = fn(user, c->chunk, c->version);
+				int r = fn(user, c->chunk, c->version, c->flags);
 				if (r)
 					return r;
 			}
 	return 0;
+}
+
+unsigned qbd_engine_flagged_chunks(const struct qbd_engine *e, uint64_t volume,
+	uint64_t *chunks, uint32_t *flags, unsigned max)
+{
+	unsigned n = 0;
+
+	for (const struct eng_chunk *c = e->flagged; c; c = c->fnext) {
+		if (c->volume != volume)
+			continue;
+		if (n < max) {
+			chunks[n] = c->chunk;
+			flags[n] = c->flags;
+		}
+		n++;
+	}
+	return n;
 }
 
 /* ---- request machinery ---- */
@@ -581,9 +619,13 @@ static uint32_t step_bytes(const struct eng_priv *p)
 	}
 }
 
-/* Verify the checksum of every written block of the extents in bounce. */
-static int verify_blocks(const struct eng_chunk *c, const struct eng_priv *p)
+/* Verify the checksum of every written block of the extents in bounce.
+ * A block that fails is recorded as bad and the chunk flagged DAMAGED. */
+static int verify_blocks(struct qbd_engine *e, struct eng_chunk *c,
+			 const struct eng_priv *p)
 {
+	int r = 0;
+
 	for (unsigned x = 0; x < p->n_ext; x++)
 		for (unsigned b = p->ext_b[x]; b < p->ext_b[x] + p->ext_n[x]; b++) {
 			const uint8_t *blk = p->bounce + (size_t)(b - p->b0) * B;
@@ -595,10 +637,12 @@ static int verify_blocks(const struct eng_chunk *c, const struct eng_priv *p)
 					"block %u (slot %llu)", (unsigned long long)c->volume,
 					(unsigned long long)c->chunk, b,
 					(unsigned long long)c->slot);
-				return -EBADMSG;
+				bit_set(c->bad, b, true);
+				chunk_set_flags(e, c, c->flags | QBD_ENGINE_CHUNK_DAMAGED);
+				r = -EBADMSG;
 			}
 		}
-	return 0;
+	return r;
 }
 
 static bool in_ext(const struct eng_priv *p, unsigned b)
@@ -1060,6 +1104,30 @@ void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *r)
 	ring_submit(e);
 }
 
+/* A WRITE/ZERO is on disk: the blocks it covered whole hold fresh data and
+ * checksums (it could not have covered a bad block in part: the merge
+ * read would have failed). A RESYNC replaced the whole chunk. */
+static void write_clear_flags(struct qbd_engine *e, struct eng_chunk *c,
+			      struct qbd_engine_req *r)
+{
+	const struct eng_priv *p = priv(r);
+	bool any = false;
+
+	if (r->flags & QBD_ENGINE_F_RESYNC) {
+		memset(c->bad, 0, sizeof c->bad);
+		chunk_set_flags(e, c, 0);
+		return;
+	}
+	if (!(c->flags & QBD_ENGINE_CHUNK_DAMAGED))
+		return;
+	for (unsigned i = 0; i < p->nb; i++)
+		bit_set(c->bad, p->b0 + i, false);
+	for (unsigned i = 0; i < ENG_BLOCKS_MAX / 64; i++)
+		any |= c->bad[i] != 0;
+	if (!any)
+		chunk_set_flags(e, c, c->flags & ~QBD_ENGINE_CHUNK_DAMAGED);
+}
+
 /* The step's SQEs are all complete: move the request on. */
 static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 {
@@ -1083,7 +1151,7 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 	}
 	switch (p->step) {
 	case ST_READ_DATA:
-		v = verify_blocks(c, p);
+		v = verify_blocks(e, c, p);
 		if (v < 0) {
 			req_done(e, r, v);
 			return;
@@ -1096,7 +1164,7 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		req_done(e, r, (int)r->length);
 		return;
 	case ST_RMW_READ:
-		v = verify_blocks(c, p);
+		v = verify_blocks(e, c, p);
 		if (v < 0) {
 			req_done(e, r, v);
 			return;
@@ -1113,6 +1181,7 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		memcpy(c->meta, p->meta_copy, B);
 		c->version = r->new_version;
 		r->version = c->version;
+		write_clear_flags(e, c, r);
 		if (r->flags & QBD_ENGINE_F_FUA) {
 			step_go(e, r, ST_FSYNC);
 			return;

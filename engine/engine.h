@@ -82,13 +82,30 @@ uint64_t qbd_engine_promised(const struct qbd_engine *e, uint64_t volume);
 uint64_t qbd_engine_chunk_version(const struct qbd_engine *e, uint64_t volume,
 				  uint64_t chunk);
 
+/* Chunk flags (qbd_engine_for_each_chunk, qbd_engine_flagged_chunks). */
+#define QBD_ENGINE_CHUNK_SUSPECT 0x1u /* writes were in flight when the store
+	* last stopped without a clean close: each block holds its last or its
+	* previous contents, so the chunk may not match its version; the
+	* replication layer must reconcile it with peers */
+#define QBD_ENGINE_CHUNK_DAMAGED 0x2u /* a block failed its checksum (on a
+	* read, or later a scrub) and has not been rewritten since */
+
 /*
- * Call fn for every allocated chunk of a volume with its version (chunk
- * order unspecified). Stops early and returns fn's value if non-zero.
+ * Call fn for every allocated chunk of a volume with its version and flags
+ * (chunk order unspecified). Stops early and returns fn's value if
+ * non-zero. Flags persist across restarts: SUSPECT is set by the recovery
+ * at qbd_engine_open and cleared by a RESYNC write; DAMAGED is set when a
+ * request finds a block whose checksum fails and cleared once every such
+ * block has been rewritten (a REPAIR write covering them, or a RESYNC);
+ * DELETE_VOLUME drops both.
  */
 int qbd_engine_for_each_chunk(const struct qbd_engine *e, uint64_t volume,
-			      int (*fn)(void *user, uint64_t chunk, uint64_t version),
-			      void *user);
+	int (*fn)(void *user, uint64_t chunk, uint64_t version, uint32_t flags), void *user);
+/* The flagged chunks of a volume: fills up to max entries of chunks[] and
+ * flags[], returns how many flagged chunks the volume has in all. Cheap
+ * (no scan of every chunk): meant to be called on every PING. */
+unsigned qbd_engine_flagged_chunks(const struct qbd_engine *e, uint64_t volume,
+	uint64_t *chunks, uint32_t *flags, unsigned max);
 
 enum qbd_engine_op {
 	QBD_ENGINE_READ = 1,

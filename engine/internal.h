@@ -64,6 +64,9 @@ struct eng_chunk {
 	unsigned reading;       /* READs of this chunk running */
 	bool writing;           /* a WRITE/ZERO of this chunk is running */
 	bool in_run;            /* chunk_run_next is on the stack */
+	uint32_t flags;         /* QBD_ENGINE_CHUNK_* */
+	uint64_t bad[ENG_BLOCKS_MAX / 64]; /* blocks that failed their checksum */
+	struct eng_chunk *fprev, *fnext; /* list of flagged chunks (flags != 0) */
 };
 
 /* Private per-request state, inside qbd_engine_req.priv. */
@@ -97,6 +100,7 @@ struct qbd_engine {
 	uint8_t *free_map;                /* per slot: 1 used */
 	uint64_t used_slots;
 	struct eng_chunk *hash[ENG_HASH];
+	struct eng_chunk *flagged;        /* chunks with flags, for qbd_engine_flagged_chunks */
 	struct qbd_engine_req *done_head, *done_tail;
 	struct qbd_engine_req *retry_head, *retry_tail;
 	struct qbd_engine_req *prom_head, *prom_tail; /* PROMISEs waiting */

@@ -164,10 +164,12 @@ static void put_le64(uint8_t *p, uint64_t v)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static int chunk_list_add(void *user, uint64_t chunk, uint64_t version)
+/* The chunk flags (SUSPECT, DAMAGED) are not on the wire yet. */
+static int chunk_list_add(void *user, uint64_t chunk, uint64_t version, uint32_t flags)
 {
 	struct chunk_list *l = user;
 
+	(void)flags;
 	if (l->len + 16 > QBD_WIRE_MAX_DATA)
 		return -EMSGSIZE;
 	if (l->len + 16 > l->cap) {

@@ -686,6 +686,112 @@ START_TEST(resync_ordered)
 }
 END_TEST
 
+/* ---- chunk flags ---- */
+
+/* Overwrite bytes of block b of a chunk on disk, around the engine. */
+static void corrupt_block(uint64_t chunk, unsigned b)
+{
+	struct eng_meta m;
+	uint64_t pos;
+	char junk[] = "garbage";
+	int fd;
+
+	ck_assert(disk_meta(chunk, &m, &pos));
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, junk, sizeof junk, (off_t)(pos + b * 4096ull + 10)),
+			 (ssize_t)sizeof junk);
+	close(fd);
+}
+
+struct flag_seen { uint64_t chunk; uint32_t flags; int n; };
+
+static int flag_cb(void *user, uint64_t chunk, uint64_t version, uint32_t flags)
+{
+	struct flag_seen *f = user;
+
+	(void)version;
+	if (chunk == f->chunk) {
+		f->flags = flags;
+		f->n++;
+	}
+	return 0;
+}
+
+static uint32_t chunk_flags(uint64_t chunk)
+{
+	struct flag_seen f = { .chunk = chunk };
+
+	ck_assert_int_eq(qbd_engine_for_each_chunk(e, VOL, flag_cb, &f), 0);
+	ck_assert_int_le(f.n, 1);
+	return f.flags;
+}
+
+/* A read that finds a bad block flags the chunk DAMAGED; the flag lists
+ * it; rewriting some bad blocks keeps the flag, rewriting all clears it. */
+START_TEST(damaged_set_by_read_cleared_by_repair)
+{
+	static uint8_t w[4 * 4096], r[4 * 4096];
+	uint64_t chunks[4];
+	uint32_t flags[4];
+
+	fill(w, sizeof w, 41);
+	ck_assert_int_eq(eng_write(40, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_write(41, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_uint_eq(qbd_engine_flagged_chunks(e, VOL, chunks, flags, 4), 0);
+	corrupt_block(40, 1);
+	corrupt_block(40, 3);
+	ck_assert_int_eq(eng_read(40, 0, r, sizeof r, NULL), -EBADMSG);
+	ck_assert_uint_eq(chunk_flags(40), QBD_ENGINE_CHUNK_DAMAGED);
+	ck_assert_uint_eq(chunk_flags(41), 0);
+	ck_assert_uint_eq(qbd_engine_flagged_chunks(e, VOL, chunks, flags, 4), 1);
+	ck_assert_uint_eq(chunks[0], 40);
+	ck_assert_uint_eq(flags[0], QBD_ENGINE_CHUNK_DAMAGED);
+	ck_assert_uint_eq(qbd_engine_flagged_chunks(e, VOL + 1, chunks, flags, 4), 0);
+	ck_assert_uint_eq(qbd_engine_flagged_chunks(e, VOL, chunks, flags, 0), 1);
+	/* a partial write over a bad block fails and keeps the flag */
+	ck_assert_int_eq(eng_write(40, 3 * 4096 + 1, w, 10, 1, 1, QBD_ENGINE_F_REPAIR), -EBADMSG);
+	ck_assert_uint_eq(chunk_flags(40), QBD_ENGINE_CHUNK_DAMAGED);
+	/* repairing block 1 only: still damaged (block 3 is bad and the
+	 * read of block 3 alone says so) */
+	ck_assert_int_eq(eng_write(40, 4096, w + 4096, 4096, 1, 1, QBD_ENGINE_F_REPAIR), 4096);
+	ck_assert_uint_eq(chunk_flags(40), QBD_ENGINE_CHUNK_DAMAGED);
+	ck_assert_int_eq(eng_read(40, 3 * 4096, r, 4096, NULL), -EBADMSG);
+	ck_assert_int_eq(eng_write(40, 3 * 4096, w + 3 * 4096, 4096, 1, 1,
+				   QBD_ENGINE_F_REPAIR), 4096);
+	ck_assert_uint_eq(chunk_flags(40), 0);
+	ck_assert_uint_eq(qbd_engine_flagged_chunks(e, VOL, chunks, flags, 4), 0);
+	ck_assert_int_eq(eng_read(40, 0, r, sizeof r, NULL), (int)sizeof r);
+	ck_assert_mem_eq(r, w, sizeof r);
+}
+END_TEST
+
+/* RESYNC clears DAMAGED; DELETE_VOLUME drops the flags with the chunks. */
+START_TEST(damaged_cleared_by_resync_dropped_by_delete)
+{
+	uint8_t *base, *w = resync_buf(42, 0, 0, &base), r[4096];
+	struct qbd_engine_req d = { .op = QBD_ENGINE_DELETE_VOLUME, .volume = VOL };
+	uint64_t chunks[2];
+	uint32_t flags[2];
+
+	ck_assert_int_eq(eng_write(42, 0, w, 8192, 0, 1, 0), 8192);
+	corrupt_block(42, 0);
+	ck_assert_int_eq(eng_read(42, 0, r, sizeof r, NULL), -EBADMSG);
+	ck_assert_uint_eq(chunk_flags(42), QBD_ENGINE_CHUNK_DAMAGED);
+	ck_assert_int_eq(eng_resync(42, w, 0, 5, 0, NULL), (int)CS);
+	ck_assert_uint_eq(chunk_flags(42), 0);
+	ck_assert_int_eq(eng_read(42, 0, r, sizeof r, NULL), (int)sizeof r);
+	corrupt_block(42, 2);
+	ck_assert_int_eq(eng_read(42, 2 * 4096, r, sizeof r, NULL), -EBADMSG);
+	ck_assert_uint_eq(qbd_engine_flagged_chunks(e, VOL, chunks, flags, 2), 1);
+	run(&d);
+	ck_assert_int_eq(d.res, 0);
+	ck_assert_uint_eq(qbd_engine_flagged_chunks(e, VOL, chunks, flags, 2), 0);
+	ck_assert_uint_eq(chunk_flags(42), 0);
+	free(base);
+}
+END_TEST
+
 static int eng_bitmap(uint64_t chunk, uint32_t off, uint32_t len, uint8_t *bits,
 		      uint64_t *ver)
 {
@@ -804,6 +910,12 @@ int main(void)
 	tcase_add_test(t, resync_invalid);
 	tcase_add_test(t, resync_to_version_zero);
 	tcase_add_test(t, resync_ordered);
+	suite_add_tcase(s, t);
+	t = tcase_create("flags");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, damaged_set_by_read_cleared_by_repair);
+	tcase_add_test(t, damaged_cleared_by_resync_dropped_by_delete);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
