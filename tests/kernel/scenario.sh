@@ -15,19 +15,23 @@
 #             a write is running, restart it with qbd attach (which
 #             reconfigures the same device), and check that the write
 #             completes without an I/O error and its data reads back.
+#   resync    (after attach) restart the chunk server of zone a on its
+#             store while the volume is attached and mounted; the writer
+#             resyncs it (qbd volume status healthy), then, detached, qbd
+#             volume verify finds the three replicas identical.
 #
 # $ATTACH: qbd (the test), nbd-client (qbd-nbd on a unix socket, connected
 # to the kernel by Debian's nbd-client: checks the harness, the kernel
 # driver and qbd-nbd before qbd attach exists; reattach is skipped), auto.
 
-PHASES="attach reattach"
+PHASES="attach reattach resync"
 ATTACH=auto
 GUEST_LIMIT=840
 [ -f /etc/qbd-kernel.conf ] && . /etc/qbd-kernel.conf
 
 STATE=/tmp/qbd-dev
 VOL=vol1
-VOL_SIZE=1G
+VOL_SIZE=512M
 export QBD_RUN_DIR=/run/qbd
 mkdir -p "$QBD_RUN_DIR"
 
@@ -306,12 +310,45 @@ phase_reattach() {
 	detach_ok "$DEV" "$VOL"
 }
 
+phase_resync() {
+	step "resync: attach $VOL --zone b, mount, restart the chunk server of zone a"
+	attach_ok "$VOL" b
+	run timeout 60 mount -t ext4 "$DEV" /mnt/v
+	# the same store and address (its node id is on the store)
+	addr=$(sed -n 's/.*listening on \([^ ]*\) zone a .*/\1/p' "$STATE/chunkd-a.log" | tail -n 1)
+	[ -n "$addr" ] || fail "no address of chunkd-a in its log"
+	qbd-chunkd --data "$STATE/chunk-a.img" --listen "$addr" --zone a --etcd "$QBD_ETCD" \
+		>>"$STATE/chunkd-a.log" 2>&1 &
+	echo "chunkd-a $!" >>"$STATE/pids"
+	run dd if=/dev/urandom of=/mnt/v/d2/after-restart bs=1M count=2 conv=fsync
+	step "wait for qbd volume status $VOL to be healthy (resync done)"
+	# exit 0 with the writer's own status document: every replica up,
+	# nothing stale, resync done (without one, status only knows that
+	# the nodes are alive)
+	healthy() {
+		qbd volume status "$VOL" >/tmp/status.out 2>&1 &&
+			grep -q '^Status: *updated' /tmp/status.out
+	}
+	wait_until "$VOL healthy after the restart of zone a (last status: see /tmp/status.out)" 300 healthy
+	sed 's/^/    /' /tmp/status.out
+	sums_of /mnt/v >/root/sums-resync
+	run timeout 120 umount /mnt/v
+	detach_ok "$DEV" "$VOL"
+	step "qbd volume verify $VOL: replicas identical"
+	run timeout 300 qbd volume verify "$VOL"
+	sed 's/^/    /' /tmp/out | tail -n 5
+	if kernel_errors >/tmp/kerr.log; then
+		problem "kernel logged errors in the resync phase: $(head -n 3 /tmp/kerr.log | tr '\n' ' ')"
+	fi
+}
+
 T_START=$(uptime_s)
 setup_cluster
 for p in $PHASES; do
 	case $p in
 	attach) phase_attach ;;
 	reattach) phase_reattach ;;
+	resync) phase_resync ;;
 	*) fail "unknown phase '$p'" ;;
 	esac
 done
