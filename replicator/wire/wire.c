@@ -22,6 +22,44 @@ ssize_t qbd_wire_encode(const Qbd__Msg *msg, uint8_t *out, size_t cap)
 	return (ssize_t)(4 + h);
 }
 
+static void wire_put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t wire_get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+int qbd_wire_put_entry(uint8_t *p, uint64_t chunk, uint64_t version, uint32_t flags)
+{
+	if (chunk > QBD_WIRE_MAX_CHUNK || (flags & ~QBD_WIRE_CHUNK_FLAGS))
+		return -EINVAL;
+	wire_put_le64(p, chunk | (uint64_t)flags << QBD_WIRE_FLAG_SHIFT);
+	wire_put_le64(p + 8, version);
+	return 0;
+}
+
+int qbd_wire_get_entry(const uint8_t *p, uint64_t *chunk, uint64_t *version,
+		       uint32_t *flags)
+{
+	uint64_t a = wire_get_le64(p);
+	uint32_t f = (uint32_t)(a >> QBD_WIRE_FLAG_SHIFT);
+
+	if (f & ~QBD_WIRE_CHUNK_FLAGS)
+		return -EINVAL;
+	*chunk = a & QBD_WIRE_MAX_CHUNK;
+	*version = wire_get_le64(p + 8);
+	*flags = f;
+	return 0;
+}
+
 const char *qbd_wire_type_name(int type)
 {
 	switch (type) {

@@ -31,6 +31,31 @@
 				 * bytes; offset and length multiples of 4 KiB */
 #define QBD_WIRE_BLOCK 4096u    /* block of the BITMAP bits */
 
+/*
+ * Chunk list entries (OPEN reply: every chunk held; PING reply: flagged
+ * chunks): 16 bytes, le64 chunk index | flags << 56, le64 version. The
+ * flags are the engine's QBD_ENGINE_CHUNK_* bits; the others are zero.
+ * A writer that does not know a flag refuses the list, so it cannot take
+ * a flagged copy for a good one.
+ */
+#define QBD_WIRE_ENTRY            16u
+#define QBD_WIRE_CHUNK_SUSPECT    0x1u  /* unclean stop with writes in flight */
+#define QBD_WIRE_CHUNK_DAMAGED    0x2u  /* a block failed its checksum */
+#define QBD_WIRE_CHUNK_FLAGS      0x3u  /* every flag defined */
+#define QBD_WIRE_FLAG_SHIFT       56
+#define QBD_WIRE_MAX_CHUNK        ((1ull << QBD_WIRE_FLAG_SHIFT) - 1)
+/* A PING reply lists at most this many flagged chunks (Msg.flagged says
+ * how many there are in all; the chunk server reports the others in
+ * later PINGs, in turn). */
+#define QBD_WIRE_MAX_FLAGGED      64u
+
+/* Encode one entry at p. chunk <= QBD_WIRE_MAX_CHUNK, flags within
+ * QBD_WIRE_CHUNK_FLAGS: -EINVAL otherwise (nothing written). */
+int qbd_wire_put_entry(uint8_t *p, uint64_t chunk, uint64_t version, uint32_t flags);
+/* Decode one entry: 0, or -EINVAL for flag bits that are not defined. */
+int qbd_wire_get_entry(const uint8_t *p, uint64_t *chunk, uint64_t *version,
+		       uint32_t *flags);
+
 /* Default TCP port of qbd-chunkd. */
 #define QBD_WIRE_DEFAULT_PORT 7800
 

@@ -252,6 +252,44 @@ START_TEST(garbage_header_is_eproto)
 }
 END_TEST
 
+/* Chunk list entries: chunk index and flags share the first word. */
+START_TEST(chunk_entry_round_trip)
+{
+	uint8_t e[QBD_WIRE_ENTRY];
+	uint64_t ch, v;
+	uint32_t f;
+
+	ck_assert_int_eq(qbd_wire_put_entry(e, 0x123456789abcull, 0xfeedull << 40 | 7,
+					    QBD_WIRE_CHUNK_SUSPECT | QBD_WIRE_CHUNK_DAMAGED), 0);
+	ck_assert_uint_eq(e[7], 0x03);                 /* flags in the top byte, LE */
+	ck_assert_uint_eq(e[0], 0xbc);
+	ck_assert_int_eq(qbd_wire_get_entry(e, &ch, &v, &f), 0);
+	ck_assert_uint_eq(ch, 0x123456789abcull);
+	ck_assert_uint_eq(v, 0xfeedull << 40 | 7);
+	ck_assert_uint_eq(f, QBD_WIRE_CHUNK_SUSPECT | QBD_WIRE_CHUNK_DAMAGED);
+	/* an entry of the old format (no flags) reads as unflagged */
+	ck_assert_int_eq(qbd_wire_put_entry(e, QBD_WIRE_MAX_CHUNK, 1, 0), 0);
+	ck_assert_int_eq(qbd_wire_get_entry(e, &ch, &v, &f), 0);
+	ck_assert_uint_eq(ch, QBD_WIRE_MAX_CHUNK);
+	ck_assert_uint_eq(f, 0);
+}
+END_TEST
+
+START_TEST(chunk_entry_refuses_unknown_flags)
+{
+	uint8_t e[QBD_WIRE_ENTRY] = { 0 };
+	uint64_t ch = 9, v = 9;
+	uint32_t f = 9;
+
+	ck_assert_int_eq(qbd_wire_put_entry(e, QBD_WIRE_MAX_CHUNK + 1, 1, 0), -EINVAL);
+	ck_assert_int_eq(qbd_wire_put_entry(e, 1, 1, 0x4), -EINVAL);
+	e[7] = 0x80;                                   /* a flag nobody defined */
+	ck_assert_int_eq(qbd_wire_get_entry(e, &ch, &v, &f), -EINVAL);
+	ck_assert_uint_eq(ch, 9);                      /* outputs untouched */
+	ck_assert_uint_eq(f, 9);
+}
+END_TEST
+
 static Suite *wire_suite(void)
 {
 	Suite *s = suite_create("wire");
@@ -269,6 +307,8 @@ static Suite *wire_suite(void)
 	tc = tcase_create("encode");
 	tcase_add_test(tc, encode_fields_survive);
 	tcase_add_test(tc, callback_return_stops_feeding);
+	tcase_add_test(tc, chunk_entry_round_trip);
+	tcase_add_test(tc, chunk_entry_refuses_unknown_flags);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("malformed");
