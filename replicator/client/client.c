@@ -364,7 +364,7 @@ static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 	struct qbd_volume *v = c->v;
 	const uint8_t *d = data;
 	struct qbd_chunk_version *list = NULL;
-	size_t n = m->data_len / 16;
+	size_t n = m->data_len / QBD_WIRE_ENTRY, nflagged = 0;
 	int err;
 
 	c->open_status = m->status;
@@ -375,7 +375,7 @@ static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 			 (unsigned long long)m->epoch);
 		return -EPROTO;
 	}
-	if (m->data_len % 16 || (m->data_len && !d)) {
+	if (m->data_len % QBD_WIRE_ENTRY || (m->data_len && !d)) {
 		qbd_err(COMP, "replica %u: OPEN reply with %u bytes of chunk list",
 			c->idx, m->data_len);
 		return -EPROTO;
@@ -386,12 +386,14 @@ static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 			return -ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++) {
-		uint64_t a, b;
-
-		memcpy(&a, d + 16 * i, 8);
-		memcpy(&b, d + 16 * i + 8, 8);
-		list[i].chunk = le64toh(a);
-		list[i].version = le64toh(b);
+		if (qbd_wire_get_entry(d + QBD_WIRE_ENTRY * i, &list[i].chunk,
+				       &list[i].version, &list[i].flags) < 0) {
+			qbd_err(COMP, "replica %u: OPEN chunk list entry %zu has unknown flags",
+				c->idx, i);
+			free(list);
+			return -EPROTO;
+		}
+		nflagged += list[i].flags != 0;
 	}
 	err = qbd_core_replica_open(v->core, c->idx, list, n, qbd_now_ns());
 	free(list);
@@ -401,9 +403,40 @@ static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 		return -EPROTO;
 	}
 	c->state = QBD_C_UP;
-	qbd_info(COMP, "replica %u node %016llx (%s, zone %s) up at epoch %llu, %zu chunks listed",
+	qbd_info(COMP, "replica %u node %016llx (%s, zone %s) up at epoch %llu, %zu chunks listed, %zu flagged",
 		 c->idx, (unsigned long long)c->node.id, c->node.addr,
-		 c->node.zone, (unsigned long long)v->epoch, n);
+		 c->node.zone, (unsigned long long)v->epoch, n, nflagged);
+	return 0;
+}
+
+/* A PING reply lists the replica's flagged chunks (at most
+ * QBD_WIRE_MAX_FLAGGED; m->flagged counts them all). A malformed list is
+ * the replica failing: -EPROTO drops the connection. */
+static int conn_on_ping_report(struct qbd_conn *c, const Qbd__Msg *m, const void *data)
+{
+	struct qbd_chunk_version list[QBD_WIRE_MAX_FLAGGED];
+	size_t n = m->data_len / QBD_WIRE_ENTRY;
+	int err;
+
+	if (m->data_len % QBD_WIRE_ENTRY || n > QBD_WIRE_MAX_FLAGGED ||
+	    (m->data_len && !data) || m->flagged < n) {
+		qbd_err(COMP, "replica %u: PING reply with %u bytes of flagged chunks (%llu in all)",
+			c->idx, m->data_len, (unsigned long long)m->flagged);
+		return -EPROTO;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (qbd_wire_get_entry((const uint8_t *)data + QBD_WIRE_ENTRY * i, &list[i].chunk,
+				       &list[i].version, &list[i].flags) < 0) {
+			qbd_err(COMP, "replica %u: PING report entry %zu has unknown flags",
+				c->idx, i);
+			return -EPROTO;
+		}
+	err = qbd_core_replica_flagged(c->v->core, c->idx, list, n, m->flagged, qbd_now_ns());
+	if (err) {
+		qbd_err(COMP, "replica %u: bad PING report of flagged chunks: %s", c->idx,
+			strerror(-err));
+		return -EPROTO;
+	}
 	return 0;
 }
 
@@ -414,6 +447,9 @@ static void *rx_on_header(void *user, const Qbd__Msg *m)
 
 	if (c->fd < 0)
 		return QBD_WIRE_DISCARD;
+	if (m->reply && m->type == QBD__MSG_TYPE__PING &&
+	    m->data_len > QBD_WIRE_MAX_FLAGGED * QBD_WIRE_ENTRY)
+		return QBD_WIRE_DISCARD; /* on_frame refuses it */
 	if (!m->reply || m->type != QBD__MSG_TYPE__READ || m->data_len == 0)
 		return NULL;
 	if (c->state != QBD_C_UP || m->status)
@@ -457,6 +493,9 @@ static int rx_on_frame(void *user, Qbd__Msg *m, void *data)
 	if (m->request_id & QBD_CLIENT_CTL_ID)
 		return 0;
 	status = m->status;
+	if (m->type == QBD__MSG_TYPE__PING && !status && (m->data_len || m->flagged) &&
+	    conn_on_ping_report(c, m, data) < 0)
+		return -EPROTO;
 	if (m->type == QBD__MSG_TYPE__READ && !status && data == NULL) {
 		/* The core did not want these bytes (a late reply): drop. */
 		qbd_debug(COMP, "replica %u: unmatched READ reply %llu", c->idx,

@@ -46,7 +46,7 @@ struct sub {
 };
 
 enum pkind { P_READ = 1, P_WRITE, P_FLUSH, P_REPAIR, P_RSREAD, P_RSWRITE, P_PROBE, P_PING,
-	     P_RSPULL };
+	     P_RSPULL, P_RSRESET };
 
 struct uio {
 	void *cookie;
@@ -90,6 +90,7 @@ struct part {
 	uint64_t src_version;    /* version the resync read must find */
 	uint64_t pv[MAXR];       /* probe: versions reported */
 	uint32_t pok;            /* probe: replicas that reported one */
+	uint32_t pbad;           /* probe: of those, the ones whose block failed its checksum */
 	/* waiting on a chunk */
 	struct part *wnext;
 	uint64_t qtime;
@@ -117,6 +118,11 @@ struct qbd_core {
 	uint32_t *gen;           /* bumped when a chunk's version chain restarts */
 	uint64_t *stale[MAXR];   /* bitmaps */
 	uint64_t nstale[MAXR];
+	uint64_t *flagged[MAXR]; /* bitmaps: copy reported SUSPECT or DAMAGED */
+	uint64_t *damaged[MAXR]; /* bitmaps: of those, the DAMAGED ones */
+	uint64_t nflagged[MAXR];
+	uint8_t *zeros;          /* chunk_size zero bytes (resets), allocated on first use */
+	uint64_t flagged_total[MAXR]; /* in the latest PING report */
 	uint64_t rs_done[MAXR];
 	uint64_t pulled[MAXR];
 	uint64_t rs_backoff[MAXR];
@@ -193,6 +199,42 @@ static void stale_clear(struct qbd_core *c, unsigned r, uint64_t ch)
 		if (--c->nstale[r] == 0)
 			c->rs_done[r] = 0;
 	}
+}
+
+/* A flagged copy does not match its version (or has a bad block): never
+ * current, never a source, until a resync replaces it (which clears the
+ * replica's flags too). Always stale as well. */
+static void flag_set(struct qbd_core *c, unsigned r, uint64_t ch, uint32_t flags)
+{
+	uint64_t m = 1ull << (ch % 64);
+
+	if (!(c->flagged[r][ch / 64] & m)) {
+		c->flagged[r][ch / 64] |= m;
+		c->nflagged[r]++;
+	}
+	if (flags & QBD_CORE_CHUNK_DAMAGED)
+		c->damaged[r][ch / 64] |= m;
+	stale_set(c, r, ch);
+}
+
+static void flag_clear(struct qbd_core *c, unsigned r, uint64_t ch)
+{
+	uint64_t m = 1ull << (ch % 64);
+
+	if (c->flagged[r][ch / 64] & m) {
+		c->flagged[r][ch / 64] &= ~m;
+		c->nflagged[r]--;
+	}
+	c->damaged[r][ch / 64] &= ~m;
+}
+
+/* A resync of ch landed on r: it holds V[c], and a RESYNC write clears
+ * the replica's flags. */
+static void resync_landed(struct qbd_core *c, unsigned r, uint64_t ch)
+{
+	stale_clear(c, r, ch);
+	flag_clear(c, r, ch);
+	c->rs_done[r]++;
 }
 
 /* Replicas holding the chunk's current version (up or not). */
@@ -925,66 +967,97 @@ static void resync_begin(struct qbd_core *c, struct part *p)
 }
 
 /*
- * Every probe answer is in. If a replica still has V[c], it is current
- * after all. Otherwise the latest write was lost everywhere we can see:
- * its version is gone for good. The highest version that answered holds
- * every acknowledged write (the answers are a probe quorum); copy it to
- * every up replica under a fresh version, so that no replica that kept the
- * lost version can ever pass for current.
+ * Every probe answer is in. If a trusted replica (unflagged, its block
+ * readable) still has V[c], it is current after all. Otherwise the latest
+ * version is gone everywhere we can see, and the chunk is restored from
+ * one copy, written to every up replica under a fresh version (so that no
+ * replica that kept the lost version can ever pass for current, and all
+ * hold the same bytes):
+ *  - from the trusted copy with the highest version, when the trusted
+ *    answers are a probe quorum: every write quorum meets them, so that
+ *    copy holds every acknowledged write;
+ *  - from a flagged copy only when every replica answered and fewer than a
+ *    probe quorum are trusted: then at least W copies are flagged, more
+ *    than the losses the volume is built to survive (a power loss of
+ *    several zones). The highest version wins, unflagged before SUSPECT
+ *    before DAMAGED at equal versions: it holds every write its replica
+ *    flushed, and reads of the chunk wait until the copy is everywhere;
+ *  - otherwise wait: a replica not heard from may hold the only intact
+ *    copy of an acknowledged write.
  */
 static void probe_done(struct part *p)
 {
 	struct qbd_core *c = p->c;
 	uint64_t ch = p->chunk, maxv = 0;
-	int src = -1;
+	uint32_t all = (1u << c->R) - 1, trusted = 0, from = 0;
+	int src = -1, rank = -1;
+	bool lossy = false;
 	struct cwait *w = p->cw;
 
+	p->kind = P_RSREAD; /* so that resync_end accounts it */
+	p->rs_targets = 0;
 	if (popc(p->pok) < probe_quorum(c) || c->fenced) {
-		p->kind = P_RSREAD; /* so that resync_end accounts it */
-		p->rs_targets = 0;
 		resync_end(p);
 		return;
 	}
 	for (unsigned r = 0; r < c->R; r++) {
-		if (!(p->pok & (1u << r)))
+		if (!(p->pok & (1u << r)) || (p->pbad & (1u << r)) ||
+		    bit_get(c->flagged[r], ch))
 			continue;
+		trusted |= 1u << r;
 		if (p->pv[r] == c->version[ch])
 			stale_clear(c, r, ch);
-		if (p->pv[r] > maxv)
-			maxv = p->pv[r];
-	}
-	/* The source must still be up; a writer needs W targets. */
-	for (unsigned r = 0; r < c->R && src < 0; r++)
-		if ((p->pok & (1u << r)) && c->up[r] && p->pv[r] == maxv)
-			src = (int)r;
-	if (!(current_set(c, ch) & up_set(c)) &&
-	    (src < 0 || popc(up_set(c)) < c->W)) {
-		p->kind = P_RSREAD;
-		p->rs_targets = 0;
-		resync_end(p);
-		return;
 	}
 	if (current_set(c, ch) & up_set(c)) {
-		p->kind = P_RSREAD;
-		p->rs_targets = 0;
 		resync_end(p); /* an ordinary resync takes it from here */
 		return;
 	}
-	if (next_version(c, c->version[ch], &p->newv)) {
-		p->kind = P_RSREAD;
-		p->rs_targets = 0;
+	if (popc(trusted) >= probe_quorum(c)) {
+		from = trusted;
+	} else if ((p->pok & all) == all) {
+		from = p->pok & ~p->pbad;
+		lossy = true;
+	} else {
+		core_log(c, L_WARN, "chunk %llu: every copy heard of version %#llx is flagged; "
+			 "waiting for the replicas not heard from",
+			 (unsigned long long)ch, (unsigned long long)c->version[ch]);
 		resync_end(p);
 		return;
 	}
-	core_log(c, L_WARN, "chunk %llu: version %#llx lost on every reachable replica; "
-		 "restoring %#llx from replica %d as %#llx",
-		 (unsigned long long)ch, (unsigned long long)c->version[ch],
-		 (unsigned long long)maxv, src, (unsigned long long)p->newv);
+	/* The source must still be up; a writer needs W targets. */
+	for (unsigned r = 0; r < c->R; r++) {
+		int rk;
+
+		if (!(from & (1u << r)) || !c->up[r])
+			continue;
+		rk = (trusted & (1u << r)) ? 2 : bit_get(c->damaged[r], ch) ? 0 : 1;
+		if (src < 0 || p->pv[r] > maxv || (p->pv[r] == maxv && rk > rank)) {
+			src = (int)r;
+			maxv = p->pv[r];
+			rank = rk;
+		}
+	}
+	if (src < 0 || popc(up_set(c)) < c->W ||
+	    next_version(c, c->version[ch], &p->newv)) {
+		resync_end(p);
+		return;
+	}
+	if (lossy)
+		core_log(c, L_ERR, "chunk %llu: every replica answered and %u of %u copies are "
+			 "flagged: restoring replica %d's %s copy at %#llx as %#llx "
+			 "(writes to it not covered by a flush may be lost)",
+			 (unsigned long long)ch, c->R - popc(trusted), c->R, src,
+			 rank == 2 ? "unflagged" : rank == 1 ? "suspect" : "damaged",
+			 (unsigned long long)maxv, (unsigned long long)p->newv);
+	else
+		core_log(c, L_WARN, "chunk %llu: version %#llx lost on every reachable replica; "
+			 "restoring %#llx from replica %d as %#llx",
+			 (unsigned long long)ch, (unsigned long long)c->version[ch],
+			 (unsigned long long)maxv, src, (unsigned long long)p->newv);
 	c->version[ch] = p->newv;
 	c->gen[ch]++;
 	for (unsigned r = 0; r < c->R; r++)
 		stale_set(c, r, ch);
-	p->kind = P_RSREAD;
 	p->cw = w;
 	p->src_version = maxv;
 	p->rs_targets = up_set(c);
@@ -992,6 +1065,91 @@ static void probe_done(struct part *p)
 	p->replica = src;
 	p->len = c->cfg.chunk_size;
 	resync_begin(c, p);
+}
+
+/* Bring the targets of resync p (rs_targets, still up) to V[c]: each pulls
+ * it from a current replica, or we copy it, or, with no current replica
+ * up, probe the up ones (probe_done). */
+static void resync_go(struct qbd_core *c, struct part *p)
+{
+	uint64_t ch = p->chunk;
+	uint32_t targets = p->rs_targets & up_set(c);
+
+	p->rs_targets = targets;
+	p->okset = 0;
+	p->tried = 0;
+	p->replica = -1;
+	if (!targets) {
+		resync_end(p);
+		return;
+	}
+	if (c->cfg.pull && read_pick(c, ch, targets) >= 0) {
+		/* Each target copies from a current replica itself. */
+		p->kind = P_RSPULL;
+		p->replica = read_pick(c, ch, targets);
+		p->targets = p->pending = targets;
+#ifdef QBD_CORE_MUTANT_NO_RESYNC
+		for (unsigned t = 0; t < c->R; t++)
+			if (targets & (1u << t))
+				stale_clear(c, t, ch);
+		p->pending = 0;
+		resync_end(p);
+		return;
+#endif
+		for (unsigned r = 0; r < c->R; r++)
+			if (targets & (1u << r))
+				part_send(p, r, QBD_CM_PULL, 0, c->cfg.chunk_size, 0, NULL);
+	} else if (read_pick(c, ch, targets) >= 0) {
+		p->kind = P_RSREAD;
+		resync_read(p);
+	} else {
+		/* No replica known to be current is up: ask the up ones. */
+		uint32_t len = c->cfg.chunk_size < 4096 ? c->cfg.chunk_size : 4096;
+
+		p->kind = P_PROBE;
+		p->len = len;
+		p->pok = p->pbad = 0;
+		p->targets = p->pending = up_set(c);
+		for (unsigned r = 0; r < c->R; r++)
+			if (p->targets & (1u << r))
+				part_send(p, r, QBD_CM_READ, 0, len, 0, NULL);
+	}
+}
+
+/*
+ * A flagged copy may already carry V[c] (a SUSPECT chunk's version can be
+ * ahead of its contents), and a RESYNC or PULL at the version a replica
+ * already holds is acknowledged without writing (a retry). So a flagged
+ * target is first reset: a RESYNC of zeros at version 0 empties the chunk
+ * and clears its flags; the copy at V[c] follows. A probe's restore needs
+ * no reset: it writes a fresh version. Returns whether resets went out.
+ */
+static bool resync_reset(struct qbd_core *c, struct part *p)
+{
+	uint32_t reset = 0;
+
+	if (read_pick(c, p->chunk, p->rs_targets) < 0)
+		return false;
+	for (unsigned r = 0; r < c->R; r++)
+		if ((p->rs_targets & (1u << r)) && bit_get(c->flagged[r], p->chunk))
+			reset |= 1u << r;
+	if (!reset)
+		return false;
+	if (!c->zeros && !(c->zeros = calloc(1, c->cfg.chunk_size))) {
+		core_log(c, L_WARN, "no memory to reset chunk %llu", (unsigned long long)p->chunk);
+		p->rs_targets &= ~reset;
+		return false;
+	}
+	p->kind = P_RSRESET;
+	p->targets = p->pending = reset;
+	p->okset = 0;
+	p->expected = p->newv = 0;
+	for (unsigned r = 0; r < c->R; r++)
+		if (reset & (1u << r))
+			part_send(p, r, QBD_CM_WRITE, 0, c->cfg.chunk_size, QBD_CORE_F_RESYNC,
+				  c->zeros);
+	p->newv = p->src_version;
+	return true;
 }
 
 /* Copy chunk ch to the up replicas stale for it. */
@@ -1031,36 +1189,8 @@ static void resync_start(struct qbd_core *c, uint64_t ch)
 	p->len = c->cfg.chunk_size;
 	p->rs_targets = targets;
 	p->src_version = p->newv = c->version[ch];
-	if (c->cfg.pull && read_pick(c, ch, targets) >= 0) {
-		/* Each target copies from a current replica itself. */
-		p->kind = P_RSPULL;
-		p->replica = read_pick(c, ch, targets);
-		p->targets = p->pending = targets;
-#ifdef QBD_CORE_MUTANT_NO_RESYNC
-		for (unsigned t = 0; t < c->R; t++)
-			if (targets & (1u << t))
-				stale_clear(c, t, ch);
-		p->pending = 0;
-		resync_end(p);
-		part_put(p);
-		return;
-#endif
-		for (unsigned r = 0; r < c->R; r++)
-			if (targets & (1u << r))
-				part_send(p, r, QBD_CM_PULL, 0, c->cfg.chunk_size, 0, NULL);
-	} else if (read_pick(c, ch, targets) >= 0) {
-		resync_read(p);
-	} else {
-		/* No replica known to be current is up: ask the up ones. */
-		uint32_t len = c->cfg.chunk_size < 4096 ? c->cfg.chunk_size : 4096;
-
-		p->kind = P_PROBE;
-		p->len = len;
-		p->targets = p->pending = up_set(c);
-		for (unsigned r = 0; r < c->R; r++)
-			if (p->targets & (1u << r))
-				part_send(p, r, QBD_CM_READ, 0, len, 0, NULL);
-	}
+	if (!resync_reset(c, p))
+		resync_go(c, p);
 	part_put(p);
 }
 
@@ -1073,6 +1203,8 @@ static void probe_reply(struct part *p, unsigned r, int status, uint64_t version
 		p->pok |= 1u << r;
 		p->pv[r] = version;
 	}
+	if (status == -EBADMSG)
+		p->pbad |= 1u << r;
 	if (!p->pending)
 		probe_done(p);
 }
@@ -1193,8 +1325,7 @@ static void op_reply(struct part *p, unsigned r, int status)
 		return;
 	case P_RSPULL:
 		if (status == 0 && c->version[p->chunk] == p->newv) {
-			stale_clear(c, r, p->chunk);
-			c->rs_done[r]++;
+			resync_landed(c, r, p->chunk);
 			c->pulled[r]++;
 		} else if (status) {
 			core_log(c, L_INFO, "pull of chunk %llu by replica %u from %d: error %d%s",
@@ -1221,10 +1352,29 @@ static void op_reply(struct part *p, unsigned r, int status)
 		}
 		resync_end(p);
 		return;
+	case P_RSRESET:
+		if (status == 0) {
+			/* Empty at version 0, flags cleared: still stale. */
+			flag_clear(c, r, p->chunk);
+		} else {
+			core_log(c, L_WARN, "reset of flagged chunk %llu on replica %u: error %d",
+				 (unsigned long long)p->chunk, r, status);
+			p->rs_targets &= ~bit;
+			c->rs_backoff[r] = c->now + 1000000000ull;
+		}
+		if (p->pending)
+			return;
+		if (c->fenced) {
+			p->kind = P_RSREAD;
+			p->rs_targets = 0;
+			resync_end(p);
+			return;
+		}
+		resync_go(c, p);
+		return;
 	case P_RSWRITE:
 		if (status == 0 && c->version[p->chunk] == p->newv) {
-			stale_clear(c, r, p->chunk);
-			c->rs_done[r]++;
+			resync_landed(c, r, p->chunk);
 		} else if (status) {
 			core_log(c, L_WARN, "resync of chunk %llu to replica %u: error %d",
 			     (unsigned long long)p->chunk, r, status);
@@ -1494,7 +1644,9 @@ int qbd_core_new(const struct qbd_core_cfg *cfg, const struct qbd_core_ops *ops,
 	    !c->gen || !c->dirty_bm)
 		goto nomem;
 	for (unsigned r = 0; r < c->R; r++)
-		if (!(c->stale[r] = calloc(words, sizeof(uint64_t))))
+		if (!(c->stale[r] = calloc(words, sizeof(uint64_t))) ||
+		    !(c->flagged[r] = calloc(words, sizeof(uint64_t))) ||
+		    !(c->damaged[r] = calloc(words, sizeof(uint64_t))))
 			goto nomem;
 	*out = c;
 	return 0;
@@ -1565,8 +1717,12 @@ void qbd_core_free(struct qbd_core *c)
 	free(c->dirty_bm);
 	free(c->dirty);
 	free(c->urgent);
-	for (unsigned r = 0; r < MAXR; r++)
+	for (unsigned r = 0; r < MAXR; r++) {
 		free(c->stale[r]);
+		free(c->flagged[r]);
+		free(c->damaged[r]);
+	}
+	free(c->zeros);
 	free(c);
 }
 
@@ -1581,15 +1737,25 @@ int qbd_core_replica_open(struct qbd_core *c, unsigned r,
 	if (r >= c->R || c->up[r])
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
-		if (list[i].chunk >= c->nchunks)
+		if (list[i].chunk >= c->nchunks || (list[i].flags & ~QBD_CORE_CHUNK_FLAGS))
 			return -EINVAL;
 	listed = calloc(words, sizeof(uint64_t));
 	if (!listed)
 		return -ENOMEM;
+	/* The list says which copies are flagged now (a resync or repair may
+	 * have cleared what we knew of). */
+	memset(c->flagged[r], 0, words * sizeof(uint64_t));
+	memset(c->damaged[r], 0, words * sizeof(uint64_t));
+	c->nflagged[r] = 0;
+	c->flagged_total[r] = 0;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t ch = list[i].chunk, v = list[i].version;
+		uint32_t flags = list[i].flags;
 
-		if (!v)
+#ifdef QBD_CORE_MUTANT_NO_SUSPECT
+		flags = 0;
+#endif
+		if (!v && !flags)
 			continue;
 		listed[ch / 64] |= 1ull << (ch % 64);
 #ifdef QBD_CORE_MUTANT_NO_RECOVERY_MAX
@@ -1603,10 +1769,17 @@ int qbd_core_replica_open(struct qbd_core *c, unsigned r,
 				if (o != r)
 					stale_set(c, o, ch);
 		}
-		if (v == c->version[ch])
+		if (flags) {
+			/* Its copy need not match its version: never current
+			 * until copied again, though its version counts in the
+			 * maximum (a version it may hold must never be reused). */
+			flag_set(c, r, ch, flags);
+			c->flagged_total[r]++;
+		} else if (v == c->version[ch]) {
 			stale_clear(c, r, ch);
-		else
+		} else {
 			stale_set(c, r, ch);
+		}
 	}
 	for (uint64_t ch = 0; ch < c->nchunks; ch++)
 		if (!bit_get(listed, ch)) {
@@ -1624,8 +1797,39 @@ int qbd_core_replica_open(struct qbd_core *c, unsigned r,
 		c->promised |= 1u << r;
 	else
 		cw_run_all(c);
-	core_log(c, L_INFO, "replica %u up: %zu chunks listed, %llu stale", r, n,
-	     (unsigned long long)c->nstale[r]);
+	core_log(c, c->nflagged[r] ? L_WARN : L_INFO,
+		 "replica %u up: %zu chunks listed, %llu stale, %llu flagged", r, n,
+		 (unsigned long long)c->nstale[r], (unsigned long long)c->nflagged[r]);
+	return 0;
+}
+
+int qbd_core_replica_flagged(struct qbd_core *c, unsigned r,
+			     const struct qbd_chunk_version *list, size_t n,
+			     uint64_t total, uint64_t now)
+{
+	c->now = now;
+	if (r >= c->R || !c->up[r] || total < n)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (list[i].chunk >= c->nchunks || !list[i].flags ||
+		    (list[i].flags & ~QBD_CORE_CHUNK_FLAGS))
+			return -EINVAL;
+	c->flagged_total[r] = total;
+#ifdef QBD_CORE_MUTANT_NO_SUSPECT
+	return 0;
+#endif
+	for (size_t i = 0; i < n; i++) {
+		uint64_t ch = list[i].chunk;
+
+		if (bit_get(c->flagged[r], ch) &&
+		    (!(list[i].flags & QBD_CORE_CHUNK_DAMAGED) || bit_get(c->damaged[r], ch)))
+			continue;
+		core_log(c, L_WARN, "replica %u reports chunk %llu %s at version %#llx: copying it again",
+			 r, (unsigned long long)ch,
+			 (list[i].flags & QBD_CORE_CHUNK_DAMAGED) ? "damaged" : "suspect",
+			 (unsigned long long)list[i].version);
+		flag_set(c, r, ch, list[i].flags);
+	}
 	return 0;
 }
 
@@ -1819,6 +2023,8 @@ int qbd_core_replica_info(const struct qbd_core *c, unsigned r,
 	out->resync_total = c->rs_done[r] + c->nstale[r];
 	out->in_flight = c->outstanding[r];
 	out->pulled = c->pulled[r];
+	out->flagged = c->nflagged[r];
+	out->flagged_total = c->flagged_total[r];
 	return 0;
 }
 
@@ -1845,4 +2051,9 @@ uint64_t qbd_core_chunk_version(const struct qbd_core *c, uint64_t chunk)
 bool qbd_core_is_stale(const struct qbd_core *c, unsigned r, uint64_t chunk)
 {
 	return r < c->R && chunk < c->nchunks && bit_get(c->stale[r], chunk);
+}
+
+bool qbd_core_is_flagged(const struct qbd_core *c, unsigned r, uint64_t chunk)
+{
+	return r < c->R && chunk < c->nchunks && bit_get(c->flagged[r], chunk);
 }

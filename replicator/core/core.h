@@ -26,6 +26,12 @@
  *    and rejoin the chunk's quorum when the copy lands.
  *  - read repair: a checksum error is served from another replica and the
  *    bad range rewritten at the same version.
+ *  - flagged copies: a copy a replica reports SUSPECT (an unclean stop
+ *    with writes in flight) or DAMAGED (a bad block) is not current, at
+ *    OPEN or in a PING reply, whatever its version: it is reset and copied
+ *    again. When every copy of a chunk's latest version is flagged, the
+ *    chunk is restored from one copy to every replica under a fresh
+ *    version before it is served (see probe_done in core.c).
  *  - flush: succeeds when every chunk acknowledged since the previous
  *    flush is durable on W replicas.
  *  - reads: serve only committed data (a version on W replicas), and only
@@ -62,10 +68,20 @@
 			       * bitmap, one bit per block (LSB first), not
 			       * its bytes */
 
-/* One entry of a replica's OPEN reply. */
+/* Chunk flags a replica reports (the engine's QBD_ENGINE_CHUNK_* values,
+ * on the wire in OPEN and PING replies). A flagged copy is not current,
+ * whatever its version: the writer copies the chunk to it again. */
+#define QBD_CORE_CHUNK_SUSPECT 0x1u /* writes were in flight at an unclean
+				     * stop: blocks may hold their previous
+				     * contents, the version may be ahead */
+#define QBD_CORE_CHUNK_DAMAGED 0x2u /* a block failed its checksum */
+#define QBD_CORE_CHUNK_FLAGS   0x3u /* every flag known */
+
+/* One entry of a replica's OPEN reply (or PING report). */
 struct qbd_chunk_version {
 	uint64_t chunk;
 	uint64_t version;
+	uint32_t flags;           /* QBD_CORE_CHUNK_* */
 };
 
 /*
@@ -140,9 +156,12 @@ void qbd_core_free(struct qbd_core *c);
 /*
  * Replica r promised the epoch and listed its chunk versions (chunks not
  * listed are at version 0). During attach (before qbd_core_open_done) the
- * lists are merged: each chunk's version is the highest seen. After it (a
- * reconnect), r is stale for every chunk whose version differs. Marks r up.
- * 0, -EINVAL (r or a chunk out of range, or r already up), -ENOMEM.
+ * lists are merged: each chunk's version is the highest seen, flagged
+ * copies included. After it (a reconnect), r is stale for every chunk
+ * whose version differs. Either way r is stale for every chunk it lists
+ * with a flag (SUSPECT, DAMAGED) until a resync of it lands. Marks r up.
+ * 0, -EINVAL (r or a chunk out of range, an unknown flag, or r already
+ * up), -ENOMEM.
  */
 int qbd_core_replica_open(struct qbd_core *c, unsigned r,
 			  const struct qbd_chunk_version *list, size_t n,
@@ -155,6 +174,18 @@ int qbd_core_replica_open(struct qbd_core *c, unsigned r,
  * for recovery.
  */
 int qbd_core_open_done(struct qbd_core *c, uint64_t now);
+/*
+ * Replica r reported flagged chunks (a PING reply: damage a scrub or a
+ * read found while attached). r becomes stale for each, so the chunk is
+ * copied to it again. Entries need a flag; total is how many flagged
+ * chunks r has in all (more than n: it reports the rest later). Nothing
+ * is applied unless the whole list is valid: 0, or -EINVAL (r not up, a
+ * chunk out of range, no flag or an unknown one) after which the shell
+ * should treat r as failing.
+ */
+int qbd_core_replica_flagged(struct qbd_core *c, unsigned r,
+			     const struct qbd_chunk_version *list, size_t n,
+			     uint64_t total, uint64_t now);
 /* Replica r's connection is gone: its messages fail with -ENOTCONN. */
 void qbd_core_replica_down(struct qbd_core *c, unsigned r, uint64_t now);
 
@@ -198,6 +229,8 @@ struct qbd_core_replica_info {
 	uint64_t resync_total;    /* resync_done + stale_chunks */
 	uint64_t pulled;          /* chunks it copied from another replica (PULL), ever */
 	unsigned in_flight;       /* messages awaiting a reply */
+	uint64_t flagged;         /* chunks it reported SUSPECT or DAMAGED, not yet copied again */
+	uint64_t flagged_total;   /* flagged chunks in its latest PING report */
 };
 int qbd_core_replica_info(const struct qbd_core *c, unsigned r,
 			  struct qbd_core_replica_info *out);
@@ -213,5 +246,7 @@ uint64_t qbd_core_resync_backlog(const struct qbd_core *c);
 /* The writer's version of a chunk (tests). */
 uint64_t qbd_core_chunk_version(const struct qbd_core *c, uint64_t chunk);
 bool qbd_core_is_stale(const struct qbd_core *c, unsigned r, uint64_t chunk);
+/* r reported its copy of chunk flagged and no resync replaced it since. */
+bool qbd_core_is_flagged(const struct qbd_core *c, unsigned r, uint64_t chunk);
 
 #endif
