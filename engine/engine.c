@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,11 @@ enum step {
 	ST_WRITE_META,      /* meta block write in flight */
 	ST_FSYNC,           /* FUA / FLUSH / PROMISE sync */
 	ST_PROMISE_WRITE,
+	ST_ZERO_DATA,       /* ZERO/RESYNC: blocks becoming holes being zeroed */
+	ST_SLOT_ZERO,       /* first write into a slot with old data: zero it */
+	ST_SLOT_SYNC,       /* ... and make that durable */
+	ST_AL_WAIT,         /* WRITE/ZERO waiting for its chunk's log write */
+	ST_AL_WRITE,        /* the engine's log write (e->al_req) */
 };
 
 
@@ -71,6 +77,73 @@ static uint64_t super_checksum(const struct eng_super *s)
 
 	tmp.checksum = 0;
 	return XXH3_64bits(&tmp, sizeof tmp);
+}
+
+static uint64_t al_checksum(const struct eng_al *a)
+{
+	struct eng_al tmp;
+
+	memcpy(&tmp, a, sizeof tmp);
+	tmp.checksum = 0;
+	return XXH3_64bits(&tmp, sizeof tmp);
+}
+
+/* ---- I/O reporting (qbd_engine_opts.io_hook) and blocking I/O ---- */
+
+static void hook(struct qbd_engine *e, enum qbd_engine_io_kind kind, bool done, int res,
+		 uint64_t id, uint64_t off, uint64_t len, const void *buf, bool dsync)
+{
+	struct qbd_engine_io io = { .kind = kind, .done = done, .res = res, .id = id,
+				    .offset = off, .length = len, .buf = buf, .dsync = dsync };
+
+	e->io_hook(e->io_hook_user, &io);
+}
+
+/* Mode of fallocate that makes a range read as zeros: a hole in a file,
+ * zeroed blocks on a device. */
+static int zero_mode(const struct qbd_engine *e)
+{
+	return e->blockdev ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+			   : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+}
+
+static int eng_pwrite(struct qbd_engine *e, const void *buf, size_t len, uint64_t off)
+{
+	uint64_t id = ++e->io_seq;
+	int r;
+
+	if (e->io_hook)
+		hook(e, QBD_ENGINE_IO_WRITE, false, 0, id, off, len, buf, false);
+	r = qbd_pwrite_full(e->fd, buf, len, (off_t)off);
+	if (e->io_hook)
+		hook(e, QBD_ENGINE_IO_WRITE, true, r, id, off, len, NULL, false);
+	return r;
+}
+
+static int eng_zero(struct qbd_engine *e, uint64_t off, uint64_t len)
+{
+	uint64_t id = ++e->io_seq;
+	int r;
+
+	if (e->io_hook)
+		hook(e, QBD_ENGINE_IO_ZERO, false, 0, id, off, len, NULL, false);
+	r = fallocate(e->fd, zero_mode(e), (off_t)off, (off_t)len) == -1 ? -errno : 0;
+	if (e->io_hook)
+		hook(e, QBD_ENGINE_IO_ZERO, true, r, id, off, len, NULL, false);
+	return r;
+}
+
+static int eng_sync(struct qbd_engine *e)
+{
+	uint64_t id = ++e->io_seq;
+	int r;
+
+	if (e->io_hook)
+		hook(e, QBD_ENGINE_IO_SYNC, false, 0, id, 0, 0, NULL, false);
+	r = fdatasync(e->fd) == -1 ? -errno : 0;
+	if (e->io_hook)
+		hook(e, QBD_ENGINE_IO_SYNC, true, r, id, 0, 0, NULL, false);
+	return r;
 }
 
 static inline bool bit_test(const uint64_t *m, unsigned i)
@@ -143,15 +216,70 @@ static void chunk_set_flags(struct qbd_engine *e, struct eng_chunk *c, uint32_t 
 	c->flags = flags;
 }
 
-static void chunk_remove(struct qbd_engine *e, struct eng_chunk *c)
+/* The activity log bit of a slot, in memory (written by al_kick). */
+static bool al_bit_test(const struct qbd_engine *e, uint64_t slot)
+{
+	const struct eng_al *a = (const void *)(e->al_buf + (slot / ENG_AL_SLOTS) * B);
+
+	return bit_test(a->bits, (unsigned)(slot % ENG_AL_SLOTS));
+}
+
+static void al_bit(struct qbd_engine *e, uint64_t slot, bool on)
+{
+	struct eng_al *a = (void *)(e->al_buf + (slot / ENG_AL_SLOTS) * B);
+	unsigned i = (unsigned)(slot % ENG_AL_SLOTS);
+
+	if (bit_test(a->bits, i) == on)
+		return;
+	bit_set(a->bits, i, on);
+	e->al_dirty[slot / ENG_AL_SLOTS] = true;
+}
+
+static void lru_unlink(struct qbd_engine *e, struct eng_chunk *c)
+{
+	if (c->lprev)
+		c->lprev->lnext = c->lnext;
+	else
+		e->lru_head = c->lnext;
+	if (c->lnext)
+		c->lnext->lprev = c->lprev;
+	else
+		e->lru_tail = c->lprev;
+	c->lprev = c->lnext = NULL;
+}
+
+static void lru_append(struct qbd_engine *e, struct eng_chunk *c)
+{
+	c->lnext = NULL;
+	c->lprev = e->lru_tail;
+	if (e->lru_tail)
+		e->lru_tail->lnext = c;
+	else
+		e->lru_head = c;
+	e->lru_tail = c;
+}
+
+/* Forget a chunk. Its slot becomes free; free with old data (to be zeroed
+ * before reuse) if anything may have been written to it. With al_clear
+ * its log bit goes too (its state is durable: DELETE_VOLUME after its
+ * sync); otherwise the bit stays for the recovery to look at. */
+static void chunk_remove(struct qbd_engine *e, struct eng_chunk *c, bool al_clear)
 {
 	struct eng_chunk **pp = &e->hash[hash_of(c->volume, c->chunk)];
+	bool dirty = c->meta->magic != 0 || c->slot_dirty || c->al_active ||
+		     al_bit_test(e, c->slot);
 
 	chunk_set_flags(e, c, 0);
+	if (c->al_active) {
+		lru_unlink(e, c);
+		e->al_count--;
+	}
+	if (al_clear)
+		al_bit(e, c->slot, false);
 	while (*pp != c)
 		pp = &(*pp)->hnext;
 	*pp = c->hnext;
-	e->free_map[c->slot] = 0;
+	e->free_map[c->slot] = dirty ? 2 : 0;
 	e->used_slots--;
 	free(c->meta);
 	free(c);
@@ -179,46 +307,71 @@ static int eng_write_super(struct qbd_engine *e)
 	memset(blk, 0, B);
 	e->sb.checksum = super_checksum(&e->sb);
 	memcpy(blk, &e->sb, sizeof e->sb);
-	r = qbd_pwrite_full(e->fd, blk, B, 0);
-	if (r == 0 && fdatasync(e->fd) == -1)
-		r = -errno;
+	r = eng_pwrite(e, blk, B, 0);
+	if (r == 0)
+		r = eng_sync(e);
 	free(blk);
 	return r;
 }
 
-static int eng_format(struct qbd_engine *e, uint64_t size, uint32_t chunk_size)
+/* A free-slot marker: the slot's data may hold old data, so its first
+ * writer zeroes it (holes must read as zeros, see "Activity log"). */
+static void meta_free_marker(struct eng_meta *m)
+{
+	memset(m, 0, sizeof *m);
+	m->magic = ENG_MAGIC_FREE;
+	m->checksum = meta_checksum(m);
+}
+
+/* Format. clean: the data area is known to read as zeros (a file this
+ * open created); otherwise every slot starts marked as holding old data. */
+static int eng_format(struct qbd_engine *e, uint64_t size, uint32_t chunk_size, bool clean)
 {
 	uint64_t per = chunk_size + (uint64_t)B;
-	uint64_t nslots;
-	uint8_t *zero;
+	uint64_t nslots, al_blocks;
+	uint8_t *buf;
 	int r = 0;
 
-	if (size < ENG_META_OFF + 2 * per)
+	if (size < ENG_AL_OFF + B + 2 * per)
 		return -ENOSPC;
-	nslots = (size - ENG_META_OFF - chunk_size) / per;
+	nslots = (size - ENG_AL_OFF - chunk_size) / per;
+	al_blocks = (nslots + ENG_AL_SLOTS - 1) / ENG_AL_SLOTS;
+	nslots = (size - ENG_AL_OFF - al_blocks * B - chunk_size) / per;
 	memset(&e->sb, 0, sizeof e->sb);
 	e->sb.magic = ENG_MAGIC_SB;
 	e->sb.format = ENG_FORMAT;
 	e->sb.chunk_size = chunk_size;
 	e->sb.node_id = qbd_random_u64();
 	e->sb.nslots = nslots;
-	e->sb.meta_off = ENG_META_OFF;
-	e->sb.data_off = QBD_ALIGN_UP(ENG_META_OFF + nslots * B, (uint64_t)chunk_size);
+	e->sb.al_off = ENG_AL_OFF;
+	e->sb.al_blocks = al_blocks;
+	e->sb.meta_off = ENG_AL_OFF + al_blocks * B;
+	e->sb.data_off = QBD_ALIGN_UP(e->sb.meta_off + nslots * B, (uint64_t)chunk_size);
 	if (e->sb.data_off + nslots * chunk_size > size)
 		e->sb.nslots = nslots = (size - e->sb.data_off) / chunk_size;
-	/* Clear the promise table and the metadata table. */
-	if (posix_memalign((void **)&zero, B, 1 << 20))
+	/* Clear the promise table, the activity log and the metadata table
+	 * (free-slot markers unless the data area is known zero). */
+	if (posix_memalign((void **)&buf, B, 1 << 20))
 		return -ENOMEM;
-	memset(zero, 0, 1 << 20);
-	for (uint64_t off = ENG_PROMISE_OFF; off < e->sb.data_off && r == 0; off += 1 << 20)
-		r = qbd_pwrite_full(e->fd, zero, QBD_MIN((uint64_t)1 << 20, e->sb.data_off - off), (off_t)off);
-	free(zero);
+	for (uint64_t off = ENG_PROMISE_OFF; off < e->sb.data_off && r == 0; off += 1 << 20) {
+		uint64_t n = QBD_MIN((uint64_t)1 << 20, e->sb.data_off - off);
+
+		memset(buf, 0, n);
+		for (uint64_t b = 0; !clean && b < n / B; b++) {
+			uint64_t pos = off + b * B;
+			if (pos >= e->sb.meta_off && pos < e->sb.meta_off + nslots * B)
+				meta_free_marker((struct eng_meta *)(buf + b * B));
+		}
+		r = eng_pwrite(e, buf, n, off);
+	}
+	free(buf);
 	if (r == 0)
 		r = eng_write_super(e);
 	if (r == 0)
-		qbd_info("engine", "formatted: %llu chunk slots of %u bytes, node %016llx",
+		qbd_info("engine", "formatted: %llu chunk slots of %u bytes, node %016llx%s",
 			 (unsigned long long)nslots, chunk_size,
-			 (unsigned long long)e->sb.node_id);
+			 (unsigned long long)e->sb.node_id,
+			 clean ? "" : " (slots are zeroed on first use)");
 	return r;
 }
 
@@ -244,13 +397,18 @@ static int eng_load(struct qbd_engine *e)
 			uint64_t slot = done / B + i;
 			struct eng_chunk *c;
 
-			if (m->magic != ENG_MAGIC_META)
+			if (m->magic != ENG_MAGIC_META && m->magic != ENG_MAGIC_FREE)
 				continue;
 			if (meta_checksum(m) != m->checksum) {
 				qbd_err("engine", "slot %llu: metadata checksum mismatch; "
 					"chunk %llu of volume %016llx ignored",
 					(unsigned long long)slot, (unsigned long long)m->chunk,
 					(unsigned long long)m->volume);
+				e->free_map[slot] = 2;
+				continue;
+			}
+			if (m->magic == ENG_MAGIC_FREE) {
+				e->free_map[slot] = 2;
 				continue;
 			}
 			c = chunk_add(e, m->volume, m->chunk, slot);
@@ -260,6 +418,9 @@ static int eng_load(struct qbd_engine *e)
 			}
 			memcpy(c->meta, m, B);
 			c->version = m->version;
+			memcpy(c->bad, m->bad, sizeof c->bad);
+			chunk_set_flags(e, c, m->flags & (QBD_ENGINE_CHUNK_SUSPECT |
+							  QBD_ENGINE_CHUNK_DAMAGED));
 			e->free_map[slot] = 1;
 			e->used_slots++;
 		}
@@ -267,6 +428,183 @@ static int eng_load(struct qbd_engine *e)
 			break;
 	}
 	free(tab);
+	return r;
+}
+
+static struct eng_chunk *chunk_at_slot(const struct qbd_engine *e, uint64_t slot)
+{
+	for (unsigned h = 0; h < ENG_HASH; h++)
+		for (struct eng_chunk *c = e->hash[h]; c; c = c->hnext)
+			if (c->slot == slot)
+				return c;
+	return NULL;
+}
+
+/*
+ * Recover one chunk the activity log names (docs/design.md, "Recovery").
+ * Each 4 KiB block holds one of the contents written to it since the
+ * last sync, or its synced content, and holes read as zeros on disk
+ * except where a lost write landed. So: a written block that matches its
+ * checksum stays; one that reads as zeros becomes a hole; any other gets
+ * the checksum of what it holds (unless it is a known bad block); a hole
+ * holding data is zeroed. The chunk is SUSPECT if any block changed
+ * status, since it may then not match its version. *rewrote tells the
+ * caller to sync.
+ */
+static int recover_chunk(struct qbd_engine *e, struct eng_chunk *c, uint8_t *data,
+			 bool *suspect, bool *rewrote)
+{
+	struct eng_meta *m = c->meta;
+	unsigned nb = e->sb.chunk_size / B;
+	bool changed = false;
+	int r;
+
+	*suspect = false;
+	r = qbd_pread_full(e->fd, data, e->sb.chunk_size, (off_t)data_pos(e, c->slot));
+	if (r < 0)
+		return r;
+	for (unsigned b = 0; b < nb; b++) {
+		const uint8_t *blk = data + (size_t)b * B;
+		bool zero = all_zero(blk, B);
+
+		if (!bit_test(m->written, b)) {
+			if (zero)
+				continue;
+			r = eng_zero(e, data_pos(e, c->slot) + (uint64_t)b * B, B);
+			if (r < 0)
+				return r;
+			*rewrote = true;
+			continue;
+		}
+		if (bit_test(c->bad, b))
+			continue;
+		uint64_t h = XXH3_64bits(blk, B);
+		if (h == m->block_csum[b])
+			continue;
+		changed = true;
+		if (zero) {
+			bit_set(m->written, b, false);
+			m->block_csum[b] = 0;
+		} else {
+			m->block_csum[b] = h;
+		}
+	}
+	if (!changed)
+		return 0;
+	*suspect = true;
+	chunk_set_flags(e, c, c->flags | QBD_ENGINE_CHUNK_SUSPECT);
+	m->flags = c->flags;
+	memcpy(m->bad, c->bad, sizeof m->bad);
+	m->checksum = meta_checksum(m);
+	*rewrote = true;
+	return eng_pwrite(e, m, B, meta_pos(e, c->slot));
+}
+
+/* Write activity log block i from al_buf (blocking). */
+static int al_write_sync(struct qbd_engine *e, unsigned i)
+{
+	struct eng_al *a = (void *)e->al_io;
+
+	memcpy(e->al_io, e->al_buf + (size_t)i * B, B);
+	a->magic = ENG_MAGIC_AL;
+	a->seq = ++e->al_seq;
+	a->index = i;
+	a->checksum = al_checksum(a);
+	e->al_dirty[i] = false;
+	return eng_pwrite(e, e->al_io, B, e->sb.al_off + (uint64_t)i * B);
+}
+
+/* Empty the log on disk: every block that is dirty or names a slot (the
+ * caller has made the chunks' state durable). */
+static int al_clear_all(struct qbd_engine *e)
+{
+	bool any = false;
+	int r = 0;
+
+	for (unsigned i = 0; i < e->sb.al_blocks && r == 0; i++) {
+		struct eng_al *a = (void *)(e->al_buf + (size_t)i * B);
+		bool set = !all_zero(a->bits, sizeof a->bits);
+
+		memset(a->bits, 0, sizeof a->bits);
+		if (set || e->al_dirty[i]) {
+			r = al_write_sync(e, i);
+			any = true;
+		}
+	}
+	if (r == 0 && any)
+		r = eng_sync(e);
+	return r;
+}
+
+/*
+ * Crash recovery at open: read the activity log; recover every chunk it
+ * names; mark free slots it names as holding old data (a first write
+ * may have landed); make that durable, then empty the log. A log block
+ * that fails its checksum names every slot it covers.
+ */
+static int eng_recover(struct qbd_engine *e)
+{
+	uint64_t named = 0, suspect = 0;
+	uint8_t *data = NULL;
+	bool rewrote = false;
+	int r;
+
+	r = qbd_pread_full(e->fd, e->al_buf, e->sb.al_blocks * B, (off_t)e->sb.al_off);
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < e->sb.al_blocks; i++) {
+		struct eng_al *a = (void *)(e->al_buf + (size_t)i * B);
+
+		if (a->magic == ENG_MAGIC_AL && al_checksum(a) == a->checksum && a->index == i) {
+			e->al_seq = QBD_MAX(e->al_seq, a->seq);
+			continue;
+		}
+		if (all_zero(a, B))
+			continue;
+		qbd_err("engine", "activity log block %u is damaged: recovering every "
+			"chunk it covers", i);
+		memset(a->bits, 0xff, sizeof a->bits);
+		e->al_dirty[i] = true;
+	}
+#ifdef QBD_ENGINE_MUTANT_NO_RECOVERY
+	memset(e->al_buf, 0, e->sb.al_blocks * B);
+#endif
+	if (posix_memalign((void **)&data, B, e->sb.chunk_size))
+		return -ENOMEM;
+	for (uint64_t s = 0; s < e->sb.nslots && r == 0; s++) {
+		struct eng_chunk *c;
+		struct eng_meta *m;
+		bool sus = false;
+
+		if (!al_bit_test(e, s))
+			continue;
+		named++;
+		if (e->free_map[s] == 1) {
+			c = chunk_at_slot(e, s);
+			r = recover_chunk(e, c, data, &sus, &rewrote);
+			suspect += sus;
+			if (sus)
+				qbd_warn("engine", "recovery: volume %016llx chunk %llu is suspect "
+					 "(writes were in flight)", (unsigned long long)c->volume,
+					 (unsigned long long)c->chunk);
+		} else if (e->free_map[s] == 0) {
+			m = (struct eng_meta *)data;
+			meta_free_marker(m);
+			r = eng_pwrite(e, m, B, meta_pos(e, s));
+			e->free_map[s] = 2;
+			rewrote = true;
+		}
+	}
+	free(data);
+	if (r == 0 && rewrote)
+		r = eng_sync(e);
+	if (r == 0)
+		r = al_clear_all(e);
+	if (r == 0 && named)
+		qbd_warn("engine", "recovery: %llu slots in the activity log, %llu chunks suspect",
+			 (unsigned long long)named, (unsigned long long)suspect);
+	if (r < 0)
+		qbd_err("engine", "recovery: %s", strerror(-r));
 	return r;
 }
 
@@ -287,6 +625,9 @@ static void eng_free(struct qbd_engine *e)
 		}
 	free(e->free_map);
 	free(e->promises);
+	free(e->al_buf);
+	free(e->al_io);
+	free(e->al_dirty);
 	free(e);
 }
 
@@ -298,6 +639,7 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	uint32_t cs = opts->chunk_size ? opts->chunk_size : QBD_ENGINE_DEFAULT_CHUNK;
 	unsigned qd = opts->queue_depth ? opts->queue_depth : 256;
 	uint8_t *blk = NULL;
+	bool created = false;
 	int r;
 
 	*out = NULL;
@@ -307,6 +649,9 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	if (!e)
 		return -ENOMEM;
 	e->fd = e->efd = -1;
+	e->io_hook = opts->io_hook;
+	e->io_hook_user = opts->io_hook_user;
+	e->al_target = opts->al_chunks ? opts->al_chunks : ENG_AL_TARGET;
 	e->fd = open(opts->path, O_RDWR | O_DIRECT | O_CLOEXEC);
 	if (e->fd == -1 && errno == ENOENT && opts->create_size) {
 		e->fd = open(opts->path, O_RDWR | O_DIRECT | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
@@ -314,6 +659,7 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 			r = -errno;
 			goto fail;
 		}
+		created = e->fd != -1;
 	}
 	if (e->fd == -1) {
 		r = -errno;
@@ -325,12 +671,14 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 		goto fail;
 	}
 	size = (uint64_t)st.st_size;
-	if (S_ISBLK(st.st_mode) && ioctl(e->fd, BLKGETSIZE64, &size) == -1) {
+	e->blockdev = S_ISBLK(st.st_mode);
+	if (e->blockdev && ioctl(e->fd, BLKGETSIZE64, &size) == -1) {
 		r = -errno;
 		goto fail;
 	}
 	if (posix_memalign((void **)&blk, B, B) ||
-	    posix_memalign((void **)&e->promises, B, ENG_PROMISE_BYTES)) {
+	    posix_memalign((void **)&e->promises, B, ENG_PROMISE_BYTES) ||
+	    posix_memalign((void **)&e->al_io, B, B)) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -346,12 +694,17 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 				r = -EEXIST;
 				goto fail;
 			}
-		r = eng_format(e, size, cs);
+		r = eng_format(e, size, cs, created);
 		if (r < 0)
 			goto fail;
-	} else if (super_checksum(&e->sb) != e->sb.checksum ||
-		   e->sb.format != ENG_FORMAT) {
-		qbd_err("engine", "%s: bad superblock (checksum or format)", opts->path);
+	} else if (e->sb.format != ENG_FORMAT) {
+		qbd_err("engine", "%s: a store of format %u; this qbd reads format %u only "
+			"(no conversion: move its data off and format it again)", opts->path,
+			e->sb.format, ENG_FORMAT);
+		r = -EUCLEAN;
+		goto fail;
+	} else if (super_checksum(&e->sb) != e->sb.checksum) {
+		qbd_err("engine", "%s: bad superblock checksum", opts->path);
 		r = -EUCLEAN;
 		goto fail;
 	} else if (opts->chunk_size && opts->chunk_size != e->sb.chunk_size) {
@@ -361,11 +714,16 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 		goto fail;
 	}
 	e->free_map = calloc(e->sb.nslots, 1);
-	if (!e->free_map) {
+	e->al_dirty = calloc(e->sb.al_blocks, sizeof *e->al_dirty);
+	if (!e->free_map || !e->al_dirty ||
+	    posix_memalign((void **)&e->al_buf, B, e->sb.al_blocks * B)) {
 		r = -ENOMEM;
 		goto fail;
 	}
+	memset(e->al_buf, 0, e->sb.al_blocks * B);
 	r = eng_load(e);
+	if (r == 0)
+		r = eng_recover(e);
 	if (r < 0)
 		goto fail;
 	r = io_uring_queue_init(qd, &e->ring, 0);
@@ -390,13 +748,52 @@ fail:
 	return r;
 }
 
+/* Clean close: persist flags that changed since the chunk's last meta
+ * write (DAMAGED found by reads), sync, empty the activity log. */
+static int eng_close_clean(struct qbd_engine *e)
+{
+	int r = 0;
+
+	for (struct eng_chunk *c = e->flagged; c && r == 0; c = c->fnext) {
+		struct eng_meta *m = c->meta;
+
+		if (m->flags == c->flags && !memcmp(m->bad, c->bad, sizeof m->bad))
+			continue;
+		m->flags = c->flags;
+		memcpy(m->bad, c->bad, sizeof m->bad);
+		m->checksum = meta_checksum(m);
+		r = eng_pwrite(e, m, B, meta_pos(e, c->slot));
+	}
+	if (r == 0)
+		r = eng_sync(e);
+	if (r == 0)
+		r = al_clear_all(e);
+	return r;
+}
+
 void qbd_engine_close(struct qbd_engine *e)
 {
+	int r;
+
 	if (!e)
 		return;
-	if (e->busy)
-		qbd_warn("engine", "closing with %u requests in flight", e->busy);
+	/* Let the engine's own log writes finish (nothing else is running). */
+	while (!e->busy) {
+		struct io_uring_cqe *cqe;
+
+		qbd_engine_poll(e);
+		if (!e->al_busy && !e->inflight)
+			break;
+		if (io_uring_wait_cqe(&e->ring, &cqe) < 0)
+			break;
+	}
 	io_uring_queue_exit(&e->ring);
+	if (e->busy) {
+		qbd_warn("engine", "closing with %u requests in flight: the next open "
+			 "recovers", e->busy);
+	} else if ((r = eng_close_clean(e)) < 0) {
+		qbd_err("engine", "close: %s (the next open recovers)", strerror(-r));
+	}
 	eng_free(e);
 }
 
@@ -517,10 +914,17 @@ static void req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 	e->done_tail = r;
 	eng_wake(e);
 	if (c) {
-		if (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP)
+		if (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP) {
 			c->reading--;
-		else
+		} else {
 			c->writing = false;
+			if (c->al_active) {
+				/* Durable once a sync issued from now on completes. */
+				c->done_seq = e->sync_issued;
+				lru_unlink(e, c);
+				lru_append(e, c);
+			}
+		}
 		chunk_run_next(e, c); /* may free c */
 	}
 	if (prom) {
@@ -539,14 +943,74 @@ static void req_park(struct qbd_engine *e, struct qbd_engine_req *r)
 	e->retry_tail = r;
 }
 
+static bool step_is_data(int step)
+{
+	return step == ST_READ_DATA || step == ST_RMW_READ || step == ST_WRITE_DATA;
+}
+
+static unsigned step_sqes(const struct eng_priv *p)
+{
+	if (step_is_data(p->step))
+		return p->n_ext;
+	if (p->step == ST_ZERO_DATA)
+		return p->zx_ext;
+	return 1;
+}
+
+/* Report the step's I/Os to io_hook, issued or done. */
+static void step_hook(struct qbd_engine *e, struct qbd_engine_req *r, bool done, int res)
+{
+	struct eng_priv *p = priv(r);
+	uint64_t cs = e->sb.chunk_size;
+
+	for (unsigned i = 0; i < p->io_n; i++) {
+		uint64_t id = p->io_id + i;
+
+		switch (p->step) {
+		case ST_WRITE_DATA:
+			hook(e, QBD_ENGINE_IO_WRITE, done, res, id,
+			     data_pos(e, p->ch->slot) + (uint64_t)p->ext_b[i] * B,
+			     (uint64_t)p->ext_n[i] * B,
+			     p->bounce + (size_t)(p->ext_b[i] - p->b0) * B, false);
+			break;
+		case ST_WRITE_META:
+			hook(e, QBD_ENGINE_IO_WRITE, done, res, id, meta_pos(e, p->ch->slot), B,
+			     p->meta_copy, false);
+			break;
+		case ST_PROMISE_WRITE:
+			hook(e, QBD_ENGINE_IO_WRITE, done, res, id,
+			     ENG_PROMISE_OFF + (uint64_t)p->b0 * B, B, p->bounce, false);
+			break;
+		case ST_AL_WRITE:
+			hook(e, QBD_ENGINE_IO_WRITE, done, res, id,
+			     e->sb.al_off + (uint64_t)e->al_block * B, B, e->al_io, e->al_dsync);
+			break;
+		case ST_ZERO_DATA:
+			hook(e, QBD_ENGINE_IO_ZERO, done, res, id,
+			     data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B,
+			     (uint64_t)p->zx_n[i] * B, NULL, false);
+			break;
+		case ST_SLOT_ZERO:
+			hook(e, QBD_ENGINE_IO_ZERO, done, res, id, data_pos(e, p->ch->slot), cs,
+			     NULL, false);
+			break;
+		case ST_FSYNC:
+		case ST_SLOT_SYNC:
+			hook(e, QBD_ENGINE_IO_SYNC, done, res, id, 0, 0, NULL, false);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
 /* Issue the SQEs of the request's current step (all or none); with too
  * few free SQEs, park the request until the next qbd_engine_poll. */
 static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
-	bool data = p->step == ST_READ_DATA || p->step == ST_RMW_READ ||
-		    p->step == ST_WRITE_DATA;
-	unsigned n = data ? p->n_ext : 1;
+	bool data = step_is_data(p->step);
+	unsigned n = step_sqes(p);
 
 	/* More SQEs in flight than the CQ holds would overflow it, and
 	 * overflowed CQEs raise no eventfd wake-up later: wait instead. */
@@ -564,6 +1028,13 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 	p->pending = n;
 	p->got = 0;
 	p->err = 0;
+	p->io_id = e->io_seq + 1;
+	p->io_n = n;
+	e->io_seq += n;
+	if (p->step == ST_FSYNC || p->step == ST_SLOT_SYNC)
+		p->sync_gen = ++e->sync_issued;
+	if (e->io_hook)
+		step_hook(e, r, false, 0);
 	for (unsigned i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
 		uint8_t *buf = data ? p->bounce + (size_t)(p->ext_b[i] - p->b0) * B : NULL;
@@ -581,12 +1052,29 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 			io_uring_prep_write(sqe, e->fd, p->meta_copy, B, meta_pos(e, p->ch->slot));
 			break;
 		case ST_FSYNC:
+		case ST_SLOT_SYNC:
 			io_uring_prep_fsync(sqe, e->fd, IORING_FSYNC_DATASYNC);
 			break;
 		case ST_PROMISE_WRITE:
 			/* bounce holds block b0 of the promise table */
 			io_uring_prep_write(sqe, e->fd, p->bounce, B,
 					    ENG_PROMISE_OFF + (uint64_t)p->b0 * B);
+			break;
+		case ST_AL_WRITE:
+			io_uring_prep_write(sqe, e->fd, e->al_io, B,
+					    e->sb.al_off + (uint64_t)e->al_block * B);
+			if (e->al_dsync)
+				sqe->rw_flags = RWF_DSYNC;
+			break;
+		case ST_ZERO_DATA:
+			io_uring_prep_fallocate(sqe, e->fd, zero_mode(e),
+						(off_t)(data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B),
+						(off_t)p->zx_n[i] * B);
+			break;
+		case ST_SLOT_ZERO:
+			io_uring_prep_fallocate(sqe, e->fd, zero_mode(e),
+						(off_t)data_pos(e, p->ch->slot),
+						(off_t)e->sb.chunk_size);
 			break;
 		}
 		io_uring_sqe_set_data(sqe, r);
@@ -613,6 +1101,9 @@ static uint32_t step_bytes(const struct eng_priv *p)
 			n += p->ext_n[i] * B;
 		return n;
 	case ST_FSYNC:
+	case ST_SLOT_SYNC:
+	case ST_ZERO_DATA:
+	case ST_SLOT_ZERO:
 		return 0;
 	default:
 		return B;
@@ -658,13 +1149,41 @@ static bool block_is_zero(const uint8_t *b)
 	return b[0] == 0 && memcmp(b, b + 1, B - 1) == 0;
 }
 
-/* RESYNC (b0 is 0): write the next one or two runs of data blocks of the
- * new meta block from cursor on, or the meta block once none is left. */
+/* RESYNC (b0 is 0): first zero the next one or two runs of blocks that
+ * held data and become holes (holes read as zeros on disk too, see
+ * "Activity log" in docs/design.md), then write the next one or two runs
+ * of data blocks of the new meta block from cursor on, then the meta
+ * block once none is left. */
 static void resync_next(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
 	const uint64_t *w = p->meta_copy->written;
+	const uint64_t *old = p->ch->meta->written;
 
+	if (p->zero_phase) {
+		p->zx_ext = 0;
+		while (p->zx_ext < 2 && p->cursor < p->nb) {
+			uint32_t b = p->cursor, n = 0;
+
+			while (b < p->nb && !(bit_test(old, b) && !bit_test(w, b)))
+				b++;
+			while (b + n < p->nb && bit_test(old, b + n) && !bit_test(w, b + n))
+				n++;
+			p->cursor = b + n;
+			if (n) {
+				p->zx_b[p->zx_ext] = b;
+				p->zx_n[p->zx_ext++] = n;
+			}
+		}
+#ifndef QBD_ENGINE_MUTANT_NO_HOLE_ZERO
+		if (p->zx_ext) {
+			step_go(e, r, ST_ZERO_DATA);
+			return;
+		}
+#endif
+		p->zero_phase = false;
+		p->cursor = 0;
+	}
 	p->n_ext = 0;
 	while (p->n_ext < 2 && p->cursor < p->nb) {
 		uint32_t b = p->cursor, n = 0;
@@ -683,9 +1202,10 @@ static void resync_next(struct qbd_engine *e, struct qbd_engine_req *r)
 }
 
 /* WRITE/ZERO after any read-modify-write read (whose blocks are the
- * extents): merge, build the new meta block, write data then meta. The
- * chunk's in-memory meta and version change only when the meta block is
- * on disk. */
+ * extents): merge, build the new meta block (with the flags the chunk
+ * will have: bad blocks it covers are rewritten), then zero the whole
+ * blocks a ZERO turns into holes, write data, then meta. The chunk's
+ * in-memory meta and version change only when the meta block is on disk. */
 static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
@@ -693,6 +1213,7 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 	struct eng_meta *m;
 	uint32_t rel = r->offset - p->b0 * B;
 	bool resync = r->flags & QBD_ENGINE_F_RESYNC;
+	bool bad = false;
 
 	if (!p->borrowed && p->bounce) {
 		for (unsigned i = 0; i < p->nb; i++)
@@ -709,13 +1230,22 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 	}
 	m = p->meta_copy;
 	memcpy(m, c->meta, B);
+	p->zx_ext = 0;
 	for (unsigned i = 0; i < p->nb; i++) {
 		unsigned b = p->b0 + i;
 
 		/* ZERO keeps data only in partial blocks that had data (the
 		 * extents read for the merge); everything else reads as
-		 * zeros through the bitmap. */
+		 * zeros through the bitmap, and whole blocks that held data
+		 * are zeroed on disk. */
 		if (r->op == QBD_ENGINE_ZERO && !in_ext(p, b)) {
+			if (bit_test(c->meta->written, b)) {
+				if (!p->zx_ext) {
+					p->zx_b[0] = b;
+					p->zx_ext = 1;
+				}
+				p->zx_n[0] = b + 1 - p->zx_b[0];
+			}
 			bit_set(m->written, b, false);
 			m->block_csum[b] = 0;
 			continue;
@@ -733,9 +1263,23 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 	m->volume = c->volume;
 	m->chunk = c->chunk;
 	m->version = r->new_version;
+	memcpy(m->bad, c->bad, sizeof m->bad);
+	m->flags = c->flags;
+	if (resync) {
+		memset(m->bad, 0, sizeof m->bad);
+		m->flags = 0;
+	} else if (c->flags & QBD_ENGINE_CHUNK_DAMAGED) {
+		for (unsigned i = 0; i < p->nb; i++)
+			bit_set(m->bad, p->b0 + i, false);
+		for (unsigned i = 0; i < ENG_BLOCKS_MAX / 64; i++)
+			bad |= m->bad[i] != 0;
+		if (!bad)
+			m->flags &= ~QBD_ENGINE_CHUNK_DAMAGED;
+	}
 	m->checksum = meta_checksum(m);
 	if (resync) {
 		p->cursor = 0;
+		p->zero_phase = true;
 		resync_next(e, r);
 		return;
 	}
@@ -744,6 +1288,12 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 		p->ext_b[0] = p->b0;
 		p->ext_n[0] = p->nb;
 	}
+#ifndef QBD_ENGINE_MUTANT_NO_HOLE_ZERO
+	if (p->zx_ext) {
+		step_go(e, r, ST_ZERO_DATA);
+		return;
+	}
+#endif
 	step_go(e, r, p->n_ext ? ST_WRITE_DATA : ST_WRITE_META);
 }
 
@@ -752,11 +1302,12 @@ static int chunk_alloc(struct qbd_engine *e, uint64_t volume, uint64_t chunk,
 		       struct eng_chunk **out)
 {
 	for (uint64_t i = 0; i < e->sb.nslots; i++) {
-		if (e->free_map[i])
+		if (e->free_map[i] == 1)
 			continue;
 		*out = chunk_add(e, volume, chunk, i);
 		if (!*out)
 			return -ENOMEM;
+		(*out)->slot_dirty = e->free_map[i] == 2;
 		e->free_map[i] = 1;
 		e->used_slots++;
 		return 0;
@@ -815,14 +1366,156 @@ static void read_start(struct qbd_engine *e, struct qbd_engine_req *r)
 	step_go(e, r, ST_READ_DATA);
 }
 
-/* A WRITE/ZERO taken from its chunk's FIFO: check versions, then read
- * partial edge blocks that hold data, or go straight to write_apply. */
+/* ---- activity log (docs/design.md, "Activity log") ---- */
+
+static void al_kick(struct qbd_engine *e);
+static void write_go(struct qbd_engine *e, struct qbd_engine_req *r);
+
+/* Before the first write of a chunk that is not active: a new chunk in a
+ * slot with old data zeroes the slot durably first; then the chunk's bit
+ * must be durable in the log before any of its writes is issued. A chunk
+ * already active goes on at once: the hot path costs no I/O. */
+static void write_activate(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+
+#ifndef QBD_ENGINE_MUTANT_NO_HOLE_ZERO
+	if (c->slot_dirty && c->meta->magic != ENG_MAGIC_META) {
+		step_go(e, r, ST_SLOT_ZERO);
+		return;
+	}
+#endif
+	c->slot_dirty = false;
+#ifndef QBD_ENGINE_MUTANT_NO_AL
+	if (!c->al_active) {
+		p->step = ST_AL_WAIT;
+		p->next = NULL;
+		if (e->alw_tail)
+			priv(e->alw_tail)->next = r;
+		else
+			e->alw_head = r;
+		e->alw_tail = r;
+		al_kick(e);
+		return;
+	}
+#endif
+	write_go(e, r);
+}
+
+/* Start a log write if none is in flight: the block of the first waiting
+ * request (with every waiter of that block, RWF_DSYNC), else a block
+ * that changed through removals (a plain write: losing it only makes
+ * the next recovery look at more chunks). */
+static void al_kick(struct qbd_engine *e)
+{
+	struct qbd_engine_req **pp, *r;
+	struct eng_al *a;
+	long blk = -1;
+
+	if (e->al_busy)
+		return;
+	if (e->alw_head) {
+		blk = (long)(priv(e->alw_head)->ch->slot / ENG_AL_SLOTS);
+	} else {
+		for (unsigned i = 0; i < e->sb.al_blocks && blk < 0; i++)
+			if (e->al_dirty[i])
+				blk = i;
+	}
+	if (blk < 0)
+		return;
+	e->al_dsync = false;
+	e->alw_tail = NULL;
+	for (pp = &e->alw_head; (r = *pp);) {
+		struct eng_priv *p = priv(r);
+
+		if (p->ch->slot / ENG_AL_SLOTS != (uint64_t)blk) {
+			e->alw_tail = r;
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
+		p->next = NULL;
+		if (e->ali_tail)
+			priv(e->ali_tail)->next = r;
+		else
+			e->ali_head = r;
+		e->ali_tail = r;
+		al_bit(e, p->ch->slot, true);
+		e->al_dsync = true;
+	}
+	e->al_dirty[blk] = false;
+	memcpy(e->al_io, e->al_buf + (size_t)blk * B, B);
+	a = (void *)e->al_io;
+	a->magic = ENG_MAGIC_AL;
+	a->seq = ++e->al_seq;
+	a->index = (uint32_t)blk;
+	a->checksum = al_checksum(a);
+	e->al_block = (unsigned)blk;
+	e->al_busy = true;
+	memset(priv(&e->al_req), 0, sizeof(struct eng_priv));
+	step_go(e, &e->al_req, ST_AL_WRITE);
+}
+
+/* The log write is complete: its requests' chunks are active (or, on an
+ * error, the requests fail). */
+static void al_done(struct qbd_engine *e, int err)
+{
+	struct qbd_engine_req *r = e->ali_head;
+
+	e->ali_head = e->ali_tail = NULL;
+	e->al_busy = false;
+	if (err < 0) {
+		qbd_err("engine", "activity log write: %s", strerror(-err));
+		e->al_dirty[e->al_block] = true;
+	}
+	while (r) {
+		struct qbd_engine_req *next = priv(r)->next;
+		struct eng_chunk *c = priv(r)->ch;
+
+		if (err < 0) {
+			req_done(e, r, err);
+		} else {
+			if (!c->al_active) {
+				c->al_active = true;
+				c->done_seq = e->sync_issued;
+				lru_append(e, c);
+				e->al_count++;
+			}
+			write_go(e, r);
+		}
+		r = next;
+	}
+	al_kick(e);
+}
+
+/* After a sync: chunks beyond the log's target whose writes are all
+ * durable leave it, oldest first (the LRU is in done_seq order). */
+static void al_trim(struct qbd_engine *e)
+{
+	struct eng_chunk *c, *next;
+
+	for (c = e->lru_head; c && e->al_count > e->al_target; c = next) {
+		next = c->lnext;
+		if (c->writing || c->q_head)
+			continue;
+		if (c->done_seq >= e->sync_done)
+			break;
+		lru_unlink(e, c);
+		c->al_active = false;
+		e->al_count--;
+		al_bit(e, c->slot, false);
+	}
+	al_kick(e);
+}
+
+/* A WRITE/ZERO taken from its chunk's FIFO: check versions, then
+ * activate its chunk in the log. */
 static void write_start(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
 	struct eng_chunk *c = p->ch;
 	uint64_t ver = c->version;
-	unsigned last = p->b0 + p->nb - 1;
 
 	r->version = ver;
 	if (r->flags & QBD_ENGINE_F_RESYNC) {
@@ -842,6 +1535,17 @@ static void write_start(struct qbd_engine *e, struct qbd_engine_req *r)
 		req_done(e, r, -ESTALE);
 		return;
 	}
+	write_activate(e, r);
+}
+
+/* A WRITE/ZERO whose versions passed, its chunk active in the log: read
+ * partial edge blocks that hold data, or go straight to write_apply. */
+static void write_go(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+	unsigned last = p->b0 + p->nb - 1;
+
 	p->n_ext = 0;
 	if (r->offset % B && bit_test(c->meta->written, p->b0)) {
 		p->ext_b[p->n_ext] = p->b0;
@@ -894,50 +1598,58 @@ static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c)
 	}
 	c->in_run = false;
 	if (c->meta->magic == 0 && !c->reading && !c->writing && !c->q_head)
-		chunk_remove(e, c);
+		chunk_remove(e, c, false);
 }
 
-/* Delete a volume: synchronous writes of zeroed metadata blocks. An
- * administrative operation, rare; it blocks the loop for a moment. */
+/* Delete a volume: synchronous writes of free-slot markers (the slots
+ * keep their old data until a first writer zeroes them) and of the
+ * promise, then a sync; only then do the chunks leave the activity log.
+ * An administrative operation, rare; it blocks the loop for a moment. */
 static int delete_volume(struct qbd_engine *e, uint64_t volume)
 {
-	uint8_t *zero;
-	int r = 0;
+	uint8_t *blk;
+	int r = 0, w;
 
-	if (posix_memalign((void **)&zero, B, B))
+	if (posix_memalign((void **)&blk, B, B))
 		return -ENOMEM;
-	memset(zero, 0, B);
+	for (unsigned h = 0; h < ENG_HASH; h++)
+		for (struct eng_chunk *c = e->hash[h]; c; c = c->hnext) {
+			if (c->volume != volume)
+				continue;
+			if (c->reading || c->writing || c->q_head) {
+				r = -EBUSY;
+				continue;
+			}
+			meta_free_marker((struct eng_meta *)blk);
+			w = eng_pwrite(e, blk, B, meta_pos(e, c->slot));
+			if (w < 0)
+				r = w;
+			else
+				memcpy(c->meta, blk, B);
+		}
+	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++)
+		if (e->promises[i].volume == volume) {
+			unsigned pb = i / (B / sizeof(struct eng_promise));
+			memset(&e->promises[i], 0, sizeof e->promises[i]);
+			memcpy(blk, (uint8_t *)e->promises + (size_t)pb * B, B);
+			w = eng_pwrite(e, blk, B, ENG_PROMISE_OFF + (uint64_t)pb * B);
+			if (w < 0)
+				r = w;
+		}
+	w = eng_sync(e);
+	if (w < 0 && r == 0)
+		r = w;
 	for (unsigned h = 0; h < ENG_HASH; h++) {
 		struct eng_chunk *c = e->hash[h];
 		while (c) {
 			struct eng_chunk *next = c->hnext;
-			if (c->volume == volume) {
-				if (c->reading || c->writing || c->q_head) {
-					r = -EBUSY;
-				} else {
-					int w = qbd_pwrite_full(e->fd, zero, B,
-								(off_t)meta_pos(e, c->slot));
-					if (w < 0)
-						r = w;
-					else
-						chunk_remove(e, c);
-				}
-			}
+			if (c->volume == volume && c->meta->magic == ENG_MAGIC_FREE)
+				chunk_remove(e, c, w == 0);
 			c = next;
 		}
 	}
-	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++)
-		if (e->promises[i].volume == volume) {
-			unsigned blk = i / (B / sizeof(struct eng_promise));
-			memset(&e->promises[i], 0, sizeof e->promises[i]);
-			memcpy(zero, (uint8_t *)e->promises + (size_t)blk * B, B);
-			int w = qbd_pwrite_full(e->fd, zero, B, (off_t)(ENG_PROMISE_OFF + (uint64_t)blk * B));
-			if (w < 0)
-				r = w;
-		}
-	if (fdatasync(e->fd) == -1 && r == 0)
-		r = -errno;
-	free(zero);
+	al_kick(e);
+	free(blk);
 	if (r < 0)
 		qbd_err("engine", "delete volume %016llx: %s", (unsigned long long)volume,
 			strerror(-r));
@@ -1104,30 +1816,6 @@ void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *r)
 	ring_submit(e);
 }
 
-/* A WRITE/ZERO is on disk: the blocks it covered whole hold fresh data and
- * checksums (it could not have covered a bad block in part: the merge
- * read would have failed). A RESYNC replaced the whole chunk. */
-static void write_clear_flags(struct qbd_engine *e, struct eng_chunk *c,
-			      struct qbd_engine_req *r)
-{
-	const struct eng_priv *p = priv(r);
-	bool any = false;
-
-	if (r->flags & QBD_ENGINE_F_RESYNC) {
-		memset(c->bad, 0, sizeof c->bad);
-		chunk_set_flags(e, c, 0);
-		return;
-	}
-	if (!(c->flags & QBD_ENGINE_CHUNK_DAMAGED))
-		return;
-	for (unsigned i = 0; i < p->nb; i++)
-		bit_set(c->bad, p->b0 + i, false);
-	for (unsigned i = 0; i < ENG_BLOCKS_MAX / 64; i++)
-		any |= c->bad[i] != 0;
-	if (!any)
-		chunk_set_flags(e, c, c->flags & ~QBD_ENGINE_CHUNK_DAMAGED);
-}
-
 /* The step's SQEs are all complete: move the request on. */
 static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 {
@@ -1135,6 +1823,17 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 	struct eng_chunk *c = p->ch;
 	int v;
 
+	if (e->io_hook)
+		step_hook(e, r, true, p->err < 0 ? p->err : 0);
+	if ((p->step == ST_FSYNC || p->step == ST_SLOT_SYNC) && p->err == 0 &&
+	    p->sync_gen > e->sync_done) {
+		e->sync_done = p->sync_gen;
+		al_trim(e);
+	}
+	if (r == &e->al_req) {
+		al_done(e, p->err < 0 ? p->err : p->got != B ? -EIO : 0);
+		return;
+	}
 	if (p->err < 0) {
 		qbd_err("engine", "I/O error (step %d, volume %016llx chunk %llu): %s",
 			p->step, (unsigned long long)r->volume,
@@ -1177,11 +1876,25 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		else
 			step_go(e, r, ST_WRITE_META);
 		return;
+	case ST_ZERO_DATA:
+		if (r->flags & QBD_ENGINE_F_RESYNC)
+			resync_next(e, r);
+		else
+			step_go(e, r, p->n_ext ? ST_WRITE_DATA : ST_WRITE_META);
+		return;
+	case ST_SLOT_ZERO:
+		step_go(e, r, ST_SLOT_SYNC);
+		return;
+	case ST_SLOT_SYNC:
+		c->slot_dirty = false;
+		write_activate(e, r);
+		return;
 	case ST_WRITE_META:
 		memcpy(c->meta, p->meta_copy, B);
 		c->version = r->new_version;
 		r->version = c->version;
-		write_clear_flags(e, c, r);
+		memcpy(c->bad, c->meta->bad, sizeof c->bad);
+		chunk_set_flags(e, c, c->meta->flags);
 		if (r->flags & QBD_ENGINE_F_FUA) {
 			step_go(e, r, ST_FSYNC);
 			return;

@@ -30,22 +30,52 @@
 
 struct qbd_engine;
 
+/* One I/O the engine issues to its store (qbd_engine_opts.io_hook). */
+enum qbd_engine_io_kind {
+	QBD_ENGINE_IO_WRITE = 1, /* buf: length bytes, valid during the call */
+	QBD_ENGINE_IO_ZERO,      /* the range reads as zeros afterwards */
+	QBD_ENGINE_IO_SYNC,      /* fdatasync of the whole store */
+};
+struct qbd_engine_io {
+	enum qbd_engine_io_kind kind;
+	bool done;             /* false: being issued; true: completed */
+	int res;               /* done: 0 or -errno */
+	uint64_t id;           /* the same for the issue and the completion */
+	uint64_t offset, length;
+	const void *buf;
+	bool dsync;            /* WRITE durable by itself when complete (RWF_DSYNC) */
+};
+
 struct qbd_engine_opts {
 	const char *path;      /* file or block device */
 	uint64_t create_size;  /* create (sparse) file of this size if absent; 0 = must exist */
 	uint32_t chunk_size;   /* for a new store; 0 = QBD_ENGINE_DEFAULT_CHUNK; must match an existing one or be 0 */
 	unsigned queue_depth;  /* io_uring entries; 0 = 256 */
+	unsigned al_chunks;    /* chunks kept in the activity log once their
+				* writes are durable (a write to one of them
+				* costs no log update; recovery after a crash
+				* reads each of them); 0 = 1024 */
+	/* For tests (the crash-state harness): called from the engine's thread
+	 * for every write, zeroing and sync issued to the store, when issued
+	 * and when completed, including the blocking I/O of qbd_engine_open
+	 * and close. Reads are not reported. NULL in production. */
+	void (*io_hook)(void *user, const struct qbd_engine_io *io);
+	void *io_hook_user;
 };
 
 /*
  * Open (and format, if it holds no qbd superblock and is all zeros at the
- * start) the store. Blocking; reads all chunk metadata. On success *out is
- * owned by the caller and freed by qbd_engine_close.
+ * start) the store. Blocking; reads all chunk metadata, then recovers the
+ * chunks the activity log names if the store was not closed cleanly (they
+ * may come out SUSPECT). A store of another format is refused with
+ * -EUCLEAN. On success *out is owned by the caller and freed by
+ * qbd_engine_close.
  */
 int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out);
 
-/* Close the store. Must be idle (no request in flight: see
- * qbd_engine_busy). Accepts NULL. */
+/* Close the store: blocking; makes everything durable and empties the
+ * activity log, so that the next open recovers nothing. Must be idle (no
+ * request in flight: see qbd_engine_busy). Accepts NULL. */
 void qbd_engine_close(struct qbd_engine *e);
 
 /* Number of requests submitted and not yet completed. */

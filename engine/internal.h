@@ -13,12 +13,17 @@
 
 #define ENG_MAGIC_SB   0x31304e4544425151ull /* "QQBDEN01" */
 #define ENG_MAGIC_META 0x4154454d44425151ull /* "QQBDMETA" */
-#define ENG_FORMAT 1
+#define ENG_MAGIC_FREE 0x4545524644425151ull /* "QQBDFREE": free slot, data not zero */
+#define ENG_MAGIC_AL   0x474f4c4144425151ull /* "QQBDALOG" */
+#define ENG_FORMAT 2
 #define ENG_BLOCKS_MAX 256                   /* blocks per chunk (1 MiB / 4 KiB) */
 #define ENG_PROMISE_OFF 4096ull
 #define ENG_PROMISE_BYTES 65536ull           /* 1024 entries */
 #define ENG_PROMISE_ENTRIES (ENG_PROMISE_BYTES / 64)
-#define ENG_META_OFF (ENG_PROMISE_OFF + ENG_PROMISE_BYTES)
+#define ENG_AL_OFF (ENG_PROMISE_OFF + ENG_PROMISE_BYTES)
+#define ENG_AL_HDR 64
+#define ENG_AL_SLOTS ((4096u - ENG_AL_HDR) * 8) /* slots per activity log block */
+#define ENG_AL_TARGET 1024                   /* default qbd_engine_opts.al_chunks */
 
 /* Superblock, at offset 0, one 4 KiB block. */
 struct eng_super {
@@ -28,11 +33,13 @@ struct eng_super {
 	uint64_t node_id;
 	uint64_t cluster_id;
 	uint64_t nslots;
+	uint64_t al_off;        /* activity log: al_blocks blocks */
+	uint64_t al_blocks;
 	uint64_t meta_off;
 	uint64_t data_off;
 	uint64_t checksum;      /* XXH3 of the struct with this field 0 */
 } __attribute__((packed, aligned(8)));
-static_assert(sizeof(struct eng_super) == 64, "superblock size");
+static_assert(sizeof(struct eng_super) == 80, "superblock size");
 
 /* Promise table entry: 64 bytes, 16 per 4 KiB block. */
 struct eng_promise {
@@ -42,15 +49,31 @@ struct eng_promise {
 } __attribute__((packed, aligned(8)));
 static_assert(sizeof(struct eng_promise) == 64, "promise entry size");
 
+/* Activity log block: bit i of bits set when slot index * ENG_AL_SLOTS + i
+ * may have writes in flight. All zeros (a fresh store) reads as empty. */
+struct eng_al {
+	uint64_t magic;         /* ENG_MAGIC_AL */
+	uint64_t seq;           /* transaction number (diagnostics) */
+	uint32_t index;         /* which block of the log this is */
+	uint32_t pad0;
+	uint64_t checksum;      /* XXH3 of the block with this field 0 */
+	uint8_t pad[ENG_AL_HDR - 32];
+	uint64_t bits[ENG_AL_SLOTS / 64];
+} __attribute__((packed, aligned(8)));
+static_assert(sizeof(struct eng_al) == 4096, "activity log block size");
+
 /* Chunk metadata block: one 4 KiB block per slot. */
 struct eng_meta {
-	uint64_t magic;         /* ENG_MAGIC_META, or 0 for a free slot */
+	uint64_t magic;         /* ENG_MAGIC_META; ENG_MAGIC_FREE or 0 for a free slot */
 	uint64_t volume;
 	uint64_t chunk;
 	uint64_t version;
 	uint64_t written[ENG_BLOCKS_MAX / 64]; /* block has data (else zeros) */
+	uint32_t flags;         /* QBD_ENGINE_CHUNK_* */
+	uint32_t pad0;
+	uint64_t bad[ENG_BLOCKS_MAX / 64];     /* blocks that failed their checksum */
 	uint64_t checksum;      /* XXH3 of the block with this field 0 */
-	uint8_t pad[2048 - 72];
+	uint8_t pad[2048 - 112];
 	uint64_t block_csum[ENG_BLOCKS_MAX];   /* XXH3-64 of each 4 KiB block */
 } __attribute__((packed, aligned(8)));
 static_assert(sizeof(struct eng_meta) == 4096, "meta block size");
@@ -64,9 +87,14 @@ struct eng_chunk {
 	unsigned reading;       /* READs of this chunk running */
 	bool writing;           /* a WRITE/ZERO of this chunk is running */
 	bool in_run;            /* chunk_run_next is on the stack */
-	uint32_t flags;         /* QBD_ENGINE_CHUNK_* */
+	uint32_t flags;         /* QBD_ENGINE_CHUNK_* (on disk at the next meta write) */
 	uint64_t bad[ENG_BLOCKS_MAX / 64]; /* blocks that failed their checksum */
 	struct eng_chunk *fprev, *fnext; /* list of flagged chunks (flags != 0) */
+	/* activity log */
+	bool al_active;         /* its bit is durable in the log */
+	bool slot_dirty;        /* the slot's data may not be zeros where unwritten */
+	struct eng_chunk *lprev, *lnext; /* LRU of active chunks, oldest first */
+	uint64_t done_seq;      /* syncs issued when its last write completed */
 };
 
 /* Private per-request state, inside qbd_engine_req.priv. */
@@ -85,6 +113,12 @@ struct eng_priv {
 	bool holds_prom;              /* this PROMISE owns prom_busy */
 	struct eng_meta *meta_copy;   /* WRITE/ZERO: the new meta block */
 	uint32_t cursor;              /* RESYNC: next block to look at for data runs */
+	bool zero_phase;              /* RESYNC: zeroing blocks that become holes */
+	uint32_t zx_b[2], zx_n[2];    /* extents to zero (ST_ZERO_DATA) */
+	unsigned zx_ext;
+	uint64_t io_id;               /* first I/O id of the step (qbd_engine_opts.io_hook) */
+	unsigned io_n;                /* SQEs of the step */
+	uint64_t sync_gen;            /* ST_FSYNC / ST_SLOT_SYNC: its sync number */
 };
 static_assert(sizeof(struct eng_priv) <= sizeof(((struct qbd_engine_req *)0)->priv),
 	      "engine private state fits");
@@ -97,7 +131,7 @@ struct qbd_engine {
 	struct io_uring ring;
 	struct eng_super sb;
 	struct eng_promise *promises;     /* ENG_PROMISE_ENTRIES, aligned */
-	uint8_t *free_map;                /* per slot: 1 used */
+	uint8_t *free_map;                /* per slot: 0 free, 1 used, 2 free with old data */
 	uint64_t used_slots;
 	struct eng_chunk *hash[ENG_HASH];
 	struct eng_chunk *flagged;        /* chunks with flags, for qbd_engine_flagged_chunks */
@@ -108,6 +142,24 @@ struct qbd_engine {
 	unsigned busy;
 	unsigned pending_sqes;
 	unsigned inflight;                /* SQEs issued, CQE not reaped; <= CQ size */
+	bool blockdev;                    /* zero with ZERO_RANGE, not PUNCH_HOLE */
+	void (*io_hook)(void *user, const struct qbd_engine_io *io);
+	void *io_hook_user;
+	uint64_t io_seq;                  /* I/O ids for io_hook */
+	/* activity log (docs/design.md, "Activity log") */
+	uint8_t *al_buf;                  /* al_blocks blocks: the log as it should be */
+	uint8_t *al_io;                   /* the block being written */
+	bool *al_dirty;                   /* block changed since last written */
+	bool al_busy;                     /* a log write is in flight */
+	bool al_dsync;                    /* it is an activation: RWF_DSYNC */
+	uint64_t al_seq;
+	unsigned al_block;                /* block being written */
+	uint64_t al_count, al_target;     /* active chunks; kept once durable */
+	struct eng_chunk *lru_head, *lru_tail;
+	struct qbd_engine_req *alw_head, *alw_tail;  /* waiting for a log write */
+	struct qbd_engine_req *ali_head, *ali_tail;  /* in the log write in flight */
+	struct qbd_engine_req al_req;     /* the log write's ring request */
+	uint64_t sync_issued, sync_done;  /* syncs issued; highest completed */
 };
 
 #endif

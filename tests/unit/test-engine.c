@@ -549,9 +549,10 @@ START_TEST(resync_idempotent)
 }
 END_TEST
 
-/* All-zero blocks become holes: written bit clear, old data left where it
- * was (no data I/O), reads return zeros; used space stays per chunk. Holds
- * across a reopen. */
+/* All-zero blocks become holes: written bit clear, the old data zeroed on
+ * disk (a punched hole, no data write: crash recovery relies on holes
+ * reading as zeros), reads return zeros; used space stays per chunk.
+ * Holds across a reopen. */
 START_TEST(resync_zero_blocks_are_holes)
 {
 	const uint64_t even = 0x5555555555555555ull;
@@ -577,12 +578,15 @@ START_TEST(resync_zero_blocks_are_holes)
 			if (b % 2 == 0)
 				ck_assert_uint_eq(m.block_csum[b], 0);
 		}
-		/* block 2's old data is still on disk: no data I/O for a hole */
+		/* block 2's old data is gone from the disk, block 3's there */
 		fd = open(path, O_RDONLY);
 		ck_assert_int_ge(fd, 0);
 		ck_assert_int_eq(pread(fd, raw, 4096, (off_t)(pos + 2 * 4096)), 4096);
+		for (unsigned i = 0; i < sizeof raw; i++)
+			ck_assert_uint_eq(raw[i], 0);
+		ck_assert_int_eq(pread(fd, raw, 4096, (off_t)(pos + 3 * 4096)), 4096);
 		close(fd);
-		ck_assert_mem_eq(raw, old + 2 * 4096, 4096);
+		ck_assert_mem_eq(raw, w + 3 * 4096, 4096);
 		memset(r, 1, CS);
 		ck_assert_int_eq(eng_read(34, 0, r, CS, NULL), (int)CS);
 		ck_assert_mem_eq(r, w, CS);
