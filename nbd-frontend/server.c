@@ -5,7 +5,15 @@
  * machine: GREETING -> CLIENT_FLAGS -> OPTIONS -> TRANSMISSION -> (DISC)
  * -> DEAD; an adopted connection starts in TRANSMISSION. Requests go to
  * libqbd asynchronously; libqbd's single fd is watched with uv_poll.
- * Replies may leave out of order, each as one uv_write.
+ * Replies may leave out of order, each as one uv_write. With structured
+ * replies negotiated, READ and BLOCK_STATUS are answered with structured
+ * chunks (one chunk each, flag DONE: DF holds for every read), every
+ * other command with simple replies, as the protocol allows.
+ *
+ * Every connection shares the one libqbd handle, so NBD_FLAG_CAN_MULTI_CONN
+ * holds: a FLUSH on any connection answers for every write acknowledged
+ * before it on any connection (libqbd's flush covers every chunk
+ * acknowledged before it was submitted, whatever request wrote it).
  */
 #include <errno.h>
 #include <signal.h>
@@ -23,6 +31,9 @@
 #include "nbd.h"
 
 #define NBD_MAX_INFLIGHT 64
+/* Room before read data for the largest reply header: a structured
+ * OFFSET_DATA chunk (header + offset); a simple reply uses its end. */
+#define READ_PREFIX (NBD_STRUCTURED_HDR + 8)
 
 enum conn_state {
 	ST_CLIENT_FLAGS,
@@ -63,6 +74,7 @@ struct nconn {
 	bool disc;
 	bool adopted;   /* handed over in the transmission phase */
 	int index;      /* adopted: nbd_server_adopt's index */
+	unsigned neg;   /* NBD_NEG_*: structured replies, base:allocation */
 	unsigned in_flight;
 	uint8_t *in;    /* unconsumed input */
 	size_t in_len, in_cap;
@@ -73,8 +85,11 @@ struct nreq {
 	struct nconn *c;
 	uint64_t cookie;
 	uint16_t type;
-	uint8_t *buf;    /* 16-byte reply header, then data */
-	uv_write_t w;
+	uint16_t flags;      /* NBD_CMD_FLAG_* of the request */
+	uint64_t off;        /* the request's range (BLOCK_STATUS asks libqbd */
+	uint32_t len;        /* for whole blocks around it) */
+	uint8_t *buf;        /* READ: READ_PREFIX bytes, then data; WRITE: data;
+			      * BLOCK_STATUS: the bitmap */
 };
 
 static void conn_close(struct nconn *c);
@@ -134,11 +149,12 @@ static void on_written(uv_write_t *w, int status)
 	free(w);
 }
 
-/* Send a copy-free buffer (malloc'd, freed after the write). */
-static void conn_send(struct nconn *c, void *buf, size_t len)
+/* Send len bytes from skip bytes into buf (malloc'd, freed after the
+ * write, without a copy). */
+static void conn_send_at(struct nconn *c, void *buf, size_t skip, size_t len)
 {
 	uv_write_t *w;
-	uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+	uv_buf_t b = uv_buf_init((char *)buf + skip, (unsigned)len);
 
 	if (c->closing || !(w = malloc(sizeof *w))) {
 		free(buf);
@@ -150,6 +166,11 @@ static void conn_send(struct nconn *c, void *buf, size_t len)
 		free(w);
 		conn_close(c);
 	}
+}
+
+static void conn_send(struct nconn *c, void *buf, size_t len)
+{
+	conn_send_at(c, buf, 0, len);
 }
 
 static void conn_send_copy(struct nconn *c, const void *p, size_t len)
@@ -179,15 +200,59 @@ static void opt_reply(struct nconn *c, uint32_t opt, uint32_t type,
 	conn_send(c, b, 20 + len);
 }
 
-static uint16_t transmission_flags(void)
+static uint16_t transmission_flags(const struct nconn *c)
 {
 	return NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-	       NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES;
+	       NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN |
+	       (c->neg & NBD_NEG_STRUCTURED ? NBD_FLAG_SEND_DF : 0);
 }
 
 static bool export_ok(struct nbd_server *s, const uint8_t *name, uint32_t len)
 {
 	return len == 0 || (len == strlen(s->name) && memcmp(name, s->name, len) == 0);
+}
+
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT. */
+static void conn_meta_context(struct nconn *c, uint32_t opt, const uint8_t *d, uint32_t len)
+{
+	bool list = opt == NBD_OPT_LIST_META_CONTEXT, found = false;
+	const uint8_t *name, *q;
+	uint32_t nl, n;
+
+	if (nbd_meta_parse(d, len, &name, &nl, &n, &q) < 0) {
+		opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
+		return;
+	}
+	if (!list && !(c->neg & NBD_NEG_STRUCTURED)) {
+		qbd_warn("nbd", "SET_META_CONTEXT before structured replies were negotiated");
+		opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
+		return;
+	}
+	if (!export_ok(c->s, name, nl)) {
+		qbd_warn("nbd", "meta context for unknown export '%.*s'", (int)nl, name);
+		opt_reply(c, opt, NBD_REP_ERR_UNKNOWN, NULL, 0);
+		return;
+	}
+	/* LIST without queries lists every context; unknown queries are
+	 * left out of the answer. */
+	found = list && n == 0;
+	for (uint32_t i = 0; i < n; i++)
+		found |= nbd_meta_query_base_allocation(&q, list);
+	if (!list) {
+		c->neg &= ~NBD_NEG_BASE_ALLOCATION;
+		if (found)
+			c->neg |= NBD_NEG_BASE_ALLOCATION;
+	}
+	if (found) {
+		uint8_t b[4 + sizeof NBD_META_BASE_ALLOCATION - 1];
+
+		nbd_put32(b, list ? 0 : NBD_META_ID_BASE_ALLOCATION);
+		memcpy(b + 4, NBD_META_BASE_ALLOCATION, sizeof b - 4);
+		opt_reply(c, opt, NBD_REP_META_CONTEXT, b, sizeof b);
+	}
+	qbd_debug("nbd", "%s_META_CONTEXT: %u queries, base:allocation %s",
+		  list ? "LIST" : "SET", n, found ? "selected" : "not selected");
+	opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
 }
 
 /* Handle one option; returns false if the connection was closed. */
@@ -204,7 +269,7 @@ static bool conn_option(struct nconn *c, uint32_t opt, const uint8_t *d, uint32_
 			return false;
 		}
 		nbd_put64(b, s->size);
-		nbd_put16(b + 8, transmission_flags());
+		nbd_put16(b + 8, transmission_flags(c));
 		conn_send_copy(c, b, c->no_zeroes ? 10 : sizeof b);
 		c->state = ST_TRANSMISSION;
 		return true;
@@ -244,7 +309,7 @@ static bool conn_option(struct nconn *c, uint32_t opt, const uint8_t *d, uint32_
 		uint8_t e[12], bs[14];
 		nbd_put16(e, NBD_INFO_EXPORT);
 		nbd_put64(e + 2, s->size);
-		nbd_put16(e + 10, transmission_flags());
+		nbd_put16(e + 10, transmission_flags(c));
 		opt_reply(c, opt, NBD_REP_INFO, e, sizeof e);
 		nbd_put16(bs, NBD_INFO_BLOCK_SIZE);
 		nbd_put32(bs + 2, 1);
@@ -256,6 +321,19 @@ static bool conn_option(struct nconn *c, uint32_t opt, const uint8_t *d, uint32_
 			c->state = ST_TRANSMISSION;
 		return true;
 	}
+	case NBD_OPT_STRUCTURED_REPLY:
+		if (len != 0) {
+			qbd_warn("nbd", "STRUCTURED_REPLY option with %u bytes of data", len);
+			opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
+			return true;
+		}
+		c->neg |= NBD_NEG_STRUCTURED;
+		opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
+		return true;
+	case NBD_OPT_LIST_META_CONTEXT:
+	case NBD_OPT_SET_META_CONTEXT:
+		conn_meta_context(c, opt, d, len);
+		return true;
 	default:
 		qbd_debug("nbd", "unsupported option %u", opt);
 		opt_reply(c, opt, NBD_REP_ERR_UNSUP, NULL, 0);
@@ -265,10 +343,51 @@ static bool conn_option(struct nconn *c, uint32_t opt, const uint8_t *d, uint32_
 
 static void conn_update_reading(struct nconn *c);
 
+static bool structured_for(const struct nconn *c, uint16_t type)
+{
+	return (c->neg & NBD_NEG_STRUCTURED) &&
+	       (type == NBD_CMD_READ || type == NBD_CMD_BLOCK_STATUS);
+}
+
+/* An error reply: a structured ERROR chunk where the command is answered
+ * with structured replies, a simple reply otherwise. */
+static void error_reply(struct nconn *c, uint64_t cookie, uint16_t type, uint32_t err,
+			const char *msg)
+{
+	uint8_t b[NBD_STRUCTURED_HDR + 6 + 128];
+
+	if (structured_for(c, type)) {
+		char m[128];
+
+		snprintf(m, sizeof m, "%s", msg);
+		conn_send_copy(c, b, nbd_error_chunk(b, cookie, err, m));
+		return;
+	}
+	nbd_simple_reply(b, cookie, err);
+	conn_send_copy(c, b, 16);
+}
+
+/* Send the answer to BLOCK_STATUS request r (its bitmap is in r->buf). */
+static void block_status_reply(struct nconn *c, struct nreq *r)
+{
+	uint32_t nbits = r->io.length / NBD_BLOCK;
+	size_t cap = nbd_block_status_size(nbits);
+	uint8_t *b = malloc(cap);
+
+	if (!b) {
+		error_reply(c, r->cookie, r->type, NBD_ENOMEM, "out of memory");
+		return;
+	}
+	conn_send(c, b, nbd_block_status_chunk(b, r->cookie, NBD_META_ID_BASE_ALLOCATION,
+					       r->buf, r->io.offset, nbits, r->off, r->len,
+					       r->flags & NBD_CMD_FLAG_REQ_ONE));
+}
+
 static void on_io_done(struct qbd_io *io)
 {
 	struct nreq *r = io->user;
 	struct nconn *c = r->c;
+	uint32_t err = nbd_errno(io->res);
 
 	c->in_flight--;
 	if (c->closing) {
@@ -278,14 +397,34 @@ static void on_io_done(struct qbd_io *io)
 			conn_free(c);
 		return;
 	}
-	uint32_t err = nbd_errno(io->res);
 	if (io->res < 0)
 		qbd_warn("nbd", "request %#llx (cmd %u, offset %llu, length %u) failed: %s",
 			 (unsigned long long)r->cookie, r->type,
 			 (unsigned long long)io->offset, io->length, strerror(-io->res));
-	nbd_simple_reply(r->buf, r->cookie, err);
-	size_t len = 16 + (r->type == NBD_CMD_READ && err == 0 ? io->length : 0);
-	conn_send(c, r->buf, len);
+	if (err) {
+		error_reply(c, r->cookie, r->type, err, strerror(-io->res));
+	} else if (r->type == NBD_CMD_BLOCK_STATUS) {
+		block_status_reply(c, r);
+	} else if (r->type == NBD_CMD_READ && structured_for(c, r->type)) {
+		/* One OFFSET_DATA chunk, DONE: the data is complete here. */
+		nbd_structured_reply(r->buf, r->cookie, NBD_REPLY_FLAG_DONE,
+				     NBD_REPLY_TYPE_OFFSET_DATA, 8 + io->length);
+		nbd_put64(r->buf + NBD_STRUCTURED_HDR, io->offset);
+		conn_send(c, r->buf, READ_PREFIX + io->length);
+		r->buf = NULL;
+	} else if (r->type == NBD_CMD_READ) {
+		/* The simple reply header sits right before the data; the
+		 * buffer is freed from its start. */
+		nbd_simple_reply(r->buf + READ_PREFIX - 16, r->cookie, 0);
+		conn_send_at(c, r->buf, READ_PREFIX - 16, 16 + io->length);
+		r->buf = NULL;
+	} else {
+		uint8_t b[16];
+
+		nbd_simple_reply(b, r->cookie, 0);
+		conn_send_copy(c, b, 16);
+	}
+	free(r->buf);
 	free(r);
 	if (c->disc && c->in_flight == 0)
 		conn_close(c);
@@ -296,12 +435,11 @@ static void on_io_done(struct qbd_io *io)
 		conn_process(c);
 }
 
-static void error_reply(struct nconn *c, uint64_t cookie, uint32_t err)
+/* Drop the first n bytes of input. */
+static void conn_consume(struct nconn *c, size_t n)
 {
-	uint8_t b[16];
-
-	nbd_simple_reply(b, cookie, err);
-	conn_send_copy(c, b, 16);
+	memmove(c->in, c->in + n, c->in_len - n);
+	c->in_len -= n;
 }
 
 /* Consume one request if complete; returns false when more input (or a
@@ -335,71 +473,113 @@ static bool conn_request(struct nconn *c)
 		return false;
 	if (c->disc || s->stopping) {
 		/* after DISC or during shutdown nothing new is started */
-		memmove(c->in, c->in + need, c->in_len - need);
-		c->in_len -= need;
+		conn_consume(c, need);
 		if (!c->disc)
-			error_reply(c, q.cookie, NBD_ESHUTDOWN);
+			error_reply(c, q.cookie, q.type, NBD_ESHUTDOWN, "server shutting down");
 		return true;
 	}
-	err = nbd_request_validate(&q, s->size);
+	err = nbd_request_validate(&q, s->size, c->neg);
 	if (err == 0 && q.type == NBD_CMD_DISC) {
+		/* Replies in flight are sent, then the connection closes. */
+		qbd_debug("nbd", "NBD_CMD_DISC with %u requests in flight", c->in_flight);
 		c->disc = true;
-		memmove(c->in, c->in + need, c->in_len - need);
-		c->in_len -= need;
+		conn_consume(c, need);
 		if (c->in_flight == 0)
 			conn_close(c);
 		return false;
 	}
 	if (err) {
-		error_reply(c, q.cookie, err);
-		memmove(c->in, c->in + need, c->in_len - need);
-		c->in_len -= need;
+		error_reply(c, q.cookie, q.type, err, "invalid request (see the server log)");
+		conn_consume(c, need);
 		return true;
 	}
 	if (c->in_flight >= NBD_MAX_INFLIGHT)
 		return false;
 	struct nreq *r = calloc(1, sizeof *r);
-	size_t blen = 16 + (q.type == NBD_CMD_READ || q.type == NBD_CMD_WRITE ? q.length : 0);
-	if (!r || !(r->buf = malloc(blen))) {
+	size_t blen = 0;
+	uint64_t qend;
+
+	if (r) {
+		r->c = c;
+		r->cookie = q.cookie;
+		r->type = q.type;
+		r->flags = q.flags;
+		r->off = q.offset;
+		r->len = q.length;
+		r->io.offset = q.offset;
+		r->io.length = q.length;
+		r->io.cb = on_io_done;
+		r->io.user = r;
+	}
+	switch (q.type) {
+	case NBD_CMD_READ:
+		blen = READ_PREFIX + q.length;
+		break;
+	case NBD_CMD_WRITE:
+		blen = q.length;
+		break;
+	case NBD_CMD_BLOCK_STATUS:
+		/* Whole blocks around the range, at most what one libqbd
+		 * request answers (the reply may cover less than asked), and
+		 * within the volume (a size that is not a multiple of 4 KiB
+		 * leaves a tail block that is reported as data). */
+		if (!r)
+			break;
+		r->io.offset = q.offset / NBD_BLOCK * NBD_BLOCK;
+		qend = (q.offset + q.length + NBD_BLOCK - 1) / NBD_BLOCK * NBD_BLOCK;
+		if (qend > s->size / NBD_BLOCK * NBD_BLOCK)
+			qend = s->size / NBD_BLOCK * NBD_BLOCK;
+		if (qend - r->io.offset > QBD_BLOCK_STATUS_MAX)
+			qend = r->io.offset + QBD_BLOCK_STATUS_MAX;
+		if (qend <= r->io.offset) {
+			uint8_t b[NBD_STRUCTURED_HDR + 12], one = 1;
+
+			conn_send_copy(c, b, nbd_block_status_chunk(b, q.cookie,
+					     NBD_META_ID_BASE_ALLOCATION, &one,
+					     r->io.offset, 1, q.offset, q.length, true));
+			free(r);
+			conn_consume(c, need);
+			return true;
+		}
+		r->io.length = (uint32_t)(qend - r->io.offset);
+		blen = r->io.length / NBD_BLOCK / 8 + 1;
+		break;
+	}
+	if (!r || (blen && !(r->buf = malloc(blen)))) {
 		free(r);
-		error_reply(c, q.cookie, NBD_ENOMEM);
-		memmove(c->in, c->in + need, c->in_len - need);
-		c->in_len -= need;
+		error_reply(c, q.cookie, q.type, NBD_ENOMEM, "out of memory");
+		conn_consume(c, need);
 		return true;
 	}
-	r->c = c;
-	r->cookie = q.cookie;
-	r->type = q.type;
-	r->io.offset = q.offset;
-	r->io.length = q.length;
-	r->io.cb = on_io_done;
-	r->io.user = r;
 	switch (q.type) {
 	case NBD_CMD_READ:
 		r->io.op = QBD_IO_READ;
-		r->io.buf = r->buf + 16;
+		r->io.buf = r->buf + READ_PREFIX;
 		break;
 	case NBD_CMD_WRITE:
 		r->io.op = QBD_IO_WRITE;
-		memcpy(r->buf + 16, c->in + 28, q.length);
-		r->io.buf = r->buf + 16;
+		memcpy(r->buf, c->in + 28, q.length);
+		r->io.buf = r->buf;
 		break;
 	case NBD_CMD_FLUSH:
 		r->io.op = QBD_IO_FLUSH;
-		r->io.offset = 0;
-		r->io.length = 0;
 		break;
 	case NBD_CMD_TRIM:
 		r->io.op = QBD_IO_TRIM;
 		break;
 	case NBD_CMD_WRITE_ZEROES:
+		/* NO_HOLE or not: zeroed blocks become holes either way
+		 * (the flag asks only that later writes find the space). */
 		r->io.op = QBD_IO_WRITE_ZEROES;
+		break;
+	case NBD_CMD_BLOCK_STATUS:
+		r->io.op = QBD_IO_BLOCK_STATUS;
+		r->io.buf = r->buf;
 		break;
 	}
 	if (q.flags & NBD_CMD_FLAG_FUA)
 		r->io.flags |= QBD_IO_F_FUA;
-	memmove(c->in, c->in + need, c->in_len - need);
-	c->in_len -= need;
+	conn_consume(c, need);
 	c->in_flight++;
 	qbd_submit(s->vol, &r->io);
 	return true;
