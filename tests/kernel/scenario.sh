@@ -20,12 +20,13 @@
 #             resyncs it (qbd volume status healthy), then, detached, qbd
 #             volume verify finds the three replicas identical.
 #
-# $ATTACH: qbd (the test), nbd-client (qbd-nbd on a unix socket, connected
-# to the kernel by Debian's nbd-client: checks the harness, the kernel
-# driver and qbd-nbd before qbd attach exists; reattach is skipped), auto.
+# $ATTACH: qbd (the test), or nbd-client (qbd-nbd on a unix socket,
+# connected to the kernel by Debian's nbd-client: checks the harness, the
+# kernel driver and qbd-nbd without qbd attach; the reattach phase is
+# skipped).
 
 PHASES="attach reattach resync"
-ATTACH=auto
+ATTACH=qbd
 GUEST_LIMIT=840
 [ -f /etc/qbd-kernel.conf ] && . /etc/qbd-kernel.conf
 
@@ -101,16 +102,8 @@ kernel_errors() { dmesg | grep -E 'I/O error|Other side returned error|EXT4-fs (
 	poweroff -f
 ) &
 
-# ---- attaching: qbd attach, or qbd-nbd + nbd-client before it exists
+# ---- attaching: qbd attach, or qbd-nbd + nbd-client
 case $ATTACH in
-auto)
-	if qbd attach --help >/dev/null 2>&1; then
-		ATTACH=qbd
-	else
-		ATTACH=nbd-client
-		note "NOTE: this qbd has no 'attach' command: attaching with qbd-nbd --socket + nbd-client instead"
-	fi
-	;;
 qbd | nbd-client) ;;
 *) fail "unknown ATTACH=$ATTACH" ;;
 esac
