@@ -121,11 +121,17 @@ SIM_MUTANTS = NO_FENCE NO_RECOVERY NO_RECOVERY_MAX NO_STALE NO_RESYNC NO_REPAIR 
 SIM_BIN = $(BUILD)/tests/sim/qbd-sim \
 	$(patsubst %,$(BUILD)/tests/sim/qbd-sim-mutant-%,$(SIM_MUTANTS))
 
+# Crash-state harness of the engine, and builds of the engine with one
+# crash-consistency mechanism disabled (tests/run-tests expects each to fail).
+CRASH_MUTANTS = NO_AL NO_RECOVERY NO_HOLE_ZERO NO_SUSPECT
+CRASH_BIN = $(BUILD)/tests/crash/qbd-crash \
+	$(patsubst %,$(BUILD)/tests/crash/qbd-crash-mutant-%,$(CRASH_MUTANTS))
+
 PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd
 LIBS_OUT = $(BUILD)/libqbd.a $(BUILD)/libqbd.so
 
 .PHONY: all check check-unit check-integration check-model soak demo install clean deps unit-bins
-all: $(PROGS) $(LIBS_OUT) $(HELPER_BIN) $(SIM_BIN)
+all: $(PROGS) $(LIBS_OUT) $(HELPER_BIN) $(SIM_BIN) $(CRASH_BIN)
 
 $(PROTO_C) $(PROTO_H): $(PROTO)
 	@mkdir -p $(dir $(PROTO_C))
@@ -172,6 +178,14 @@ $(BUILD)/tests/sim/qbd-sim: tests/sim/sim.c $(A_CORE)
 $(BUILD)/tests/sim/qbd-sim-mutant-%: tests/sim/sim.c $(CORE_SRC) replicator/core/core.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DQBD_CORE_MUTANT_$* $(ALL_LDFLAGS) -o $@ tests/sim/sim.c $(CORE_SRC) $(LIBS)
+
+$(BUILD)/tests/crash/qbd-crash: tests/crash/crash.c $(A_ENGINE) $(A_COMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(A_ENGINE) $(A_COMMON) $(LIBS)
+
+$(BUILD)/tests/crash/qbd-crash-mutant-%: tests/crash/crash.c $(ENGINE_SRC) $(COMMON_SRC) engine/engine.h engine/internal.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DQBD_ENGINE_MUTANT_$* $(ALL_LDFLAGS) -o $@ tests/crash/crash.c $(ENGINE_SRC) $(COMMON_SRC) $(LIBS)
 
 deps:
 	tools/install-deps

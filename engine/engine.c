@@ -492,7 +492,9 @@ static int recover_chunk(struct qbd_engine *e, struct eng_chunk *c, uint8_t *dat
 	if (!changed)
 		return 0;
 	*suspect = true;
+#ifndef QBD_ENGINE_MUTANT_NO_SUSPECT
 	chunk_set_flags(e, c, c->flags | QBD_ENGINE_CHUNK_SUSPECT);
+#endif
 	m->flags = c->flags;
 	memcpy(m->bad, c->bad, sizeof m->bad);
 	m->checksum = meta_checksum(m);
