@@ -796,6 +796,125 @@ START_TEST(damaged_cleared_by_resync_dropped_by_delete)
 }
 END_TEST
 
+/* Copy the store as it is now, engine still open: the image a power cut
+ * would leave once everything written has reached the disk. */
+static void copy_store(const char *to)
+{
+	static uint8_t buf[1 << 16];
+	int in = open(path, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ssize_t n;
+	off_t off = 0;
+
+	ck_assert_int_ge(in, 0);
+	ck_assert_int_ge(out, 0);
+	while ((n = pread(in, buf, sizeof buf, off)) > 0) {
+		ck_assert_int_eq(pwrite(out, buf, (size_t)n, off), n);
+		off += n;
+	}
+	close(in);
+	close(out);
+}
+
+/* A crash after a block's data reached the disk but not its metadata:
+ * the recovery at open accepts what the block holds, flags the chunk
+ * SUSPECT (it no longer matches its version), and the flag survives
+ * clean restarts until a RESYNC. A chunk whose writes all landed is not
+ * suspect. */
+START_TEST(recovery_flags_suspect_until_resync)
+{
+	static uint8_t w[8192], nw[4096], r[8192];
+	uint8_t *base, *rs = resync_buf(52, 0, 0, &base);
+	uint64_t chunks[2], v;
+	uint32_t flags[2];
+	char crashed[128];
+
+	fill(w, sizeof w, 50);
+	fill(nw, sizeof nw, 51);
+	ck_assert_int_eq(eng_write(50, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_write(51, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	snprintf(crashed, sizeof crashed, "%s/crashed", dir);
+	copy_store(crashed);
+	qbd_engine_close(e);
+	rename(crashed, path);
+	/* block 1 of chunk 50 holds data its metadata does not know */
+	corrupt_block(50, 1);
+	{
+		struct eng_meta m;
+		uint64_t pos;
+		int fd = open(path, O_RDWR);
+
+		ck_assert(disk_meta(50, &m, &pos));
+		ck_assert_int_eq(pwrite(fd, nw, sizeof nw, (off_t)(pos + 4096)), 4096);
+		close(fd);
+	}
+	open_store(0);
+	ck_assert_uint_eq(chunk_flags(50), QBD_ENGINE_CHUNK_SUSPECT);
+	ck_assert_uint_eq(chunk_flags(51), 0);
+	ck_assert_uint_eq(qbd_engine_flagged_chunks(e, VOL, chunks, flags, 2), 1);
+	ck_assert_uint_eq(chunks[0], 50);
+	ck_assert_int_eq(eng_read(50, 0, r, sizeof r, &v), (int)sizeof r);
+	ck_assert_uint_eq(v, 1);
+	ck_assert_mem_eq(r, w, 4096);
+	ck_assert_mem_eq(r + 4096, nw, 4096);
+	ck_assert_int_eq(eng_read(51, 0, r, sizeof r, NULL), (int)sizeof r);
+	ck_assert_mem_eq(r, w, sizeof w);
+	/* an ordinary write keeps it suspect, also across a clean restart */
+	ck_assert_int_eq(eng_write(50, 0, w, 4096, 1, 2, 0), 4096);
+	qbd_engine_close(e);
+	open_store(0);
+	ck_assert_uint_eq(chunk_flags(50), QBD_ENGINE_CHUNK_SUSPECT);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 50), 2);
+	/* a RESYNC reconciles it */
+	ck_assert_int_eq(eng_resync(50, rs, 0, 9, 0, NULL), (int)CS);
+	ck_assert_uint_eq(chunk_flags(50), 0);
+	qbd_engine_close(e);
+	open_store(0);
+	ck_assert_uint_eq(chunk_flags(50), 0);
+	ck_assert_uint_eq(qbd_engine_flagged_chunks(e, VOL, chunks, flags, 2), 0);
+	free(base);
+}
+END_TEST
+
+/* DAMAGED found by a read persists across a clean close. */
+START_TEST(damaged_persists)
+{
+	static uint8_t w[8192], r[4096];
+
+	fill(w, sizeof w, 53);
+	ck_assert_int_eq(eng_write(53, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	corrupt_block(53, 1);
+	ck_assert_int_eq(eng_read(53, 4096, r, sizeof r, NULL), -EBADMSG);
+	qbd_engine_close(e);
+	open_store(0);
+	ck_assert_uint_eq(chunk_flags(53), QBD_ENGINE_CHUNK_DAMAGED);
+	ck_assert_int_eq(eng_write(53, 4096, w + 4096, 4096, 1, 1, QBD_ENGINE_F_REPAIR), 4096);
+	ck_assert_uint_eq(chunk_flags(53), 0);
+	qbd_engine_close(e);
+	open_store(0);
+	ck_assert_uint_eq(chunk_flags(53), 0);
+	ck_assert_int_eq(eng_read(53, 4096, r, sizeof r, NULL), (int)sizeof r);
+}
+END_TEST
+
+/* A store of format 1 is refused with a message. */
+START_TEST(old_format_refused)
+{
+	struct eng_super sb;
+	struct qbd_engine_opts o = { .path = path };
+	int fd;
+
+	qbd_engine_close(e);
+	e = NULL;
+	fd = open(path, O_RDWR);
+	ck_assert_int_eq(pread(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
+	sb.format = 1;
+	ck_assert_int_eq(pwrite(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
+	close(fd);
+	ck_assert_int_eq(qbd_engine_open(&o, &e), -EUCLEAN);
+	ck_assert_ptr_null(e);
+}
+END_TEST
+
 static int eng_bitmap(uint64_t chunk, uint32_t off, uint32_t len, uint8_t *bits,
 		      uint64_t *ver)
 {
@@ -920,6 +1039,9 @@ int main(void)
 	tcase_set_timeout(t, 60);
 	tcase_add_test(t, damaged_set_by_read_cleared_by_repair);
 	tcase_add_test(t, damaged_cleared_by_resync_dropped_by_delete);
+	tcase_add_test(t, recovery_flags_suspect_until_resync);
+	tcase_add_test(t, damaged_persists);
+	tcase_add_test(t, old_format_refused);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
