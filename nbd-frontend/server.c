@@ -64,6 +64,7 @@ struct nbd_server {
 
 struct nconn {
 	uv_pipe_t pipe;
+	uv_shutdown_t shut;
 	struct nbd_server *s;
 	struct nconn *next;
 	enum conn_state state;
@@ -71,6 +72,7 @@ struct nconn {
 	bool reading;
 	bool closing;   /* uv_close called */
 	bool closed;    /* close callback ran */
+	bool ending;    /* conn_end: closing once the replies are written */
 	bool disc;
 	bool adopted;   /* handed over in the transmission phase */
 	int index;      /* adopted: nbd_server_adopt's index */
@@ -137,6 +139,30 @@ static void conn_close(struct nconn *c)
 	c->closing = true;
 	c->state = ST_DEAD;
 	uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	(void)status;
+	conn_close(req->data);
+}
+
+/* Close once every reply queued so far has been written (after DISC or
+ * ABORT: uv_close alone would cancel writes still queued). Nothing is
+ * read or started any more. */
+static void conn_end(struct nconn *c)
+{
+	if (c->closing || c->ending)
+		return;
+	c->ending = true;
+	c->state = ST_DEAD;
+	if (c->reading) {
+		uv_read_stop((uv_stream_t *)&c->pipe);
+		c->reading = false;
+	}
+	c->shut.data = c;
+	if (uv_shutdown(&c->shut, (uv_stream_t *)&c->pipe, on_shutdown) < 0)
+		conn_close(c);
 }
 
 static void on_written(uv_write_t *w, int status)
@@ -276,7 +302,7 @@ static bool conn_option(struct nconn *c, uint32_t opt, const uint8_t *d, uint32_
 	}
 	case NBD_OPT_ABORT:
 		opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
-		conn_close(c);
+		conn_end(c);
 		return false;
 	case NBD_OPT_LIST: {
 		uint32_t nl = (uint32_t)strlen(s->name);
@@ -427,7 +453,7 @@ static void on_io_done(struct qbd_io *io)
 	free(r->buf);
 	free(r);
 	if (c->disc && c->in_flight == 0)
-		conn_close(c);
+		conn_end(c);
 	else
 		conn_update_reading(c);
 	/* Input may be waiting that was held back by the in-flight cap. */
@@ -485,7 +511,7 @@ static bool conn_request(struct nconn *c)
 		c->disc = true;
 		conn_consume(c, need);
 		if (c->in_flight == 0)
-			conn_close(c);
+			conn_end(c);
 		return false;
 	}
 	if (err) {
@@ -658,7 +684,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 /* Stop reading while too much is in flight or buffered, or after DISC. */
 static void conn_update_reading(struct nconn *c)
 {
-	bool want = c->s->started && !c->closing && !c->disc && !c->s->stopping &&
+	bool want = c->s->started && !c->closing && !c->ending && !c->disc && !c->s->stopping &&
 		    c->in_flight < NBD_MAX_INFLIGHT && c->in_len < 2 * NBD_MAX_PAYLOAD;
 
 	if (want && !c->reading) {

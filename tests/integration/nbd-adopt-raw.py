@@ -91,6 +91,12 @@ request(c1, DISC, 0, 31, 0, 0)
 err, _ = reply(c1, 30)
 assert err == 0, "write before DISC failed"
 assert c1.recv(1) == b"", "DISC did not close"
-request(spare, DISC, 0, 32, 0, 0)
+# A reply far larger than the socket buffer, then DISC at once: the whole
+# reply arrives before the close.
+big = 8 << 20
+request(spare, READ, 0, 32, 2 << 20, big)
+request(spare, DISC, 0, 33, 0, 0)
+err, data = reply(spare, 32, big)
+assert err == 0 and data[:4096] == bytes([0]) * 4096 and len(data) == big, "read before DISC"
 assert spare.recv(1) == b"", "DISC did not close the spare"
 print("nbd-adopt-raw: ok")
