@@ -87,7 +87,9 @@ unsigned qbd_in_flight(const struct qbd_volume *v);
 enum qbd_io_op {
 	QBD_IO_READ = 1,
 	QBD_IO_WRITE,
-	QBD_IO_FLUSH,
+	QBD_IO_FLUSH,         /* every write completed before it was submitted,
+			       * by any request on this handle, is durable on
+			       * W replicas when it completes successfully */
 	QBD_IO_TRIM,          /* range reads as zeros afterwards; frees space */
 	QBD_IO_WRITE_ZEROES,  /* as TRIM: zeroed blocks become holes; zeroing a
 			       * range never written allocates nothing */
