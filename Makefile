@@ -117,7 +117,7 @@ test_a = $(or $(TEST_A_$(1)),$(ALL_A))
 
 # Deterministic simulation of the quorum core, and builds of it with one
 # mechanism disabled on purpose (tests/sim/run-sim expects each to fail).
-SIM_MUTANTS = NO_FENCE NO_RECOVERY NO_RECOVERY_MAX NO_STALE NO_RESYNC NO_REPAIR NO_EPOCH_VERSION NO_LEASE
+SIM_MUTANTS = NO_FENCE NO_RECOVERY NO_RECOVERY_MAX NO_STALE NO_RESYNC NO_REPAIR NO_EPOCH_VERSION NO_LEASE NO_SUSPECT
 SIM_BIN = $(BUILD)/tests/sim/qbd-sim \
 	$(patsubst %,$(BUILD)/tests/sim/qbd-sim-mutant-%,$(SIM_MUTANTS))
 

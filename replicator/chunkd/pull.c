@@ -227,7 +227,8 @@ static int peer_on_frame(void *user, Qbd__Msg *m, void *data)
 	r->er.buf = r->data;
 	r->er.expected_version = 0;
 	r->er.new_version = m->version;
-	r->er.flags = QBD_ENGINE_F_RESYNC;
+	/* Durable before the reply: the writer counts the copy current. */
+	r->er.flags = QBD_ENGINE_F_RESYNC | QBD_ENGINE_F_FUA;
 	req_submit(r, QBD_ENGINE_WRITE);
 	return 0;
 }

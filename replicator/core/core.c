@@ -46,7 +46,7 @@ struct sub {
 };
 
 enum pkind { P_READ = 1, P_WRITE, P_FLUSH, P_REPAIR, P_RSREAD, P_RSWRITE, P_PROBE, P_PING,
-	     P_RSPULL, P_RSRESET };
+	     P_RSPULL, P_RSBUMP, P_RSBUMPW, P_RFLUSH };
 
 struct uio {
 	void *cookie;
@@ -121,7 +121,6 @@ struct qbd_core {
 	uint64_t *flagged[MAXR]; /* bitmaps: copy reported SUSPECT or DAMAGED */
 	uint64_t *damaged[MAXR]; /* bitmaps: of those, the DAMAGED ones */
 	uint64_t nflagged[MAXR];
-	uint8_t *zeros;          /* chunk_size zero bytes (resets), allocated on first use */
 	uint64_t flagged_total[MAXR]; /* in the latest PING report */
 	uint64_t rs_done[MAXR];
 	uint64_t pulled[MAXR];
@@ -146,6 +145,9 @@ struct qbd_core {
 	uint64_t *dirty;
 	size_t ndirty, dirty_cap;
 	bool dirty_lost;         /* a chunk could not be listed */
+	bool flush_eio;          /* a chunk was restored from a flagged copy: the
+				  * next flush fails (acknowledged writes may be
+				  * gone, as after a disk's cache was lost) */
 	struct part *fl_active;  /* the flush in flight (one at a time) */
 	struct part *fl_head, *fl_tail; /* flushes waiting for it */
 	unsigned pending_ios;
@@ -666,6 +668,12 @@ static int flush_try(struct part *p)
 	}
 	if (popc(targets) < c->W)
 		return -EIO;
+	if (c->flush_eio) {
+		c->flush_eio = false;
+		core_log(c, L_ERR, "flush fails: chunks were restored from flagged copies since "
+			 "the last flush, and writes acknowledged before it may be lost");
+		return -EIO;
+	}
 	/* Take the chunks acknowledged so far: this flush answers for them. */
 	p->all = c->dirty_lost;
 	c->dirty_lost = false;
@@ -1042,6 +1050,7 @@ static void probe_done(struct part *p)
 		resync_end(p);
 		return;
 	}
+	c->flush_eio |= lossy;
 	if (lossy)
 		core_log(c, L_ERR, "chunk %llu: every replica answered and %u of %u copies are "
 			 "flagged: restoring replica %d's %s copy at %#llx as %#llx "
@@ -1119,37 +1128,71 @@ static void resync_go(struct qbd_core *c, struct part *p)
 /*
  * A flagged copy may already carry V[c] (a SUSPECT chunk's version can be
  * ahead of its contents), and a RESYNC or PULL at the version a replica
- * already holds is acknowledged without writing (a retry). So a flagged
- * target is first reset: a RESYNC of zeros at version 0 empties the chunk
- * and clears its flags; the copy at V[c] follows. A probe's restore needs
- * no reset: it writes a fresh version. Returns whether resets went out.
+ * already holds is acknowledged without writing (a retry): copying V[c]
+ * to it would change nothing. So when a target is flagged, V[c] moves on
+ * first, without changing a byte: block 0 is read from a current replica
+ * and written back to every current one as an ordinary write at the next
+ * version (a replica that misses it holds the same bytes under the old
+ * version: stale, harmless). The copy to the targets then carries a
+ * version none of them holds. The flagged copy stays in place until the
+ * copy lands, so nothing is thrown away before a good source is found.
+ * Returns whether the bump started.
  */
-static bool resync_reset(struct qbd_core *c, struct part *p)
+static bool resync_bump(struct qbd_core *c, struct part *p)
 {
-	uint32_t reset = 0;
+	int src = read_pick(c, p->chunk, p->rs_targets);
+	bool flagged = false;
 
-	if (read_pick(c, p->chunk, p->rs_targets) < 0)
-		return false;
 	for (unsigned r = 0; r < c->R; r++)
-		if ((p->rs_targets & (1u << r)) && bit_get(c->flagged[r], p->chunk))
-			reset |= 1u << r;
-	if (!reset)
+		flagged |= (p->rs_targets & (1u << r)) && bit_get(c->flagged[r], p->chunk);
+	if (!flagged || src < 0)
 		return false;
-	if (!c->zeros && !(c->zeros = calloc(1, c->cfg.chunk_size))) {
-		core_log(c, L_WARN, "no memory to reset chunk %llu", (unsigned long long)p->chunk);
-		p->rs_targets &= ~reset;
-		return false;
-	}
-	p->kind = P_RSRESET;
-	p->targets = p->pending = reset;
-	p->okset = 0;
-	p->expected = p->newv = 0;
-	for (unsigned r = 0; r < c->R; r++)
-		if (reset & (1u << r))
-			part_send(p, r, QBD_CM_WRITE, 0, c->cfg.chunk_size, QBD_CORE_F_RESYNC,
-				  c->zeros);
-	p->newv = p->src_version;
+	p->kind = P_RSBUMP;
+	p->len = c->cfg.block_size;
+	p->replica = src;
+	p->tried = 1u << src;
+	part_send(p, (unsigned)src, QBD_CM_READ, 0, p->len, 0, NULL);
 	return true;
+}
+
+static void bump_read_reply(struct part *p, unsigned r, int status, uint64_t version)
+{
+	struct qbd_core *c = p->c;
+	uint64_t ch = p->chunk;
+	uint32_t targets;
+
+	if (status == -EPERM)
+		fence(c);
+	if (status == 0 && version != c->version[ch]) {
+		stale_set(c, r, ch); /* writes are held: a current replica has V[c] */
+		status = -ESTALE;
+	}
+	if (status == -ESTALE)
+		stale_set(c, r, ch);
+	targets = up_set(c) & current_set(c, ch);
+	if (status || c->fenced || !targets ||
+	    next_version(c, c->version[ch], &p->newv)) {
+		p->kind = P_RSREAD;
+		p->len = c->cfg.chunk_size;
+		p->newv = p->src_version;
+		if (status == 0 && !c->fenced && targets)
+			core_log(c, L_WARN, "chunk %llu: no version left to copy flagged copies "
+				 "again in this epoch", (unsigned long long)ch);
+		resync_end(p);
+		return;
+	}
+	p->kind = P_RSBUMPW;
+	p->expected = c->version[ch];
+	c->version[ch] = p->newv;
+	for (unsigned t = 0; t < c->R; t++)
+		if (!(targets & (1u << t)))
+			stale_set(c, t, ch);
+	p->targets = p->pending = targets;
+	p->okset = 0;
+	c->wr_subs[ch] += popc(targets);
+	for (unsigned t = 0; t < c->R; t++)
+		if (targets & (1u << t))
+			part_send(p, t, QBD_CM_WRITE, 0, p->len, 0, p->buf);
 }
 
 /* Copy chunk ch to the up replicas stale for it. */
@@ -1189,7 +1232,7 @@ static void resync_start(struct qbd_core *c, uint64_t ch)
 	p->len = c->cfg.chunk_size;
 	p->rs_targets = targets;
 	p->src_version = p->newv = c->version[ch];
-	if (!resync_reset(c, p))
+	if (!resync_bump(c, p))
 		resync_go(c, p);
 	part_put(p);
 }
@@ -1251,10 +1294,12 @@ static void resync_read_reply(struct part *p, unsigned r, int status,
 	resync_end(p);
 	return;
 #endif
+	/* FUA: a copy that a crash could take back in part must not count
+	 * as current (a restore after a power loss trusts versions). */
 	for (unsigned t = 0; t < c->R; t++)
 		if (targets & (1u << t))
 			part_send(p, t, QBD_CM_WRITE, 0, c->cfg.chunk_size,
-				  QBD_CORE_F_RESYNC, p->buf);
+				  QBD_CORE_F_RESYNC | QBD_CORE_F_FUA, p->buf);
 }
 
 /* ---- replies ---- */
@@ -1306,16 +1351,35 @@ static void op_reply(struct part *p, unsigned r, int status)
 		}
 		return;
 	case P_FLUSH:
+		/* The writes it answers for may not be durable on r: r is not
+		 * current for them until they are copied to it again. */
+		if (status && status != -EPERM)
+			for (size_t i = 0; i < p->ndirty; i++)
+				stale_set(c, r, p->dirty[i]);
 		if (p->done)
 			return;
-		if (c->fenced)
+		if (c->fenced) {
 			flush_fail(p, -EPERM);
-		else if (flush_ok(p))
-			part_finish(p, 0);
-		else if (!p->pending)
+		} else if (flush_ok(p) && c->flush_eio) {
+			c->flush_eio = false;
+			core_log(c, L_ERR, "flush fails: chunks were restored from flagged copies "
+				 "while it ran, and writes it answers for may be lost");
 			flush_fail(p, -EIO);
+		} else if (flush_ok(p)) {
+			part_finish(p, 0);
+		} else if (!p->pending) {
+			flush_fail(p, -EIO);
+		}
 		if (p->done)
 			flush_end(c, p);
+		return;
+	case P_RFLUSH:
+		if (status && status != -ENOTCONN && status != -EPERM) {
+			core_log(c, L_WARN, "replica %u: flush after reconnecting: error %d", r, status);
+			c->ops.drop(c->user, r, "flush failed");
+			qbd_core_replica_down(c, r, c->now);
+		}
+		p->done = true;
 		return;
 	case P_REPAIR:
 		if (status)
@@ -1352,24 +1416,33 @@ static void op_reply(struct part *p, unsigned r, int status)
 		}
 		resync_end(p);
 		return;
-	case P_RSRESET:
-		if (status == 0) {
-			/* Empty at version 0, flags cleared: still stale. */
-			flag_clear(c, r, p->chunk);
-		} else {
-			core_log(c, L_WARN, "reset of flagged chunk %llu on replica %u: error %d",
-				 (unsigned long long)p->chunk, r, status);
-			p->rs_targets &= ~bit;
-			c->rs_backoff[r] = c->now + 1000000000ull;
-		}
+	case P_RSBUMPW:
+		/* A write of bytes every current replica holds already: one
+		 * that fails is stale, one that lands has them at V[c]. */
+		if (status)
+			stale_set(c, r, p->chunk);
+		c->wr_subs[p->chunk]--;
 		if (p->pending)
 			return;
+		if (popc(p->okset) >= c->W && c->acked[p->chunk] < p->newv)
+			c->acked[p->chunk] = p->newv;
 		if (c->fenced) {
 			p->kind = P_RSREAD;
 			p->rs_targets = 0;
 			resync_end(p);
 			return;
 		}
+		p->kind = P_RSREAD;
+		p->len = c->cfg.chunk_size;
+		p->src_version = c->version[p->chunk];
+		/* A flagged replica that took the bump itself (it crashed
+		 * after, or reported damage) may hold the new version: it
+		 * waits for the next resync, which bumps again. */
+		p->rs_targets = 0;
+		for (unsigned t = 0; t < c->R; t++)
+			if (c->up[t] && bit_get(c->stale[t], p->chunk) &&
+			    !((p->targets & (1u << t)) && bit_get(c->flagged[t], p->chunk)))
+				p->rs_targets |= 1u << t;
 		resync_go(c, p);
 		return;
 	case P_RSWRITE:
@@ -1410,6 +1483,8 @@ static void sub_result(struct qbd_core *c, struct sub *s, int status,
 		probe_reply(p, r, status, version);
 	else if (p->kind == P_RSREAD)
 		resync_read_reply(p, r, status, version);
+	else if (p->kind == P_RSBUMP)
+		bump_read_reply(p, r, status, version);
 	else
 		op_reply(p, r, status);
 	part_put(p);
@@ -1420,7 +1495,7 @@ void *qbd_core_reply_buf(struct qbd_core *c, unsigned r, uint64_t id, uint32_t l
 	struct sub *s = r < c->R ? sub_find(c, r, id) : NULL;
 
 	if (!s || (s->p->kind != P_READ && s->p->kind != P_RSREAD &&
-		   s->p->kind != P_PROBE))
+		   s->p->kind != P_PROBE && s->p->kind != P_RSBUMP))
 		return NULL;
 	if (s->p->bitmap)
 		return bitmap_bytes(c, s->p->len) == len ? s->p->owned : NULL;
@@ -1722,7 +1797,6 @@ void qbd_core_free(struct qbd_core *c)
 		free(c->flagged[r]);
 		free(c->damaged[r]);
 	}
-	free(c->zeros);
 	free(c);
 }
 
@@ -1793,10 +1867,21 @@ int qbd_core_replica_open(struct qbd_core *c, unsigned r,
 	c->confirmed[r] = now;
 	c->pinging[r] = false;
 	c->rs_backoff[r] = 0;
-	if (!c->opened)
+	if (!c->opened) {
 		c->promised |= 1u << r;
-	else
+	} else {
+		/* What it holds at our versions may not be durable (its FLUSH
+		 * was lost with the connection, and OPEN syncs nothing when
+		 * the promise stands): flush it before any write follows. */
+		struct part *fp = part_new(c, NULL, P_RFLUSH, 0);
+
+		if (fp) {
+			fp->targets = fp->pending = 1u << r;
+			part_send(fp, r, QBD_CM_FLUSH, 0, 0, 0, NULL);
+			part_put(fp);
+		}
 		cw_run_all(c);
+	}
 	core_log(c, c->nflagged[r] ? L_WARN : L_INFO,
 		 "replica %u up: %zu chunks listed, %llu stale, %llu flagged", r, n,
 		 (unsigned long long)c->nstale[r], (unsigned long long)c->nflagged[r]);

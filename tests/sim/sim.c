@@ -86,6 +86,15 @@ struct rep {
 	uint8_t *data;
 	uint8_t *corrupt;        /* per unit */
 	uint8_t *written;        /* per unit: holds data (else reads as zeros) */
+	/* What a crash keeps: the state as of the last flush (FLUSH, FUA) of
+	 * each chunk written since (dirty), as the engine on a disk with a
+	 * volatile cache. Per chunk flags as the engine's: SUSPECT after a
+	 * crash with the chunk dirty, DAMAGED once a read or a scrub found
+	 * a corrupt unit; a RESYNC to another version clears both. */
+	uint64_t *dver;
+	uint8_t *ddata, *dwritten;
+	uint8_t *dirty, *suspect, *damaged; /* per chunk */
+	unsigned ping_cursor;    /* PING report rotation */
 	bool eio_next_write;
 	uint64_t slow_until, slow_extra;
 	uint64_t down_until;
@@ -123,6 +132,7 @@ struct msg {
 	uint8_t *data;
 	struct qbd_chunk_version *list;
 	size_t nlist;
+	uint64_t flagged;        /* PING reply: flagged chunks in all */
 };
 
 struct ev {
@@ -136,6 +146,7 @@ struct ev {
 struct wr {                      /* a write in the history */
 	int cli;
 	uint64_t issue_t, done_t, ack_t;
+	uint64_t durable_t;      /* FUA acknowledged, or a later flush of its writer completed */
 	uint64_t off;
 	uint32_t len;
 	bool zero;
@@ -150,7 +161,7 @@ struct op {
 	uint64_t id;             /* write id */
 	uint64_t t0;
 	uint8_t *buf;
-	bool final_read;
+	bool final_read, fua;
 };
 
 static struct cfg C;
@@ -173,6 +184,11 @@ static uint64_t nunits;
 static char failure[512];
 static bool faults_on, final_phase;
 static uint64_t stat_ops, stat_acked, stat_faults;
+static uint64_t *undurable;      /* ids of writes acknowledged, not durable */
+static size_t nundurable, capundurable;
+static bool power_losses;        /* this seed may crash every replica at once */
+static uint64_t stat_lossy, stat_lossy_runs, stat_flag_reports;
+static uint64_t total_lossy_seeds, total_power_losses, total_flag_reports;
 
 static void trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void trace(const char *fmt, ...)
@@ -281,6 +297,8 @@ static struct msg *msg_dup(const struct msg *m)
 	return d;
 }
 
+static void loss_update(uint64_t ch);
+
 /* ---- network ---- */
 
 static uint64_t net_delay(unsigned r)
@@ -362,6 +380,63 @@ static void rep_written_from_data(struct rep *rp, uint64_t ch)
 	}
 }
 
+/* What the replica wrote is on disk now (FLUSH, FUA: fdatasync). */
+static void rep_flush(struct rep *rp)
+{
+	memcpy(rp->dver, rp->ver, C.nchunks * sizeof(uint64_t));
+	memcpy(rp->ddata, rp->data, C.nchunks * C.cs);
+	memcpy(rp->dwritten, rp->written, nunits);
+	memset(rp->dirty, 0, C.nchunks);
+}
+
+static bool chunk_corrupt(const struct rep *rp, uint64_t ch)
+{
+	for (uint32_t u = 0; u < C.cs / UNIT; u++)
+		if (rp->corrupt[ch * (C.cs / UNIT) + u])
+			return true;
+	return false;
+}
+
+/*
+ * The replica stops without a clean close: each unit (a 4 KiB block of
+ * the engine) of a chunk written since the last flush keeps its new or
+ * its previous contents, chosen by the seed; the version stays the newest
+ * (ahead of the contents); such chunks are SUSPECT from now on. Sometimes
+ * every write survives (a process killed, the disk's cache intact): still
+ * SUSPECT, since the engine cannot tell. Returns how many chunks.
+ */
+static unsigned rep_crash(unsigned r)
+{
+	struct rep *rp = &reps[r];
+	bool keep_all = chance(300);
+	unsigned n = 0;
+
+	for (uint64_t ch = 0; ch < C.nchunks; ch++) {
+		unsigned lost = 0;
+
+		if (!rp->dirty[ch])
+			continue;
+		for (uint32_t i = 0; i < C.cs / UNIT; i++) {
+			uint64_t u = ch * (C.cs / UNIT) + i;
+
+			if (keep_all || chance(500) ||
+			    (!memcmp(rp->data + u * UNIT, rp->ddata + u * UNIT, UNIT) &&
+			     rp->written[u] == rp->dwritten[u]))
+				continue;
+			memcpy(rp->data + u * UNIT, rp->ddata + u * UNIT, UNIT);
+			rp->written[u] = rp->dwritten[u];
+			lost++;
+		}
+		rp->suspect[ch] = 1;
+		n++;
+		trace("r%u: chunk %" PRIu64 " suspect at %#" PRIx64 " (flushed %#" PRIx64
+		      "), %u units back to their flushed contents", r, ch, rp->ver[ch],
+		      rp->dver[ch], lost);
+	}
+	rep_flush(rp);
+	return n;
+}
+
 static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 {
 	struct rep *rp = &reps[r];
@@ -380,8 +455,11 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			if (!m->list)
 				abort();
 			for (uint64_t ch = 0; ch < C.nchunks; ch++)
-				if (rp->ver[ch])
-					m->list[n++] = (struct qbd_chunk_version){ ch, rp->ver[ch] };
+				if (rp->ver[ch] || rp->suspect[ch] || rp->damaged[ch])
+					m->list[n++] = (struct qbd_chunk_version){
+						ch, rp->ver[ch],
+						(rp->suspect[ch] ? QBD_CORE_CHUNK_SUSPECT : 0) |
+						(rp->damaged[ch] ? QBD_CORE_CHUNK_DAMAGED : 0) };
 			m->nlist = n;
 		}
 		m->status = st;
@@ -416,6 +494,8 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 		for (uint32_t u = m->off / UNIT; u < (m->off + m->len) / UNIT; u++)
 			if (rp->corrupt[m->chunk * (C.cs / UNIT) + u])
 				st = -EBADMSG;
+		if (st == -EBADMSG)
+			rp->damaged[m->chunk] = 1;
 		trace("r%u: c%d read chunk %" PRIu64 " [%u+%u] at %#" PRIx64 ": %d", r, ci,
 		      m->chunk, m->off, m->len, rp->ver[m->chunk], st);
 		if (!st) {
@@ -427,11 +507,15 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 		break;
 	case QBD_CM_WRITE:
 		if (m->flags & QBD_CORE_F_RESYNC) {
+			/* At the version it holds: a retry, nothing written,
+			 * flags kept (as the engine does). */
 			if (rp->ver[m->chunk] != m->newv) {
 				memcpy(cd, m->data, C.cs);
 				memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
 				rep_written_from_data(rp, m->chunk);
 				rp->ver[m->chunk] = m->newv;
+				rp->suspect[m->chunk] = rp->damaged[m->chunk] = 0;
+				rp->dirty[m->chunk] = 1;
 			}
 		} else if (m->flags & QBD_CORE_F_REPAIR) {
 			if (rp->ver[m->chunk] != m->expected || m->expected != m->newv)
@@ -456,10 +540,42 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 		memset(rp->corrupt + m->chunk * (C.cs / UNIT) + m->off / UNIT, 0,
 		       m->len / UNIT);
 		rp->ver[m->chunk] = m->newv;
+		rp->dirty[m->chunk] = 1;
+		/* Every bad block rewritten (a REPAIR, or any write): not
+		 * damaged any more, as in the engine. */
+		if (!chunk_corrupt(rp, m->chunk))
+			rp->damaged[m->chunk] = 0;
 		break;
 	case QBD_CM_FLUSH:
-	case QBD_CM_PING:
+		rep_flush(rp);
 		break;
+	case QBD_CM_PING: {
+		/* The flagged chunks, at most a bound per reply, in turn. */
+		size_t n = 0, total = 0, max = 2;
+
+		for (uint64_t ch = 0; ch < C.nchunks; ch++)
+			total += rp->suspect[ch] || rp->damaged[ch];
+		if (!total)
+			break;
+		m->list = calloc(max, sizeof(*m->list));
+		if (!m->list)
+			abort();
+		for (uint64_t i = 0; i < C.nchunks && n < max; i++) {
+			uint64_t ch = (rp->ping_cursor + i) % C.nchunks;
+
+			if (!rp->suspect[ch] && !rp->damaged[ch])
+				continue;
+			m->list[n++] = (struct qbd_chunk_version){
+				ch, rp->ver[ch],
+				(rp->suspect[ch] ? QBD_CORE_CHUNK_SUSPECT : 0) |
+				(rp->damaged[ch] ? QBD_CORE_CHUNK_DAMAGED : 0) };
+			if (n == max)
+				rp->ping_cursor = (unsigned)((ch + 1) % C.nchunks);
+		}
+		m->nlist = n;
+		m->flagged = total;
+		break;
+	}
 	case QBD_CM_PULL: {
 		/* The replica reads the chunk from the source itself (with the
 		 * writer's epoch), then stores it as a RESYNC write. */
@@ -474,8 +590,10 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			st = -EHOSTUNREACH;
 		else if (src->promised != m->epoch)
 			st = src->promised > m->epoch ? -EPERM : -ENOTCONN;
-		else if (bad)
+		else if (bad) {
 			st = -EBADMSG;
+			src->damaged[m->chunk] = 1; /* its engine read failed */
+		}
 		else if (src->ver[m->chunk] != m->newv)
 			st = -ESTALE;
 		if (!st && rp->ver[m->chunk] != m->newv) {
@@ -483,12 +601,16 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
 			rep_written_from_data(rp, m->chunk);
 			rp->ver[m->chunk] = m->newv;
+			rp->suspect[m->chunk] = rp->damaged[m->chunk] = 0;
+			rep_flush(rp); /* stored durably (FUA), as chunkd does */
 		}
 		trace("r%u: c%d pull chunk %" PRIu64 " from r%u at %#" PRIx64 ": %d", r, ci,
 		      m->chunk, m->source, m->newv, st);
 		break;
 	}
 	}
+	if (m->type == QBD_CM_WRITE && !st && (m->flags & QBD_CORE_F_FUA))
+		rep_flush(rp);
 	if (m->type == QBD_CM_WRITE) {
 		free(m->data);
 		m->data = NULL;
@@ -497,6 +619,8 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 	}
 	m->status = st;
 	m->version = rp->ver[m->chunk];
+	if (m->type != QBD_CM_FLUSH && m->type != QBD_CM_PING)
+		loss_update(m->chunk);
 	net_to_cli(ci, r, gen, m);
 }
 
@@ -523,20 +647,119 @@ static uint64_t new_write(int ci, uint64_t off, uint32_t len, bool zero)
 	}
 	nwrites++;
 	writes[nwrites] = (struct wr){ .cli = ci, .issue_t = now, .done_t = INF, .ack_t = INF,
-				       .off = off, .len = len, .zero = zero };
+				       .durable_t = INF, .off = off, .len = len, .zero = zero };
 	for (uint64_t u = off / UNIT; u < (off + len) / UNIT; u++)
 		unit_add(u, nwrites);
 	return nwrites;
 }
 
-/* When did this write of a unit become permanent: acknowledged, or read
- * back once the writer had stopped working on it. */
-static uint64_t commit_t(const struct wr *w, uint64_t obs_t)
-{
-	uint64_t o = obs_t == INF || w->done_t == INF ? INF :
-		     (obs_t > w->done_t ? obs_t : w->done_t);
+/*
+ * Loss periods: while at least W copies of a chunk are flagged or corrupt
+ * (more than the losses the volume is built to survive: a power loss of
+ * several zones), writes to it that are not durable may be lost. Such a
+ * write, issued before the period ended and not durable before it began,
+ * no longer counts as committed by its acknowledgement, by a read that
+ * started before the period ended, or by a flush after it began: only
+ * what was durable must survive. Reads must still return a value that
+ * was written, and never go back once served afterwards.
+ */
+struct period {
+	uint64_t s, e;           /* e = INF while it lasts */
+};
+static struct period *loss[64];  /* per chunk */
+static size_t nloss[64];
 
-	return w->ack_t < o ? w->ack_t : o;
+static void loss_update(uint64_t ch)
+{
+	unsigned n = 0;
+	size_t k = nloss[ch];
+	bool open = k && loss[ch][k - 1].e == INF;
+
+	for (unsigned r = 0; r < C.R; r++)
+		n += reps[r].suspect[ch] || reps[r].damaged[ch] || chunk_corrupt(&reps[r], ch);
+	if (n >= C.W && !open) {
+		trace("chunk %" PRIu64 ": %u copies flagged: writes not durable may be lost", ch, n);
+		stat_lossy++;
+		loss[ch] = realloc(loss[ch], (k + 1) * sizeof(**loss));
+		if (!loss[ch])
+			abort();
+		loss[ch][k] = (struct period){ now, INF };
+		nloss[ch]++;
+	} else if (n < C.W && open) {
+		trace("chunk %" PRIu64 ": fewer than W copies flagged again", ch);
+		loss[ch][k - 1].e = now;
+	}
+}
+
+static void loss_update_all(void)
+{
+	for (uint64_t ch = 0; ch < C.nchunks; ch++)
+		loss_update(ch);
+}
+
+/* When did this write of unit u become permanent: acknowledged, read
+ * back once the writer had stopped working on it, or durable (see the
+ * loss periods above). */
+static uint64_t commit_t(const struct wr *w, const struct uw *x, uint64_t u)
+{
+	uint64_t ch = u * UNIT / C.cs;
+	uint64_t ack = w->ack_t, obs_t = x->obs_t, dur = w->durable_t, o, t;
+
+	for (size_t k = 0; k < nloss[ch]; k++) {
+		const struct period *pd = &loss[ch][k];
+
+		if (w->issue_t > pd->e || dur < pd->s)
+			continue;
+		ack = dur = INF;
+		if (obs_t <= pd->e)
+			obs_t = INF;
+	}
+	o = obs_t == INF || w->done_t == INF ? INF : (obs_t > w->done_t ? obs_t : w->done_t);
+	t = ack < o ? ack : o;
+	return t < dur ? t : dur;
+}
+
+/* May a read that started at t0 commit write w of unit u by returning
+ * it? Not if it started before a loss period that w is exposed to ended. */
+static bool obs_counts(const struct wr *w, uint64_t u, uint64_t t0)
+{
+	uint64_t ch = u * UNIT / C.cs;
+
+	for (size_t k = 0; k < nloss[ch]; k++) {
+		const struct period *pd = &loss[ch][k];
+
+		if (w->issue_t <= pd->e && w->durable_t >= pd->s && t0 <= pd->e)
+			return false;
+	}
+	return true;
+}
+
+static void durable_add(uint64_t id)
+{
+	if (nundurable == capundurable) {
+		capundurable = capundurable ? capundurable * 2 : 64;
+		undurable = realloc(undurable, capundurable * sizeof(*undurable));
+		if (!undurable)
+			abort();
+	}
+	undurable[nundurable++] = id;
+}
+
+/* A flush of writer ci submitted at t0 succeeded: every write it had
+ * acknowledged before t0 is durable on W replicas. */
+static void flush_done(int ci, uint64_t t0)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < nundurable; i++) {
+		struct wr *w = &writes[undurable[i]];
+
+		if (w->cli == ci && w->ack_t < t0)
+			w->durable_t = now;
+		else
+			undurable[k++] = undurable[i];
+	}
+	nundurable = k;
 }
 
 static void fill_unit(uint8_t *p, uint64_t id, uint64_t u)
@@ -575,7 +798,7 @@ static bool zero_ok(uint64_t u, uint64_t t0)
 	for (size_t i = 0; i < unit_n[u]; i++) {
 		uint64_t id = unit_w[u][i].id;
 
-		if (commit_t(&writes[id], unit_w[u][i].obs_t) < t0 && id > L)
+		if (commit_t(&writes[id], &unit_w[u][i], u) < t0 && id > L)
 			L = id;
 	}
 	ok = L == 0 || writes[L].zero;
@@ -620,7 +843,7 @@ static void check_read(const struct op *o)
 		for (size_t i = 0; i < unit_n[u]; i++) {
 			uint64_t id = unit_w[u][i].id;
 
-			if (commit_t(&writes[id], unit_w[u][i].obs_t) < o->t0 && id > L)
+			if (commit_t(&writes[id], &unit_w[u][i], u) < o->t0 && id > L)
 				L = id;
 		}
 		if (x == 0) {
@@ -644,8 +867,11 @@ static void check_read(const struct op *o)
 			     (double)o->t0 / 1e6, u, u * UNIT / C.cs, x, L);
 			return;
 		}
+		/* A read that started before a loss may have read a copy the
+		 * loss then took back: it commits nothing. */
 		for (size_t i = 0; i < unit_n[u]; i++)
-			if (unit_w[u][i].id == (uint64_t)x && unit_w[u][i].obs_t > now) {
+			if (unit_w[u][i].id == (uint64_t)x && unit_w[u][i].obs_t > now &&
+			    obs_counts(&writes[x], u, o->t0)) {
 				unit_w[u][i].obs_t = now;
 				trace("unit %" PRIu64 ": write %" PRId64 " seen", u, x);
 			}
@@ -743,7 +969,13 @@ static void cli_complete(void *user, void *cookie, int res)
 		if (res == 0) {
 			writes[o->id].ack_t = now;
 			stat_acked++;
+			if (o->fua)
+				writes[o->id].durable_t = now;
+			else
+				durable_add(o->id);
 		}
+	} else if (o->kind == QBD_CORE_FLUSH && res == 0) {
+		flush_done(ci, o->t0);
 	} else if (o->kind == QBD_CORE_READ && res == 0) {
 		check_read(o);
 	} else if (o->kind == QBD_CORE_BLOCK_STATUS && res == 0) {
@@ -909,6 +1141,11 @@ static void cli_reply(int ci, unsigned r, unsigned gen, struct msg *m)
 			if (b && m->data)
 				memcpy(b, m->data, n);
 		}
+		if (m->type == QBD_CM_PING && m->status == 0 && m->flagged) {
+			stat_flag_reports++;
+			if (qbd_core_replica_flagged(cl->core, r, m->list, m->nlist, m->flagged, now))
+				fail("replica_flagged rejected a valid report");
+		}
 		qbd_core_reply(cl->core, r, m->id, m->status, m->version, now);
 	}
 	msg_free(m);
@@ -996,7 +1233,8 @@ static void submit(int ci, enum qbd_core_op kind, uint64_t off, uint32_t len,
 	if (cl->ops)
 		cl->ops->prev = o;
 	cl->ops = o;
-	qbd_core_submit(cl->core, kind, chance(100) ? QBD_CORE_F_FUA : 0, off, len,
+	o->fua = (kind == QBD_CORE_WRITE || kind == QBD_CORE_ZERO) && chance(100);
+	qbd_core_submit(cl->core, kind, o->fua ? QBD_CORE_F_FUA : 0, off, len,
 			o->buf, o, now);
 }
 
@@ -1041,6 +1279,18 @@ static unsigned bad_replicas(void)
 	return n;
 }
 
+/* Replica r stops without a clean close (writes since its last flush
+ * may be partly lost) and restarts later. */
+static void rep_down(unsigned r)
+{
+	reps[r].alive = false;
+	reps[r].incarnation++;
+	rep_reset(r);
+	if (rep_crash(r))
+		loss_update_all();
+	ev_push((struct ev){ .t = now + rnd_range(20, 600) * MS, .type = E_HEAL_REP, .rep = r });
+}
+
 static void fault(void)
 {
 	unsigned k = (unsigned)rnd_range(0, 99);
@@ -1054,10 +1304,7 @@ static void fault(void)
 		if (!reps[r].alive || bad_replicas() >= C.R - C.W + (chance(100) ? 1 : 0))
 			return;
 		trace("FAULT r%u crashes", r);
-		reps[r].alive = false;
-		reps[r].incarnation++;
-		rep_reset(r);
-		ev_push((struct ev){ .t = now + rnd_range(20, 600) * MS, .type = E_HEAL_REP, .rep = r });
+		rep_down(r);
 	} else if (k < 45) {
 		if (active < 0 || clis[active].cut[r] ||
 		    bad_replicas() >= C.R - C.W + (chance(100) ? 1 : 0))
@@ -1086,6 +1333,7 @@ static void fault(void)
 			return;
 		trace("FAULT r0: unit %" PRIu64 " corrupted", u);
 		reps[0].corrupt[u] = 1;
+		loss_update(ch);
 	} else if (k < 90) {
 		int old = active, nw;
 
@@ -1109,6 +1357,23 @@ static void fault(void)
 			/* Keep the old one writing: its writes must fail. */
 			clis[old].workload = true;
 		}
+	} else if (k < 95) {
+		/* A scrub reads every block of r: a corrupt one flags its
+		 * chunk DAMAGED, reported at the next PING. */
+		for (uint64_t ch = 0; ch < C.nchunks; ch++)
+			if (chunk_corrupt(&reps[r], ch) && !reps[r].damaged[ch]) {
+				trace("FAULT r%u: scrub finds chunk %" PRIu64 " damaged", r, ch);
+				reps[r].damaged[ch] = 1;
+				loss_update(ch);
+			}
+	} else if (k < 97 && power_losses) {
+		/* Every zone loses power at once. */
+		trace("FAULT power loss: every replica crashes");
+		stat_lossy_runs++;
+		power_losses = false; /* once per run */
+		for (unsigned x = 0; x < C.R; x++)
+			if (reps[x].alive)
+				rep_down(x);
 	}
 }
 
@@ -1288,6 +1553,10 @@ static void final_checks(void)
 		if (!settle(30000 * MS) && !failure[0])
 			fail("final reads did not finish");
 	}
+	/* Flags found by those reads reach the writer with the next PING. */
+	run_until(now + 300 * MS);
+	if (!failure[0] && !settle(30000 * MS) && !failure[0])
+		fail("no convergence after the final reads");
 	if (failure[0])
 		return;
 	for (uint64_t ch = 0; ch < C.nchunks; ch++) {
@@ -1309,6 +1578,11 @@ static void final_checks(void)
 					fail("chunk %" PRIu64 ": replica %u still has a corrupt block", ch, r);
 					return;
 				}
+			if (reps[r].suspect[ch] || reps[r].damaged[ch]) {
+				fail("chunk %" PRIu64 ": replica %u still flagged (suspect %u, damaged %u)",
+				     ch, r, reps[r].suspect[ch], reps[r].damaged[ch]);
+				return;
+			}
 		}
 	}
 }
@@ -1328,7 +1602,21 @@ static void world_free(void)
 		free(reps[r].data);
 		free(reps[r].corrupt);
 		free(reps[r].written);
+		free(reps[r].dver);
+		free(reps[r].ddata);
+		free(reps[r].dwritten);
+		free(reps[r].dirty);
+		free(reps[r].suspect);
+		free(reps[r].damaged);
 	}
+	for (unsigned ch = 0; ch < 64; ch++) {
+		free(loss[ch]);
+		loss[ch] = NULL;
+		nloss[ch] = 0;
+	}
+	free(undurable);
+	undurable = NULL;
+	nundurable = capundurable = 0;
 	for (uint64_t u = 0; u < nunits; u++)
 		free(unit_w[u]);
 	free(unit_w);
@@ -1357,8 +1645,10 @@ static bool run_seed(uint64_t seed)
 	epoch_counter = 0;
 	evseq = 0;
 	stat_ops = stat_acked = stat_faults = 0;
+	stat_lossy = stat_lossy_runs = stat_flag_reports = 0;
 	final_phase = false;
 	faults_on = true;
+	power_losses = chance(100);
 	s = (unsigned)rnd_range(0, 6);
 	C.R = shapes[s][0];
 	C.W = shapes[s][1];
@@ -1376,7 +1666,15 @@ static bool run_seed(uint64_t seed)
 		reps[r].data = calloc(C.nchunks, C.cs);
 		reps[r].corrupt = calloc(nunits, 1);
 		reps[r].written = calloc(nunits, 1);
-		if (!reps[r].ver || !reps[r].data || !reps[r].corrupt || !reps[r].written)
+		reps[r].dver = calloc(C.nchunks, sizeof(uint64_t));
+		reps[r].ddata = calloc(C.nchunks, C.cs);
+		reps[r].dwritten = calloc(nunits, 1);
+		reps[r].dirty = calloc(C.nchunks, 1);
+		reps[r].suspect = calloc(C.nchunks, 1);
+		reps[r].damaged = calloc(C.nchunks, 1);
+		if (!reps[r].ver || !reps[r].data || !reps[r].corrupt || !reps[r].written ||
+		    !reps[r].dver || !reps[r].ddata || !reps[r].dwritten || !reps[r].dirty ||
+		    !reps[r].suspect || !reps[r].damaged)
 			abort();
 	}
 	trace("seed %" PRIu64 ": R=%u W=%u chunks=%" PRIu64 " chunk=%u", seed, C.R, C.W,
@@ -1389,6 +1687,9 @@ static bool run_seed(uint64_t seed)
 	if (verbose)
 		printf("seed %" PRIu64 ": %" PRIu64 " ops, %" PRIu64 " writes acked, %" PRIu64 " faults, %" PRIu64 " epochs\n",
 		       seed, stat_ops, stat_acked, stat_faults, epoch_counter);
+	total_lossy_seeds += stat_lossy > 0;
+	total_power_losses += stat_lossy_runs;
+	total_flag_reports += stat_flag_reports > 0;
 	world_free();
 	return failure[0] == 0;
 }
@@ -1440,6 +1741,10 @@ int main(int argc, char **argv)
 	printf("sim: %" PRIu64 " seeds from %" PRIu64 ": %" PRIu64 " failed (%" PRIu64
 	       " ended with a chunk whose only current copies were corrupt)\n",
 	       nseeds, first, failed, stat_unrecoverable);
+	printf("sim: %" PRIu64 " seeds had W copies of a chunk flagged at once (%" PRIu64
+	       " power losses): only durable writes had to survive there; %" PRIu64
+	       " seeds had flagged chunks reported by PING\n",
+	       total_lossy_seeds, total_power_losses, total_flag_reports);
 	if (failed)
 		printf("sim: replay with: qbd-sim --seed %" PRIu64 " -v\n", first_failed);
 	return failed ? 1 : 0;

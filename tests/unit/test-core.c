@@ -239,11 +239,15 @@ START_TEST(flush_needs_w_durable_copies)
 	ck_assert_int_eq(results[10], 0x7f7f7f7f); /* 2 does not hold chunk 0 */
 	reply(f1, -EIO, 0);
 	ck_assert_int_eq(results[10], -EIO);
-	/* the chunk stays owed to the next flush */
+	/* 1 may have lost the write: stale until it is copied again */
+	ck_assert(qbd_core_is_stale(c, 1, 0));
+	/* the chunk stays owed to the next flush, which needs 2 copies */
 	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)11, MS);
 	reply(find(QBD_CM_FLUSH, 0, (unsigned)f2 + 1), 0, 0);
 	reply(find(QBD_CM_FLUSH, 1, (unsigned)f2 + 1), 0, 0);
-	ck_assert_int_eq(results[11], 0);
+	ck_assert_int_eq(results[11], 0x7f7f7f7f);
+	reply(find(QBD_CM_FLUSH, 2, (unsigned)f2 + 1), 0, 0);
+	ck_assert_int_eq(results[11], -EIO);
 }
 END_TEST
 
@@ -322,9 +326,10 @@ START_TEST(flush_waits_for_the_flush_in_flight)
 	reply(find(QBD_CM_FLUSH, 2, (unsigned)a), 0, 0);
 	ck_assert_uint_eq(ncomplete, 2);             /* r2 lacks chunk 0 */
 	reply(find(QBD_CM_FLUSH, 1, (unsigned)a), 0, 0);
+	/* r1's failed flush made it stale for chunk 0: one copy flushed */
 	ck_assert_uint_eq(ncomplete, 4);
-	ck_assert_int_eq(results[3], 0);
-	ck_assert_int_eq(results[4], 0);
+	ck_assert_int_eq(results[3], -EIO);
+	ck_assert_int_eq(results[4], -EIO);
 }
 END_TEST
 
@@ -394,6 +399,141 @@ START_TEST(block_status_asks_only_for_written_chunks)
 }
 END_TEST
 
+/* Reply to every message sent from index `from` on (reads and writes at
+ * version v, other messages 0); returns the first index not replied. */
+static unsigned reply_all(unsigned from, uint64_t v)
+{
+	unsigned end = nsent;
+
+	for (unsigned i = from; i < end; i++) {
+		if (sent[i].type == QBD_CM_READ)
+			qbd_core_reply_buf(c, sent[i].replica, sent[i].id, sent[i].length);
+		reply((int)i, 0, sent[i].type == QBD_CM_WRITE ? sent[i].new_version : v);
+	}
+	return end;
+}
+
+/* A replica that lists a chunk SUSPECT is stale for it, whatever its
+ * version; the chunk's version moves on (block 0 rewritten unchanged) so
+ * that the copy to it cannot be taken for a retry, then it is current. */
+START_TEST(suspect_copy_is_copied_again_at_a_new_version)
+{
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 2 };
+	uint64_t v = (1ull << 40) | 5;
+	struct qbd_chunk_version sus = { 1, v, QBD_CORE_CHUNK_SUSPECT }, ok = { 1, v, 0 };
+	int rd, wr;
+	unsigned i;
+
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, &sus, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 1, &ok, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 2, &ok, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+	ck_assert(qbd_core_is_stale(c, 0, 1));
+	ck_assert(qbd_core_is_flagged(c, 0, 1));
+	/* The bump: read block 0 from a current replica, write it back. */
+	rd = find(QBD_CM_READ, 1, 0) >= 0 ? find(QBD_CM_READ, 1, 0) : find(QBD_CM_READ, 2, 0);
+	ck_assert_int_ge(rd, 0);
+	ck_assert_uint_eq(sent[rd].length, 4096);
+	i = reply_all(0, v);
+	wr = find(QBD_CM_WRITE, 1, i - 1);
+	ck_assert_int_ge(wr, 0);
+	ck_assert_uint_eq(sent[wr].expected_version, v);
+	ck_assert_uint_eq(sent[wr].new_version, (2ull << 40) | 1);
+	ck_assert_int_lt(find(QBD_CM_WRITE, 0, 0), 0);     /* not to the suspect one */
+	i = reply_all(i, v);
+	ck_assert_uint_eq(qbd_core_chunk_version(c, 1), (2ull << 40) | 1);
+	/* Then the copy: a whole-chunk read, a durable RESYNC to replica 0. */
+	i = reply_all(i, (2ull << 40) | 1);
+	wr = find(QBD_CM_WRITE, 0, 0);
+	ck_assert_int_ge(wr, 0);
+	ck_assert_uint_eq(sent[wr].flags, QBD_CORE_F_RESYNC | QBD_CORE_F_FUA);
+	ck_assert_uint_eq(sent[wr].new_version, (2ull << 40) | 1);
+	reply_all(i, 0);
+	ck_assert(!qbd_core_is_stale(c, 0, 1));
+	ck_assert(!qbd_core_is_flagged(c, 0, 1));
+	ck_assert_uint_eq(qbd_core_resync_backlog(c), 0);
+}
+END_TEST
+
+/* Damage reported in a PING reply makes the copy stale; a bad report
+ * changes nothing and is an error. */
+START_TEST(ping_report_of_damage)
+{
+	struct qbd_chunk_version dmg = { 0, 0, QBD_CORE_CHUNK_DAMAGED };
+	struct qbd_chunk_version bad[3] = { { 8, 1, QBD_CORE_CHUNK_DAMAGED },
+					    { 2, 1, 0 }, { 2, 1, 0x4 } };
+	struct qbd_core_replica_info ri;
+
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)1, MS);
+	reply_all(0, 0);
+	ck_assert_int_eq(results[1], 0);
+	dmg.version = qbd_core_chunk_version(c, 0);
+	for (unsigned k = 0; k < 3; k++)
+		ck_assert_int_eq(qbd_core_replica_flagged(c, 1, &bad[k], 1, 1, MS), -EINVAL);
+	ck_assert_int_eq(qbd_core_replica_flagged(c, 1, &dmg, 1, 0, MS), -EINVAL); /* total < n */
+	ck_assert(!qbd_core_is_stale(c, 1, 0));
+	ck_assert_int_eq(qbd_core_replica_flagged(c, 1, &dmg, 1, 70, MS), 0);
+	ck_assert(qbd_core_is_stale(c, 1, 0));
+	ck_assert(qbd_core_is_flagged(c, 1, 0));
+	ck_assert_int_eq(qbd_core_replica_info(c, 1, &ri), 0);
+	ck_assert_uint_eq(ri.flagged, 1);
+	ck_assert_uint_eq(ri.flagged_total, 70);
+}
+END_TEST
+
+/* Every copy of the latest version flagged: with a replica not heard
+ * from, wait (it may hold the only intact copy); once all answered,
+ * restore one copy everywhere under a fresh version, and the next flush
+ * reports that acknowledged writes may be lost. */
+START_TEST(all_copies_flagged_wait_then_restore)
+{
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 2 };
+	uint64_t v = (1ull << 40) | 9, fresh = (2ull << 40) | 1;
+	struct qbd_chunk_version sus = { 2, v, QBD_CORE_CHUNK_SUSPECT };
+	unsigned i;
+	int rd;
+
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, &sus, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 1, &sus, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+	/* A probe of the two up replicas; both flagged: no restore. */
+	ck_assert_uint_eq(nsent, 2);
+	i = reply_all(0, v);
+	ck_assert_uint_eq(nsent, i);
+	ck_assert_uint_eq(qbd_core_chunk_version(c, 2), v);
+	/* Replica 2 comes back, flagged too: the next probe restores. */
+	ck_assert_int_eq(qbd_core_replica_open(c, 2, &sus, 1, MS), 0);
+	ck_assert_uint_eq(sent[i].type, QBD_CM_FLUSH); /* a reconnect is flushed first */
+	qbd_core_tick(c, 2000 * MS);
+	i = reply_all(i, v);
+	ck_assert_uint_eq(qbd_core_chunk_version(c, 2), fresh);
+	rd = find(QBD_CM_READ, 0, i);
+	ck_assert_int_ge(rd, 0);                         /* from replica 0's copy */
+	ck_assert_uint_eq(sent[rd].length, CS);
+	i = reply_all(i, v);
+	for (unsigned r = 0; r < 3; r++) {
+		int wr = find(QBD_CM_WRITE, r, i);
+
+		ck_assert_int_ge(wr, 0);
+		ck_assert_uint_eq(sent[wr].new_version, fresh);
+	}
+	reply_all(i, 0);
+	for (unsigned r = 0; r < 3; r++)
+		ck_assert(!qbd_core_is_stale(c, r, 2) && !qbd_core_is_flagged(c, r, 2));
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)1, 3000 * MS);
+	ck_assert_int_eq(results[1], -EIO);
+	i = nsent;
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)2, 3000 * MS);
+	reply_all(i, 0);
+	ck_assert_int_eq(results[2], 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("core");
@@ -414,6 +554,9 @@ int main(void)
 	tcase_add_test(t, flush_waits_for_the_flush_in_flight);
 	tcase_add_test(t, zero_of_a_never_written_chunk_keeps_version_0);
 	tcase_add_test(t, block_status_asks_only_for_written_chunks);
+	tcase_add_test(t, suspect_copy_is_copied_again_at_a_new_version);
+	tcase_add_test(t, ping_report_of_damage);
+	tcase_add_test(t, all_copies_flagged_wait_then_restore);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
