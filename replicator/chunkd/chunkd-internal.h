@@ -31,6 +31,7 @@ struct chunkd_conn {
 	/* FLUSH is a barrier: it covers every WRITE received before it on the
 	 * connection, so it waits for those still in the engine. */
 	uint64_t next_wseq;
+	unsigned ping_cursor;    /* next flagged chunk a PING reply lists (past the bound) */
 	struct chunkd_req *wq_head, *wq_tail;  /* writes in the engine, by seq */
 	struct chunkd_req *fq_head, *fq_tail;  /* flushes waiting for them */
 	unsigned refs;         /* 1 for the open handle + 1 per request */

@@ -158,18 +158,16 @@ struct chunk_list {
 	size_t len, cap;
 };
 
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
+_Static_assert(QBD_ENGINE_CHUNK_SUSPECT == QBD_WIRE_CHUNK_SUSPECT &&
+	       QBD_ENGINE_CHUNK_DAMAGED == QBD_WIRE_CHUNK_DAMAGED,
+	       "the wire carries the engine's chunk flags");
 
-/* The chunk flags (SUSPECT, DAMAGED) are not on the wire yet. */
+/* OPEN reply: one wire chunk entry (index, flags, version) per chunk held.
+ * Flags the wire does not define are dropped (none today). */
 static int chunk_list_add(void *user, uint64_t chunk, uint64_t version, uint32_t flags)
 {
 	struct chunk_list *l = user;
 
-	(void)flags;
 	if (l->len + 16 > QBD_WIRE_MAX_DATA)
 		return -EMSGSIZE;
 	if (l->len + 16 > l->cap) {
@@ -180,12 +178,70 @@ static int chunk_list_add(void *user, uint64_t chunk, uint64_t version, uint32_t
 		l->p = np;
 		l->cap = ncap;
 	}
-	put_le64(l->p + l->len, chunk);
-	put_le64(l->p + l->len + 8, version);
+	if (qbd_wire_put_entry(l->p + l->len, chunk, version, flags & QBD_WIRE_CHUNK_FLAGS) < 0)
+		return -ERANGE; /* a chunk index the wire cannot carry */
 	l->len += 16;
 	return 0;
 }
 
+
+/*
+ * PING reply of a writer: the volume's flagged chunks (SUSPECT, DAMAGED),
+ * so that damage found while it is attached (a read, a scrub) reaches it.
+ * At most QBD_WIRE_MAX_FLAGGED entries; reply.flagged counts them all.
+ * Past the bound the connection's cursor moves on, so successive PINGs
+ * list them all in turn (the engine's order is stable between calls).
+ * Out of memory: the first entries only, which is still correct.
+ */
+static void ping_report(struct chunkd_req *r, uint64_t volume)
+{
+	struct chunkd_conn *c = r->c;
+	struct qbd_engine *e = c->d->e;
+	uint64_t few[QBD_WIRE_MAX_FLAGGED], *chunks = few;
+	uint32_t fewf[QBD_WIRE_MAX_FLAGGED], *flags = fewf;
+	unsigned total, n, start = 0, cnt;
+
+	total = qbd_engine_flagged_chunks(e, volume, few, fewf, QBD_WIRE_MAX_FLAGGED);
+	n = total < QBD_WIRE_MAX_FLAGGED ? total : QBD_WIRE_MAX_FLAGGED;
+	if (total > QBD_WIRE_MAX_FLAGGED) {
+		uint64_t *all = malloc(total * sizeof(*all));
+		uint32_t *allf = malloc(total * sizeof(*allf));
+
+		if (all && allf) {
+			unsigned got = qbd_engine_flagged_chunks(e, volume, all, allf, total);
+
+			chunks = all;
+			flags = allf;
+			n = got < total ? got : total;
+			start = c->ping_cursor % n;
+			c->ping_cursor = (start + QBD_WIRE_MAX_FLAGGED) % n;
+		} else {
+			free(all);
+			free(allf);
+		}
+	}
+	cnt = n < QBD_WIRE_MAX_FLAGGED ? n : QBD_WIRE_MAX_FLAGGED;
+	r->reply.flagged = total;
+	if (cnt && (r->data = malloc((size_t)cnt * QBD_WIRE_ENTRY))) {
+		unsigned k = 0;
+
+		for (unsigned i = 0; i < cnt; i++) {
+			unsigned j = (start + i) % n;
+			uint32_t f = flags[j] & QBD_WIRE_CHUNK_FLAGS;
+
+			if (f && qbd_wire_put_entry((uint8_t *)r->data + (size_t)k * QBD_WIRE_ENTRY,
+						    chunks[j],
+						    qbd_engine_chunk_version(e, volume, chunks[j]),
+						    f) == 0)
+				k++;
+		}
+		r->data_len = k * QBD_WIRE_ENTRY;
+	}
+	if (chunks != few) {
+		free(chunks);
+		free(flags);
+	}
+}
 
 /* Submit the flushes whose earlier writes have all left the engine. */
 static void conn_run_flushes(struct chunkd_conn *c)
@@ -442,6 +498,8 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 			req_reply(r, m->epoch < promised ? -EPERM : -ENOTCONN);
 			return 0;
 		}
+		if (m->volume_id)
+			ping_report(r, m->volume_id);
 		req_reply(r, 0);
 		return 0;
 	case QBD__MSG_TYPE__OPEN:
