@@ -306,14 +306,19 @@ static bool conn_option(struct nconn *c, uint32_t opt, const uint8_t *d, uint32_
 		return false;
 	case NBD_OPT_LIST: {
 		uint32_t nl = (uint32_t)strlen(s->name);
-		uint8_t b[4 + 256];
+		uint8_t *b;
 		if (len != 0) {
 			opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
 			return true;
 		}
+		if (!(b = malloc(4 + nl))) {
+			conn_close(c);
+			return false;
+		}
 		nbd_put32(b, nl);
 		memcpy(b + 4, s->name, nl);
 		opt_reply(c, opt, NBD_REP_SERVER, b, 4 + nl);
+		free(b);
 		opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
 		return true;
 	}
