@@ -837,6 +837,13 @@ uint64_t qbd_engine_chunk_version(const struct qbd_engine *e, uint64_t volume,
 	return c ? c->version : 0;
 }
 
+uint32_t qbd_engine_chunk_flags(const struct qbd_engine *e, uint64_t volume,
+				uint64_t chunk)
+{
+	struct eng_chunk *c = chunk_find(e, volume, chunk);
+	return c ? c->flags : 0;
+}
+
 int qbd_engine_for_each_chunk(const struct qbd_engine *e, uint64_t volume,
 	int (*fn)(void *user, uint64_t chunk, uint64_t version, uint32_t flags), void *user)
 {
@@ -1521,7 +1528,8 @@ static void write_start(struct qbd_engine *e, struct qbd_engine_req *r)
 
 	r->version = ver;
 	if (r->flags & QBD_ENGINE_F_RESYNC) {
-		if (ver == r->new_version) {
+		/* A flagged copy at that version is what the RESYNC replaces. */
+		if (ver == r->new_version && !c->flags) {
 			req_done(e, r, (int)r->length); /* an idempotent retry */
 			return;
 		}

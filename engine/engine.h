@@ -111,6 +111,9 @@ uint64_t qbd_engine_promised(const struct qbd_engine *e, uint64_t volume);
 /* Current version of a chunk (0 if never written). */
 uint64_t qbd_engine_chunk_version(const struct qbd_engine *e, uint64_t volume,
 				  uint64_t chunk);
+/* A chunk's QBD_ENGINE_CHUNK_* flags (0 if none or never written). */
+uint32_t qbd_engine_chunk_flags(const struct qbd_engine *e, uint64_t volume,
+				uint64_t chunk);
 
 /* Chunk flags (qbd_engine_for_each_chunk, qbd_engine_flagged_chunks). */
 #define QBD_ENGINE_CHUNK_SUSPECT 0x1u /* writes were in flight when the store
@@ -174,7 +177,8 @@ enum qbd_engine_op {
  *       only with all-zero data: the chunk goes back to never written) that replaces the chunk's contents and sets its version to
  *       new_version whatever the current version (expected_version is
  *       ignored); if the version already equals new_version it completes
- *       without writing (an idempotent retry). 4 KiB blocks of buf that are
+ *       without writing (an idempotent retry), unless the chunk is
+ *       flagged: then it is rewritten. 4 KiB blocks of buf that are
  *       all zeros become holes (no data I/O, read as zeros); a chunk with
  *       no slot gets one, even if buf is all zeros, so that its version
  *       persists. Ordered, versioned and made durable (FUA) as any WRITE.

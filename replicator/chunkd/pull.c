@@ -360,8 +360,10 @@ void chunkd_pull(struct chunkd *d, struct chunkd_req *r, const Qbd__Msg *m)
 		req_reply(r, -EINVAL);
 		return;
 	}
-	if (qbd_engine_chunk_version(d->e, m->volume_id, m->chunk) == m->new_version) {
-		/* Already there (an answer was lost, say): nothing to copy. */
+	if (qbd_engine_chunk_version(d->e, m->volume_id, m->chunk) == m->new_version &&
+	    !qbd_engine_chunk_flags(d->e, m->volume_id, m->chunk)) {
+		/* Already there (an answer was lost, say): nothing to copy. A
+		 * flagged copy at that version is what the pull replaces. */
 		r->reply.version = m->new_version;
 		req_reply(r, 0);
 		return;

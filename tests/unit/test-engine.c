@@ -864,9 +864,13 @@ START_TEST(recovery_flags_suspect_until_resync)
 	open_store(0);
 	ck_assert_uint_eq(chunk_flags(50), QBD_ENGINE_CHUNK_SUSPECT);
 	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 50), 2);
-	/* a RESYNC reconciles it */
-	ck_assert_int_eq(eng_resync(50, rs, 0, 9, 0, NULL), (int)CS);
+	/* a RESYNC reconciles it, even one at the version it already has
+	 * (not taken for a retry: the flagged copy is what it replaces) */
+	ck_assert_int_eq(eng_resync(50, rs, 0, 2, 0, NULL), (int)CS);
 	ck_assert_uint_eq(chunk_flags(50), 0);
+	ck_assert_int_eq(eng_read(50, 0, r, sizeof r, &v), (int)sizeof r);
+	ck_assert_uint_eq(v, 2);
+	ck_assert_mem_eq(r, rs, sizeof r);
 	qbd_engine_close(e);
 	open_store(0);
 	ck_assert_uint_eq(chunk_flags(50), 0);
