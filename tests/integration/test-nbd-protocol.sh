@@ -125,6 +125,13 @@ qbd volume create lvol --size $SIZE --replicas 3 >/dev/null
 start_nbd lvol "$TMP/lvol.sock"
 uri=$(nbd_uri "$TMP/lvol.sock")
 "$PYNBD" "$here/nbd-libnbd.py" "$uri" $SIZE || fail "libnbd"
+# nbdsh itself (it runs the python3 of PATH: put the one with libnbd first).
+PATH="$(dirname "$(command -v "$PYNBD")"):$PATH" nbdsh --base-allocation -u "$uri" \
+	-c 'assert h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION) and h.can_multi_conn()' \
+	-c 'h.pwrite(b"\x42" * 4096, 50 << 20); h.flush()' \
+	-c 'e = []; h.block_status(8192, (50 << 20) - 4096, lambda c, o, x, err: e.extend(x))' \
+	-c 'assert e[:4] == [4096, 3, 4096, 0], e' || fail "nbdsh"
+log "nbdsh: base:allocation, write, flush, block status ok"
 log "libnbd: structured replies, block status, strict mode off, multi-conn ok"
 
 # 24 MiB of data, then a hole, through 4 connections each way. nbdcopy
