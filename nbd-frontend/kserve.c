@@ -90,7 +90,7 @@ static int runtime_put(struct kserve *k)
 	json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
 	json_object_object_add(o, "connections", json_object_new_int((int)k->n));
 	json_object_object_add(o, "since", json_object_new_int64((int64_t)time(NULL)));
-	doc = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	doc = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	nbd_kernel_runtime_path(path, sizeof path, k->o->run_dir, k->cfg.index);
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

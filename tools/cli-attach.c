@@ -519,7 +519,7 @@ static int cmd_mapped(int argc, char **argv)
 		m.arr = json_object_new_array();
 	nbd_kernel_for_each_dev(mapped_cb, &m);
 	if (m.arr) {
-		puts(json_object_to_json_string_ext(m.arr, JSON_C_TO_STRING_PLAIN));
+		puts(json_object_to_json_string_ext(m.arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(m.arr);
 	} else if (m.n == 0) {
 		fprintf(stderr, "qbd: no qbd device on this node\n");

@@ -46,7 +46,7 @@ static int cli_simple_opts(int argc, char **argv, int nargs, const char *usage)
 /* Print a JSON value (strings escaped by json-c) and drop it. */
 static void cli_print_json(json_object *o)
 {
-	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 }
 

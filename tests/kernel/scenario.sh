@@ -25,7 +25,7 @@
 # kernel driver and qbd-nbd without qbd attach; the reattach phase is
 # skipped).
 
-PHASES="attach reattach resync"
+PHASES="attach reattach resync cli"
 ATTACH=qbd
 GUEST_LIMIT=840
 [ -f /etc/qbd-kernel.conf ] && . /etc/qbd-kernel.conf
@@ -335,6 +335,94 @@ phase_resync() {
 	fi
 }
 
+# The CLI and the daemon's kernel side: two connections, the backend id,
+# idempotent attach, a busy device, qbd mapped, locked memory and the I/O
+# flusher flag, a daemon stalled past the kernel's request timeout (the
+# kernel drops its sockets, the daemon hands it new ones and the write goes
+# on), detach refused while mounted, detach by name.
+phase_cli() {
+	if [ "$ATTACH" != qbd ]; then
+		step "cli phase skipped: it needs qbd attach (ATTACH=$ATTACH)"
+		return 0
+	fi
+	step "cli: qbd attach $VOL --connections 2 --timeout 3; qbd attach again; a busy device"
+	qbd volume info "$VOL" >/dev/null 2>&1 || run qbd volume create "$VOL" --size "$VOL_SIZE"
+	run qbd volume create vol2 --size 64M
+	D1=$(timeout 120 qbd attach "$VOL" --zone a --connections 2 --timeout 3 2>>/tmp/attach.log) ||
+		fail "qbd attach $VOL --connections 2 failed: $(tail -n 5 /tmp/attach.log)"
+	run qbd volume info "$VOL" --json
+	id=$(grep -o '"id": *"[0-9a-f]*"' /tmp/out | head -n 1 | sed 's/.*"\([0-9a-f]*\)"$/\1/')
+	backend=$(cat "/sys/block/${D1#/dev/}/backend")
+	[ "$backend" = "qbd:$id:$VOL" ] || fail "$D1 has backend '$backend', want qbd:$id:$VOL"
+	again=$(timeout 60 qbd attach "$VOL" 2>/dev/null) || fail "a second qbd attach $VOL failed"
+	[ "$again" = "$D1" ] || fail "a second qbd attach $VOL printed '$again', want $D1"
+	[ "$(pidof qbd-nbd | wc -w)" = 1 ] || fail "a second qbd attach started another daemon"
+	if timeout 60 qbd attach vol2 --device "$D1" >/tmp/out 2>&1; then
+		fail "qbd attach vol2 --device $D1 succeeded on a busy device"
+	fi
+	grep -q "busy" /tmp/out || fail "attach to a busy device did not say so: $(cat /tmp/out)"
+	D2=$(timeout 120 qbd attach vol2 --zone b 2>>/tmp/attach.log) || fail "qbd attach vol2 failed"
+	[ "$D2" != "$D1" ] || fail "vol2 got $D1 too"
+	run qbd mapped --json
+	grep -q "\"device\":\"$D1\",\"volume\":\"$VOL\"" /tmp/out &&
+		grep -q "\"device\":\"$D2\",\"volume\":\"vol2\"" /tmp/out &&
+		[ "$(grep -o '"state":"served"' /tmp/out | wc -l)" = 2 ] ||
+		fail "qbd mapped --json: $(cat /tmp/out)"
+	note "$VOL on $D1 (2 connections), vol2 on $D2, backend $backend"
+
+	step "cli: the daemon's memory is locked and it is an I/O flusher"
+	pid=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$QBD_RUN_DIR/${D1#/dev/}.json")
+	[ -n "$pid" ] && kill -0 "$pid" || fail "no daemon pid in $QBD_RUN_DIR/${D1#/dev/}.json"
+	lck=$(awk '/^VmLck:/ { print $2 }' "/proc/$pid/status")
+	[ "${lck:-0}" -gt 0 ] || fail "qbd-nbd (pid $pid) has no locked memory (VmLck ${lck:-?} kB)"
+	flags=$(awk '{ print $9 }' "/proc/$pid/stat")
+	# PF_MEMALLOC_NOIO (0x80000), set by PR_SET_IO_FLUSHER
+	[ $((flags & 0x80000)) -ne 0 ] || fail "qbd-nbd (pid $pid) is not an I/O flusher (flags $flags)"
+	note "VmLck $lck kB, task flags $flags"
+
+	step "cli: SIGSTOP the daemon past the 3 s request timeout during a write, SIGCONT"
+	run dd if=/dev/urandom of=/tmp/c1 bs=1M count=8
+	run dd if=/tmp/c1 of="$D1" bs=1M oflag=direct conv=fsync
+	dmesg -c >/dev/null
+	rm -f /tmp/stall.rc
+	kill -STOP "$pid"
+	(
+		dd if=/tmp/c1 of="$D1" bs=1M seek=8 oflag=direct conv=fsync >/tmp/stall.log 2>&1
+		echo $? >/tmp/stall.rc
+	) &
+	sleep 8
+	[ -f /tmp/stall.rc ] && fail "the write finished while the daemon was stopped"
+	kill -CONT "$pid"
+	wait_until "the stalled write to finish" 180 test -f /tmp/stall.rc
+	[ "$(cat /tmp/stall.rc)" = 0 ] || fail "the stalled write failed: $(cat /tmp/stall.log)"
+	grep -q "replaced it" "$QBD_RUN_DIR/$VOL.log" ||
+		fail "the daemon did not replace a socket the kernel dropped"
+	note "$(grep -c 'replaced it' "$QBD_RUN_DIR/$VOL.log") socket(s) replaced; kernel: $(dmesg | grep -c 'timed out') timeout line(s)"
+	echo 3 >/proc/sys/vm/drop_caches
+	got=$(dd if="$D1" bs=1M count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+	want=$(cat /tmp/c1 /tmp/c1 | sha256sum | cut -d' ' -f1)
+	[ "$got" = "$want" ] || fail "data written across the stall reads back wrong"
+	if kernel_errors >/tmp/kerr.log; then
+		problem "kernel logged errors across the stall: $(head -n 3 /tmp/kerr.log | tr '\n' ' ')"
+	fi
+
+	step "cli: detach refused while mounted; detach by name and by device"
+	run timeout 120 mkfs.ext4 -q -F "$D2"
+	mkdir -p /mnt/v
+	run timeout 60 mount -t ext4 "$D2" /mnt/v
+	if timeout 60 qbd detach vol2 >/tmp/out 2>&1; then
+		fail "qbd detach vol2 succeeded while mounted"
+	fi
+	grep -q "mounted on /mnt/v" /tmp/out || fail "detach of a mounted device said: $(cat /tmp/out)"
+	run timeout 60 umount /mnt/v
+	timeout 120 qbd detach vol2 >/tmp/detach.out 2>&1 || fail "qbd detach vol2 failed: $(cat /tmp/detach.out)"
+	wait_until "$D2 to have size 0 after detach" 10 test "$(cat "/sys/block/${D2#/dev/}/size")" = 0
+	detach_ok "$D1" "$VOL"
+	run qbd mapped --json
+	[ "$(cat /tmp/out)" = "[]" ] || fail "qbd mapped after detach: $(cat /tmp/out)"
+	[ -z "$(pidof qbd-nbd)" ] || fail "a qbd-nbd is left after detach: $(pidof qbd-nbd)"
+}
+
 T_START=$(uptime_s)
 setup_cluster
 for p in $PHASES; do
@@ -342,6 +430,7 @@ for p in $PHASES; do
 	attach) phase_attach ;;
 	reattach) phase_reattach ;;
 	resync) phase_resync ;;
+	cli) phase_cli ;;
 	*) fail "unknown phase '$p'" ;;
 	esac
 done
