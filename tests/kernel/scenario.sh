@@ -19,6 +19,10 @@
 #             store while the volume is attached and mounted; the writer
 #             resyncs it (qbd volume status healthy), then, detached, qbd
 #             volume verify finds the three replicas identical.
+#   cli       two connections, the backend id, idempotent attach, a busy
+#             device, qbd mapped, locked memory and the I/O flusher flag,
+#             a daemon stalled past the request timeout (new sockets),
+#             detach refused while mounted, detach by name and device.
 #
 # $ATTACH: qbd (the test), or nbd-client (qbd-nbd on a unix socket,
 # connected to the kernel by Debian's nbd-client: checks the harness, the
