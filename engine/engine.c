@@ -47,6 +47,8 @@ enum step {
 	ST_SLOT_SYNC,       /* ... and make that durable */
 	ST_AL_WAIT,         /* WRITE/ZERO waiting for its chunk's log write */
 	ST_AL_WRITE,        /* the engine's log write (e->al_req) */
+	ST_SCRUB_READ,      /* SCRUB: the chunk's written blocks being read */
+	ST_UNDO_ZERO,       /* a data write failed: its hole blocks being zeroed */
 };
 
 
@@ -159,6 +161,16 @@ static inline void bit_set(uint64_t *m, unsigned i, bool on)
 		m[i / 64] &= ~(1ull << (i % 64));
 }
 
+/* Written blocks of a chunk (space accounting). */
+static uint64_t meta_held_blocks(const struct eng_meta *m)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < ENG_BLOCKS_MAX / 64; i++)
+		n += (uint64_t)__builtin_popcountll(m->written[i]);
+	return n;
+}
+
 static unsigned hash_of(uint64_t volume, uint64_t chunk)
 {
 	uint64_t h = volume * 0x9e3779b97f4a7c15ull ^ (chunk + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull;
@@ -192,6 +204,7 @@ static struct eng_chunk *chunk_add(struct qbd_engine *e, uint64_t volume,
 	c->slot = slot;
 	c->hnext = e->hash[h];
 	e->hash[h] = c;
+	e->by_slot[slot] = c;
 	return c;
 }
 
@@ -280,6 +293,7 @@ static void chunk_remove(struct qbd_engine *e, struct eng_chunk *c, bool al_clea
 		pp = &(*pp)->hnext;
 	*pp = c->hnext;
 	e->free_map[c->slot] = dirty ? 2 : 0;
+	e->by_slot[c->slot] = NULL;
 	e->used_slots--;
 	free(c->meta);
 	free(c);
@@ -626,6 +640,7 @@ static void eng_free(struct qbd_engine *e)
 			free(c);
 		}
 	free(e->free_map);
+	free(e->by_slot);
 	free(e->promises);
 	free(e->al_buf);
 	free(e->al_io);
@@ -716,8 +731,9 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 		goto fail;
 	}
 	e->free_map = calloc(e->sb.nslots, 1);
+	e->by_slot = calloc(e->sb.nslots, sizeof *e->by_slot);
 	e->al_dirty = calloc(e->sb.al_blocks, sizeof *e->al_dirty);
-	if (!e->free_map || !e->al_dirty ||
+	if (!e->free_map || !e->by_slot || !e->al_dirty ||
 	    posix_memalign((void **)&e->al_buf, B, e->sb.al_blocks * B)) {
 		r = -ENOMEM;
 		goto fail;
@@ -728,6 +744,9 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 		r = eng_recover(e);
 	if (r < 0)
 		goto fail;
+	for (uint64_t i = 0; i < e->sb.nslots; i++)
+		if (e->by_slot[i])
+			e->held_blocks += meta_held_blocks(e->by_slot[i]->meta);
 	r = io_uring_queue_init(qd, &e->ring, 0);
 	if (r < 0) {
 		qbd_err("engine", "io_uring_queue_init: %s", strerror(-r));
@@ -820,6 +839,44 @@ void qbd_engine_stats(const struct qbd_engine *e, struct qbd_engine_stats *st)
 	st->capacity = e->sb.nslots * e->sb.chunk_size;
 	st->used = e->used_slots * e->sb.chunk_size;
 	st->chunks = e->used_slots;
+	st->slots = e->sb.nslots;
+	st->free_slots = e->sb.nslots - e->used_slots;
+	st->held = e->held_blocks * B;
+	st->data_reads = e->n_data_reads;
+	st->data_read_bytes = e->n_data_read_bytes;
+	st->data_writes = e->n_data_writes;
+	st->data_write_bytes = e->n_data_write_bytes;
+	st->meta_writes = e->n_meta_writes;
+	st->zeroings = e->n_zeroings;
+	st->syncs = e->n_syncs;
+}
+
+void qbd_engine_volume_usage(const struct qbd_engine *e, uint64_t volume,
+			     uint64_t *chunks, uint64_t *held)
+{
+	*chunks = *held = 0;
+	for (unsigned h = 0; h < ENG_HASH; h++)
+		for (const struct eng_chunk *c = e->hash[h]; c; c = c->hnext)
+			if (c->volume == volume) {
+				(*chunks)++;
+				*held += meta_held_blocks(c->meta) * B;
+			}
+}
+
+bool qbd_engine_next_chunk(const struct qbd_engine *e, uint64_t *slot,
+			   uint64_t *volume, uint64_t *chunk)
+{
+	for (uint64_t i = *slot; i < e->sb.nslots; i++) {
+		const struct eng_chunk *c = e->by_slot[i];
+
+		if (!c || c->meta->magic != ENG_MAGIC_META)
+			continue;
+		*slot = i;
+		*volume = c->volume;
+		*chunk = c->chunk;
+		return true;
+	}
+	return false;
 }
 
 uint64_t qbd_engine_promised(const struct qbd_engine *e, uint64_t volume)
@@ -923,7 +980,8 @@ static void req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 	e->done_tail = r;
 	eng_wake(e);
 	if (c) {
-		if (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP) {
+		if (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP ||
+		    r->op == QBD_ENGINE_SCRUB) {
 			c->reading--;
 		} else {
 			c->writing = false;
@@ -954,16 +1012,52 @@ static void req_park(struct qbd_engine *e, struct qbd_engine_req *r)
 
 static bool step_is_data(int step)
 {
-	return step == ST_READ_DATA || step == ST_RMW_READ || step == ST_WRITE_DATA;
+	return step == ST_READ_DATA || step == ST_RMW_READ || step == ST_WRITE_DATA ||
+	       step == ST_SCRUB_READ;
 }
 
 static unsigned step_sqes(const struct eng_priv *p)
 {
 	if (step_is_data(p->step))
 		return p->n_ext;
-	if (p->step == ST_ZERO_DATA)
+	if (p->step == ST_ZERO_DATA || p->step == ST_UNDO_ZERO)
 		return p->zx_ext;
 	return 1;
+}
+
+/* Count the step's I/O (qbd_engine_stats). */
+static void step_count(struct qbd_engine *e, const struct eng_priv *p, unsigned n)
+{
+	uint64_t bytes = 0;
+
+	for (unsigned i = 0; step_is_data(p->step) && i < p->n_ext; i++)
+		bytes += (uint64_t)p->ext_n[i] * B;
+	switch (p->step) {
+	case ST_READ_DATA:
+	case ST_RMW_READ:
+	case ST_SCRUB_READ:
+		e->n_data_reads += n;
+		e->n_data_read_bytes += bytes;
+		break;
+	case ST_WRITE_DATA:
+		e->n_data_writes += n;
+		e->n_data_write_bytes += bytes;
+		break;
+	case ST_WRITE_META:
+	case ST_PROMISE_WRITE:
+	case ST_AL_WRITE:
+		e->n_meta_writes += n;
+		break;
+	case ST_ZERO_DATA:
+	case ST_SLOT_ZERO:
+	case ST_UNDO_ZERO:
+		e->n_zeroings += n;
+		break;
+	case ST_FSYNC:
+	case ST_SLOT_SYNC:
+		e->n_syncs += n;
+		break;
+	}
 }
 
 /* Report the step's I/Os to io_hook, issued or done. */
@@ -995,6 +1089,7 @@ static void step_hook(struct qbd_engine *e, struct qbd_engine_req *r, bool done,
 			     e->sb.al_off + (uint64_t)e->al_block * B, B, e->al_io, e->al_dsync);
 			break;
 		case ST_ZERO_DATA:
+		case ST_UNDO_ZERO:
 			hook(e, QBD_ENGINE_IO_ZERO, done, res, id,
 			     data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B,
 			     (uint64_t)p->zx_n[i] * B, NULL, false);
@@ -1044,6 +1139,7 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 		p->sync_gen = ++e->sync_issued;
 	if (e->io_hook)
 		step_hook(e, r, false, 0);
+	step_count(e, p, n);
 	for (unsigned i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
 		uint8_t *buf = data ? p->bounce + (size_t)(p->ext_b[i] - p->b0) * B : NULL;
@@ -1052,6 +1148,7 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 		switch (p->step) {
 		case ST_READ_DATA:
 		case ST_RMW_READ:
+		case ST_SCRUB_READ:
 			io_uring_prep_read(sqe, e->fd, buf, p->ext_n[i] * B, off);
 			break;
 		case ST_WRITE_DATA:
@@ -1076,6 +1173,7 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 				sqe->rw_flags = RWF_DSYNC;
 			break;
 		case ST_ZERO_DATA:
+		case ST_UNDO_ZERO:
 			io_uring_prep_fallocate(sqe, e->fd, zero_mode(e),
 						(off_t)(data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B),
 						(off_t)p->zx_n[i] * B);
@@ -1106,6 +1204,7 @@ static uint32_t step_bytes(const struct eng_priv *p)
 	case ST_READ_DATA:
 	case ST_RMW_READ:
 	case ST_WRITE_DATA:
+	case ST_SCRUB_READ:
 		for (unsigned i = 0; i < p->n_ext; i++)
 			n += p->ext_n[i] * B;
 		return n;
@@ -1113,6 +1212,7 @@ static uint32_t step_bytes(const struct eng_priv *p)
 	case ST_SLOT_SYNC:
 	case ST_ZERO_DATA:
 	case ST_SLOT_ZERO:
+	case ST_UNDO_ZERO:
 		return 0;
 	default:
 		return B;
@@ -1341,6 +1441,104 @@ static int bounce_get(struct eng_priv *p, struct qbd_engine_req *r)
 	return posix_memalign((void **)&p->bounce, B, (size_t)p->nb * B) ? -ENOMEM : 0;
 }
 
+/* SCRUB: read the blocks from the first written one to the last (holes
+ * between them are read too but not checked: one I/O). */
+static void scrub_start(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+	unsigned nb = e->sb.chunk_size / B, first = nb, last = 0;
+
+	if (r->buf)
+		memset(r->buf, 0, (nb + 7) / 8);
+	for (unsigned b = 0; c && b < nb; b++)
+		if (bit_test(c->meta->written, b)) {
+			if (first == nb)
+				first = b;
+			last = b;
+		}
+	if (first == nb) {
+		req_done(e, r, 0);
+		return;
+	}
+	p->b0 = first;
+	p->nb = last + 1 - first;
+	if (posix_memalign((void **)&p->bounce, B, (size_t)p->nb * B)) {
+		p->bounce = NULL;
+		req_done(e, r, -ENOMEM);
+		return;
+	}
+	p->n_ext = 1;
+	p->ext_b[0] = p->b0;
+	p->ext_n[0] = p->nb;
+	step_go(e, r, ST_SCRUB_READ);
+}
+
+/* SCRUB read complete: check every written block. */
+static void scrub_done(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+	uint8_t *bm = r->buf;
+	int bytes = 0;
+
+	for (unsigned b = p->b0; b < p->b0 + p->nb; b++) {
+		if (!bit_test(c->meta->written, b))
+			continue;
+		bytes += (int)B;
+		if (XXH3_64bits(p->bounce + (size_t)(b - p->b0) * B, B) == c->meta->block_csum[b])
+			continue;
+		bit_set(c->bad, b, true);
+		chunk_set_flags(e, c, c->flags | QBD_ENGINE_CHUNK_DAMAGED);
+		if (bm)
+			bm[b / 8] |= (uint8_t)(1u << (b % 8));
+	}
+	req_done(e, r, bytes);
+}
+
+/* A data write failed: it may have written some of its blocks, and those
+ * that are holes must read as zeros on disk (docs/design.md, "Activity
+ * log"): zero them, the next one or two runs per step, from cursor on;
+ * then fail the request with the write's error. Blocks that held data
+ * keep what the failed write left; their checksums catch it. */
+static void undo_next(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	const uint64_t *w = p->ch->meta->written;
+	uint32_t end = 0;
+
+	for (unsigned x = 0; x < p->n_ext; x++)
+		end = QBD_MAX(end, p->ext_b[x] + p->ext_n[x]);
+	p->zx_ext = 0;
+	while (p->zx_ext < 2 && p->cursor < end) {
+		uint32_t b = p->cursor, n = 0;
+
+		while (b < end && (!in_ext(p, b) || bit_test(w, b)))
+			b++;
+		while (b + n < end && in_ext(p, b + n) && !bit_test(w, b + n))
+			n++;
+		p->cursor = b + n;
+		if (n) {
+			p->zx_b[p->zx_ext] = b;
+			p->zx_n[p->zx_ext++] = n;
+		}
+	}
+	if (!p->zx_ext) {
+		req_done(e, r, p->undo_err);
+		return;
+	}
+	step_go(e, r, ST_UNDO_ZERO);
+}
+
+static void undo_start(struct qbd_engine *e, struct qbd_engine_req *r, int err)
+{
+	struct eng_priv *p = priv(r);
+
+	p->undo_err = err;
+	p->cursor = p->ext_b[0]; /* extents are in ascending order */
+	undo_next(e, r);
+}
+
 static void read_start(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
@@ -1348,6 +1546,10 @@ static void read_start(struct qbd_engine *e, struct qbd_engine_req *r)
 	bool any = false;
 
 	r->version = c ? c->version : 0;
+	if (r->op == QBD_ENGINE_SCRUB) {
+		scrub_start(e, r);
+		return;
+	}
 	if (r->op == QBD_ENGINE_BITMAP) {
 		uint8_t *bm = r->buf;
 
@@ -1589,7 +1791,8 @@ static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c)
 		return;
 	c->in_run = true;
 	while ((r = c->q_head)) {
-		bool rd = r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP;
+		bool rd = r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP ||
+			  r->op == QBD_ENGINE_SCRUB;
 
 		if (c->writing || (!rd && c->reading))
 			break;
@@ -1632,10 +1835,12 @@ static int delete_volume(struct qbd_engine *e, uint64_t volume)
 			}
 			meta_free_marker((struct eng_meta *)blk);
 			w = eng_pwrite(e, blk, B, meta_pos(e, c->slot));
-			if (w < 0)
+			if (w < 0) {
 				r = w;
-			else
+			} else {
+				e->held_blocks -= meta_held_blocks(c->meta);
 				memcpy(c->meta, blk, B);
+			}
 		}
 	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++)
 		if (e->promises[i].volume == volume) {
@@ -1764,7 +1969,8 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 		p->b0 = r->offset / B;
 		p->nb = (r->offset + r->length + B - 1) / B - p->b0;
 		c = chunk_find(e, r->volume, r->chunk);
-		if (!c && (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP)) {
+		if (!c && (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP ||
+			   r->op == QBD_ENGINE_SCRUB)) {
 			read_start(e, r);
 			return;
 		}
@@ -1786,6 +1992,23 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 				req_done(e, r, err);
 				return;
 			}
+		}
+		p->next = NULL;
+		if (c->q_tail)
+			priv(c->q_tail)->next = r;
+		else
+			c->q_head = r;
+		c->q_tail = r;
+		chunk_run_next(e, c);
+		return;
+	case QBD_ENGINE_SCRUB:
+		/* A whole-chunk request whatever offset and length say. */
+		p->b0 = 0;
+		p->nb = e->sb.chunk_size / B;
+		c = chunk_find(e, r->volume, r->chunk);
+		if (!c) {
+			read_start(e, r);
+			return;
 		}
 		p->next = NULL;
 		if (c->q_tail)
@@ -1848,17 +2071,33 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		qbd_err("engine", "I/O error (step %d, volume %016llx chunk %llu): %s",
 			p->step, (unsigned long long)r->volume,
 			(unsigned long long)r->chunk, strerror(-p->err));
-		req_done(e, r, p->err);
+		if (p->step == ST_WRITE_DATA) {
+			undo_start(e, r, p->err);
+			return;
+		}
+		req_done(e, r, p->step == ST_UNDO_ZERO ? p->undo_err : p->err);
 		return;
 	}
 	if (p->got != step_bytes(p)) {
 		qbd_err("engine", "short transfer (step %d, volume %016llx chunk %llu): "
 			"%u of %u bytes", p->step, (unsigned long long)r->volume,
 			(unsigned long long)r->chunk, p->got, step_bytes(p));
+		/* A file takes a short write only when its filesystem is
+		 * full (the rest would fail with ENOSPC). */
+		if (p->step == ST_WRITE_DATA) {
+			undo_start(e, r, e->blockdev ? -EIO : -ENOSPC);
+			return;
+		}
 		req_done(e, r, -EIO);
 		return;
 	}
 	switch (p->step) {
+	case ST_SCRUB_READ:
+		scrub_done(e, r);
+		return;
+	case ST_UNDO_ZERO:
+		undo_next(e, r);
+		return;
 	case ST_READ_DATA:
 		v = verify_blocks(e, c, p);
 		if (v < 0) {
@@ -1900,6 +2139,7 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		write_activate(e, r);
 		return;
 	case ST_WRITE_META:
+		e->held_blocks += meta_held_blocks(p->meta_copy) - meta_held_blocks(c->meta);
 		memcpy(c->meta, p->meta_copy, B);
 		c->version = r->new_version;
 		r->version = c->version;

@@ -102,8 +102,38 @@ struct qbd_engine_stats {
 	uint64_t capacity;     /* bytes of chunk data the store can hold */
 	uint64_t used;         /* bytes in allocated chunks */
 	uint64_t chunks;       /* allocated chunks */
+	uint64_t slots;        /* chunk slots in all (capacity / chunk_size) */
+	uint64_t free_slots;   /* slots - chunks */
+	uint64_t held;         /* bytes of data held: written 4 KiB blocks
+				* (holes, trimmed and zeroed blocks are not
+				* counted; thin provisioning) */
+	/* I/O the requests issued to the store through the ring since open
+	 * (not the blocking I/O of open, close and DELETE_VOLUME). */
+	uint64_t data_reads, data_read_bytes;   /* chunk data read (READ, the
+						 * read of a read-modify-write, SCRUB) */
+	uint64_t data_writes, data_write_bytes; /* chunk data written */
+	uint64_t meta_writes;  /* metadata, activity log and promise blocks */
+	uint64_t zeroings;     /* ranges punched or zeroed (fallocate) */
+	uint64_t syncs;        /* fdatasync */
 };
 void qbd_engine_stats(const struct qbd_engine *e, struct qbd_engine_stats *st);
+
+/* Space a volume takes in this store: its allocated chunks and the bytes
+ * of data they hold (written 4 KiB blocks). Walks every chunk of the
+ * store: meant for an administrative request, not for every I/O. */
+void qbd_engine_volume_usage(const struct qbd_engine *e, uint64_t volume,
+			     uint64_t *chunks, uint64_t *held);
+
+/*
+ * Walk the store slot by slot (the scrubber): the chunk in the lowest
+ * slot >= *slot that has been written (its metadata is on disk). Returns
+ * true with *slot, *volume and *chunk set, false when no slot from *slot
+ * on holds one. The next call starts at *slot + 1. Slots never move, so a
+ * walk from slot 0 up meets every chunk allocated before it started and
+ * still allocated when it passes. Cost: the slots skipped.
+ */
+bool qbd_engine_next_chunk(const struct qbd_engine *e, uint64_t *slot,
+			   uint64_t *volume, uint64_t *chunk);
 
 /* Highest epoch promised for a volume (0 if none). */
 uint64_t qbd_engine_promised(const struct qbd_engine *e, uint64_t volume);
@@ -148,6 +178,7 @@ enum qbd_engine_op {
 	QBD_ENGINE_PROMISE,       /* persist promised = max(promised, epoch) */
 	QBD_ENGINE_DELETE_VOLUME, /* free every chunk and the promise of volume */
 	QBD_ENGINE_BITMAP,        /* which blocks of a range hold data */
+	QBD_ENGINE_SCRUB,         /* verify every written block of a chunk */
 };
 
 #define QBD_ENGINE_F_FUA    0x1u  /* WRITE/ZERO: durable before completion */
@@ -198,6 +229,17 @@ enum qbd_engine_op {
  *       last byte are cleared. No I/O: the bitmap is the one in the
  *       chunk's metadata, taken in the chunk's FIFO like a READ (after the
  *       writes submitted before it). Out: version, as for READ.
+ * SCRUB volume, chunk; buf NULL, or at least chunk_size / 4 KiB / 8
+ *       bytes. Reads the chunk's written blocks (one read from the first
+ *       to the last) and verifies each checksum, in the chunk's FIFO like
+ *       a READ (after the writes submitted before it; never blocks the
+ *       loop). A block that fails is recorded as bad and the chunk flagged
+ *       DAMAGED, as a READ that finds it would; with buf, bit i (byte
+ *       i / 8, bit i % 8) is set for each block i that failed, all others
+ *       cleared. Nothing is logged: the caller reports what it found. res:
+ *       the bytes verified (written blocks x 4 KiB; 0 for a chunk not
+ *       held), also when blocks failed; -errno if the read failed. Out:
+ *       version. offset and length are ignored.
  * FLUSH fdatasync of the store: every write completed before it was
  *       submitted is durable when it completes.
  * PROMISE volume, epoch: promised = max(promised, epoch), durable when it

@@ -119,6 +119,7 @@ struct eng_priv {
 	uint64_t io_id;               /* first I/O id of the step (qbd_engine_opts.io_hook) */
 	unsigned io_n;                /* SQEs of the step */
 	uint64_t sync_gen;            /* ST_FSYNC / ST_SLOT_SYNC: its sync number */
+	int undo_err;                 /* ST_UNDO_ZERO: the failed write's error */
 };
 static_assert(sizeof(struct eng_priv) <= sizeof(((struct qbd_engine_req *)0)->priv),
 	      "engine private state fits");
@@ -160,6 +161,11 @@ struct qbd_engine {
 	struct qbd_engine_req *ali_head, *ali_tail;  /* in the log write in flight */
 	struct qbd_engine_req al_req;     /* the log write's ring request */
 	uint64_t sync_issued, sync_done;  /* syncs issued; highest completed */
+	/* space and I/O accounting (qbd_engine_stats) */
+	struct eng_chunk **by_slot;       /* per slot: its chunk, or NULL */
+	uint64_t held_blocks;             /* written blocks of every chunk */
+	uint64_t n_data_reads, n_data_read_bytes, n_data_writes, n_data_write_bytes;
+	uint64_t n_meta_writes, n_zeroings, n_syncs;
 };
 
 #endif

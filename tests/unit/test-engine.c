@@ -6,7 +6,10 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/engine.h"
@@ -1004,6 +1007,300 @@ START_TEST(zero_to_version_0_allocates_nothing)
 }
 END_TEST
 
+/* ---- scrub, space accounting, full filesystem ---- */
+
+static int eng_scrub(uint64_t chunk, uint8_t *bad, uint64_t *ver)
+{
+	struct qbd_engine_req r = { .op = QBD_ENGINE_SCRUB, .volume = VOL, .chunk = chunk,
+				    .buf = bad };
+	run(&r);
+	if (ver)
+		*ver = r.version;
+	return r.res;
+}
+
+/* A scrub reads the written blocks only, finds a block flipped on disk,
+ * flags the chunk DAMAGED and names the block; a repair clears it. */
+START_TEST(scrub_finds_bad_block)
+{
+	static uint8_t w[4 * 4096];
+	uint8_t bad[CS / 4096 / 8];
+	struct qbd_engine_stats st0, st;
+	uint64_t v;
+
+	fill(w, sizeof w, 3);
+	ck_assert_int_eq(eng_write(2, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_write(2, 40 * 4096, w, 4096, 1, 2, 0), 4096);
+	qbd_engine_stats(e, &st0);
+	ck_assert_int_eq(eng_scrub(2, bad, &v), 5 * 4096);
+	ck_assert_uint_eq(v, 2);
+	for (unsigned i = 0; i < sizeof bad; i++)
+		ck_assert_uint_eq(bad[i], 0);
+	ck_assert_uint_eq(chunk_flags(2), 0);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.data_reads, st0.data_reads + 1);
+	ck_assert_uint_eq(st.data_read_bytes, st0.data_read_bytes + 41 * 4096);
+
+	corrupt_block(2, 40);
+	corrupt_block(2, 1);
+	ck_assert_int_eq(eng_scrub(2, bad, NULL), 5 * 4096);
+	ck_assert_uint_eq(bad[0], 1u << 1);
+	ck_assert_uint_eq(bad[5], 1u << 0);
+	for (unsigned i = 0; i < sizeof bad; i++)
+		if (i != 0 && i != 5)
+			ck_assert_uint_eq(bad[i], 0);
+	ck_assert_uint_eq(chunk_flags(2), QBD_ENGINE_CHUNK_DAMAGED);
+	/* Rewriting both bad blocks (REPAIR at the same version) clears it. */
+	ck_assert_int_eq(eng_write(2, 4096, w + 4096, 4096, 2, 2, QBD_ENGINE_F_REPAIR), 4096);
+	ck_assert_uint_eq(chunk_flags(2), QBD_ENGINE_CHUNK_DAMAGED);
+	ck_assert_int_eq(eng_write(2, 40 * 4096, w, 4096, 2, 2, QBD_ENGINE_F_REPAIR), 4096);
+	ck_assert_uint_eq(chunk_flags(2), 0);
+	ck_assert_int_eq(eng_scrub(2, bad, NULL), 5 * 4096);
+	for (unsigned i = 0; i < sizeof bad; i++)
+		ck_assert_uint_eq(bad[i], 0);
+	/* A chunk never written: nothing to read. */
+	qbd_engine_stats(e, &st0);
+	ck_assert_int_eq(eng_scrub(3, NULL, &v), 0);
+	ck_assert_uint_eq(v, 0);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.data_reads, st0.data_reads);
+}
+END_TEST
+
+/* A scrub waits in the chunk's FIFO behind a write submitted before it. */
+START_TEST(scrub_ordered_after_write)
+{
+	static uint8_t w[8 * 4096];
+	struct qbd_engine_req rs[2] = {
+		{ .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = 6, .offset = 0,
+		  .length = sizeof w, .buf = w, .expected_version = 0, .new_version = 1 },
+		{ .op = QBD_ENGINE_SCRUB, .volume = VOL, .chunk = 6 },
+	};
+
+	fill(w, sizeof w, 5);
+	submit_all(rs, 2);
+	ck_assert_int_eq(rs[0].res, (int)sizeof w);
+	ck_assert_int_eq(rs[1].res, (int)sizeof w);
+	ck_assert_uint_eq(rs[1].version, 1);
+}
+END_TEST
+
+/* The walk by slot meets every written chunk once. */
+START_TEST(next_chunk_walks_every_chunk)
+{
+	uint8_t b[4096] = { 7 };
+	uint64_t slot = 0, vol, ch, seen = 0;
+	unsigned n = 0;
+
+	ck_assert_int_eq(eng_write(0, 0, b, 4096, 0, 1, 0), 4096);
+	ck_assert_int_eq(eng_write(5, 0, b, 4096, 0, 1, 0), 4096);
+	ck_assert_int_eq(eng_write(9, 0, b, 4096, 0, 1, 0), 4096);
+	while (qbd_engine_next_chunk(e, &slot, &vol, &ch)) {
+		ck_assert_uint_eq(vol, VOL);
+		ck_assert(ch == 0 || ch == 5 || ch == 9);
+		ck_assert(!(seen & (1ull << ch)));
+		seen |= 1ull << ch;
+		slot++;
+		n++;
+	}
+	ck_assert_uint_eq(n, 3);
+}
+END_TEST
+
+static uint64_t store_blocks(void)
+{
+	struct stat sb;
+
+	ck_assert_int_eq(stat(path, &sb), 0);
+	return (uint64_t)sb.st_blocks * 512;
+}
+
+/* held counts written blocks, not slots: writes raise it, ZERO (TRIM)
+ * lowers it and punches the blocks out of the store file; it survives a
+ * reopen; DELETE_VOLUME drops it. */
+START_TEST(held_follows_writes_and_trims)
+{
+	static uint8_t w[64 * 4096];
+	struct qbd_engine_stats st;
+	struct qbd_engine_req zr = { .op = QBD_ENGINE_ZERO, .volume = VOL, .chunk = 1,
+				     .offset = 8 * 4096, .length = 48 * 4096,
+				     .expected_version = 1, .new_version = 2 };
+	struct qbd_engine_req d = { .op = QBD_ENGINE_DELETE_VOLUME, .volume = VOL };
+	uint64_t chunks, held, blocks0, blocks1;
+
+	blocks0 = store_blocks();
+	fill(w, sizeof w, 11);
+	ck_assert_int_eq(eng_write(1, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_write(2, 100, w, 5000, 0, 1, 0), 5000); /* 2 blocks */
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.held, 66 * 4096);
+	ck_assert_uint_eq(st.used, 2 * CS);
+	ck_assert_uint_eq(st.free_slots, st.slots - 2);
+	qbd_engine_volume_usage(e, VOL, &chunks, &held);
+	ck_assert_uint_eq(chunks, 2);
+	ck_assert_uint_eq(held, 66 * 4096);
+	qbd_engine_volume_usage(e, VOL + 1, &chunks, &held);
+	ck_assert_uint_eq(chunks, 0);
+	ck_assert_uint_eq(held, 0);
+	blocks1 = store_blocks();
+	ck_assert_uint_ge(blocks1, blocks0 + 64 * 4096);
+
+	run(&zr);
+	ck_assert_int_eq(zr.res, 48 * 4096);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.held, 18 * 4096);
+	ck_assert_uint_le(store_blocks(), blocks1 - 48 * 4096);
+
+	qbd_engine_close(e);
+	open_store(0);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.held, 18 * 4096);
+
+	run(&d);
+	ck_assert_int_eq(d.res, 0);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.held, 0);
+	ck_assert_uint_eq(st.chunks, 0);
+}
+END_TEST
+
+/* Zeroing and reading what was never written cost no data I/O. */
+START_TEST(no_data_io_for_zeroing_and_holes)
+{
+	static uint8_t w[4 * 4096], r[CS];
+	struct qbd_engine_stats st0, st;
+	struct qbd_engine_req zr = { .op = QBD_ENGINE_ZERO, .volume = VOL, .chunk = 3,
+				     .offset = 0, .length = CS,
+				     .expected_version = 0, .new_version = 1 };
+	struct qbd_engine_req z0 = { .op = QBD_ENGINE_ZERO, .volume = VOL, .chunk = 4,
+				     .offset = 0, .length = CS };
+
+	fill(w, sizeof w, 13);
+	ck_assert_int_eq(eng_write(1, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	qbd_engine_stats(e, &st0);
+	/* A chunk never written; holes of a written one. */
+	ck_assert_int_eq(eng_read(2, 0, r, CS, NULL), (int)CS);
+	ck_assert_int_eq(eng_read(1, 8 * 4096, r, CS - 8 * 4096, NULL), (int)(CS - 8 * 4096));
+	/* Zeroing a chunk never written, at version 0 and at a new version;
+	 * zeroing whole written blocks. */
+	run(&z0);
+	ck_assert_int_eq(z0.res, (int)CS);
+	run(&zr);
+	ck_assert_int_eq(zr.res, (int)CS);
+	zr.chunk = 1;
+	zr.expected_version = 1;
+	zr.new_version = 2;
+	run(&zr);
+	ck_assert_int_eq(zr.res, (int)CS);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.data_reads, st0.data_reads);
+	ck_assert_uint_eq(st.data_read_bytes, st0.data_read_bytes);
+	ck_assert_uint_eq(st.data_writes, st0.data_writes);
+	ck_assert_uint_eq(st.data_write_bytes, st0.data_write_bytes);
+	ck_assert_uint_eq(st.held, 0);
+	ck_assert_uint_gt(st.meta_writes, st0.meta_writes); /* versions persisted */
+	ck_assert_uint_eq(st.zeroings, st0.zeroings + 1);   /* chunk 1's 4 blocks */
+	/* A written range does read data. */
+	ck_assert_int_eq(eng_write(1, 0, w, 4096, 2, 3, 0), 4096);
+	ck_assert_int_eq(eng_read(1, 0, r, 4096, NULL), 4096);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.data_reads, st0.data_reads + 1);
+	ck_assert_uint_eq(st.data_writes, st0.data_writes + 1);
+}
+END_TEST
+
+/*
+ * A sparse store on a full filesystem (tmpfs in a private mount
+ * namespace, so nothing outlives the test's process): writes into holes
+ * fail with ENOSPC, leave no data in the holes they failed to fill, and
+ * change nothing; reads, writes over written blocks and trims go on.
+ * Needs CAP_SYS_ADMIN: without it the test says so and checks nothing.
+ */
+START_TEST(full_filesystem_enospc)
+{
+	static uint8_t w[CS], r[CS], z[CS];
+	struct qbd_engine_stats st;
+	struct qbd_engine_req zr = { .op = QBD_ENGINE_ZERO, .volume = VOL, .offset = 0,
+				     .length = CS };
+	uint64_t n = 0, ver;
+	int res = 0, fd;
+
+	qbd_engine_close(e);
+	e = NULL;
+	unlink(path);
+	if (unshare(CLONE_NEWNS) == -1 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1 ||
+	    mount("tmpfs", dir, "tmpfs", 0, "size=12m") == -1) {
+		fprintf(stderr, "full_filesystem_enospc: no private tmpfs (%m): not checked\n");
+		open_store(64ull << 20);
+		return;
+	}
+	open_store(64ull << 20);
+	fill(w, sizeof w, 17);
+	/* Fill the filesystem chunk by chunk. */
+	for (n = 0; n < 40; n++) {
+		res = eng_write(n, 0, w, CS, 0, 1, 0);
+		if (res != (int)CS)
+			break;
+	}
+	ck_assert_int_eq(res, -ENOSPC);
+	ck_assert_uint_gt(n, 2);
+	ck_assert_uint_lt(n, 13);
+	/* The failed chunk holds nothing, on disk nothing of it either. */
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, n), 0);
+	ck_assert_int_eq(eng_read(n, 0, r, CS, &ver), (int)CS);
+	ck_assert_uint_eq(ver, 0);
+	ck_assert_mem_eq(r, z, CS);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	{
+		struct eng_super sb;
+		uint8_t *buf = malloc(CS);
+
+		ck_assert_int_eq(pread(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
+		for (uint64_t s = 0; s < sb.nslots; s++) {
+			bool used = false;
+
+			for (uint64_t c = 0; c < n; c++) {
+				struct eng_meta m;
+				uint64_t pos;
+
+				ck_assert(disk_meta(c, &m, &pos));
+				used |= pos == sb.data_off + s * CS;
+			}
+			if (used)
+				continue;
+			ck_assert_int_eq(pread(fd, buf, CS, (off_t)(sb.data_off + s * CS)),
+					 (ssize_t)CS);
+			ck_assert_mem_eq(buf, z, CS);
+		}
+		free(buf);
+	}
+	close(fd);
+	/* A written chunk reads back and can be overwritten in place. */
+	ck_assert_int_eq(eng_read(0, 0, r, CS, NULL), (int)CS);
+	ck_assert_mem_eq(r, w, CS);
+	fill(w, 8192, 19);
+	ck_assert_int_eq(eng_write(0, 0, w, 8192, 1, 2, 0), 8192);
+	ck_assert_int_eq(eng_read(0, 0, r, 8192, NULL), 8192);
+	ck_assert_mem_eq(r, w, 8192);
+	/* A trim frees space: the next chunk fits. */
+	zr.chunk = 1;
+	zr.expected_version = 1;
+	zr.new_version = 2;
+	run(&zr);
+	ck_assert_int_eq(zr.res, (int)CS);
+	ck_assert_int_eq(eng_write(n, 0, w, CS, 0, 1, 0), (int)CS);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(st.held, (uint64_t)n * CS);
+	qbd_engine_close(e);
+	e = NULL;
+	unlink(path);
+	ck_assert_int_eq(umount(dir), 0);
+	open_store(64ull << 20);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -1046,6 +1343,16 @@ int main(void)
 	tcase_add_test(t, recovery_flags_suspect_until_resync);
 	tcase_add_test(t, damaged_persists);
 	tcase_add_test(t, old_format_refused);
+	suite_add_tcase(s, t);
+	t = tcase_create("space");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, scrub_finds_bad_block);
+	tcase_add_test(t, scrub_ordered_after_write);
+	tcase_add_test(t, next_chunk_walks_every_chunk);
+	tcase_add_test(t, held_follows_writes_and_trims);
+	tcase_add_test(t, no_data_io_for_zeroing_and_holes);
+	tcase_add_test(t, full_filesystem_enospc);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
