@@ -535,7 +535,7 @@ int qbd_meta_lease_revoke(struct qbd_meta *m, int64_t lease)
 
 char *meta_node_to_json(const struct qbd_node_info *n)
 {
-	json_object *o = json_object_new_object();
+	json_object *o = json_object_new_object(), *sc, *io;
 	char hex[17];
 	char *s;
 
@@ -545,6 +545,30 @@ char *meta_node_to_json(const struct qbd_node_info *n)
 	json_object_object_add(o, "capacity", json_object_new_int64((int64_t)n->capacity));
 	json_object_object_add(o, "used", json_object_new_int64((int64_t)n->used));
 	json_object_object_add(o, "chunk_size", json_object_new_int64(n->chunk_size));
+	json_object_object_add(o, "held", json_object_new_int64((int64_t)n->held));
+	json_object_object_add(o, "slots", json_object_new_int64((int64_t)n->slots));
+	json_object_object_add(o, "free_slots", json_object_new_int64((int64_t)n->free_slots));
+	json_object_object_add(o, "seq", json_object_new_int64((int64_t)n->seq));
+	json_object_object_add(o, "updated", json_object_new_int64((int64_t)n->updated));
+	sc = json_object_new_object();
+	json_object_object_add(sc, "rate", json_object_new_int64((int64_t)n->scrub.rate));
+	json_object_object_add(sc, "bytes", json_object_new_int64((int64_t)n->scrub.bytes));
+	json_object_object_add(sc, "chunks", json_object_new_int64((int64_t)n->scrub.chunks));
+	json_object_object_add(sc, "passes", json_object_new_int64((int64_t)n->scrub.passes));
+	json_object_object_add(sc, "bad_blocks", json_object_new_int64((int64_t)n->scrub.bad_blocks));
+	json_object_object_add(sc, "errors", json_object_new_int64((int64_t)n->scrub.errors));
+	json_object_object_add(o, "scrub", sc);
+	io = json_object_new_object();
+	json_object_object_add(io, "data_reads", json_object_new_int64((int64_t)n->io.data_reads));
+	json_object_object_add(io, "data_read_bytes",
+			       json_object_new_int64((int64_t)n->io.data_read_bytes));
+	json_object_object_add(io, "data_writes", json_object_new_int64((int64_t)n->io.data_writes));
+	json_object_object_add(io, "data_write_bytes",
+			       json_object_new_int64((int64_t)n->io.data_write_bytes));
+	json_object_object_add(io, "meta_writes", json_object_new_int64((int64_t)n->io.meta_writes));
+	json_object_object_add(io, "zeroings", json_object_new_int64((int64_t)n->io.zeroings));
+	json_object_object_add(io, "syncs", json_object_new_int64((int64_t)n->io.syncs));
+	json_object_object_add(o, "io", io);
 	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return s;
@@ -577,9 +601,45 @@ int meta_node_from_json(const char *json, struct qbd_node_info *n)
 	n->capacity = jint(o, "capacity");
 	n->used = jint(o, "used");
 	n->chunk_size = (uint32_t)jint(o, "chunk_size");
+	n->held = jint(o, "held");
+	n->slots = jint(o, "slots");
+	n->free_slots = jint(o, "free_slots");
+	n->seq = jint(o, "seq");
+	n->updated = jint(o, "updated");
+	if (json_object_object_get_ex(o, "scrub", &v) && json_object_is_type(v, json_type_object)) {
+		n->scrub.rate = jint(v, "rate");
+		n->scrub.bytes = jint(v, "bytes");
+		n->scrub.chunks = jint(v, "chunks");
+		n->scrub.passes = jint(v, "passes");
+		n->scrub.bad_blocks = jint(v, "bad_blocks");
+		n->scrub.errors = jint(v, "errors");
+	}
+	if (json_object_object_get_ex(o, "io", &v) && json_object_is_type(v, json_type_object)) {
+		n->io.data_reads = jint(v, "data_reads");
+		n->io.data_read_bytes = jint(v, "data_read_bytes");
+		n->io.data_writes = jint(v, "data_writes");
+		n->io.data_write_bytes = jint(v, "data_write_bytes");
+		n->io.meta_writes = jint(v, "meta_writes");
+		n->io.zeroings = jint(v, "zeroings");
+		n->io.syncs = jint(v, "syncs");
+	}
 	r = 0;
 out:
 	json_object_put(o);
+	return r;
+}
+
+int qbd_meta_node_put(struct qbd_meta *m, const struct qbd_node_info *n)
+{
+	char key[64], hex[17];
+	char *json = meta_node_to_json(n);
+	int r;
+
+	if (!json)
+		return -ENOMEM;
+	snprintf(key, sizeof key, "/qbd/nodes/%s", qbd_id_str(n->id, hex));
+	r = meta_put(m, key, json, 0);
+	free(json);
 	return r;
 }
 

@@ -6,7 +6,9 @@
  *
  * Keys (values are JSON unless noted):
  *   /qbd/cluster                 {"id":"<hex16>"}       created once
- *   /qbd/nodes/<node hex16>      {"id","addr","zone","capacity","used","chunk_size"}
+ *   /qbd/nodes/<node hex16>      {"id","addr","zone","capacity","used","chunk_size",
+ *                                 "held","slots","free_slots","seq","updated",
+ *                                 "scrub":{...},"io":{...}} (struct qbd_node_info)
  *   /qbd/alive/<node hex16>      "1", under the node's lease (node is up)
  *   /qbd/volumes/<name>          {"name","id","size","chunk_size","replicas":n,
  *                                 "write_quorum":w,"nodes":["<hex16>",...]}
@@ -48,14 +50,39 @@ void qbd_meta_close(struct qbd_meta *m);
  * id, created atomically: concurrent creators agree). */
 int qbd_meta_cluster_id(struct qbd_meta *m, bool create, uint64_t *id);
 
+/* Background scrub of a chunk server (its counters since it started). */
+struct qbd_node_scrub {
+	uint64_t rate;             /* bytes/s; 0 = scrub off */
+	uint64_t bytes;            /* bytes of written blocks verified */
+	uint64_t chunks;           /* chunks scrubbed */
+	uint64_t passes;           /* full passes over the store completed */
+	uint64_t bad_blocks;       /* blocks found failing their checksum */
+	uint64_t errors;           /* scrub reads that failed (I/O errors) */
+};
+
+/* I/O the chunk server's engine issued since it started
+ * (struct qbd_engine_stats). */
+struct qbd_node_io {
+	uint64_t data_reads, data_read_bytes, data_writes, data_write_bytes;
+	uint64_t meta_writes, zeroings, syncs;
+};
+
 struct qbd_node_info {
 	uint64_t id;
 	char addr[QBD_ADDR_MAX];   /* "HOST:PORT" clients connect to */
 	char zone[QBD_ZONE_MAX];
-	uint64_t capacity;
-	uint64_t used;
+	uint64_t capacity;         /* bytes of chunk data the store can hold */
+	uint64_t used;             /* bytes in allocated chunk slots */
 	uint32_t chunk_size;
 	bool alive;                /* filled by list/get: /qbd/alive/<id> exists */
+	/* Republished by the chunk server while it runs (0 in records of
+	 * older chunk servers): */
+	uint64_t held;             /* bytes of data held (written 4 KiB blocks) */
+	uint64_t slots, free_slots;/* chunk slots in all, and free */
+	uint64_t seq;              /* publications of the record since start-up */
+	uint64_t updated;          /* unix seconds of the last publication */
+	struct qbd_node_scrub scrub;
+	struct qbd_node_io io;
 };
 
 /* Grant a lease of ttl seconds. */
@@ -67,6 +94,8 @@ int qbd_meta_lease_revoke(struct qbd_meta *m, int64_t lease);
 /* Write the node record, and the alive key under lease. */
 int qbd_meta_node_register(struct qbd_meta *m, const struct qbd_node_info *n,
 			   int64_t lease);
+/* Write the node record only (a chunk server republishing its numbers). */
+int qbd_meta_node_put(struct qbd_meta *m, const struct qbd_node_info *n);
 int qbd_meta_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *out);
 /* *out is malloc'd (caller frees), sorted by zone then id. */
 int qbd_meta_node_list(struct qbd_meta *m, struct qbd_node_info **out, size_t *n);

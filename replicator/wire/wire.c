@@ -72,6 +72,7 @@ const char *qbd_wire_type_name(int type)
 	case QBD__MSG_TYPE__PING: return "PING";
 	case QBD__MSG_TYPE__CHECKSUM: return "CHECKSUM";
 	case QBD__MSG_TYPE__PULL: return "PULL";
+	case QBD__MSG_TYPE__USAGE: return "USAGE";
 	default: return "UNKNOWN";
 	}
 }

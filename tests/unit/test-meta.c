@@ -131,12 +131,27 @@ START_TEST(records_roundtrip)
 	struct qbd_volume_info v = { .name = "vol", .id = 42, .size = 1ull << 30,
 				     .chunk_size = 1 << 20, .replicas = 3, .write_quorum = 2,
 				     .nodes = { 1, 2, 0xffffffffffffffffull } }, v2;
-	char *j = meta_node_to_json(&n);
+	char *j;
 
+	n.held = 8192;
+	n.slots = 100;
+	n.free_slots = 99;
+	n.seq = 5;
+	n.scrub.bytes = 1ull << 40;
+	n.scrub.bad_blocks = 3;
+	n.io.data_reads = 17;
+	j = meta_node_to_json(&n);
 	ck_assert_int_eq(meta_node_from_json(j, &n2), 0);
 	ck_assert_uint_eq(n2.id, n.id);
 	ck_assert_str_eq(n2.zone, "eu-1a");
 	ck_assert_uint_eq(n2.used, 4096);
+	ck_assert_uint_eq(n2.held, 8192);
+	ck_assert_uint_eq(n2.slots, 100);
+	ck_assert_uint_eq(n2.free_slots, 99);
+	ck_assert_uint_eq(n2.seq, 5);
+	ck_assert_uint_eq(n2.scrub.bytes, 1ull << 40);
+	ck_assert_uint_eq(n2.scrub.bad_blocks, 3);
+	ck_assert_uint_eq(n2.io.data_reads, 17);
 	free(j);
 	j = meta_volume_to_json(&v);
 	ck_assert_int_eq(meta_volume_from_json(j, &v2), 0);
