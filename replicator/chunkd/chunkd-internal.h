@@ -58,6 +58,21 @@ struct chunkd_req {
 	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
 };
 
+/* The background scrubber (scrub.c). */
+struct chunkd_scrub {
+	uv_timer_t timer;
+	bool timer_on;
+	bool busy;             /* req is in the engine */
+	struct qbd_engine_req req;
+	uint8_t bad[32];       /* req's bad-block bitmap (256 blocks at most) */
+	uint64_t slot;         /* next slot of the walk */
+	int64_t tokens;        /* bytes that may be scrubbed now */
+	uint64_t last_ns;      /* last refill */
+	uint64_t pass_start_ns;/* this pass started (or may start) then */
+	uint64_t pass_chunks, pass_bad;
+	struct qbd_node_scrub stats;
+};
+
 struct chunkd {
 	uv_loop_t loop;
 	uv_tcp_t server;
@@ -73,6 +88,8 @@ struct chunkd {
 	struct peer *peers;    /* connections to other chunk servers (pull.c) */
 	uv_timer_t peer_timer;
 	bool peer_timer_on;
+	struct chunkd_scrub scrub;
+	uv_timer_t stats_timer;  /* copies the numbers into node (under ka_mu) */
 	bool stopping;
 	uint64_t stop_start_ns;
 	/* keepalive thread */
@@ -82,7 +99,8 @@ struct chunkd {
 	pthread_cond_t ka_cv;
 	bool ka_stop;
 	int64_t lease;
-	struct qbd_node_info node;
+	struct qbd_node_info node;   /* under ka_mu: the loop thread updates its
+				      * numbers, the keepalive thread publishes */
 };
 
 /* chunkd.c: reply to r with status (0 or -errno) and free it once sent;
@@ -97,5 +115,11 @@ void req_submit(struct chunkd_req *r, enum qbd_engine_op op);
 void chunkd_pull(struct chunkd *d, struct chunkd_req *r, const Qbd__Msg *m);
 /* Fail every pull and close every connection to other chunk servers. */
 void chunkd_peers_close(struct chunkd *d);
+
+/* scrub.c: start the background scrub at rate bytes/s (0: off; 0 or
+ * -ENOMEM); stop submitting and close its timer (a scrub in the engine
+ * still completes; the drain waits for it). */
+int chunkd_scrub_start(struct chunkd *d, uint64_t rate);
+void chunkd_scrub_stop(struct chunkd *d);
 
 #endif

@@ -18,13 +18,15 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: qbd-chunkd --data PATH --listen ADDR:PORT --zone NAME --etcd URL\n"
-		"                  [--size SIZE] [--advertise ADDR:PORT] [--log-level L]\n"
+		"                  [--size SIZE] [--advertise ADDR:PORT] [--scrub-rate RATE]\n"
+		"                  [--log-level L]\n"
 		"  --data PATH          store file or block device\n"
 		"  --size SIZE          create the file with SIZE if absent (default 8G)\n"
 		"  --listen ADDR:PORT   address to serve the qbd protocol on\n"
 		"  --advertise ADDR:PORT address clients use (default: --listen)\n"
 		"  --zone NAME          failure zone of this node\n"
 		"  --etcd URL           etcd endpoint(s) (default: $QBD_ETCD)\n"
+		"  --scrub-rate RATE    background scrub, bytes/s (e.g. 4M; default 4M; 0 = off)\n"
 		"  --log-level L        error|warn|info|debug\n");
 }
 
@@ -47,10 +49,12 @@ int main(int argc, char **argv)
 		{ "size", required_argument, NULL, 's' },
 		{ "advertise", required_argument, NULL, 'a' },
 		{ "log-level", required_argument, NULL, 'L' },
+		{ "scrub-rate", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct qbd_chunkd_opts o = { .create_size = 8ull << 30 };
+	struct qbd_chunkd_opts o = { .create_size = 8ull << 30,
+				     .scrub_rate = QBD_CHUNKD_SCRUB_RATE };
 	char host[128];
 	uint16_t port;
 	int c, lvl;
@@ -66,6 +70,11 @@ int main(int argc, char **argv)
 		case 's':
 			if (qbd_parse_size(optarg, &o.create_size) < 0 || o.create_size == 0)
 				return bad("bad --size '%s'", optarg);
+			break;
+		case 'r':
+			if (qbd_parse_size(optarg, &o.scrub_rate) < 0)
+				return bad("bad --scrub-rate '%s' (bytes per second, e.g. 4M; 0 = off)",
+					   optarg);
 			break;
 		case 'L':
 			lvl = qbd_log_parse_level(optarg);

@@ -350,6 +350,7 @@ static int chunkd_validate(const struct chunkd *d, const Qbd__Msg *m,
 	case QBD__MSG_TYPE__DELETE_VOLUME:
 	case QBD__MSG_TYPE__PING:
 	case QBD__MSG_TYPE__CHECKSUM:
+	case QBD__MSG_TYPE__USAGE:
 		if (m->data_len != 0)
 			why = "unexpected data";
 		break;
@@ -512,6 +513,25 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 		r->er.epoch = m->epoch;
 		req_submit(r, QBD_ENGINE_PROMISE);
 		return 0;
+	case QBD__MSG_TYPE__USAGE: {
+		/* Read-only, for operators: any epoch. Volume 0 is the store. */
+		struct qbd_engine_stats st;
+
+		qbd_engine_stats(d->e, &st);
+		r->reply.capacity = st.capacity;
+		r->reply.free_slots = st.free_slots;
+		if (m->volume_id) {
+			qbd_engine_volume_usage(d->e, m->volume_id, &r->reply.chunks,
+						&r->reply.held);
+			r->reply.used = r->reply.chunks * st.chunk_size;
+		} else {
+			r->reply.chunks = st.chunks;
+			r->reply.held = st.held;
+			r->reply.used = st.used;
+		}
+		req_reply(r, 0);
+		return 0;
+	}
 	case QBD__MSG_TYPE__CHECKSUM:
 		/* Read-only, for comparing replicas: any epoch. */
 		if (posix_memalign(&r->data, QBD_ENGINE_BLOCK, d->chunk_size) != 0) {
@@ -696,6 +716,8 @@ static void engine_on_poll(uv_poll_t *p, int status, int events)
 static void chunkd_close_all(struct chunkd *d)
 {
 	chunkd_peers_close(d);
+	chunkd_scrub_stop(d);
+	uv_close((uv_handle_t *)&d->stats_timer, NULL);
 	while (d->conns)
 		conn_close(d->conns);
 	uv_close((uv_handle_t *)&d->engine_poll, NULL);
@@ -758,14 +780,56 @@ static void chunkd_on_signal(uv_signal_t *s, int signum)
 	uv_timer_start(&d->drain_timer, chunkd_on_drain_tick, 0, 20);
 }
 
+/* ---- numbers for the node record ---- */
+
+/* Loop thread: copy the engine's and the scrubber's numbers into the
+ * node record, which the keepalive thread publishes when they change. */
+static void chunkd_stats_fill(struct chunkd *d)
+{
+	struct qbd_engine_stats st;
+
+	qbd_engine_stats(d->e, &st);
+	pthread_mutex_lock(&d->ka_mu);
+	d->node.capacity = st.capacity;
+	d->node.used = st.used;
+	d->node.held = st.held;
+	d->node.slots = st.slots;
+	d->node.free_slots = st.free_slots;
+	d->node.scrub = d->scrub.stats;
+	d->node.io.data_reads = st.data_reads;
+	d->node.io.data_read_bytes = st.data_read_bytes;
+	d->node.io.data_writes = st.data_writes;
+	d->node.io.data_write_bytes = st.data_write_bytes;
+	d->node.io.meta_writes = st.meta_writes;
+	d->node.io.zeroings = st.zeroings;
+	d->node.io.syncs = st.syncs;
+	pthread_mutex_unlock(&d->ka_mu);
+}
+
+static void chunkd_stats_tick(uv_timer_t *t)
+{
+	chunkd_stats_fill(QBD_CONTAINER_OF(t, struct chunkd, stats_timer));
+}
+
+/* The numbers of two records differ (seq and updated aside). */
+static bool node_numbers_differ(const struct qbd_node_info *a, const struct qbd_node_info *b)
+{
+	return a->capacity != b->capacity || a->used != b->used || a->held != b->held ||
+	       a->slots != b->slots || a->free_slots != b->free_slots ||
+	       memcmp(&a->scrub, &b->scrub, sizeof a->scrub) != 0 ||
+	       memcmp(&a->io, &b->io, sizeof a->io) != 0;
+}
+
 /* ---- keepalive thread ---- */
 
 static void *chunkd_keepalive_main(void *arg)
 {
 	struct chunkd *d = arg;
 	struct timespec ts;
+	struct qbd_node_info last, cur;
 
 	pthread_mutex_lock(&d->ka_mu);
+	last = d->node;
 	while (!d->ka_stop) {
 		int64_t lease = d->lease;
 		int rc;
@@ -777,18 +841,35 @@ static void *chunkd_keepalive_main(void *arg)
 			;
 		if (d->ka_stop)
 			break;
+		cur = d->node;
 		pthread_mutex_unlock(&d->ka_mu);
+		cur.seq = last.seq;
+		cur.updated = last.updated;
 		rc = lease ? qbd_meta_lease_keepalive(d->meta, lease) : -ENOENT;
 		if (rc == -ENOENT) {
 			qbd_warn(COMP, "lease expired; registering again");
 			rc = qbd_meta_lease_grant(d->meta, QBD_CHUNKD_LEASE_TTL, &lease);
 			if (rc == 0)
-				rc = qbd_meta_node_register(d->meta, &d->node, lease);
+				rc = qbd_meta_node_register(d->meta, &cur, lease);
 			else
 				lease = 0;
+			if (rc == 0)
+				last = cur;
 		}
 		if (rc < 0)
 			qbd_warn(COMP, "etcd keepalive: %s; retrying", strerror(-rc));
+		/* Republish the numbers when they changed: space used, scrub
+		 * and I/O counters (docs/design.md, "Space accounting"). */
+		if (rc == 0 && node_numbers_differ(&cur, &last)) {
+			cur.seq = last.seq + 1;
+			cur.updated = (uint64_t)time(NULL);
+			rc = qbd_meta_node_put(d->meta, &cur);
+			if (rc == 0)
+				last = cur;
+			else
+				qbd_warn(COMP, "etcd: publishing the node record: %s; retrying",
+					 strerror(-rc));
+		}
 		pthread_mutex_lock(&d->ka_mu);
 		d->lease = lease;
 	}
@@ -897,6 +978,11 @@ static int chunkd_register(struct chunkd *d, const struct qbd_chunkd_opts *o,
 	d->node.capacity = st.capacity;
 	d->node.used = st.used;
 	d->node.chunk_size = st.chunk_size;
+	d->node.held = st.held;
+	d->node.slots = st.slots;
+	d->node.free_slots = st.free_slots;
+	d->node.scrub.rate = d->scrub.stats.rate;
+	d->node.updated = (uint64_t)time(NULL);
 	rc = qbd_meta_lease_grant(d->meta, QBD_CHUNKD_LEASE_TTL, &d->lease);
 	if (rc == 0)
 		rc = qbd_meta_node_register(d->meta, &d->node, d->lease);
@@ -959,6 +1045,10 @@ int qbd_chunkd_run(const struct qbd_chunkd_opts *o)
 	uv_signal_start(&d->sig_term, chunkd_on_signal, SIGTERM);
 	uv_signal_start(&d->sig_int, chunkd_on_signal, SIGINT);
 	uv_timer_init(&d->loop, &d->drain_timer);
+	uv_timer_init(&d->loop, &d->stats_timer);
+	uv_timer_start(&d->stats_timer, chunkd_stats_tick, QBD_CHUNKD_STATS_MS,
+		       QBD_CHUNKD_STATS_MS);
+	d->scrub.stats.rate = o->scrub_rate;
 
 	rc = chunkd_register(d, o, bound);
 	if (rc < 0)
@@ -978,6 +1068,12 @@ int qbd_chunkd_run(const struct qbd_chunkd_opts *o)
 		goto out_lease;
 	}
 	d->ka_started = true;
+	rc = chunkd_scrub_start(d, o->scrub_rate);
+	if (rc < 0) {
+		qbd_err(COMP, "scrub: %s", strerror(-rc));
+		chunkd_keepalive_stop(d);
+		goto out_lease;
+	}
 	{
 		char idb[17];
 		qbd_info(COMP, "listening on %s zone %s node %s", bound, o->zone,

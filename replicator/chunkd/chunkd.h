@@ -13,6 +13,8 @@
 #define QBD_CHUNKD_KEEPALIVE_MS 3000
 #define QBD_CHUNKD_MAX_INFLIGHT 256    /* requests per connection */
 #define QBD_CHUNKD_DRAIN_MS 5000       /* shutdown: wait this long at most */
+#define QBD_CHUNKD_SCRUB_RATE (4ull << 20) /* default background scrub, bytes/s */
+#define QBD_CHUNKD_STATS_MS 1000       /* numbers copied for the node record */
 
 struct qbd_chunkd_opts {
 	const char *data;       /* store path */
@@ -21,6 +23,7 @@ struct qbd_chunkd_opts {
 	const char *advertise;  /* "HOST:PORT" published in etcd; NULL = listen */
 	const char *zone;
 	const char *etcd;       /* etcd URL(s) */
+	uint64_t scrub_rate;    /* background scrub, bytes/s; 0 = off */
 };
 
 /*
