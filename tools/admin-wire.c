@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A small blocking client of the qbd wire protocol for administrative
- * requests from the CLI (DELETE_VOLUME, CHECKSUM). */
+ * requests from the CLI (DELETE_VOLUME, CHECKSUM, USAGE). */
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -19,6 +19,7 @@ struct admin_rx {
 	int got;
 	int type;
 	uint64_t version, checksum;
+	struct admin_usage usage;
 };
 
 static void *admin_on_header(void *user, const Qbd__Msg *m)
@@ -37,6 +38,11 @@ static int admin_on_frame(void *user, Qbd__Msg *m, void *data)
 	a->type = m->type;
 	a->version = m->version;
 	a->checksum = m->checksum;
+	a->usage.chunks = m->chunks;
+	a->usage.held = m->held;
+	a->usage.used = m->used;
+	a->usage.capacity = m->capacity;
+	a->usage.free_slots = m->free_slots;
 	a->got = 1;
 	return 1;
 }
@@ -145,6 +151,24 @@ int admin_checksum(struct admin_conn *ac, uint64_t volume_id, uint64_t chunk,
 		*version = a.version;
 		*checksum = a.checksum;
 	}
+	return r;
+}
+
+int admin_usage(struct admin_conn *ac, uint64_t volume_id, struct admin_usage *out)
+{
+	struct admin_rx a;
+	Qbd__Msg m;
+	int r;
+
+	qbd__msg__init(&m);
+	m.type = QBD__MSG_TYPE__USAGE;
+	m.cluster_id = ac->cluster_id;
+	m.node_id = ac->node_id;
+	m.volume_id = volume_id;
+	m.request_id = ac->next_id++;
+	r = admin_call(ac->fd, &ac->rx, &m, &a);
+	if (r == 0)
+		*out = a.usage;
 	return r;
 }
 

@@ -71,10 +71,89 @@ static json_object *cli_node_json(const struct qbd_node_info *n, bool full)
 	json_object_object_add(o, "addr", json_object_new_string(n->addr));
 	json_object_object_add(o, "alive", json_object_new_boolean(n->alive));
 	if (full) {
+		json_object *sc = json_object_new_object(), *io = json_object_new_object();
+
 		json_object_object_add(o, "capacity", cli_json_u64(n->capacity));
 		json_object_object_add(o, "used", cli_json_u64(n->used));
+		json_object_object_add(o, "held", cli_json_u64(n->held));
+		json_object_object_add(o, "slots", cli_json_u64(n->slots));
+		json_object_object_add(o, "free_slots", cli_json_u64(n->free_slots));
+		json_object_object_add(o, "seq", cli_json_u64(n->seq));
+		json_object_object_add(o, "updated", cli_json_u64(n->updated));
+		json_object_object_add(sc, "rate", cli_json_u64(n->scrub.rate));
+		json_object_object_add(sc, "bytes", cli_json_u64(n->scrub.bytes));
+		json_object_object_add(sc, "chunks", cli_json_u64(n->scrub.chunks));
+		json_object_object_add(sc, "passes", cli_json_u64(n->scrub.passes));
+		json_object_object_add(sc, "bad_blocks", cli_json_u64(n->scrub.bad_blocks));
+		json_object_object_add(sc, "errors", cli_json_u64(n->scrub.errors));
+		json_object_object_add(o, "scrub", sc);
+		json_object_object_add(io, "data_reads", cli_json_u64(n->io.data_reads));
+		json_object_object_add(io, "data_read_bytes", cli_json_u64(n->io.data_read_bytes));
+		json_object_object_add(io, "data_writes", cli_json_u64(n->io.data_writes));
+		json_object_object_add(io, "data_write_bytes", cli_json_u64(n->io.data_write_bytes));
+		json_object_object_add(io, "meta_writes", cli_json_u64(n->io.meta_writes));
+		json_object_object_add(io, "zeroings", cli_json_u64(n->io.zeroings));
+		json_object_object_add(io, "syncs", cli_json_u64(n->io.syncs));
+		json_object_object_add(o, "io", io);
 	}
 	return o;
+}
+
+/* ---- space a volume takes on its replicas (USAGE requests) ---- */
+
+struct replica_usage {
+	bool ok;
+	int err;                /* !ok: why */
+	struct admin_usage u;
+};
+
+/* Ask each replica of v how much of it it holds; a replica that cannot
+ * answer gets ok = false. Returns the bytes held by all that answered. */
+static uint64_t cli_volume_usage(const struct qbd_volume_info *v, uint64_t cluster_id,
+				 const struct qbd_node_info *const nodes[],
+				 struct replica_usage *out)
+{
+	uint64_t total = 0;
+
+	for (unsigned i = 0; i < v->replicas; i++) {
+		struct admin_conn ac;
+		struct qbd_node_info n = *nodes[i];
+
+		memset(&out[i], 0, sizeof out[i]);
+		n.id = v->nodes[i];
+		out[i].err = n.addr[0] && strcmp(n.addr, "?") ? admin_connect(&n, cluster_id, &ac)
+							       : -ENOENT;
+		if (out[i].err == 0) {
+			out[i].err = admin_usage(&ac, v->id, &out[i].u);
+			admin_close(&ac);
+		}
+		out[i].ok = out[i].err == 0;
+		if (out[i].ok)
+			total += out[i].u.held;
+	}
+	return total;
+}
+
+static void cli_usage_json(json_object *o, const struct replica_usage *u)
+{
+	if (!u->ok) {
+		json_object_object_add(o, "usage_error", json_object_new_string(strerror(-u->err)));
+		return;
+	}
+	json_object_object_add(o, "chunks", cli_json_u64(u->u.chunks));
+	json_object_object_add(o, "held", cli_json_u64(u->u.held));
+	json_object_object_add(o, "used", cli_json_u64(u->u.used));
+}
+
+static const char *cli_usage_str(const struct replica_usage *u, char *buf, size_t len)
+{
+	char h[32];
+
+	if (!u->ok)
+		return "?";
+	snprintf(buf, len, "%s/%" PRIu64 "ch", qbd_format_size(u->u.held, h, sizeof h),
+		 u->u.chunks);
+	return buf;
 }
 
 static json_object *cli_volume_json(const struct qbd_volume_info *v)
@@ -113,15 +192,20 @@ static int node_list(int argc, char **argv)
 			json_object_array_add(arr, cli_node_json(&nodes[i], true));
 		cli_print_json(arr);
 	} else {
-		printf("%-16s  %-10s  %-22s  %-5s  %10s  %10s\n", "NODE", "ZONE",
-		       "ADDRESS", "STATE", "CAPACITY", "USED");
+		printf("%-16s  %-10s  %-22s  %-5s  %10s  %10s  %10s  %10s  %10s  %4s\n",
+		       "NODE", "ZONE", "ADDRESS", "STATE", "CAPACITY", "USED", "HELD",
+		       "FREE-SLOTS", "SCRUBBED", "BAD");
 		for (size_t i = 0; i < n; i++) {
-			char hex[17], c[32], u[32];
-			printf("%-16s  %-10s  %-22s  %-5s  %10s  %10s\n",
+			char hex[17], c[32], u[32], h[32], sb[32];
+			printf("%-16s  %-10s  %-22s  %-5s  %10s  %10s  %10s  %10" PRIu64
+			       "  %10s  %4" PRIu64 "\n",
 			       qbd_id_str(nodes[i].id, hex), nodes[i].zone, nodes[i].addr,
 			       nodes[i].alive ? "up" : "down",
 			       qbd_format_size(nodes[i].capacity, c, sizeof c),
-			       qbd_format_size(nodes[i].used, u, sizeof u));
+			       qbd_format_size(nodes[i].used, u, sizeof u),
+			       qbd_format_size(nodes[i].held, h, sizeof h), nodes[i].free_slots,
+			       qbd_format_size(nodes[i].scrub.bytes, sb, sizeof sb),
+			       nodes[i].scrub.bad_blocks);
 		}
 	}
 	free(nodes);
@@ -314,8 +398,10 @@ static int volume_info(int argc, char **argv)
 	struct qbd_meta *m;
 	struct qbd_volume_info v;
 	struct qbd_node_info nodes[QBD_MAX_REPLICAS];
-	uint64_t epoch = 0;
-	char hex[17], sz[32];
+	const struct qbd_node_info *np[QBD_MAX_REPLICAS];
+	struct replica_usage ru[QBD_MAX_REPLICAS];
+	uint64_t epoch = 0, cluster_id = 0, held;
+	char hex[17], sz[32], ub[48];
 	int r;
 
 	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
@@ -339,13 +425,21 @@ static int volume_info(int argc, char **argv)
 			snprintf(nodes[i].zone, sizeof nodes[i].zone, "?");
 			snprintf(nodes[i].addr, sizeof nodes[i].addr, "?");
 		}
+	(void)qbd_meta_cluster_id(m, false, &cluster_id);
 	qbd_meta_close(m);
+	for (unsigned i = 0; i < v.replicas; i++)
+		np[i] = &nodes[i];
+	held = cli_volume_usage(&v, cluster_id, np, ru);
 	if (cli_json) {
 		json_object *o = cli_volume_json(&v), *arr = json_object_new_array();
 		json_object_object_add(o, "epoch", cli_json_u64(epoch));
-		for (unsigned i = 0; i < v.replicas; i++)
-			json_object_array_add(arr, cli_node_json(&nodes[i], false));
+		for (unsigned i = 0; i < v.replicas; i++) {
+			json_object *e = cli_node_json(&nodes[i], false);
+			cli_usage_json(e, &ru[i]);
+			json_object_array_add(arr, e);
+		}
 		json_object_object_add(o, "nodes", arr);
+		json_object_object_add(o, "held", cli_json_u64(held));
 		cli_print_json(o);
 		return EXIT_OK;
 	}
@@ -355,11 +449,13 @@ static int volume_info(int argc, char **argv)
 	printf("Chunk size:    %u\n", v.chunk_size);
 	printf("Replication:   R=%u, write quorum W=%u\n", v.replicas, v.write_quorum);
 	printf("Epoch:         %" PRIu64 "\n", epoch);
+	printf("Held:          %s of data on all replicas\n", qbd_format_size(held, sz, sizeof sz));
 	printf("Replicas:\n");
-	printf("  #  NODE              ZONE        ADDRESS                 STATE\n");
+	printf("  #  NODE              ZONE        ADDRESS                 HELD/CHUNKS     STATE\n");
 	for (unsigned i = 0; i < v.replicas; i++)
-		printf("  %-1u  %-16s  %-10s  %-22s  %s\n", i, qbd_id_str(nodes[i].id, hex),
-		       nodes[i].zone, nodes[i].addr, nodes[i].alive ? "up" : "down");
+		printf("  %-1u  %-16s  %-10s  %-22s  %-14s  %s\n", i, qbd_id_str(nodes[i].id, hex),
+		       nodes[i].zone, nodes[i].addr, cli_usage_str(&ru[i], ub, sizeof ub),
+		       nodes[i].alive ? "up" : "down");
 	return EXIT_OK;
 }
 
@@ -467,10 +563,12 @@ static int volume_status(int argc, char **argv)
 	struct qbd_volume_info v;
 	struct replica_status rs[QBD_MAX_REPLICAS];
 	struct qbd_attachment att;
+	const struct qbd_node_info *np[QBD_MAX_REPLICAS];
+	struct replica_usage ru[QBD_MAX_REPLICAS];
 	bool attached = false, have_status = false;
-	uint64_t epoch = 0, st_epoch = 0, st_updated = 0;
+	uint64_t epoch = 0, st_epoch = 0, st_updated = 0, cluster_id = 0, held;
 	char *st_json = NULL;
-	char hex[17], sz[32], tbuf[64];
+	char hex[17], sz[32], tbuf[64], ub[48];
 	unsigned usable = 0, current = 0;
 	int r, rc;
 
@@ -516,8 +614,11 @@ static int volume_status(int argc, char **argv)
 			snprintf(rs[i].node.zone, sizeof rs[i].node.zone, "?");
 			snprintf(rs[i].node.addr, sizeof rs[i].node.addr, "?");
 		}
+		np[i] = &rs[i].node;
 	}
+	(void)qbd_meta_cluster_id(m, false, &cluster_id);
 	qbd_meta_close(m);
+	held = cli_volume_usage(&v, cluster_id, np, ru);
 	if (st_json) {
 		if (cli_parse_status(st_json, &v, rs, &st_epoch, &st_updated) < 0) {
 			fprintf(stderr, "qbd: warning: volume '%s': malformed status document "
@@ -575,9 +676,11 @@ static int volume_status(int argc, char **argv)
 			}
 			json_object_object_add(e, "usable",
 					       json_object_new_boolean(rs_usable(&rs[i], have_status)));
+			cli_usage_json(e, &ru[i]);
 			json_object_array_add(arr, e);
 		}
 		json_object_object_add(o, "replica_status", arr);
+		json_object_object_add(o, "held", cli_json_u64(held));
 		json_object_object_add(o, "usable", json_object_new_int((int)usable));
 		json_object_object_add(o, "health", json_object_new_string(health));
 		cli_print_json(o);
@@ -599,8 +702,10 @@ static int volume_status(int argc, char **argv)
 		printf("Status:        updated %s\n", cli_time(st_updated, tbuf, sizeof tbuf));
 	else if (attached)
 		printf("Status:        no status from the writer yet\n");
+	printf("Held:          %s of data on all replicas\n", qbd_format_size(held, sz, sizeof sz));
 	printf("Replicas:\n");
-	printf("  #  NODE              ZONE        ADDRESS                 NODE  STATE   STALE  RESYNC\n");
+	printf("  #  NODE              ZONE        ADDRESS                 HELD/CHUNKS     "
+	       "NODE  STATE   STALE  RESYNC\n");
 	for (unsigned i = 0; i < v.replicas; i++) {
 		const struct replica_status *x = &rs[i];
 		char resync[96] = "-";
@@ -621,8 +726,9 @@ static int volume_status(int argc, char **argv)
 		char stale[24] = "-";
 		if (have_status && x->reported)
 			snprintf(stale, sizeof stale, "%" PRIu64, x->stale);
-		printf("  %-1u  %-16s  %-10s  %-22s  %-4s  %-6s  %5s  %s\n", i,
+		printf("  %-1u  %-16s  %-10s  %-22s  %-14s  %-4s  %-6s  %5s  %s\n", i,
 		       qbd_id_str(x->node.id, hex), x->node.zone, x->node.addr,
+		       cli_usage_str(&ru[i], ub, sizeof ub),
 		       !x->known ? "?" : x->node.alive ? "up" : "down",
 		       have_status ? (x->reported ? x->state : "?") : "-", stale, resync);
 	}

@@ -37,6 +37,14 @@ int admin_checksum(struct admin_conn *ac, uint64_t volume_id, uint64_t chunk,
 		   uint64_t *version, uint64_t *checksum);
 int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
 			uint64_t volume_id, uint64_t epoch);
+/* Space a volume takes on that replica (volume 0: the whole store). */
+struct admin_usage {
+	uint64_t chunks;        /* chunks allocated */
+	uint64_t held;          /* bytes of data in written blocks */
+	uint64_t used;          /* bytes of chunk slots */
+	uint64_t capacity, free_slots; /* of the store */
+};
+int admin_usage(struct admin_conn *ac, uint64_t volume_id, struct admin_usage *out);
 
 /* cli-verify.c: qbd volume verify NAME */
 int cmd_volume_verify(int argc, char **argv);
