@@ -49,6 +49,7 @@ enum step {
 	ST_AL_WRITE,        /* the engine's log write (e->al_req) */
 	ST_SCRUB_READ,      /* SCRUB: the chunk's written blocks being read */
 	ST_UNDO_ZERO,       /* a data write failed: its hole blocks being zeroed */
+	ST_RESERVE,         /* holes of a data write being allocated first */
 };
 
 
@@ -1020,7 +1021,7 @@ static unsigned step_sqes(const struct eng_priv *p)
 {
 	if (step_is_data(p->step))
 		return p->n_ext;
-	if (p->step == ST_ZERO_DATA || p->step == ST_UNDO_ZERO)
+	if (p->step == ST_ZERO_DATA || p->step == ST_UNDO_ZERO || p->step == ST_RESERVE)
 		return p->zx_ext;
 	return 1;
 }
@@ -1172,6 +1173,11 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 			if (e->al_dsync)
 				sqe->rw_flags = RWF_DSYNC;
 			break;
+		case ST_RESERVE:
+			io_uring_prep_fallocate(sqe, e->fd, FALLOC_FL_KEEP_SIZE,
+						(off_t)(data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B),
+						(off_t)p->zx_n[i] * B);
+			break;
 		case ST_ZERO_DATA:
 		case ST_UNDO_ZERO:
 			io_uring_prep_fallocate(sqe, e->fd, zero_mode(e),
@@ -1189,9 +1195,78 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 	}
 }
 
+static bool in_ext(const struct eng_priv *p, unsigned b);
+
+/* The next one or two runs of holes (blocks without data) in the
+ * extents, from rsv_cursor on, into zx_*; false if none is left. */
+static bool hole_runs(struct eng_priv *p)
+{
+	const uint64_t *w = p->ch->meta->written;
+	uint32_t end = 0;
+
+	for (unsigned x = 0; x < p->n_ext; x++)
+		end = QBD_MAX(end, p->ext_b[x] + p->ext_n[x]);
+	p->zx_ext = 0;
+	while (p->zx_ext < 2 && p->rsv_cursor < end) {
+		uint32_t b = p->rsv_cursor, n = 0;
+
+		while (b < end && (!in_ext(p, b) || bit_test(w, b)))
+			b++;
+		while (b + n < end && in_ext(p, b + n) && !bit_test(w, b + n))
+			n++;
+		p->rsv_cursor = b + n;
+		if (n) {
+			p->zx_b[p->zx_ext] = b;
+			p->zx_n[p->zx_ext++] = n;
+		}
+	}
+	return p->zx_ext > 0;
+}
+
+/* A data write that covers blocks holding data and holes (first written)
+ * in a file store. */
+static bool write_mixed(const struct qbd_engine *e, const struct eng_priv *p)
+{
+	bool data = false, hole = false;
+
+	if (e->blockdev)
+		return false;
+	for (unsigned x = 0; x < p->n_ext; x++)
+		for (unsigned b = p->ext_b[x]; b < p->ext_b[x] + p->ext_n[x]; b++) {
+			if (bit_test(p->ch->meta->written, b))
+				data = true;
+			else
+				hole = true;
+		}
+	return data && hole;
+}
+
 static void step_go(struct qbd_engine *e, struct qbd_engine_req *r, int step)
 {
-	priv(r)->step = step;
+	struct eng_priv *p = priv(r);
+
+	/* Full filesystems: a direct write that overwrites blocks holding
+	 * data and allocates holes can write the former, then fail the
+	 * latter with ENOSPC (ext4 does), leaving blocks that match
+	 * neither their checksums nor the chunk's version. So the holes
+	 * of such a write are allocated first (fallocate; they still read
+	 * as zeros): a full filesystem then fails the write before any of
+	 * its blocks is written. */
+	if (step == ST_WRITE_DATA && p->rsv != 2) {
+		if (p->rsv == 0 && !write_mixed(e, p)) {
+			p->rsv = 2;
+		} else {
+			if (p->rsv == 0) {
+				p->rsv = 1;
+				p->rsv_cursor = p->ext_b[0];
+			}
+			if (hole_runs(p))
+				step = ST_RESERVE;
+			else
+				p->rsv = 2;
+		}
+	}
+	p->step = step;
 	step_issue(e, r);
 }
 
@@ -1213,6 +1288,7 @@ static uint32_t step_bytes(const struct eng_priv *p)
 	case ST_ZERO_DATA:
 	case ST_SLOT_ZERO:
 	case ST_UNDO_ZERO:
+	case ST_RESERVE:
 		return 0;
 	default:
 		return B;
@@ -1989,6 +2065,7 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 			 * the first write fails. */
 			err = chunk_alloc(e, r->volume, r->chunk, &c);
 			if (err) {
+				r->version = 0; /* not held: the version the writer learns */
 				req_done(e, r, err);
 				return;
 			}
@@ -2071,7 +2148,7 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		qbd_err("engine", "I/O error (step %d, volume %016llx chunk %llu): %s",
 			p->step, (unsigned long long)r->volume,
 			(unsigned long long)r->chunk, strerror(-p->err));
-		if (p->step == ST_WRITE_DATA) {
+		if (p->step == ST_WRITE_DATA || p->step == ST_RESERVE) {
 			undo_start(e, r, p->err);
 			return;
 		}
@@ -2094,6 +2171,9 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 	switch (p->step) {
 	case ST_SCRUB_READ:
 		scrub_done(e, r);
+		return;
+	case ST_RESERVE:
+		step_go(e, r, ST_WRITE_DATA);
 		return;
 	case ST_UNDO_ZERO:
 		undo_next(e, r);
@@ -2120,6 +2200,7 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		write_apply(e, r);
 		return;
 	case ST_WRITE_DATA:
+		p->rsv = 0; /* a RESYNC's next run is checked again */
 		if (r->flags & QBD_ENGINE_F_RESYNC)
 			resync_next(e, r);
 		else

@@ -15,7 +15,9 @@
  * Errors are 0 or -errno. The codes with a protocol meaning:
  *   -ESTALE   write: the chunk's version is not expected_version
  *   -EBADMSG  read: a block's checksum does not match its data
- *   -ENOSPC   no free chunk slot
+ *   -ENOSPC   no free chunk slot, or no space left in the filesystem of a
+ *             file store; a write that fails so changed nothing, and its
+ *             version field is the chunk's version (0 if not held)
  *   -EINVAL   request outside the chunk, or malformed
  *   -EIO      the device failed
  */

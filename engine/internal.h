@@ -120,6 +120,8 @@ struct eng_priv {
 	unsigned io_n;                /* SQEs of the step */
 	uint64_t sync_gen;            /* ST_FSYNC / ST_SLOT_SYNC: its sync number */
 	int undo_err;                 /* ST_UNDO_ZERO: the failed write's error */
+	uint8_t rsv;                  /* ST_RESERVE: 0 unchecked, 1 reserving, 2 done */
+	uint32_t rsv_cursor;          /* ST_RESERVE: next block to look at */
 };
 static_assert(sizeof(struct eng_priv) <= sizeof(((struct qbd_engine_req *)0)->priv),
 	      "engine private state fits");

@@ -1209,6 +1209,36 @@ START_TEST(no_data_io_for_zeroing_and_holes)
 }
 END_TEST
 
+/* Every slot that holds none of chunks 0..last and 50 reads as zeros on
+ * disk. */
+static void free_slots_read_zero(uint64_t last)
+{
+	static uint8_t z[CS];
+	struct eng_super sb;
+	uint8_t *buf = malloc(CS);
+	int fd = open(path, O_RDONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
+	for (uint64_t s = 0; s < sb.nslots; s++) {
+		bool used = false;
+
+		for (uint64_t c = 0; c <= 50; c++) {
+			struct eng_meta m;
+			uint64_t pos;
+
+			if ((c <= last || c == 50) && disk_meta(c, &m, &pos))
+				used |= pos == sb.data_off + s * CS;
+		}
+		if (used)
+			continue;
+		ck_assert_int_eq(pread(fd, buf, CS, (off_t)(sb.data_off + s * CS)), (ssize_t)CS);
+		ck_assert_mem_eq(buf, z, CS);
+	}
+	free(buf);
+	close(fd);
+}
+
 /*
  * A sparse store on a full filesystem (tmpfs in a private mount
  * namespace, so nothing outlives the test's process): writes into holes
@@ -1222,8 +1252,8 @@ START_TEST(full_filesystem_enospc)
 	struct qbd_engine_stats st;
 	struct qbd_engine_req zr = { .op = QBD_ENGINE_ZERO, .volume = VOL, .offset = 0,
 				     .length = CS };
-	uint64_t n = 0, ver;
-	int res = 0, fd;
+	uint64_t n = 0, k, ver;
+	int res = 0;
 
 	qbd_engine_close(e);
 	e = NULL;
@@ -1237,7 +1267,9 @@ START_TEST(full_filesystem_enospc)
 	}
 	open_store(64ull << 20);
 	fill(w, sizeof w, 17);
-	/* Fill the filesystem chunk by chunk. */
+	/* Chunk 50: one block of data, the rest holes. */
+	ck_assert_int_eq(eng_write(50, 0, w + 4096, 4096, 0, 1, 0), 4096);
+	/* Fill the filesystem chunk by chunk, then block by block. */
 	for (n = 0; n < 40; n++) {
 		res = eng_write(n, 0, w, CS, 0, 1, 0);
 		if (res != (int)CS)
@@ -1246,37 +1278,28 @@ START_TEST(full_filesystem_enospc)
 	ck_assert_int_eq(res, -ENOSPC);
 	ck_assert_uint_gt(n, 2);
 	ck_assert_uint_lt(n, 13);
+	/* The write that failed left nothing in the holes it covered. */
+	free_slots_read_zero(n);
+	for (k = 0; k < CS / 4096; k++) {
+		res = eng_write(n + 1, (uint32_t)k * 4096, w, 4096, k, k + 1, 0);
+		if (res != 4096)
+			break;
+	}
+	ck_assert_int_eq(res, -ENOSPC);
+	/* A write over chunk 50's block of data and into a hole fails
+	 * without touching the data: it reads back unchanged, unflagged. */
+	ck_assert_int_eq(eng_write(50, 0, w + 8192, 8192, 1, 2, 0), -ENOSPC);
+	ck_assert_int_eq(eng_read(50, 0, r, 8192, &ver), 8192);
+	ck_assert_uint_eq(ver, 1);
+	ck_assert_mem_eq(r, w + 4096, 4096);
+	ck_assert_mem_eq(r + 4096, z, 4096);
+	ck_assert_uint_eq(chunk_flags(50), 0);
 	/* The failed chunk holds nothing, on disk nothing of it either. */
 	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, n), 0);
 	ck_assert_int_eq(eng_read(n, 0, r, CS, &ver), (int)CS);
 	ck_assert_uint_eq(ver, 0);
 	ck_assert_mem_eq(r, z, CS);
-	fd = open(path, O_RDONLY);
-	ck_assert_int_ge(fd, 0);
-	{
-		struct eng_super sb;
-		uint8_t *buf = malloc(CS);
-
-		ck_assert_int_eq(pread(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
-		for (uint64_t s = 0; s < sb.nslots; s++) {
-			bool used = false;
-
-			for (uint64_t c = 0; c < n; c++) {
-				struct eng_meta m;
-				uint64_t pos;
-
-				ck_assert(disk_meta(c, &m, &pos));
-				used |= pos == sb.data_off + s * CS;
-			}
-			if (used)
-				continue;
-			ck_assert_int_eq(pread(fd, buf, CS, (off_t)(sb.data_off + s * CS)),
-					 (ssize_t)CS);
-			ck_assert_mem_eq(buf, z, CS);
-		}
-		free(buf);
-	}
-	close(fd);
+	free_slots_read_zero(n + 1);
 	/* A written chunk reads back and can be overwritten in place. */
 	ck_assert_int_eq(eng_read(0, 0, r, CS, NULL), (int)CS);
 	ck_assert_mem_eq(r, w, CS);
@@ -1292,7 +1315,7 @@ START_TEST(full_filesystem_enospc)
 	ck_assert_int_eq(zr.res, (int)CS);
 	ck_assert_int_eq(eng_write(n, 0, w, CS, 0, 1, 0), (int)CS);
 	qbd_engine_stats(e, &st);
-	ck_assert_uint_eq(st.held, (uint64_t)n * CS);
+	ck_assert_uint_eq(st.held, (uint64_t)n * CS + 4096 + k * 4096);
 	qbd_engine_close(e);
 	e = NULL;
 	unlink(path);
