@@ -66,6 +66,11 @@ struct part {
 	uint8_t *owned;
 	uint64_t expected, newv;
 	uint32_t targets, pending, okset;
+	uint32_t nospc;          /* write: replicas that answered -ENOSPC */
+	uint32_t unsure;         /* write: answers other than -ENOSPC, -ESTALE and 0 */
+	uint32_t refused;        /* write: answers -ENOSPC or -ESTALE */
+	bool vsame;              /* write: every refusal carried vfail */
+	uint64_t vfail;          /* write: the version the refusals carried */
 	bool done;
 	bool started;            /* write: counted in wr_inflight */
 	bool fallback;           /* pull: a target failed, copy through us */
@@ -1304,12 +1309,62 @@ static void resync_read_reply(struct part *p, unsigned r, int status,
 
 /* ---- replies ---- */
 
-static void op_reply(struct part *p, unsigned r, int status)
+/*
+ * Every answer to a write is in, and some replica had no space for it
+ * (-ENOSPC: a replica refuses a write it cannot store before applying any
+ * of it, and answers with the version it holds). When no replica applied
+ * the write, every one that failed it holds the same version v0 (the
+ * later writes of the chunk failed too, and answer after the earlier
+ * ones), no other write of the chunk is in flight and no copy of it is
+ * being made, then the write never happened anywhere: the chunk's version
+ * goes back to v0, which those replicas (at least W: the write went to W)
+ * hold, and they stay current. A full disk then costs the writer an
+ * ENOSPC, not a resync it could not do either. Otherwise the replicas
+ * that had no space are stale, like after any failed write.
+ */
+static void write_nospc_settle(struct part *p)
+{
+	struct qbd_core *c = p->c;
+	uint64_t ch = p->chunk;
+	struct cwait *w = cw_find(c, ch);
+	bool back = !p->okset && !p->unsure && p->vsame && c->version[ch] == p->newv &&
+		    !c->wr_subs[ch] && c->wr_inflight[ch] == (p->started ? 1u : 0u) &&
+		    !(w && w->resyncing) && p->vfail >= c->acked[ch] && p->newv != 0;
+
+	if (back) {
+		core_log(c, L_WARN, "chunk %llu: no space on the replicas for version %#llx; "
+			 "back to %#llx", (unsigned long long)ch, (unsigned long long)p->newv,
+			 (unsigned long long)p->vfail);
+		c->version[ch] = p->vfail;
+		return;
+	}
+#ifndef QBD_CORE_MUTANT_NO_STALE
+	for (unsigned r = 0; r < c->R; r++)
+		if (p->nospc & (1u << r))
+			stale_set(c, r, ch);
+#endif
+}
+
+static void op_reply(struct part *p, unsigned r, int status, uint64_t version)
 {
 	struct qbd_core *c = p->c;
 	uint32_t bit = 1u << r;
 
 	p->pending &= ~bit;
+	if (p->kind == P_WRITE && (status == -ENOSPC || status == -ESTALE)) {
+		/* A refusal: not applied, and the replica holds version. */
+		if (!p->refused) {
+			p->vfail = version;
+			p->vsame = true;
+		} else if (version != p->vfail) {
+			p->vsame = false;
+		}
+		p->refused |= bit;
+		if (status == -ENOSPC)
+			p->nospc |= bit;
+	} else if (p->kind == P_WRITE && status) {
+		p->unsure |= bit;
+	}
 #ifdef QBD_CORE_MUTANT_NO_FENCE
 	if (status == -EPERM)
 		status = 0;
@@ -1319,12 +1374,15 @@ static void op_reply(struct part *p, unsigned r, int status)
 	if (status == 0)
 		p->okset |= bit;
 #ifndef QBD_CORE_MUTANT_NO_STALE
-	else if (p->kind == P_WRITE)
-		stale_set(c, r, p->chunk);
+	else if (p->kind == P_WRITE && status != -ENOSPC)
+		stale_set(c, r, p->chunk); /* -ENOSPC: write_nospc_settle */
 #endif
 	switch (p->kind) {
 	case P_WRITE:
-		if (--c->wr_subs[p->chunk] == 0) {
+		--c->wr_subs[p->chunk];
+		if (!p->pending && p->nospc)
+			write_nospc_settle(p);
+		if (!c->wr_subs[p->chunk]) {
 			struct cwait *w = cw_find(c, p->chunk);
 
 			if (p->done && w && w->head && w->head->parked)
@@ -1341,7 +1399,13 @@ static void op_reply(struct part *p, unsigned r, int status)
 				dirty_add(c, p->chunk);
 			part_finish(p, 0);
 		} else if (popc(p->okset) + popc(p->pending) < c->W) {
-			part_finish(p, -EIO);
+			/* A replica out of space: the writer hears ENOSPC (once
+			 * every answer is in, so that write_nospc_settle can see
+			 * whether the write happened anywhere). */
+			if (!p->nospc)
+				part_finish(p, -EIO);
+			else if (!p->pending)
+				part_finish(p, -ENOSPC);
 		}
 		if (p->done) {
 			struct cwait *w = cw_find(c, p->chunk);
@@ -1486,7 +1550,7 @@ static void sub_result(struct qbd_core *c, struct sub *s, int status,
 	else if (p->kind == P_RSBUMP)
 		bump_read_reply(p, r, status, version);
 	else
-		op_reply(p, r, status);
+		op_reply(p, r, status, version);
 	part_put(p);
 }
 

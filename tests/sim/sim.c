@@ -60,6 +60,20 @@ static uint64_t rnd(void)
 	return z ^ (z >> 31);
 }
 
+/* A second stream, for faults added later (full disks): drawing from
+ * it leaves the schedules the main stream makes for every seed as they
+ * were. */
+static uint64_t rng2_state;
+
+static uint64_t rnd2(void)
+{
+	uint64_t z = (rng2_state += 0x9E3779B97F4A7C15ull);
+
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
 static uint64_t rnd_range(uint64_t lo, uint64_t hi) /* [lo, hi] */
 {
 	return lo + rnd() % (hi - lo + 1);
@@ -96,6 +110,8 @@ struct rep {
 	uint8_t *dirty, *suspect, *damaged; /* per chunk */
 	unsigned ping_cursor;    /* PING report rotation */
 	bool eio_next_write;
+	uint64_t full_until;     /* its disk has no space: writes that would
+				  * store data get -ENOSPC, unapplied */
 	uint64_t slow_until, slow_extra;
 	uint64_t down_until;
 };
@@ -187,8 +203,9 @@ static uint64_t stat_ops, stat_acked, stat_faults;
 static uint64_t *undurable;      /* ids of writes acknowledged, not durable */
 static size_t nundurable, capundurable;
 static bool power_losses;        /* this seed may crash every replica at once */
-static uint64_t stat_lossy, stat_lossy_runs, stat_flag_reports;
+static uint64_t stat_lossy, stat_lossy_runs, stat_flag_reports, stat_full;
 static uint64_t total_lossy_seeds, total_power_losses, total_flag_reports;
+static uint64_t total_full_seeds, total_nospc;
 
 static void trace(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void trace(const char *fmt, ...)
@@ -509,7 +526,9 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 		if (m->flags & QBD_CORE_F_RESYNC) {
 			/* At the version it holds: a retry, nothing written,
 			 * flags kept (as the engine does). */
-			if (rp->ver[m->chunk] != m->newv) {
+			if (rp->ver[m->chunk] != m->newv && now < rp->full_until) {
+				st = -ENOSPC;
+			} else if (rp->ver[m->chunk] != m->newv) {
 				memcpy(cd, m->data, C.cs);
 				memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
 				rep_written_from_data(rp, m->chunk);
@@ -528,6 +547,10 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			rp->eio_next_write = false;
 			st = -EIO;
 			trace("r%u: disk error on write of chunk %" PRIu64, r, m->chunk);
+		} else if (now < rp->full_until && !(m->flags & QBD_CORE_F_ZERO)) {
+			/* No space: refused before anything is written (a
+			 * zeroing frees space and goes through). */
+			st = -ENOSPC;
 		}
 		if (st || (m->flags & QBD_CORE_F_RESYNC))
 			break;
@@ -586,6 +609,8 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			bad |= src->corrupt[m->chunk * (C.cs / UNIT) + u];
 		if (rp->ver[m->chunk] == m->newv)
 			st = 0;     /* it holds that version already */
+		else if (now < rp->full_until)
+			st = -ENOSPC;
 		else if (m->source >= C.R || m->source == r || !src->alive || chance(20))
 			st = -EHOSTUNREACH;
 		else if (src->promised != m->epoch)
@@ -954,11 +979,15 @@ static void op_unlink(struct client *cl, struct op *o)
 	cl->inflight--;
 }
 
+static uint64_t stat_nospc;
+
 static void cli_complete(void *user, void *cookie, int res)
 {
 	int ci = (int)(intptr_t)user;
 	struct op *o = cookie;
 
+	if (res == -ENOSPC)
+		stat_nospc++;
 	op_unlink(&clis[ci], o);
 	trace("c%d: %s [%" PRIu64 "+%u] id %" PRIu64 " -> %d", ci,
 	      o->kind == QBD_CORE_READ ? "read" : o->kind == QBD_CORE_FLUSH ? "flush" :
@@ -1366,6 +1395,17 @@ static void fault(void)
 				reps[r].damaged[ch] = 1;
 				loss_update(ch);
 			}
+	} else if (k >= 97) {
+		/* A disk full for a while: one replica's, or every one's (equal
+		 * disks filling together). */
+		uint64_t until = now + (50 + rnd2() % 451) * MS;
+		bool all = rnd2() % 3 == 0;
+
+		trace("FAULT %s full until %" PRIu64, all ? "every disk" : "one disk", until);
+		stat_full++;
+		for (unsigned x = 0; x < C.R; x++)
+			if (all || x == r)
+				reps[x].full_until = until;
 	} else if (k < 97 && power_losses) {
 		/* Every zone loses power at once. */
 		trace("FAULT power loss: every replica crashes");
@@ -1637,6 +1677,7 @@ static bool run_seed(uint64_t seed)
 	unsigned s;
 
 	rng_state = seed * 0x2545F4914F6CDD1Dull + 1;
+	rng2_state = ~rng_state;
 	memset(reps, 0, sizeof(reps));
 	memset(clis, 0, sizeof(clis));
 	nclients = 0;
@@ -1645,7 +1686,7 @@ static bool run_seed(uint64_t seed)
 	epoch_counter = 0;
 	evseq = 0;
 	stat_ops = stat_acked = stat_faults = 0;
-	stat_lossy = stat_lossy_runs = stat_flag_reports = 0;
+	stat_lossy = stat_lossy_runs = stat_flag_reports = stat_full = stat_nospc = 0;
 	final_phase = false;
 	faults_on = true;
 	power_losses = chance(100);
@@ -1690,6 +1731,8 @@ static bool run_seed(uint64_t seed)
 	total_lossy_seeds += stat_lossy > 0;
 	total_power_losses += stat_lossy_runs;
 	total_flag_reports += stat_flag_reports > 0;
+	total_full_seeds += stat_full > 0;
+	total_nospc += stat_nospc;
 	world_free();
 	return failure[0] == 0;
 }
@@ -1745,6 +1788,8 @@ int main(int argc, char **argv)
 	       " power losses): only durable writes had to survive there; %" PRIu64
 	       " seeds had flagged chunks reported by PING\n",
 	       total_lossy_seeds, total_power_losses, total_flag_reports);
+	printf("sim: %" PRIu64 " seeds had full disks; %" PRIu64 " requests failed with ENOSPC\n",
+	       total_full_seeds, total_nospc);
 	if (failed)
 		printf("sim: replay with: qbd-sim --seed %" PRIu64 " -v\n", first_failed);
 	return failed ? 1 : 0;

@@ -534,6 +534,69 @@ START_TEST(all_copies_flagged_wait_then_restore)
 }
 END_TEST
 
+/* Every replica out of space: ENOSPC, and the write happened nowhere:
+ * the version goes back, nobody is stale, the next write starts from
+ * the old version. */
+START_TEST(write_without_space_anywhere_is_undone)
+{
+	uint64_t v;
+
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)1, MS);
+	ck_assert_uint_eq(nsent, 3);
+	v = sent[0].new_version;
+	reply(find(QBD_CM_WRITE, 0, 0), -ENOSPC, 0);
+	reply(find(QBD_CM_WRITE, 1, 0), -ENOSPC, 0);
+	ck_assert_uint_eq(ncomplete, 0);          /* waits for every answer */
+	reply(find(QBD_CM_WRITE, 2, 0), -ENOSPC, 0);
+	ck_assert_uint_eq(ncomplete, 1);
+	ck_assert_int_eq(results[1], -ENOSPC);
+	ck_assert_uint_eq(qbd_core_chunk_version(c, 0), 0);
+	for (unsigned r = 0; r < 3; r++)
+		ck_assert(!qbd_core_is_stale(c, r, 0));
+	/* Space again: the next write goes from version 0, to every one. */
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)2, MS);
+	ck_assert_uint_eq(nsent, 6);
+	ck_assert_uint_eq(sent[3].expected_version, 0);
+	ck_assert_uint_eq(sent[3].new_version, v);
+	for (unsigned r = 0; r < 3; r++)
+		reply(find(QBD_CM_WRITE, r, 3), 0, v);
+	ck_assert_int_eq(results[2], 0);
+}
+END_TEST
+
+/* One replica applied it: ENOSPC to the writer (the cause), and the
+ * replicas without space are stale, since they lack a version that
+ * exists elsewhere. */
+START_TEST(write_without_space_on_some_fails_and_marks_them)
+{
+	uint64_t v;
+
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)1, MS);
+	v = sent[0].new_version;
+	reply(find(QBD_CM_WRITE, 0, 0), 0, v);
+	reply(find(QBD_CM_WRITE, 1, 0), -ENOSPC, 0);
+	reply(find(QBD_CM_WRITE, 2, 0), -ENOSPC, 0);
+	ck_assert_int_eq(results[1], -ENOSPC);
+	ck_assert_uint_eq(qbd_core_chunk_version(c, 0), v);
+	ck_assert(!qbd_core_is_stale(c, 0, 0));
+	ck_assert(qbd_core_is_stale(c, 1, 0));
+	ck_assert(qbd_core_is_stale(c, 2, 0));
+	/* W replicas with space: success, the one without is stale. */
+	qbd_core_free(c);
+	nsent = ncomplete = 0;
+	open_core(3, 2, 1, 7);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)2, MS);
+	v = sent[0].new_version;
+	reply(find(QBD_CM_WRITE, 0, 0), -ENOSPC, 0);
+	reply(find(QBD_CM_WRITE, 1, 0), 0, v);
+	reply(find(QBD_CM_WRITE, 2, 0), 0, v);
+	ck_assert_int_eq(results[2], 0);
+	ck_assert(qbd_core_is_stale(c, 0, 0));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("core");
@@ -557,6 +620,8 @@ int main(void)
 	tcase_add_test(t, suspect_copy_is_copied_again_at_a_new_version);
 	tcase_add_test(t, ping_report_of_damage);
 	tcase_add_test(t, all_copies_flagged_wait_then_restore);
+	tcase_add_test(t, write_without_space_anywhere_is_undone);
+	tcase_add_test(t, write_without_space_on_some_fails_and_marks_them);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
