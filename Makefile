@@ -123,7 +123,7 @@ SIM_BIN = $(BUILD)/tests/sim/qbd-sim \
 
 # Crash-state harness of the engine, and builds of the engine with one
 # crash-consistency mechanism disabled (tests/run-tests expects each to fail).
-CRASH_MUTANTS = NO_AL NO_RECOVERY NO_HOLE_ZERO NO_SUSPECT
+CRASH_MUTANTS = NO_AL NO_RECOVERY NO_HOLE_ZERO NO_SUSPECT NO_META_FLUSH NO_CLEAN_TRIM
 CRASH_BIN = $(BUILD)/tests/crash/qbd-crash \
 	$(patsubst %,$(BUILD)/tests/crash/qbd-crash-mutant-%,$(CRASH_MUTANTS))
 

@@ -5,17 +5,24 @@
  * read. Layout and rules: docs/design.md, "Engine".
  *
  * Ordering: each chunk has a FIFO. A WRITE/ZERO runs alone; READs run
- * together with other READs; so writes land in arrival order, a read sees
- * exactly the writes submitted before it, and the chunk's metadata block
- * is never written twice at once. The version check happens when a write
- * leaves the FIFO; the chunk's in-memory metadata and version change only
- * once its metadata block is on disk. Chunks run concurrently. PROMISE and
- * DELETE_VOLUME share one FIFO and run one at a time.
+ * together with other READs; so writes land in arrival order and a read
+ * sees exactly the writes submitted before it. The version check happens
+ * when a write leaves the FIFO; the chunk's in-memory metadata and
+ * version change once its data I/O has completed (a write that fails
+ * changes nothing). Chunks run concurrently. PROMISE and DELETE_VOLUME
+ * share one FIFO and run one at a time.
+ *
+ * Metadata blocks are not written with each write: a chunk whose
+ * metadata changed is dirty, and the group commit (FLUSH, FUA) writes the
+ * block of every dirty chunk from a snapshot, then syncs. The activity
+ * log names every chunk with writes that are not durable, so the
+ * recovery after a crash finds what the blocks on disk hold (docs/
+ * design.md, "Metadata in memory"). One round at a time, so a chunk's
+ * metadata block is never written twice at once.
  *
  * A RESYNC WRITE covers the whole chunk: it skips the version check (only
  * the idempotent-retry test remains), turns all-zero blocks into holes and
- * writes the data blocks in runs, at most two runs per step, before the
- * metadata block.
+ * writes the data blocks in runs, at most two runs per step.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,8 +46,8 @@ enum step {
 	ST_READ_DATA = 1,   /* READ: data read in flight */
 	ST_RMW_READ,        /* WRITE/ZERO: partial blocks being read */
 	ST_WRITE_DATA,      /* data write in flight */
-	ST_WRITE_META,      /* meta block write in flight */
-	ST_FSYNC,           /* FUA / FLUSH / PROMISE sync */
+	ST_WRITE_META,      /* a group commit's meta block write (struct eng_mw) */
+	ST_FSYNC,           /* PROMISE sync; the group commit's (e->sync_req) */
 	ST_PROMISE_WRITE,
 	ST_ZERO_DATA,       /* ZERO/RESYNC: blocks becoming holes being zeroed */
 	ST_SLOT_ZERO,       /* first write into a slot with old data: zero it */
@@ -273,6 +280,54 @@ static void lru_append(struct qbd_engine *e, struct eng_chunk *c)
 	e->lru_tail = c;
 }
 
+static void clist_append(struct eng_clist *l, struct eng_chunk *c)
+{
+	c->dnext = NULL;
+	c->dprev = l->tail;
+	if (l->tail)
+		l->tail->dnext = c;
+	else
+		l->head = c;
+	l->tail = c;
+}
+
+static void clist_unlink(struct eng_clist *l, struct eng_chunk *c)
+{
+	if (c->dprev)
+		c->dprev->dnext = c->dnext;
+	else
+		l->head = c->dnext;
+	if (c->dnext)
+		c->dnext->dprev = c->dprev;
+	else
+		l->tail = c->dprev;
+	c->dprev = c->dnext = NULL;
+}
+
+/* The chunk's metadata changed in memory: its block is to be written by
+ * the next round of the group commit (or a clean close). */
+static void meta_dirty(struct qbd_engine *e, struct eng_chunk *c)
+{
+	if (c->dstate != ENG_CLEAN)
+		return;
+	c->dstate = ENG_DIRTY;
+	clist_append(&e->dirty, c);
+}
+
+/* The chunk's metadata block as it is to be written now: its in-memory
+ * metadata with its current flags and bad blocks. */
+static void meta_snapshot(struct eng_chunk *c, void *buf)
+{
+	struct eng_meta *m = buf;
+
+	memcpy(m, c->meta, B);
+	m->flags = c->flags;
+	memcpy(m->bad, c->bad, sizeof m->bad);
+	m->checksum = 0;
+	m->checksum = XXH3_64bits(m, sizeof *m);
+	c->flags_dirty = false;
+}
+
 /* Forget a chunk. Its slot becomes free; free with old data (to be zeroed
  * before reuse) if anything may have been written to it. With al_clear
  * its log bit goes too (its state is durable: DELETE_VOLUME after its
@@ -283,7 +338,13 @@ static void chunk_remove(struct qbd_engine *e, struct eng_chunk *c, bool al_clea
 	bool dirty = c->meta->magic != 0 || c->slot_dirty || c->al_active ||
 		     al_bit_test(e, c->slot);
 
+	assert(!c->mw_busy);
 	chunk_set_flags(e, c, 0);
+	if (c->dstate == ENG_DIRTY)
+		clist_unlink(&e->dirty, c);
+	else if (c->dstate == ENG_ROUND)
+		clist_unlink(&e->round, c);
+	c->dstate = ENG_CLEAN;
 	if (c->al_active) {
 		lru_unlink(e, c);
 		e->al_count--;
@@ -646,6 +707,7 @@ static void eng_free(struct qbd_engine *e)
 	free(e->al_buf);
 	free(e->al_io);
 	free(e->al_dirty);
+	free(e->mw_bufs);
 	free(e);
 }
 
@@ -696,9 +758,15 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	}
 	if (posix_memalign((void **)&blk, B, B) ||
 	    posix_memalign((void **)&e->promises, B, ENG_PROMISE_BYTES) ||
-	    posix_memalign((void **)&e->al_io, B, B)) {
+	    posix_memalign((void **)&e->al_io, B, B) ||
+	    posix_memalign((void **)&e->mw_bufs, B, ENG_MW * B)) {
 		r = -ENOMEM;
 		goto fail;
+	}
+	for (unsigned i = 0; i < ENG_MW; i++) {
+		e->mw[i].buf = e->mw_bufs + (size_t)i * B;
+		e->mw[i].next = e->mw_free;
+		e->mw_free = &e->mw[i];
 	}
 	r = size >= B ? qbd_pread_full(e->fd, blk, B, 0) : -ENOSPC;
 	if (r < 0)
@@ -770,21 +838,27 @@ fail:
 	return r;
 }
 
-/* Clean close: persist flags that changed since the chunk's last meta
- * write (DAMAGED found by reads), sync, empty the activity log. */
+/* Clean close: write the metadata blocks of dirty chunks and of chunks
+ * whose flags changed since their last meta write (DAMAGED found by
+ * reads), sync, empty the activity log. */
 static int eng_close_clean(struct qbd_engine *e)
 {
+	uint8_t *blk = e->mw_bufs;
 	int r = 0;
 
-	for (struct eng_chunk *c = e->flagged; c && r == 0; c = c->fnext) {
-		struct eng_meta *m = c->meta;
+	while (e->dirty.head && r == 0) {
+		struct eng_chunk *c = e->dirty.head;
 
-		if (m->flags == c->flags && !memcmp(m->bad, c->bad, sizeof m->bad))
+		clist_unlink(&e->dirty, c);
+		c->dstate = ENG_CLEAN;
+		meta_snapshot(c, blk);
+		r = eng_pwrite(e, blk, B, meta_pos(e, c->slot));
+	}
+	for (struct eng_chunk *c = e->flagged; c && r == 0; c = c->fnext) {
+		if (!c->flags_dirty)
 			continue;
-		m->flags = c->flags;
-		memcpy(m->bad, c->bad, sizeof m->bad);
-		m->checksum = meta_checksum(m);
-		r = eng_pwrite(e, m, B, meta_pos(e, c->slot));
+		meta_snapshot(c, blk);
+		r = eng_pwrite(e, blk, B, meta_pos(e, c->slot));
 	}
 	if (r == 0)
 		r = eng_sync(e);
@@ -804,7 +878,7 @@ void qbd_engine_close(struct qbd_engine *e)
 		struct io_uring_cqe *cqe;
 
 		qbd_engine_poll(e);
-		if (!e->al_busy && !e->inflight)
+		if (!e->al_busy && !e->round_busy && !e->inflight)
 			break;
 		if (io_uring_wait_cqe(&e->ring, &cqe) < 0)
 			break;
@@ -957,12 +1031,33 @@ static void ring_submit(struct qbd_engine *e)
 static void chunk_run_next(struct qbd_engine *e, struct eng_chunk *c);
 static void promise_run(struct qbd_engine *e);
 
+/* The request is done with its chunk: start what waits in its FIFO. */
+static void req_release_chunk(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_chunk *c = priv(r)->ch;
+
+	priv(r)->ch = NULL;
+	if (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP ||
+	    r->op == QBD_ENGINE_SCRUB) {
+		c->reading--;
+	} else {
+		c->writing = false;
+		if (c->al_active) {
+			/* Durable once a sync issued from now on completes
+			 * (after its metadata block is written). */
+			c->done_seq = e->sync_issued;
+			lru_unlink(e, c);
+			lru_append(e, c);
+		}
+	}
+	chunk_run_next(e, c); /* may free c */
+}
+
 /* Finish a request: queue its callback for qbd_engine_poll, then start
  * what was waiting for it. */
 static void req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 {
 	struct eng_priv *p = priv(r);
-	struct eng_chunk *c = p->ch;
 	bool prom = p->holds_prom;
 
 	if (!p->borrowed)
@@ -970,7 +1065,6 @@ static void req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 	p->bounce = NULL;
 	free(p->meta_copy);
 	p->meta_copy = NULL;
-	p->ch = NULL;
 	p->holds_prom = false;
 	r->res = res;
 	p->next = NULL;
@@ -980,21 +1074,8 @@ static void req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 		e->done_head = r;
 	e->done_tail = r;
 	eng_wake(e);
-	if (c) {
-		if (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP ||
-		    r->op == QBD_ENGINE_SCRUB) {
-			c->reading--;
-		} else {
-			c->writing = false;
-			if (c->al_active) {
-				/* Durable once a sync issued from now on completes. */
-				c->done_seq = e->sync_issued;
-				lru_unlink(e, c);
-				lru_append(e, c);
-			}
-		}
-		chunk_run_next(e, c); /* may free c */
-	}
+	if (p->ch)
+		req_release_chunk(e, r);
 	if (prom) {
 		e->prom_busy = false;
 		promise_run(e);
@@ -1079,7 +1160,7 @@ static void step_hook(struct qbd_engine *e, struct qbd_engine_req *r, bool done,
 			break;
 		case ST_WRITE_META:
 			hook(e, QBD_ENGINE_IO_WRITE, done, res, id, meta_pos(e, p->ch->slot), B,
-			     p->meta_copy, false);
+			     p->bounce, false);
 			break;
 		case ST_PROMISE_WRITE:
 			hook(e, QBD_ENGINE_IO_WRITE, done, res, id,
@@ -1141,6 +1222,8 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 	if (e->io_hook)
 		step_hook(e, r, false, 0);
 	step_count(e, p, n);
+	int fd = e->fd;
+
 	for (unsigned i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
 		uint8_t *buf = data ? p->bounce + (size_t)(p->ext_b[i] - p->b0) * B : NULL;
@@ -1150,42 +1233,42 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 		case ST_READ_DATA:
 		case ST_RMW_READ:
 		case ST_SCRUB_READ:
-			io_uring_prep_read(sqe, e->fd, buf, p->ext_n[i] * B, off);
+			io_uring_prep_read(sqe, fd, buf, p->ext_n[i] * B, off);
 			break;
 		case ST_WRITE_DATA:
-			io_uring_prep_write(sqe, e->fd, buf, p->ext_n[i] * B, off);
+			io_uring_prep_write(sqe, fd, buf, p->ext_n[i] * B, off);
 			break;
 		case ST_WRITE_META:
-			io_uring_prep_write(sqe, e->fd, p->meta_copy, B, meta_pos(e, p->ch->slot));
+			io_uring_prep_write(sqe, fd, p->bounce, B, meta_pos(e, p->ch->slot));
 			break;
 		case ST_FSYNC:
 		case ST_SLOT_SYNC:
-			io_uring_prep_fsync(sqe, e->fd, IORING_FSYNC_DATASYNC);
+			io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
 			break;
 		case ST_PROMISE_WRITE:
 			/* bounce holds block b0 of the promise table */
-			io_uring_prep_write(sqe, e->fd, p->bounce, B,
+			io_uring_prep_write(sqe, fd, p->bounce, B,
 					    ENG_PROMISE_OFF + (uint64_t)p->b0 * B);
 			break;
 		case ST_AL_WRITE:
-			io_uring_prep_write(sqe, e->fd, e->al_io, B,
+			io_uring_prep_write(sqe, fd, e->al_io, B,
 					    e->sb.al_off + (uint64_t)e->al_block * B);
 			if (e->al_dsync)
 				sqe->rw_flags = RWF_DSYNC;
 			break;
 		case ST_RESERVE:
-			io_uring_prep_fallocate(sqe, e->fd, FALLOC_FL_KEEP_SIZE,
+			io_uring_prep_fallocate(sqe, fd, FALLOC_FL_KEEP_SIZE,
 						(off_t)(data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B),
 						(off_t)p->zx_n[i] * B);
 			break;
 		case ST_ZERO_DATA:
 		case ST_UNDO_ZERO:
-			io_uring_prep_fallocate(sqe, e->fd, zero_mode(e),
+			io_uring_prep_fallocate(sqe, fd, zero_mode(e),
 						(off_t)(data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B),
 						(off_t)p->zx_n[i] * B);
 			break;
 		case ST_SLOT_ZERO:
-			io_uring_prep_fallocate(sqe, e->fd, zero_mode(e),
+			io_uring_prep_fallocate(sqe, fd, zero_mode(e),
 						(off_t)data_pos(e, p->ch->slot),
 						(off_t)e->sb.chunk_size);
 			break;
@@ -1315,6 +1398,7 @@ static int verify_blocks(struct qbd_engine *e, struct eng_chunk *c,
 					(unsigned long long)c->slot);
 				bit_set(c->bad, b, true);
 				chunk_set_flags(e, c, c->flags | QBD_ENGINE_CHUNK_DAMAGED);
+				c->flags_dirty = true;
 				r = -EBADMSG;
 			}
 		}
@@ -1334,11 +1418,72 @@ static bool block_is_zero(const uint8_t *b)
 	return b[0] == 0 && memcmp(b, b + 1, B - 1) == 0;
 }
 
+static void flush_enqueue(struct qbd_engine *e, struct qbd_engine_req *r);
+static void round_kick(struct qbd_engine *e);
+
+/*
+ * A WRITE or ZERO has its data on the device: the chunk's metadata
+ * changes in memory (new checksums, bitmap, version; the blocks it
+ * rewrote are no longer bad), the chunk is dirty, and reads from now on
+ * see the new contents. Its metadata block is written by the next round
+ * of the group commit: a FUA request waits for that round (the chunk is
+ * released at once, so that its next writes need not wait), others are
+ * done.
+ */
+static void write_commit(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
+	struct eng_meta *m = c->meta;
+	uint64_t held = meta_held_blocks(m);
+	bool bad = false;
+
+	if (r->flags & QBD_ENGINE_F_RESYNC) {
+		memcpy(m, p->meta_copy, B);
+		memset(c->bad, 0, sizeof c->bad);
+		chunk_set_flags(e, c, 0);
+	} else {
+		for (unsigned i = 0; i < p->nb; i++) {
+			unsigned b = p->b0 + i;
+
+			if (r->op == QBD_ENGINE_ZERO && !in_ext(p, b)) {
+				bit_set(m->written, b, false);
+				m->block_csum[b] = 0;
+			} else {
+				bit_set(m->written, b, true);
+				m->block_csum[b] = XXH3_64bits(p->bounce + (size_t)i * B, B);
+			}
+		}
+		m->magic = ENG_MAGIC_META;
+		m->volume = c->volume;
+		m->chunk = c->chunk;
+		m->version = r->new_version;
+		if (c->flags & QBD_ENGINE_CHUNK_DAMAGED) {
+			for (unsigned i = 0; i < p->nb; i++)
+				bit_set(c->bad, p->b0 + i, false);
+			for (unsigned i = 0; i < ENG_BLOCKS_MAX / 64; i++)
+				bad |= c->bad[i] != 0;
+			if (!bad)
+				chunk_set_flags(e, c, c->flags & ~QBD_ENGINE_CHUNK_DAMAGED);
+		}
+	}
+	e->held_blocks += meta_held_blocks(m) - held;
+	c->version = r->new_version;
+	r->version = c->version;
+	meta_dirty(e, c);
+	if (r->flags & QBD_ENGINE_F_FUA) {
+		req_release_chunk(e, r);
+		flush_enqueue(e, r);
+		return;
+	}
+	req_done(e, r, (int)r->length);
+}
+
 /* RESYNC (b0 is 0): first zero the next one or two runs of blocks that
  * held data and become holes (holes read as zeros on disk too, see
  * "Activity log" in docs/design.md), then write the next one or two runs
- * of data blocks of the new meta block from cursor on, then the meta
- * block once none is left. */
+ * of data blocks of the new meta block from cursor on, then commit once
+ * none is left. */
 static void resync_next(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
@@ -1383,22 +1528,55 @@ static void resync_next(struct qbd_engine *e, struct qbd_engine_req *r)
 			p->ext_n[p->n_ext++] = n;
 		}
 	}
-	step_go(e, r, p->n_ext ? ST_WRITE_DATA : ST_WRITE_META);
+	if (p->n_ext)
+		step_go(e, r, ST_WRITE_DATA);
+	else
+		write_commit(e, r);
 }
 
-/* WRITE/ZERO after any read-modify-write read (whose blocks are the
- * extents): merge, build the new meta block (with the flags the chunk
- * will have: bad blocks it covers are rewritten), then zero the whole
- * blocks a ZERO turns into holes, write data, then meta. The chunk's
- * in-memory meta and version change only when the meta block is on disk. */
-static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
+/* A RESYNC's new meta block, in p->meta_copy (its bitmap says which
+ * blocks resync_next writes): all-zero blocks are holes, flags cleared. */
+static int resync_meta(struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
 	struct eng_chunk *c = p->ch;
 	struct eng_meta *m;
+
+	if (posix_memalign((void **)&p->meta_copy, B, B))
+		return -ENOMEM;
+	m = p->meta_copy;
+	memcpy(m, c->meta, B);
+	for (unsigned i = 0; i < p->nb; i++) {
+		unsigned b = p->b0 + i;
+
+		if (block_is_zero(p->bounce + (size_t)i * B)) {
+			bit_set(m->written, b, false);
+			m->block_csum[b] = 0;
+		} else {
+			bit_set(m->written, b, true);
+			m->block_csum[b] = XXH3_64bits(p->bounce + (size_t)i * B, B);
+		}
+	}
+	m->magic = ENG_MAGIC_META;
+	m->volume = c->volume;
+	m->chunk = c->chunk;
+	m->version = r->new_version;
+	memset(m->bad, 0, sizeof m->bad);
+	m->flags = 0;
+	return 0;
+}
+
+/* WRITE/ZERO after any read-modify-write read (whose blocks are the
+ * extents): merge; then a WRITE writes its blocks; a ZERO zeroes the
+ * whole blocks it turns into holes that held data, then writes its
+ * partial blocks that hold data; a RESYNC goes on in resync_next. Its
+ * data I/O complete, write_commit changes the chunk in memory. */
+static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_priv *p = priv(r);
+	struct eng_chunk *c = p->ch;
 	uint32_t rel = r->offset - p->b0 * B;
-	bool resync = r->flags & QBD_ENGINE_F_RESYNC;
-	bool bad = false;
+	int err;
 
 	if (!p->borrowed && p->bounce) {
 		for (unsigned i = 0; i < p->nb; i++)
@@ -1409,66 +1587,33 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 		else
 			memset(p->bounce + rel, 0, r->length);
 	}
-	if (posix_memalign((void **)&p->meta_copy, B, B)) {
-		req_done(e, r, -ENOMEM);
-		return;
-	}
-	m = p->meta_copy;
-	memcpy(m, c->meta, B);
-	p->zx_ext = 0;
-	for (unsigned i = 0; i < p->nb; i++) {
-		unsigned b = p->b0 + i;
-
-		/* ZERO keeps data only in partial blocks that had data (the
-		 * extents read for the merge); everything else reads as
-		 * zeros through the bitmap, and whole blocks that held data
-		 * are zeroed on disk. */
-		if (r->op == QBD_ENGINE_ZERO && !in_ext(p, b)) {
-			if (bit_test(c->meta->written, b)) {
-				if (!p->zx_ext) {
-					p->zx_b[0] = b;
-					p->zx_ext = 1;
-				}
-				p->zx_n[0] = b + 1 - p->zx_b[0];
-			}
-			bit_set(m->written, b, false);
-			m->block_csum[b] = 0;
-			continue;
+	if (r->flags & QBD_ENGINE_F_RESYNC) {
+		err = resync_meta(r);
+		if (err < 0) {
+			req_done(e, r, err);
+			return;
 		}
-		/* RESYNC leaves all-zero blocks as holes. */
-		if (resync && block_is_zero(p->bounce + (size_t)i * B)) {
-			bit_set(m->written, b, false);
-			m->block_csum[b] = 0;
-			continue;
-		}
-		bit_set(m->written, b, true);
-		m->block_csum[b] = XXH3_64bits(p->bounce + (size_t)i * B, B);
-	}
-	m->magic = ENG_MAGIC_META;
-	m->volume = c->volume;
-	m->chunk = c->chunk;
-	m->version = r->new_version;
-	memcpy(m->bad, c->bad, sizeof m->bad);
-	m->flags = c->flags;
-	if (resync) {
-		memset(m->bad, 0, sizeof m->bad);
-		m->flags = 0;
-	} else if (c->flags & QBD_ENGINE_CHUNK_DAMAGED) {
-		for (unsigned i = 0; i < p->nb; i++)
-			bit_set(m->bad, p->b0 + i, false);
-		for (unsigned i = 0; i < ENG_BLOCKS_MAX / 64; i++)
-			bad |= m->bad[i] != 0;
-		if (!bad)
-			m->flags &= ~QBD_ENGINE_CHUNK_DAMAGED;
-	}
-	m->checksum = meta_checksum(m);
-	if (resync) {
 		p->cursor = 0;
 		p->zero_phase = true;
 		resync_next(e, r);
 		return;
 	}
-	if (r->op == QBD_ENGINE_WRITE) {
+	p->zx_ext = 0;
+	if (r->op == QBD_ENGINE_ZERO) {
+		/* ZERO keeps data only in partial blocks that had data (the
+		 * extents read for the merge); everything else reads as
+		 * zeros through the bitmap, and whole blocks that held data
+		 * are zeroed on disk (one range from the first to the last). */
+		for (unsigned b = p->b0; b < p->b0 + p->nb; b++) {
+			if (in_ext(p, b) || !bit_test(c->meta->written, b))
+				continue;
+			if (!p->zx_ext) {
+				p->zx_b[0] = b;
+				p->zx_ext = 1;
+			}
+			p->zx_n[0] = b + 1 - p->zx_b[0];
+		}
+	} else {
 		p->n_ext = 1;
 		p->ext_b[0] = p->b0;
 		p->ext_n[0] = p->nb;
@@ -1479,7 +1624,10 @@ static void write_apply(struct qbd_engine *e, struct qbd_engine_req *r)
 		return;
 	}
 #endif
-	step_go(e, r, p->n_ext ? ST_WRITE_DATA : ST_WRITE_META);
+	if (p->n_ext)
+		step_go(e, r, ST_WRITE_DATA);
+	else
+		write_commit(e, r);
 }
 
 /* Take a free slot for a new chunk. 0, -ENOSPC or -ENOMEM. */
@@ -1773,27 +1921,152 @@ static void al_done(struct qbd_engine *e, int err)
 		}
 		r = next;
 	}
+	/* Far beyond the target (no FLUSH for a while): a round of the
+	 * group commit lets chunks leave, so that the recovery after a
+	 * crash stays bounded. */
+	if (e->al_count > 2 * e->al_target) {
+		e->round_trim = true;
+		round_kick(e);
+	}
 	al_kick(e);
 }
 
-/* After a sync: chunks beyond the log's target whose writes are all
- * durable leave it, oldest first (the LRU is in done_seq order). */
+/* After a sync: chunks beyond the log's target whose writes and
+ * metadata block are durable leave it, least recently written first. */
 static void al_trim(struct qbd_engine *e)
 {
 	struct eng_chunk *c, *next;
 
 	for (c = e->lru_head; c && e->al_count > e->al_target; c = next) {
 		next = c->lnext;
-		if (c->writing || c->q_head)
+#ifndef QBD_ENGINE_MUTANT_NO_CLEAN_TRIM
+		if (c->dstate != ENG_CLEAN || c->mw_busy)
 			continue;
-		if (c->done_seq >= e->sync_done)
-			break;
+#endif
+		if (c->writing || c->q_head || c->done_seq >= e->sync_done)
+			continue;
 		lru_unlink(e, c);
 		c->al_active = false;
 		e->al_count--;
 		al_bit(e, c->slot, false);
 	}
 	al_kick(e);
+}
+
+/* ---- group commit (docs/design.md, "Metadata in memory") ---- */
+
+static void round_next(struct qbd_engine *e);
+
+/* Start a round if none runs and one is wanted: it covers the FLUSH and
+ * FUA requests waiting now, and writes the metadata block of every chunk
+ * dirty now (whose in-memory metadata holds every write completed
+ * before), then syncs. */
+static void round_kick(struct qbd_engine *e)
+{
+	if (e->round_busy || (!e->fl_head && !e->round_trim))
+		return;
+	e->round_busy = true;
+	e->round_trim = false;
+	e->round_err = 0;
+	e->rd_head = e->fl_head;
+	e->rd_tail = e->fl_tail;
+	e->fl_head = e->fl_tail = NULL;
+#ifndef QBD_ENGINE_MUTANT_NO_META_FLUSH
+	for (struct eng_chunk *c = e->dirty.head; c; c = c->dnext)
+		c->dstate = ENG_ROUND;
+	e->round = e->dirty;
+	e->dirty.head = e->dirty.tail = NULL;
+#endif
+	round_next(e);
+}
+
+/* A FLUSH, or a FUA write whose data is on the device, waits for the
+ * next round. */
+static void flush_enqueue(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	priv(r)->next = NULL;
+	if (e->fl_tail)
+		priv(e->fl_tail)->next = r;
+	else
+		e->fl_head = r;
+	e->fl_tail = r;
+	round_kick(e);
+}
+
+/* Issue the round's next metadata writes, one per free writer, each
+ * from a snapshot (the chunk takes writes meanwhile: they make it dirty
+ * again, for the next round); all written, the sync. */
+static void round_next(struct qbd_engine *e)
+{
+	struct eng_chunk *c;
+	struct eng_mw *w;
+
+	while ((c = e->round.head) && (w = e->mw_free)) {
+		struct eng_priv *p = priv(&w->req);
+
+		e->mw_free = w->next;
+		clist_unlink(&e->round, c);
+		c->dstate = ENG_CLEAN;
+		c->mw_busy = true;
+		meta_snapshot(c, w->buf);
+		memset(p, 0, sizeof *p);
+		p->ch = c;
+		p->bounce = w->buf;
+		p->borrowed = true;
+		e->round_mw++;
+		step_go(e, &w->req, ST_WRITE_META);
+	}
+	if (!e->round.head && !e->round_mw && !e->round_sync) {
+		e->round_sync = true;
+		memset(priv(&e->sync_req), 0, sizeof(struct eng_priv));
+		step_go(e, &e->sync_req, ST_FSYNC);
+	}
+}
+
+static void mw_done(struct qbd_engine *e, struct qbd_engine_req *r, int err)
+{
+	struct eng_mw *w = (struct eng_mw *)r; /* req is its first member */
+	struct eng_chunk *c = priv(r)->ch;
+
+	c->mw_busy = false;
+	if (err < 0) {
+		qbd_err("engine", "metadata write of volume %016llx chunk %llu: %s",
+			(unsigned long long)c->volume, (unsigned long long)c->chunk,
+			strerror(-err));
+		if (!e->round_err)
+			e->round_err = err;
+		c->flags_dirty = true;
+		meta_dirty(e, c); /* the next round writes it again */
+	} else if (c->dstate == ENG_CLEAN) {
+		c->done_seq = e->sync_issued;
+	}
+	w->next = e->mw_free;
+	e->mw_free = w;
+	e->round_mw--;
+	round_next(e);
+}
+
+/* The round's sync is complete: its requests are. A DELETE_VOLUME
+ * waiting for the round runs before the next round starts. */
+static void round_done(struct qbd_engine *e, int err)
+{
+	struct qbd_engine_req *r = e->rd_head;
+
+	if (err == 0)
+		err = e->round_err;
+	if (err < 0)
+		qbd_err("engine", "flush: %s", strerror(-err));
+	e->rd_head = e->rd_tail = NULL;
+	e->round_busy = false;
+	e->round_sync = false;
+	while (r) {
+		struct qbd_engine_req *next = priv(r)->next;
+
+		req_done(e, r, err < 0 ? err : r->op == QBD_ENGINE_FLUSH ? 0 : (int)r->length);
+		r = next;
+	}
+	promise_run(e);
+	round_kick(e);
 }
 
 /* A WRITE/ZERO taken from its chunk's FIFO: check versions, then
@@ -1998,6 +2271,9 @@ static void promise_run(struct qbd_engine *e)
 	struct qbd_engine_req *r;
 
 	while (!e->prom_busy && (r = e->prom_head)) {
+		/* a round's metadata writes may be in flight for its chunks */
+		if (r->op == QBD_ENGINE_DELETE_VOLUME && e->round_busy)
+			break;
 		e->prom_head = priv(r)->next;
 		if (!e->prom_head)
 			e->prom_tail = NULL;
@@ -2096,7 +2372,7 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 		chunk_run_next(e, c);
 		return;
 	case QBD_ENGINE_FLUSH:
-		step_go(e, r, ST_FSYNC);
+		flush_enqueue(e, r);
 		return;
 	case QBD_ENGINE_PROMISE:
 	case QBD_ENGINE_DELETE_VOLUME:
@@ -2142,6 +2418,14 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 	}
 	if (r == &e->al_req) {
 		al_done(e, p->err < 0 ? p->err : p->got != B ? -EIO : 0);
+		return;
+	}
+	if (p->step == ST_WRITE_META) {
+		mw_done(e, r, p->err < 0 ? p->err : p->got != B ? -EIO : 0);
+		return;
+	}
+	if (r == &e->sync_req) {
+		round_done(e, p->err);
 		return;
 	}
 	if (p->err < 0) {
@@ -2204,13 +2488,15 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		if (r->flags & QBD_ENGINE_F_RESYNC)
 			resync_next(e, r);
 		else
-			step_go(e, r, ST_WRITE_META);
+			write_commit(e, r);
 		return;
 	case ST_ZERO_DATA:
 		if (r->flags & QBD_ENGINE_F_RESYNC)
 			resync_next(e, r);
+		else if (p->n_ext)
+			step_go(e, r, ST_WRITE_DATA);
 		else
-			step_go(e, r, p->n_ext ? ST_WRITE_DATA : ST_WRITE_META);
+			write_commit(e, r);
 		return;
 	case ST_SLOT_ZERO:
 		step_go(e, r, ST_SLOT_SYNC);
@@ -2219,25 +2505,11 @@ static void step_done(struct qbd_engine *e, struct qbd_engine_req *r)
 		c->slot_dirty = false;
 		write_activate(e, r);
 		return;
-	case ST_WRITE_META:
-		e->held_blocks += meta_held_blocks(p->meta_copy) - meta_held_blocks(c->meta);
-		memcpy(c->meta, p->meta_copy, B);
-		c->version = r->new_version;
-		r->version = c->version;
-		memcpy(c->bad, c->meta->bad, sizeof c->bad);
-		chunk_set_flags(e, c, c->meta->flags);
-		if (r->flags & QBD_ENGINE_F_FUA) {
-			step_go(e, r, ST_FSYNC);
-			return;
-		}
-		req_done(e, r, (int)r->length);
-		return;
 	case ST_PROMISE_WRITE:
 		step_go(e, r, ST_FSYNC);
 		return;
 	case ST_FSYNC:
-		req_done(e, r, (r->op == QBD_ENGINE_WRITE || r->op == QBD_ENGINE_ZERO)
-				       ? (int)r->length : 0);
+		req_done(e, r, 0);
 		return;
 	}
 }

@@ -183,7 +183,8 @@ enum qbd_engine_op {
 	QBD_ENGINE_SCRUB,         /* verify every written block of a chunk */
 };
 
-#define QBD_ENGINE_F_FUA    0x1u  /* WRITE/ZERO: durable before completion */
+#define QBD_ENGINE_F_FUA    0x1u  /* WRITE/ZERO: durable before completion (as if
+				   * a FLUSH followed it: the two share a sync) */
 #define QBD_ENGINE_F_REPAIR 0x2u  /* WRITE: requires version == expected == new */
 #define QBD_ENGINE_F_RESYNC 0x4u  /* WRITE: replace the whole chunk at new_version */
 
@@ -242,8 +243,9 @@ enum qbd_engine_op {
  *       the bytes verified (written blocks x 4 KiB; 0 for a chunk not
  *       held), also when blocks failed; -errno if the read failed. Out:
  *       version. offset and length are ignored.
- * FLUSH fdatasync of the store: every write completed before it was
- *       submitted is durable when it completes.
+ * FLUSH every write completed before it was submitted is durable when it
+ *       completes (their chunks' metadata blocks are written, then one
+ *       fdatasync: writes in between cost one data I/O each).
  * PROMISE volume, epoch: promised = max(promised, epoch), durable when it
  *       completes. Out: version = promised epoch after the request.
  * DELETE_VOLUME volume: frees its chunks and its promise.

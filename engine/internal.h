@@ -94,8 +94,32 @@ struct eng_chunk {
 	bool al_active;         /* its bit is durable in the log */
 	bool slot_dirty;        /* the slot's data may not be zeros where unwritten */
 	struct eng_chunk *lprev, *lnext; /* LRU of active chunks, oldest first */
-	uint64_t done_seq;      /* syncs issued when its last write completed */
+	uint64_t done_seq;      /* syncs issued when its last write or meta
+				 * block write completed */
+	/* metadata kept in memory (docs/design.md, "Metadata in memory"):
+	 * meta is the chunk as its completed writes left it; the block on
+	 * disk is older until a round of the group commit writes it */
+	uint8_t dstate;         /* ENG_CLEAN, ENG_DIRTY (on e->dirty), ENG_ROUND (on e->round) */
+	bool mw_busy;           /* its metadata block write is in flight */
+	bool flags_dirty;       /* flags or bad blocks changed since its last meta write */
+	struct eng_chunk *dprev, *dnext; /* e->dirty or e->round */
 };
+
+enum { ENG_CLEAN = 0, ENG_DIRTY, ENG_ROUND };
+
+/* A list of chunks through dprev/dnext. */
+struct eng_clist {
+	struct eng_chunk *head, *tail;
+};
+
+/* A metadata block write of the group commit: a snapshot of a chunk's
+ * in-memory metadata, so that the chunk takes writes meanwhile. */
+struct eng_mw {
+	struct qbd_engine_req req;    /* its ring request (ST_META_WRITE) */
+	struct eng_mw *next;          /* free list */
+	uint8_t *buf;                 /* 4 KiB, aligned */
+};
+#define ENG_MW 32                     /* metadata writes in flight at most */
 
 /* Private per-request state, inside qbd_engine_req.priv. */
 struct eng_priv {
@@ -111,7 +135,7 @@ struct eng_priv {
 	uint32_t got;                 /* bytes transferred in the step */
 	bool borrowed;                /* bounce is the caller's buf */
 	bool holds_prom;              /* this PROMISE owns prom_busy */
-	struct eng_meta *meta_copy;   /* WRITE/ZERO: the new meta block */
+	struct eng_meta *meta_copy;   /* RESYNC: the new meta block */
 	uint32_t cursor;              /* RESYNC: next block to look at for data runs */
 	bool zero_phase;              /* RESYNC: zeroing blocks that become holes */
 	uint32_t zx_b[2], zx_n[2];    /* extents to zero (ST_ZERO_DATA) */
@@ -168,6 +192,23 @@ struct qbd_engine {
 	uint64_t held_blocks;             /* written blocks of every chunk */
 	uint64_t n_data_reads, n_data_read_bytes, n_data_writes, n_data_write_bytes;
 	uint64_t n_meta_writes, n_zeroings, n_syncs;
+	/* group commit (docs/design.md, "Metadata in memory"): a round
+	 * writes the metadata block of every dirty chunk, then syncs, and
+	 * completes the FLUSHes and FUA writes that were waiting when it
+	 * started; one round at a time */
+	struct eng_clist dirty;           /* metadata changed since written */
+	struct eng_clist round;           /* still to write in this round */
+	struct qbd_engine_req *fl_head, *fl_tail; /* waiting for the next round */
+	struct qbd_engine_req *rd_head, *rd_tail; /* covered by the round running */
+	bool round_busy;
+	bool round_trim;                  /* a round to trim the log is wanted */
+	bool round_sync;                  /* its sync is issued */
+	int round_err;                    /* first error of the round's meta writes */
+	unsigned round_mw;                /* its meta writes in flight */
+	struct qbd_engine_req sync_req;   /* its sync */
+	struct eng_mw mw[ENG_MW];
+	struct eng_mw *mw_free;
+	uint8_t *mw_bufs;                 /* ENG_MW blocks */
 };
 
 #endif

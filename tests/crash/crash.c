@@ -10,9 +10,12 @@
  *     some request that wrote it and may be there: not older than the
  *     latest one a completed FLUSH (or its own FUA) made durable, not
  *     newer than the last one submitted before the cut;
- *   - the chunk's version is one such request's version, and unless the
- *     chunk is SUSPECT its whole contents are exactly those of that
- *     version; no chunk is DAMAGED;
+ *   - the chunk's version is one such request's version: not older than
+ *     the last one made durable (the engine writes metadata blocks only
+ *     in its group commit, so the version on disk is the durable one,
+ *     or a newer one whose metadata write of a round landed), not newer
+ *     than the last one submitted; unless the chunk is SUSPECT its whole
+ *     contents are exactly those of that version; no chunk is DAMAGED;
  *   - the promise is at least every PROMISE completed before the cut;
  *   - after a clean close and another open, flags and versions stay.
  *

@@ -58,6 +58,16 @@ static int eng_read(uint64_t chunk, uint32_t off, void *buf, uint32_t len, uint6
 	return r.res;
 }
 
+/* FLUSH: metadata blocks are written by the group commit, so the tests
+ * that look at the disk around the engine flush first. */
+static int eng_flush(void)
+{
+	struct qbd_engine_req r = { .op = QBD_ENGINE_FLUSH };
+
+	run(&r);
+	return r.res;
+}
+
 static void open_store(uint64_t size)
 {
 	struct qbd_engine_opts o = { .path = path, .create_size = size };
@@ -574,6 +584,7 @@ START_TEST(resync_zero_blocks_are_holes)
 	ck_assert_uint_eq(st.used, st0.used);
 	ck_assert_uint_eq(st.chunks, st0.chunks);
 	for (int round = 0; round < 2; round++) {
+		ck_assert_int_eq(eng_flush(), 0);
 		ck_assert(disk_meta(34, &m, &pos));
 		ck_assert_uint_eq(m.version, 2);
 		for (unsigned b = 0; b < CS / 4096; b++) {
@@ -695,7 +706,8 @@ END_TEST
 
 /* ---- chunk flags ---- */
 
-/* Overwrite bytes of block b of a chunk on disk, around the engine. */
+/* Overwrite bytes of block b of a chunk on disk, around the engine
+ * (flushed first if open, so that its metadata block is on disk). */
 static void corrupt_block(uint64_t chunk, unsigned b)
 {
 	struct eng_meta m;
@@ -703,6 +715,8 @@ static void corrupt_block(uint64_t chunk, unsigned b)
 	char junk[] = "garbage";
 	int fd;
 
+	if (e)
+		ck_assert_int_eq(eng_flush(), 0);
 	ck_assert(disk_meta(chunk, &m, &pos));
 	fd = open(path, O_RDWR);
 	ck_assert_int_ge(fd, 0);
@@ -835,9 +849,11 @@ START_TEST(recovery_flags_suspect_until_resync)
 	fill(nw, sizeof nw, 51);
 	ck_assert_int_eq(eng_write(50, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
 	ck_assert_int_eq(eng_write(51, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_flush(), 0);
 	snprintf(crashed, sizeof crashed, "%s/crashed", dir);
 	copy_store(crashed);
 	qbd_engine_close(e);
+	e = NULL;
 	rename(crashed, path);
 	/* block 1 of chunk 50 holds data its metadata does not know */
 	corrupt_block(50, 1);
@@ -1198,6 +1214,8 @@ START_TEST(no_data_io_for_zeroing_and_holes)
 	ck_assert_uint_eq(st.data_writes, st0.data_writes);
 	ck_assert_uint_eq(st.data_write_bytes, st0.data_write_bytes);
 	ck_assert_uint_eq(st.held, 0);
+	ck_assert_int_eq(eng_flush(), 0);
+	qbd_engine_stats(e, &st);
 	ck_assert_uint_gt(st.meta_writes, st0.meta_writes); /* versions persisted */
 	ck_assert_uint_eq(st.zeroings, st0.zeroings + 1);   /* chunk 1's 4 blocks */
 	/* A written range does read data. */
@@ -1210,13 +1228,16 @@ START_TEST(no_data_io_for_zeroing_and_holes)
 END_TEST
 
 /* Every slot that holds none of chunks 0..last and 50 reads as zeros on
- * disk. */
+ * disk (after a FLUSH: the metadata blocks on disk say which hold). */
 static void free_slots_read_zero(uint64_t last)
 {
 	static uint8_t z[CS];
 	struct eng_super sb;
 	uint8_t *buf = malloc(CS);
-	int fd = open(path, O_RDONLY);
+	int fd;
+
+	ck_assert_int_eq(eng_flush(), 0);
+	fd = open(path, O_RDONLY);
 
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(pread(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
@@ -1324,6 +1345,130 @@ START_TEST(full_filesystem_enospc)
 }
 END_TEST
 
+/* ---- metadata in memory, group commit ---- */
+
+/* Writes and syncs the engine issues, by kind, where (meta or data). */
+struct io_count { unsigned data_writes, meta_writes, other_writes, syncs; };
+static struct io_count ioc;
+
+static void count_hook(void *user, const struct qbd_engine_io *io)
+{
+	const struct eng_super *sb = user;
+
+	if (io->done || !sb->meta_off)
+		return;
+	if (io->kind == QBD_ENGINE_IO_SYNC)
+		ioc.syncs++;
+	else if (io->kind != QBD_ENGINE_IO_WRITE)
+		return;
+	else if (io->offset >= sb->data_off)
+		ioc.data_writes++;
+	else if (io->offset >= sb->meta_off)
+		ioc.meta_writes++;
+	else
+		ioc.other_writes++;
+}
+
+static void open_counted(struct eng_super *sb)
+{
+	struct qbd_engine_opts o = { .path = path, .io_hook = count_hook, .io_hook_user = sb };
+	int fd = open(path, O_RDONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, sb, sizeof *sb, 0), (ssize_t)sizeof *sb);
+	close(fd);
+	ck_assert_int_eq(qbd_engine_open(&o, &e), 0);
+	memset(&ioc, 0, sizeof ioc);
+}
+
+/* A write to an active chunk is one data write and nothing else; its
+ * metadata block reaches the disk with the next FLUSH (one meta write
+ * per dirty chunk, however many writes it took, then one sync) or FUA. */
+START_TEST(meta_written_by_flush)
+{
+	static uint8_t w[4096];
+	struct eng_super sb;
+	struct eng_meta m;
+	uint64_t pos;
+
+	fill(w, sizeof w, 60);
+	ck_assert_int_eq(eng_write(60, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_write(61, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_flush(), 0);
+	qbd_engine_close(e);
+	open_counted(&sb);
+	/* the first write of each after the open activates it in the log */
+	ck_assert_int_eq(eng_write(60, 0, w, sizeof w, 1, 2, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_write(61, 0, w, sizeof w, 1, 2, 0), (int)sizeof w);
+	ck_assert_uint_eq(ioc.data_writes, 2);
+	ck_assert_uint_eq(ioc.other_writes, 2);
+	memset(&ioc, 0, sizeof ioc);
+	for (unsigned i = 1; i < 8; i++)
+		ck_assert_int_eq(eng_write(60, i * 4096, w, sizeof w, 1 + i, 2 + i, 0),
+				 (int)sizeof w);
+	ck_assert_int_eq(eng_write(61, 0, w, sizeof w, 2, 3, 0), (int)sizeof w);
+	ck_assert_uint_eq(ioc.data_writes, 8);
+	ck_assert_uint_eq(ioc.meta_writes, 0);
+	ck_assert_uint_eq(ioc.syncs, 0);
+	ck_assert(disk_meta(60, &m, &pos));
+	ck_assert_uint_eq(m.version, 1);
+	ck_assert_int_eq(eng_flush(), 0);
+	ck_assert_uint_eq(ioc.meta_writes, 2);
+	ck_assert_uint_eq(ioc.syncs, 1);
+	ck_assert(disk_meta(60, &m, &pos));
+	ck_assert_uint_eq(m.version, 9);
+	ck_assert(disk_meta(61, &m, &pos));
+	ck_assert_uint_eq(m.version, 3);
+	/* nothing dirty: a FLUSH is one sync */
+	ck_assert_int_eq(eng_flush(), 0);
+	ck_assert_uint_eq(ioc.meta_writes, 2);
+	ck_assert_uint_eq(ioc.syncs, 2);
+	/* FUA: durable with its metadata when it completes */
+	ck_assert_int_eq(eng_write(61, 4096, w, sizeof w, 3, 4, QBD_ENGINE_F_FUA),
+			 (int)sizeof w);
+	ck_assert(disk_meta(61, &m, &pos));
+	ck_assert_uint_eq(m.version, 4);
+	ck_assert_uint_eq(ioc.syncs, 3);
+	ck_assert_uint_eq(ioc.other_writes, 0);
+}
+END_TEST
+
+/* A crash after writes that no FLUSH covered: the version on disk is
+ * the one last made durable, the blocks hold the newer data, and the
+ * recovery flags the chunk SUSPECT (reported at the durable version for
+ * the replication layer to reconcile). A chunk whose later writes did
+ * not land is exactly its durable version and not flagged. */
+START_TEST(crash_keeps_durable_version)
+{
+	static uint8_t a[8192], b[4096], r[8192];
+	char crashed[128];
+	uint64_t v;
+
+	fill(a, sizeof a, 62);
+	fill(b, sizeof b, 63);
+	ck_assert_int_eq(eng_write(62, 0, a, sizeof a, 0, 1, 0), (int)sizeof a);
+	ck_assert_int_eq(eng_write(63, 0, a, sizeof a, 0, 1, 0), (int)sizeof a);
+	ck_assert_int_eq(eng_flush(), 0);
+	ck_assert_int_eq(eng_write(62, 4096, b, sizeof b, 1, 2, 0), (int)sizeof b);
+	ck_assert_int_eq(eng_write(62, 4096, b, sizeof b, 2, 3, 0), (int)sizeof b);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 62), 3);
+	snprintf(crashed, sizeof crashed, "%s/crashed", dir);
+	copy_store(crashed);
+	qbd_engine_close(e);
+	e = NULL;
+	rename(crashed, path);
+	open_store(0);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 62), 1);
+	ck_assert_uint_eq(chunk_flags(62), QBD_ENGINE_CHUNK_SUSPECT);
+	ck_assert_int_eq(eng_read(62, 0, r, sizeof r, &v), (int)sizeof r);
+	ck_assert_uint_eq(v, 1);
+	ck_assert_mem_eq(r, a, 4096);
+	ck_assert_mem_eq(r + 4096, b, 4096);
+	ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 63), 1);
+	ck_assert_uint_eq(chunk_flags(63), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -1346,6 +1491,8 @@ int main(void)
 	tcase_add_test(t, small_ring_queues);
 	tcase_add_test(t, bitmap_of_written_blocks);
 	tcase_add_test(t, zero_to_version_0_allocates_nothing);
+	tcase_add_test(t, meta_written_by_flush);
+	tcase_add_test(t, crash_keeps_durable_version);
 	suite_add_tcase(s, t);
 	t = tcase_create("resync");
 	tcase_add_checked_fixture(t, setup, teardown);
