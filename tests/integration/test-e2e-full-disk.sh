@@ -89,7 +89,8 @@ for z in a b c; do
 	kill -0 "$(eval echo \$CHUNKD_PID_$z)" || fail "chunk server $z died"
 done
 stop_pid "$NBD_PID"
-qbd volume verify slots >"$TMP/verify.out" || fail "volume verify: $(cat "$TMP/verify.out")"
+verified_slots() { qbd volume verify slots >"$TMP/verify.out" 2>&1; }
+wait_for "identical replicas (volume verify)" 30 verified_slots
 log "reads, rewrites of allocated chunks and verify fine; qemu-io sees ENOSPC"
 for z in a b c; do stop_chunkd "$z"; done
 
