@@ -711,6 +711,40 @@ static void eng_free(struct qbd_engine *e)
 	free(e);
 }
 
+/*
+ * The ring, its eventfd and the store as registered file 0 (where the
+ * kernel allows it: without, the same requests go the plain way).
+ *
+ * The ring is single-issuer with deferred task work where the kernel
+ * has it (6.1): completions are not posted from an interrupt of this
+ * thread each, but in a batch when qbd_engine_poll asks for them (the
+ * eventfd still fires when some are waiting). Only the thread that
+ * opened the engine may then use it, which is the engine's rule anyway.
+ */
+static int eng_ring_init(struct qbd_engine *e, unsigned qd)
+{
+	struct io_uring_params p = { .flags = IORING_SETUP_SINGLE_ISSUER |
+					      IORING_SETUP_DEFER_TASKRUN };
+	int r;
+
+	r = io_uring_queue_init_params(qd, &e->ring, &p);
+	e->defer_taskrun = r == 0;
+	if (r == -EINVAL)
+		r = io_uring_queue_init(qd, &e->ring, 0);
+	if (r < 0) {
+		qbd_err("engine", "io_uring_queue_init: %s", strerror(-r));
+		return r;
+	}
+	e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (e->efd == -1 || io_uring_register_eventfd(&e->ring, e->efd) < 0) {
+		r = e->efd == -1 ? -errno : -EIO;
+		io_uring_queue_exit(&e->ring);
+		return r;
+	}
+	e->fixed_file = io_uring_register_files(&e->ring, &e->fd, 1) == 0;
+	return 0;
+}
+
 int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 {
 	struct qbd_engine *e;
@@ -816,17 +850,9 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	for (uint64_t i = 0; i < e->sb.nslots; i++)
 		if (e->by_slot[i])
 			e->held_blocks += meta_held_blocks(e->by_slot[i]->meta);
-	r = io_uring_queue_init(qd, &e->ring, 0);
-	if (r < 0) {
-		qbd_err("engine", "io_uring_queue_init: %s", strerror(-r));
+	r = eng_ring_init(e, qd);
+	if (r < 0)
 		goto fail;
-	}
-	e->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (e->efd == -1 || io_uring_register_eventfd(&e->ring, e->efd) < 0) {
-		r = e->efd == -1 ? -errno : -EIO;
-		io_uring_queue_exit(&e->ring);
-		goto fail;
-	}
 	free(blk);
 	qbd_info("engine", "%s: %llu of %llu chunk slots used", opts->path,
 		 (unsigned long long)e->used_slots, (unsigned long long)e->sb.nslots);
@@ -883,6 +909,11 @@ void qbd_engine_close(struct qbd_engine *e)
 		if (io_uring_wait_cqe(&e->ring, &cqe) < 0)
 			break;
 	}
+	/* The ring's teardown is asynchronous: drop its reference to the
+	 * store now, so that the file is closed (and its filesystem can be
+	 * unmounted) when this returns. */
+	if (e->fixed_file)
+		io_uring_unregister_files(&e->ring);
 	io_uring_queue_exit(&e->ring);
 	if (e->busy) {
 		qbd_warn("engine", "closing with %u requests in flight: the next open "
@@ -1008,10 +1039,16 @@ unsigned qbd_engine_flagged_chunks(const struct qbd_engine *e, uint64_t volume,
 
 /* ---- request machinery ---- */
 
+/* A callback is queued: inside qbd_engine_poll it runs before poll
+ * returns; outside (from qbd_engine_submit), the eventfd must fire, once
+ * until the next poll (no syscall per request). */
 static void eng_wake(struct qbd_engine *e)
 {
 	uint64_t one = 1;
 
+	if (e->in_poll || e->woken)
+		return;
+	e->woken = true;
 	if (write(e->efd, &one, sizeof one) == -1 && errno != EAGAIN)
 		qbd_warn("engine", "eventfd: %m");
 }
@@ -1022,7 +1059,10 @@ static void ring_submit(struct qbd_engine *e)
 
 	if (!e->pending_sqes)
 		return;
-	r = io_uring_submit(&e->ring);
+	/* With deferred task work, the same syscall posts the completions
+	 * waiting (no extra one). */
+	r = e->defer_taskrun ? io_uring_submit_and_get_events(&e->ring)
+			     : io_uring_submit(&e->ring);
 	if (r < 0)
 		qbd_warn("engine", "io_uring_submit: %s", strerror(-r));
 	e->pending_sqes = 0;
@@ -1199,8 +1239,9 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 	unsigned n = step_sqes(p);
 
 	/* More SQEs in flight than the CQ holds would overflow it, and
-	 * overflowed CQEs raise no eventfd wake-up later: wait instead. */
-	if (e->inflight + n > e->ring.cq.ring_entries) {
+	 * overflowed CQEs raise no eventfd wake-up later: wait instead,
+	 * behind the requests already waiting. */
+	if (e->inflight + n > e->ring.cq.ring_entries || (e->retry_head && !e->retrying)) {
 		req_park(e, r);
 		return;
 	}
@@ -1222,7 +1263,8 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 	if (e->io_hook)
 		step_hook(e, r, false, 0);
 	step_count(e, p, n);
-	int fd = e->fd;
+	/* The store is registered file 0 when the kernel allows it. */
+	int fd = e->fixed_file ? 0 : e->fd;
 
 	for (unsigned i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
@@ -1273,6 +1315,8 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 						(off_t)e->sb.chunk_size);
 			break;
 		}
+		if (e->fixed_file)
+			sqe->flags |= IOSQE_FIXED_FILE;
 		io_uring_sqe_set_data(sqe, r);
 		e->pending_sqes++;
 	}
@@ -2398,8 +2442,10 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	submit_one(e, r);
-	/* Outside qbd_engine_poll nothing else would submit the SQEs. */
-	ring_submit(e);
+	/* Inside qbd_engine_poll (a callback submitting more), poll submits
+	 * everything once at the end; outside, nothing else would. */
+	if (!e->in_poll)
+		ring_submit(e);
 }
 
 /* The step's SQEs are all complete: move the request on. */
@@ -2528,17 +2574,41 @@ static void cqe_handle(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 		step_done(e, r);
 }
 
+/* Run the callbacks of the requests done (they may submit more: queued
+ * until the caller submits). */
+static void run_callbacks(struct qbd_engine *e)
+{
+	struct qbd_engine_req *d;
+
+	while ((d = e->done_head)) {
+		e->done_head = priv(d)->next;
+		if (!e->done_head)
+			e->done_tail = NULL;
+		e->busy--;
+		d->cb(d);
+	}
+}
+
 void qbd_engine_poll(struct qbd_engine *e)
 {
 	struct io_uring_cqe *cqe;
 	uint64_t x;
+	bool get;
 
 	if (read(e->efd, &x, sizeof x) == -1 && errno != EAGAIN)
 		qbd_warn("engine", "eventfd read: %m");
+	e->woken = false;
+	e->in_poll = true;
+	/* With deferred task work, completions are posted by a syscall:
+	 * here, then the submission of each pass (or here again). */
+	get = e->defer_taskrun;
 	for (int round = 0; round < 64; round++) {
-		struct qbd_engine_req *rq, *d;
+		struct qbd_engine_req *rq;
 		unsigned head, n = 0;
+		int err;
 
+		if (get && (err = io_uring_get_events(&e->ring)) < 0)
+			qbd_warn("engine", "io_uring_get_events: %s", strerror(-err));
 		io_uring_for_each_cqe(&e->ring, head, cqe) {
 			struct qbd_engine_req *r = io_uring_cqe_get_data(cqe);
 			int res = cqe->res;
@@ -2547,27 +2617,34 @@ void qbd_engine_poll(struct qbd_engine *e)
 			e->inflight--;
 			io_uring_cqe_seen(&e->ring, cqe); /* free the slot first */
 			cqe_handle(e, r, res);
+			/* Callbacks at once: what they submit is queued, and
+			 * goes out with the pass's one submission below; but
+			 * after a large transfer (its checksums took a while)
+			 * before the next completion is handled, so that the
+			 * device is not left idle meanwhile. */
+			run_callbacks(e);
+			if (res >= (int)ENG_BIG_IO && e->pending_sqes)
+				ring_submit(e);
 		}
-		/* Parked requests get another chance at SQEs. */
+		/* Parked requests get another chance at SQEs, in order. */
 		rq = e->retry_head;
 		e->retry_head = e->retry_tail = NULL;
+		e->retrying = true;
 		while (rq) {
 			struct qbd_engine_req *next = priv(rq)->next;
 			step_issue(e, rq);
 			rq = next;
 		}
-		ring_submit(e);
-		/* Callbacks last: they may submit more. */
-		d = e->done_head;
-		e->done_head = e->done_tail = NULL;
-		while (d) {
-			struct qbd_engine_req *next = priv(d)->next;
-			e->busy--;
-			d->cb(d);
-			d = next;
-		}
+		e->retrying = false;
+		run_callbacks(e);
+		get = e->defer_taskrun && !e->pending_sqes;
 		ring_submit(e);
 		if (n == 0 && !e->done_head)
 			break;
+	}
+	e->in_poll = false;
+	if (e->done_head) { /* more than the passes allowed: come back */
+		e->woken = false;
+		eng_wake(e);
 	}
 }

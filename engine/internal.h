@@ -120,6 +120,7 @@ struct eng_mw {
 	uint8_t *buf;                 /* 4 KiB, aligned */
 };
 #define ENG_MW 32                     /* metadata writes in flight at most */
+#define ENG_BIG_IO (64u << 10)        /* a transfer after which poll submits at once */
 
 /* Private per-request state, inside qbd_engine_req.priv. */
 struct eng_priv {
@@ -209,6 +210,12 @@ struct qbd_engine {
 	struct eng_mw mw[ENG_MW];
 	struct eng_mw *mw_free;
 	uint8_t *mw_bufs;                 /* ENG_MW blocks */
+	/* submission */
+	bool in_poll;                     /* qbd_engine_poll is running: it submits */
+	bool retrying;                    /* it is giving parked requests their turn */
+	bool woken;                       /* eventfd written since the last poll */
+	bool fixed_file;                  /* the store is registered file 0 */
+	bool defer_taskrun;               /* IORING_SETUP_DEFER_TASKRUN */
 };
 
 #endif
