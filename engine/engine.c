@@ -708,12 +708,15 @@ static void eng_free(struct qbd_engine *e)
 	free(e->al_io);
 	free(e->al_dirty);
 	free(e->mw_bufs);
+	free(e->bufs);
+	free(e->buf_free);
 	free(e);
 }
 
 /*
- * The ring, its eventfd and the store as registered file 0 (where the
- * kernel allows it: without, the same requests go the plain way).
+ * The ring, its eventfd, the store as registered file 0 and the buffer
+ * pool as registered buffer 0 (each only where the kernel allows it:
+ * without, the same requests go the plain way).
  *
  * The ring is single-issuer with deferred task work where the kernel
  * has it (6.1): completions are not posted from an interrupt of this
@@ -725,6 +728,7 @@ static int eng_ring_init(struct qbd_engine *e, unsigned qd)
 {
 	struct io_uring_params p = { .flags = IORING_SETUP_SINGLE_ISSUER |
 					      IORING_SETUP_DEFER_TASKRUN };
+	struct iovec iov;
 	int r;
 
 	r = io_uring_queue_init_params(qd, &e->ring, &p);
@@ -742,6 +746,63 @@ static int eng_ring_init(struct qbd_engine *e, unsigned qd)
 		return r;
 	}
 	e->fixed_file = io_uring_register_files(&e->ring, &e->fd, 1) == 0;
+	if (e->bufs) {
+		iov.iov_base = e->bufs;
+		iov.iov_len = e->buf_size * e->buf_count;
+		r = io_uring_register_buffers(&e->ring, &iov, 1);
+		if (r < 0) {
+			qbd_warn("engine", "io_uring_register_buffers: %s (buffers not registered)",
+				 strerror(-r));
+			e->bufs_registered = false;
+		} else {
+			e->bufs_registered = true;
+		}
+	}
+	return 0;
+}
+
+/* The buffer pool of qbd_engine_opts.buffers (not registered yet). */
+static int eng_bufs_init(struct qbd_engine *e, unsigned n, uint32_t size)
+{
+	if (n == 0)
+		return 0;
+	if (size == 0 || size % B)
+		return -EINVAL;
+	e->buf_size = size;
+	e->buf_count = n;
+	e->buf_free = calloc(n, sizeof *e->buf_free);
+	if (!e->buf_free || posix_memalign((void **)&e->bufs, B, (size_t)n * size))
+		return -ENOMEM;
+	for (unsigned i = 0; i < n; i++)
+		e->buf_free[i] = e->bufs + (size_t)(n - 1 - i) * size;
+	e->buf_nfree = n;
+	return 0;
+}
+
+void *qbd_engine_buf_get(struct qbd_engine *e)
+{
+	return e->buf_nfree ? e->buf_free[--e->buf_nfree] : NULL;
+}
+
+void qbd_engine_buf_put(struct qbd_engine *e, void *buf)
+{
+	if (!buf)
+		return;
+	assert(e->buf_nfree < e->buf_count);
+	e->buf_free[e->buf_nfree++] = buf;
+}
+
+uint32_t qbd_engine_buf_size(const struct qbd_engine *e)
+{
+	return (uint32_t)e->buf_size;
+}
+
+/* Registered buffer index of [buf, buf + len), or -1. */
+static int buf_index(const struct qbd_engine *e, const uint8_t *buf, size_t len)
+{
+	if (!e->bufs_registered || buf < e->bufs ||
+	    buf + len > e->bufs + e->buf_size * e->buf_count)
+		return -1;
 	return 0;
 }
 
@@ -850,7 +911,9 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	for (uint64_t i = 0; i < e->sb.nslots; i++)
 		if (e->by_slot[i])
 			e->held_blocks += meta_held_blocks(e->by_slot[i]->meta);
-	r = eng_ring_init(e, qd);
+	r = eng_bufs_init(e, opts->buffers, opts->buffer_size);
+	if (r == 0)
+		r = eng_ring_init(e, qd);
 	if (r < 0)
 		goto fail;
 	free(blk);
@@ -909,11 +972,13 @@ void qbd_engine_close(struct qbd_engine *e)
 		if (io_uring_wait_cqe(&e->ring, &cqe) < 0)
 			break;
 	}
-	/* The ring's teardown is asynchronous: drop its reference to the
-	 * store now, so that the file is closed (and its filesystem can be
-	 * unmounted) when this returns. */
+	/* The ring's teardown is asynchronous: drop its references to the
+	 * store and the buffers now, so that the file is closed (and its
+	 * filesystem can be unmounted) when this returns. */
 	if (e->fixed_file)
 		io_uring_unregister_files(&e->ring);
+	if (e->bufs_registered)
+		io_uring_unregister_buffers(&e->ring);
 	io_uring_queue_exit(&e->ring);
 	if (e->busy) {
 		qbd_warn("engine", "closing with %u requests in flight: the next open "
@@ -1270,15 +1335,22 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
 		uint8_t *buf = data ? p->bounce + (size_t)(p->ext_b[i] - p->b0) * B : NULL;
 		uint64_t off = data ? data_pos(e, p->ch->slot) + (uint64_t)p->ext_b[i] * B : 0;
+		int bi = data ? buf_index(e, buf, p->ext_n[i] * B) : -1;
 
 		switch (p->step) {
 		case ST_READ_DATA:
 		case ST_RMW_READ:
 		case ST_SCRUB_READ:
-			io_uring_prep_read(sqe, fd, buf, p->ext_n[i] * B, off);
+			if (bi >= 0)
+				io_uring_prep_read_fixed(sqe, fd, buf, p->ext_n[i] * B, off, bi);
+			else
+				io_uring_prep_read(sqe, fd, buf, p->ext_n[i] * B, off);
 			break;
 		case ST_WRITE_DATA:
-			io_uring_prep_write(sqe, fd, buf, p->ext_n[i] * B, off);
+			if (bi >= 0)
+				io_uring_prep_write_fixed(sqe, fd, buf, p->ext_n[i] * B, off, bi);
+			else
+				io_uring_prep_write(sqe, fd, buf, p->ext_n[i] * B, off);
 			break;
 		case ST_WRITE_META:
 			io_uring_prep_write(sqe, fd, p->bounce, B, meta_pos(e, p->ch->slot));

@@ -57,6 +57,9 @@ struct qbd_engine_opts {
 				* writes are durable (a write to one of them
 				* costs no log update; recovery after a crash
 				* reads each of them); 0 = 1024 */
+	unsigned buffers;      /* buffers in the engine's pool (qbd_engine_buf_get), registered
+				* with the ring; 0 = no pool */
+	uint32_t buffer_size;  /* bytes each, a multiple of QBD_ENGINE_BLOCK */
 	/* For tests (the crash-state harness): called from the engine's thread
 	 * for every write, zeroing and sync issued to the store, when issued
 	 * and when completed, including the blocking I/O of qbd_engine_open
@@ -79,6 +82,18 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
  * activity log, so that the next open recovers nothing. Must be idle (no
  * request in flight: see qbd_engine_busy). Accepts NULL. */
 void qbd_engine_close(struct qbd_engine *e);
+
+/*
+ * The engine's buffer pool (qbd_engine_opts.buffers): 4 KiB-aligned
+ * buffers of qbd_engine_buf_size bytes, registered with the ring, so that
+ * a READ or WRITE whose buf lies in one skips the kernel's page pinning.
+ * qbd_engine_buf_get returns NULL when none is free; the caller owns the
+ * buffer until it gives it back with qbd_engine_buf_put (accepts NULL).
+ * Buffers go with qbd_engine_close. Any other buffer works too.
+ */
+void *qbd_engine_buf_get(struct qbd_engine *e);
+void qbd_engine_buf_put(struct qbd_engine *e, void *buf);
+uint32_t qbd_engine_buf_size(const struct qbd_engine *e);
 
 /* Number of requests submitted and not yet completed. */
 unsigned qbd_engine_busy(const struct qbd_engine *e);

@@ -1469,6 +1469,43 @@ START_TEST(crash_keeps_durable_version)
 }
 END_TEST
 
+/* The registered buffer pool: aligned buffers of its size, NULL when
+ * all are taken; reads and writes through them (registered, fixed) and
+ * through any other buffer give the same bytes. */
+START_TEST(buffer_pool)
+{
+	struct qbd_engine_opts o = { .path = path, .buffers = 3, .buffer_size = 65536 };
+	static uint8_t plain[65536];
+	uint8_t *b[3];
+
+	qbd_engine_close(e);
+	ck_assert_int_eq(qbd_engine_open(&o, &e), 0);
+	ck_assert_uint_eq(qbd_engine_buf_size(e), 65536);
+	for (unsigned i = 0; i < 3; i++) {
+		b[i] = qbd_engine_buf_get(e);
+		ck_assert_ptr_nonnull(b[i]);
+		ck_assert_uint_eq((uintptr_t)b[i] % 4096, 0);
+		for (unsigned j = 0; j < i; j++)
+			ck_assert_ptr_ne(b[i], b[j]);
+	}
+	ck_assert_ptr_null(qbd_engine_buf_get(e));
+	fill(b[0], 65536, 70);
+	ck_assert_int_eq(eng_write(70, 4096, b[0], 65536, 0, 1, 0), 65536);
+	ck_assert_int_eq(eng_read(70, 4096, b[1], 65536, NULL), 65536);
+	ck_assert_mem_eq(b[1], b[0], 65536);
+	ck_assert_int_eq(eng_read(70, 4096, plain, sizeof plain, NULL), (int)sizeof plain);
+	ck_assert_mem_eq(plain, b[0], 65536);
+	/* across two of them (one registered region) */
+	ck_assert_int_eq(eng_read(70, 4096, b[0] + 61440, 8192, NULL), 8192);
+	ck_assert_mem_eq(b[0] + 61440, plain, 8192);
+	qbd_engine_buf_put(e, b[1]);
+	qbd_engine_buf_put(e, NULL);
+	ck_assert_ptr_eq(qbd_engine_buf_get(e), b[1]);
+	for (unsigned i = 0; i < 3; i++)
+		qbd_engine_buf_put(e, b[i]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -1493,6 +1530,7 @@ int main(void)
 	tcase_add_test(t, zero_to_version_0_allocates_nothing);
 	tcase_add_test(t, meta_written_by_flush);
 	tcase_add_test(t, crash_keeps_durable_version);
+	tcase_add_test(t, buffer_pool);
 	suite_add_tcase(s, t);
 	t = tcase_create("resync");
 	tcase_add_checked_fixture(t, setup, teardown);
