@@ -1507,7 +1507,7 @@ static int verify_blocks(struct qbd_engine *e, struct eng_chunk *c,
 
 			if (!bit_test(c->meta->written, b))
 				continue;
-			if (XXH3_64bits(blk, B) != c->meta->block_csum[b]) {
+			if (eng_csum(blk, B) != c->meta->block_csum[b]) {
 				qbd_err("engine", "checksum mismatch: volume %016llx chunk %llu "
 					"block %u (slot %llu)", (unsigned long long)c->volume,
 					(unsigned long long)c->chunk, b,
@@ -1567,7 +1567,7 @@ static void write_commit(struct qbd_engine *e, struct qbd_engine_req *r)
 				m->block_csum[b] = 0;
 			} else {
 				bit_set(m->written, b, true);
-				m->block_csum[b] = XXH3_64bits(p->bounce + (size_t)i * B, B);
+				m->block_csum[b] = eng_csum(p->bounce + (size_t)i * B, B);
 			}
 		}
 		m->magic = ENG_MAGIC_META;
@@ -1670,7 +1670,7 @@ static int resync_meta(struct qbd_engine_req *r)
 			m->block_csum[b] = 0;
 		} else {
 			bit_set(m->written, b, true);
-			m->block_csum[b] = XXH3_64bits(p->bounce + (size_t)i * B, B);
+			m->block_csum[b] = eng_csum(p->bounce + (size_t)i * B, B);
 		}
 	}
 	m->magic = ENG_MAGIC_META;

@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <liburing.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "engine.h"
@@ -222,5 +223,18 @@ struct qbd_engine {
 	unsigned buf_count, buf_nfree;
 	size_t buf_size;
 };
+
+/* csum.c */
+/* XXH3-64 of len bytes (a 4 KiB block's checksum), the fastest way the
+ * CPU allows. */
+uint64_t eng_csum(const void *p, size_t len);
+
+/* csum-avx2.c */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ENG_CSUM_AVX2 1
+uint64_t eng_csum_avx2(const void *p, size_t len);
+#else
+#define ENG_CSUM_AVX2 0
+#endif
 
 #endif

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "engine/engine.h"
 #include "engine/internal.h"
 
@@ -1506,6 +1508,19 @@ START_TEST(buffer_pool)
 }
 END_TEST
 
+/* The engine's block checksum (AVX2 where the CPU has it) is XXH3-64. */
+START_TEST(csum_is_xxh3)
+{
+	static uint8_t b[8192];
+
+	for (unsigned i = 0; i < 64; i++) {
+		fill(b, sizeof b, i);
+		ck_assert_uint_eq(eng_csum(b + i, 4096), XXH3_64bits(b + i, 4096));
+		ck_assert_uint_eq(eng_csum(b, i * 97), XXH3_64bits(b, i * 97));
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -1531,6 +1546,7 @@ int main(void)
 	tcase_add_test(t, meta_written_by_flush);
 	tcase_add_test(t, crash_keeps_durable_version);
 	tcase_add_test(t, buffer_pool);
+	tcase_add_test(t, csum_is_xxh3);
 	suite_add_tcase(s, t);
 	t = tcase_create("resync");
 	tcase_add_checked_fixture(t, setup, teardown);
