@@ -187,12 +187,15 @@ $(BUILD)/tests/crash/qbd-crash-mutant-%: tests/crash/crash.c $(ENGINE_SRC) $(COM
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DQBD_ENGINE_MUTANT_$* $(ALL_LDFLAGS) -o $@ tests/crash/crash.c $(ENGINE_SRC) $(COMMON_SRC) $(LIBS)
 
-# Microbenchmark of the engine's write path (bench/engine-write.c).
-.PHONY: bench-bins
-bench-bins: $(BUILD)/bench/engine-write
-$(BUILD)/bench/engine-write: bench/engine-write.c $(A_ENGINE) $(A_COMMON)
+# The engine against fio on the same filesystem (bench/engine.c):
+# make bench-engine [BENCH_ENGINE_ARGS=--quick]. Not part of make check.
+.PHONY: bench-bins bench-engine
+bench-bins: $(BUILD)/bench/engine
+$(BUILD)/bench/engine: bench/engine.c $(A_ENGINE) $(A_COMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(A_ENGINE) $(A_COMMON) $(LIBS)
+bench-engine: $(BUILD)/bench/engine
+	$(BUILD)/bench/engine $(BENCH_ENGINE_ARGS)
 
 deps:
 	tools/install-deps
