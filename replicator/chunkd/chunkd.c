@@ -301,6 +301,10 @@ static void req_on_engine(struct qbd_engine_req *er)
 		break;
 	case QBD__MSG_TYPE__READ:
 		r->reply.version = er->version;
+		/* The chunk's flags: a PULL refuses a flagged source (a
+		 * chunk server that restarted after the writer chose it). */
+		r->reply.flags = qbd_engine_chunk_flags(d->e, er->volume, er->chunk) &
+				 QBD_WIRE_CHUNK_FLAGS;
 		if (er->op == QBD_ENGINE_BITMAP)
 			r->data_len = status == 0 ? (r->length / QBD_WIRE_BLOCK + 7) / 8 : 0;
 		else

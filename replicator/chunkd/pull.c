@@ -4,7 +4,9 @@
  * source) to a stale replica; this chunk server reads the whole chunk
  * from the source chunk server with the writer's epoch (so a deposed
  * writer's pull is refused by a source that promised a newer one), checks
- * that the source holds new_version, and stores the bytes as a RESYNC
+ * that the source holds new_version with its chunk unflagged (a source
+ * that crashed and restarted after the writer chose it may hold the
+ * version with older contents, SUSPECT), and stores the bytes as a RESYNC
  * write. The bytes never go through the writer, which may sit in another
  * zone.
  *
@@ -212,6 +214,10 @@ static int peer_on_frame(void *user, Qbd__Msg *m, void *data)
 		st = -EAGAIN;       /* the source has not seen this epoch */
 	else if (!st && (!data || m->version != pl->version))
 		st = -ESTALE;       /* the source does not hold that version */
+	else if (!st && (m->flags & QBD_WIRE_CHUNK_FLAGS))
+		st = -ESTALE;       /* flagged: the source restarted since the
+				     * writer chose it, say; its copy need not
+				     * match the version */
 	if (st || !r) {
 		pull_fail(pl, st ? st : -ECANCELED);
 		return 0;

@@ -1037,19 +1037,36 @@ static void probe_done(struct part *p)
 		resync_end(p);
 		return;
 	}
-	/* The source must still be up; a writer needs W targets. */
+	/* The best copy among every answer, including replicas that went
+	 * down since they answered: the argument above is about the highest
+	 * version of the whole set, and a lower copy of a replica still up
+	 * may lack acknowledged writes. */
 	for (unsigned r = 0; r < c->R; r++) {
 		int rk;
 
-		if (!(from & (1u << r)) || !c->up[r])
+		if (!(from & (1u << r)))
 			continue;
 		rk = (trusted & (1u << r)) ? 2 : bit_get(c->damaged[r], ch) ? 0 : 1;
-		if (src < 0 || p->pv[r] > maxv || (p->pv[r] == maxv && rk > rank)) {
-			src = (int)r;
+		if (rank < 0 || p->pv[r] > maxv || (p->pv[r] == maxv && rk > rank)) {
 			maxv = p->pv[r];
 			rank = rk;
 		}
 	}
+	/* The source must be such a copy and still be up (else wait for it
+	 * and probe again); a writer needs W targets. */
+	for (unsigned r = 0; r < c->R && src < 0; r++) {
+		int rk;
+
+		if (!(from & (1u << r)) || !c->up[r] || p->pv[r] != maxv)
+			continue;
+		rk = (trusted & (1u << r)) ? 2 : bit_get(c->damaged[r], ch) ? 0 : 1;
+		if (rk == rank)
+			src = (int)r;
+	}
+	if (src < 0 && rank >= 0)
+		core_log(c, L_WARN, "chunk %llu: the best copy (%#llx) is on a replica that went "
+			 "down; waiting for it", (unsigned long long)ch,
+			 (unsigned long long)maxv);
 	if (src < 0 || popc(up_set(c)) < c->W ||
 	    next_version(c, c->version[ch], &p->newv)) {
 		resync_end(p);

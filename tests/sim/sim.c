@@ -615,6 +615,12 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			st = -EHOSTUNREACH;
 		else if (src->promised != m->epoch)
 			st = src->promised > m->epoch ? -EPERM : -ENOTCONN;
+		else if (src->suspect[m->chunk] || src->damaged[m->chunk])
+			/* A flagged copy is no source, even at the version
+			 * asked for: the source may have crashed and restarted
+			 * since the writer chose it (its read reply carries
+			 * the chunk's flags, as chunkd's does). */
+			st = -ESTALE;
 		else if (bad) {
 			st = -EBADMSG;
 			src->damaged[m->chunk] = 1; /* its engine read failed */
