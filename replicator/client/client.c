@@ -502,8 +502,14 @@ static int rx_on_frame(void *user, Qbd__Msg *m, void *data)
 			  (unsigned long long)m->request_id);
 		return 0;
 	}
-	qbd_core_reply(c->v->core, c->idx, m->request_id, status, m->version,
-		       qbd_now_ns());
+	if (m->type == QBD__MSG_TYPE__READ)
+		/* The reply carries the chunk's flags as of the reply: a
+		 * probe trusts a copy by them. */
+		qbd_core_read_reply(c->v->core, c->idx, m->request_id, status,
+				    m->version, m->flags, qbd_now_ns());
+	else
+		qbd_core_reply(c->v->core, c->idx, m->request_id, status, m->version,
+			       qbd_now_ns());
 	return 0;
 }
 

@@ -30,6 +30,7 @@
 #define HBUCKETS 4096u
 #define CWBUCKETS 64u
 #define SEQ_MASK ((1ull << QBD_CORE_EPOCH_SHIFT) - 1)
+#define NO_CFLAGS (-1)           /* a reply without the chunk's flags */
 
 enum { L_ERR, L_WARN, L_INFO, L_DEBUG };
 
@@ -233,6 +234,20 @@ static void flag_clear(struct qbd_core *c, unsigned r, uint64_t ch)
 		c->nflagged[r]--;
 	}
 	c->damaged[r][ch / 64] &= ~m;
+}
+
+/* r's own word on its copy of ch, newer than anything we hold of it (a
+ * READ reply carries the chunk's flags as of its reply, and replies come
+ * in order on a connection): the flags are exactly those. Clearing one
+ * leaves r stale; only a probe or a resync makes it current again. */
+static void flag_update(struct qbd_core *c, unsigned r, uint64_t ch, uint32_t flags)
+{
+#ifdef QBD_CORE_MUTANT_NO_SUSPECT
+	flags = 0;
+#endif
+	flag_clear(c, r, ch);
+	if (flags)
+		flag_set(c, r, ch, flags);
 }
 
 /* A resync of ch landed on r: it holds V[c], and a RESYNC write clears
@@ -1259,7 +1274,12 @@ static void resync_start(struct qbd_core *c, uint64_t ch)
 	part_put(p);
 }
 
-static void probe_reply(struct part *p, unsigned r, int status, uint64_t version)
+/* A probe answer. cflags: the chunk's flags the reply carries, or
+ * NO_CFLAGS when the shell does not know them; then what the writer
+ * learnt from OPEN and PING replies stands, which a write over a bad
+ * block (clearing DAMAGED on the replica) may have made out of date. */
+static void probe_reply(struct part *p, unsigned r, int status, uint64_t version,
+			int64_t cflags)
 {
 	p->pending &= ~(1u << r);
 	if (status == -EPERM)
@@ -1267,6 +1287,8 @@ static void probe_reply(struct part *p, unsigned r, int status, uint64_t version
 	if (status == 0 || status == -EBADMSG) {
 		p->pok |= 1u << r;
 		p->pv[r] = version;
+		if (cflags != NO_CFLAGS)
+			flag_update(p->c, r, p->chunk, (uint32_t)cflags);
 	}
 	if (status == -EBADMSG)
 		p->pbad |= 1u << r;
@@ -1542,7 +1564,7 @@ static void op_reply(struct part *p, unsigned r, int status, uint64_t version)
 }
 
 static void sub_result(struct qbd_core *c, struct sub *s, int status,
-		       uint64_t version)
+		       uint64_t version, int64_t cflags)
 {
 	struct part *p = s->p;
 	unsigned r = s->replica;
@@ -1561,7 +1583,7 @@ static void sub_result(struct qbd_core *c, struct sub *s, int status,
 	if (p->kind == P_READ)
 		read_reply(p, r, status, version);
 	else if (p->kind == P_PROBE)
-		probe_reply(p, r, status, version);
+		probe_reply(p, r, status, version, cflags);
 	else if (p->kind == P_RSREAD)
 		resync_read_reply(p, r, status, version);
 	else if (p->kind == P_RSBUMP)
@@ -1591,7 +1613,21 @@ void qbd_core_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
 	c->now = now;
 	if (r >= c->R || !(s = sub_find(c, r, id)))
 		return;
-	sub_result(c, s, status, version);
+	sub_result(c, s, status, version, NO_CFLAGS);
+}
+
+void qbd_core_read_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
+			 uint64_t version, uint32_t chunk_flags, uint64_t now)
+{
+	struct sub *s;
+
+	c->now = now;
+	if (r >= c->R || !(s = sub_find(c, r, id)))
+		return;
+	/* Only a probe acts on them; unknown flags tell nothing. */
+	sub_result(c, s, status, version,
+		   s->p->kind == P_PROBE && !(chunk_flags & ~QBD_CORE_CHUNK_FLAGS)
+			   ? (int64_t)chunk_flags : NO_CFLAGS);
 }
 
 /* ---- waiting parts ---- */
@@ -2044,7 +2080,7 @@ void qbd_core_replica_down(struct qbd_core *c, unsigned r, uint64_t now)
 		return;
 	c->up[r] = false;
 	while (c->rhead[r])
-		sub_result(c, c->rhead[r], -ENOTCONN, 0);
+		sub_result(c, c->rhead[r], -ENOTCONN, 0, NO_CFLAGS);
 	cw_run_all(c);
 }
 

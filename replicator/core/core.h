@@ -198,6 +198,14 @@ void *qbd_core_reply_buf(struct qbd_core *c, unsigned r, uint64_t id,
  * the replica. Unknown ids (late or duplicate replies) are ignored. */
 void qbd_core_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
 		    uint64_t version, uint64_t now);
+/* A READ reply that carries the chunk's flags (QBD_CORE_CHUNK_*) at the
+ * replica as of the reply, otherwise as qbd_core_reply. A probe (no
+ * replica known current is up) trusts a copy by these flags rather than
+ * by what OPEN and PING replies said before: a write over a bad block
+ * clears DAMAGED on the replica without a report. Unknown flags are
+ * ignored (the record stands). */
+void qbd_core_read_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
+			 uint64_t version, uint32_t chunk_flags, uint64_t now);
 /* Timer: request timeouts, resync scheduling. Call every ~100 ms. */
 void qbd_core_tick(struct qbd_core *c, uint64_t now);
 

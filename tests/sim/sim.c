@@ -149,6 +149,7 @@ struct msg {
 	struct qbd_chunk_version *list;
 	size_t nlist;
 	uint64_t flagged;        /* PING reply: flagged chunks in all */
+	uint32_t cflags;         /* READ reply: the chunk's flags */
 };
 
 struct ev {
@@ -650,6 +651,10 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 	}
 	m->status = st;
 	m->version = rp->ver[m->chunk];
+	if (m->type == QBD_CM_READ)
+		/* As of the reply, as chunkd's READ reply carries them. */
+		m->cflags = (rp->suspect[m->chunk] ? QBD_CORE_CHUNK_SUSPECT : 0) |
+			    (rp->damaged[m->chunk] ? QBD_CORE_CHUNK_DAMAGED : 0);
 	if (m->type != QBD_CM_FLUSH && m->type != QBD_CM_PING)
 		loss_update(m->chunk);
 	net_to_cli(ci, r, gen, m);
@@ -1181,7 +1186,11 @@ static void cli_reply(int ci, unsigned r, unsigned gen, struct msg *m)
 			if (qbd_core_replica_flagged(cl->core, r, m->list, m->nlist, m->flagged, now))
 				fail("replica_flagged rejected a valid report");
 		}
-		qbd_core_reply(cl->core, r, m->id, m->status, m->version, now);
+		if (m->type == QBD_CM_READ)
+			qbd_core_read_reply(cl->core, r, m->id, m->status, m->version,
+					    m->cflags, now);
+		else
+			qbd_core_reply(cl->core, r, m->id, m->status, m->version, now);
 	}
 	msg_free(m);
 }

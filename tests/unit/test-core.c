@@ -534,6 +534,50 @@ START_TEST(all_copies_flagged_wait_then_restore)
 }
 END_TEST
 
+/* A probe trusts a copy by the flags its READ reply carries: a copy
+ * reported DAMAGED whose bad block a later write covered (the replica
+ * cleared the flag without a report) is current again, and the chunk is
+ * not restored from another replica's SUSPECT copy. Without the flags
+ * in the reply, the record of OPEN stands. */
+START_TEST(probe_trusts_the_flags_of_its_read_reply)
+{
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 2 };
+	uint64_t v = (1ull << 40) | 9;
+	struct qbd_chunk_version dmg = { 2, v, QBD_CORE_CHUNK_DAMAGED },
+				 sus = { 2, v, QBD_CORE_CHUNK_SUSPECT },
+				 old = { 2, v - 1, 0 };
+	unsigned end;
+
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, &dmg, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 1, &sus, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 2, &old, 1, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+	/* No current replica up: a probe of all three. */
+	ck_assert_uint_eq(nsent, 3);
+	end = nsent;
+	for (unsigned i = 0; i < end; i++) {
+		unsigned r = sent[i].replica;
+
+		ck_assert_uint_eq(sent[i].type, QBD_CM_READ);
+		qbd_core_reply_buf(c, r, sent[i].id, sent[i].length);
+		if (r == 0)      /* its engine cleared DAMAGED since OPEN */
+			qbd_core_read_reply(c, r, sent[i].id, 0, v, 0, MS);
+		else if (r == 1) /* still suspect */
+			qbd_core_read_reply(c, r, sent[i].id, 0, v, QBD_CORE_CHUNK_SUSPECT, MS);
+		else             /* flags unknown: the record stands */
+			qbd_core_reply(c, r, sent[i].id, 0, v - 1, MS);
+	}
+	ck_assert(!qbd_core_is_flagged(c, 0, 2));
+	ck_assert(!qbd_core_is_stale(c, 0, 2));
+	ck_assert(qbd_core_is_flagged(c, 1, 2));
+	ck_assert(qbd_core_is_stale(c, 2, 2));
+	/* No restore: the version stands, an ordinary resync follows. */
+	ck_assert_uint_eq(qbd_core_chunk_version(c, 2), v);
+}
+END_TEST
+
 /* Every replica out of space: ENOSPC, and the write happened nowhere:
  * the version goes back, nobody is stale, the next write starts from
  * the old version. */
@@ -620,6 +664,7 @@ int main(void)
 	tcase_add_test(t, suspect_copy_is_copied_again_at_a_new_version);
 	tcase_add_test(t, ping_report_of_damage);
 	tcase_add_test(t, all_copies_flagged_wait_then_restore);
+	tcase_add_test(t, probe_trusts_the_flags_of_its_read_reply);
 	tcase_add_test(t, write_without_space_anywhere_is_undone);
 	tcase_add_test(t, write_without_space_on_some_fails_and_marks_them);
 	suite_add_tcase(s, t);
