@@ -1508,6 +1508,30 @@ START_TEST(buffer_pool)
 }
 END_TEST
 
+/* A request that completes without I/O (a read of a chunk never written)
+ * makes the event fd readable at once: its callback runs in the next
+ * qbd_engine_poll, as a loop that waits on the fd would call it. */
+START_TEST(event_fd_wakes_for_immediate_completion)
+{
+	static uint8_t r[4096];
+	struct qbd_engine_req q = { .op = QBD_ENGINE_READ, .volume = VOL, .chunk = 80,
+				    .offset = 0, .length = sizeof r, .buf = r };
+	struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
+	int done = 0;
+
+	q.cb = cb;
+	q.user = &done;
+	qbd_engine_submit(e, &q);
+	ck_assert_int_eq(done, 0); /* never from qbd_engine_submit */
+	ck_assert_int_eq(poll(&p, 1, 500), 1);
+	qbd_engine_poll(e);
+	ck_assert_int_eq(done, 1);
+	ck_assert_int_eq(q.res, (int)sizeof r);
+	/* nothing left: the fd is not readable any more */
+	ck_assert_int_eq(poll(&p, 1, 0), 0);
+}
+END_TEST
+
 /* The engine's block checksum (AVX2 where the CPU has it) is XXH3-64. */
 START_TEST(csum_is_xxh3)
 {
@@ -1547,6 +1571,7 @@ int main(void)
 	tcase_add_test(t, crash_keeps_durable_version);
 	tcase_add_test(t, buffer_pool);
 	tcase_add_test(t, csum_is_xxh3);
+	tcase_add_test(t, event_fd_wakes_for_immediate_completion);
 	suite_add_tcase(s, t);
 	t = tcase_create("resync");
 	tcase_add_checked_fixture(t, setup, teardown);
