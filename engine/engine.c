@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -705,7 +706,8 @@ static void eng_free(struct qbd_engine *e)
 	free(e->al_io);
 	free(e->al_dirty);
 	free(e->mw_bufs);
-	free(e->bufs);
+	if (e->bufs)
+		munmap(e->bufs, e->bufs_len);
 	free(e->buf_free);
 	free(e);
 }
@@ -753,6 +755,32 @@ static int eng_ring_init(struct qbd_engine *e, unsigned qd)
 	return 0;
 }
 
+/*
+ * Memory for the buffer pool: 2 MiB aligned and backed by huge pages
+ * where the kernel gives them (MADV_HUGEPAGE), so that the ring holds
+ * the registered region as 2 MiB pieces and a 1 MiB transfer in it is a
+ * single segment for the device (of 4 KiB pages it is 256, more than a
+ * virtio disk takes in one request). NULL if out of memory.
+ */
+static uint8_t *bufs_map(size_t len, size_t *maplen)
+{
+	size_t huge = 2u << 20, want = QBD_ALIGN_UP(len, huge);
+	uint8_t *p = mmap(NULL, want + huge, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *a;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	a = (uint8_t *)QBD_ALIGN_UP((uintptr_t)p, huge);
+	if (a > p)
+		munmap(p, (size_t)(a - p));
+	munmap(a + want, (size_t)(p + want + huge - (a + want)));
+	madvise(a, want, MADV_HUGEPAGE); /* a hint: 4 KiB pages work too */
+	memset(a, 0, want);
+	*maplen = want;
+	return a;
+}
+
 /* The buffer pool of qbd_engine_opts.buffers (not registered yet). */
 static int eng_bufs_init(struct qbd_engine *e, unsigned n, uint32_t size)
 {
@@ -763,7 +791,10 @@ static int eng_bufs_init(struct qbd_engine *e, unsigned n, uint32_t size)
 	e->buf_size = size;
 	e->buf_count = n;
 	e->buf_free = calloc(n, sizeof *e->buf_free);
-	if (!e->buf_free || posix_memalign((void **)&e->bufs, B, (size_t)n * size))
+	if (!e->buf_free)
+		return -ENOMEM;
+	e->bufs = bufs_map((size_t)n * size, &e->bufs_len);
+	if (!e->bufs)
 		return -ENOMEM;
 	for (unsigned i = 0; i < n; i++)
 		e->buf_free[i] = e->bufs + (size_t)(n - 1 - i) * size;

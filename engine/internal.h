@@ -220,6 +220,7 @@ struct qbd_engine {
 	uint8_t **buf_free;
 	unsigned buf_count, buf_nfree;
 	size_t buf_size;
+	size_t bufs_len;                  /* bytes mapped for the pool */
 };
 
 /* csum.c */
