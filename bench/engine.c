@@ -338,7 +338,9 @@ static void eio_issue(struct eio *io, uint32_t bs, bool write, uint64_t off)
 	r->chunk = ch;
 	r->offset = (uint32_t)(off % CHUNK);
 	r->length = bs;
-	r->buf = io->buf;
+	/* small requests in consecutive 4 KiB pieces of the first buffer, as
+	 * fio lays out its iodepth buffers */
+	r->buf = bs < CHUNK ? d.io[0].buf + (size_t)(io - d.io) * bs : io->buf;
 	if (write) {
 		r->expected_version = d.ver[ch];
 		r->new_version = ++d.ver[ch];
@@ -687,19 +689,24 @@ int main(int argc, char **argv)
 		       pt->name, metric_name(pt), rmed, emed, q, pt->metric == M_LAT ? "<=" : ">=",
 		       pt->goal, ok ? "met" : "MISSED");
 		{
-			double rc[16], ec[16], ew[16], es[16];
+			double rc[16], ec[16], ew[16], es[16], rl[16], el[16];
 
 			for (unsigned k = 0; k < cfg.reps; k++) {
 				rc[k] = raw[p][k].cpu_us;
 				ec[k] = eng[p][k].cpu_us;
 				ew[k] = eng[p][k].writes_per_io;
 				es[k] = eng[p][k].syncs_per_io;
+				rl[k] = raw[p][k].lat_us;
+				el[k] = eng[p][k].lat_us;
 			}
 			printf("%-18s   runs:", "");
 			for (unsigned k = 0; k < cfg.reps; k++)
 				printf(" %.3f", ratio[k]);
 			printf("; CPU us/IO raw %.1f engine %.1f", median(rc, cfg.reps),
 			       median(ec, cfg.reps));
+			if (pt->metric != M_LAT)
+				printf("; mean lat us raw %.0f engine %.0f", median(rl, cfg.reps),
+				       median(el, cfg.reps));
 			if (pt->write)
 				printf("; engine writes/IO %.3f syncs/IO %.3f", median(ew, cfg.reps),
 				       median(es, cfg.reps));
