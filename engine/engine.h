@@ -101,12 +101,11 @@ uint32_t qbd_engine_buf_size(const struct qbd_engine *e);
 unsigned qbd_engine_busy(const struct qbd_engine *e);
 
 /*
- * Event loop integration: a file descriptor (the ring's own) that is
- * readable while the ring holds completions (level-triggered; watch it for
- * reading only). The loop then calls qbd_engine_poll, which reaps
- * completions, runs request callbacks, and submits queued work (what the
- * callbacks submit included). qbd_engine_poll never blocks. It must not be
- * called from a request callback.
+ * Event loop integration: an eventfd that becomes readable when the ring has
+ * completions (or a callback waits). The loop then calls qbd_engine_poll,
+ * which reaps completions, runs request callbacks, and submits queued work
+ * (what the callbacks submit included). qbd_engine_poll never blocks. It
+ * must not be called from a request callback.
  */
 int qbd_engine_event_fd(const struct qbd_engine *e);
 void qbd_engine_poll(struct qbd_engine *e);

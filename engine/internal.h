@@ -156,6 +156,7 @@ static_assert(sizeof(struct eng_priv) <= sizeof(((struct qbd_engine_req *)0)->pr
 
 struct qbd_engine {
 	int fd;
+	int efd;
 	struct io_uring ring;
 	struct eng_super sb;
 	struct eng_promise *promises;     /* ENG_PROMISE_ENTRIES, aligned */
@@ -213,8 +214,9 @@ struct qbd_engine {
 	/* submission */
 	bool in_poll;                     /* qbd_engine_poll is running: it submits */
 	bool retrying;                    /* it is giving parked requests their turn */
-	bool woken;                       /* a wake-up NOP is queued (eng_wake) */
+	bool woken;                       /* eventfd written since the last poll */
 	bool fixed_file;                  /* the store is registered file 0 */
+	bool defer_taskrun;               /* IORING_SETUP_DEFER_TASKRUN */
 	bool bufs_registered;             /* the pool is registered buffer 0 */
 	uint8_t *bufs;                    /* registered buffer pool (qbd_engine_buf_get) */
 	uint8_t **buf_free;
