@@ -1433,8 +1433,8 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 static bool in_ext(const struct eng_priv *p, unsigned b);
 
 /* The next one or two runs of holes (blocks without data) in the
- * extents, from rsv_cursor on, into zx_*; false if none is left. */
-static bool hole_runs(struct eng_priv *p)
+ * extents, from *cursor on, into zx_*; false if none is left. */
+static bool hole_runs(struct eng_priv *p, uint32_t *cursor)
 {
 	const uint64_t *w = p->ch->meta->written;
 	uint32_t end = 0;
@@ -1442,14 +1442,14 @@ static bool hole_runs(struct eng_priv *p)
 	for (unsigned x = 0; x < p->n_ext; x++)
 		end = QBD_MAX(end, p->ext_b[x] + p->ext_n[x]);
 	p->zx_ext = 0;
-	while (p->zx_ext < 2 && p->rsv_cursor < end) {
-		uint32_t b = p->rsv_cursor, n = 0;
+	while (p->zx_ext < 2 && *cursor < end) {
+		uint32_t b = *cursor, n = 0;
 
 		while (b < end && (!in_ext(p, b) || bit_test(w, b)))
 			b++;
 		while (b + n < end && in_ext(p, b + n) && !bit_test(w, b + n))
 			n++;
-		p->rsv_cursor = b + n;
+		*cursor = b + n;
 		if (n) {
 			p->zx_b[p->zx_ext] = b;
 			p->zx_n[p->zx_ext++] = n;
@@ -1495,7 +1495,7 @@ static void step_go(struct qbd_engine *e, struct qbd_engine_req *r, int step)
 				p->rsv = 1;
 				p->rsv_cursor = p->ext_b[0];
 			}
-			if (hole_runs(p))
+			if (hole_runs(p, &p->rsv_cursor))
 				step = ST_RESERVE;
 			else
 				p->rsv = 2;
@@ -1880,26 +1880,8 @@ static void scrub_done(struct qbd_engine *e, struct qbd_engine_req *r)
 static void undo_next(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
-	const uint64_t *w = p->ch->meta->written;
-	uint32_t end = 0;
 
-	for (unsigned x = 0; x < p->n_ext; x++)
-		end = QBD_MAX(end, p->ext_b[x] + p->ext_n[x]);
-	p->zx_ext = 0;
-	while (p->zx_ext < 2 && p->cursor < end) {
-		uint32_t b = p->cursor, n = 0;
-
-		while (b < end && (!in_ext(p, b) || bit_test(w, b)))
-			b++;
-		while (b + n < end && in_ext(p, b + n) && !bit_test(w, b + n))
-			n++;
-		p->cursor = b + n;
-		if (n) {
-			p->zx_b[p->zx_ext] = b;
-			p->zx_n[p->zx_ext++] = n;
-		}
-	}
-	if (!p->zx_ext) {
+	if (!hole_runs(p, &p->cursor)) {
 		req_done(e, r, p->undo_err);
 		return;
 	}
