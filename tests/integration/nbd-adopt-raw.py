@@ -9,32 +9,12 @@ import socket
 import struct
 import sys
 
+from nbdwire import recvn, request, reply
+
 size = int(sys.argv[1])
 EINVAL, ENOSPC = 22, 28
 READ, WRITE, DISC, FLUSH, TRIM, WZ = 0, 1, 2, 3, 4, 6
 FUA, NO_HOLE = 1, 2
-
-
-def recvn(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("connection closed")
-        b += c
-    return b
-
-
-def request(s, typ, flags, cookie, off, ln, payload=b""):
-    s.sendall(struct.pack(">IHHQQI", 0x25609513, flags, typ, cookie, off, ln) + payload)
-
-
-def reply(s, cookie, data_len=0):
-    magic, err, ck = struct.unpack(">IIQ", recvn(s, 16))
-    assert magic == 0x67446698, f"reply magic {magic:#x}: not a simple reply"
-    assert ck == cookie, f"reply for cookie {ck}, want {cookie}"
-    data = recvn(s, data_len) if err == 0 and data_len else b""
-    return err, data
 
 
 def call(s, typ, flags, cookie, off, ln, payload=b"", want=0):

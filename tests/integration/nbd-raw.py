@@ -6,18 +6,10 @@ import socket
 import struct
 import sys
 
+from nbdwire import recvn, request, reply
+
 path, size = sys.argv[1], int(sys.argv[2])
 EINVAL, ENOSPC = 22, 28
-
-
-def recvn(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("connection closed")
-        b += c
-    return b
 
 
 def connect():
@@ -45,17 +37,6 @@ def connect():
         assert rtype < 0x80000000, f"GO refused: {rtype:#x}"
     assert got_size == size, f"size {got_size}, want {size}"
     return s
-
-
-def request(s, typ, flags, cookie, off, ln, payload=b""):
-    s.sendall(struct.pack(">IHHQQI", 0x25609513, flags, typ, cookie, off, ln) + payload)
-
-
-def reply(s, cookie, data_len=0):
-    magic, err, ck = struct.unpack(">IIQ", recvn(s, 16))
-    assert magic == 0x67446698 and ck == cookie, "bad reply header"
-    data = recvn(s, data_len) if err == 0 and data_len else b""
-    return err, data
 
 
 s = connect()

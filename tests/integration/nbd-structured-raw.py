@@ -10,6 +10,8 @@ import socket
 import struct
 import sys
 
+from nbdwire import recvn
+
 path, size = sys.argv[1], int(sys.argv[2])
 IHAVEOPT = 0x49484156454F5054
 EINVAL = 22
@@ -17,16 +19,6 @@ ACK, SERVER, INFO, META = 1, 2, 3, 4
 ERR_UNSUP, ERR_INVALID, ERR_UNKNOWN = 0x80000001, 0x80000003, 0x80000006
 O_GO, O_SR, O_LIST, O_SET = 7, 8, 9, 10
 HOLE = 3
-
-
-def recvn(s, n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c:
-            raise EOFError("connection closed")
-        b += c
-    return b
 
 
 def opt(s, o, data=b""):
