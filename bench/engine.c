@@ -13,10 +13,11 @@
  *   engine [--dir DIR] [--size MIB] [--time S] [--reps N] [--quick]
  *          [--only NAME] [--no-regbufs] [--no-raw] [--keep] [-v]
  *
- * Defaults: 1024 MiB, 1 s per run after a 0.25 s ramp, 9 runs of each
- * side (many short runs: the disk of a shared machine changes speed
- * from one second to the next); --quick: 256 MiB, 1 s, 1 run (a smoke
- * run, not a measurement).
+ * Defaults: 1024 MiB, 0.5 s per run after a 0.2 s ramp, 15 runs of
+ * each side (many short runs: the disk of a shared machine changes
+ * speed from one second to the next, by 20% and more between two fio
+ * runs in a row); --quick: 256 MiB, 0.5 s, 1 run (a smoke run, not a
+ * measurement).
  * A figure is the median of the runs; a ratio, the median of the ratios
  * of the runs (each run of the engine against the raw run next to it).
  * The engine's I/O goes through its registered buffer pool and fio's
@@ -39,8 +40,8 @@
  *
  * The engine's driver works as the chunk server does: one thread, the
  * engine's eventfd in poll(2), qbd_engine_poll, and each completion's
- * callback submits the next request (so a poll's submissions go to the
- * kernel in one io_uring_submit). Offsets are uniform over the working
+ * callback submits the next request (queued, and submitted by the poll
+ * pass in small groups). Offsets are uniform over the working
  * set (random) or in order (sequential), as fio's; a write carries the
  * chunk's expected and new version, as the replication layer's.
  *
@@ -74,6 +75,7 @@
 
 #define CHUNK QBD_ENGINE_DEFAULT_CHUNK
 #define MAXQD 64
+#define MAXREPS 31            /* runs of each side at most */
 
 enum metric { M_IOPS = 1, M_BW, M_LAT };
 
@@ -253,8 +255,9 @@ static void fio_pattern(const struct pattern *pt, double seconds, double ramp, s
 	snprintf(rw, sizeof rw, "--rw=%s", pt->fio_rw);
 	snprintf(bs, sizeof bs, "--bs=%u", pt->bs);
 	snprintf(qd, sizeof qd, "--iodepth=%u", pt->qd);
-	snprintf(rt, sizeof rt, "--runtime=%.3f", seconds);
-	snprintf(rp, sizeof rp, "--ramp_time=%.3f", ramp);
+	/* in ms: fio reads "0.5" as 5 s and "0.250" as 0 */
+	snprintf(rt, sizeof rt, "--runtime=%ums", (unsigned)(seconds * 1000 + 0.5));
+	snprintf(rp, sizeof rp, "--ramp_time=%ums", (unsigned)(ramp * 1000 + 0.5));
 	argv[n++] = "fio";
 	argv[n++] = "--output-format=json";
 	argv[n++] = "--name=raw";
@@ -569,7 +572,7 @@ static void usage(const char *argv0)
 
 int main(int argc, char **argv)
 {
-	struct result raw[NPAT][16], eng[NPAT][16];
+	struct result raw[NPAT][MAXREPS], eng[NPAT][MAXREPS];
 	unsigned met = 0, total = 0;
 	char load0[64], load1[64];
 	struct statvfs vfs;
@@ -577,8 +580,8 @@ int main(int argc, char **argv)
 	double mib = 1024;
 
 	cfg.dir = getenv("QBD_BENCH_DIR") ? getenv("QBD_BENCH_DIR") : "/var/tmp";
-	cfg.time = 1;
-	cfg.reps = 9;
+	cfg.time = 0.5;
+	cfg.reps = 15;
 	cfg.regbufs = true;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--dir") && i + 1 < argc)
@@ -609,8 +612,8 @@ int main(int argc, char **argv)
 		cfg.time = QBD_MIN(cfg.time, 1);
 		cfg.reps = 1;
 	}
-	cfg.ramp = 0.25;
-	if (cfg.reps < 1 || cfg.reps > 16 || cfg.time <= 0 || mib < 16)
+	cfg.ramp = 0.2;
+	if (cfg.reps < 1 || cfg.reps > MAXREPS || cfg.time <= 0 || mib < 16)
 		usage(argv[0]);
 	cfg.size = (uint64_t)mib << 20;
 	d.nch = cfg.size / CHUNK;
@@ -661,7 +664,7 @@ int main(int argc, char **argv)
 
 	for (unsigned p = 0; p < NPAT; p++) {
 		const struct pattern *pt = &patterns[p];
-		double rv[16], ev[16], ratio[16], rmed, emed, q;
+		double rv[MAXREPS], ev[MAXREPS], ratio[MAXREPS], rmed, emed, q;
 		bool ok;
 
 		if (cfg.only && strcmp(cfg.only, pt->name))
@@ -683,7 +686,7 @@ int main(int argc, char **argv)
 				       pt->name, k + 1, rv[k], ev[k], metric_name(pt), ratio[k]);
 		}
 		{
-			double runs[16];
+			double runs[MAXREPS];
 
 			memcpy(runs, ratio, sizeof runs);
 			q = median(runs, cfg.reps);
@@ -697,7 +700,7 @@ int main(int argc, char **argv)
 		       pt->name, metric_name(pt), rmed, emed, q, pt->metric == M_LAT ? "<=" : ">=",
 		       pt->goal, ok ? "met" : "MISSED");
 		{
-			double rc[16], ec[16], ew[16], es[16], rl[16], el[16];
+			double rc[MAXREPS], ec[MAXREPS], ew[MAXREPS], es[MAXREPS], rl[MAXREPS], el[MAXREPS];
 
 			for (unsigned k = 0; k < cfg.reps; k++) {
 				rc[k] = raw[p][k].cpu_us;

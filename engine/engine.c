@@ -2708,12 +2708,14 @@ void qbd_engine_poll(struct qbd_engine *e)
 			io_uring_cqe_seen(&e->ring, cqe); /* free the slot first */
 			cqe_handle(e, r, res);
 			/* Callbacks at once: what they submit is queued, and
-			 * goes out with the pass's one submission below; but
-			 * after a large transfer (its checksums took a while)
-			 * before the next completion is handled, so that the
-			 * device is not left idle meanwhile. */
+			 * goes out in groups of ENG_SUBMIT_BATCH, or at once
+			 * after a large transfer (its checksums took a
+			 * while), so that the device is not left waiting for
+			 * the whole pass (a pass of 16 completions takes
+			 * 50 to 100 us). */
 			run_callbacks(e);
-			if (res >= (int)ENG_BIG_IO && e->pending_sqes)
+			if (e->pending_sqes >= ENG_SUBMIT_BATCH ||
+			    (res >= (int)ENG_BIG_IO && e->pending_sqes))
 				ring_submit(e);
 		}
 		/* Parked requests get another chance at SQEs, in order. */

@@ -122,6 +122,7 @@ struct eng_mw {
 };
 #define ENG_MW 32                     /* metadata writes in flight at most */
 #define ENG_BIG_IO (64u << 10)        /* a transfer after which poll submits at once */
+#define ENG_SUBMIT_BATCH 4            /* SQEs queued in a poll pass before it submits */
 
 /* Private per-request state, inside qbd_engine_req.priv. */
 struct eng_priv {
