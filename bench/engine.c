@@ -13,7 +13,7 @@
  *   engine [--dir DIR] [--size MIB] [--time S] [--reps N] [--quick]
  *          [--only NAME] [--no-regbufs] [--no-raw] [--keep] [-v]
  *
- * Defaults: 1024 MiB, 0.5 s per run after a 0.2 s ramp, 15 runs of
+ * Defaults: 1024 MiB, 0.5 s per run after a 0.2 s ramp, 21 runs of
  * each side (many short runs: the disk of a shared machine changes
  * speed from one second to the next, by 20% and more between two fio
  * runs in a row); --quick: 256 MiB, 0.5 s, 1 run (a smoke run, not a
@@ -300,6 +300,7 @@ static struct {
 	unsigned inflight;
 	uint64_t ios, lat_sum, all_ios;
 	uint64_t writes, syncs;     /* issued by the engine (io_hook) while counting */
+	double cpu0, cpu1;          /* CPU time at the window's start and end (0: not yet) */
 	bool counting;
 	struct eio io[MAXQD];
 } d;
@@ -372,6 +373,11 @@ static void eio_cb(struct qbd_engine_req *r)
 		    r->res < 0 ? strerror(-r->res) : "short");
 	d.inflight--;
 	d.all_ios++;
+	/* CPU over the counted window only (not the ramp, not the drain) */
+	if (t >= d.count_from && !d.cpu0)
+		d.cpu0 = cpu_now_us();
+	if (t > d.deadline && !d.cpu1)
+		d.cpu1 = cpu_now_us();
 	if (io->t0 >= d.count_from && t <= d.deadline) {
 		d.ios++;
 		d.lat_sum += t - io->t0;
@@ -466,10 +472,11 @@ static void eng_precondition(void)
 static void eng_pattern(const struct pattern *pt, double seconds, double ramp, struct result *res)
 {
 	uint64_t t0 = now_ns(), start;
-	double cpu0 = cpu_now_us(), span;
+	double span;
 
 	d.pt = pt;
 	d.ios = d.lat_sum = d.writes = d.syncs = d.all_ios = 0;
+	d.cpu0 = d.cpu1 = 0;
 	d.count_from = t0 + (uint64_t)(ramp * 1e9);
 	d.deadline = d.count_from + (uint64_t)(seconds * 1e9);
 	d.counting = true;
@@ -482,7 +489,10 @@ static void eng_pattern(const struct pattern *pt, double seconds, double ramp, s
 	res->iops = (double)d.ios / span;
 	res->bw = res->iops * pt->bs;
 	res->lat_us = d.ios ? (double)d.lat_sum / (double)d.ios / 1e3 : 0;
-	res->cpu_us = d.ios ? (cpu_now_us() - cpu0) / (double)d.ios : 0;
+	if (!d.cpu1)
+		d.cpu1 = cpu_now_us();
+	/* the I/Os completed in the window: the counted ones, near enough */
+	res->cpu_us = d.ios && d.cpu0 ? (d.cpu1 - d.cpu0) / (double)d.ios : 0;
 	res->writes_per_io = d.all_ios ? (double)d.writes / (double)d.all_ios : 0;
 	res->syncs_per_io = d.all_ios ? (double)d.syncs / (double)d.all_ios : 0;
 }
@@ -581,7 +591,7 @@ int main(int argc, char **argv)
 
 	cfg.dir = getenv("QBD_BENCH_DIR") ? getenv("QBD_BENCH_DIR") : "/var/tmp";
 	cfg.time = 0.5;
-	cfg.reps = 15;
+	cfg.reps = 21;
 	cfg.regbufs = true;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--dir") && i + 1 < argc)
