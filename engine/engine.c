@@ -833,6 +833,13 @@ uint32_t qbd_engine_buf_size(const struct qbd_engine *e)
 	return (uint32_t)e->buf_size;
 }
 
+bool qbd_engine_buf_owns(const struct qbd_engine *e, const void *buf)
+{
+	const uint8_t *b = buf;
+
+	return e->bufs && b >= e->bufs && b < e->bufs + e->buf_size * e->buf_count;
+}
+
 /* Registered buffer index of [buf, buf + len), or -1. */
 static int buf_index(const struct qbd_engine *e, const uint8_t *buf, size_t len)
 {
@@ -947,7 +954,8 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	for (uint64_t i = 0; i < e->sb.nslots; i++)
 		if (e->by_slot[i])
 			e->held_blocks += meta_held_blocks(e->by_slot[i]->meta);
-	r = eng_bufs_init(e, opts->buffers, opts->buffer_size);
+	r = eng_bufs_init(e, opts->buffers,
+			  opts->buffer_size ? opts->buffer_size : e->sb.chunk_size);
 	if (r == 0)
 		r = eng_ring_init(e, qd);
 	if (r < 0)

@@ -59,7 +59,7 @@ struct qbd_engine_opts {
 				* reads each of them); 0 = 1024 */
 	unsigned buffers;      /* buffers in the engine's pool (qbd_engine_buf_get), registered
 				* with the ring; 0 = no pool */
-	uint32_t buffer_size;  /* bytes each, a multiple of QBD_ENGINE_BLOCK */
+	uint32_t buffer_size;  /* bytes each, a multiple of QBD_ENGINE_BLOCK; 0 = the store's chunk size */
 	/* For tests (the crash-state harness): called from the engine's thread
 	 * for every write, zeroing and sync issued to the store, when issued
 	 * and when completed, including the blocking I/O of qbd_engine_open
@@ -96,6 +96,9 @@ void qbd_engine_close(struct qbd_engine *e);
 void *qbd_engine_buf_get(struct qbd_engine *e);
 void qbd_engine_buf_put(struct qbd_engine *e, void *buf);
 uint32_t qbd_engine_buf_size(const struct qbd_engine *e);
+/* Whether buf is one of the pool's buffers (for a caller that mixes them
+ * with buffers of its own: give it back with qbd_engine_buf_put). */
+bool qbd_engine_buf_owns(const struct qbd_engine *e, const void *buf);
 
 /* Number of requests submitted and not yet completed. */
 unsigned qbd_engine_busy(const struct qbd_engine *e);

@@ -103,6 +103,13 @@ struct chunkd {
 				      * numbers, the keepalive thread publishes */
 };
 
+/* chunkd.c: a 4 KiB-aligned buffer of len bytes for a request's data:
+ * one of the engine's registered pool when one is free and large
+ * enough, else allocated (NULL when out of memory); chunkd_buf_free
+ * takes either (and NULL). */
+void *chunkd_buf_alloc(struct chunkd *d, size_t len);
+void chunkd_buf_free(struct chunkd *d, void *buf);
+
 /* chunkd.c: reply to r with status (0 or -errno) and free it once sent;
  * submit r's engine request (r->er filled); the reply follows its
  * completion. */

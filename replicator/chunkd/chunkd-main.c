@@ -19,7 +19,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: qbd-chunkd --data PATH --listen ADDR:PORT --zone NAME --etcd URL\n"
 		"                  [--size SIZE] [--advertise ADDR:PORT] [--scrub-rate RATE]\n"
-		"                  [--log-level L]\n"
+		"                  [--buffers N] [--log-level L]\n"
 		"  --data PATH          store file or block device\n"
 		"  --size SIZE          create the file with SIZE if absent (default 8G)\n"
 		"  --listen ADDR:PORT   address to serve the qbd protocol on\n"
@@ -27,6 +27,8 @@ static void usage(FILE *f)
 		"  --zone NAME          failure zone of this node\n"
 		"  --etcd URL           etcd endpoint(s) (default: $QBD_ETCD)\n"
 		"  --scrub-rate RATE    background scrub, bytes/s (e.g. 4M; default 4M; 0 = off)\n"
+		"  --buffers N          request buffers registered with the ring, a chunk\n"
+		"                       (1 MiB) of locked memory each (default 32; 0 = none)\n"
 		"  --log-level L        error|warn|info|debug\n");
 }
 
@@ -50,11 +52,15 @@ int main(int argc, char **argv)
 		{ "advertise", required_argument, NULL, 'a' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "scrub-rate", required_argument, NULL, 'r' },
+		{ "buffers", required_argument, NULL, 'b' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct qbd_chunkd_opts o = { .create_size = 8ull << 30,
-				     .scrub_rate = QBD_CHUNKD_SCRUB_RATE };
+				     .scrub_rate = QBD_CHUNKD_SCRUB_RATE,
+				     .buffers = QBD_CHUNKD_BUFFERS };
+	unsigned long n;
+	char *end;
 	char host[128];
 	uint16_t port;
 	int c, lvl;
@@ -75,6 +81,13 @@ int main(int argc, char **argv)
 			if (qbd_parse_size(optarg, &o.scrub_rate) < 0)
 				return bad("bad --scrub-rate '%s' (bytes per second, e.g. 4M; 0 = off)",
 					   optarg);
+			break;
+		case 'b':
+			errno = 0;
+			n = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || n > 4096)
+				return bad("bad --buffers '%s' (a count, 0 to 4096)", optarg);
+			o.buffers = (unsigned)n;
 			break;
 		case 'L':
 			lvl = qbd_log_parse_level(optarg);

@@ -29,6 +29,27 @@
 
 #define COMP "chunkd"
 
+/* ---- request buffers ---- */
+
+void *chunkd_buf_alloc(struct chunkd *d, size_t len)
+{
+	void *buf = NULL;
+
+	if (len <= qbd_engine_buf_size(d->e) && (buf = qbd_engine_buf_get(d->e)))
+		return buf;
+	if (posix_memalign(&buf, QBD_ENGINE_BLOCK, len ? len : QBD_ENGINE_BLOCK) != 0)
+		return NULL;
+	return buf;
+}
+
+void chunkd_buf_free(struct chunkd *d, void *buf)
+{
+	if (buf && qbd_engine_buf_owns(d->e, buf))
+		qbd_engine_buf_put(d->e, buf);
+	else
+		free(buf);
+}
+
 /* ---- connections ---- */
 
 static void conn_put(struct chunkd_conn *c)
@@ -36,7 +57,7 @@ static void conn_put(struct chunkd_conn *c)
 	if (--c->refs > 0)
 		return;
 	qbd_wire_rx_reset(&c->rx);
-	free(c->pend_buf);
+	chunkd_buf_free(c->d, c->pend_buf);
 	free(c);
 }
 
@@ -91,7 +112,7 @@ static void req_free(struct chunkd_req *r)
 {
 	struct chunkd_conn *c = r->c;
 
-	free(r->data);
+	chunkd_buf_free(c->d, r->data);
 	free(r);
 	c->inflight--;
 	conn_update_reading(c);
@@ -417,13 +438,9 @@ static void *conn_on_header(void *user, const Qbd__Msg *m)
 	if (m->type != QBD__MSG_TYPE__WRITE || m->data_len > c->d->chunk_size ||
 	    (m->flags & QBD_WIRE_F_ZERO))
 		return QBD_WIRE_DISCARD;
-	free(c->pend_buf);
-	c->pend_buf = NULL;
-	if (posix_memalign(&c->pend_buf, QBD_ENGINE_BLOCK, m->data_len) != 0) {
-		c->pend_buf = NULL;
-		return QBD_WIRE_DISCARD;
-	}
-	return c->pend_buf;
+	chunkd_buf_free(c->d, c->pend_buf);
+	c->pend_buf = chunkd_buf_alloc(c->d, m->data_len);
+	return c->pend_buf ? c->pend_buf : QBD_WIRE_DISCARD;
 }
 
 static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
@@ -598,8 +615,8 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 		r->er.buf = r->data;
 		req_submit(r, QBD_ENGINE_BITMAP);
 	} else if (m->type == QBD__MSG_TYPE__READ) {
-		if (posix_memalign(&r->data, QBD_ENGINE_BLOCK, m->length) != 0) {
-			r->data = NULL;
+		r->data = chunkd_buf_alloc(d, m->length);
+		if (!r->data) {
 			req_reply(r, -ENOMEM);
 			return 0;
 		}
@@ -999,7 +1016,10 @@ static int chunkd_register(struct chunkd *d, const struct qbd_chunkd_opts *o,
 
 int qbd_chunkd_run(const struct qbd_chunkd_opts *o)
 {
-	struct qbd_engine_opts eo = { .path = o->data, .create_size = o->create_size };
+	/* The pool's buffers are a chunk each (buffer_size 0): any request
+	 * fits one. */
+	struct qbd_engine_opts eo = { .path = o->data, .create_size = o->create_size,
+				      .buffers = o->buffers };
 	struct chunkd *d;
 	pthread_condattr_t ca;
 	char bound[QBD_ADDR_MAX + 8];

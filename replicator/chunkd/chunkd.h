@@ -15,6 +15,7 @@
 #define QBD_CHUNKD_DRAIN_MS 5000       /* shutdown: wait this long at most */
 #define QBD_CHUNKD_SCRUB_RATE (4ull << 20) /* default background scrub, bytes/s */
 #define QBD_CHUNKD_STATS_MS 1000       /* numbers copied for the node record */
+#define QBD_CHUNKD_BUFFERS 32          /* default registered buffers, a chunk each */
 
 struct qbd_chunkd_opts {
 	const char *data;       /* store path */
@@ -24,6 +25,9 @@ struct qbd_chunkd_opts {
 	const char *zone;
 	const char *etcd;       /* etcd URL(s) */
 	uint64_t scrub_rate;    /* background scrub, bytes/s; 0 = off */
+	unsigned buffers;       /* request buffers registered with the engine's
+				 * ring, a chunk each; more requests in flight
+				 * get buffers of their own */
 };
 
 /*

@@ -1503,8 +1503,38 @@ START_TEST(buffer_pool)
 	qbd_engine_buf_put(e, b[1]);
 	qbd_engine_buf_put(e, NULL);
 	ck_assert_ptr_eq(qbd_engine_buf_get(e), b[1]);
+	/* which buffers are the pool's (a caller that mixes them with its own) */
+	for (unsigned i = 0; i < 3; i++) {
+		ck_assert(qbd_engine_buf_owns(e, b[i]));
+		ck_assert(qbd_engine_buf_owns(e, b[i] + 65535));
+	}
+	ck_assert(!qbd_engine_buf_owns(e, plain));
+	ck_assert(!qbd_engine_buf_owns(e, NULL));
 	for (unsigned i = 0; i < 3; i++)
 		qbd_engine_buf_put(e, b[i]);
+}
+END_TEST
+
+/* buffer_size 0: buffers of the store's chunk size; no pool: owns nothing. */
+START_TEST(buffer_pool_chunk_size)
+{
+	struct qbd_engine_opts o = { .path = path, .buffers = 2 };
+	struct qbd_engine_stats st;
+	uint8_t *b;
+
+	qbd_engine_close(e);
+	ck_assert_int_eq(qbd_engine_open(&o, &e), 0);
+	qbd_engine_stats(e, &st);
+	ck_assert_uint_eq(qbd_engine_buf_size(e), st.chunk_size);
+	b = qbd_engine_buf_get(e);
+	ck_assert_ptr_nonnull(b);
+	ck_assert(qbd_engine_buf_owns(e, b + st.chunk_size - 1));
+	qbd_engine_buf_put(e, b);
+	qbd_engine_close(e);
+	o.buffers = 0;
+	ck_assert_int_eq(qbd_engine_open(&o, &e), 0);
+	ck_assert_ptr_null(qbd_engine_buf_get(e));
+	ck_assert(!qbd_engine_buf_owns(e, path));
 }
 END_TEST
 
@@ -1570,6 +1600,7 @@ int main(void)
 	tcase_add_test(t, meta_written_by_flush);
 	tcase_add_test(t, crash_keeps_durable_version);
 	tcase_add_test(t, buffer_pool);
+	tcase_add_test(t, buffer_pool_chunk_size);
 	tcase_add_test(t, csum_is_xxh3);
 	tcase_add_test(t, event_fd_wakes_for_immediate_completion);
 	suite_add_tcase(s, t);
