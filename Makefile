@@ -197,6 +197,14 @@ $(BUILD)/bench/engine: bench/engine.c $(A_ENGINE) $(A_COMMON)
 bench-engine: $(BUILD)/bench/engine
 	$(BUILD)/bench/engine $(BENCH_ENGINE_ARGS)
 
+# make bench [BENCH_ARGS=--quick]: qbd against the raw disk, qemu-nbd and
+# nbdkit with fio (bench/run, bench/README.md). Not part of make check.
+.PHONY: bench
+bench:
+	tools/install-deps --bench
+	$(MAKE) all
+	bench/run --build $(BUILD) $(BENCH_ARGS)
+
 deps:
 	tools/install-deps
 
