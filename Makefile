@@ -197,6 +197,13 @@ $(BUILD)/bench/engine: bench/engine.c $(A_ENGINE) $(A_COMMON)
 bench-engine: $(BUILD)/bench/engine
 	$(BUILD)/bench/engine $(BENCH_ENGINE_ARGS)
 
+# bench/qbd-io: one fio-like job on a volume through libqbd (no NBD hop),
+# fio's JSON on stdout; built by make all.
+all: $(BUILD)/bench/qbd-io
+$(BUILD)/bench/qbd-io: bench/qbd-io.c $(LIBQBD_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBQBD_A) $(LIBS)
+
 # make bench [BENCH_ARGS=--quick]: qbd against the raw disk, qemu-nbd and
 # nbdkit with fio (bench/run, bench/README.md). Not part of make check.
 .PHONY: bench
