@@ -46,24 +46,34 @@ static void io_queue_done(struct qbd_volume *v, struct qbd_io *io, int res)
 	else
 		v->done_head = io;
 	v->done_tail = io;
+	/* Inside qbd_process the completions run before it returns; outside
+	 * (an error found at submission) the fd must become readable: once
+	 * until they run, not a syscall per completion. */
+	if (v->in_process || v->efd_armed)
+		return;
+	v->efd_armed = true;
 	if (write(v->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		qbd_warn(COMP, "eventfd write: %m");
 }
 
+/* Run the callbacks of the completed ios, including those completed by
+ * the callbacks themselves (a submission refused at once). */
 static void run_completions(struct qbd_volume *v)
 {
-	struct qbd_io *io = v->done_head;
+	struct qbd_io *io;
 	uint64_t cnt;
 
-	v->done_head = v->done_tail = NULL;
-	if (read(v->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-		qbd_warn(COMP, "eventfd read: %m");
-	while (io) {
-		struct qbd_io *next = (struct qbd_io *)(uintptr_t)IO_NEXT(io);
-
+	if (v->efd_armed) {
+		v->efd_armed = false;
+		if (read(v->efd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+			qbd_warn(COMP, "eventfd read: %m");
+	}
+	while ((io = v->done_head)) {
+		v->done_head = (struct qbd_io *)(uintptr_t)IO_NEXT(io);
+		if (!v->done_head)
+			v->done_tail = NULL;
 		v->in_flight--;
 		io->cb(io);
-		io = next;
 	}
 }
 
@@ -602,6 +612,7 @@ void qbd_process(struct qbd_volume *v)
 	struct epoll_event evs[16];
 	int n;
 
+	v->in_process++;
 	n = epoll_wait(v->epfd, evs, QBD_ARRAY_SIZE(evs), 0);
 	for (int i = 0; i < n; i++) {
 		void *p = evs[i].data.ptr;
@@ -616,8 +627,8 @@ void qbd_process(struct qbd_volume *v)
 			conn_event(p, evs[i].events);
 		}
 	}
-	if (v->done_head)
-		run_completions(v);
+	run_completions(v);
+	v->in_process--;
 }
 
 /* ---- submission ---- */

@@ -87,6 +87,8 @@ struct qbd_volume {
 	bool opening, closing;
 	unsigned in_flight;      /* user ios not completed */
 	struct qbd_io *done_head, *done_tail; /* completions to run */
+	unsigned in_process;     /* qbd_process running (nested calls counted) */
+	bool efd_armed;          /* eventfd written since the completions last ran */
 	struct qbd_attach_keeper *keeper;
 };
 
