@@ -936,6 +936,14 @@ static int setup(struct job *j)
 	return 0;
 }
 
+static void job_free(struct job *j)
+{
+	free(j->bufs);
+	free(j->slots);
+	free(j->gen);
+	free(j->busy);
+}
+
 /* ---- output ---- */
 
 static json_object *lat_json(const struct lat_stat *l, const uint64_t *hist)
@@ -1076,23 +1084,25 @@ int main(int argc, char **argv)
 	if (err) {
 		fprintf(stderr, "qbd-io: %s\n", strerror(-err));
 		qbd_close(j.v);
+		job_free(&j);
 		return 1;
 	}
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	run(&j);
 	qbd_close(j.v);
-	if (j.interrupted) {
+	if (j.interrupted)
 		fprintf(stderr, "qbd-io: stopped by signal %d\n", (int)stop_signal);
+	if (j.interrupted || j.failed) {
+		job_free(&j);
 		return 1;
 	}
-	if (j.failed)
-		return 1;
 	if (j.verify)
 		fprintf(stderr, "qbd-io: verify: %" PRIu64 " writes; reads: %" PRIu64 " checked "
 			"against this run's writes, %" PRIu64 " against an earlier run's header, %"
 			PRIu64 " not checked (no qbd-io header)\n", j.v_writes, j.v_checked,
 			j.v_checked_earlier, j.v_unchecked);
 	print_json(&j, &g);
+	job_free(&j);
 	return 0;
 }
