@@ -674,6 +674,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
 	struct nconn *c = st->data;
+	struct qbd_volume *vol = c->s->vol;
 
 	(void)b;
 	if (n < 0) {
@@ -683,7 +684,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	c->in_len += (size_t)n;
+	/* The requests of one read go to each replica in one send. */
+	qbd_plug(vol);
 	conn_process(c);
+	qbd_unplug(vol);
 }
 
 /* Stop reading while too much is in flight or buffered, or after DISC. */

@@ -81,6 +81,16 @@ int qbd_replica_status(const struct qbd_volume *v, unsigned i,
 /* Event loop integration (see the top of this file). */
 int qbd_get_fd(const struct qbd_volume *v);
 void qbd_process(struct qbd_volume *v);
+
+/*
+ * Batching: between qbd_plug and qbd_unplug, the messages of qbd_submit
+ * are queued, and qbd_unplug sends each replica's in one system call
+ * (for a caller that submits several ios at once, e.g. all the requests
+ * of one read from its client). Calls nest; qbd_process does the same
+ * around its callbacks.
+ */
+void qbd_plug(struct qbd_volume *v);
+void qbd_unplug(struct qbd_volume *v);
 /* Number of submitted, uncompleted requests. */
 unsigned qbd_in_flight(const struct qbd_volume *v);
 

@@ -92,23 +92,27 @@ static void conn_update_events(struct qbd_conn *c)
 	c->want_out = out;
 }
 
+/* Send what is queued on c, as many messages per sendmsg as fit. */
 static int conn_flush_queue(struct qbd_conn *c)
 {
 	while (c->q_head) {
-		struct qbd_tx *t = c->q_head;
-		struct iovec iov[2];
+		struct iovec iov[QBD_TX_IOV];
+		size_t total = 0;
 		int cnt = 0;
 		ssize_t n;
 
-		if (t->tx_off < t->hdr_len) {
-			iov[cnt].iov_base = t->hdr + t->tx_off;
-			iov[cnt++].iov_len = t->hdr_len - t->tx_off;
-		}
-		if (t->data_len) {
-			size_t d = t->tx_off > t->hdr_len ? t->tx_off - t->hdr_len : 0;
+		for (struct qbd_tx *t = c->q_head; t && cnt + 2 <= QBD_TX_IOV; t = t->next) {
+			if (t->tx_off < t->hdr_len) {
+				iov[cnt].iov_base = t->hdr + t->tx_off;
+				iov[cnt++].iov_len = t->hdr_len - t->tx_off;
+			}
+			if (t->data_len) {
+				size_t d = t->tx_off > t->hdr_len ? t->tx_off - t->hdr_len : 0;
 
-			iov[cnt].iov_base = (void *)(t->data + d);
-			iov[cnt++].iov_len = t->data_len - d;
+				iov[cnt].iov_base = (void *)(t->data + d);
+				iov[cnt++].iov_len = t->data_len - d;
+			}
+			total += t->hdr_len + t->data_len - t->tx_off;
 		}
 		/* sendmsg, not writev: a library must not die of SIGPIPE
 		 * when a replica goes away. */
@@ -120,13 +124,22 @@ static int conn_flush_queue(struct qbd_conn *c)
 				break;
 			return -errno;
 		}
-		t->tx_off += (size_t)n;
-		if (t->tx_off < t->hdr_len + t->data_len)
-			break;
-		c->q_head = t->next;
-		if (!c->q_head)
-			c->q_tail = NULL;
-		free(t);
+		for (size_t left = (size_t)n; left && c->q_head;) {
+			struct qbd_tx *t = c->q_head;
+			size_t rest = t->hdr_len + t->data_len - t->tx_off;
+
+			if (left < rest) {
+				t->tx_off += left;
+				break;
+			}
+			left -= rest;
+			c->q_head = t->next;
+			if (!c->q_head)
+				c->q_tail = NULL;
+			free(t);
+		}
+		if ((size_t)n < total)
+			break; /* the socket is full: EPOLLOUT */
 	}
 	conn_update_events(c);
 	return 0;
@@ -171,9 +184,29 @@ static int conn_queue(struct qbd_conn *c, Qbd__Msg *m, uint64_t id,
 	else
 		c->q_head = t;
 	c->q_tail = t;
-	if (c->state != QBD_C_CONNECTING && conn_flush_queue(c) < 0)
+	/* Plugged (qbd_plug, or inside qbd_process): sent by qbd_unplug,
+	 * with whatever else is queued for this replica by then. */
+	if (c->state != QBD_C_CONNECTING && !c->v->plugged && conn_flush_queue(c) < 0)
 		return -EPIPE;
 	return 0;
+}
+
+void qbd_plug(struct qbd_volume *v)
+{
+	v->plugged++;
+}
+
+void qbd_unplug(struct qbd_volume *v)
+{
+	if (!v->plugged || --v->plugged)
+		return;
+	for (unsigned i = 0; i < QBD_CORE_MAX_REPLICAS; i++) {
+		struct qbd_conn *c = &v->conns[i];
+
+		if (c->q_head && c->fd >= 0 && c->state != QBD_C_CONNECTING &&
+		    conn_flush_queue(c) < 0)
+			conn_fail(c, "send failed");
+	}
 }
 
 /* ---- core callbacks ---- */
@@ -613,6 +646,7 @@ void qbd_process(struct qbd_volume *v)
 	int n;
 
 	v->in_process++;
+	qbd_plug(v); /* what the callbacks submit goes out in one send per replica */
 	n = epoll_wait(v->epfd, evs, QBD_ARRAY_SIZE(evs), 0);
 	for (int i = 0; i < n; i++) {
 		void *p = evs[i].data.ptr;
@@ -628,6 +662,7 @@ void qbd_process(struct qbd_volume *v)
 		}
 	}
 	run_completions(v);
+	qbd_unplug(v);
 	v->in_process--;
 }
 

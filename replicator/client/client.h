@@ -34,6 +34,8 @@
 #define QBD_CLIENT_TICK_MS 100
 #define QBD_CLIENT_CTL_ID (1ull << 63)  /* request ids of HELLO/OPEN */
 
+#define QBD_TX_IOV 64            /* iovecs per sendmsg (two per message) */
+
 struct qbd_tx {
 	uint64_t id;
 	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
@@ -89,6 +91,7 @@ struct qbd_volume {
 	struct qbd_io *done_head, *done_tail; /* completions to run */
 	unsigned in_process;     /* qbd_process running (nested calls counted) */
 	bool efd_armed;          /* eventfd written since the completions last ran */
+	unsigned plugged;        /* qbd_plug depth: sends wait for qbd_unplug */
 	struct qbd_attach_keeper *keeper;
 };
 
