@@ -34,6 +34,9 @@ struct chunkd_conn {
 	unsigned ping_cursor;    /* next flagged chunk a PING reply lists (past the bound) */
 	struct chunkd_req *wq_head, *wq_tail;  /* writes in the engine, by seq */
 	struct chunkd_req *fq_head, *fq_tail;  /* flushes waiting for them */
+	struct chunkd_req *cork_head, *cork_tail;  /* replies waiting for chunkd_uncork */
+	struct chunkd_conn *cork_next;             /* d->cork_conns */
+	bool cork_listed;
 	unsigned refs;         /* 1 for the open handle + 1 per request */
 	bool closing;
 	bool reading;
@@ -54,6 +57,8 @@ struct chunkd_req {
 	bool close_after;
 	uint64_t wseq;         /* WRITE: arrival order; FLUSH: last write before it */
 	struct chunkd_req *qprev, *qnext;
+	struct chunkd_req *batch_next; /* corked, then sent with r->w: the rest of its write */
+	unsigned hdr_len;
 	uv_write_t w;
 	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
 };
@@ -85,6 +90,8 @@ struct chunkd {
 	uint64_t node_id, cluster_id;
 	uint32_t chunk_size;
 	struct chunkd_conn *conns;
+	unsigned corked;                 /* chunkd_cork depth */
+	struct chunkd_conn *cork_conns;  /* with replies corked */
 	struct peer *peers;    /* connections to other chunk servers (pull.c) */
 	uv_timer_t peer_timer;
 	bool peer_timer_on;
@@ -114,6 +121,11 @@ void chunkd_buf_free(struct chunkd *d, void *buf);
  * submit r's engine request (r->er filled); the reply follows its
  * completion. */
 void req_reply(struct chunkd_req *r, int status);
+/* Between chunkd_cork and chunkd_uncork, replies are queued per
+ * connection, then sent in one write each (the replies of one engine
+ * poll pass, of one read from a client). Calls nest. */
+void chunkd_cork(struct chunkd *d);
+void chunkd_uncork(struct chunkd *d);
 void req_submit(struct chunkd_req *r, enum qbd_engine_op op);
 
 /* pull.c: serve a PULL (validated, epoch checked): read the chunk from

@@ -119,18 +119,87 @@ static void req_free(struct chunkd_req *r)
 	conn_put(c);
 }
 
+/* A write of one reply or of a batch (r and its batch_next chain). */
 static void req_on_written(uv_write_t *w, int status)
 {
 	struct chunkd_req *r = QBD_CONTAINER_OF(w, struct chunkd_req, w);
 	struct chunkd_conn *c = r->c;
+	bool close = status < 0;
 
 	if (status == UV_EPIPE || status == UV_ECONNRESET)
 		qbd_debug(COMP, "%s: write: %s", c->peer, uv_strerror(status));
 	else if (status < 0 && status != UV_ECANCELED)
 		qbd_warn(COMP, "%s: write failed: %s", c->peer, uv_strerror(status));
-	if (status < 0 || r->close_after)
+	for (struct chunkd_req *q = r; q; q = q->batch_next)
+		close |= q->close_after;
+	if (close)
 		conn_close(c);
-	req_free(r);
+	while (r) {
+		struct chunkd_req *next = r->batch_next;
+
+		req_free(r);
+		r = next;
+	}
+}
+
+#define CHUNKD_BATCH 32 /* replies per write at most */
+
+/* Send the corked replies of c, CHUNKD_BATCH per write. */
+static void conn_send_corked(struct chunkd_conn *c)
+{
+	while (c->cork_head) {
+		struct chunkd_req *first = c->cork_head, *r = first, *last = NULL;
+		uv_buf_t bufs[2 * CHUNKD_BATCH];
+		unsigned n = 0, k = 0;
+		int rc;
+
+		for (; r && k < CHUNKD_BATCH; r = r->batch_next, k++) {
+			bufs[n++] = uv_buf_init((char *)r->hdr, r->hdr_len);
+			if (r->data_len)
+				bufs[n++] = uv_buf_init(r->data, r->data_len);
+			last = r;
+		}
+		c->cork_head = r;
+		if (!r)
+			c->cork_tail = NULL;
+		last->batch_next = NULL;
+		if (c->closing) {
+			rc = UV_ECANCELED;
+		} else {
+			rc = uv_write(&first->w, (uv_stream_t *)&c->tcp, bufs, n, req_on_written);
+			if (rc < 0)
+				qbd_warn(COMP, "%s: write: %s", c->peer, uv_strerror(rc));
+		}
+		if (rc < 0) {
+			conn_close(c);
+			while (first) {
+				struct chunkd_req *next = first->batch_next;
+
+				req_free(first);
+				first = next;
+			}
+		}
+	}
+}
+
+void chunkd_cork(struct chunkd *d)
+{
+	d->corked++;
+}
+
+void chunkd_uncork(struct chunkd *d)
+{
+	struct chunkd_conn *c;
+
+	if (!d->corked || --d->corked)
+		return;
+	while ((c = d->cork_conns)) {
+		d->cork_conns = c->cork_next;
+		c->cork_next = NULL;
+		c->cork_listed = false;
+		conn_send_corked(c);
+		conn_put(c); /* the list's reference */
+	}
 }
 
 /* Send the reply of r with status (0 / -errno) and free r once sent. */
@@ -161,6 +230,22 @@ void req_reply(struct chunkd_req *r, int status)
 		qbd_debug(COMP, "%s: %s request %llu: %s", c->peer,
 			  qbd_wire_type_name(r->type),
 			  (unsigned long long)r->reply.request_id, strerror(-status));
+	r->hdr_len = (unsigned)h;
+	r->batch_next = NULL;
+	if (c->d->corked) {
+		if (c->cork_tail)
+			c->cork_tail->batch_next = r;
+		else
+			c->cork_head = r;
+		c->cork_tail = r;
+		if (!c->cork_listed) {
+			c->cork_listed = true;
+			c->refs++;
+			c->cork_next = c->d->cork_conns;
+			c->d->cork_conns = c;
+		}
+		return;
+	}
 	bufs[0] = uv_buf_init((char *)r->hdr, (unsigned)h);
 	bufs[1] = uv_buf_init(r->data, r->data_len);
 	rc = uv_write(&r->w, (uv_stream_t *)&c->tcp, bufs, r->data_len ? 2 : 1,
@@ -731,7 +816,9 @@ static void engine_on_poll(uv_poll_t *p, int status, int events)
 	(void)events;
 	if (status < 0)
 		qbd_warn(COMP, "engine poll: %s", uv_strerror(status));
+	chunkd_cork(d);
 	qbd_engine_poll(d->e);
+	chunkd_uncork(d);
 }
 
 static void chunkd_close_all(struct chunkd *d)
