@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "common/util.h"
 #include "common/log.h"
 #include "replicator/qbd.h"
 #include "nbd.h"
@@ -60,6 +61,18 @@ struct nbd_server {
 	unsigned adopted_live;
 	int next_index;
 	unsigned drain_ticks;
+	bool corked;              /* in on_qbd: replies wait for server_uncork */
+	struct nconn *cork_conns; /* connections with replies corked */
+};
+
+#define NBD_CORK_MAX 32 /* replies per write at most */
+
+/* Replies sent in one write: their buffers, freed once written. */
+struct ncork {
+	uv_write_t w;
+	unsigned n;
+	void *owned[NBD_CORK_MAX];
+	uv_buf_t bufs[NBD_CORK_MAX];
 };
 
 struct nconn {
@@ -80,6 +93,9 @@ struct nconn {
 	unsigned in_flight;
 	uint8_t *in;    /* unconsumed input */
 	size_t in_len, in_cap;
+	struct ncork *cork;       /* replies not yet written (s->corked) */
+	struct nconn *cork_next;  /* s->cork_conns */
+	bool cork_listed;
 };
 
 struct nreq {
@@ -150,10 +166,13 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 /* Close once every reply queued so far has been written (after DISC or
  * ABORT: uv_close alone would cancel writes still queued). Nothing is
  * read or started any more. */
+static void conn_flush_cork(struct nconn *c);
+
 static void conn_end(struct nconn *c)
 {
 	if (c->closing || c->ending)
 		return;
+	conn_flush_cork(c); /* queued before the shutdown */
 	c->ending = true;
 	c->state = ST_DEAD;
 	if (c->reading) {
@@ -175,6 +194,73 @@ static void on_written(uv_write_t *w, int status)
 	free(w);
 }
 
+static void on_cork_written(uv_write_t *w, int status)
+{
+	struct ncork *k = QBD_CONTAINER_OF(w, struct ncork, w);
+
+	if (status < 0 && status != UV_ECANCELED)
+		qbd_debug("nbd", "write: %s", uv_strerror(status));
+	for (unsigned i = 0; i < k->n; i++)
+		free(k->owned[i]);
+	free(k);
+}
+
+/* Write the corked replies of c. */
+static void conn_flush_cork(struct nconn *c)
+{
+	struct ncork *k = c->cork;
+
+	if (!k)
+		return;
+	c->cork = NULL;
+	if (!c->closing &&
+	    uv_write(&k->w, (uv_stream_t *)&c->pipe, k->bufs, k->n, on_cork_written) == 0)
+		return;
+	for (unsigned i = 0; i < k->n; i++)
+		free(k->owned[i]);
+	free(k);
+	if (!c->closing)
+		conn_close(c);
+}
+
+/* Corked (inside on_qbd): queue the reply, written by server_uncork
+ * with the others of the same pass. False if it must go alone. */
+static bool conn_cork(struct nconn *c, void *buf, size_t skip, size_t len)
+{
+	struct ncork *k = c->cork;
+
+	if (!c->s->corked || c->ending)
+		return false;
+	if (!k) {
+		k = c->cork = calloc(1, sizeof *k);
+		if (!k)
+			return false;
+	}
+	k->owned[k->n] = buf;
+	k->bufs[k->n++] = uv_buf_init((char *)buf + skip, (unsigned)len);
+	if (!c->cork_listed) {
+		c->cork_listed = true;
+		c->cork_next = c->s->cork_conns;
+		c->s->cork_conns = c;
+	}
+	if (k->n == NBD_CORK_MAX)
+		conn_flush_cork(c);
+	return true;
+}
+
+static void server_uncork(struct nbd_server *s)
+{
+	struct nconn *c;
+
+	s->corked = false;
+	while ((c = s->cork_conns)) {
+		s->cork_conns = c->cork_next;
+		c->cork_next = NULL;
+		c->cork_listed = false;
+		conn_flush_cork(c);
+	}
+}
+
 /* Send len bytes from skip bytes into buf (malloc'd, freed after the
  * write, without a copy). */
 static void conn_send_at(struct nconn *c, void *buf, size_t skip, size_t len)
@@ -182,7 +268,13 @@ static void conn_send_at(struct nconn *c, void *buf, size_t skip, size_t len)
 	uv_write_t *w;
 	uv_buf_t b = uv_buf_init((char *)buf + skip, (unsigned)len);
 
-	if (c->closing || !(w = malloc(sizeof *w))) {
+	if (c->closing) {
+		free(buf);
+		return;
+	}
+	if (conn_cork(c, buf, skip, len))
+		return;
+	if (!(w = malloc(sizeof *w))) {
 		free(buf);
 		return;
 	}
@@ -737,7 +829,10 @@ static void on_qbd(uv_poll_t *p, int status, int events)
 
 	(void)status;
 	(void)events;
+	/* The replies of one pass go out in one write per connection. */
+	s->corked = true;
 	qbd_process(s->vol);
+	server_uncork(s);
 }
 
 /* Close every handle of the server; the loop then ends. */
