@@ -2541,7 +2541,21 @@ void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	submit_one(e, r);
 	/* Inside qbd_engine_poll (a callback submitting more), poll submits
-	 * everything once at the end; outside, nothing else would. */
+	 * everything once at the end; plugged, qbd_engine_unplug does;
+	 * otherwise nothing else would. */
+	if (!e->in_poll && !e->plugged)
+		ring_submit(e);
+}
+
+void qbd_engine_plug(struct qbd_engine *e)
+{
+	e->plugged++;
+}
+
+void qbd_engine_unplug(struct qbd_engine *e)
+{
+	if (!e->plugged || --e->plugged)
+		return;
 	if (!e->in_poll)
 		ring_submit(e);
 }

@@ -302,4 +302,13 @@ struct qbd_engine_req {
  * through cb with -EINVAL. */
 void qbd_engine_submit(struct qbd_engine *e, struct qbd_engine_req *req);
 
+/* Between qbd_engine_plug and qbd_engine_unplug, the I/O of submitted
+ * requests is queued and qbd_engine_unplug hands it to the kernel in one
+ * system call (for a caller that submits several requests at once, such
+ * as all those of one read from a socket). Calls nest; inside
+ * qbd_engine_poll the engine does the same itself, and poll submits what
+ * is queued, plugged or not. */
+void qbd_engine_plug(struct qbd_engine *e);
+void qbd_engine_unplug(struct qbd_engine *e);
+
 #endif

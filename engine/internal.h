@@ -214,6 +214,7 @@ struct qbd_engine {
 	uint8_t *mw_bufs;                 /* ENG_MW blocks */
 	/* submission */
 	bool in_poll;                     /* qbd_engine_poll is running: it submits */
+	unsigned plugged;                 /* qbd_engine_plug depth: unplug submits */
 	bool retrying;                    /* it is giving parked requests their turn */
 	bool woken;                       /* eventfd written since the last poll */
 	bool fixed_file;                  /* the store is registered file 0 */

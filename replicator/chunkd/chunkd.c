@@ -750,8 +750,11 @@ static void conn_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 		conn_close(c);
 		return;
 	}
+	/* The requests of one read reach the device in one submission. */
+	qbd_engine_plug(c->d->e);
 	rc = qbd_wire_rx_feed(&c->rx, (const uint8_t *)buf->base, (size_t)n,
 			      &conn_rx_ops, c);
+	qbd_engine_unplug(c->d->e);
 	if (rc < 0) {
 		qbd_warn(COMP, "%s: %s; closing", c->peer, strerror(-rc));
 		conn_close(c);
