@@ -196,7 +196,8 @@ static void sibling(const char *prog, char *out, size_t len)
 	snprintf(out, len, "%s", prog);
 }
 
-static int dev_up(const char *state, const char *zones_arg, const char *size)
+static int dev_up(const char *state, const char *zones_arg, const char *size,
+		  const char *scrub)
 {
 	struct dev_proc p[DEV_MAX];
 	char path[PATH_MAX], url[64], chunkd[PATH_MAX];
@@ -279,7 +280,8 @@ static int dev_up(const char *state, const char *zones_arg, const char *size)
 		snprintf(listen, sizeof listen, "127.0.0.1:%d", free_port());
 		snprintf(log, sizeof log, "%s/chunkd-%s.log", state, z);
 		char *cargv[] = { chunkd, "--data", data, "--size", (char *)size,
-				  "--listen", listen, "--zone", z, "--etcd", url, NULL };
+				  "--listen", listen, "--zone", z, "--etcd", url,
+				  "--scrub-rate", (char *)scrub, NULL };
 		snprintf(p[n].name, sizeof p[n].name, "chunkd-%s", z);
 		p[n].pid = spawn(cargv, log);
 		if (p[n].pid < 0) {
@@ -330,7 +332,7 @@ static int dev_up(const char *state, const char *zones_arg, const char *size)
 }
 
 static const char dev_usage[] =
-	"usage: qbd dev up --state DIR [--zones a,b,c] [--size SIZE]\n"
+	"usage: qbd dev up --state DIR [--zones a,b,c] [--size SIZE] [--scrub-rate RATE]\n"
 	"       qbd dev down --state DIR\n"
 	"       qbd dev status --state DIR\n";
 
@@ -340,10 +342,12 @@ int cmd_dev(int argc, char **argv)
 		{ "state", required_argument, NULL, 's' },
 		{ "zones", required_argument, NULL, 'z' },
 		{ "size", required_argument, NULL, 'S' },
+		{ "scrub-rate", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *state = NULL, *zones = "a,b,c", *size = "2G";
+	/* the chunk servers' default scrub rate unless asked (bench: 0) */
+	const char *state = NULL, *zones = "a,b,c", *size = "2G", *scrub = "4M";
 	const char *sub;
 	int c;
 
@@ -362,6 +366,7 @@ int cmd_dev(int argc, char **argv)
 		case 's': state = optarg; break;
 		case 'z': zones = optarg; break;
 		case 'S': size = optarg; break;
+		case 'r': scrub = optarg; break;
 		case 'h': fputs(dev_usage, stdout); return EXIT_OK;
 		default: fputs(dev_usage, stderr); return EXIT_USAGE;
 		}
@@ -371,7 +376,7 @@ int cmd_dev(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (strcmp(sub, "up") == 0)
-		return dev_up(state, zones, size);
+		return dev_up(state, zones, size, scrub);
 	if (strcmp(sub, "down") == 0)
 		return dev_down(state);
 	if (strcmp(sub, "status") == 0)
