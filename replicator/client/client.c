@@ -615,6 +615,10 @@ static void conn_event(struct qbd_conn *c, uint32_t events)
 					       : "receive error");
 			return;
 		}
+		/* A short read emptied the socket: epoll (level-triggered)
+		 * says when more comes, without a read that fails EAGAIN. */
+		if ((size_t)n < sizeof(buf))
+			return;
 	}
 }
 
