@@ -2232,7 +2232,15 @@ static void write_start(struct qbd_engine *e, struct qbd_engine_req *r)
 			return;
 		}
 	} else if (ver == r->new_version) {
-		req_done(e, r, (int)r->length); /* an idempotent retry */
+		/* An idempotent retry (the answer to the first was lost). The
+		 * first may not be durable yet: a FUA retry waits for the
+		 * group commit as the first would have. */
+		if (r->flags & QBD_ENGINE_F_FUA) {
+			req_release_chunk(e, r);
+			flush_enqueue(e, r);
+			return;
+		}
+		req_done(e, r, (int)r->length);
 		return;
 	} else if (ver != r->expected_version) {
 		req_done(e, r, -ESTALE);

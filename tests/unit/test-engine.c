@@ -1383,6 +1383,34 @@ static void open_counted(struct eng_super *sb)
 	memset(&ioc, 0, sizeof ioc);
 }
 
+/* A FUA write retried at the version it already made (its answer was
+ * lost) is acknowledged only once durable, as the first would have
+ * been: its chunk's metadata block written and synced. */
+START_TEST(fua_retry_is_durable)
+{
+	static uint8_t w[4096];
+	struct eng_super sb;
+	struct eng_meta m;
+	uint64_t pos;
+
+	fill(w, sizeof w, 62);
+	ck_assert_int_eq(eng_write(62, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_flush(), 0);
+	qbd_engine_close(e);
+	open_counted(&sb);
+	/* the first attempt, not durable yet (metadata in memory) */
+	ck_assert_int_eq(eng_write(62, 0, w, sizeof w, 1, 2, 0), (int)sizeof w);
+	ck_assert(disk_meta(62, &m, &pos));
+	ck_assert_uint_eq(m.version, 1);
+	memset(&ioc, 0, sizeof ioc);
+	ck_assert_int_eq(eng_write(62, 0, w, sizeof w, 1, 2, QBD_ENGINE_F_FUA), (int)sizeof w);
+	ck_assert_uint_eq(ioc.data_writes, 0);
+	ck_assert_uint_ge(ioc.syncs, 1);
+	ck_assert(disk_meta(62, &m, &pos));
+	ck_assert_uint_eq(m.version, 2);
+}
+END_TEST
+
 /* A write to an active chunk is one data write and nothing else; its
  * metadata block reaches the disk with the next FLUSH (one meta write
  * per dirty chunk, however many writes it took, then one sync) or FUA. */
@@ -1647,6 +1675,7 @@ int main(void)
 	tcase_add_test(t, bitmap_of_written_blocks);
 	tcase_add_test(t, zero_to_version_0_allocates_nothing);
 	tcase_add_test(t, meta_written_by_flush);
+	tcase_add_test(t, fua_retry_is_durable);
 	tcase_add_test(t, crash_keeps_durable_version);
 	tcase_add_test(t, buffer_pool);
 	tcase_add_test(t, buffer_pool_chunk_size);
