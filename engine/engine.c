@@ -2211,6 +2211,20 @@ static void round_done(struct qbd_engine *e, int err)
 	round_kick(e);
 }
 
+/* An idempotent retry: the chunk is at the request's new version
+ * already (the answer to the first was lost). The first may not be
+ * durable yet: with FUA, the answer waits for the group commit as the
+ * first one's would have. */
+static void write_retried(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	if (r->flags & QBD_ENGINE_F_FUA) {
+		req_release_chunk(e, r);
+		flush_enqueue(e, r);
+		return;
+	}
+	req_done(e, r, (int)r->length);
+}
+
 /* A WRITE/ZERO taken from its chunk's FIFO: check versions, then
  * activate its chunk in the log. */
 static void write_start(struct qbd_engine *e, struct qbd_engine_req *r)
@@ -2223,7 +2237,7 @@ static void write_start(struct qbd_engine *e, struct qbd_engine_req *r)
 	if (r->flags & QBD_ENGINE_F_RESYNC) {
 		/* A flagged copy at that version is what the RESYNC replaces. */
 		if (ver == r->new_version && !c->flags) {
-			req_done(e, r, (int)r->length); /* an idempotent retry */
+			write_retried(e, r);
 			return;
 		}
 	} else if (r->flags & QBD_ENGINE_F_REPAIR) {
@@ -2232,15 +2246,7 @@ static void write_start(struct qbd_engine *e, struct qbd_engine_req *r)
 			return;
 		}
 	} else if (ver == r->new_version) {
-		/* An idempotent retry (the answer to the first was lost). The
-		 * first may not be durable yet: a FUA retry waits for the
-		 * group commit as the first would have. */
-		if (r->flags & QBD_ENGINE_F_FUA) {
-			req_release_chunk(e, r);
-			flush_enqueue(e, r);
-			return;
-		}
-		req_done(e, r, (int)r->length);
+		write_retried(e, r);
 		return;
 	} else if (ver != r->expected_version) {
 		req_done(e, r, -ESTALE);
