@@ -184,28 +184,21 @@ static void conn_end(struct nconn *c)
 		conn_close(c);
 }
 
-static void on_written(uv_write_t *w, int status)
+static void ncork_free(struct ncork *k)
 {
-	void *buf = w->data;
-
-	if (status < 0 && status != UV_ECANCELED)
-		qbd_debug("nbd", "write: %s", uv_strerror(status));
-	free(buf);
-	free(w);
-}
-
-static void on_cork_written(uv_write_t *w, int status)
-{
-	struct ncork *k = QBD_CONTAINER_OF(w, struct ncork, w);
-
-	if (status < 0 && status != UV_ECANCELED)
-		qbd_debug("nbd", "write: %s", uv_strerror(status));
 	for (unsigned i = 0; i < k->n; i++)
 		free(k->owned[i]);
 	free(k);
 }
 
-/* Write the corked replies of c. */
+static void on_cork_written(uv_write_t *w, int status)
+{
+	if (status < 0 && status != UV_ECANCELED)
+		qbd_debug("nbd", "write: %s", uv_strerror(status));
+	ncork_free(QBD_CONTAINER_OF(w, struct ncork, w));
+}
+
+/* Write the queued replies of c. */
 static void conn_flush_cork(struct nconn *c)
 {
 	struct ncork *k = c->cork;
@@ -216,36 +209,9 @@ static void conn_flush_cork(struct nconn *c)
 	if (!c->closing &&
 	    uv_write(&k->w, (uv_stream_t *)&c->pipe, k->bufs, k->n, on_cork_written) == 0)
 		return;
-	for (unsigned i = 0; i < k->n; i++)
-		free(k->owned[i]);
-	free(k);
+	ncork_free(k);
 	if (!c->closing)
 		conn_close(c);
-}
-
-/* Corked (inside on_qbd): queue the reply, written by server_uncork
- * with the others of the same pass. False if it must go alone. */
-static bool conn_cork(struct nconn *c, void *buf, size_t skip, size_t len)
-{
-	struct ncork *k = c->cork;
-
-	if (!c->s->corked || c->ending)
-		return false;
-	if (!k) {
-		k = c->cork = calloc(1, sizeof *k);
-		if (!k)
-			return false;
-	}
-	k->owned[k->n] = buf;
-	k->bufs[k->n++] = uv_buf_init((char *)buf + skip, (unsigned)len);
-	if (!c->cork_listed) {
-		c->cork_listed = true;
-		c->cork_next = c->s->cork_conns;
-		c->s->cork_conns = c;
-	}
-	if (k->n == NBD_CORK_MAX)
-		conn_flush_cork(c);
-	return true;
 }
 
 static void server_uncork(struct nbd_server *s)
@@ -262,27 +228,28 @@ static void server_uncork(struct nbd_server *s)
 }
 
 /* Send len bytes from skip bytes into buf (malloc'd, freed after the
- * write, without a copy). */
+ * write, without a copy). Corked (inside on_qbd), the reply waits for
+ * server_uncork and goes out with the others of the pass; otherwise
+ * (or once NBD_CORK_MAX wait, or after conn_end queued the shutdown) at
+ * once, a write of one. */
 static void conn_send_at(struct nconn *c, void *buf, size_t skip, size_t len)
 {
-	uv_write_t *w;
-	uv_buf_t b = uv_buf_init((char *)buf + skip, (unsigned)len);
+	struct ncork *k = c->cork;
 
-	if (c->closing) {
+	if (c->closing || (!k && !(k = c->cork = calloc(1, sizeof *k)))) {
 		free(buf);
 		return;
 	}
-	if (conn_cork(c, buf, skip, len))
-		return;
-	if (!(w = malloc(sizeof *w))) {
-		free(buf);
+	k->owned[k->n] = buf;
+	k->bufs[k->n++] = uv_buf_init((char *)buf + skip, (unsigned)len);
+	if (!c->s->corked || c->ending || k->n == NBD_CORK_MAX) {
+		conn_flush_cork(c);
 		return;
 	}
-	w->data = buf;
-	if (uv_write(w, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
-		free(buf);
-		free(w);
-		conn_close(c);
+	if (!c->cork_listed) {
+		c->cork_listed = true;
+		c->cork_next = c->s->cork_conns;
+		c->s->cork_conns = c;
 	}
 }
 

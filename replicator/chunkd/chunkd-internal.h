@@ -34,7 +34,7 @@ struct chunkd_conn {
 	unsigned ping_cursor;    /* next flagged chunk a PING reply lists (past the bound) */
 	struct chunkd_req *wq_head, *wq_tail;  /* writes in the engine, by seq */
 	struct chunkd_req *fq_head, *fq_tail;  /* flushes waiting for them */
-	struct chunkd_req *cork_head, *cork_tail;  /* replies waiting for chunkd_uncork */
+	struct chunkd_req *cork_head, *cork_tail;  /* replies to write (corked: at chunkd_uncork) */
 	struct chunkd_conn *cork_next;             /* d->cork_conns */
 	bool cork_listed;
 	unsigned refs;         /* 1 for the open handle + 1 per request */

@@ -119,6 +119,17 @@ static void req_free(struct chunkd_req *r)
 	conn_put(c);
 }
 
+/* Free r and the rest of its batch. */
+static void req_free_batch(struct chunkd_req *r)
+{
+	while (r) {
+		struct chunkd_req *next = r->batch_next;
+
+		req_free(r);
+		r = next;
+	}
+}
+
 /* A write of one reply or of a batch (r and its batch_next chain). */
 static void req_on_written(uv_write_t *w, int status)
 {
@@ -134,17 +145,12 @@ static void req_on_written(uv_write_t *w, int status)
 		close |= q->close_after;
 	if (close)
 		conn_close(c);
-	while (r) {
-		struct chunkd_req *next = r->batch_next;
-
-		req_free(r);
-		r = next;
-	}
+	req_free_batch(r);
 }
 
 #define CHUNKD_BATCH 32 /* replies per write at most */
 
-/* Send the corked replies of c, CHUNKD_BATCH per write. */
+/* Send the queued replies of c, CHUNKD_BATCH per write. */
 static void conn_send_corked(struct chunkd_conn *c)
 {
 	while (c->cork_head) {
@@ -172,12 +178,7 @@ static void conn_send_corked(struct chunkd_conn *c)
 		}
 		if (rc < 0) {
 			conn_close(c);
-			while (first) {
-				struct chunkd_req *next = first->batch_next;
-
-				req_free(first);
-				first = next;
-			}
+			req_free_batch(first);
 		}
 	}
 }
@@ -206,9 +207,7 @@ void chunkd_uncork(struct chunkd *d)
 void req_reply(struct chunkd_req *r, int status)
 {
 	struct chunkd_conn *c = r->c;
-	uv_buf_t bufs[2];
 	ssize_t h;
-	int rc;
 
 	if (c->closing) {
 		req_free(r);
@@ -232,28 +231,20 @@ void req_reply(struct chunkd_req *r, int status)
 			  (unsigned long long)r->reply.request_id, strerror(-status));
 	r->hdr_len = (unsigned)h;
 	r->batch_next = NULL;
-	if (c->d->corked) {
-		if (c->cork_tail)
-			c->cork_tail->batch_next = r;
-		else
-			c->cork_head = r;
-		c->cork_tail = r;
-		if (!c->cork_listed) {
-			c->cork_listed = true;
-			c->refs++;
-			c->cork_next = c->d->cork_conns;
-			c->d->cork_conns = c;
-		}
+	if (c->cork_tail)
+		c->cork_tail->batch_next = r;
+	else
+		c->cork_head = r;
+	c->cork_tail = r;
+	if (!c->d->corked) {
+		conn_send_corked(c); /* a batch of one */
 		return;
 	}
-	bufs[0] = uv_buf_init((char *)r->hdr, (unsigned)h);
-	bufs[1] = uv_buf_init(r->data, r->data_len);
-	rc = uv_write(&r->w, (uv_stream_t *)&c->tcp, bufs, r->data_len ? 2 : 1,
-		      req_on_written);
-	if (rc < 0) {
-		qbd_warn(COMP, "%s: write: %s", c->peer, uv_strerror(rc));
-		conn_close(c);
-		req_free(r);
+	if (!c->cork_listed) {
+		c->cork_listed = true;
+		c->refs++;
+		c->cork_next = c->d->cork_conns;
+		c->d->cork_conns = c;
 	}
 }
 
