@@ -107,14 +107,16 @@ start_etcd() {
 }
 
 # start_chunkd ZONE [extra args]: one chunk server; its data file is kept
-# in $TMP/chunk-ZONE.img so restart_chunkd finds the same data.
+# in $TMP/chunk-ZONE.img so restart_chunkd finds the same data. Options
+# in CHUNKD_ARGS_<zone> go to every start of that zone's server.
 # Sets CHUNKD_PID_<zone>, CHUNKD_PORT_<zone>.
 start_chunkd() {
 	_z=$1; shift
-	eval "_port=\${CHUNKD_PORT_$_z:-}"
+	eval "_port=\${CHUNKD_PORT_$_z:-} _zargs=\${CHUNKD_ARGS_$_z:-}"
 	[ -n "$_port" ] || _port=$(free_port)
+	# shellcheck disable=SC2086 # _zargs: options, split on purpose
 	qbd-chunkd --data "$TMP/chunk-$_z.img" --size "${CHUNKD_SIZE:-2G}" \
-		--listen "127.0.0.1:$_port" --zone "$_z" --etcd "$QBD_ETCD" "$@" \
+		--listen "127.0.0.1:$_port" --zone "$_z" --etcd "$QBD_ETCD" $_zargs "$@" \
 		>>"$TMP/chunkd-$_z.log" 2>&1 &
 	_pid=$!
 	track_pid $_pid

@@ -9,6 +9,9 @@ init_test "$@"
 command -v nbdcopy >/dev/null || skip "nbdcopy not installed"
 command -v qemu-io >/dev/null || skip "qemu-io not installed"
 
+# Zone b's chunk server with a single registered buffer: most of its
+# requests, nbdcopy's four connections at once, take buffers of their own.
+CHUNKD_ARGS_b="--buffers 1"
 start_cluster a b c
 qbd volume create vol1 --size 1G --replicas 3 >/dev/null
 sock="$TMP/vol1.sock"
