@@ -734,11 +734,18 @@ static void eng_free(struct qbd_engine *e)
 static int eng_ring_init(struct qbd_engine *e, unsigned qd)
 {
 	struct io_uring_params p = { .flags = IORING_SETUP_SINGLE_ISSUER |
-					      IORING_SETUP_DEFER_TASKRUN };
+					      IORING_SETUP_DEFER_TASKRUN |
+					      IORING_SETUP_TASKRUN_FLAG };
 	struct iovec iov;
 	int r;
 
 	r = io_uring_queue_init_params(qd, &e->ring, &p);
+	e->taskrun_flag = r == 0;
+	if (r == -EINVAL) {
+		memset(&p, 0, sizeof p);
+		p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+		r = io_uring_queue_init_params(qd, &e->ring, &p);
+	}
 	e->defer_taskrun = r == 0;
 	if (r == -EINVAL)
 		r = io_uring_queue_init(qd, &e->ring, 0);
@@ -2765,7 +2772,12 @@ void qbd_engine_poll(struct qbd_engine *e)
 		}
 		e->retrying = false;
 		run_callbacks(e);
-		get = e->defer_taskrun && !e->pending_sqes;
+		/* Ask again only for completions that came during the pass
+		 * (the kernel flags them in the SQ ring): at queue depth 1
+		 * this saves a syscall per request. */
+		get = e->defer_taskrun && !e->pending_sqes &&
+		      (!e->taskrun_flag ||
+		       (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
 		ring_submit(e);
 		if (n == 0 && !e->done_head)
 			break;

@@ -219,6 +219,7 @@ struct qbd_engine {
 	bool woken;                       /* eventfd written since the last poll */
 	bool fixed_file;                  /* the store is registered file 0 */
 	bool defer_taskrun;               /* IORING_SETUP_DEFER_TASKRUN */
+	bool taskrun_flag;                /* IORING_SETUP_TASKRUN_FLAG: the SQ ring says when completions wait */
 	bool bufs_registered;             /* the pool is registered buffer 0 */
 	uint8_t *bufs;                    /* registered buffer pool (qbd_engine_buf_get) */
 	uint8_t **buf_free;

@@ -198,20 +198,54 @@ static void on_cork_written(uv_write_t *w, int status)
 	ncork_free(QBD_CONTAINER_OF(w, struct ncork, w));
 }
 
-/* Write the queued replies of c. */
+/* Write the queued replies of c: at once where the socket takes them all
+ * (uv_try_write: no write request, no epoll change, no callback in a
+ * later loop pass), the rest through uv_write. */
 static void conn_flush_cork(struct nconn *c)
 {
 	struct ncork *k = c->cork;
+	uv_buf_t *b;
+	unsigned n;
+	size_t total = 0;
+	int rc;
 
 	if (!k)
 		return;
 	c->cork = NULL;
-	if (!c->closing &&
-	    uv_write(&k->w, (uv_stream_t *)&c->pipe, k->bufs, k->n, on_cork_written) == 0)
+	if (c->closing) {
+		ncork_free(k);
+		return;
+	}
+	b = k->bufs;
+	n = k->n;
+	for (unsigned i = 0; i < n; i++)
+		total += b[i].len;
+	rc = uv_try_write((uv_stream_t *)&c->pipe, b, n);
+	if (rc >= 0 && (size_t)rc == total) {
+		ncork_free(k);
+		return;
+	}
+	if (rc < 0 && rc != UV_EAGAIN) {
+		qbd_debug("nbd", "write: %s", uv_strerror(rc));
+		ncork_free(k);
+		conn_close(c);
+		return;
+	}
+	for (size_t done = rc > 0 ? (size_t)rc : 0; done;) {
+		size_t step = done < b->len ? done : b->len;
+
+		b->base += step;
+		b->len -= step;
+		done -= step;
+		if (!b->len) {
+			b++;
+			n--;
+		}
+	}
+	if (uv_write(&k->w, (uv_stream_t *)&c->pipe, b, n, on_cork_written) == 0)
 		return;
 	ncork_free(k);
-	if (!c->closing)
-		conn_close(c);
+	conn_close(c);
 }
 
 static void server_uncork(struct nbd_server *s)

@@ -130,10 +130,10 @@ static void req_free_batch(struct chunkd_req *r)
 	}
 }
 
-/* A write of one reply or of a batch (r and its batch_next chain). */
-static void req_on_written(uv_write_t *w, int status)
+/* The end of a write of one reply or of a batch (r and its batch_next
+ * chain), written or failed. */
+static void req_batch_done(struct chunkd_req *r, int status)
 {
-	struct chunkd_req *r = QBD_CONTAINER_OF(w, struct chunkd_req, w);
 	struct chunkd_conn *c = r->c;
 	bool close = status < 0;
 
@@ -148,21 +148,34 @@ static void req_on_written(uv_write_t *w, int status)
 	req_free_batch(r);
 }
 
+static void req_on_written(uv_write_t *w, int status)
+{
+	req_batch_done(QBD_CONTAINER_OF(w, struct chunkd_req, w), status);
+}
+
 #define CHUNKD_BATCH 32 /* replies per write at most */
 
-/* Send the queued replies of c, CHUNKD_BATCH per write. */
+/* Send the queued replies of c, CHUNKD_BATCH per write. A batch is
+ * written at once where the socket takes it all (uv_try_write: no write
+ * request, no epoll change, no callback in a later loop pass); what it
+ * does not take goes to uv_write. */
 static void conn_send_corked(struct chunkd_conn *c)
 {
+	c->refs++; /* the batches freed here may hold the last references */
 	while (c->cork_head) {
 		struct chunkd_req *first = c->cork_head, *r = first, *last = NULL;
-		uv_buf_t bufs[2 * CHUNKD_BATCH];
+		uv_buf_t bufs[2 * CHUNKD_BATCH], *b = bufs;
 		unsigned n = 0, k = 0;
+		size_t total = 0;
 		int rc;
 
 		for (; r && k < CHUNKD_BATCH; r = r->batch_next, k++) {
 			bufs[n++] = uv_buf_init((char *)r->hdr, r->hdr_len);
-			if (r->data_len)
+			total += r->hdr_len;
+			if (r->data_len) {
 				bufs[n++] = uv_buf_init(r->data, r->data_len);
+				total += r->data_len;
+			}
 			last = r;
 		}
 		c->cork_head = r;
@@ -170,17 +183,37 @@ static void conn_send_corked(struct chunkd_conn *c)
 			c->cork_tail = NULL;
 		last->batch_next = NULL;
 		if (c->closing) {
-			rc = UV_ECANCELED;
-		} else {
-			rc = uv_write(&first->w, (uv_stream_t *)&c->tcp, bufs, n, req_on_written);
-			if (rc < 0)
-				qbd_warn(COMP, "%s: write: %s", c->peer, uv_strerror(rc));
+			req_batch_done(first, UV_ECANCELED);
+			continue;
 		}
+		rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+		if (rc >= 0 && (size_t)rc == total) {
+			req_batch_done(first, 0);
+			continue;
+		}
+		if (rc < 0 && rc != UV_EAGAIN) {
+			req_batch_done(first, rc);
+			continue;
+		}
+		for (size_t done = rc > 0 ? (size_t)rc : 0; done;) {
+			size_t step = done < b->len ? done : b->len;
+
+			b->base += step;
+			b->len -= step;
+			done -= step;
+			if (!b->len) {
+				b++;
+				n--;
+			}
+		}
+		rc = uv_write(&first->w, (uv_stream_t *)&c->tcp, b, n, req_on_written);
 		if (rc < 0) {
+			qbd_warn(COMP, "%s: write: %s", c->peer, uv_strerror(rc));
 			conn_close(c);
 			req_free_batch(first);
 		}
 	}
+	conn_put(c);
 }
 
 void chunkd_cork(struct chunkd *d)
