@@ -246,6 +246,10 @@ check-kernel:
 	$(MAKE) all
 	tests/kernel/run $(BUILD)
 
+# Fuzzing (tests/fuzz/, its README): make fuzz runs each libFuzzer target
+# for a while; make check replays the kept inputs.
+-include tests/fuzz/fuzz.mk
+
 demo: deps
 	$(MAKE) all
 	tools/demo $(BUILD)
