@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libFuzzer target: qbd-nbd's server (nbd-frontend/server.c, proto.c) as
+ * it runs, over a real socket, against a fake of the libqbd calls it
+ * makes (this file, linked instead of libqbd).
+ *
+ * Input: two bytes of settings, then what the client sends. The first:
+ *   bit 0     0: the client connects to the server's listening socket,
+ *             and the server does the fixed-newstyle handshake (options
+ *             EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY,
+ *             LIST_META_CONTEXT, SET_META_CONTEXT, unknown ones) before
+ *             the transmission phase; 1: an adopted connection (kernel
+ *             mode), in the transmission phase from the first byte
+ *   bits 1-2  the volume's size: 1 MiB, 1 MiB + 1234 (a partial last
+ *             block), 4 KiB, 3 TiB
+ *   bit 3     stop_after_disc (adopted connection)
+ *   bits 4-5  io results: all succeed; every third fails (each errno
+ *             qbd.h names in turn); all -EIO; all -EPERM
+ *   bits 6-7  what BLOCK_STATUS finds: runs of data and holes, all data,
+ *             all holes, data and holes alternating by block
+ * The second:
+ *   bits 0-3  n > 0: the server is stopped (as by SIGTERM) when the n-th
+ *             io completes, with requests in flight and input unread
+ *   bit 4     ios complete newest first
+ *   bit 5     one io completes per qbd_process call
+ * The bytes go into the client's end of the connection as fast as the
+ * server reads them, then its write side is shut down; the replies are
+ * read and dropped. When the server has closed its end, the fake stops
+ * the server (nbd_server_stop): nbd_serve drains and returns, and
+ * everything must have been freed (the fuzzer checks for leaks).
+ *
+ * The fake keeps the real libqbd's contract: qbd_get_fd becomes readable
+ * when there is work, and callbacks run from qbd_process, never from
+ * qbd_submit. Each io is checked against qbd.h (range within the volume,
+ * at most 32 MiB for READ and WRITE, BLOCK_STATUS in whole blocks and at
+ * most QBD_BLOCK_STATUS_MAX, buffers present): a request outside it
+ * aborts. A READ gets zeros, a WRITE's data is read, BLOCK_STATUS gets
+ * its bits, each in exactly the bytes qbd.h names, so that a buffer too
+ * small is an AddressSanitizer report. (Above 1 MiB only the first and
+ * last byte are touched: 64 reads of 32 MiB in flight stay cheap.)
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "nbd-frontend/nbd.h"
+#include "replicator/qbd.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define FN_EXPORT "vol"
+#define FN_PENDING 0x7166757a7a696f31ull /* io->priv[0] while submitted */
+#define FN_TOUCH_ALL (1u << 20)          /* buffers filled or read whole */
+
+enum fn_setting {
+	FN_ADOPTED = 0x1,
+	FN_STOP_AFTER_DISC = 0x8,
+	/* second byte */
+	FN_STOP_AT = 0xf,
+	FN_NEWEST_FIRST = 0x10,
+	FN_ONE_AT_A_TIME = 0x20,
+};
+
+/* The fake volume, and the client's side of the connection. */
+struct qbd_volume {
+	uint64_t size;
+	unsigned settings, settings2;
+	int epfd;               /* qbd_get_fd: readable when there is work */
+	int evfd;               /* ios wait for qbd_process */
+	int client;             /* the client's end of the connection */
+	const char *path;       /* listening socket, or NULL (adopted) */
+	struct nbd_server *srv; /* from on_ready */
+	const uint8_t *in;      /* what the client sends */
+	size_t in_len, in_off;
+	bool in_done;           /* all sent (or refused), write side shut down */
+	bool eof;               /* the server closed its end */
+	struct qbd_io **q;      /* submitted, not completed */
+	size_t nq, qcap;
+	unsigned plugged;
+	unsigned nios;          /* ios done */
+	uint8_t sink;
+};
+
+static void fn_die(const char *what)
+{
+	fprintf(stderr, "fuzz-nbd: %s\n", what);
+	abort();
+}
+
+/* ---- the fake libqbd: the calls server.c makes ---- */
+
+uint64_t qbd_size(const struct qbd_volume *v)
+{
+	return v->size;
+}
+
+int qbd_get_fd(const struct qbd_volume *v)
+{
+	return v->epfd;
+}
+
+void qbd_plug(struct qbd_volume *v)
+{
+	v->plugged++;
+}
+
+void qbd_unplug(struct qbd_volume *v)
+{
+	if (v->plugged == 0)
+		fn_die("qbd_unplug without qbd_plug");
+	v->plugged--;
+}
+
+/* What qbd.h allows; anything else is the server's bug. */
+static void fn_check(const struct qbd_volume *v, const struct qbd_io *io)
+{
+	uint64_t max = 0;
+
+	if (!io->cb)
+		fn_die("io without a callback");
+	if (io->priv[0] == FN_PENDING)
+		fn_die("io submitted again before its callback ran");
+	if (io->flags & ~QBD_IO_F_FUA)
+		fn_die("io with unknown flags");
+	switch (io->op) {
+	case QBD_IO_READ:
+	case QBD_IO_WRITE:
+		max = NBD_MAX_PAYLOAD;
+		break;
+	case QBD_IO_BLOCK_STATUS:
+		if (io->offset % QBD_BLOCK_SIZE || io->length % QBD_BLOCK_SIZE)
+			fn_die("BLOCK_STATUS not in whole blocks");
+		max = QBD_BLOCK_STATUS_MAX;
+		break;
+	case QBD_IO_TRIM:
+	case QBD_IO_WRITE_ZEROES:
+		max = UINT32_MAX;
+		break;
+	case QBD_IO_FLUSH:
+		return;
+	default:
+		fn_die("io with an unknown op");
+	}
+	if (io->length > max)
+		fn_die("io longer than libqbd takes");
+	if (io->offset > v->size || io->length > v->size - io->offset)
+		fn_die("io past the end of the volume");
+	if (!io->buf && (io->op == QBD_IO_READ || io->op == QBD_IO_WRITE ||
+			 io->op == QBD_IO_BLOCK_STATUS))
+		fn_die("io without a buffer");
+}
+
+/* Queue io for qbd_process and make qbd_get_fd readable. */
+static void fn_queue(struct qbd_volume *v, struct qbd_io *io)
+{
+	uint64_t one = 1;
+
+	if (v->nq == v->qcap) {
+		size_t cap = v->qcap ? 2 * v->qcap : 64;
+		struct qbd_io **q = realloc(v->q, cap * sizeof *q);
+
+		if (!q)
+			fn_die("out of memory");
+		v->q = q;
+		v->qcap = cap;
+	}
+	v->q[v->nq++] = io;
+	if (write(v->evfd, &one, sizeof one) != sizeof one)
+		fn_die("eventfd write failed");
+}
+
+void qbd_submit(struct qbd_volume *v, struct qbd_io *io)
+{
+	fn_check(v, io);
+	io->priv[0] = FN_PENDING;
+	fn_queue(v, io);
+}
+
+/* Is block `blk` of the volume written, for BLOCK_STATUS? */
+static bool fn_block_has_data(const struct qbd_volume *v, uint64_t blk)
+{
+	switch (v->settings >> 6) {
+	case 0: return blk % 7 < 3;
+	case 1: return true;
+	case 2: return false;
+	default: return blk % 2;
+	}
+}
+
+static int fn_result(const struct qbd_volume *v)
+{
+	static const int errs[] = { -EIO, -EBADMSG, -EPERM, -EINVAL, -ENOSPC, -ENOENT,
+				    -EOVERFLOW, -ENOMEM, -ENOTSUP, -ESHUTDOWN, -ESTALE };
+	unsigned n = v->nios;
+
+	switch ((v->settings >> 4) & 3) {
+	case 0: return 0;
+	case 1: return n % 3 == 2 ? errs[n / 3 % (sizeof errs / sizeof errs[0])] : 0;
+	case 2: return -EIO;
+	default: return -EPERM;
+	}
+}
+
+/* Do io as libqbd would, touching exactly the bytes qbd.h names. */
+static void fn_do(struct qbd_volume *v, struct qbd_io *io)
+{
+	uint8_t *b = io->buf;
+
+	io->res = fn_result(v);
+	if (io->res)
+		return;
+	switch (io->op) {
+	case QBD_IO_READ:
+		if (io->length <= FN_TOUCH_ALL) {
+			memset(b, 0, io->length);
+		} else {
+			b[0] = 0;
+			b[io->length - 1] = 0;
+		}
+		break;
+	case QBD_IO_WRITE:
+		if (io->length <= FN_TOUCH_ALL) {
+			for (uint32_t i = 0; i < io->length; i++)
+				v->sink ^= b[i];
+		} else if (io->length) {
+			v->sink ^= b[0] ^ b[io->length - 1];
+		}
+		break;
+	case QBD_IO_BLOCK_STATUS: {
+		uint64_t first = io->offset / QBD_BLOCK_SIZE;
+		uint32_t nb = io->length / QBD_BLOCK_SIZE;
+
+		for (uint32_t i = 0; i < (nb + 7) / 8; i++)
+			b[i] = 0;
+		for (uint32_t i = 0; i < nb; i++)
+			if (fn_block_has_data(v, first + i))
+				b[i / 8] |= (uint8_t)(1u << (i % 8));
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+/* The client: send what is left of the input, read and drop replies,
+ * and stop the server once it has closed its end. */
+static void fn_client(struct qbd_volume *v)
+{
+	uint8_t buf[65536];
+
+	while (!v->eof) {
+		ssize_t n = recv(v->client, buf, sizeof buf, MSG_DONTWAIT);
+
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			break;
+		v->eof = true;
+		epoll_ctl(v->epfd, EPOLL_CTL_DEL, v->client, NULL);
+		nbd_server_stop(v->srv);
+	}
+	while (!v->in_done && !v->eof) {
+		ssize_t n = 0;
+
+		if (v->in_off < v->in_len)
+			n = send(v->client, v->in + v->in_off, v->in_len - v->in_off,
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < 0 && errno == EAGAIN)
+			return; /* EPOLLOUT says when */
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n > 0) {
+			v->in_off += (size_t)n;
+			continue;
+		}
+		/* Everything sent, or the server does not take more. */
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = v->client };
+
+		shutdown(v->client, SHUT_WR);
+		epoll_ctl(v->epfd, EPOLL_CTL_MOD, v->client, &ev);
+		v->in_done = true;
+	}
+}
+
+void qbd_process(struct qbd_volume *v)
+{
+	struct qbd_io **batch = v->q;
+	size_t n = v->nq;
+	size_t take = (v->settings2 & FN_ONE_AT_A_TIME) && n ? 1 : n;
+	unsigned stop_at = v->settings2 & FN_STOP_AT;
+	uint64_t x;
+
+	if (read(v->evfd, &x, sizeof x) < 0) {
+		/* nothing was submitted since the last call */
+	}
+	/* The ios submitted before this call (their callbacks may submit
+	 * more, which wait for the next one), all or one, oldest or newest
+	 * first; the others wait too. */
+	v->q = NULL;
+	v->nq = v->qcap = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct qbd_io *io = batch[v->settings2 & FN_NEWEST_FIRST ? n - 1 - i : i];
+
+		if (i >= take) {
+			fn_queue(v, io);
+			continue;
+		}
+		fn_do(v, io);
+		io->priv[0] = 0;
+		io->cb(io);
+		if (++v->nios == stop_at)
+			nbd_server_stop(v->srv);
+	}
+	free(batch);
+	fn_client(v);
+}
+
+/* ---- the harness ---- */
+
+/* A listening socket path of this process: a directory made once in
+ * $TMPDIR (or /tmp), removed at exit (nbd_serve removes the socket
+ * itself). */
+static char fn_dir[80];
+static char fn_path[96];
+
+static void fn_cleanup(void)
+{
+	if (fn_dir[0])
+		rmdir(fn_dir);
+}
+
+static const char *fn_socket_path(void)
+{
+	if (!fn_path[0]) {
+		const char *tmp = getenv("TMPDIR");
+
+		/* A socket path holds 107 bytes at most. */
+		if (!tmp || !*tmp || strlen(tmp) > 48)
+			tmp = "/tmp";
+		snprintf(fn_dir, sizeof fn_dir, "%s/qbd-fuzz-nbd.XXXXXX", tmp);
+		if (!mkdtemp(fn_dir))
+			fn_die("cannot make a directory for the socket");
+		atexit(fn_cleanup);
+		snprintf(fn_path, sizeof fn_path, "%s/s", fn_dir);
+	}
+	return fn_path;
+}
+
+/* An adopted connection ended (kernel mode would adopt another one). */
+static void fn_on_conn_end(struct nbd_server *s, int index, bool disc, void *arg)
+{
+	struct qbd_volume *v = arg;
+
+	(void)disc;
+	if (index != 0 || s != v->srv)
+		fn_die("on_conn_end for a connection not adopted");
+}
+
+static int fn_on_ready(struct nbd_server *s, void *arg)
+{
+	struct qbd_volume *v = arg;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT };
+
+	v->srv = s;
+	if (v->path) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+		v->client = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		snprintf(sa.sun_path, sizeof sa.sun_path, "%s", v->path);
+		if (v->client < 0 || connect(v->client, (struct sockaddr *)&sa, sizeof sa) < 0)
+			fn_die("cannot connect to the server's socket");
+	}
+	ev.data.fd = v->client;
+	if (epoll_ctl(v->epfd, EPOLL_CTL_ADD, v->client, &ev) < 0)
+		fn_die("epoll_ctl failed");
+	fn_client(v);
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const uint64_t sizes[4] = { 1u << 20, (1u << 20) + 1234, 4096, 3ull << 40 };
+	static bool init;
+	struct qbd_volume v = { .client = -1 };
+	struct nbd_serve_opts o = { .export_name = FN_EXPORT, .on_ready = fn_on_ready,
+				    .arg = &v };
+	struct epoll_event ev = { .events = EPOLLIN };
+	int sv[2], r;
+
+	if (!init) {
+		/* Every log line is formatted (and the fuzzer sends stderr to
+		 * /dev/null) unless QBD_LOG_LEVEL says otherwise. */
+		qbd_log_set_level(QBD_LOG_DEBUG);
+		qbd_log_init("fuzz-nbd");
+		/* As in qbd-nbd: a client gone mid-reply is a failed write. */
+		signal(SIGPIPE, SIG_IGN);
+		init = true;
+	}
+	if (size < 2)
+		return 0;
+	v.settings = data[0];
+	v.settings2 = data[1];
+	v.size = sizes[(data[0] >> 1) & 3];
+	v.in = data + 2;
+	v.in_len = size - 2;
+	v.epfd = epoll_create1(EPOLL_CLOEXEC);
+	v.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	ev.data.fd = v.evfd;
+	if (v.epfd < 0 || v.evfd < 0 || epoll_ctl(v.epfd, EPOLL_CTL_ADD, v.evfd, &ev) < 0)
+		fn_die("cannot set up the fake volume's fd");
+	if (v.settings & FN_ADOPTED) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+			fn_die("socketpair failed");
+		v.client = sv[1];
+		o.fds = sv;
+		o.n_fds = 1;
+		o.stop_after_disc = v.settings & FN_STOP_AFTER_DISC;
+		o.on_conn_end = fn_on_conn_end;
+	} else {
+		v.path = o.socket_path = fn_socket_path();
+	}
+	r = nbd_serve(&v, &o);
+	if (r != 0)
+		fn_die("nbd_serve failed");
+	if (v.nq)
+		fn_die("nbd_serve returned with ios in flight");
+	if (v.plugged)
+		fn_die("qbd_plug without qbd_unplug");
+	close(v.client);
+	close(v.evfd);
+	close(v.epfd);
+	free(v.q);
+	return 0;
+}
