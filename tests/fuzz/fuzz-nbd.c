@@ -23,6 +23,9 @@
  *             io completes, with requests in flight and input unread
  *   bit 4     ios complete newest first
  *   bit 5     one io completes per qbd_process call
+ *   bit 6     the server's end has a small send buffer (adopted), so
+ *             that replies are written in part and queued
+ *   bit 7     the client reads at most 4 KiB of replies at a time
  * The bytes go into the client's end of the connection as fast as the
  * server reads them, then its write side is shut down; the replies are
  * read and dropped. When the server has closed its end, the fake stops
@@ -69,6 +72,8 @@ enum fn_setting {
 	FN_STOP_AT = 0xf,
 	FN_NEWEST_FIRST = 0x10,
 	FN_ONE_AT_A_TIME = 0x20,
+	FN_SMALL_SNDBUF = 0x40,
+	FN_SLOW_READER = 0x80,
 };
 
 /* The fake volume, and the client's side of the connection. */
@@ -257,10 +262,13 @@ static void fn_do(struct qbd_volume *v, struct qbd_io *io)
 static void fn_client(struct qbd_volume *v)
 {
 	uint8_t buf[65536];
+	size_t want = v->settings2 & FN_SLOW_READER ? 4096 : sizeof buf;
 
 	while (!v->eof) {
-		ssize_t n = recv(v->client, buf, sizeof buf, MSG_DONTWAIT);
+		ssize_t n = recv(v->client, buf, want, MSG_DONTWAIT);
 
+		if (n > 0 && want < sizeof buf)
+			break; /* the rest at the next call (epoll says when) */
 		if (n > 0)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -422,6 +430,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 			fn_die("socketpair failed");
 		v.client = sv[1];
+		if (v.settings2 & FN_SMALL_SNDBUF) {
+			int small = 4096; /* the kernel makes it a few KiB more */
+
+			setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+		}
 		o.fds = sv;
 		o.n_fds = 1;
 		o.stop_after_disc = v.settings & FN_STOP_AFTER_DISC;
