@@ -21,8 +21,8 @@
  *    decoded with qbd_wire_get_entry into qbd_core_replica_open and
  *    qbd_core_replica_flagged, other replies to qbd_core_reply or
  *    qbd_core_read_reply. Once two replicas are open the core serves a few
- *    user requests, so that replies meet messages it sent: a small
- *    request_id stands for the message sent that many messages ago;
+ *    user requests, so that replies meet messages it sent (the core
+ *    numbers them 1, 2, 3, ...: small request ids);
  *  - requests as the chunk server takes them (replicator/chunkd/chunkd.c,
  *    conn_on_header): the data of a WRITE of at most a chunk into a
  *    buffer of exactly data_len bytes, other data discarded. (The chunk
@@ -49,7 +49,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FW_W 2
 #define FW_CHUNK (64u << 10)
 #define FW_NCHUNKS 16
-#define FW_RING 64          /* messages of the core that replies can name */
 #define FW_USER_OPS 6       /* user requests in flight at once */
 #define FW_USER_BUDGET 32   /* user requests submitted per feed at most */
 #define FW_MS 1000000ull
@@ -61,7 +60,6 @@ struct fw {
 	bool up[FW_R];          /* replica open in the core */
 	bool opened;            /* qbd_core_open_done succeeded */
 	uint64_t now;
-	uint64_t ring[FW_RING]; /* ids of the last messages sent, newest last */
 	unsigned nsent;
 	unsigned submitted;
 	void *wbuf;             /* chunk server side: WRITE data of this frame */
@@ -96,7 +94,7 @@ static void fw_send(void *user, const struct qbd_core_msg *m)
 {
 	struct fw *f = user;
 
-	f->ring[f->nsent++ % FW_RING] = m->id;
+	f->nsent++;
 	fw_mix(f, m->id);
 	fw_mix(f, (uint64_t)m->replica << 32 | m->type);
 }
@@ -132,11 +130,18 @@ static void fw_complete(void *user, void *cookie, int res)
 		fw_submit(f, k);
 }
 
+static void fw_log(void *user, int level, const char *msg)
+{
+	(void)user;
+	QBD_LOG(level, "core", "%s", msg);
+}
+
 static const struct qbd_core_ops fw_core_ops = {
 	.send = fw_send,
 	.data_moved = fw_moved,
 	.drop = fw_drop,
 	.complete = fw_complete,
+	.log = fw_log,
 };
 
 /* User request k (0..FW_USER_OPS-1): one of each kind, on chunks of its
@@ -162,17 +167,6 @@ static void fw_submit(struct fw *f, unsigned k)
 			ops[k].op == QBD_CORE_FLUSH || ops[k].op == QBD_CORE_ZERO
 				? NULL : fw_user_buf[k],
 			(void *)(uintptr_t)k, f->now);
-}
-
-/* The id a reply quotes: a small request_id names a message the core sent
- * (0 the newest), any other is passed on as it is. */
-static uint64_t fw_reply_id(const struct fw *f, uint64_t request_id)
-{
-	unsigned n = f->nsent < FW_RING ? f->nsent : FW_RING;
-
-	if (request_id < n)
-		return f->ring[(f->nsent - 1 - request_id) % FW_RING];
-	return request_id;
 }
 
 /* Decode a chunk list as libqbd does; -EPROTO for an entry with unknown
@@ -285,7 +279,6 @@ static int fw_ping_report(struct fw *f, unsigned r, const Qbd__Msg *m, const uin
 static void fw_reply(struct fw *f, const Qbd__Msg *m, const uint8_t *d)
 {
 	unsigned r = (unsigned)(m->node_id % FW_R);
-	uint64_t id = fw_reply_id(f, m->request_id);
 	int err = 0;
 
 	switch (m->type) {
@@ -309,9 +302,10 @@ static void fw_reply(struct fw *f, const Qbd__Msg *m, const uint8_t *d)
 	if (m->type == QBD__MSG_TYPE__READ && !m->status && !d)
 		return; /* a reply the core did not want */
 	if (m->type == QBD__MSG_TYPE__READ)
-		qbd_core_read_reply(f->core, r, id, m->status, m->version, m->flags, f->now);
+		qbd_core_read_reply(f->core, r, m->request_id, m->status, m->version, m->flags,
+				    f->now);
 	else
-		qbd_core_reply(f->core, r, id, m->status, m->version, f->now);
+		qbd_core_reply(f->core, r, m->request_id, m->status, m->version, f->now);
 }
 
 /* ---- the rx callbacks ---- */
@@ -339,7 +333,7 @@ static void *fw_on_header(void *user, const Qbd__Msg *m)
 		return NULL;
 	if (!f->up[r] || m->status)
 		return QBD_WIRE_DISCARD;
-	buf = qbd_core_reply_buf(f->core, r, fw_reply_id(f, m->request_id), m->data_len);
+	buf = qbd_core_reply_buf(f->core, r, m->request_id, m->data_len);
 	return buf ? buf : QBD_WIRE_DISCARD;
 }
 
