@@ -246,6 +246,24 @@ check-kernel:
 	$(MAKE) all
 	tests/kernel/run $(BUILD)
 
+# The fault suite (tests/fault/): zones as network namespaces, faults on
+# real processes. make check runs its short version
+# (tests/integration/test-fault-short.sh); make check-fault runs every
+# scenario with three seeds, then the writer-pause scenario with a qbd-nbd
+# whose quorum core ignores fencing, which must lose writes.
+FAULT_MUTANT = $(BUILD)/tests/fault/qbd-nbd-mutant-NO_FENCE
+$(BUILD)/tests/fault/qbd-nbd-mutant-%: nbd-frontend/nbd-main.c $(CORE_SRC) replicator/core/core.h \
+		$(A_NBD) $(A_CLIENT) $(A_META) $(A_WIRE) $(A_COMMON) $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DQBD_CORE_MUTANT_$* $(ALL_LDFLAGS) -o $@ nbd-frontend/nbd-main.c \
+		$(CORE_SRC) $(A_NBD) $(A_CLIENT) $(A_META) $(A_WIRE) $(A_COMMON) $(LIBS) $(NL_LIBS)
+
+.PHONY: check-fault
+check-fault: deps all $(FAULT_MUTANT)
+	tests/fault/fault.py $(FAULT_ARGS) $(BUILD)
+	tests/fault/fault.py --scenarios writer-pause --seeds 2 --nbd $(FAULT_MUTANT) \
+		--expect-loss $(BUILD)
+
 # Fuzzing (tests/fuzz/, its README): make fuzz runs each libFuzzer target
 # for a while; make check replays the kept inputs.
 -include tests/fuzz/fuzz.mk

@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -856,6 +857,32 @@ static int buf_index(const struct qbd_engine *e, const uint8_t *buf, size_t len)
 	return 0;
 }
 
+/* $QBD_ENGINE_FAULT_EIO=LO[-HI]: a disk failing the data I/O of chunks
+ * LO..HI of every volume, for the fault-injection tests (tests/fault).
+ * Said loudly: a store that fails on purpose must not go unnoticed. */
+static void fault_setup(struct qbd_engine *e)
+{
+	const char *s = getenv("QBD_ENGINE_FAULT_EIO");
+	unsigned long long lo, hi;
+	int n;
+
+	if (!s || !*s)
+		return;
+	if (sscanf(s, "%llu-%llu%n", &lo, &hi, &n) == 2 && !s[n] && lo <= hi) {
+		/* LO-HI */
+	} else if (sscanf(s, "%llu%n", &lo, &n) == 1 && !s[n]) {
+		hi = lo;
+	} else {
+		qbd_err("engine", "QBD_ENGINE_FAULT_EIO='%s' is not LO[-HI]: ignored", s);
+		return;
+	}
+	e->fault_eio = true;
+	e->fault_lo = lo;
+	e->fault_hi = hi;
+	qbd_warn("engine", "fault injection: data I/O of chunks %llu-%llu of every volume fails with EIO",
+		 lo, hi);
+}
+
 int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 {
 	struct qbd_engine *e;
@@ -876,6 +903,7 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	e->fd = e->efd = -1;
 	e->io_hook = opts->io_hook;
 	e->io_hook_user = opts->io_hook_user;
+	fault_setup(e);
 	e->al_target = opts->al_chunks ? opts->al_chunks : ENG_AL_TARGET;
 	e->fd = open(opts->path, O_RDWR | O_DIRECT | O_CLOEXEC);
 	if (e->fd == -1 && errno == ENOENT && opts->create_size) {
@@ -2697,6 +2725,10 @@ static void cqe_handle(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 {
 	struct eng_priv *p = priv(r);
 
+	if (e->fault_eio && (p->step == ST_READ_DATA || p->step == ST_WRITE_DATA ||
+			     p->step == ST_RMW_READ) &&
+	    r->chunk >= e->fault_lo && r->chunk <= e->fault_hi)
+		res = -EIO;
 	if (res < 0) {
 		if (!p->err)
 			p->err = res;

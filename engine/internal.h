@@ -175,6 +175,11 @@ struct qbd_engine {
 	bool blockdev;                    /* zero with ZERO_RANGE, not PUNCH_HOLE */
 	void (*io_hook)(void *user, const struct qbd_engine_io *io);
 	void *io_hook_user;
+	/* Fault injection for tests ($QBD_ENGINE_FAULT_EIO, read at open):
+	 * data reads and writes of chunks [fault_lo, fault_hi] of any volume
+	 * complete with -EIO (the I/O is done; its result is replaced). */
+	bool fault_eio;
+	uint64_t fault_lo, fault_hi;
 	uint64_t io_seq;                  /* I/O ids for io_hook */
 	/* activity log (docs/design.md, "Activity log") */
 	uint8_t *al_buf;                  /* al_blocks blocks: the log as it should be */

@@ -45,6 +45,7 @@ struct qbd_attach_keeper {
 	char *status;                /* latest document, owned; under mu */
 	bool status_new;
 	uint64_t status_at;          /* loop side: last document built */
+	uint32_t status_sig;         /* loop side: status_sig of that document */
 };
 
 static void *keeper_main(void *arg)
@@ -187,16 +188,43 @@ static const char *replica_state(const struct qbd_core_replica_info *ri)
 	return ri->stale_chunks ? "resync" : "up";
 }
 
+/* What readers of the status judge health by: each replica up or down,
+ * stale or current, and the writer fenced or not. A change is published
+ * at once, not at the next period: an operator who restarts chunk servers
+ * one by one waits for `qbd volume status` to say healthy in between, and
+ * a document still saying "up" from before a replica went down would let
+ * the next restart take a second copy away. */
+static uint32_t status_sig(struct qbd_volume *v)
+{
+	uint32_t sig = qbd_core_fenced(v->core);
+
+	for (unsigned r = 0; r < v->info.replicas; r++) {
+		struct qbd_core_replica_info ri = { 0 };
+
+		qbd_core_replica_info(v->core, r, &ri);
+		sig |= (uint32_t)ri.up << (1 + 2 * r);
+		sig |= (uint32_t)(ri.stale_chunks != 0) << (2 + 2 * r);
+	}
+	return sig;
+}
+
 void qbd_attach_status(struct qbd_volume *v)
 {
 	struct qbd_attach_keeper *k = v->keeper;
 	uint64_t now = qbd_now_ns();
 	json_object *o, *arr;
+	uint32_t sig;
+	bool changed;
 	char *doc;
 
-	if (!k || !k->started || now - k->status_at < STATUS_EVERY_NS)
+	if (!k || !k->started)
+		return;
+	sig = status_sig(v);
+	changed = sig != k->status_sig || !k->status_at;
+	if (!changed && now - k->status_at < STATUS_EVERY_NS)
 		return;
 	k->status_at = now;
+	k->status_sig = sig;
 	o = json_object_new_object();
 	arr = json_object_new_array();
 	json_object_object_add(o, "epoch", json_object_new_int64((int64_t)v->epoch));
@@ -231,6 +259,8 @@ void qbd_attach_status(struct qbd_volume *v)
 	free(k->status);
 	k->status = doc;
 	k->status_new = true;
+	if (changed)
+		pthread_cond_signal(&k->cv); /* the keeper writes it now */
 	pthread_mutex_unlock(&k->mu);
 }
 
