@@ -19,8 +19,12 @@
  *   bits 6-7  what BLOCK_STATUS finds: runs of data and holes, all data,
  *             all holes, data and holes alternating by block
  * The second:
- *   bits 0-3  n > 0: the server is stopped (as by SIGTERM) when the n-th
+ *   bits 0-2  n > 0: the server is stopped (as by SIGTERM) when the n-th
  *             io completes, with requests in flight and input unread
+ *   bit 3     adopted connection: the client closes its end as soon as
+ *             its input is sent, reading no reply (as the kernel drops a
+ *             socket it gave up on); the server ends when on_conn_end
+ *             says the connection ended
  *   bit 4     ios complete newest first
  *   bit 5     one io completes per qbd_process call
  *   bit 6     the server's end has a small send buffer (adopted), so
@@ -31,6 +35,8 @@
  * read and dropped. When the server has closed its end, the fake stops
  * the server (nbd_server_stop): nbd_serve drains and returns, and
  * everything must have been freed (the fuzzer checks for leaks).
+ * SIGPIPE keeps its default action, as in qbd-nbd, but aborts: a write
+ * to a client gone would kill the daemon.
  *
  * The fake keeps the real libqbd's contract: qbd_get_fd becomes readable
  * when there is work, and callbacks run from qbd_process, never from
@@ -69,7 +75,8 @@ enum fn_setting {
 	FN_ADOPTED = 0x1,
 	FN_STOP_AFTER_DISC = 0x8,
 	/* second byte */
-	FN_STOP_AT = 0xf,
+	FN_STOP_AT = 0x7,
+	FN_VANISH = 0x8,
 	FN_NEWEST_FIRST = 0x10,
 	FN_ONE_AT_A_TIME = 0x20,
 	FN_SMALL_SNDBUF = 0x40,
@@ -89,6 +96,7 @@ struct qbd_volume {
 	size_t in_len, in_off;
 	bool in_done;           /* all sent (or refused), write side shut down */
 	bool eof;               /* the server closed its end */
+	bool vanish;            /* FN_VANISH: the client closes at once */
 	struct qbd_io **q;      /* submitted, not completed */
 	size_t nq, qcap;
 	unsigned plugged;
@@ -294,6 +302,13 @@ static void fn_client(struct qbd_volume *v)
 		/* Everything sent, or the server does not take more. */
 		struct epoll_event ev = { .events = EPOLLIN, .data.fd = v->client };
 
+		if (v->vanish) {
+			epoll_ctl(v->epfd, EPOLL_CTL_DEL, v->client, NULL);
+			close(v->client);
+			v->client = -1;
+			v->in_done = v->eof = true;
+			return;
+		}
 		shutdown(v->client, SHUT_WR);
 		epoll_ctl(v->epfd, EPOLL_CTL_MOD, v->client, &ev);
 		v->in_done = true;
@@ -372,6 +387,16 @@ static void fn_on_conn_end(struct nbd_server *s, int index, bool disc, void *arg
 	(void)disc;
 	if (index != 0 || s != v->srv)
 		fn_die("on_conn_end for a connection not adopted");
+	/* The client's end is closed: its EOF says nothing. */
+	if (v->vanish)
+		nbd_server_stop(s);
+}
+
+static void fn_on_sigpipe(int sig)
+{
+	(void)sig;
+	fn_die("SIGPIPE: the server wrote to a connection its client closed "
+	       "(it would have killed qbd-nbd)");
 }
 
 static int fn_on_ready(struct nbd_server *s, void *arg)
@@ -410,8 +435,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		 * /dev/null) unless QBD_LOG_LEVEL says otherwise. */
 		qbd_log_set_level(QBD_LOG_DEBUG);
 		qbd_log_init("fuzz-nbd");
-		/* As in qbd-nbd: a client gone mid-reply is a failed write. */
-		signal(SIGPIPE, SIG_IGN);
+		signal(SIGPIPE, fn_on_sigpipe);
 		init = true;
 	}
 	if (size < 2)
@@ -439,6 +463,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		o.n_fds = 1;
 		o.stop_after_disc = v.settings & FN_STOP_AFTER_DISC;
 		o.on_conn_end = fn_on_conn_end;
+		v.vanish = v.settings2 & FN_VANISH;
 	} else {
 		v.path = o.socket_path = fn_socket_path();
 	}
@@ -449,7 +474,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fn_die("nbd_serve returned with ios in flight");
 	if (v.plugged)
 		fn_die("qbd_plug without qbd_unplug");
-	close(v.client);
+	if (v.client >= 0)
+		close(v.client);
 	close(v.evfd);
 	close(v.epfd);
 	free(v.q);
