@@ -225,6 +225,8 @@ struct nbd_serve_opts {
  * Serve vol (owned by the caller) until SIGTERM or SIGINT (or
  * nbd_server_stop, or stop_after_disc); then drain in-flight requests and
  * return 0, or -errno when it cannot be set up. Runs its own libuv loop.
+ * Ignores SIGPIPE from the call on (a client may close its end while a
+ * reply is written).
  */
 int nbd_serve(struct qbd_volume *vol, const struct nbd_serve_opts *o);
 

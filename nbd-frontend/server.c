@@ -984,6 +984,10 @@ int nbd_serve(struct qbd_volume *vol, const struct nbd_serve_opts *o)
 			close(o->fds[i]);
 		return -ENOMEM;
 	}
+	/* A reply to a client that closed its end (or a kernel socket the
+	 * kernel gave up on) must fail with EPIPE, not kill the process:
+	 * libuv writes to sockets without MSG_NOSIGNAL. */
+	signal(SIGPIPE, SIG_IGN);
 	s->vol = vol;
 	s->o = *o;
 	s->o.fds = NULL;
