@@ -846,7 +846,8 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	unsigned timeout = o->timeout_ms ? o->timeout_ms : 10000;
 	struct qbd_core_cfg cfg = { 0 };
 	uint64_t deadline;
-	bool eperm = false;
+	bool eperm = false, graced = false;
+	unsigned need;
 	int err;
 
 	*out = NULL;
@@ -893,15 +894,27 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 		conn_connect(c);
 	}
 	deadline = qbd_now_ns() + (uint64_t)timeout * 1000000ull;
+	need = QBD_MAX(v->info.write_quorum, v->info.replicas - v->info.write_quorum + 1);
 	for (;;) {
-		unsigned pending = 0;
+		unsigned pending = 0, up = 0;
 		struct pollfd pfd = { .fd = v->epfd, .events = POLLIN };
 
-		for (unsigned r = 0; r < v->info.replicas; r++)
+		for (unsigned r = 0; r < v->info.replicas; r++) {
 			pending += v->conns[r].state != QBD_C_UP &&
 				   !v->conns[r].failed_open;
+			up += v->conns[r].state == QBD_C_UP;
+		}
 		if (!pending || qbd_now_ns() >= deadline)
 			break;
+		/* Enough promises: the others get a short grace, then join
+		 * later as any replica coming back does. A replica that does
+		 * not answer (its zone cut off) would otherwise hold a
+		 * takeover for the whole handshake timeout. */
+		if (up >= need && !graced) {
+			graced = true;
+			if (deadline > qbd_now_ns() + QBD_CLIENT_OPEN_GRACE_NS)
+				deadline = qbd_now_ns() + QBD_CLIENT_OPEN_GRACE_NS;
+		}
 		poll(&pfd, 1, QBD_CLIENT_TICK_MS);
 		qbd_process(v);
 	}

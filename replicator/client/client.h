@@ -31,6 +31,8 @@
 
 #define QBD_CLIENT_HANDSHAKE_NS (10ull * 1000000000ull)
 #define QBD_CLIENT_RETRY_NS (1000000000ull)
+/* Opening: once enough replicas promised, the others get this long. */
+#define QBD_CLIENT_OPEN_GRACE_NS (1000000000ull)
 #define QBD_CLIENT_TICK_MS 100
 #define QBD_CLIENT_CTL_ID (1ull << 63)  /* request ids of HELLO/OPEN */
 
