@@ -60,7 +60,6 @@ struct fw {
 	bool up[FW_R];          /* replica open in the core */
 	bool opened;            /* qbd_core_open_done succeeded */
 	uint64_t now;
-	unsigned nsent;
 	unsigned submitted;
 	void *wbuf;             /* chunk server side: WRITE data of this frame */
 	uint64_t digest;
@@ -90,11 +89,26 @@ static void fw_mix_bytes(struct fw *f, const uint8_t *p, size_t n)
 
 /* ---- the core's shell ---- */
 
+/* What the core sends must make sense whatever the replies said: to a
+ * replica, inside a chunk of the volume, WRITE data unless zeroing, a PULL
+ * from another replica. */
 static void fw_send(void *user, const struct qbd_core_msg *m)
 {
 	struct fw *f = user;
+	bool ranged = m->type == QBD_CM_READ || m->type == QBD_CM_WRITE ||
+		      m->type == QBD_CM_PULL;
 
-	f->nsent++;
+	if (m->replica >= FW_R ||
+	    (ranged && (m->chunk >= FW_NCHUNKS ||
+			(uint64_t)m->offset + m->length > FW_CHUNK)) ||
+	    (m->type == QBD_CM_WRITE && !(m->flags & QBD_CORE_F_ZERO) && !m->data) ||
+	    (m->type == QBD_CM_PULL && (m->source >= FW_R || m->source == m->replica))) {
+		fprintf(stderr, "fuzz-wire: the core sent message %llu (type %d) to replica %u: "
+			"chunk %llu offset %u length %u source %u\n",
+			(unsigned long long)m->id, m->type, m->replica,
+			(unsigned long long)m->chunk, m->offset, m->length, m->source);
+		abort();
+	}
 	fw_mix(f, m->id);
 	fw_mix(f, (uint64_t)m->replica << 32 | m->type);
 }
