@@ -261,7 +261,7 @@ $(BUILD)/tests/fault/qbd-nbd-mutant-%: nbd-frontend/nbd-main.c $(CORE_SRC) repli
 .PHONY: check-fault
 check-fault: deps all $(FAULT_MUTANT)
 	tests/fault/fault.py $(FAULT_ARGS) $(BUILD)
-	tests/fault/fault.py --scenarios writer-pause --seeds 2 --nbd $(FAULT_MUTANT) \
+	tests/fault/fault.py --scenarios writer-pause --seeds 3 --nbd $(FAULT_MUTANT) \
 		--expect-loss $(BUILD)
 
 # Fuzzing (tests/fuzz/, its README): make fuzz runs each libFuzzer target
