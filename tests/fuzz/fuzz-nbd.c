@@ -4,12 +4,12 @@
  * it runs, over a real socket, against a fake of the libqbd calls it
  * makes (this file, linked instead of libqbd).
  *
- * Input: two bytes of settings, then what the client sends. The first:
- *   bit 0     0: the client connects to the server's listening socket,
+ * Input: three bytes of settings, then what the clients send. The first:
+ *   bit 0     0: each client connects to the server's listening socket,
  *             and the server does the fixed-newstyle handshake (options
  *             EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY,
  *             LIST_META_CONTEXT, SET_META_CONTEXT, unknown ones) before
- *             the transmission phase; 1: an adopted connection (kernel
+ *             the transmission phase; 1: adopted connections (kernel
  *             mode), in the transmission phase from the first byte
  *   bits 1-2  the volume's size: 1 MiB, 1 MiB + 1234 (a partial last
  *             block), 4 KiB, 3 TiB
@@ -21,20 +21,26 @@
  * The second:
  *   bits 0-2  n > 0: the server is stopped (as by SIGTERM) when the n-th
  *             io completes, with requests in flight and input unread
- *   bit 3     adopted connection: the client closes its end as soon as
- *             its input is sent, reading no reply (as the kernel drops a
- *             socket it gave up on); the server ends when on_conn_end
- *             says the connection ended
+ *   bit 3     adopted connections: each client closes its end as soon
+ *             as its input is sent, reading no reply (as the kernel
+ *             drops a socket it gave up on); on_conn_end says when the
+ *             server closed its end
  *   bit 4     ios complete newest first
  *   bit 5     one io completes per qbd_process call
  *   bit 6     the server's end has a small send buffer (adopted), so
  *             that replies are written in part and queued
- *   bit 7     the client reads at most 4 KiB of replies at a time
- * The bytes go into the client's end of the connection as fast as the
+ *   bit 7     the clients read at most 4 KiB of replies at a time
+ * The third:
+ *   bit 0     two clients (connections), both sharing the volume: the
+ *             input after the settings starts with the length of the
+ *             first one's bytes (16 bits, big-endian); the rest is the
+ *             second one's
+ *   bits 1-7  unused
+ * Each client's bytes go into its end of the connection as fast as the
  * server reads them, then its write side is shut down; the replies are
- * read and dropped. When the server has closed its end, the fake stops
- * the server (nbd_server_stop): nbd_serve drains and returns, and
- * everything must have been freed (the fuzzer checks for leaks).
+ * read and dropped. When the server has closed every connection, the
+ * fake stops the server (nbd_server_stop): nbd_serve drains and returns,
+ * and everything must have been freed (the fuzzer checks for leaks).
  * SIGPIPE keeps its default action, as in qbd-nbd, but aborts: a write
  * to a client gone would kill the daemon.
  *
@@ -62,6 +68,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "nbd-frontend/nbd.h"
 #include "replicator/qbd.h"
 
@@ -81,22 +88,32 @@ enum fn_setting {
 	FN_ONE_AT_A_TIME = 0x20,
 	FN_SMALL_SNDBUF = 0x40,
 	FN_SLOW_READER = 0x80,
+	/* third byte */
+	FN_TWO_CLIENTS = 0x1,
 };
 
-/* The fake volume, and the client's side of the connection. */
-struct qbd_volume {
-	uint64_t size;
-	unsigned settings, settings2;
-	int epfd;               /* qbd_get_fd: readable when there is work */
-	int evfd;               /* ios wait for qbd_process */
-	int client;             /* the client's end of the connection */
-	const char *path;       /* listening socket, or NULL (adopted) */
-	struct nbd_server *srv; /* from on_ready */
-	const uint8_t *in;      /* what the client sends */
+#define FN_MAX_CLIENTS 2
+
+/* A client: its end of one connection and what it sends. */
+struct fn_client {
+	int fd;
+	const uint8_t *in;
 	size_t in_len, in_off;
 	bool in_done;           /* all sent (or refused), write side shut down */
-	bool eof;               /* the server closed its end */
-	bool vanish;            /* FN_VANISH: the client closes at once */
+	bool ended;             /* the server closed its end */
+};
+
+/* The fake volume, and the clients' side of the connections. */
+struct qbd_volume {
+	uint64_t size;
+	unsigned settings, settings2, settings3;
+	int epfd;               /* qbd_get_fd: readable when there is work */
+	int evfd;               /* ios wait for qbd_process */
+	const char *path;       /* listening socket, or NULL (adopted) */
+	struct nbd_server *srv; /* from on_ready */
+	struct fn_client cl[FN_MAX_CLIENTS];
+	unsigned nclients, ended;
+	bool vanish;            /* FN_VANISH: clients close at once */
 	struct qbd_io **q;      /* submitted, not completed */
 	size_t nq, qcap;
 	unsigned plugged;
@@ -265,15 +282,25 @@ static void fn_do(struct qbd_volume *v, struct qbd_io *io)
 	}
 }
 
-/* The client: send what is left of the input, read and drop replies,
- * and stop the server once it has closed its end. */
-static void fn_client(struct qbd_volume *v)
+/* Client k's connection is over; once every one is, stop the server. */
+static void fn_client_ended(struct qbd_volume *v, struct fn_client *k)
+{
+	if (k->ended)
+		return;
+	k->ended = true;
+	if (++v->ended == v->nclients)
+		nbd_server_stop(v->srv);
+}
+
+/* Client k: send what is left of its input, read and drop replies, and
+ * see when the server has closed its end. */
+static void fn_client_run(struct qbd_volume *v, struct fn_client *k)
 {
 	uint8_t buf[65536];
 	size_t want = v->settings2 & FN_SLOW_READER ? 4096 : sizeof buf;
 
-	while (!v->eof) {
-		ssize_t n = recv(v->client, buf, want, MSG_DONTWAIT);
+	while (k->fd >= 0 && !k->ended) {
+		ssize_t n = recv(k->fd, buf, want, MSG_DONTWAIT);
 
 		if (n > 0 && want < sizeof buf)
 			break; /* the rest at the next call (epoll says when) */
@@ -281,38 +308,43 @@ static void fn_client(struct qbd_volume *v)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			break;
-		v->eof = true;
-		epoll_ctl(v->epfd, EPOLL_CTL_DEL, v->client, NULL);
-		nbd_server_stop(v->srv);
+		epoll_ctl(v->epfd, EPOLL_CTL_DEL, k->fd, NULL);
+		fn_client_ended(v, k);
 	}
-	while (!v->in_done && !v->eof) {
+	while (k->fd >= 0 && !k->in_done && !k->ended) {
 		ssize_t n = 0;
 
-		if (v->in_off < v->in_len)
-			n = send(v->client, v->in + v->in_off, v->in_len - v->in_off,
+		if (k->in_off < k->in_len)
+			n = send(k->fd, k->in + k->in_off, k->in_len - k->in_off,
 				 MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (n < 0 && errno == EAGAIN)
 			return; /* EPOLLOUT says when */
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n > 0) {
-			v->in_off += (size_t)n;
+			k->in_off += (size_t)n;
 			continue;
 		}
 		/* Everything sent, or the server does not take more. */
-		struct epoll_event ev = { .events = EPOLLIN, .data.fd = v->client };
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = k->fd };
 
+		k->in_done = true;
 		if (v->vanish) {
-			epoll_ctl(v->epfd, EPOLL_CTL_DEL, v->client, NULL);
-			close(v->client);
-			v->client = -1;
-			v->in_done = v->eof = true;
+			/* on_conn_end will say when the server is done */
+			epoll_ctl(v->epfd, EPOLL_CTL_DEL, k->fd, NULL);
+			close(k->fd);
+			k->fd = -1;
 			return;
 		}
-		shutdown(v->client, SHUT_WR);
-		epoll_ctl(v->epfd, EPOLL_CTL_MOD, v->client, &ev);
-		v->in_done = true;
+		shutdown(k->fd, SHUT_WR);
+		epoll_ctl(v->epfd, EPOLL_CTL_MOD, k->fd, &ev);
 	}
+}
+
+static void fn_clients_run(struct qbd_volume *v)
+{
+	for (unsigned i = 0; i < v->nclients; i++)
+		fn_client_run(v, &v->cl[i]);
 }
 
 void qbd_process(struct qbd_volume *v)
@@ -345,7 +377,7 @@ void qbd_process(struct qbd_volume *v)
 			nbd_server_stop(v->srv);
 	}
 	free(batch);
-	fn_client(v);
+	fn_clients_run(v);
 }
 
 /* ---- the harness ---- */
@@ -385,11 +417,11 @@ static void fn_on_conn_end(struct nbd_server *s, int index, bool disc, void *arg
 	struct qbd_volume *v = arg;
 
 	(void)disc;
-	if (index != 0 || s != v->srv)
+	if (index < 0 || (unsigned)index >= v->nclients || s != v->srv)
 		fn_die("on_conn_end for a connection not adopted");
-	/* The client's end is closed: its EOF says nothing. */
+	/* A client that closed its end cannot see the server close its own. */
 	if (v->vanish)
-		nbd_server_stop(s);
+		fn_client_ended(v, &v->cl[index]);
 }
 
 static void fn_on_sigpipe(int sig)
@@ -405,18 +437,22 @@ static int fn_on_ready(struct nbd_server *s, void *arg)
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT };
 
 	v->srv = s;
-	if (v->path) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	for (unsigned i = 0; i < v->nclients; i++) {
+		struct fn_client *k = &v->cl[i];
 
-		v->client = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		snprintf(sa.sun_path, sizeof sa.sun_path, "%s", v->path);
-		if (v->client < 0 || connect(v->client, (struct sockaddr *)&sa, sizeof sa) < 0)
-			fn_die("cannot connect to the server's socket");
+		if (v->path) {
+			struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+			k->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			snprintf(sa.sun_path, sizeof sa.sun_path, "%s", v->path);
+			if (k->fd < 0 || connect(k->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+				fn_die("cannot connect to the server's socket");
+		}
+		ev.data.fd = k->fd;
+		if (epoll_ctl(v->epfd, EPOLL_CTL_ADD, k->fd, &ev) < 0)
+			fn_die("epoll_ctl failed");
 	}
-	ev.data.fd = v->client;
-	if (epoll_ctl(v->epfd, EPOLL_CTL_ADD, v->client, &ev) < 0)
-		fn_die("epoll_ctl failed");
-	fn_client(v);
+	fn_clients_run(v);
 	return 0;
 }
 
@@ -424,11 +460,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint64_t sizes[4] = { 1u << 20, (1u << 20) + 1234, 4096, 3ull << 40 };
 	static bool init;
-	struct qbd_volume v = { .client = -1 };
+	struct qbd_volume v = { .nclients = 1 };
 	struct nbd_serve_opts o = { .export_name = FN_EXPORT, .on_ready = fn_on_ready,
 				    .arg = &v };
 	struct epoll_event ev = { .events = EPOLLIN };
-	int sv[2], r;
+	int fds[FN_MAX_CLIENTS], r;
 
 	if (!init) {
 		/* Every log line is formatted (and the fuzzer sends stderr to
@@ -438,29 +474,44 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		signal(SIGPIPE, fn_on_sigpipe);
 		init = true;
 	}
-	if (size < 2)
+	if (size < 3)
 		return 0;
 	v.settings = data[0];
 	v.settings2 = data[1];
+	v.settings3 = data[2];
 	v.size = sizes[(data[0] >> 1) & 3];
-	v.in = data + 2;
-	v.in_len = size - 2;
+	v.cl[0].in = data + 3;
+	v.cl[0].in_len = size - 3;
+	if (v.settings3 & FN_TWO_CLIENTS) {
+		size_t first = size < 5 ? 0 : (size_t)data[3] << 8 | data[4];
+
+		v.nclients = 2;
+		v.cl[0].in = data + 5;
+		v.cl[0].in_len = size < 5 ? 0 : QBD_MIN(first, size - 5);
+		v.cl[1].in = v.cl[0].in + v.cl[0].in_len;
+		v.cl[1].in_len = size < 5 ? 0 : size - 5 - v.cl[0].in_len;
+	}
 	v.epfd = epoll_create1(EPOLL_CLOEXEC);
 	v.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	ev.data.fd = v.evfd;
 	if (v.epfd < 0 || v.evfd < 0 || epoll_ctl(v.epfd, EPOLL_CTL_ADD, v.evfd, &ev) < 0)
 		fn_die("cannot set up the fake volume's fd");
 	if (v.settings & FN_ADOPTED) {
-		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-			fn_die("socketpair failed");
-		v.client = sv[1];
-		if (v.settings2 & FN_SMALL_SNDBUF) {
-			int small = 4096; /* the kernel makes it a few KiB more */
+		for (unsigned i = 0; i < v.nclients; i++) {
+			int sv[2];
 
-			setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+				fn_die("socketpair failed");
+			v.cl[i].fd = sv[1];
+			fds[i] = sv[0];
+			if (v.settings2 & FN_SMALL_SNDBUF) {
+				int small = 4096; /* the kernel makes it a few KiB more */
+
+				setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+			}
 		}
-		o.fds = sv;
-		o.n_fds = 1;
+		o.fds = fds;
+		o.n_fds = v.nclients;
 		o.stop_after_disc = v.settings & FN_STOP_AFTER_DISC;
 		o.on_conn_end = fn_on_conn_end;
 		v.vanish = v.settings2 & FN_VANISH;
@@ -474,8 +525,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fn_die("nbd_serve returned with ios in flight");
 	if (v.plugged)
 		fn_die("qbd_plug without qbd_unplug");
-	if (v.client >= 0)
-		close(v.client);
+	for (unsigned i = 0; i < v.nclients; i++)
+		if (v.cl[i].fd >= 0)
+			close(v.cl[i].fd);
 	close(v.evfd);
 	close(v.epfd);
 	free(v.q);
