@@ -71,8 +71,7 @@
 #include "common/util.h"
 #include "nbd-frontend/nbd.h"
 #include "replicator/qbd.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "tests/fuzz/fuzz.h"
 
 #define FN_EXPORT "vol"
 #define FN_PENDING 0x7166757a7a696f31ull /* io->priv[0] while submitted */
@@ -122,10 +121,9 @@ struct qbd_volume {
 	uint8_t sink;
 };
 
-static void fn_die(const char *what)
+static __attribute__((noreturn)) void fn_die(const char *what)
 {
-	fprintf(stderr, "fuzz-nbd: %s\n", what);
-	abort();
+	fuzz_fail("fuzz-nbd: %s", what);
 }
 
 /* ---- the fake libqbd: the calls server.c makes ---- */

@@ -42,8 +42,7 @@
 #include "common/util.h"
 #include "replicator/core/core.h"
 #include "replicator/wire/wire.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "tests/fuzz/fuzz.h"
 
 #define FW_R 3
 #define FW_W 2
@@ -103,11 +102,10 @@ static void fw_send(void *user, const struct qbd_core_msg *m)
 			(uint64_t)m->offset + m->length > FW_CHUNK)) ||
 	    (m->type == QBD_CM_WRITE && !(m->flags & QBD_CORE_F_ZERO) && !m->data) ||
 	    (m->type == QBD_CM_PULL && (m->source >= FW_R || m->source == m->replica))) {
-		fprintf(stderr, "fuzz-wire: the core sent message %llu (type %d) to replica %u: "
-			"chunk %llu offset %u length %u source %u\n",
-			(unsigned long long)m->id, m->type, m->replica,
-			(unsigned long long)m->chunk, m->offset, m->length, m->source);
-		abort();
+		fuzz_fail("fuzz-wire: the core sent message %llu (type %d) to replica %u: "
+			  "chunk %llu offset %u length %u source %u",
+			  (unsigned long long)m->id, m->type, m->replica,
+			  (unsigned long long)m->chunk, m->offset, m->length, m->source);
 	}
 	fw_mix(f, m->id);
 	fw_mix(f, (uint64_t)m->replica << 32 | m->type);
@@ -196,8 +194,7 @@ static int fw_list(const uint8_t *d, size_t n, struct qbd_chunk_version *list)
 			return -EPROTO;
 		if (qbd_wire_put_entry(again, list[i].chunk, list[i].version, list[i].flags) < 0 ||
 		    memcmp(again, e, sizeof again) != 0) {
-			fprintf(stderr, "fuzz-wire: chunk list entry %zu does not encode back\n", i);
-			abort();
+			fuzz_fail("fuzz-wire: chunk list entry %zu does not encode back", i);
 		}
 	}
 	return 0;
@@ -221,9 +218,8 @@ static void fw_reencode(const Qbd__Msg *m)
 	if (h < 0) {
 		if (packed == 0 || packed > QBD_WIRE_MAX_HEADER)
 			return;
-		fprintf(stderr, "fuzz-wire: a received %s header does not encode: %zd\n",
-			qbd_wire_type_name(m->type), h);
-		abort();
+		fuzz_fail("fuzz-wire: a received %s header does not encode: %zd",
+			  qbd_wire_type_name(m->type), h);
 	}
 	len = out[0] | (uint32_t)out[1] << 8 | (uint32_t)out[2] << 16 | (uint32_t)out[3] << 24;
 	back = qbd__msg__unpack(NULL, len, out + 4);
@@ -231,9 +227,8 @@ static void fw_reencode(const Qbd__Msg *m)
 	    back->reply != m->reply || back->request_id != m->request_id ||
 	    back->data_len != m->data_len || back->status != m->status ||
 	    back->version != m->version || back->flags != m->flags) {
-		fprintf(stderr, "fuzz-wire: a %s header decodes differently once encoded\n",
-			qbd_wire_type_name(m->type));
-		abort();
+		fuzz_fail("fuzz-wire: a %s header decodes differently once encoded",
+			  qbd_wire_type_name(m->type));
 	}
 	qbd__msg__free_unpacked(back, NULL);
 }
@@ -366,7 +361,7 @@ static int fw_on_frame(void *user, Qbd__Msg *m, void *data)
 	if (!m->reply) {
 		/* A WRITE's data lands in the buffer on_header gave. */
 		if (data && data != f->wbuf)
-			abort();
+			fuzz_fail("fuzz-wire: WRITE data not in the buffer on_header gave");
 		free(f->wbuf);
 		f->wbuf = NULL;
 		if (m->type == QBD__MSG_TYPE__MSG_NONE)
@@ -398,7 +393,7 @@ static uint64_t fw_feed(const uint8_t *p, size_t n, unsigned piece, uint32_t see
 
 	qbd_wire_rx_init(&f.rx);
 	if (qbd_core_new(&cfg, &fw_core_ops, &f, &f.core) < 0)
-		abort();
+		fuzz_fail("fuzz-wire: qbd_core_new failed");
 	while (off < n && rc == 0) {
 		size_t take = n - off;
 
@@ -436,9 +431,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	whole = fw_feed(data + 1, size - 1, 0, 0);
 	split = fw_feed(data + 1, size - 1, pieces[data[0] & 3], data[0] >> 2);
 	if (whole != split) {
-		fprintf(stderr, "fuzz-wire: the stream fed at once and in pieces "
-			"(first byte %#x) decoded differently\n", data[0]);
-		abort();
+		fuzz_fail("fuzz-wire: the stream fed at once and in pieces (first byte %#x) "
+			  "decoded differently", data[0]);
 	}
 	return 0;
 }

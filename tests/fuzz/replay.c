@@ -23,7 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "tests/fuzz/fuzz.h"
 
 /* Run the target on one file. 0 or -1 (reported). */
 static int replay_file(const char *path)
