@@ -92,12 +92,12 @@ clean: fuzz-clean
 FUZZ_REPLAY = $(patsubst %,$(BUILD)/tests/fuzz/replay-%,$(FUZZ_TARGETS))
 unit-bins: $(FUZZ_REPLAY)
 
-$(BUILD)/tests/fuzz/replay-wire: tests/fuzz/fuzz-wire.c tests/fuzz/replay.c \
+$(BUILD)/tests/fuzz/replay-wire: tests/fuzz/fuzz-wire.c tests/fuzz/replay.c tests/fuzz/fuzz.h \
 		$(A_CORE) $(A_WIRE) $(A_COMMON) $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ tests/fuzz/fuzz-wire.c tests/fuzz/replay.c \
 		$(A_CORE) $(A_WIRE) $(A_COMMON) $(LIBS)
-$(BUILD)/tests/fuzz/replay-nbd: tests/fuzz/fuzz-nbd.c tests/fuzz/replay.c \
+$(BUILD)/tests/fuzz/replay-nbd: tests/fuzz/fuzz-nbd.c tests/fuzz/replay.c tests/fuzz/fuzz.h \
 		$(A_NBD) $(A_COMMON) $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ tests/fuzz/fuzz-nbd.c tests/fuzz/replay.c \
