@@ -18,6 +18,9 @@
 
 struct peer;
 #define CHUNKD_RBUF (64u << 10)
+/* The rest of a payload at least this long is read straight into its
+ * request's buffer, not copied out of rbuf (docs/design.md). */
+#define CHUNKD_DIRECT_MIN (32u << 10)
 
 struct chunkd;
 
@@ -40,6 +43,7 @@ struct chunkd_conn {
 	unsigned refs;         /* 1 for the open handle + 1 per request */
 	bool closing;
 	bool reading;
+	bool direct;           /* the read under way goes into a payload (qbd_wire_rx_direct) */
 	char peer[64];
 	uint8_t rbuf[CHUNKD_RBUF];
 };

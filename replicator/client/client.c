@@ -589,7 +589,14 @@ static void conn_event(struct qbd_conn *c, uint32_t events)
 	if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
 		return;
 	for (int i = 0; i < 16 && c->fd >= 0; i++) {
-		ssize_t n = read(c->fd, buf, sizeof(buf));
+		/* The rest of a large READ payload goes straight into the
+		 * user's buffer (one copy, the kernel's); the rest through
+		 * buf. */
+		size_t dlen = 0;
+		void *d = qbd_wire_rx_direct(&c->rx, &dlen);
+		bool direct = d && dlen >= QBD_CLIENT_DIRECT_MIN;
+		size_t want = direct ? dlen : sizeof(buf);
+		ssize_t n = read(c->fd, direct ? d : buf, want);
 		int err;
 
 		if (n == 0) {
@@ -603,7 +610,8 @@ static void conn_event(struct qbd_conn *c, uint32_t events)
 			return;
 		}
 		c->in_feed = true;
-		err = qbd_wire_rx_feed(&c->rx, buf, (size_t)n, &rx_ops, c);
+		err = direct ? qbd_wire_rx_placed(&c->rx, (size_t)n, &rx_ops, c)
+			     : qbd_wire_rx_feed(&c->rx, buf, (size_t)n, &rx_ops, c);
 		c->in_feed = false;
 		if (c->fd < 0) {
 			qbd_wire_rx_reset(&c->rx);
@@ -617,7 +625,7 @@ static void conn_event(struct qbd_conn *c, uint32_t events)
 		}
 		/* A short read emptied the socket: epoll (level-triggered)
 		 * says when more comes, without a read that fails EAGAIN. */
-		if ((size_t)n < sizeof(buf))
+		if ((size_t)n < want)
 			return;
 	}
 }

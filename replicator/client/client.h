@@ -33,6 +33,8 @@
 #define QBD_CLIENT_RETRY_NS (1000000000ull)
 /* Opening: once enough replicas promised, the others get this long. */
 #define QBD_CLIENT_OPEN_GRACE_NS (1000000000ull)
+/* The rest of a READ payload at least this long is read in place. */
+#define QBD_CLIENT_DIRECT_MIN (32u << 10)
 #define QBD_CLIENT_TICK_MS 100
 #define QBD_CLIENT_CTL_ID (1ull << 63)  /* request ids of HELLO/OPEN */
 

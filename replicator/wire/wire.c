@@ -185,3 +185,25 @@ int qbd_wire_rx_feed(struct qbd_wire_rx *rx, const uint8_t *p, size_t n,
 	}
 	return 0;
 }
+
+void *qbd_wire_rx_direct(const struct qbd_wire_rx *rx, size_t *len)
+{
+	if (!rx->msg || rx->discard || rx->data_owned || !rx->data ||
+	    rx->data_have >= rx->msg->data_len)
+		return NULL;
+	*len = rx->msg->data_len - rx->data_have;
+	return rx->data + rx->data_have;
+}
+
+int qbd_wire_rx_placed(struct qbd_wire_rx *rx, size_t n,
+		       const struct qbd_wire_rx_ops *ops, void *user)
+{
+	size_t len;
+
+	if (!qbd_wire_rx_direct(rx, &len) || n > len)
+		return -EINVAL;
+	rx->data_have += n;
+	if (rx->data_have == rx->msg->data_len)
+		return wire_rx_deliver(rx, ops, user);
+	return 0;
+}

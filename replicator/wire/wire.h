@@ -113,4 +113,17 @@ void qbd_wire_rx_reset(struct qbd_wire_rx *rx);
 int qbd_wire_rx_feed(struct qbd_wire_rx *rx, const uint8_t *p, size_t n,
 		     const struct qbd_wire_rx_ops *ops, void *user);
 
+/*
+ * Receiving in place: while the bulk data of a frame goes to a buffer
+ * on_header gave (not discarded, not allocated by the rx), the place the
+ * next bytes go and (*len) how many are still missing; NULL otherwise. A
+ * caller that reads a large payload straight there, rather than into its
+ * own buffer for qbd_wire_rx_feed to copy, reports what it read with
+ * qbd_wire_rx_placed: n bytes, at most *len; the frame is delivered when
+ * complete, with qbd_wire_rx_feed's return values.
+ */
+void *qbd_wire_rx_direct(const struct qbd_wire_rx *rx, size_t *len);
+int qbd_wire_rx_placed(struct qbd_wire_rx *rx, size_t n,
+		       const struct qbd_wire_rx_ops *ops, void *user);
+
 #endif

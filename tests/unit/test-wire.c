@@ -143,6 +143,66 @@ END_TEST
 START_TEST(round_trip_bytewise_discarded) { round_trip(DEST_DISCARD, 1); }
 END_TEST
 
+/* Payloads read in place: feed up to the middle of the first frame's
+ * data, then the rest of it through qbd_wire_rx_direct/_placed in two
+ * reads, then the next frames by feeding again; the payload is whole and
+ * nothing is copied into the rx. Where the data is discarded or the rx
+ * owns it, there is no place to read into. */
+static void in_place(enum dest dest)
+{
+	static uint8_t buf[40000];
+	static struct got g;
+	struct qbd_wire_rx rx;
+	size_t n = 0, first, hdr, len = 0, off;
+	void *d;
+
+	memset(&g, 0, sizeof g);
+	g.dest = dest;
+	first = make_frame(buf, sizeof buf, QBD__MSG_TYPE__WRITE, 21, 8192, 5);
+	hdr = first - 8192;
+	n = first;
+	n += make_frame(buf + n, sizeof buf - n, QBD__MSG_TYPE__READ, 22, 100, 9);
+	qbd_wire_rx_init(&rx);
+	ck_assert_ptr_null(qbd_wire_rx_direct(&rx, &len)); /* no frame yet */
+	off = hdr + 1000;
+	ck_assert_int_eq(qbd_wire_rx_feed(&rx, buf, off, &t_ops, &g), 0);
+	d = qbd_wire_rx_direct(&rx, &len);
+	if (dest != DEST_CALLER) {
+		ck_assert_ptr_null(d);
+		ck_assert_int_eq(qbd_wire_rx_placed(&rx, 1, &t_ops, &g), -EINVAL);
+		qbd_wire_rx_reset(&rx);
+		return;
+	}
+	ck_assert_ptr_eq(d, g.caller_buf + 1000);
+	ck_assert_uint_eq(len, 8192 - 1000);
+	ck_assert_int_eq(qbd_wire_rx_placed(&rx, len + 1, &t_ops, &g), -EINVAL);
+	memcpy(d, buf + off, 3000);            /* a short read */
+	ck_assert_int_eq(qbd_wire_rx_placed(&rx, 3000, &t_ops, &g), 0);
+	ck_assert_int_eq(g.frames, 0);
+	off += 3000;
+	d = qbd_wire_rx_direct(&rx, &len);
+	ck_assert_ptr_eq(d, g.caller_buf + 4000);
+	ck_assert_uint_eq(len, 8192 - 4000);
+	memcpy(d, buf + off, len);              /* the rest */
+	ck_assert_int_eq(qbd_wire_rx_placed(&rx, len, &t_ops, &g), 0);
+	ck_assert_int_eq(g.frames, 1);          /* delivered when complete */
+	off += len;
+	ck_assert_ptr_null(qbd_wire_rx_direct(&rx, &len));
+	ck_assert_int_eq(qbd_wire_rx_feed(&rx, buf + off, n - off, &t_ops, &g), 0);
+	qbd_wire_rx_reset(&rx);
+	ck_assert_int_eq(g.frames, 2);
+	ck_assert(g.data_is_caller[0]);
+	check_payload(&g, 0, 8192, 5);
+	check_payload(&g, 1, 100, 9);
+}
+
+START_TEST(in_place_caller_buffer) { in_place(DEST_CALLER); }
+END_TEST
+START_TEST(in_place_not_for_rx_owned) { in_place(DEST_RX); }
+END_TEST
+START_TEST(in_place_not_for_discarded) { in_place(DEST_DISCARD); }
+END_TEST
+
 START_TEST(encode_fields_survive)
 {
 	Qbd__Msg m = QBD__MSG__INIT, *d;
@@ -302,6 +362,9 @@ static Suite *wire_suite(void)
 	tcase_add_test(tc, round_trip_bytewise_rx_owned);
 	tcase_add_test(tc, round_trip_odd_chunks_discarded);
 	tcase_add_test(tc, round_trip_bytewise_discarded);
+	tcase_add_test(tc, in_place_caller_buffer);
+	tcase_add_test(tc, in_place_not_for_rx_owned);
+	tcase_add_test(tc, in_place_not_for_discarded);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("encode");
