@@ -38,7 +38,9 @@
  *   bits 1-7  unused
  * Each client's bytes go into its end of the connection as fast as the
  * server reads them, then its write side is shut down; the replies are
- * read and dropped. When the server has closed every connection, the
+ * read and, on adopted connections (simple replies), checked: each
+ * answers a request sent and not answered yet, with an NBD error, and a
+ * READ that succeeds carries exactly its length of data. When the server has closed every connection, the
  * fake stops the server (nbd_server_stop): nbd_serve drains and returns,
  * and everything must have been freed (the fuzzer checks for leaks).
  * SIGPIPE keeps its default action, as in qbd-nbd, but aborts: a write
@@ -93,13 +95,31 @@ enum fn_setting {
 
 #define FN_MAX_CLIENTS 2
 
-/* A client: its end of one connection and what it sends. */
+/* A request a client sent, framed as the server frames them. */
+struct fn_req {
+	uint64_t cookie;
+	uint32_t length;
+	uint16_t type;
+	bool answered;
+};
+
+/* A client: its end of one connection, what it sends, and the checker
+ * of the replies it gets. */
 struct fn_client {
 	int fd;
 	const uint8_t *in;
 	size_t in_len, in_off;
 	bool in_done;           /* all sent (or refused), write side shut down */
 	bool ended;             /* the server closed its end */
+	/* Adopted connections (simple replies only): each reply answers a
+	 * request sent and not answered yet, with an NBD error, and a READ
+	 * that succeeds with exactly its length of data. */
+	bool checking;          /* false once a reply cannot be told apart */
+	struct fn_req *reqs;    /* the requests in the input, in order */
+	size_t nreqs;
+	uint8_t hdr[16];        /* the reply header being received */
+	size_t hdr_have;
+	uint64_t data_left;     /* bytes of READ data still to come */
 };
 
 /* The fake volume, and the clients' side of the connections. */
@@ -287,6 +307,126 @@ static void fn_stop(struct qbd_volume *v)
 	nbd_server_stop(v->srv);
 }
 
+static uint32_t fn_get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t fn_get64(const uint8_t *p)
+{
+	return (uint64_t)fn_get32(p) << 32 | fn_get32(p + 4);
+}
+
+/* The requests of client k's input that may be answered: up to where
+ * the server stops reading them (bad magic, a WRITE too long to skip) or
+ * the input ends, the first DISC included (answered only when the server
+ * is stopping), none after it (consumed without an answer). */
+static void fn_parse_requests(struct fn_client *k)
+{
+	size_t off = 0;
+
+	k->reqs = malloc((k->in_len / 28 + 1) * sizeof *k->reqs);
+	if (!k->reqs)
+		fn_die("out of memory");
+	k->checking = true;
+	while (k->in_len - off >= 28) {
+		const uint8_t *p = k->in + off;
+		uint16_t type = (uint16_t)(p[6] << 8 | p[7]);
+		uint32_t len = fn_get32(p + 24);
+		size_t need = 28;
+
+		if (fn_get32(p) != NBD_REQUEST_MAGIC)
+			break;
+		if (type == NBD_CMD_WRITE) {
+			if (len > NBD_MAX_PAYLOAD)
+				break;
+			need += len;
+		}
+		if (k->in_len - off < need)
+			break;
+		k->reqs[k->nreqs++] = (struct fn_req){ .cookie = fn_get64(p + 8),
+						       .length = len, .type = type };
+		off += need;
+		if (type == NBD_CMD_DISC && p[4] == 0 && p[5] == 0)
+			break;
+	}
+}
+
+static bool fn_nbd_error(uint32_t err)
+{
+	switch (err) {
+	case 0: case NBD_EPERM: case NBD_EIO: case NBD_ENOMEM: case NBD_EINVAL:
+	case NBD_ENOSPC: case NBD_EOVERFLOW: case NBD_ENOTSUP: case NBD_ESHUTDOWN:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Bytes of data that follow a reply with error err to request q. */
+static uint64_t fn_reply_data(const struct fn_req *q, uint32_t err)
+{
+	return !err && q->type == NBD_CMD_READ ? q->length : 0;
+}
+
+/* One reply header of client k (16 bytes in k->hdr). */
+static void fn_check_reply(struct fn_client *k)
+{
+	uint32_t err = fn_get32(k->hdr + 4);
+	uint64_t cookie = fn_get64(k->hdr + 8);
+	struct fn_req *q = NULL;
+
+	if (fn_get32(k->hdr) != NBD_SIMPLE_REPLY_MAGIC)
+		fn_die("a reply without the simple reply magic");
+	if (!fn_nbd_error(err))
+		fn_die("a reply with an error NBD does not define");
+	for (size_t i = 0; i < k->nreqs; i++) {
+		struct fn_req *r = &k->reqs[i];
+
+		if (r->answered || r->cookie != cookie)
+			continue;
+		if (q && (q->type != r->type || q->length != r->length)) {
+			/* Two different requests with this cookie: which one
+			 * this answers cannot be told. */
+			k->checking = false;
+			return;
+		}
+		if (!q)
+			q = r;
+	}
+	if (!q)
+		fn_die("a reply to no request sent, or a second reply to one");
+	q->answered = true;
+	if (!err && q->type != NBD_CMD_READ && q->type != NBD_CMD_WRITE &&
+	    q->type != NBD_CMD_FLUSH && q->type != NBD_CMD_TRIM &&
+	    q->type != NBD_CMD_WRITE_ZEROES)
+		fn_die("success for a request the server must refuse (or never answer)");
+	k->data_left = fn_reply_data(q, err);
+}
+
+/* n bytes of replies that client k received. */
+static void fn_check_replies(struct fn_client *k, const uint8_t *p, size_t n)
+{
+	while (n && k->checking) {
+		size_t take;
+
+		if (k->data_left) {
+			take = n < k->data_left ? n : (size_t)k->data_left;
+			k->data_left -= take;
+		} else {
+			take = QBD_MIN(n, sizeof k->hdr - k->hdr_have);
+			memcpy(k->hdr + k->hdr_have, p, take);
+			k->hdr_have += take;
+			if (k->hdr_have == sizeof k->hdr) {
+				k->hdr_have = 0;
+				fn_check_reply(k);
+			}
+		}
+		p += take;
+		n -= take;
+	}
+}
+
 /* Client k's connection is over; once every one is, stop the server. */
 static void fn_client_ended(struct qbd_volume *v, struct fn_client *k)
 {
@@ -307,6 +447,8 @@ static void fn_client_run(struct qbd_volume *v, struct fn_client *k)
 	while (k->fd >= 0 && !k->ended) {
 		ssize_t n = recv(k->fd, buf, want, MSG_DONTWAIT);
 
+		if (n > 0)
+			fn_check_replies(k, buf, (size_t)n);
 		if (n > 0 && want < sizeof buf)
 			break; /* the rest at the next call (epoll says when) */
 		if (n > 0)
@@ -525,6 +667,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
 			}
 		}
+		for (unsigned i = 0; i < v.nclients; i++)
+			fn_parse_requests(&v.cl[i]);
 		o.fds = fds;
 		o.n_fds = v.nclients;
 		o.stop_after_disc = v.settings & FN_STOP_AFTER_DISC;
@@ -540,9 +684,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fn_die("nbd_serve returned with ios in flight");
 	if (v.plugged)
 		fn_die("qbd_plug without qbd_unplug");
-	for (unsigned i = 0; i < v.nclients; i++)
+	for (unsigned i = 0; i < v.nclients; i++) {
 		if (v.cl[i].fd >= 0)
 			close(v.cl[i].fd);
+		free(v.cl[i].reqs);
+	}
 	close(v.evfd);
 	close(v.epfd);
 	free(v.q);
