@@ -8,7 +8,10 @@
  * one connection. The stream is fed twice, each time to a fresh rx and a
  * fresh quorum core: at once, then in pieces whose lengths come from the
  * first byte (one byte at a time, or up to 7, 64 or 600 bytes), so that
- * length prefixes, headers and bulk data arrive split anywhere. Both
+ * length prefixes, headers and bulk data arrive split anywhere; there,
+ * half the pieces of bulk data go straight to their buffer
+ * (qbd_wire_rx_direct, qbd_wire_rx_placed) as the receivers read large
+ * payloads. Both
  * feeds must deliver the same frames with the same data and end the same
  * way; anything else aborts. qbd_wire_rx_reset then frees a frame left
  * half received.
@@ -395,15 +398,26 @@ static uint64_t fw_feed(const uint8_t *p, size_t n, unsigned piece, uint32_t see
 	if (qbd_core_new(&cfg, &fw_core_ops, &f, &f.core) < 0)
 		fuzz_fail("fuzz-wire: qbd_core_new failed");
 	while (off < n && rc == 0) {
-		size_t take = n - off;
+		size_t take = n - off, len = 0;
+		void *d = NULL;
 
 		if (piece) {
 			x ^= x << 13;
 			x ^= x >> 17;
 			x ^= x << 5;
 			take = QBD_MIN(take, 1 + (size_t)(x % piece));
+			/* Half the time, bulk data goes straight where it
+			 * belongs, as the receivers read a large payload. */
+			if (x & 0x100)
+				d = qbd_wire_rx_direct(&f.rx, &len);
 		}
-		rc = qbd_wire_rx_feed(&f.rx, p + off, take, &fw_rx_ops, &f);
+		if (d) {
+			take = QBD_MIN(take, len);
+			memcpy(d, p + off, take);
+			rc = qbd_wire_rx_placed(&f.rx, take, &fw_rx_ops, &f);
+		} else {
+			rc = qbd_wire_rx_feed(&f.rx, p + off, take, &fw_rx_ops, &f);
+		}
 		off += take;
 	}
 	fw_mix(&f, (uint64_t)(uint32_t)rc << 32 | f.frames);
