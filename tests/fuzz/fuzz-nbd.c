@@ -34,17 +34,19 @@
  *   bit 0     two clients (connections), both sharing the volume: the
  *             input after the settings starts with the length of the
  *             first one's bytes (16 bits, big-endian); the rest is the
- *             second one's
+ *             second one's (one client if those two bytes are missing)
  *   bits 1-7  unused
  * Each client's bytes go into its end of the connection as fast as the
  * server reads them, then its write side is shut down; the replies are
  * read and, on adopted connections (simple replies), checked: each
- * answers a request sent and not answered yet, with an NBD error, and a
- * READ that succeeds carries exactly its length of data. When the server has closed every connection, the
- * fake stops the server (nbd_server_stop): nbd_serve drains and returns,
- * and everything must have been freed (the fuzzer checks for leaks).
- * SIGPIPE keeps its default action, as in qbd-nbd, but aborts: a write
- * to a client gone would kill the daemon.
+ * answers a request sent and not answered yet, with an NBD error, only
+ * a command the server serves succeeds, and a READ that succeeds
+ * carries exactly its length of data. When the server has closed every
+ * connection, the fake stops the server (nbd_server_stop): nbd_serve
+ * drains and returns, and everything must have been freed (the fuzzer
+ * checks for leaks). SIGPIPE is the server's to ignore: if a write
+ * raises it, the harness aborts, as the signal would have killed
+ * qbd-nbd.
  *
  * The fake keeps the real libqbd's contract: qbd_get_fd becomes readable
  * when there is work, and callbacks run from qbd_process, never from
@@ -639,14 +641,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	v.size = sizes[(data[0] >> 1) & 3];
 	v.cl[0].in = data + 3;
 	v.cl[0].in_len = size - 3;
-	if (v.settings3 & FN_TWO_CLIENTS) {
-		size_t first = size < 5 ? 0 : (size_t)data[3] << 8 | data[4];
+	if ((v.settings3 & FN_TWO_CLIENTS) && size >= 5) {
+		size_t first = (size_t)data[3] << 8 | data[4];
 
 		v.nclients = 2;
 		v.cl[0].in = data + 5;
-		v.cl[0].in_len = size < 5 ? 0 : QBD_MIN(first, size - 5);
+		v.cl[0].in_len = QBD_MIN(first, size - 5);
 		v.cl[1].in = v.cl[0].in + v.cl[0].in_len;
-		v.cl[1].in_len = size < 5 ? 0 : size - 5 - v.cl[0].in_len;
+		v.cl[1].in_len = size - 5 - v.cl[0].in_len;
 	}
 	v.epfd = epoll_create1(EPOLL_CLOEXEC);
 	v.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
