@@ -258,6 +258,14 @@ $(BUILD)/tests/fault/qbd-nbd-mutant-%: nbd-frontend/nbd-main.c $(CORE_SRC) repli
 	$(CC) $(ALL_CFLAGS) -DQBD_CORE_MUTANT_$* $(ALL_LDFLAGS) -o $@ nbd-frontend/nbd-main.c \
 		$(CORE_SRC) $(A_NBD) $(A_CLIENT) $(A_META) $(A_WIRE) $(A_COMMON) $(LIBS) $(NL_LIBS)
 
+# An LD_PRELOAD shim that steps the realtime clock of a process (the
+# clock-step scenario); no sanitizer: it is preloaded into other programs.
+FAULT_SHIM = $(BUILD)/tests/fault/libclockstep.so
+all: $(FAULT_SHIM)
+$(FAULT_SHIM): tests/fault/clockstep.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -D_GNU_SOURCE $(WARN) -O2 -fPIC -shared -o $@ $< -ldl
+
 .PHONY: check-fault
 check-fault: deps all $(FAULT_MUTANT)
 	tests/fault/fault.py $(FAULT_ARGS) $(BUILD)

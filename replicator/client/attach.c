@@ -58,7 +58,7 @@ static void *keeper_main(void *arg)
 		char *doc = NULL;
 		int err;
 
-		clock_gettime(CLOCK_REALTIME, &ts);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_sec += KEEP_EVERY_MS / 1000;
 		pthread_cond_timedwait(&k->cv, &k->mu, &ts);
 		if (k->stop)
@@ -108,13 +108,21 @@ int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
 	const char *url = o->etcd ? o->etcd : getenv("QBD_ETCD");
 	struct qbd_attach_keeper *k = calloc(1, sizeof(*k));
 	struct qbd_attachment holder = { 0 };
+	pthread_condattr_t ca;
 	bool clean = false;
 	int err;
 
 	if (!k)
 		return -ENOMEM;
 	pthread_mutex_init(&k->mu, NULL);
-	pthread_cond_init(&k->cv, NULL);
+	/* The keeper's waits run on the monotonic clock: with the realtime
+	 * clock, a step forward of the system clock made it sleep that much
+	 * longer and the attachment's lease lapsed (the fault suite's
+	 * clock-step scenario). */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&k->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	v->keeper = k;
 	snprintf(k->a.volume, sizeof(k->a.volume), "%s", v->info.name);
 	k->a.volume_id = v->info.id;

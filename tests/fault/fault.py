@@ -111,16 +111,18 @@ class Net:
             run(["ip", "-n", ns, "link", "set", "eth0", "up"])
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
 
-    def isolate(self, node, peers=None):
-        """Drop what node sends to and receives from peers (default: every
-        other node, etcd included)."""
+    def isolate(self, node, peers=None, inbound_only=False):
+        """Drop what node receives from peers (default: every other node,
+        etcd included) and, unless inbound_only, what it sends them."""
         peers = peers or [n for n in ADDR if n != node]
         addrs = ", ".join(ADDR[p] for p in peers)
         rules = ("table inet qbdf {\n"
                  " chain in { type filter hook input priority 0; policy accept;"
-                 " ip saddr { %s } drop; }\n"
-                 " chain out { type filter hook output priority 0; policy accept;"
-                 " ip daddr { %s } drop; }\n}\n" % (addrs, addrs))
+                 " ip saddr { %s } drop; }\n" % addrs)
+        if not inbound_only:
+            rules += (" chain out { type filter hook output priority 0; policy accept;"
+                      " ip daddr { %s } drop; }\n" % addrs)
+        rules += "}\n"
         self.heal(node)
         run(["ip", "netns", "exec", self.ns(node), "nft", "-f", "-"], input=rules)
 
@@ -217,6 +219,7 @@ class Cluster:
         self.delays = {}     # zone -> ms each way (a proxy in front of its chunk server)
         self.proxied = set()
         self.writers = {}    # name -> socket path
+        self.writer_env = {}
 
     def bin(self, name):
         return os.path.join(self.o.build, name)
@@ -284,7 +287,7 @@ class Cluster:
                 "--zone", zone, "--run-dir", self.tmp]
         if force:
             argv.append("--force")
-        p = self.procs.start(name, self.net.ns(zone), argv)
+        p = self.procs.start(name, self.net.ns(zone), argv, self.writer_env)
         wait_until("writer %s" % name, 30,
                    lambda: p.poll() is None and os.path.exists(sock) and nbd_ok(sock))
         if p.poll() is not None:
@@ -746,6 +749,62 @@ class Run:
         self.old_clients = [self.wl.add(range(i, VOLUME_BLOCKS, 16), lambda: old)
                             for i in (4, 5)]
 
+    def fault_one_way(self, t0):
+        z = self.rng.choice(["b", "c"])
+        self.notes.append("zone %s drops what it receives from zone a (the writer's), one "
+                          "direction only, for 40%% of the run" % z)
+        self.sleep_to(t0, 0.2)
+        self.net.isolate(z, ["a"], inbound_only=True)
+        self.sleep_to(t0, 0.6)
+        self.net.heal(z)
+        self.healed = time.monotonic()
+
+    def setup_clock_step(self):
+        shim = os.path.join(self.o.build, "tests", "fault", "libclockstep.so")
+        if not os.path.exists(shim):
+            raise Failed("no %s (make all)" % shim)
+        self.clock_file = os.path.join(self.tmp, "clockstep")
+        with open(self.clock_file, "w") as f:
+            f.write("0\n")
+        env = {"LD_PRELOAD": shim, "QBD_CLOCKSTEP_FILE": self.clock_file,
+               # a sanitizer build wants its runtime first
+               "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", "")}
+        self.c.writer_env = env
+        for z in ZONES:
+            self.c.chunkd_env[z] = env
+
+    def step_clock(self, seconds):
+        with open(self.clock_file + ".new", "w") as f:
+            f.write("%g\n" % seconds)
+        os.rename(self.clock_file + ".new", self.clock_file)
+
+    def fault_clock_step(self, t0):
+        # The realtime clock of every qbd process (not etcd's) steps
+        # forward 20 s, then back 30 s: timeouts and leases must not
+        # notice (they must run on the monotonic clock). Meanwhile the
+        # writer's attachment must stay in etcd (its lease kept alive).
+        self.sleep_to(t0, 0.1)
+        self.step_clock(20)
+        self.lapsed = 0
+        polls = 0
+        stepped_back = False
+        while time.monotonic() < t0 + self.d * 0.95:
+            if not stepped_back and time.monotonic() > t0 + self.d * 0.6:
+                self.step_clock(-10)
+                stepped_back = True
+            r = self.c.qbd("volume", "status", self.volume, "--json", check=False)
+            try:
+                polls += 1
+                if json.loads(r.stdout).get("attachment") is None:
+                    self.lapsed += 1
+            except ValueError:
+                pass
+            time.sleep(0.5)
+        self.check("the writer's attachment stayed in etcd (%d of %d polls without it)" %
+                   (self.lapsed, polls), polls > 0 and self.lapsed == 0)
+        self.notes.append("the realtime clock of the writer and the chunk servers stepped "
+                          "forward 20 s at 10% of the run, then back 30 s at 60%")
+
     def fault_writer_kill(self, t0):
         self.sleep_to(t0, 0.3)
         self.procs.kill("writer-a")
@@ -754,11 +813,11 @@ class Run:
 
 
 SCENARIOS = ["zone-lost", "zone-back", "writer-partition", "writer-pause", "rolling-restart",
-             "flapping", "eio", "slow-zone", "etcd-down", "writer-kill"]
+             "flapping", "eio", "slow-zone", "etcd-down", "writer-kill", "one-way", "clock-step"]
 # Scenarios where the clients must see no error at all (one replica is
 # lost, slow or failing at a time; the writer stays).
 NO_ERRORS = ["zone-lost", "zone-back", "rolling-restart", "flapping", "eio", "slow-zone",
-             "etcd-down"]
+             "etcd-down", "one-way", "clock-step"]
 # The short version in make check: what the issue names, once each.
 SHORT = ["zone-lost", "zone-back", "writer-partition", "writer-pause", "rolling-restart",
          "flapping", "eio"]
@@ -805,8 +864,12 @@ def run_one(o, scenario, seed, results):
         if scenario == "etcd-down":
             r.check("writes went on while etcd was down (longest stall %.1f s)" % out["stall_s"],
                     out["stall_s"] < 10)
+        if scenario == "clock-step":
+            log = open(os.path.join(r.dir, "writer-a.log"), errors="replace").read()
+            r.check("the writer did not find its attachment lease expired",
+                    "lease expired" not in log)
         if scenario in ("zone-back", "flapping", "rolling-restart", "eio", "slow-zone",
-                        "writer-partition"):
+                        "writer-partition", "one-way"):
             since = r.healed or time.monotonic()
             out["resync_s"] = r.wait_resync(since)
             r.check("replicas current and identical (qbd volume verify) after the faults",
