@@ -376,6 +376,7 @@ class Client(threading.Thread):
         self.last_ok = None
         self.seq = 0
         self.errors = []
+        self.flushes = 0
 
     def connect(self):
         while not self.wl.stop.is_set():
@@ -470,6 +471,24 @@ class Client(threading.Thread):
             # and no read may go back before it.
             blk.took_effect(seq)
 
+    def flush(self):
+        t0 = time.monotonic()
+        try:
+            cookie = self.h.aio_flush()
+        except nbd.Error as e:
+            self.errors.append("%.3f s: flush not sent: %s" % (time.monotonic() - self.wl.t0, e))
+            self.failed += 1
+            return False
+        ok = self.wait(cookie, t0 + self.wl.op_timeout)
+        self.wl.record(("f", self.idx, None, None, t0, time.monotonic(), ok))
+        if ok:
+            self.flushes += 1
+            self.note_ok()
+            return True
+        if ok is False or not self.wl.stop.is_set():
+            self.failed += 1
+        return False
+
     def read(self, b):
         buf = nbd.Buffer(BS)
         t0 = time.monotonic()
@@ -497,7 +516,10 @@ class Client(threading.Thread):
                 break
             b = self.rng.choice(blocks)
             blk = self.blocks[b]
-            if blk.issued and self.rng.random() < self.wl.read_ratio:
+            x = self.rng.random()
+            if x < self.wl.flush_ratio:
+                ok = self.flush()
+            elif blk.issued and x < self.wl.flush_ratio + self.wl.read_ratio:
                 ok = self.read(b)
             else:
                 ok = self.write(b)
@@ -509,8 +531,9 @@ class Client(threading.Thread):
 
 
 class Workload:
-    def __init__(self, seed, op_timeout=30.0, read_ratio=0.2):
+    def __init__(self, seed, op_timeout=30.0, read_ratio=0.2, flush_ratio=0.05):
         self.seed = seed
+        self.flush_ratio = flush_ratio
         self.stop = threading.Event()
         self.clients = []
         self.op_timeout = op_timeout
@@ -825,7 +848,7 @@ SHORT = ["zone-lost", "zone-back", "writer-partition", "writer-pause", "rolling-
 
 def run_one(o, scenario, seed, results):
     r = Run(o, scenario, seed, results)
-    out = {"scenario": scenario, "seed": seed, "acked": 0, "lost": None, "stale": 0,
+    out = {"scenario": scenario, "seed": seed, "acked": 0, "flushes": 0, "lost": None, "stale": 0,
            "errors": 0, "stall_s": None, "resync_s": None, "ok": False, "notes": r.notes,
            "checks": r.checks}
     t_start = time.monotonic()
@@ -839,6 +862,7 @@ def run_one(o, scenario, seed, results):
         wl = r.wl
         main = [c for c in wl.clients if c not in getattr(r, "old_clients", [])]
         out["acked"] = sum(c.acked for c in wl.clients)
+        out["flushes"] = sum(c.flushes for c in wl.clients)
         out["reads"] = sum(c.reads for c in wl.clients)
         out["lost"] = len(lost)
         out["stale"] = sum(len(c.stale) for c in wl.clients)
@@ -897,12 +921,13 @@ def fmt(x, f="%.1f"):
 
 
 def table(rows):
-    lines = ["| scenario | seed | writes acked | writes lost | stale reads | client errors | "
-             "longest stall (s) | time to resync (s) | result |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| scenario | seed | writes acked | flushes acked | writes lost | stale reads | "
+             "client errors | longest stall (s) | time to resync (s) | result |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        lines.append("| %s | %d | %d | %s | %d | %d | %s | %s | %s |" % (
-            r["scenario"], r["seed"], r["acked"], fmt(r["lost"], "%d"), r["stale"], r["errors"],
+        lines.append("| %s | %d | %d | %d | %s | %d | %d | %s | %s | %s |" % (
+            r["scenario"], r["seed"], r["acked"], r["flushes"], fmt(r["lost"], "%d"),
+            r["stale"], r["errors"],
             fmt(r["stall_s"], "%.2f"), fmt(r["resync_s"]), "pass" if r["ok"] else "FAIL"))
     return lines
 
@@ -941,6 +966,9 @@ def main(argv):
                    help="succeed only if some run lost a write (for mutants)")
     o = p.parse_args(argv)
     o.build = os.path.abspath(o.build)
+    # SIGTERM (a test runner's time limit) ends the run through its
+    # finally blocks: processes stopped, namespaces removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     o.seeds = o.seeds or (1 if o.short else 3)
     o.duration = o.duration or (8.0 if o.short else 24.0)
     names = o.scenarios.split(",") if o.scenarios else (SHORT if o.short else SCENARIOS)

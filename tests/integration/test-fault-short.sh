@@ -9,8 +9,14 @@
 . "$(dirname "$0")/lib.sh"
 init_test "$@"
 top=$(cd "$(dirname "$0")/../.." && pwd)
+# In the background and tracked: stopped by PID (SIGTERM: the suite then
+# removes its namespaces) if this test is stopped.
+/usr/bin/python3 "$top/tests/fault/fault.py" --short --results "$TMP/results" "$BUILD" &
+pid=$!
+track_pid $pid
 rc=0
-/usr/bin/python3 "$top/tests/fault/fault.py" --short --results "$TMP/results" "$BUILD" || rc=$?
+wait $pid || rc=$?
+untrack_pid $pid
 [ $rc -eq 77 ] && skip "the fault suite cannot run here (see above)"
 if [ $rc -ne 0 ]; then
 	for f in "$TMP"/results/*/*.log; do
