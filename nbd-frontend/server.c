@@ -114,14 +114,18 @@ struct nreq {
 static void conn_close(struct nconn *c);
 static void conn_process(struct nconn *c);
 
+/* Free c, and unlink it from its server unless nbd_serve detached it
+ * (c->s NULL: it returned with requests of c still in libqbd). */
 static void conn_free(struct nconn *c)
 {
-	struct nconn **pp = &c->s->conns;
+	if (c->s) {
+		struct nconn **pp = &c->s->conns;
 
-	while (*pp && *pp != c)
-		pp = &(*pp)->next;
-	if (*pp)
-		*pp = c->next;
+		while (*pp && *pp != c)
+			pp = &(*pp)->next;
+		if (*pp)
+			*pp = c->next;
+	}
 	free(c->in);
 	free(c);
 }
@@ -1044,8 +1048,19 @@ int nbd_serve(struct qbd_volume *vol, const struct nbd_serve_opts *o)
 out:
 	if (o->socket_path && r != -EADDRINUSE && r != -ENAMETOOLONG)
 		unlink(o->socket_path);
-	while (s->conns)
-		conn_free(s->conns);
+	while (s->conns) {
+		struct nconn *c = s->conns;
+
+		if (c->in_flight) {
+			/* The drain gave up with requests of c still in
+			 * libqbd: the last one's callback (on_io_done, run by
+			 * qbd_close) frees c, which must outlive the server. */
+			s->conns = c->next;
+			c->s = NULL;
+			continue;
+		}
+		conn_free(c);
+	}
 	uv_loop_close(&s->loop);
 	free(s);
 	return r;
