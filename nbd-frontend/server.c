@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "common/util.h"
+#include "common/uvbuf.h"
 #include "common/log.h"
 #include "replicator/qbd.h"
 #include "nbd.h"
@@ -236,17 +237,7 @@ static void conn_flush_cork(struct nconn *c)
 		conn_close(c);
 		return;
 	}
-	for (size_t done = rc > 0 ? (size_t)rc : 0; done;) {
-		size_t step = done < b->len ? done : b->len;
-
-		b->base += step;
-		b->len -= step;
-		done -= step;
-		if (!b->len) {
-			b++;
-			n--;
-		}
-	}
+	qbd_uvbuf_skip(&b, &n, rc > 0 ? (size_t)rc : 0);
 	if (uv_write(&k->w, (uv_stream_t *)&c->pipe, b, n, on_cork_written) == 0)
 		return;
 	ncork_free(k);

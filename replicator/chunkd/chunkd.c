@@ -24,6 +24,7 @@
 #include "chunkd-internal.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/uvbuf.h"
 #include "engine/engine.h"
 #include "replicator/meta/meta.h"
 #include "replicator/wire/wire.h"
@@ -203,17 +204,7 @@ static void conn_send_corked(struct chunkd_conn *c)
 			req_batch_done(first, rc);
 			continue;
 		}
-		for (size_t done = rc > 0 ? (size_t)rc : 0; done;) {
-			size_t step = done < b->len ? done : b->len;
-
-			b->base += step;
-			b->len -= step;
-			done -= step;
-			if (!b->len) {
-				b++;
-				n--;
-			}
-		}
+		qbd_uvbuf_skip(&b, &n, rc > 0 ? (size_t)rc : 0);
 		rc = uv_write(&first->w, (uv_stream_t *)&c->tcp, b, n, req_on_written);
 		if (rc < 0) {
 			qbd_warn(COMP, "%s: write: %s", c->peer, uv_strerror(rc));
