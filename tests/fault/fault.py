@@ -419,6 +419,23 @@ class Client(threading.Thread):
                 self.errors.append("%.3f s: %s" % (time.monotonic() - self.wl.t0, e))
                 return False
 
+    def issue(self, what, start):
+        """Send a request (start() returns its cookie) and wait for it:
+        True, False (failed, or not sent: counted as a client error), or
+        None (cut off: a new writer, the deadline, or the end of the run,
+        which is not an error)."""
+        t0 = time.monotonic()
+        try:
+            cookie = start()
+        except nbd.Error as e:
+            self.errors.append("%.3f s: %s not sent: %s" % (t0 - self.wl.t0, what, e))
+            self.failed += 1
+            return False
+        ok = self.wait(cookie, t0 + self.wl.op_timeout)
+        if ok is False or (ok is None and not self.wl.stop.is_set()):
+            self.failed += 1
+        return ok
+
     def note_ok(self):
         now = time.monotonic()
         self.max_stall = max(self.max_stall, now - self.last_ok)
@@ -432,24 +449,15 @@ class Client(threading.Thread):
         blk.issued = seq
         blk.unknown.add(seq)
         t0 = time.monotonic()
-        try:
-            cookie = self.h.aio_pwrite(buf, b * BS)
-        except nbd.Error as e:
-            self.errors.append("%.3f s: write not sent: %s" % (time.monotonic() - self.wl.t0, e))
-            self.failed += 1
-            return False
-        ok = self.wait(cookie, t0 + self.wl.op_timeout)
+        ok = self.issue("write", lambda: self.h.aio_pwrite(buf, b * BS))
         self.wl.record(("w", self.idx, b, seq, t0, time.monotonic(), ok))
-        if ok:
-            blk.acked = seq
-            blk.took_effect(seq)
-            self.acked += 1
-            self.note_ok()
-            return True
-        if ok is None and self.wl.stop.is_set():
-            return False  # cut off by the end of the run: not an error
-        self.failed += 1
-        return False
+        if not ok:
+            return False
+        blk.acked = seq
+        blk.took_effect(seq)
+        self.acked += 1
+        self.note_ok()
+        return True
 
     def check_value(self, b, buf, when):
         blk = self.blocks[b]
@@ -473,35 +481,17 @@ class Client(threading.Thread):
 
     def flush(self):
         t0 = time.monotonic()
-        try:
-            cookie = self.h.aio_flush()
-        except nbd.Error as e:
-            self.errors.append("%.3f s: flush not sent: %s" % (time.monotonic() - self.wl.t0, e))
-            self.failed += 1
-            return False
-        ok = self.wait(cookie, t0 + self.wl.op_timeout)
+        ok = self.issue("flush", self.h.aio_flush)
         self.wl.record(("f", self.idx, None, None, t0, time.monotonic(), ok))
-        if ok:
-            self.flushes += 1
-            self.note_ok()
-            return True
-        if ok is False or not self.wl.stop.is_set():
-            self.failed += 1
-        return False
+        if not ok:
+            return False
+        self.flushes += 1
+        self.note_ok()
+        return True
 
     def read(self, b):
         buf = nbd.Buffer(BS)
-        t0 = time.monotonic()
-        try:
-            cookie = self.h.aio_pread(buf, b * BS)
-        except nbd.Error as e:
-            self.errors.append("%.3f s: read not sent: %s" % (time.monotonic() - self.wl.t0, e))
-            self.failed += 1
-            return False
-        ok = self.wait(cookie, t0 + self.wl.op_timeout)
-        if not ok:
-            if ok is False or not self.wl.stop.is_set():
-                self.failed += 1
+        if not self.issue("read", lambda: self.h.aio_pread(buf, b * BS)):
             return False
         self.reads += 1
         self.note_ok()
