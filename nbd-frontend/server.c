@@ -204,15 +204,11 @@ static void on_cork_written(uv_write_t *w, int status)
 	ncork_free(QBD_CONTAINER_OF(w, struct ncork, w));
 }
 
-/* Write the queued replies of c: at once where the socket takes them all
- * (uv_try_write: no write request, no epoll change, no callback in a
- * later loop pass), the rest through uv_write. */
+/* Write the queued replies of c (qbd_uv_write_now: at once where the
+ * socket takes them all). */
 static void conn_flush_cork(struct nconn *c)
 {
 	struct ncork *k = c->cork;
-	uv_buf_t *b;
-	unsigned n;
-	size_t total = 0;
 	int rc;
 
 	if (!k)
@@ -222,26 +218,14 @@ static void conn_flush_cork(struct nconn *c)
 		ncork_free(k);
 		return;
 	}
-	b = k->bufs;
-	n = k->n;
-	for (unsigned i = 0; i < n; i++)
-		total += b[i].len;
-	rc = uv_try_write((uv_stream_t *)&c->pipe, b, n);
-	if (rc >= 0 && (size_t)rc == total) {
-		ncork_free(k);
-		return;
-	}
-	if (rc < 0 && rc != UV_EAGAIN) {
-		qbd_debug("nbd", "write: %s", uv_strerror(rc));
-		ncork_free(k);
-		conn_close(c);
-		return;
-	}
-	qbd_uvbuf_skip(&b, &n, rc > 0 ? (size_t)rc : 0);
-	if (uv_write(&k->w, (uv_stream_t *)&c->pipe, b, n, on_cork_written) == 0)
-		return;
+	rc = qbd_uv_write_now(&k->w, (uv_stream_t *)&c->pipe, k->bufs, k->n, on_cork_written);
+	if (rc == 0)
+		return; /* on_cork_written frees k */
 	ncork_free(k);
-	conn_close(c);
+	if (rc < 0) {
+		qbd_debug("nbd", "write: %s", uv_strerror(rc));
+		conn_close(c);
+	}
 }
 
 static void server_uncork(struct nbd_server *s)

@@ -164,27 +164,21 @@ static void req_on_written(uv_write_t *w, int status)
 
 #define CHUNKD_BATCH 32 /* replies per write at most */
 
-/* Send the queued replies of c, CHUNKD_BATCH per write. A batch is
- * written at once where the socket takes it all (uv_try_write: no write
- * request, no epoll change, no callback in a later loop pass); what it
- * does not take goes to uv_write. */
+/* Send the queued replies of c, CHUNKD_BATCH per write
+ * (qbd_uv_write_now: at once where the socket takes a batch whole). */
 static void conn_send_corked(struct chunkd_conn *c)
 {
 	c->refs++; /* the batches freed here may hold the last references */
 	while (c->cork_head) {
 		struct chunkd_req *first = c->cork_head, *r = first, *last = NULL;
-		uv_buf_t bufs[2 * CHUNKD_BATCH], *b = bufs;
+		uv_buf_t bufs[2 * CHUNKD_BATCH];
 		unsigned n = 0, k = 0;
-		size_t total = 0;
 		int rc;
 
 		for (; r && k < CHUNKD_BATCH; r = r->batch_next, k++) {
 			bufs[n++] = uv_buf_init((char *)r->hdr, r->hdr_len);
-			total += r->hdr_len;
-			if (r->data_len) {
+			if (r->data_len)
 				bufs[n++] = uv_buf_init(r->data, r->data_len);
-				total += r->data_len;
-			}
 			last = r;
 		}
 		c->cork_head = r;
@@ -195,22 +189,10 @@ static void conn_send_corked(struct chunkd_conn *c)
 			req_batch_done(first, UV_ECANCELED);
 			continue;
 		}
-		rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-		if (rc >= 0 && (size_t)rc == total) {
-			req_batch_done(first, 0);
-			continue;
-		}
-		if (rc < 0 && rc != UV_EAGAIN) {
-			req_batch_done(first, rc);
-			continue;
-		}
-		qbd_uvbuf_skip(&b, &n, rc > 0 ? (size_t)rc : 0);
-		rc = uv_write(&first->w, (uv_stream_t *)&c->tcp, b, n, req_on_written);
-		if (rc < 0) {
-			qbd_warn(COMP, "%s: write: %s", c->peer, uv_strerror(rc));
-			conn_close(c);
-			req_free_batch(first);
-		}
+		rc = qbd_uv_write_now(&first->w, (uv_stream_t *)&c->tcp, bufs, n,
+				      req_on_written);
+		if (rc != 0) /* written, or failed (req_batch_done closes) */
+			req_batch_done(first, rc > 0 ? 0 : rc);
 	}
 	conn_put(c);
 }
