@@ -3,6 +3,7 @@
  * socket until SIGTERM. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +149,13 @@ int main(int argc, char **argv)
 	const char *sock = NULL, *device = NULL;
 	struct qbd_volume *v;
 	unsigned u;
+
+	/* Payload buffers (up to 32 MiB per request) come and go with every
+	 * request: keep them in the heap instead of fresh mappings, and do
+	 * not hand the heap top back, or every 1 MiB write faults in and
+	 * zeroes its pages again (about 400 page faults per request). */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	int c, r;
 
 	ko.run_dir = getenv("QBD_RUN_DIR") ? getenv("QBD_RUN_DIR") : "/run/qbd";
