@@ -16,6 +16,9 @@ PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
 LIBDIR   ?= $(PREFIX)/lib
 INCDIR   ?= $(PREFIX)/include
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+DOCDIR   ?= $(PREFIX)/share/doc/qbd
 DESTDIR  ?=
 BUILD    ?= build
 # build-check is always the sanitizer build, however make is invoked (a
@@ -29,7 +32,8 @@ SANITIZE ?=
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -Wall -Wextra -Werror -Wshadow -Wvla -Wno-missing-field-initializers
-PKGS      = liburing libuv libprotobuf-c libxxhash libcurl json-c
+PKGS      = liburing libuv libprotobuf-c libxxhash libcurl json-c libsodium inih \
+            libsystemd libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) libnl-genl-3.0 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
@@ -287,6 +291,15 @@ install: all
 	install -m 0755 $(BUILD)/libqbd.so $(DESTDIR)$(LIBDIR)/libqbd.so.0
 	ln -sf libqbd.so.0 $(DESTDIR)$(LIBDIR)/libqbd.so
 	install -m 0644 replicator/qbd.h $(DESTDIR)$(INCDIR)/qbd.h
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/qbd $(DESTDIR)$(DOCDIR)
+	for u in deploy/systemd/*.service; do \
+		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+		    -e 's|/etc/qbd/|$(SYSCONFDIR)/qbd/|g' "$$u" \
+		    >$(DESTDIR)$(UNITDIR)/$$(basename "$$u") || exit 1; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename "$$u"); \
+	done
+	install -m 0644 deploy/qbd.conf.example $(DESTDIR)$(SYSCONFDIR)/qbd/qbd.conf.example
+	install -m 0644 README.md docs/operations.md $(DESTDIR)$(DOCDIR)/
 
 clean:
 	rm -rf build build-check build-asan

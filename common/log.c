@@ -13,6 +13,10 @@
 
 int qbd_log_level_current = QBD_LOG_INFO;
 static const char *log_program = "qbd";
+static char log_context[128];   /* "vol=pgdata " or empty */
+static int log_journal;         /* stderr is the journal: "<N>" prefixes */
+/* syslog priorities of the levels, as journald reads them ("<3>"). */
+static const int log_prio[] = { 3, 4, 6, 7 };
 
 static const char *const log_level_names[] = {
 	[QBD_LOG_ERROR] = "error",
@@ -35,11 +39,19 @@ void qbd_log_init(const char *program)
 	const char *env = getenv("QBD_LOG_LEVEL");
 
 	log_program = slash ? slash + 1 : program;
+	/* systemd sets JOURNAL_STREAM when stderr goes to the journal. */
+	log_journal = getenv("JOURNAL_STREAM") != NULL;
 	if (env) {
 		int l = qbd_log_parse_level(env);
 		if (l >= 0)
 			qbd_log_level_current = l;
 	}
+}
+
+void qbd_log_set_context(const char *ctx)
+{
+	snprintf(log_context, sizeof log_context, "%s%s", ctx ? ctx : "",
+		 ctx && *ctx ? " " : "");
 }
 
 void qbd_log_set_level(enum qbd_log_level level)
@@ -55,8 +67,12 @@ void qbd_log_write(enum qbd_log_level level, const char *component,
 	int n;
 	va_list ap;
 
-	n = snprintf(line, sizeof line, "%s[%d]: %s %s: ", log_program,
-		     (int)getpid(), log_level_names[level], component);
+	if (log_journal)
+		n = snprintf(line, sizeof line, "<%d>%s %s: %s", log_prio[level],
+			     log_level_names[level], component, log_context);
+	else
+		n = snprintf(line, sizeof line, "%s[%d]: %s %s: %s", log_program,
+			     (int)getpid(), log_level_names[level], component, log_context);
 	if (n < 0 || (size_t)n >= sizeof line)
 		n = 0;
 	va_start(ap, fmt);

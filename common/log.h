@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Logging for every qbd program: one line per event on stderr,
- *   <program>[pid]: <LEVEL> <component>: <message>
- * so that journald (which adds its own timestamp) and a terminal both read
- * it well. The level test happens before any formatting. errno is preserved
- * across a log call and "%m" works in formats.
+ *   <program>[pid]: <level> <component>: [<context> ]<message>
+ * where the context names what the process serves (qbd-nbd: "vol=NAME";
+ * qbd-chunkd: "node=ID zone=Z") and messages about a replica or a request
+ * say "replica N" and "request ID". Under systemd (stderr is the journal,
+ * $JOURNAL_STREAM set) a line starts with its syslog priority instead,
+ * "<3>error chunkd: ...", so that journald keeps the level and adds the
+ * program, pid and time itself. The level test happens before any
+ * formatting. errno is preserved across a log call and "%m" works.
  */
 #ifndef QBD_LOG_H
 #define QBD_LOG_H
@@ -23,6 +27,8 @@ extern int qbd_log_level_current;
  * environment. */
 void qbd_log_init(const char *program);
 void qbd_log_set_level(enum qbd_log_level level);
+/* The context every later line carries (copied; NULL or "" for none). */
+void qbd_log_set_context(const char *ctx);
 /* Parse "error", "warn", "info" or "debug"; -EINVAL on anything else. */
 int qbd_log_parse_level(const char *s);
 

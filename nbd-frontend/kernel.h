@@ -103,6 +103,8 @@ struct nbd_kernel_serve_opts {
 	int ready_fd;              /* -1, or receives "OK /dev/nbdN\n" once
 				    * connected or "ERR <reason>\n"; closed */
 	const char *run_dir;       /* where nbdN.json is kept while serving */
+	const char *metrics;       /* nbd_serve_opts.metrics */
+	const char *zone;          /* nbd_serve_opts.zone */
 };
 
 /*

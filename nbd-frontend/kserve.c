@@ -239,6 +239,8 @@ int nbd_kernel_serve(struct qbd_volume *vol, const struct nbd_kernel_serve_opts 
 	so.on_conn_end = kserve_on_conn_end;
 	so.arg = &k;
 	so.stop_after_disc = true;
+	so.metrics = o->metrics;
+	so.zone = o->zone;
 	r = nbd_serve(vol, &so);
 	close_kernel_fds(&k);
 	if (k.connected) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/conf.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "replicator/qbd.h"
@@ -23,7 +24,11 @@ static const char usage[] =
 	"or to the kernel as /dev/nbdN (socketpairs handed over netlink; 'auto' takes\n"
 	"a free device). `qbd attach` starts it this way; `qbd detach` ends it.\n"
 	"\n"
+	"  --config FILE         settings file ([cluster], [nbd], [nbd.VOLUME]; default\n"
+	"                        " QBD_CONF_DEFAULT " if present, or $QBD_CONFIG)\n"
 	"  --etcd URL            etcd (default $QBD_ETCD)\n"
+	"  --secret-file PATH    cluster secret, mode 0600 ($QBD_SECRET_FILE)\n"
+	"  --metrics ADDR:PORT   serve Prometheus metrics over HTTP at /metrics\n"
 	"  --zone ZONE           this node's zone: reads prefer replicas there\n"
 	"  --force               take the volume over from a writer that still holds\n"
 	"                        its attachment (when that node is gone)\n"
@@ -122,33 +127,56 @@ static int kernel_prepare(struct nbd_kernel_serve_opts *ko)
 	return 0;
 }
 
+/* The settings file: the strings it holds are used until exit. */
+static struct qbd_conf *conf;
+/* --metrics: where Prometheus scrapes this daemon (NULL: nowhere). */
+static const char *metrics_addr;
+
+/* Settings that the file may give too, by their name in flags and file. */
+enum { S_ETCD, S_ZONE, S_SECRET, S_METRICS, S_RESYNC, S_CONNS, S_TIMEOUT, S_DEAD,
+       S_RUNDIR, S_LOGLEVEL, S_N };
+static const char *const names[S_N + 1] = {
+	"etcd", "zone", "secret-file", "metrics", "resync-rate", "connections", "timeout",
+	"dead-timeout", "run-dir", "log-level", NULL,
+};
+static const char *const envs[S_N] = {
+	[S_ETCD] = "QBD_ETCD", [S_SECRET] = "QBD_SECRET_FILE", [S_RUNDIR] = "QBD_RUN_DIR",
+	[S_LOGLEVEL] = "QBD_LOG_LEVEL",
+};
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "etcd", required_argument, NULL, 'e' },
+		{ "etcd", required_argument, NULL, S_ETCD },
+		{ "zone", required_argument, NULL, S_ZONE },
+		{ "secret-file", required_argument, NULL, S_SECRET },
+		{ "metrics", required_argument, NULL, S_METRICS },
+		{ "resync-rate", required_argument, NULL, S_RESYNC },
+		{ "connections", required_argument, NULL, S_CONNS },
+		{ "timeout", required_argument, NULL, S_TIMEOUT },
+		{ "dead-timeout", required_argument, NULL, S_DEAD },
+		{ "run-dir", required_argument, NULL, S_RUNDIR },
+		{ "log-level", required_argument, NULL, S_LOGLEVEL },
 		{ "volume", required_argument, NULL, 'v' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "device", required_argument, NULL, 'd' },
-		{ "connections", required_argument, NULL, 'c' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "dead-timeout", required_argument, NULL, 'D' },
-		{ "run-dir", required_argument, NULL, 'R' },
 		{ "ready-fd", required_argument, NULL, 'F' },
-		{ "zone", required_argument, NULL, 'z' },
-		{ "log-level", required_argument, NULL, 'l' },
 		{ "force", no_argument, NULL, 'f' },
-		{ "resync-rate", required_argument, NULL, 'r' },
+		{ "config", required_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct qbd_open_opts o = { .etcd = getenv("QBD_ETCD") };
+	struct qbd_open_opts o = { 0 };
 	struct nbd_kernel_serve_opts ko = {
 		.index = -1, .connections = 1, .timeout_s = 30, .dead_conn_timeout_s = 120,
 		.ready_fd = -1,
 	};
-	const char *sock = NULL, *device = NULL;
+	const char *sock = NULL, *device = NULL, *flag[S_N] = { 0 }, *conf_path = NULL;
+	struct qbd_setting st[S_N];
 	struct qbd_volume *v;
+	char err[512];
 	unsigned u;
+	int c, r;
 
 	/* Payload buffers (up to 32 MiB per request) come and go with every
 	 * request: keep them in the heap instead of fresh mappings, and do
@@ -156,61 +184,103 @@ int main(int argc, char **argv)
 	 * zeroes its pages again (about 400 page faults per request). */
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
-	int c, r;
 
-	ko.run_dir = getenv("QBD_RUN_DIR") ? getenv("QBD_RUN_DIR") : "/run/qbd";
 	qbd_log_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c >= 0 && c < S_N) {
+			flag[c] = optarg;
+			continue;
+		}
 		switch (c) {
-		case 'e': o.etcd = optarg; break;
 		case 'v': o.volume = optarg; break;
 		case 's': sock = optarg; break;
 		case 'd': device = optarg; break;
-		case 'c':
-			if (parse_uint("--connections", optarg, 16, &ko.connections) < 0 ||
-			    ko.connections == 0) {
-				fprintf(stderr, "qbd-nbd: --connections must be 1..16\n");
-				return 1;
-			}
-			break;
-		case 't':
-			if (parse_uint("--timeout", optarg, 86400, &ko.timeout_s) < 0)
-				return 1;
-			break;
-		case 'D':
-			if (parse_uint("--dead-timeout", optarg, 86400, &ko.dead_conn_timeout_s) < 0)
-				return 1;
-			break;
-		case 'R': ko.run_dir = optarg; break;
 		case 'F':
 			if (parse_uint("--ready-fd", optarg, 1024, &u) < 0 || u < 3)
 				return 1;
 			ko.ready_fd = (int)u;
 			break;
-		case 'z': o.zone = optarg; break;
 		case 'f': o.force = 1; break;
-		case 'r':
-			if (qbd_parse_size(optarg, &o.resync_rate) < 0) {
-				fprintf(stderr, "qbd-nbd: bad --resync-rate '%s'\n", optarg);
-				return 1;
-			}
-			break;
-		case 'l':
-			r = qbd_log_parse_level(optarg);
-			if (r < 0) {
-				fprintf(stderr, "qbd-nbd: bad --log-level '%s'\n", optarg);
-				return 1;
-			}
-			qbd_log_set_level(r);
-			break;
+		case 'C': conf_path = optarg; break;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return 1;
 		}
 	}
+	if (!conf_path && getenv("QBD_CONFIG") && *getenv("QBD_CONFIG"))
+		conf_path = getenv("QBD_CONFIG");
+	if (qbd_conf_load(conf_path ? conf_path : QBD_CONF_DEFAULT, conf_path != NULL, &conf,
+			  err, sizeof err) < 0) {
+		fprintf(stderr, "qbd-nbd: %s\n", err);
+		return 1;
+	}
+	{
+		static const char *const keys[] = { "etcd", "zone", "secret-file", "metrics",
+			"resync-rate", "connections", "timeout", "dead-timeout", "run-dir",
+			"log-level", NULL };
+		r = qbd_conf_check_keys(conf, "nbd", keys);
+	}
+	qbd_conf_export_tls(conf);
+	for (int i = 0; i < S_N; i++)
+		qbd_conf_resolve(conf, "nbd", o.volume, names[i], flag[i], envs[i],
+				 i == S_ETCD || i == S_SECRET, &st[i]);
+	if (st[S_LOGLEVEL].value) {
+		int lvl = qbd_log_parse_level(st[S_LOGLEVEL].value);
+		if (lvl < 0) {
+			fprintf(stderr, "qbd-nbd: %s: bad log level '%s'\n", st[S_LOGLEVEL].where,
+				st[S_LOGLEVEL].value);
+			r++;
+		} else {
+			qbd_log_set_level(lvl);
+		}
+	}
+	o.etcd = st[S_ETCD].value;
+	o.zone = st[S_ZONE].value;
+	o.secret_file = st[S_SECRET].value;
+	ko.run_dir = st[S_RUNDIR].value ? st[S_RUNDIR].value : "/run/qbd";
+	if (st[S_CONNS].value &&
+	    (parse_uint(st[S_CONNS].where, st[S_CONNS].value, 16, &ko.connections) < 0 ||
+	     ko.connections == 0)) {
+		fprintf(stderr, "qbd-nbd: %s: connections must be 1..16\n", st[S_CONNS].where);
+		r++;
+	}
+	if (st[S_TIMEOUT].value &&
+	    parse_uint(st[S_TIMEOUT].where, st[S_TIMEOUT].value, 86400, &ko.timeout_s) < 0)
+		r++;
+	if (st[S_DEAD].value &&
+	    parse_uint(st[S_DEAD].where, st[S_DEAD].value, 86400, &ko.dead_conn_timeout_s) < 0)
+		r++;
+	if (st[S_RESYNC].value && qbd_parse_size(st[S_RESYNC].value, &o.resync_rate) < 0) {
+		fprintf(stderr, "qbd-nbd: %s: bad resync rate '%s'\n", st[S_RESYNC].where,
+			st[S_RESYNC].value);
+		r++;
+	}
+	metrics_addr = st[S_METRICS].value;
+	if (metrics_addr) {
+		char host[128];
+		uint16_t port;
+
+		if (qbd_parse_hostport(metrics_addr, host, sizeof host, &port) < 0) {
+			fprintf(stderr, "qbd-nbd: %s: bad metrics address '%s' (want ADDR:PORT)\n",
+				st[S_METRICS].where, metrics_addr);
+			r++;
+		}
+	}
+	if (r) {
+		qbd_conf_free(conf);
+		return 1;
+	}
 	if (!o.volume || (!sock && !device) || !o.etcd || optind != argc) {
 		fprintf(stderr, "qbd-nbd: --volume, --socket or --device, and --etcd (or "
-			"QBD_ETCD) are required\n%s", usage);
+			"QBD_ETCD, or etcd in [cluster] of the settings file) are required\n%s",
+			usage);
+		qbd_conf_free(conf);
 		return 1;
+	}
+	{
+		char ctx[96];
+
+		snprintf(ctx, sizeof ctx, "vol=%s", o.volume);
+		qbd_log_set_context(ctx);
 	}
 	ko.volume = o.volume;
 	ko.socket_path = sock;
@@ -260,9 +330,13 @@ int main(int argc, char **argv)
 			qbd_close(v);
 			return 1;
 		}
+		ko.metrics = metrics_addr;
+		ko.zone = o.zone;
 		r = nbd_kernel_serve(v, &ko);
 	} else {
-		r = nbd_serve_unix(v, o.volume, sock);
+		struct nbd_serve_opts so = { .export_name = o.volume, .socket_path = sock,
+					     .metrics = metrics_addr, .zone = o.zone };
+		r = nbd_serve(v, &so);
 	}
 	qbd_close(v);
 	if (r < 0) {

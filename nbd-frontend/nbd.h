@@ -8,6 +8,7 @@
 #ifndef QBD_NBD_H
 #define QBD_NBD_H
 
+#include "common/metrics.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -197,6 +198,19 @@ struct nbd_server;
  * one end of a socketpair each, already past the handshake, served in the
  * transmission phase with simple replies).
  */
+/* What the server counts, by NBD command (index: the command type, 0..7),
+ * for the metrics (nbd-metrics.c). Loop thread only. */
+#define NBD_STATS_CMDS 8
+struct nbd_stats {
+	uint64_t requests[NBD_STATS_CMDS], errors[NBD_STATS_CMDS], bytes[NBD_STATS_CMDS];
+	struct qbd_hist lat[NBD_STATS_CMDS];
+	uint64_t connections_total;
+};
+
+/* Render the server's and the volume's metrics into b (nbd-metrics.c). */
+void nbd_metrics_render(struct qbd_mbuf *b, const struct nbd_stats *st,
+			struct qbd_volume *vol, const char *volume, const char *zone);
+
 struct nbd_serve_opts {
 	const char *export_name;   /* accepted export name besides "" */
 	const char *socket_path;   /* listen here (mode 0600), or NULL */
@@ -219,6 +233,9 @@ struct nbd_serve_opts {
 	/* Stop (drain, return 0) once every adopted connection has ended
 	 * and at least one ended with NBD_CMD_DISC. */
 	bool stop_after_disc;
+	/* "HOST:PORT": serve Prometheus metrics there (NULL: no). */
+	const char *metrics;
+	const char *zone;          /* this node's zone: cross-zone traffic */
 };
 
 /*

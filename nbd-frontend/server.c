@@ -29,6 +29,7 @@
 #include "common/util.h"
 #include "common/uvbuf.h"
 #include "common/log.h"
+#include "common/svc.h"
 #include "replicator/qbd.h"
 #include "nbd.h"
 
@@ -50,18 +51,23 @@ struct nbd_server {
 	uv_poll_t qpoll;
 	uv_signal_t sigterm, sigint;
 	uv_timer_t drain;
+	uv_timer_t watchdog;   /* systemd watchdog pings (common/svc.h) */
 	struct qbd_volume *vol;
 	struct nbd_serve_opts o;
 	const char *name;
 	uint64_t size;
 	struct nconn *conns;
 	bool listening;     /* listener is open */
+	bool bound;         /* the socket file is ours: removed at the end */
 	bool started;       /* on_ready returned 0: connections may read */
 	bool stopping;
 	bool any_disc;      /* an adopted connection ended with DISC */
 	unsigned adopted_live;
 	int next_index;
 	unsigned drain_ticks;
+	struct nbd_stats stats;
+	struct qbd_metrics *metrics;
+	uv_timer_t metrics_timer;
 	bool corked;              /* in on_qbd: replies wait for server_uncork */
 	struct nconn *cork_conns; /* connections with replies corked */
 };
@@ -110,6 +116,7 @@ struct nreq {
 	uint32_t len;        /* for whole blocks around it) */
 	uint8_t *buf;        /* READ: READ_PREFIX bytes, then data; WRITE: data;
 			      * BLOCK_STATUS: the bitmap */
+	uint64_t start_ns;   /* arrival, for the latency histogram */
 };
 
 static void conn_close(struct nconn *c);
@@ -494,6 +501,16 @@ static void on_io_done(struct qbd_io *io)
 	uint32_t err = nbd_errno(io->res);
 
 	c->in_flight--;
+	if (c->s && r->type < NBD_STATS_CMDS) {
+		struct nbd_stats *st = &c->s->stats;
+
+		st->requests[r->type]++;
+		if (io->res < 0)
+			st->errors[r->type]++;
+		else if (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE)
+			st->bytes[r->type] += r->len;
+		qbd_hist_add(&st->lat[r->type], qbd_now_ns() - r->start_ns);
+	}
 	if (c->closing) {
 		free(r->buf);
 		free(r);
@@ -615,6 +632,7 @@ static bool conn_request(struct nconn *c)
 
 	if (r) {
 		r->c = c;
+		r->start_ns = qbd_now_ns();
 		r->cookie = q.cookie;
 		r->type = q.type;
 		r->flags = q.flags;
@@ -810,6 +828,7 @@ static void on_connection(uv_stream_t *l, int status)
 	}
 	c->next = s->conns;
 	s->conns = c;
+	s->stats.connections_total++;
 	c->state = ST_CLIENT_FLAGS;
 	nbd_greeting(g);
 	conn_send_copy(c, g, sizeof g);
@@ -842,6 +861,26 @@ static void server_close_handles(struct nbd_server *s)
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	uv_close((uv_handle_t *)&s->drain, NULL);
+	if (!uv_is_closing((uv_handle_t *)&s->watchdog))
+		uv_close((uv_handle_t *)&s->watchdog, NULL);
+	if (s->metrics && !uv_is_closing((uv_handle_t *)&s->metrics_timer))
+		uv_close((uv_handle_t *)&s->metrics_timer, NULL);
+}
+
+static void server_metrics_publish(struct nbd_server *s)
+{
+	struct qbd_mbuf b = { 0 };
+
+	nbd_metrics_render(&b, &s->stats, s->vol, s->name, s->o.zone);
+	if (b.failed)
+		free(b.p);
+	else
+		qbd_metrics_publish(s->metrics, b.p, b.len);
+}
+
+static void on_metrics_tick(uv_timer_t *t)
+{
+	server_metrics_publish(t->data);
 }
 
 static void on_drain(uv_timer_t *t)
@@ -865,6 +904,7 @@ static void server_stop(struct nbd_server *s, const char *why)
 	if (s->stopping)
 		return;
 	qbd_info("nbd", "%s: stopping: no new connections, draining", why);
+	qbd_svc_stopping("%s: draining", why);
 	s->stopping = true;
 	if (s->listening) {
 		uv_close((uv_handle_t *)&s->listener, NULL);
@@ -956,6 +996,7 @@ static int server_listen(struct nbd_server *s, const char *path)
 	mode_t old = umask(0177); /* socket created 0600 */
 	r = uv_pipe_bind(&s->listener, path);
 	umask(old);
+	s->bound = r == 0;
 	if (r == 0)
 		r = uv_listen((uv_stream_t *)&s->listener, 16, on_connection);
 	if (r < 0) {
@@ -993,8 +1034,19 @@ int nbd_serve(struct qbd_volume *vol, const struct nbd_serve_opts *o)
 	s->sigterm.data = s->sigint.data = s;
 	uv_timer_init(&s->loop, &s->drain);
 	s->drain.data = s;
+	qbd_svc_watchdog_start(&s->loop, &s->watchdog);
+	if (o->metrics) {
+		r = qbd_metrics_start(o->metrics, &s->metrics);
+		if (r == 0) {
+			uv_timer_init(&s->loop, &s->metrics_timer);
+			s->metrics_timer.data = s;
+			server_metrics_publish(s);
+			uv_timer_start(&s->metrics_timer, on_metrics_tick, 1000, 1000);
+			uv_unref((uv_handle_t *)&s->metrics_timer);
+		}
+	}
 
-	if (o->socket_path)
+	if (r == 0 && o->socket_path)
 		r = server_listen(s, o->socket_path);
 	for (i = 0; r == 0 && i < o->n_fds; i++) {
 		int idx = nbd_server_adopt(s, o->fds[i]);
@@ -1019,9 +1071,10 @@ int nbd_serve(struct qbd_volume *vol, const struct nbd_serve_opts *o)
 	qbd_info("nbd", "serving volume %s (%llu bytes)%s%s, %u adopted connection%s",
 		 s->name, (unsigned long long)s->size, o->socket_path ? " on " : "",
 		 o->socket_path ? o->socket_path : "", o->n_fds, o->n_fds == 1 ? "" : "s");
+	qbd_svc_ready("serving volume %s", s->name);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 out:
-	if (o->socket_path && r != -EADDRINUSE && r != -ENAMETOOLONG)
+	if (s->bound)
 		unlink(o->socket_path);
 	while (s->conns) {
 		struct nconn *c = s->conns;
@@ -1037,6 +1090,7 @@ out:
 		conn_free(c);
 	}
 	uv_loop_close(&s->loop);
+	qbd_metrics_stop(s->metrics);
 	free(s);
 	return r;
 }

@@ -42,6 +42,9 @@ struct qbd_open_opts {
 	int reattach;         /* take the attachment over only from a writer
 			       * of this host whose process no longer runs
 			       * (a daemon restarted behind its device) */
+	const char *secret_file; /* the cluster secret (mode 0600) that
+				  * authenticates links to the replicas;
+				  * NULL = $QBD_SECRET_FILE; neither: none */
 };
 
 /*
@@ -77,6 +80,13 @@ unsigned qbd_replica_count(const struct qbd_volume *v);
 unsigned qbd_write_quorum(const struct qbd_volume *v);
 int qbd_replica_status(const struct qbd_volume *v, unsigned i,
 		       struct qbd_replica_status *out);
+/* Traffic with replica i since the volume was opened (for metrics). */
+struct qbd_replica_counters {
+	uint64_t sent_bytes;      /* requests and their data */
+	uint64_t received_bytes;  /* replies and their data */
+};
+int qbd_replica_counters(const struct qbd_volume *v, unsigned i,
+			 struct qbd_replica_counters *out);
 
 /* Event loop integration (see the top of this file). */
 int qbd_get_fd(const struct qbd_volume *v);

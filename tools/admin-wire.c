@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "replicator/wire/wire.h"
@@ -20,6 +21,8 @@ struct admin_rx {
 	int type;
 	uint64_t version, checksum;
 	struct admin_usage usage;
+	size_t nonce_len, mac_len;
+	uint8_t nonce[QBD_AUTH_NONCE], mac[QBD_AUTH_MAC];
 };
 
 static void *admin_on_header(void *user, const Qbd__Msg *m)
@@ -43,6 +46,12 @@ static int admin_on_frame(void *user, Qbd__Msg *m, void *data)
 	a->usage.used = m->used;
 	a->usage.capacity = m->capacity;
 	a->usage.free_slots = m->free_slots;
+	a->nonce_len = m->nonce.len;
+	if (m->nonce.len == QBD_AUTH_NONCE)
+		memcpy(a->nonce, m->nonce.data, QBD_AUTH_NONCE);
+	a->mac_len = m->mac.len;
+	if (m->mac.len == QBD_AUTH_MAC)
+		memcpy(a->mac, m->mac.data, QBD_AUTH_MAC);
 	a->got = 1;
 	return 1;
 }
@@ -79,6 +88,71 @@ static int admin_call(int fd, struct qbd_wire_rx *rx, Qbd__Msg *m,
 	return a.status;
 }
 
+/* The cluster secret of the CLI (admin_secret_file), read once. */
+static const struct qbd_secret *admin_secret(void)
+{
+	static struct qbd_secret s;
+	static int loaded;
+	char why[256];
+
+	if (!loaded && admin_secret_file && *admin_secret_file) {
+		if (qbd_secret_load(admin_secret_file, &s, why, sizeof why) < 0)
+			fprintf(stderr, "qbd: %s\n", why);
+	}
+	loaded = 1;
+	return &s;
+}
+
+const char *admin_secret_file;
+
+/* HELLO and, with a secret, the challenge-response (common/auth.h). */
+static int admin_hello(struct admin_conn *ac)
+{
+	const struct qbd_secret *s = admin_secret();
+	uint8_t nonce[QBD_AUTH_NONCE], mac[QBD_AUTH_MAC];
+	struct admin_rx a;
+	Qbd__Msg m;
+	int r;
+
+	qbd__msg__init(&m);
+	m.type = QBD__MSG_TYPE__HELLO;
+	m.cluster_id = ac->cluster_id;
+	m.node_id = ac->node_id;
+	m.request_id = ac->next_id++;
+	if (s->len) {
+		qbd_auth_nonce(nonce);
+		m.nonce.data = nonce;
+		m.nonce.len = sizeof nonce;
+	}
+	r = admin_call(ac->fd, &ac->rx, &m, &a);
+	if (r == -EACCES) {
+		qbd_err("admin", "node %016llx requires authentication: give the CLI the "
+			"cluster secret (--secret-file, $%s, or secret-file in qbd.conf)",
+			(unsigned long long)ac->node_id, QBD_AUTH_SECRET_ENV);
+		return r;
+	}
+	if (r < 0)
+		return r;
+	if (!s->len)
+		return a.nonce_len ? -EACCES : 0;
+	if (a.nonce_len != QBD_AUTH_NONCE ||
+	    !qbd_auth_check(s, QBD_AUTH_SERVER, ac->cluster_id, nonce, a.nonce, a.mac,
+			    a.mac_len)) {
+		qbd_err("admin", "node %016llx did not prove the cluster secret: not trusted",
+			(unsigned long long)ac->node_id);
+		return -EACCES;
+	}
+	qbd_auth_mac(s, QBD_AUTH_CLIENT, ac->cluster_id, a.nonce, nonce, mac);
+	qbd__msg__init(&m);
+	m.type = QBD__MSG_TYPE__AUTH;
+	m.cluster_id = ac->cluster_id;
+	m.node_id = ac->node_id;
+	m.request_id = ac->next_id++;
+	m.mac.data = mac;
+	m.mac.len = sizeof mac;
+	return admin_call(ac->fd, &ac->rx, &m, NULL);
+}
+
 int admin_connect(const struct qbd_node_info *node, uint64_t cluster_id,
 		  struct admin_conn *ac)
 {
@@ -86,7 +160,6 @@ int admin_connect(const struct qbd_node_info *node, uint64_t cluster_id,
 	uint16_t p;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai;
 	struct timeval tv = { 3, 0 };
-	Qbd__Msg m;
 	int fd, r;
 
 	ac->fd = -1;
@@ -112,12 +185,7 @@ int admin_connect(const struct qbd_node_info *node, uint64_t cluster_id,
 	ac->node_id = node->id;
 	ac->next_id = 1;
 	qbd_wire_rx_init(&ac->rx);
-	qbd__msg__init(&m);
-	m.type = QBD__MSG_TYPE__HELLO;
-	m.cluster_id = cluster_id;
-	m.node_id = node->id;
-	m.request_id = ac->next_id++;
-	r = admin_call(fd, &ac->rx, &m, NULL);
+	r = admin_hello(ac);
 	if (r < 0)
 		admin_close(ac);
 	return r;

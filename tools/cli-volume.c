@@ -44,25 +44,25 @@ static int cli_simple_opts(int argc, char **argv, int nargs, const char *usage)
 }
 
 /* Print a JSON value (strings escaped by json-c) and drop it. */
-static void cli_print_json(json_object *o)
+void cli_print_json(json_object *o)
 {
 	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 }
 
-static json_object *cli_json_id(uint64_t id)
+json_object *cli_json_id(uint64_t id)
 {
 	char hex[17];
 
 	return json_object_new_string(qbd_id_str(id, hex));
 }
 
-static json_object *cli_json_u64(uint64_t v)
+json_object *cli_json_u64(uint64_t v)
 {
 	return json_object_new_int64((int64_t)v);
 }
 
-static json_object *cli_node_json(const struct qbd_node_info *n, bool full)
+json_object *cli_node_json(const struct qbd_node_info *n, bool full)
 {
 	json_object *o = json_object_new_object();
 
@@ -208,14 +208,19 @@ static int node_list(int argc, char **argv)
 			       nodes[i].scrub.bad_blocks);
 		}
 	}
+	/* Exit status: every node up, some down, none up. */
+	size_t up = 0;
+	for (size_t i = 0; i < n; i++)
+		up += nodes[i].alive;
 	free(nodes);
-	return EXIT_OK;
+	return up == n ? EXIT_OK : up ? EXIT_DEGRADED : EXIT_FAILED;
 }
 
 int cmd_node(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-		fprintf(argc < 2 ? stderr : stdout, "usage: qbd node list [--json]\n");
+		fprintf(argc < 2 ? stderr : stdout, "usage: qbd node list [--json]\n"
+			"exits 0 when every node is up, 2 when some are down, 3 when none is up\n");
 		return argc < 2 ? EXIT_USAGE : EXIT_OK;
 	}
 	if (strcmp(argv[1], "list") == 0)
@@ -467,16 +472,6 @@ static void cli_print_attached(const char *name, const struct qbd_attachment *a)
 
 /* ---- qbd volume status ---- */
 
-#define EXIT_DEGRADED 2
-#define EXIT_FAILED 3
-
-struct replica_status {
-	struct qbd_node_info node;
-	bool known;             /* node record found */
-	bool reported;          /* the writer's status document lists it */
-	char state[16];         /* "up", "down", "resync" */
-	uint64_t stale, resync_done, resync_total;
-};
 
 static uint64_t cli_jint(json_object *o, const char *key)
 {
@@ -557,19 +552,87 @@ static char *cli_time(uint64_t t, char *buf, size_t len)
 	return buf;
 }
 
+/* The health of volume v as etcd tells it: its replicas' nodes, and the
+ * writer's status document when attached. 0, or EXIT_ERR after saying
+ * why. */
+int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
+		      struct vol_health *h)
+{
+	char *st_json = NULL;
+	char hex[17];
+	uint64_t st_epoch = 0;
+	int r;
+
+	memset(h, 0, sizeof *h);
+	r = qbd_meta_attachment_get(m, v->id, &h->att);
+	if (r == 0) {
+		h->attached = true;
+		r = qbd_meta_status_get(m, v->id, &st_json);
+	}
+	if (r < 0 && r != -ENOENT) {
+		fprintf(stderr, "qbd: volume '%s': cannot read its attachment or status: %s\n",
+			v->name, strerror(-r));
+		return EXIT_ERR;
+	}
+	for (unsigned i = 0; i < v->replicas; i++) {
+		struct replica_status *x = &h->rs[i];
+
+		r = qbd_meta_node_get(m, v->nodes[i], &x->node);
+		if (r < 0 && r != -ENOENT) {
+			fprintf(stderr, "qbd: cannot read node %s: %s\n",
+				qbd_id_str(v->nodes[i], hex), strerror(-r));
+			free(st_json);
+			return EXIT_ERR;
+		}
+		x->known = r == 0;
+		if (!x->known) {
+			memset(&x->node, 0, sizeof x->node);
+			x->node.id = v->nodes[i];
+			snprintf(x->node.zone, sizeof x->node.zone, "?");
+			snprintf(x->node.addr, sizeof x->node.addr, "?");
+		}
+	}
+	if (st_json) {
+		if (cli_parse_status(st_json, v, h->rs, &st_epoch, &h->st_updated) < 0) {
+			fprintf(stderr, "qbd: warning: volume '%s': malformed status document "
+				"ignored\n", v->name);
+			for (unsigned i = 0; i < v->replicas; i++)
+				h->rs[i].reported = false;
+		} else if (st_epoch != h->att.epoch) {
+			fprintf(stderr, "qbd: warning: volume '%s': status document of epoch %"
+				PRIu64 ", writer has epoch %" PRIu64 ": ignored\n", v->name,
+				st_epoch, h->att.epoch);
+			for (unsigned i = 0; i < v->replicas; i++)
+				h->rs[i].reported = false;
+		} else {
+			h->have_status = true;
+		}
+		free(st_json);
+	}
+	for (unsigned i = 0; i < v->replicas; i++) {
+		h->usable += rs_usable(&h->rs[i], h->have_status);
+		h->current += rs_current(&h->rs[i], h->have_status);
+	}
+	h->rc = h->current == v->replicas ? EXIT_OK :
+		h->usable >= v->write_quorum ? EXIT_DEGRADED : EXIT_FAILED;
+	return 0;
+}
+
+const char *cli_health_name(int rc)
+{
+	return rc == EXIT_OK ? "healthy" : rc == EXIT_DEGRADED ? "degraded" : "failed";
+}
+
 static int volume_status(int argc, char **argv)
 {
 	struct qbd_meta *m;
 	struct qbd_volume_info v;
-	struct replica_status rs[QBD_MAX_REPLICAS];
-	struct qbd_attachment att;
+	struct vol_health vh;
+	struct replica_status *rs = vh.rs;
 	const struct qbd_node_info *np[QBD_MAX_REPLICAS];
 	struct replica_usage ru[QBD_MAX_REPLICAS];
-	bool attached = false, have_status = false;
-	uint64_t epoch = 0, st_epoch = 0, st_updated = 0, cluster_id = 0, held;
-	char *st_json = NULL;
+	uint64_t epoch = 0, cluster_id = 0, held;
 	char hex[17], sz[32], tbuf[64], ub[48];
-	unsigned usable = 0, current = 0;
 	int r, rc;
 
 	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
@@ -586,63 +649,21 @@ static int volume_status(int argc, char **argv)
 		qbd_meta_close(m);
 		return EXIT_ERR;
 	}
-	r = qbd_meta_attachment_get(m, v.id, &att);
-	if (r == 0) {
-		attached = true;
-		r = qbd_meta_status_get(m, v.id, &st_json);
-	}
-	if (r < 0 && r != -ENOENT) {
-		fprintf(stderr, "qbd: volume '%s': cannot read its attachment or status: %s\n",
-			name, strerror(-r));
+	if (cli_volume_health(m, &v, &vh)) {
 		qbd_meta_close(m);
 		return EXIT_ERR;
 	}
-	memset(rs, 0, sizeof rs);
-	for (unsigned i = 0; i < v.replicas; i++) {
-		r = qbd_meta_node_get(m, v.nodes[i], &rs[i].node);
-		if (r < 0 && r != -ENOENT) {
-			fprintf(stderr, "qbd: cannot read node %s: %s\n",
-				qbd_id_str(v.nodes[i], hex), strerror(-r));
-			qbd_meta_close(m);
-			free(st_json);
-			return EXIT_ERR;
-		}
-		rs[i].known = r == 0;
-		if (!rs[i].known) {
-			memset(&rs[i].node, 0, sizeof rs[i].node);
-			rs[i].node.id = v.nodes[i];
-			snprintf(rs[i].node.zone, sizeof rs[i].node.zone, "?");
-			snprintf(rs[i].node.addr, sizeof rs[i].node.addr, "?");
-		}
+	for (unsigned i = 0; i < v.replicas; i++)
 		np[i] = &rs[i].node;
-	}
 	(void)qbd_meta_cluster_id(m, false, &cluster_id);
 	qbd_meta_close(m);
 	held = cli_volume_usage(&v, cluster_id, np, ru);
-	if (st_json) {
-		if (cli_parse_status(st_json, &v, rs, &st_epoch, &st_updated) < 0) {
-			fprintf(stderr, "qbd: warning: volume '%s': malformed status document "
-				"ignored\n", name);
-			for (unsigned i = 0; i < v.replicas; i++)
-				rs[i].reported = false;
-		} else if (st_epoch != att.epoch) {
-			fprintf(stderr, "qbd: warning: volume '%s': status document of epoch %"
-				PRIu64 ", writer has epoch %" PRIu64 ": ignored\n", name,
-				st_epoch, att.epoch);
-			for (unsigned i = 0; i < v.replicas; i++)
-				rs[i].reported = false;
-		} else {
-			have_status = true;
-		}
-	}
-	for (unsigned i = 0; i < v.replicas; i++) {
-		usable += rs_usable(&rs[i], have_status);
-		current += rs_current(&rs[i], have_status);
-	}
-	rc = current == v.replicas ? EXIT_OK :
-	     usable >= v.write_quorum ? EXIT_DEGRADED : EXIT_FAILED;
-	const char *health = rc == EXIT_OK ? "healthy" : rc == EXIT_DEGRADED ?
-			     "degraded" : "failed";
+	rc = vh.rc;
+	const char *health = cli_health_name(rc);
+	const bool attached = vh.attached, have_status = vh.have_status;
+	const struct qbd_attachment att = vh.att;
+	const uint64_t st_updated = vh.st_updated;
+	const unsigned usable = vh.usable, current = vh.current;
 
 	if (cli_json) {
 		json_object *o = cli_volume_json(&v), *arr = json_object_new_array();
@@ -684,7 +705,6 @@ static int volume_status(int argc, char **argv)
 		json_object_object_add(o, "usable", json_object_new_int((int)usable));
 		json_object_object_add(o, "health", json_object_new_string(health));
 		cli_print_json(o);
-		free(st_json);
 		return rc;
 	}
 	printf("Volume:        %s\n", v.name);
@@ -734,7 +754,6 @@ static int volume_status(int argc, char **argv)
 	}
 	printf("Health:        %s (%u of %u replicas usable, %u current, write quorum %u)\n",
 	       health, usable, v.replicas, current, v.write_quorum);
-	free(st_json);
 	return rc;
 }
 

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/auth.h"
 #include "common/util.h"
 #include "internal.h"
 
@@ -272,6 +273,18 @@ static int dev_up(const char *state, const char *zones_arg, const char *size,
 		return EXIT_ERR;
 	}
 	sibling("qbd-chunkd", chunkd, sizeof chunkd);
+	/* The cluster secret: every link of the dev cluster authenticates,
+	 * as in production. */
+	char secret[PATH_MAX];
+	snprintf(secret, sizeof secret, "%s/secret", state);
+	int sr = qbd_secret_create(secret);
+	if (sr < 0 && sr != -EEXIST) {
+		fprintf(stderr, "qbd: %s: %s\n", secret, strerror(-sr));
+		fclose(f);
+		qbd_meta_close(m);
+		dev_down(state);
+		return EXIT_ERR;
+	}
 	snprintf(zones, sizeof zones, "%s", zones_arg);
 	char *save = NULL;
 	for (char *z = strtok_r(zones, ",", &save); z && n < DEV_MAX; z = strtok_r(NULL, ",", &save)) {
@@ -281,7 +294,7 @@ static int dev_up(const char *state, const char *zones_arg, const char *size,
 		snprintf(log, sizeof log, "%s/chunkd-%s.log", state, z);
 		char *cargv[] = { chunkd, "--data", data, "--size", (char *)size,
 				  "--listen", listen, "--zone", z, "--etcd", url,
-				  "--scrub-rate", (char *)scrub, NULL };
+				  "--scrub-rate", (char *)scrub, "--secret-file", secret, NULL };
 		snprintf(p[n].name, sizeof p[n].name, "chunkd-%s", z);
 		p[n].pid = spawn(cargv, log);
 		if (p[n].pid < 0) {
@@ -297,7 +310,7 @@ static int dev_up(const char *state, const char *zones_arg, const char *size,
 	snprintf(path, sizeof path, "%s/env", state);
 	f = fopen(path, "w");
 	if (f) {
-		fprintf(f, "QBD_ETCD=%s\n", url);
+		fprintf(f, "QBD_ETCD=%s\nQBD_SECRET_FILE=%s\n", url, secret);
 		fclose(f);
 	}
 	/* Wait for every chunk server to be alive in etcd. */
@@ -326,7 +339,7 @@ static int dev_up(const char *state, const char *zones_arg, const char *size,
 	printf("dev cluster up in %s: etcd %s, %d chunk servers\n", state, url, nz);
 	for (size_t i = 0; i < nn; i++)
 		printf("  zone %-6s %s\n", nodes[i].zone, nodes[i].addr);
-	printf("use it with: . %s/env; export QBD_ETCD\n", state);
+	printf("use it with: . %s/env; export QBD_ETCD QBD_SECRET_FILE\n", state);
 	free(nodes);
 	return EXIT_OK;
 }

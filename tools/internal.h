@@ -3,6 +3,8 @@
 #ifndef QBD_TOOLS_INTERNAL_H
 #define QBD_TOOLS_INTERNAL_H
 
+#include <json-c/json.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "replicator/meta/meta.h"
@@ -11,6 +13,9 @@
 #define EXIT_OK 0
 #define EXIT_ERR 1
 #define EXIT_USAGE 2
+/* qbd status, qbd volume status: health as the exit status. */
+#define EXIT_DEGRADED 2
+#define EXIT_FAILED 3
 
 /* qbd-main.c */
 extern const char *cli_etcd;
@@ -20,6 +25,11 @@ int cli_meta(struct qbd_meta **m);
 /* cli-volume.c */
 int cmd_node(int argc, char **argv);
 int cmd_volume(int argc, char **argv);
+/* JSON output: print (and drop) o; ids as hex strings; numbers. */
+void cli_print_json(json_object *o);
+json_object *cli_json_id(uint64_t id);
+json_object *cli_json_u64(uint64_t v);
+json_object *cli_node_json(const struct qbd_node_info *n, bool full);
 
 /* admin-wire.c: blocking administrative requests to one chunk server.
  * 0 or -errno. */
@@ -29,6 +39,8 @@ struct admin_conn {
 	uint64_t cluster_id, node_id, next_id;
 	struct qbd_wire_rx rx;
 };
+/* The CLI's cluster secret file (NULL: none), set before admin_connect. */
+extern const char *admin_secret_file;
 int admin_connect(const struct qbd_node_info *node, uint64_t cluster_id,
 		  struct admin_conn *ac);
 void admin_close(struct admin_conn *ac);
@@ -54,5 +66,27 @@ int cmd_kernel(int argc, char **argv);
 
 /* dev.c */
 int cmd_dev(int argc, char **argv);
+
+/* A volume's replicas as etcd and its writer's status document tell
+ * (cli-volume.c). */
+struct replica_status {
+	struct qbd_node_info node;
+	bool known;             /* node record found */
+	bool reported;          /* the writer's status document lists it */
+	char state[16];         /* "up", "down", "resync" */
+	uint64_t stale, resync_done, resync_total;
+};
+struct vol_health {
+	struct replica_status rs[QBD_MAX_REPLICAS];
+	struct qbd_attachment att;
+	bool attached, have_status;
+	uint64_t st_updated;
+	unsigned usable, current;  /* replicas that take writes; with nothing stale */
+	int rc;                    /* EXIT_OK, EXIT_DEGRADED or EXIT_FAILED */
+};
+int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
+		      struct vol_health *h);
+const char *cli_health_name(int rc);
+int cmd_status(int argc, char **argv);
 
 #endif

@@ -5,15 +5,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/auth.h"
+#include "common/conf.h"
 #include "common/log.h"
 #include "internal.h"
 
 const char *cli_etcd;
 int cli_json;
+/* The settings file: its strings are used until exit. */
+static struct qbd_conf *cli_conf;
 
 static const char usage[] =
-	"usage: qbd [--etcd URL] [--json] COMMAND ...\n"
+	"usage: qbd [--etcd URL] [--secret-file PATH] [--config FILE] [--json] COMMAND ...\n"
 	"\n"
+	"  status                         the cluster at a glance (exit 0 healthy,\n"
+	"                                 2 degraded, 3 failed)\n"
 	"  node list                      chunk servers, their zones and state\n"
 	"  volume create NAME --size SIZE [--replicas R] [--write-quorum W]\n"
 	"  volume list | info NAME | status NAME | delete NAME\n"
@@ -25,8 +31,31 @@ static const char usage[] =
 	"  dev up --state DIR [--zones a,b,c] [--size SIZE]\n"
 	"                                 local cluster: etcd + one chunk server per zone\n"
 	"  dev down --state DIR | dev status --state DIR\n"
+	"  secret create PATH             a new cluster secret (mode 0600)\n"
 	"\n"
-	"--etcd defaults to $QBD_ETCD. Exit status: 0 ok, 1 error, 2 usage.\n";
+	"--etcd defaults to $QBD_ETCD, then etcd in [cluster] of the settings file\n"
+	"(--config, $QBD_CONFIG, or " QBD_CONF_DEFAULT " if present); --secret-file to\n"
+	"$QBD_SECRET_FILE, then secret-file there. Exit status: 0 ok, 1 error, 2 usage.\n";
+
+static int cmd_secret(int argc, char **argv)
+{
+	int r;
+
+	if (argc != 3 || strcmp(argv[1], "create") != 0) {
+		fprintf(stderr, "usage: qbd secret create PATH\n");
+		return EXIT_USAGE;
+	}
+	r = qbd_secret_create(argv[2]);
+	if (r < 0) {
+		fprintf(stderr, "qbd: %s: %s\n", argv[2], r == -EEXIST ?
+			"exists already (a cluster keeps its secret; remove it first to "
+			"replace it everywhere)" : strerror(-r));
+		return EXIT_ERR;
+	}
+	printf("created %s (mode 0600): copy it to every node, as secret-file in "
+	       "[cluster] of qbd.conf\n", argv[2]);
+	return EXIT_OK;
+}
 
 int cli_meta(struct qbd_meta **m)
 {
@@ -46,18 +75,24 @@ int cli_meta(struct qbd_meta **m)
 
 int main(int argc, char **argv)
 {
+	const char *etcd_flag = NULL, *secret_flag = NULL, *conf_path = NULL;
+	struct qbd_setting st;
+	char err[512];
 	int i = 1;
 
 	qbd_log_init("qbd");
 	qbd_log_set_level(QBD_LOG_WARN);
-	cli_etcd = getenv("QBD_ETCD");
 	/* Global options come before the command; --json is also accepted
 	 * anywhere after it. */
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (strcmp(argv[i], "--etcd") == 0 && i + 1 < argc) {
-			cli_etcd = argv[++i];
+			etcd_flag = argv[++i];
 		} else if (strncmp(argv[i], "--etcd=", 7) == 0) {
-			cli_etcd = argv[i] + 7;
+			etcd_flag = argv[i] + 7;
+		} else if (strcmp(argv[i], "--secret-file") == 0 && i + 1 < argc) {
+			secret_flag = argv[++i];
+		} else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+			conf_path = argv[++i];
 		} else if (strcmp(argv[i], "--json") == 0) {
 			cli_json = 1;
 		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -71,6 +106,22 @@ int main(int argc, char **argv)
 	if (i >= argc) {
 		fputs(usage, stderr);
 		return EXIT_USAGE;
+	}
+	if (!conf_path && getenv("QBD_CONFIG") && *getenv("QBD_CONFIG"))
+		conf_path = getenv("QBD_CONFIG");
+	if (qbd_conf_load(conf_path ? conf_path : QBD_CONF_DEFAULT, conf_path != NULL,
+			  &cli_conf, err, sizeof err) < 0) {
+		fprintf(stderr, "qbd: %s\n", err);
+		return EXIT_USAGE;
+	}
+	qbd_conf_export_tls(cli_conf);
+	if (qbd_conf_resolve(cli_conf, "cluster", NULL, "etcd", etcd_flag, "QBD_ETCD", 1, &st))
+		cli_etcd = st.value;
+	if (qbd_conf_resolve(cli_conf, "cluster", NULL, "secret-file", secret_flag,
+			     QBD_AUTH_SECRET_ENV, 1, &st)) {
+		admin_secret_file = st.value;
+		/* The daemons qbd starts (attach) find it too. */
+		setenv(QBD_AUTH_SECRET_ENV, st.value, 1);
 	}
 	/* Strip --json from the command's arguments. */
 	int n = 0;
@@ -93,6 +144,10 @@ int main(int argc, char **argv)
 		return cmd_kernel(argc - i, argv + i);
 	if (strcmp(argv[i], "dev") == 0)
 		return cmd_dev(argc - i, argv + i);
+	if (strcmp(argv[i], "secret") == 0)
+		return cmd_secret(argc - i, argv + i);
+	if (strcmp(argv[i], "status") == 0)
+		return cmd_status(argc - i, argv + i);
 	fprintf(stderr, "qbd: unknown command '%s'\n%s", argv[i], usage);
 	return EXIT_USAGE;
 }

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/auth.h"
+#include "common/metrics.h"
 #include "engine/engine.h"
 #include "replicator/meta/meta.h"
 #include "replicator/wire/wire.h"
@@ -44,12 +46,18 @@ struct chunkd_conn {
 	bool closing;
 	bool reading;
 	bool direct;           /* the read under way goes into a payload (qbd_wire_rx_direct) */
+	/* Authentication (common/auth.h): with a cluster secret, nothing but
+	 * HELLO and AUTH is served before the peer proved it. */
+	bool hello_done, authed, auth_logged;
+	uint8_t nonce_peer[QBD_AUTH_NONCE], nonce_ours[QBD_AUTH_NONCE];
+	uint8_t mac_ours[QBD_AUTH_MAC];
 	char peer[64];
 	uint8_t rbuf[CHUNKD_RBUF];
 };
 
 struct chunkd_req {
 	struct chunkd_conn *c;
+	uint64_t start_ns;     /* arrival, for the latency histograms */
 	struct qbd_engine_req er;
 	Qbd__Msg reply;
 	int type;
@@ -82,17 +90,26 @@ struct chunkd_scrub {
 	struct qbd_node_scrub stats;
 };
 
+/* Requests of one message type, for the metrics. */
+#define CHUNKD_OPS 12   /* message types 0..11 (QBD__MSG_TYPE__AUTH) */
+struct chunkd_op_stats {
+	uint64_t requests, errors, bytes;
+	struct qbd_hist lat;
+};
+
 struct chunkd {
 	uv_loop_t loop;
 	uv_tcp_t server;
 	uv_poll_t engine_poll;
 	uv_signal_t sig_term, sig_int;
 	uv_timer_t drain_timer;
+	uv_timer_t watchdog;     /* systemd watchdog pings (common/svc.h) */
 	struct qbd_engine *e;
 	struct qbd_engine_req flush_req;
 	struct qbd_meta *meta;
 	uint64_t node_id, cluster_id;
 	uint32_t chunk_size;
+	struct qbd_secret secret;  /* len 0: links are not authenticated */
 	struct chunkd_conn *conns;
 	unsigned corked;                 /* chunkd_cork depth */
 	struct chunkd_conn *cork_conns;  /* with replies corked */
@@ -103,6 +120,15 @@ struct chunkd {
 	uv_timer_t stats_timer;  /* copies the numbers into node (under ka_mu) */
 	bool stopping;
 	uint64_t stop_start_ns;
+	/* metrics (loop thread; rendered once a second by metrics.c) */
+	struct chunkd_op_stats ops[CHUNKD_OPS];
+	uint64_t fenced;          /* requests refused for an old epoch (EPERM) */
+	uint64_t checksum_errors; /* reads answered EBADMSG */
+	uint64_t auth_failures;   /* peers refused: no or wrong secret */
+	uint64_t conns_accepted, conns_open;
+	const char *zone;
+	struct qbd_metrics *metrics;
+	uv_timer_t metrics_timer;
 	/* keepalive thread */
 	pthread_t ka_thread;
 	bool ka_started;
@@ -131,6 +157,11 @@ void req_reply(struct chunkd_req *r, int status);
 void chunkd_cork(struct chunkd *d);
 void chunkd_uncork(struct chunkd *d);
 void req_submit(struct chunkd_req *r, enum qbd_engine_op op);
+
+/* metrics.c: serve the metrics on addr (NULL: no-op) and publish them
+ * once a second; chunkd_metrics_stop before the loop closes. */
+int chunkd_metrics_start(struct chunkd *d, const char *addr);
+void chunkd_metrics_stop(struct chunkd *d);
 
 /* pull.c: serve a PULL (validated, epoch checked): read the chunk from
  * the source replica, then store it as a RESYNC write; r is answered

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * qbd-chunkd command line: parse and check the options, then run the chunk
- * server (chunkd.c) until SIGTERM/SIGINT.
+ * qbd-chunkd command line: settings from flags, the environment and
+ * /etc/qbd/qbd.conf (in that order), checked in one place, then the chunk
+ * server (chunkd.c) runs until SIGTERM/SIGINT.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -9,92 +10,117 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "chunkd.h"
+#include "common/auth.h"
+#include "common/conf.h"
 #include "common/log.h"
 #include "common/util.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: qbd-chunkd --data PATH --listen ADDR:PORT --zone NAME --etcd URL\n"
+		"usage: qbd-chunkd [--config FILE] [--instance NAME] [--check-config]\n"
+		"                  [--data PATH] [--listen ADDR:PORT] [--zone NAME] [--etcd URL]\n"
 		"                  [--size SIZE] [--advertise ADDR:PORT] [--scrub-rate RATE]\n"
-		"                  [--buffers N] [--log-level L]\n"
+		"                  [--buffers N] [--secret-file PATH] [--metrics ADDR:PORT]\n"
+		"                  [--log-level L]\n"
+		"  --config FILE        settings file (default " QBD_CONF_DEFAULT ", or $QBD_CONFIG;\n"
+		"                       the default may be absent); flags and the environment\n"
+		"                       override it\n"
+		"  --instance NAME      read [chunkd.NAME] too (qbd-chunkd@NAME.service)\n"
+		"  --check-config       check the settings, print what is wrong, exit 0 or 1\n"
 		"  --data PATH          store file or block device\n"
 		"  --size SIZE          create the file with SIZE if absent (default 8G)\n"
 		"  --listen ADDR:PORT   address to serve the qbd protocol on\n"
 		"  --advertise ADDR:PORT address clients use (default: --listen)\n"
 		"  --zone NAME          failure zone of this node\n"
 		"  --etcd URL           etcd endpoint(s) (default: $QBD_ETCD)\n"
+		"  --secret-file PATH   cluster secret, mode 0600 ($QBD_SECRET_FILE): peers must\n"
+		"                       prove it; without one, links are not authenticated\n"
+		"  --metrics ADDR:PORT  serve Prometheus metrics over HTTP at /metrics\n"
 		"  --scrub-rate RATE    background scrub, bytes/s (e.g. 4M; default 4M; 0 = off)\n"
 		"  --buffers N          request buffers registered with the ring, a chunk\n"
 		"                       (1 MiB) of locked memory each (default 32; 0 = none)\n"
 		"  --log-level L        error|warn|info|debug\n");
 }
 
-static int bad(const char *fmt, const char *arg)
+/* The settings, by their name in flags and in the file. */
+enum { S_DATA, S_SIZE, S_LISTEN, S_ADVERTISE, S_ZONE, S_ETCD, S_SECRET, S_METRICS,
+       S_SCRUB, S_BUFFERS, S_LOGLEVEL, S_N };
+static const char *const names[S_N + 1] = {
+	"data", "size", "listen", "advertise", "zone", "etcd", "secret-file", "metrics",
+	"scrub-rate", "buffers", "log-level", NULL,
+};
+/* Keys of [chunkd] sections: all but the [cluster] ones. */
+static const char *const chunkd_keys[] = {
+	"data", "size", "listen", "advertise", "zone", "metrics", "scrub-rate",
+	"buffers", "log-level", "etcd", "secret-file", NULL,
+};
+static const char *const envs[S_N] = {
+	[S_ETCD] = "QBD_ETCD", [S_SECRET] = QBD_AUTH_SECRET_ENV,
+	[S_LOGLEVEL] = "QBD_LOG_LEVEL",
+};
+
+static int problems;
+
+static void bad(const struct qbd_setting *s, const char *what)
 {
-	fprintf(stderr, "qbd-chunkd: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n");
-	usage(stderr);
-	return 1;
+	fprintf(stderr, "qbd-chunkd: %s: '%s': %s\n", s->where, s->value, what);
+	problems++;
+}
+
+static void missing(const char *what)
+{
+	fprintf(stderr, "qbd-chunkd: %s\n", what);
+	problems++;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "data", required_argument, NULL, 'd' },
-		{ "listen", required_argument, NULL, 'l' },
-		{ "zone", required_argument, NULL, 'z' },
-		{ "etcd", required_argument, NULL, 'e' },
-		{ "size", required_argument, NULL, 's' },
-		{ "advertise", required_argument, NULL, 'a' },
-		{ "log-level", required_argument, NULL, 'L' },
-		{ "scrub-rate", required_argument, NULL, 'r' },
-		{ "buffers", required_argument, NULL, 'b' },
+		{ "data", required_argument, NULL, S_DATA },
+		{ "size", required_argument, NULL, S_SIZE },
+		{ "listen", required_argument, NULL, S_LISTEN },
+		{ "advertise", required_argument, NULL, S_ADVERTISE },
+		{ "zone", required_argument, NULL, S_ZONE },
+		{ "etcd", required_argument, NULL, S_ETCD },
+		{ "secret-file", required_argument, NULL, S_SECRET },
+		{ "metrics", required_argument, NULL, S_METRICS },
+		{ "scrub-rate", required_argument, NULL, S_SCRUB },
+		{ "buffers", required_argument, NULL, S_BUFFERS },
+		{ "log-level", required_argument, NULL, S_LOGLEVEL },
+		{ "config", required_argument, NULL, 'c' },
+		{ "instance", required_argument, NULL, 'i' },
+		{ "check-config", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct qbd_chunkd_opts o = { .create_size = 8ull << 30,
 				     .scrub_rate = QBD_CHUNKD_SCRUB_RATE,
 				     .buffers = QBD_CHUNKD_BUFFERS };
+	const char *flag[S_N] = { 0 }, *conf_path = NULL, *instance = NULL;
+	struct qbd_setting s[S_N];
+	struct qbd_conf *conf = NULL;
+	struct qbd_secret secret;
+	bool check = false;
+	char host[128], err[512];
+	uint16_t port;
 	unsigned long n;
 	char *end;
-	char host[128];
-	uint16_t port;
-	int c, lvl;
+	int c, rc;
 
 	qbd_log_init("qbd-chunkd");
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (c >= 0 && c < S_N) {
+			flag[c] = optarg;
+			continue;
+		}
 		switch (c) {
-		case 'd': o.data = optarg; break;
-		case 'l': o.listen = optarg; break;
-		case 'z': o.zone = optarg; break;
-		case 'e': o.etcd = optarg; break;
-		case 'a': o.advertise = optarg; break;
-		case 's':
-			if (qbd_parse_size(optarg, &o.create_size) < 0 || o.create_size == 0)
-				return bad("bad --size '%s'", optarg);
-			break;
-		case 'r':
-			if (qbd_parse_size(optarg, &o.scrub_rate) < 0)
-				return bad("bad --scrub-rate '%s' (bytes per second, e.g. 4M; 0 = off)",
-					   optarg);
-			break;
-		case 'b':
-			errno = 0;
-			n = strtoul(optarg, &end, 10);
-			if (errno || end == optarg || *end || n > 4096)
-				return bad("bad --buffers '%s' (a count, 0 to 4096)", optarg);
-			o.buffers = (unsigned)n;
-			break;
-		case 'L':
-			lvl = qbd_log_parse_level(optarg);
-			if (lvl < 0)
-				return bad("bad --log-level '%s'", optarg);
-			qbd_log_set_level(lvl);
-			break;
+		case 'c': conf_path = optarg; break;
+		case 'i': instance = optarg; break;
+		case 'C': check = true; break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -103,24 +129,112 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (optind < argc)
-		return bad("unexpected argument '%s'", argv[optind]);
-	if (!o.etcd || !*o.etcd)
-		o.etcd = getenv("QBD_ETCD");
-	if (!o.data || !*o.data)
-		return bad("%s", "--data is required");
+	if (optind < argc) {
+		fprintf(stderr, "qbd-chunkd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 1;
+	}
+	if (instance && (!*instance || strchr(instance, ']') || strlen(instance) > 64)) {
+		fprintf(stderr, "qbd-chunkd: bad --instance '%s'\n", instance);
+		return 1;
+	}
+
+	/* The file: named by --config or $QBD_CONFIG (then it must exist),
+	 * else the default if present. */
+	if (!conf_path && getenv("QBD_CONFIG") && *getenv("QBD_CONFIG"))
+		conf_path = getenv("QBD_CONFIG");
+	rc = qbd_conf_load(conf_path ? conf_path : QBD_CONF_DEFAULT, conf_path != NULL, &conf,
+			   err, sizeof err);
+	if (rc < 0) {
+		fprintf(stderr, "qbd-chunkd: %s\n", err);
+		return 1;
+	}
+	problems += qbd_conf_check_keys(conf, "chunkd", chunkd_keys);
+	qbd_conf_export_tls(conf);
+	for (int i = 0; i < S_N; i++)
+		qbd_conf_resolve(conf, "chunkd", instance, names[i], flag[i], envs[i],
+				 i == S_ETCD || i == S_SECRET, &s[i]);
+
+	if (s[S_LOGLEVEL].value) {
+		int lvl = qbd_log_parse_level(s[S_LOGLEVEL].value);
+		if (lvl < 0)
+			bad(&s[S_LOGLEVEL], "want error, warn, info or debug");
+		else
+			qbd_log_set_level(lvl);
+	}
+	o.data = s[S_DATA].value;
+	if (!o.data || !*o.data) {
+		missing("no store: --data PATH, or data = PATH in [chunkd] or [chunkd.NAME]");
+	} else {
+		struct stat st;
+		char dir[4096];
+		const char *slash = strrchr(o.data, '/');
+
+		snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - o.data) : 1,
+			 slash ? o.data : ".");
+		if (stat(o.data, &st) < 0 && (errno != ENOENT || stat(dir[0] ? dir : "/", &st) < 0))
+			bad(&s[S_DATA], "neither the store nor its directory exists");
+	}
+	if (s[S_SIZE].value &&
+	    (qbd_parse_size(s[S_SIZE].value, &o.create_size) < 0 || o.create_size == 0))
+		bad(&s[S_SIZE], "want a size such as 100G");
+	o.listen = s[S_LISTEN].value;
 	if (!o.listen)
-		return bad("%s", "--listen is required");
-	if (qbd_parse_hostport(o.listen, host, sizeof host, &port) < 0)
-		return bad("bad --listen '%s' (want ADDR:PORT)", o.listen);
+		missing("no address to serve on: --listen ADDR:PORT, or listen = ADDR:PORT");
+	else if (qbd_parse_hostport(o.listen, host, sizeof host, &port) < 0)
+		bad(&s[S_LISTEN], "want ADDR:PORT");
+	o.advertise = s[S_ADVERTISE].value;
 	if (o.advertise &&
 	    (qbd_parse_hostport(o.advertise, host, sizeof host, &port) < 0 || port == 0))
-		return bad("bad --advertise '%s' (want ADDR:PORT)", o.advertise);
-	if (!o.zone || !*o.zone || strlen(o.zone) >= 64)
-		return bad("%s", "--zone NAME is required (1..63 characters)");
+		bad(&s[S_ADVERTISE], "want ADDR:PORT with a port");
+	o.zone = s[S_ZONE].value;
+	if (!o.zone || !*o.zone)
+		missing("no zone: --zone NAME, or zone = NAME");
+	else if (strlen(o.zone) >= 64)
+		bad(&s[S_ZONE], "a zone name has 1 to 63 characters");
+	o.etcd = s[S_ETCD].value;
 	if (!o.etcd || !*o.etcd)
-		return bad("%s", "--etcd URL (or QBD_ETCD) is required");
+		missing("no etcd: --etcd URL, $QBD_ETCD, or etcd = URL in [cluster]");
+	o.metrics = s[S_METRICS].value;
+	if (o.metrics && qbd_parse_hostport(o.metrics, host, sizeof host, &port) < 0)
+		bad(&s[S_METRICS], "want ADDR:PORT");
+	if (s[S_SCRUB].value && qbd_parse_size(s[S_SCRUB].value, &o.scrub_rate) < 0)
+		bad(&s[S_SCRUB], "want bytes per second, e.g. 4M (0 = off)");
+	if (s[S_BUFFERS].value) {
+		errno = 0;
+		n = strtoul(s[S_BUFFERS].value, &end, 10);
+		if (errno || end == s[S_BUFFERS].value || *end || n > 4096)
+			bad(&s[S_BUFFERS], "want a count, 0 to 4096");
+		else
+			o.buffers = (unsigned)n;
+	}
+	o.secret_file = s[S_SECRET].value;
+	if (o.secret_file && *o.secret_file &&
+	    qbd_secret_load(o.secret_file, &secret, err, sizeof err) < 0) {
+		fprintf(stderr, "qbd-chunkd: %s (from %s)\n", err, s[S_SECRET].where);
+		problems++;
+	}
+	qbd_secret_clear(&secret);
+
+	if (problems) {
+		if (!check)
+			fprintf(stderr, "qbd-chunkd: not started: %d problem%s above (--help "
+				"lists the settings)\n", problems, problems > 1 ? "s" : "");
+		qbd_conf_free(conf);
+		return 1;
+	}
+	if (check) {
+		printf("qbd-chunkd: settings are valid (%s%s%s)\n", qbd_conf_path(conf),
+		       instance ? ", instance " : "", instance ? instance : "");
+		qbd_conf_free(conf);
+		return 0;
+	}
+	if (!o.secret_file || !*o.secret_file)
+		qbd_warn("chunkd", "no cluster secret (secret-file): links to this chunk "
+			 "server are not authenticated");
 
 	signal(SIGPIPE, SIG_IGN);
-	return qbd_chunkd_run(&o) == 0 ? 0 : 1;
+	rc = qbd_chunkd_run(&o);
+	qbd_conf_free(conf);
+	return rc == 0 ? 0 : 1;
 }

@@ -23,6 +23,7 @@
 #include "chunkd.h"
 #include "chunkd-internal.h"
 #include "common/log.h"
+#include "common/svc.h"
 #include "common/util.h"
 #include "common/uvbuf.h"
 #include "engine/engine.h"
@@ -75,6 +76,13 @@ static void conn_close(struct chunkd_conn *c)
 	if (c->closing)
 		return;
 	c->closing = true;
+	if (c->d->secret.len && c->hello_done && !c->authed && !c->auth_logged &&
+	    !c->d->stopping) {
+		/* A requester checks our proof first and leaves if it fails. */
+		qbd_warn(COMP, "%s: left before authenticating: it did not accept our proof "
+			 "(another cluster secret?)", c->peer);
+		c->d->auth_failures++;
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -218,6 +226,30 @@ void chunkd_uncork(struct chunkd *d)
 }
 
 /* Send the reply of r with status (0 / -errno) and free r once sent. */
+/* The metrics of a request answered with status. */
+static void chunkd_count(struct chunkd *d, const struct chunkd_req *r, int status)
+{
+	struct chunkd_op_stats *o;
+
+	if (r->type < 0 || r->type >= CHUNKD_OPS)
+		return;
+	o = &d->ops[r->type];
+	o->requests++;
+	if (status < 0)
+		o->errors++;
+	else if (r->type == QBD__MSG_TYPE__READ || r->type == QBD__MSG_TYPE__WRITE)
+		o->bytes += r->length;
+	if (r->start_ns)
+		qbd_hist_add(&o->lat, qbd_now_ns() - r->start_ns);
+	if (status == -EPERM)
+		d->fenced++;
+	else if (status == -EBADMSG)
+		d->checksum_errors++;
+	else if (status == -EACCES && (r->type == QBD__MSG_TYPE__HELLO ||
+				       r->type == QBD__MSG_TYPE__AUTH || r->close_after))
+		d->auth_failures++;
+}
+
 void req_reply(struct chunkd_req *r, int status)
 {
 	struct chunkd_conn *c = r->c;
@@ -230,6 +262,7 @@ void req_reply(struct chunkd_req *r, int status)
 	r->reply.status = status;
 	if (status != 0)
 		r->data_len = 0;
+	chunkd_count(c->d, r, status);
 	r->reply.data_len = r->data_len;
 	h = qbd_wire_encode(&r->reply, r->hdr, sizeof r->hdr);
 	if (h < 0) {
@@ -460,6 +493,7 @@ static int chunkd_validate(const struct chunkd *d, const Qbd__Msg *m,
 
 	switch (m->type) {
 	case QBD__MSG_TYPE__HELLO:
+	case QBD__MSG_TYPE__AUTH:
 	case QBD__MSG_TYPE__OPEN:
 	case QBD__MSG_TYPE__FLUSH:
 	case QBD__MSG_TYPE__DELETE_VOLUME:
@@ -521,16 +555,79 @@ static int chunkd_validate(const struct chunkd *d, const Qbd__Msg *m,
 	return 0;
 }
 
+/* With a secret, only HELLO and AUTH before the peer proved it. */
+static bool conn_may(const struct chunkd_conn *c, int type)
+{
+	return !c->d->secret.len || c->authed || type == QBD__MSG_TYPE__HELLO ||
+	       type == QBD__MSG_TYPE__AUTH;
+}
+
 static void *conn_on_header(void *user, const Qbd__Msg *m)
 {
 	struct chunkd_conn *c = user;
 
-	if (m->type != QBD__MSG_TYPE__WRITE || m->data_len > c->d->chunk_size ||
+	if (m->type != QBD__MSG_TYPE__WRITE || !conn_may(c, m->type) || m->data_len > c->d->chunk_size ||
 	    (m->flags & QBD_WIRE_F_ZERO))
 		return QBD_WIRE_DISCARD;
 	chunkd_buf_free(c->d, c->pend_buf);
 	c->pend_buf = chunkd_buf_alloc(c->d, m->data_len);
 	return c->pend_buf ? c->pend_buf : QBD_WIRE_DISCARD;
+}
+
+/* HELLO: with a secret, answer the peer's challenge and set ours. */
+static int conn_hello(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg *m)
+{
+	struct chunkd *d = c->d;
+
+	if (!d->secret.len) {
+		req_reply(r, 0);
+		return 0;
+	}
+	if (m->nonce.len != QBD_AUTH_NONCE) {
+		c->auth_logged = true;
+		qbd_warn(COMP, "%s: HELLO without a challenge: the peer has no cluster "
+			 "secret; refused, closing", c->peer);
+		r->close_after = true;
+		req_reply(r, -EACCES);
+		return 1;
+	}
+	memcpy(c->nonce_peer, m->nonce.data, QBD_AUTH_NONCE);
+	qbd_auth_nonce(c->nonce_ours);
+	qbd_auth_mac(&d->secret, QBD_AUTH_SERVER, d->cluster_id, c->nonce_peer,
+		     c->nonce_ours, c->mac_ours);
+	c->hello_done = true;
+	c->authed = false;
+	r->reply.nonce.data = c->nonce_ours;
+	r->reply.nonce.len = QBD_AUTH_NONCE;
+	r->reply.mac.data = c->mac_ours;
+	r->reply.mac.len = QBD_AUTH_MAC;
+	req_reply(r, 0);
+	return 0;
+}
+
+/* AUTH: the peer's answer to our challenge. */
+static int conn_auth(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg *m)
+{
+	struct chunkd *d = c->d;
+
+	if (!d->secret.len) {
+		req_reply(r, 0);
+		return 0;
+	}
+	if (!c->hello_done ||
+	    !qbd_auth_check(&d->secret, QBD_AUTH_CLIENT, d->cluster_id, c->nonce_ours,
+			    c->nonce_peer, m->mac.data, m->mac.len)) {
+		c->auth_logged = true;
+		qbd_warn(COMP, "%s: authentication failed (%s); refused, closing", c->peer,
+			 c->hello_done ? "wrong cluster secret" : "AUTH before HELLO");
+		r->close_after = true;
+		req_reply(r, -EACCES);
+		return 1;
+	}
+	c->authed = true;
+	qbd_debug(COMP, "%s: authenticated", c->peer);
+	req_reply(r, 0);
+	return 0;
 }
 
 static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
@@ -547,6 +644,7 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 		return -ENOMEM;
 	}
 	r->c = c;
+	r->start_ns = qbd_now_ns();
 	c->refs++;
 	c->inflight++;
 	if (data && data == c->pend_buf) {
@@ -585,6 +683,14 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 		req_reply(r, -ENXIO);
 		return 1;
 	}
+	if (!conn_may(c, m->type)) {
+		c->auth_logged = true;
+		qbd_warn(COMP, "%s: %s before authentication: refused, closing (a peer "
+			 "without the cluster secret?)", c->peer, qbd_wire_type_name(m->type));
+		r->close_after = true;
+		req_reply(r, -EACCES);
+		return 1;
+	}
 	rc = chunkd_validate(d, m, r->data, c->peer);
 	if (rc < 0) {
 		req_reply(r, rc);
@@ -599,9 +705,10 @@ static int conn_on_frame(void *user, Qbd__Msg *m, void *data)
 		r->reply.chunk_size = st.chunk_size;
 		r->reply.capacity = st.capacity;
 		r->reply.used = st.used;
-		req_reply(r, 0);
-		return 0;
+		return conn_hello(c, r, m);
 	}
+	case QBD__MSG_TYPE__AUTH:
+		return conn_auth(c, r, m);
 	case QBD__MSG_TYPE__PING:
 		/* With a volume: "do you still accept my epoch?" (the
 		 * writer's read lease). */
@@ -815,6 +922,7 @@ static void server_on_connection(uv_stream_t *srv, int status)
 	if (d->conns)
 		d->conns->prev = c;
 	d->conns = c;
+	d->conns_accepted++;
 	qbd_debug(COMP, "%s: connected", c->peer);
 	conn_update_reading(c);
 }
@@ -891,6 +999,7 @@ static void chunkd_on_signal(uv_signal_t *s, int signum)
 	if (d->stopping)
 		return;
 	qbd_info(COMP, "signal %d: shutting down", signum);
+	qbd_svc_stopping("signal %d: draining", signum);
 	d->stopping = true;
 	d->stop_start_ns = qbd_now_ns();
 	chunkd_peers_close(d);
@@ -1127,6 +1236,16 @@ int qbd_chunkd_run(const struct qbd_chunkd_opts *o)
 	d = calloc(1, sizeof *d);
 	if (!d)
 		return -ENOMEM;
+	if (o->secret_file && *o->secret_file) {
+		char why[256];
+
+		rc = qbd_secret_load(o->secret_file, &d->secret, why, sizeof why);
+		if (rc < 0) {
+			qbd_err(COMP, "%s; refusing to start", why);
+			free(d);
+			return rc;
+		}
+	}
 	pthread_mutex_init(&d->ka_mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1157,6 +1276,13 @@ int qbd_chunkd_run(const struct qbd_chunkd_opts *o)
 	rc = chunkd_identity(d);
 	if (rc < 0)
 		goto out_meta;
+	{
+		char ctx[128], idb[17];
+
+		snprintf(ctx, sizeof ctx, "node=%s zone=%s", qbd_id_str(d->node_id, idb),
+			 o->zone);
+		qbd_log_set_context(ctx);
+	}
 	rc = chunkd_listen(d, o->listen, bound, sizeof bound);
 	if (rc < 0)
 		goto out_handles;
@@ -1172,6 +1298,10 @@ int qbd_chunkd_run(const struct qbd_chunkd_opts *o)
 	uv_timer_start(&d->stats_timer, chunkd_stats_tick, QBD_CHUNKD_STATS_MS,
 		       QBD_CHUNKD_STATS_MS);
 	d->scrub.stats.rate = o->scrub_rate;
+	d->zone = o->zone;
+	rc = chunkd_metrics_start(d, o->metrics);
+	if (rc < 0)
+		goto out_handles;
 
 	rc = chunkd_register(d, o, bound);
 	if (rc < 0)
@@ -1201,6 +1331,8 @@ int qbd_chunkd_run(const struct qbd_chunkd_opts *o)
 		char idb[17];
 		qbd_info(COMP, "listening on %s zone %s node %s", bound, o->zone,
 			 qbd_id_str(d->node_id, idb));
+		qbd_svc_watchdog_start(&d->loop, &d->watchdog);
+		qbd_svc_ready("serving on %s, zone %s, node %s", bound, o->zone, idb);
 	}
 
 	uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -1215,6 +1347,7 @@ out_lease:
 out_handles:
 	uv_walk(&d->loop, chunkd_close_walk, NULL);
 	uv_run(&d->loop, UV_RUN_DEFAULT);
+	chunkd_metrics_stop(d);
 out_meta:
 	qbd_meta_close(d->meta);
 out_engine:
@@ -1229,6 +1362,7 @@ out_loop:
 out_free:
 	pthread_cond_destroy(&d->ka_cv);
 	pthread_mutex_destroy(&d->ka_mu);
+	qbd_secret_clear(&d->secret);
 	free(d);
 	return rc;
 }

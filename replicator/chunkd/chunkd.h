@@ -28,6 +28,8 @@ struct qbd_chunkd_opts {
 	unsigned buffers;       /* request buffers registered with the engine's
 				 * ring, a chunk each; more requests in flight
 				 * get buffers of their own */
+	const char *secret_file;/* cluster secret (0600); NULL: not authenticated */
+	const char *metrics;    /* "HOST:PORT" of the Prometheus endpoint; NULL: none */
 };
 
 /*

@@ -41,6 +41,9 @@ struct peer {
 	struct peer *next;
 	uint8_t hello_hdr[QBD_WIRE_FRAME_MAX_PREFIX];
 	uv_write_t hello_w;
+	uint8_t nonce[QBD_AUTH_NONCE];   /* our challenge in HELLO */
+	uint8_t auth_hdr[QBD_WIRE_FRAME_MAX_PREFIX];
+	uv_write_t auth_w;
 	uint8_t rbuf[64u << 10];
 };
 
@@ -181,6 +184,58 @@ static void *peer_on_header(void *user, const Qbd__Msg *m)
 	return pl && pl->r ? pl->r->data : QBD_WIRE_DISCARD;
 }
 
+static void peer_on_auth_written(uv_write_t *w, int status)
+{
+	struct peer *p = QBD_CONTAINER_OF(w, struct peer, auth_w);
+
+	if (status < 0 && status != UV_ECANCELED && !p->closing)
+		peer_fail(p, -EHOSTUNREACH, "cannot send AUTH");
+}
+
+/* The HELLO reply: with our secret, check the peer's proof and send ours
+ * (before any PULL's READ, on the same stream). 0, or -1 after failing p. */
+static int peer_authenticate(struct peer *p, const Qbd__Msg *m)
+{
+	struct chunkd *d = p->d;
+	Qbd__Msg a = QBD__MSG__INIT;
+	uint8_t mac[QBD_AUTH_MAC];
+	uv_buf_t b;
+	ssize_t h;
+
+	if (!d->secret.len) {
+		if (m->nonce.len) {
+			peer_fail(p, -EHOSTUNREACH, "it requires authentication and this "
+				  "chunk server has no cluster secret");
+			return -1;
+		}
+		return 0;
+	}
+	if (m->nonce.len != QBD_AUTH_NONCE ||
+	    !qbd_auth_check(&d->secret, QBD_AUTH_SERVER, d->cluster_id, p->nonce,
+			    m->nonce.data, m->mac.data, m->mac.len)) {
+		peer_fail(p, -EHOSTUNREACH, m->nonce.len ? "it did not prove the cluster "
+			  "secret (the secrets differ)" : "it does not authenticate (no "
+			  "cluster secret there)");
+		return -1;
+	}
+	qbd_auth_mac(&d->secret, QBD_AUTH_CLIENT, d->cluster_id, m->nonce.data, p->nonce,
+		     mac);
+	a.type = QBD__MSG_TYPE__AUTH;
+	a.cluster_id = d->cluster_id;
+	a.node_id = p->node_id;
+	a.request_id = ++p->next_id;
+	a.mac.data = mac;
+	a.mac.len = sizeof mac;
+	h = qbd_wire_encode(&a, p->auth_hdr, sizeof(p->auth_hdr));
+	b = uv_buf_init((char *)p->auth_hdr, h > 0 ? (unsigned)h : 0);
+	if (h < 0 || uv_write(&p->auth_w, (uv_stream_t *)&p->tcp, &b, 1,
+			      peer_on_auth_written) < 0) {
+		peer_fail(p, -EHOSTUNREACH, "cannot send AUTH");
+		return -1;
+	}
+	return 0;
+}
+
 static int peer_on_frame(void *user, Qbd__Msg *m, void *data)
 {
 	struct peer *p = user;
@@ -192,12 +247,24 @@ static int peer_on_frame(void *user, Qbd__Msg *m, void *data)
 		peer_fail(p, -EHOSTUNREACH, "unexpected message or wrong node");
 		return 1;
 	}
+	if (m->type == QBD__MSG_TYPE__AUTH) {
+		if (m->status) {
+			peer_fail(p, -EHOSTUNREACH, "it refused our authentication "
+				  "(the cluster secrets differ)");
+			return 1;
+		}
+		return 0;
+	}
 	if (!p->up) {
 		if (m->type != QBD__MSG_TYPE__HELLO || m->status ||
 		    m->chunk_size != p->d->chunk_size) {
-			peer_fail(p, -EHOSTUNREACH, "HELLO refused or chunk size differs");
+			peer_fail(p, -EHOSTUNREACH, m->status == -EACCES ?
+				  "HELLO refused: authentication required (no cluster secret?)" :
+				  "HELLO refused or chunk size differs");
 			return 1;
 		}
+		if (peer_authenticate(p, m) < 0)
+			return 1;
 		p->up = true;
 		for (struct pull *x = p->head; x; x = x->next)
 			if (!x->sent)
@@ -294,6 +361,11 @@ static void peer_on_connect(uv_connect_t *req, int status)
 	m.cluster_id = p->d->cluster_id;
 	m.node_id = p->node_id;
 	m.request_id = ++p->next_id;
+	if (p->d->secret.len) {
+		qbd_auth_nonce(p->nonce);
+		m.nonce.data = p->nonce;
+		m.nonce.len = sizeof p->nonce;
+	}
 	h = qbd_wire_encode(&m, p->hello_hdr, sizeof(p->hello_hdr));
 	b = uv_buf_init((char *)p->hello_hdr, h > 0 ? (unsigned)h : 0);
 	if (h < 0 || uv_write(&p->hello_w, (uv_stream_t *)&p->tcp, &b, 1,

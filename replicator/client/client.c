@@ -124,6 +124,7 @@ static int conn_flush_queue(struct qbd_conn *c)
 				break;
 			return -errno;
 		}
+		c->tx_bytes += (uint64_t)n;
 		for (size_t left = (size_t)n; left && c->q_head;) {
 			struct qbd_tx *t = c->q_head;
 			size_t rest = t->hdr_len + t->data_len - t->tx_off;
@@ -368,6 +369,23 @@ static void conn_send_ctl(struct qbd_conn *c, int type)
 	c->deadline_ns = qbd_now_ns() + QBD_CLIENT_HANDSHAKE_NS;
 }
 
+static void conn_send_hello(struct qbd_conn *c)
+{
+	Qbd__Msg m = QBD__MSG__INIT;
+
+	m.type = QBD__MSG_TYPE__HELLO;
+	if (c->v->secret.len) {
+		qbd_auth_nonce(c->nonce);
+		m.nonce.data = c->nonce;
+		m.nonce.len = sizeof c->nonce;
+	}
+	if (conn_queue(c, &m, QBD_CLIENT_CTL_ID | ++c->next_ctl, NULL, 0) < 0) {
+		conn_fail(c, "cannot send handshake");
+		return;
+	}
+	c->deadline_ns = qbd_now_ns() + QBD_CLIENT_HANDSHAKE_NS;
+}
+
 static void conn_connect(struct qbd_conn *c)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
@@ -501,6 +519,44 @@ static void *rx_on_header(void *user, const Qbd__Msg *m)
 	return buf ? buf : QBD_WIRE_DISCARD;
 }
 
+/* The HELLO reply: with a secret, check the replica's proof and send ours
+ * (AUTH, ahead of OPEN on the same stream). 0 or -EACCES (logged). */
+static int conn_authenticate(struct qbd_conn *c, const Qbd__Msg *m)
+{
+	struct qbd_volume *v = c->v;
+	Qbd__Msg a = QBD__MSG__INIT;
+	uint8_t mac[QBD_AUTH_MAC];
+
+	if (!v->secret.len) {
+		if (!m->nonce.len)
+			return 0;
+		qbd_err(COMP, "replica %u (%s) requires authentication: give this client "
+			"the cluster secret (secret-file, $%s)", c->idx, c->node.addr,
+			QBD_AUTH_SECRET_ENV);
+		c->open_status = -EACCES;
+		return -EACCES;
+	}
+	if (m->nonce.len != QBD_AUTH_NONCE ||
+	    !qbd_auth_check(&v->secret, QBD_AUTH_SERVER, v->cluster_id, c->nonce,
+			    m->nonce.data, m->mac.data, m->mac.len)) {
+		qbd_err(COMP, "replica %u (%s) %s: not trusted", c->idx, c->node.addr,
+			m->nonce.len ? "did not prove the cluster secret (the secrets differ)"
+				     : "does not authenticate (it has no cluster secret)");
+		c->open_status = -EACCES;
+		return -EACCES;
+	}
+	qbd_auth_mac(&v->secret, QBD_AUTH_CLIENT, v->cluster_id, m->nonce.data, c->nonce,
+		     mac);
+	a.type = QBD__MSG_TYPE__AUTH;
+	a.mac.data = mac;
+	a.mac.len = sizeof mac;
+	if (conn_queue(c, &a, QBD_CLIENT_CTL_ID | ++c->next_ctl, NULL, 0) < 0) {
+		conn_fail(c, "cannot send AUTH");
+		return -EPIPE;
+	}
+	return 0;
+}
+
 static int rx_on_frame(void *user, Qbd__Msg *m, void *data)
 {
 	struct qbd_conn *c = user;
@@ -514,7 +570,23 @@ static int rx_on_frame(void *user, Qbd__Msg *m, void *data)
 			(unsigned long long)m->cluster_id);
 		return -EPROTO;
 	}
+	if (m->type == QBD__MSG_TYPE__AUTH) {
+		if (m->status) {
+			qbd_err(COMP, "replica %u (%s) refused our authentication: the "
+				"cluster secrets differ", c->idx, c->node.addr);
+			c->open_status = -EACCES;
+			return -EPROTO;
+		}
+		return 0;
+	}
 	if (c->state == QBD_C_HELLO && m->type == QBD__MSG_TYPE__HELLO) {
+		if (m->status == -EACCES) {
+			qbd_err(COMP, "replica %u (%s) requires authentication: give this "
+				"client the cluster secret (secret-file, $%s)", c->idx,
+				c->node.addr, QBD_AUTH_SECRET_ENV);
+			c->open_status = -EACCES;
+			return -EPROTO;
+		}
 		if (m->status || m->node_id != c->node.id ||
 		    m->chunk_size != c->v->info.chunk_size) {
 			qbd_err(COMP, "replica %u (%s): HELLO mismatch: status %d, node %016llx (want %016llx), chunk size %u (want %u)",
@@ -525,6 +597,8 @@ static int rx_on_frame(void *user, Qbd__Msg *m, void *data)
 			c->open_status = m->status ? m->status : -EINVAL;
 			return -EPROTO;
 		}
+		if (conn_authenticate(c, m) < 0)
+			return -EPROTO;
 		c->state = QBD_C_OPEN;
 		conn_send_ctl(c, QBD__MSG_TYPE__OPEN);
 		return 0;
@@ -579,7 +653,7 @@ static void conn_event(struct qbd_conn *c, uint32_t events)
 			return;
 		}
 		c->state = QBD_C_HELLO;
-		conn_send_ctl(c, QBD__MSG_TYPE__HELLO);
+		conn_send_hello(c);
 		return;
 	}
 	if ((events & EPOLLOUT) && conn_flush_queue(c) < 0) {
@@ -609,6 +683,7 @@ static void conn_event(struct qbd_conn *c, uint32_t events)
 			conn_fail(c, "receive failed");
 			return;
 		}
+		c->rx_bytes += (uint64_t)n;
 		c->in_feed = true;
 		err = direct ? qbd_wire_rx_placed(&c->rx, (size_t)n, &rx_ops, c)
 			     : qbd_wire_rx_feed(&c->rx, buf, (size_t)n, &rx_ops, c);
@@ -795,6 +870,7 @@ static void volume_free(struct qbd_volume *v, bool clean)
 	if (v->efd >= 0)
 		close(v->efd);
 	qbd_core_free(v->core);
+	qbd_secret_clear(&v->secret);
 	free(v);
 }
 
@@ -848,13 +924,28 @@ out:
 	return err;
 }
 
+/* The cluster secret, before anything changes in etcd. */
+static int secret_load(const struct qbd_open_opts *o, struct qbd_volume *v)
+{
+	const char *path = o->secret_file ? o->secret_file : getenv(QBD_AUTH_SECRET_ENV);
+	char why[256];
+	int err;
+
+	if (!path || !*path)
+		return 0;
+	err = qbd_secret_load(path, &v->secret, why, sizeof why);
+	if (err)
+		qbd_err(COMP, "open '%s': %s", o->volume, why);
+	return err;
+}
+
 int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 {
 	struct qbd_volume *v;
 	unsigned timeout = o->timeout_ms ? o->timeout_ms : 10000;
 	struct qbd_core_cfg cfg = { 0 };
 	uint64_t deadline;
-	bool eperm = false, graced = false;
+	bool eperm = false, eacces = false, graced = false;
 	unsigned need;
 	int err;
 
@@ -864,6 +955,9 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 		return -ENOMEM;
 	v->epfd = v->tfd = v->efd = -1;
 	err = volume_setup(v);
+	if (err)
+		goto fail;
+	err = secret_load(o, v);
 	if (err)
 		goto fail;
 	err = meta_load(o, v);
@@ -930,6 +1024,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 		struct qbd_conn *c = &v->conns[r];
 
 		eperm |= c->open_status == -EPERM;
+		eacces |= c->open_status == -EACCES;
 		if (c->state != QBD_C_UP)
 			conn_fail(c, "not opened in time");
 		c->failed_open = false;
@@ -937,12 +1032,13 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	v->opening = false;
 	err = qbd_core_open_done(v->core, qbd_now_ns());
 	if (err) {
-		err = eperm ? -EPERM : -EIO;
+		err = eperm ? -EPERM : eacces ? -EACCES : -EIO;
 		qbd_err(COMP, "open '%s': only %u of %u replicas promised epoch %llu, need %u%s",
 			o->volume, qbd_core_up_count(v->core), v->info.replicas,
 			(unsigned long long)v->epoch,
 			QBD_MAX(v->info.write_quorum, v->info.replicas - v->info.write_quorum + 1),
-			eperm ? " (fenced by a newer epoch)" : "");
+			eperm ? " (fenced by a newer epoch)" :
+			eacces ? " (authentication refused: see above)" : "");
 		goto fail;
 	}
 	err = qbd_attach_start(v);
@@ -1016,6 +1112,16 @@ int qbd_replica_status(const struct qbd_volume *v, unsigned i,
 		out->resync_done = ri.resync_done;
 		out->resync_total = ri.resync_total;
 	}
+	return 0;
+}
+
+int qbd_replica_counters(const struct qbd_volume *v, unsigned i,
+			 struct qbd_replica_counters *out)
+{
+	if (i >= v->info.replicas)
+		return -EINVAL;
+	out->sent_bytes = v->conns[i].tx_bytes;
+	out->received_bytes = v->conns[i].rx_bytes;
 	return 0;
 }
 

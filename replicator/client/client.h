@@ -19,6 +19,7 @@
 #ifndef QBD_CLIENT_H
 #define QBD_CLIENT_H
 
+#include "common/auth.h"
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -75,6 +76,8 @@ struct qbd_conn {
 	bool failed_open;        /* gave up during qbd_open */
 	bool core_dropped;       /* the core asked for the close */
 	int open_status;         /* last OPEN/HELLO status */
+	uint8_t nonce[QBD_AUTH_NONCE]; /* our challenge in the last HELLO */
+	uint64_t tx_bytes, rx_bytes;   /* since open, for metrics */
 	struct qbd_wire_rx rx;
 	struct qbd_tx *q_head, *q_tail;
 };
@@ -97,6 +100,7 @@ struct qbd_volume {
 	bool efd_armed;          /* eventfd written since the completions last ran */
 	unsigned plugged;        /* qbd_plug depth: sends wait for qbd_unplug */
 	struct qbd_attach_keeper *keeper;
+	struct qbd_secret secret;  /* len 0: links not authenticated */
 };
 
 /* attach.c: the writer's attachment in etcd (see qbd_open). */

@@ -22,6 +22,7 @@ struct qbd_meta {
 	char **urls;
 	size_t nurls;
 	size_t cur;
+	char *cacert, *cert, *key;  /* client TLS ($QBD_ETCD_CACERT, _CERT, _KEY) */
 };
 
 /* ---- base64 ---- */
@@ -151,6 +152,14 @@ int qbd_meta_open(const char *url, struct qbd_meta **out)
 	copy = NULL;
 	if (m->nurls == 0 || !(m->curl = curl_easy_init()))
 		goto nomem;
+	{
+		const char *ca = getenv("QBD_ETCD_CACERT"), *ce = getenv("QBD_ETCD_CERT");
+		const char *k = getenv("QBD_ETCD_KEY");
+
+		if ((ca && *ca && !(m->cacert = strdup(ca))) ||
+		    (ce && *ce && !(m->cert = strdup(ce))) || (k && *k && !(m->key = strdup(k))))
+			goto nomem;
+	}
 	*out = m;
 	return 0;
 nomem:
@@ -168,6 +177,9 @@ void qbd_meta_close(struct qbd_meta *m)
 	for (size_t i = 0; i < m->nurls; i++)
 		free(m->urls[i]);
 	free(m->urls);
+	free(m->cacert);
+	free(m->cert);
+	free(m->key);
 	free(m);
 }
 
@@ -197,6 +209,13 @@ static int meta_post(struct qbd_meta *m, const char *path, json_object *body,
 		curl_easy_setopt(m->curl, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
 		curl_easy_setopt(m->curl, CURLOPT_TIMEOUT_MS, 5000L);
 		curl_easy_setopt(m->curl, CURLOPT_NOSIGNAL, 1L);
+		/* etcd client TLS (https:// endpoints), by configuration. */
+		if (m->cacert)
+			curl_easy_setopt(m->curl, CURLOPT_CAINFO, m->cacert);
+		if (m->cert)
+			curl_easy_setopt(m->curl, CURLOPT_SSLCERT, m->cert);
+		if (m->key)
+			curl_easy_setopt(m->curl, CURLOPT_SSLKEY, m->key);
 		cr = curl_easy_perform(m->curl);
 		curl_slist_free_all(hdr);
 		if (cr != CURLE_OK) {

@@ -41,8 +41,9 @@
 struct qbd_meta;
 
 /* url: "http://127.0.0.1:2379" (comma-separated list allowed; tried in
- * order). *out owned by caller, freed by qbd_meta_close. Does not contact
- * etcd. */
+ * order; https:// with client TLS from $QBD_ETCD_CACERT, $QBD_ETCD_CERT
+ * and $QBD_ETCD_KEY). *out owned by caller, freed by qbd_meta_close. Does
+ * not contact etcd. */
 int qbd_meta_open(const char *url, struct qbd_meta **out);
 void qbd_meta_close(struct qbd_meta *m);
 

@@ -172,6 +172,45 @@ void qbd_unplug(struct qbd_volume *v)
 	v->plugged--;
 }
 
+/* The metrics (nbd-metrics.c) ask these; the fuzzer serves no metrics,
+ * so they are never called. */
+unsigned qbd_replica_count(const struct qbd_volume *v)
+{
+	(void)v;
+	fn_die("metrics rendered without --metrics");
+}
+
+unsigned qbd_write_quorum(const struct qbd_volume *v)
+{
+	(void)v;
+	fn_die("metrics rendered without --metrics");
+}
+
+uint64_t qbd_volume_id(const struct qbd_volume *v)
+{
+	(void)v;
+	fn_die("metrics rendered without --metrics");
+}
+
+uint64_t qbd_epoch(const struct qbd_volume *v)
+{
+	(void)v;
+	fn_die("metrics rendered without --metrics");
+}
+
+int qbd_replica_status(const struct qbd_volume *v, unsigned i, struct qbd_replica_status *out)
+{
+	(void)v, (void)i, (void)out;
+	fn_die("metrics rendered without --metrics");
+}
+
+int qbd_replica_counters(const struct qbd_volume *v, unsigned i,
+			 struct qbd_replica_counters *out)
+{
+	(void)v, (void)i, (void)out;
+	fn_die("metrics rendered without --metrics");
+}
+
 /* What qbd.h allows; anything else is the server's bug. */
 static void fn_check(const struct qbd_volume *v, const struct qbd_io *io)
 {

@@ -70,6 +70,12 @@ init_test() {
 	trap _run_cleanup EXIT
 	trap 'exit 130' INT TERM
 	export PATH="$BUILD:$BUILD/tests/helpers:$PATH"
+	# Settings of this test only (never the machine's /etc/qbd/qbd.conf),
+	# and a cluster secret: every link authenticates, as in production.
+	: >"$TMP/qbd.conf"
+	export QBD_CONFIG="$TMP/qbd.conf"
+	qbd secret create "$TMP/secret" >/dev/null || fail "qbd secret create"
+	export QBD_SECRET_FILE="$TMP/secret"
 }
 
 # wait_for DESCRIPTION TIMEOUT_S COMMAND...: poll COMMAND until it succeeds.

@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The node's configuration file, /etc/qbd/qbd.conf: INI, parsed by libinih
+ * (Debian's libinih; see docs/operations.md for the keys).
+ *
+ *   [cluster]          etcd, secret-file, etcd-cacert, etcd-cert, etcd-key
+ *   [chunkd]           defaults of every chunk server of this node
+ *   [chunkd.NAME]      the chunk server instance NAME (qbd-chunkd@NAME)
+ *   [nbd]              defaults of every qbd-nbd of this node
+ *   [nbd.VOLUME]       the daemon of one volume (qbd-nbd@VOLUME)
+ *
+ * A value is looked up in [PROGRAM.INSTANCE], then [PROGRAM], then
+ * [cluster]; flags and the environment override the file. Every entry
+ * keeps its line, so that a bad value is reported where it is.
+ */
+#ifndef QBD_CONF_H
+#define QBD_CONF_H
+
+#include <stddef.h>
+
+#define QBD_CONF_DEFAULT "/etc/qbd/qbd.conf"
+
+struct qbd_conf;
+
+/* One value found by qbd_conf_get. */
+struct qbd_conf_val {
+	const char *value;
+	const char *section;
+	int line;
+};
+
+/*
+ * Read path. 0 and *out (an empty configuration if the file is absent and
+ * must_exist is false), or -errno with a message in err (a syntax error
+ * names its line).
+ */
+int qbd_conf_load(const char *path, int must_exist, struct qbd_conf **out,
+		  char *err, size_t errlen);
+void qbd_conf_free(struct qbd_conf *c);
+const char *qbd_conf_path(const struct qbd_conf *c);
+
+/*
+ * The value of key for program (e.g. "chunkd") and instance (NULL for
+ * none): from [program.instance], else [program], else [cluster] when
+ * cluster_too. 1 and *v when set, 0 when not.
+ */
+int qbd_conf_get(const struct qbd_conf *c, const char *program, const char *instance,
+		 const char *key, int cluster_too, struct qbd_conf_val *v);
+
+/*
+ * Check the sections that concern program: every key of [program] and
+ * [program.*] must be in keys (NULL-terminated), every key of [cluster] in
+ * QBD_CONF_CLUSTER_KEYS; sections of other programs are left alone, an
+ * unknown section is an error. Prints one line per problem to stderr,
+ * prefixed with the file and line; returns how many there were.
+ */
+int qbd_conf_check_keys(const struct qbd_conf *c, const char *program,
+			const char *const *keys);
+
+/* A setting and where it came from, for messages: "--listen",
+ * "$QBD_ETCD" or "/etc/qbd/qbd.conf:12 (listen)". */
+struct qbd_setting {
+	const char *value;    /* NULL: not set anywhere */
+	char where[320];
+};
+
+/*
+ * Resolve one setting: the flag's value if given, else the environment
+ * variable env (may be NULL), else the file (qbd_conf_get). 1 when set.
+ */
+int qbd_conf_resolve(const struct qbd_conf *c, const char *program, const char *instance,
+		     const char *key, const char *flag, const char *env, int cluster_too,
+		     struct qbd_setting *out);
+
+/* The etcd client TLS files of [cluster] (etcd-cacert, etcd-cert,
+ * etcd-key) into $QBD_ETCD_CACERT, $QBD_ETCD_CERT, $QBD_ETCD_KEY, where
+ * the metadata client reads them, unless the environment has them. */
+void qbd_conf_export_tls(const struct qbd_conf *c);
+
+#define QBD_CONF_CLUSTER_KEYS "etcd", "secret-file", "etcd-cacert", "etcd-cert", "etcd-key"
+
+#endif

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd-nbd's Prometheus metrics: NBD requests by command, and the volume's
+ * replicas as libqbd sees them (state, resync, bytes sent to each, and
+ * so to other zones). Rendered by the loop thread once a second; the
+ * names are listed in docs/operations.md, "Metrics".
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "nbd.h"
+#include "replicator/qbd.h"
+
+static const char *cmd_name(unsigned t)
+{
+	switch (t) {
+	case NBD_CMD_READ: return "read";
+	case NBD_CMD_WRITE: return "write";
+	case NBD_CMD_FLUSH: return "flush";
+	case NBD_CMD_TRIM: return "trim";
+	case NBD_CMD_WRITE_ZEROES: return "write_zeroes";
+	case NBD_CMD_BLOCK_STATUS: return "block_status";
+	default: return NULL;
+	}
+}
+
+void nbd_metrics_render(struct qbd_mbuf *b, const struct nbd_stats *st,
+			struct qbd_volume *vol, const char *volume, const char *zone)
+{
+	unsigned n = qbd_replica_count(vol), up = 0;
+	uint64_t cross = 0;
+	char lab[160], idb[17];
+
+	qbd_mbuf_head(b, "qbd_nbd_info", "gauge", "The volume this daemon serves.");
+	qbd_mbuf_printf(b, "qbd_nbd_info{volume=\"%s\",id=\"%s\",zone=\"%s\"} 1\n", volume,
+			qbd_id_str(qbd_volume_id(vol), idb), zone ? zone : "");
+	qbd_mbuf_head(b, "qbd_nbd_requests_total", "counter", "NBD requests answered, by command.");
+	for (unsigned t = 0; t < NBD_STATS_CMDS; t++)
+		if (cmd_name(t))
+			qbd_mbuf_printf(b, "qbd_nbd_requests_total{op=\"%s\"} %llu\n", cmd_name(t),
+					(unsigned long long)st->requests[t]);
+	qbd_mbuf_head(b, "qbd_nbd_request_errors_total", "counter",
+		      "NBD requests answered with an error, by command.");
+	for (unsigned t = 0; t < NBD_STATS_CMDS; t++)
+		if (cmd_name(t))
+			qbd_mbuf_printf(b, "qbd_nbd_request_errors_total{op=\"%s\"} %llu\n",
+					cmd_name(t), (unsigned long long)st->errors[t]);
+	qbd_mbuf_head(b, "qbd_nbd_bytes_total", "counter", "Bytes read and written by clients.");
+	qbd_mbuf_printf(b, "qbd_nbd_bytes_total{op=\"read\"} %llu\n",
+			(unsigned long long)st->bytes[NBD_CMD_READ]);
+	qbd_mbuf_printf(b, "qbd_nbd_bytes_total{op=\"write\"} %llu\n",
+			(unsigned long long)st->bytes[NBD_CMD_WRITE]);
+	qbd_mbuf_head(b, "qbd_nbd_request_seconds", "histogram",
+		      "Time from an NBD request's arrival to its completion, by command.");
+	for (unsigned t = 0; t < NBD_STATS_CMDS; t++) {
+		if (!cmd_name(t))
+			continue;
+		snprintf(lab, sizeof lab, "op=\"%s\"", cmd_name(t));
+		qbd_hist_render(b, "qbd_nbd_request_seconds", lab, &st->lat[t]);
+	}
+	qbd_mbuf_head(b, "qbd_nbd_connections_total", "counter", "NBD connections accepted.");
+	qbd_mbuf_printf(b, "qbd_nbd_connections_total %llu\n",
+			(unsigned long long)st->connections_total);
+
+	qbd_mbuf_head(b, "qbd_volume_epoch", "gauge",
+		      "This writer's epoch: every attach or takeover raises it.");
+	qbd_mbuf_printf(b, "qbd_volume_epoch %llu\n", (unsigned long long)qbd_epoch(vol));
+	qbd_mbuf_head(b, "qbd_volume_replicas", "gauge", "Replicas of the volume.");
+	qbd_mbuf_printf(b, "qbd_volume_replicas %u\n", n);
+	qbd_mbuf_head(b, "qbd_volume_write_quorum", "gauge", "Replicas each write waits for.");
+	qbd_mbuf_printf(b, "qbd_volume_write_quorum %u\n", qbd_write_quorum(vol));
+
+	qbd_mbuf_head(b, "qbd_replica_up", "gauge",
+		      "1 when the replica is connected and promised this epoch.");
+	for (unsigned i = 0; i < n; i++) {
+		struct qbd_replica_status rs;
+
+		if (qbd_replica_status(vol, i, &rs) < 0)
+			continue;
+		up += rs.connected ? 1 : 0;
+		qbd_mbuf_printf(b, "qbd_replica_up{replica=\"%u\",node=\"%s\",zone=\"%s\"} %d\n", i,
+				qbd_id_str(rs.node_id, idb), rs.zone, rs.connected);
+	}
+	qbd_mbuf_head(b, "qbd_replica_stale_chunks", "gauge",
+		      "Chunks the replica lacks (to resync).");
+	for (unsigned i = 0; i < n; i++) {
+		struct qbd_replica_status rs;
+
+		if (qbd_replica_status(vol, i, &rs) == 0)
+			qbd_mbuf_printf(b, "qbd_replica_stale_chunks{replica=\"%u\",zone=\"%s\"} %llu\n",
+					i, rs.zone, (unsigned long long)rs.stale_chunks);
+	}
+	qbd_mbuf_head(b, "qbd_replica_resynced_chunks_total", "counter",
+		      "Chunks copied to the replica since it was last current.");
+	for (unsigned i = 0; i < n; i++) {
+		struct qbd_replica_status rs;
+
+		if (qbd_replica_status(vol, i, &rs) == 0)
+			qbd_mbuf_printf(b, "qbd_replica_resynced_chunks_total{replica=\"%u\",zone=\"%s\"} %llu\n",
+					i, rs.zone, (unsigned long long)rs.resync_done);
+	}
+	qbd_mbuf_head(b, "qbd_replica_sent_bytes_total", "counter",
+		      "Bytes sent to the replica (requests and their data).");
+	for (unsigned i = 0; i < n; i++) {
+		struct qbd_replica_status rs;
+		struct qbd_replica_counters rc;
+
+		if (qbd_replica_status(vol, i, &rs) < 0 || qbd_replica_counters(vol, i, &rc) < 0)
+			continue;
+		qbd_mbuf_printf(b, "qbd_replica_sent_bytes_total{replica=\"%u\",zone=\"%s\"} %llu\n",
+				i, rs.zone, (unsigned long long)rc.sent_bytes);
+		if (zone && strcmp(zone, rs.zone) != 0)
+			cross += rc.sent_bytes;
+	}
+	qbd_mbuf_head(b, "qbd_cross_zone_sent_bytes_total", "counter",
+		      "Bytes sent to replicas in other zones than this node's (--zone): "
+		      "the traffic clouds bill as cross-zone egress.");
+	qbd_mbuf_printf(b, "qbd_cross_zone_sent_bytes_total %llu\n", (unsigned long long)cross);
+	qbd_mbuf_head(b, "qbd_volume_replicas_up", "gauge", "Replicas connected and promised.");
+	qbd_mbuf_printf(b, "qbd_volume_replicas_up %u\n", up);
+}
