@@ -586,13 +586,13 @@ class Run:
         self.c = Cluster(o, self.net, self.procs, self.tmp)
         # A cluster secret of this run (every process started inherits
         # os.environ), and no settings file but an empty one.
+        conf = os.path.join(self.tmp, "qbd.conf")
+        open(conf, "w").close()
+        os.environ["QBD_CONFIG"] = conf
         secret = os.path.join(self.tmp, "secret")
         subprocess.run([os.path.join(o.build, "qbd"), "secret", "create", secret],
                        check=True, stdout=subprocess.DEVNULL)
         os.environ["QBD_SECRET_FILE"] = secret
-        conf = os.path.join(self.tmp, "qbd.conf")
-        open(conf, "w").close()
-        os.environ["QBD_CONFIG"] = conf
         self.volume = "fault"
         self.d = o.duration
         self.notes = []
