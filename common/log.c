@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -33,14 +34,27 @@ int qbd_log_parse_level(const char *s)
 	return -EINVAL;
 }
 
+/* systemd sets JOURNAL_STREAM=DEV:INODE for a service whose stderr is the
+ * journal; a child that writes elsewhere (a log file) inherits the
+ * variable, so the stream itself is compared. */
+static int log_stderr_is_journal(void)
+{
+	const char *e = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 &&
+	       fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	       (unsigned long long)st.st_ino == ino;
+}
+
 void qbd_log_init(const char *program)
 {
 	const char *slash = strrchr(program, '/');
 	const char *env = getenv("QBD_LOG_LEVEL");
 
 	log_program = slash ? slash + 1 : program;
-	/* systemd sets JOURNAL_STREAM when stderr goes to the journal. */
-	log_journal = getenv("JOURNAL_STREAM") != NULL;
+	log_journal = log_stderr_is_journal();
 	if (env) {
 		int l = qbd_log_parse_level(env);
 		if (l >= 0)

@@ -97,6 +97,7 @@ wait_for "3 chunk servers alive" 20 nodes_alive 3
 qbd volume create v --size 256M --replicas 3 --write-quorum 2 >/dev/null
 nport=$(free_port)
 start_nbd v "$TMP/v.sock" --zone a --metrics "127.0.0.1:$nport"
+vpid=$NBD_PID
 scrape() { python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$1/metrics"; }
 metric() { scrape "$1" | awk -v m="$2" '$1 == m {print $2}'; }
 c0=$(metric $mport 'qbd_chunkd_requests_total{op="write"}')
@@ -163,8 +164,31 @@ python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["health"]=
 	"$TMP/status.json" || fail "qbd status --json"
 log "status: 0 healthy, 2 with a node down"
 
+# ---- a chunk server without the secret is not trusted ----
+# Zone c is down: a new volume's third replica goes to zone d, whose chunk
+# server has no secret. The writer refuses it and works on the other two.
+_sf=$QBD_SECRET_FILE _cf=$QBD_CONFIG
+unset QBD_SECRET_FILE
+export QBD_CONFIG=/dev/null
+start_chunkd d --scrub-rate 0
+export QBD_SECRET_FILE="$_sf" QBD_CONFIG="$_cf"
+grep -q "no cluster secret (secret-file): links to this chunk server are not authenticated" \
+	"$TMP/chunkd-d.log" || fail "a chunk server without a secret did not warn at start"
+wait_for "zone d alive" 20 nodes_alive 3
+qbd volume create x --size 64M --replicas 3 --write-quorum 2 >/dev/null
+start_nbd x "$TMP/x.sock" --zone a
+xpid=$NBD_PID
+grep -q "does not authenticate (it has no cluster secret): not trusted" "$TMP/nbd-x.log" ||
+	{ cat "$TMP/nbd-x.log" >&2; fail "the writer did not refuse a chunk server without the secret"; }
+rc=0; qbd --json volume status x >"$TMP/x.json" 2>/dev/null || rc=$?
+[ $rc -eq 2 ] || fail "volume x with an untrusted replica: status exited $rc, want 2"
+python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); r=[x for x in j["replica_status"] if x["zone"]=="d"]; assert r and not r[0]["usable"], r' \
+	"$TMP/x.json" || fail "zone d's replica shown usable"
+stop_pid $xpid
+log "a chunk server without the secret: refused by the writer, the volume degraded"
+
 # ---- SIGTERM: STOPPING=1, exit 0 ----
-stop_pid $NBD_PID
+stop_pid $vpid
 kill -TERM $cpid
 rc=0; wait $cpid || rc=$?
 untrack_pid $cpid
