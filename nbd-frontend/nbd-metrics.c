@@ -5,6 +5,7 @@
  * so to other zones). Rendered by the loop thread once a second; the
  * names are listed in docs/operations.md, "Metrics".
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -71,47 +72,46 @@ void nbd_metrics_render(struct qbd_mbuf *b, const struct nbd_stats *st,
 	qbd_mbuf_head(b, "qbd_volume_write_quorum", "gauge", "Replicas each write waits for.");
 	qbd_mbuf_printf(b, "qbd_volume_write_quorum %u\n", qbd_write_quorum(vol));
 
+	struct qbd_replica_status rs[16];
+	struct qbd_replica_counters rc[16];
+	bool ok[16];
+
+	if (n > 16)
+		n = 16;
+	for (unsigned i = 0; i < n; i++) {
+		ok[i] = qbd_replica_status(vol, i, &rs[i]) == 0 &&
+			qbd_replica_counters(vol, i, &rc[i]) == 0;
+		if (!ok[i])
+			continue;
+		up += rs[i].connected ? 1 : 0;
+		if (zone && strcmp(zone, rs[i].zone) != 0)
+			cross += rc[i].sent_bytes;
+	}
 	qbd_mbuf_head(b, "qbd_replica_up", "gauge",
 		      "1 when the replica is connected and promised this epoch.");
-	for (unsigned i = 0; i < n; i++) {
-		struct qbd_replica_status rs;
-
-		if (qbd_replica_status(vol, i, &rs) < 0)
-			continue;
-		up += rs.connected ? 1 : 0;
-		qbd_mbuf_printf(b, "qbd_replica_up{replica=\"%u\",node=\"%s\",zone=\"%s\"} %d\n", i,
-				qbd_id_str(rs.node_id, idb), rs.zone, rs.connected);
-	}
-	qbd_mbuf_head(b, "qbd_replica_stale_chunks", "gauge",
-		      "Chunks the replica lacks (to resync).");
-	for (unsigned i = 0; i < n; i++) {
-		struct qbd_replica_status rs;
-
-		if (qbd_replica_status(vol, i, &rs) == 0)
-			qbd_mbuf_printf(b, "qbd_replica_stale_chunks{replica=\"%u\",zone=\"%s\"} %llu\n",
-					i, rs.zone, (unsigned long long)rs.stale_chunks);
-	}
-	qbd_mbuf_head(b, "qbd_replica_resynced_chunks_total", "counter",
-		      "Chunks copied to the replica since it was last current.");
-	for (unsigned i = 0; i < n; i++) {
-		struct qbd_replica_status rs;
-
-		if (qbd_replica_status(vol, i, &rs) == 0)
-			qbd_mbuf_printf(b, "qbd_replica_resynced_chunks_total{replica=\"%u\",zone=\"%s\"} %llu\n",
-					i, rs.zone, (unsigned long long)rs.resync_done);
-	}
-	qbd_mbuf_head(b, "qbd_replica_sent_bytes_total", "counter",
-		      "Bytes sent to the replica (requests and their data).");
-	for (unsigned i = 0; i < n; i++) {
-		struct qbd_replica_status rs;
-		struct qbd_replica_counters rc;
-
-		if (qbd_replica_status(vol, i, &rs) < 0 || qbd_replica_counters(vol, i, &rc) < 0)
-			continue;
-		qbd_mbuf_printf(b, "qbd_replica_sent_bytes_total{replica=\"%u\",zone=\"%s\"} %llu\n",
-				i, rs.zone, (unsigned long long)rc.sent_bytes);
-		if (zone && strcmp(zone, rs.zone) != 0)
-			cross += rc.sent_bytes;
+	for (unsigned i = 0; i < n; i++)
+		if (ok[i])
+			qbd_mbuf_printf(b, "qbd_replica_up{replica=\"%u\",node=\"%s\",zone=\"%s\"} %d\n",
+					i, qbd_id_str(rs[i].node_id, idb), rs[i].zone, rs[i].connected);
+	/* The per-replica counters, labelled by replica and zone. */
+	static const struct {
+		const char *name, *type, *help;
+	} per[] = {
+		{ "qbd_replica_stale_chunks", "gauge", "Chunks the replica lacks (to resync)." },
+		{ "qbd_replica_resynced_chunks_total", "counter",
+		  "Chunks copied to the replica since it was last current." },
+		{ "qbd_replica_sent_bytes_total", "counter",
+		  "Bytes sent to the replica (requests and their data)." },
+	};
+	for (unsigned k = 0; k < sizeof per / sizeof per[0]; k++) {
+		qbd_mbuf_head(b, per[k].name, per[k].type, per[k].help);
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t v = k == 0 ? rs[i].stale_chunks : k == 1 ? rs[i].resync_done
+									  : rc[i].sent_bytes;
+			if (ok[i])
+				qbd_mbuf_printf(b, "%s{replica=\"%u\",zone=\"%s\"} %llu\n", per[k].name,
+						i, rs[i].zone, (unsigned long long)v);
+		}
 	}
 	qbd_mbuf_head(b, "qbd_cross_zone_sent_bytes_total", "counter",
 		      "Bytes sent to replicas in other zones than this node's (--zone): "
