@@ -190,7 +190,7 @@ setup_cluster() {
 	done
 	run timeout 120 qbd dev up --state "$STATE" --zones a,b,c
 	. "$STATE/env"
-	export QBD_ETCD
+	export QBD_ETCD QBD_SECRET_FILE
 	run qbd node list
 	sed 's/^/    /' /tmp/out
 }
