@@ -250,6 +250,14 @@ check-kernel:
 	$(MAKE) all
 	tests/kernel/run $(BUILD)
 
+# The systemd units under a real systemd (tests/systemd/run): the host's
+# systemd booted in a container by systemd-nspawn. Not part of make check.
+.PHONY: check-systemd
+check-systemd:
+	tools/install-deps --systemd
+	$(MAKE) all
+	tests/systemd/run $(BUILD)
+
 # The fault suite (tests/fault/): zones as network namespaces, faults on
 # real processes. make check runs its short version
 # (tests/integration/test-fault-short.sh); make check-fault runs every
