@@ -298,6 +298,18 @@ phase_reattach() {
 	if kernel_errors >/tmp/kerr.log; then
 		problem "kernel logged errors across the restart: $(head -n 3 /tmp/kerr.log | tr '\n' ' ')"
 	fi
+	# Again, restarted the way qbd-nbd@.service does (systemd's
+	# Restart=on-failure runs the same command): --device auto finds
+	# the device bound to this volume by its backend identifier.
+	pids=$(pidof qbd-nbd)
+	step "kill -9 qbd-nbd (pid $pids) again; restart it as its unit does: --device auto"
+	kill -9 "$pids"
+	qbd-nbd --volume "$VOL" --device auto --zone b >>"$QBD_RUN_DIR/$VOL-unit.log" 2>&1 &
+	run timeout 120 dd if=/dev/urandom of=/mnt/v/after-auto bs=1M count=4 oflag=direct conv=fsync
+	grep -q "reattached to $DEV2" "$QBD_RUN_DIR/$VOL-unit.log" ||
+		fail "qbd-nbd --device auto did not reattach to $DEV2: $(tail -n 3 "$QBD_RUN_DIR/$VOL-unit.log")"
+	[ "$(pidof qbd-nbd)" != "$pids" ] || fail "no new qbd-nbd"
+
 	step "read it back (caches dropped), umount, e2fsck -fn, detach"
 	echo 3 >/proc/sys/vm/drop_caches
 	got=$(sha256sum </mnt/v/big | cut -d' ' -f1)
