@@ -125,6 +125,15 @@ int qbd_conf_load(const char *path, int must_exist, struct qbd_conf **out,
 	return 0;
 }
 
+int qbd_conf_open(const char *path, struct qbd_conf **out, char *err, size_t errlen)
+{
+	const char *env = getenv("QBD_CONFIG");
+
+	if (!path && env && *env)
+		path = env;
+	return qbd_conf_load(path ? path : QBD_CONF_DEFAULT, path != NULL, out, err, errlen);
+}
+
 const char *qbd_conf_path(const struct qbd_conf *c)
 {
 	return c->path;

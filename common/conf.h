@@ -36,6 +36,9 @@ struct qbd_conf_val {
  */
 int qbd_conf_load(const char *path, int must_exist, struct qbd_conf **out,
 		  char *err, size_t errlen);
+/* The settings file a program reads: path (its --config) if given, else
+ * $QBD_CONFIG (both must exist), else QBD_CONF_DEFAULT if present. */
+int qbd_conf_open(const char *path, struct qbd_conf **out, char *err, size_t errlen);
 void qbd_conf_free(struct qbd_conf *c);
 const char *qbd_conf_path(const struct qbd_conf *c);
 

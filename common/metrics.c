@@ -198,6 +198,13 @@ void qbd_mbuf_head(struct qbd_mbuf *b, const char *name, const char *type,
 	qbd_mbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+void qbd_mbuf_metric(struct qbd_mbuf *b, const char *name, const char *type,
+		     const char *help, uint64_t value)
+{
+	qbd_mbuf_head(b, name, type, help);
+	qbd_mbuf_printf(b, "%s %llu\n", name, (unsigned long long)value);
+}
+
 /* Upper bounds of the buckets, in ns, and as Prometheus writes them. */
 static const uint64_t hist_ns[QBD_HIST_BUCKETS] = {
 	50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000,

@@ -38,6 +38,10 @@ void qbd_mbuf_printf(struct qbd_mbuf *b, const char *fmt, ...)
 void qbd_mbuf_head(struct qbd_mbuf *b, const char *name, const char *type,
 		   const char *help);
 
+/* head, then "name value": a metric of one value, no labels. */
+void qbd_mbuf_metric(struct qbd_mbuf *b, const char *name, const char *type,
+		     const char *help, uint64_t value);
+
 /* A latency histogram with fixed buckets, 50 us to 2.5 s. */
 #define QBD_HIST_BUCKETS 14
 struct qbd_hist {

@@ -206,10 +206,7 @@ int main(int argc, char **argv)
 		default: fputs(usage, stderr); return 1;
 		}
 	}
-	if (!conf_path && getenv("QBD_CONFIG") && *getenv("QBD_CONFIG"))
-		conf_path = getenv("QBD_CONFIG");
-	if (qbd_conf_load(conf_path ? conf_path : QBD_CONF_DEFAULT, conf_path != NULL, &conf,
-			  err, sizeof err) < 0) {
+	if (qbd_conf_open(conf_path, &conf, err, sizeof err) < 0) {
 		fprintf(stderr, "qbd-nbd: %s\n", err);
 		return 1;
 	}

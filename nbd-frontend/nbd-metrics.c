@@ -60,17 +60,19 @@ void nbd_metrics_render(struct qbd_mbuf *b, const struct nbd_stats *st,
 		snprintf(lab, sizeof lab, "op=\"%s\"", cmd_name(t));
 		qbd_hist_render(b, "qbd_nbd_request_seconds", lab, &st->lat[t]);
 	}
-	qbd_mbuf_head(b, "qbd_nbd_connections_total", "counter", "NBD connections accepted.");
-	qbd_mbuf_printf(b, "qbd_nbd_connections_total %llu\n",
-			(unsigned long long)st->connections_total);
+	qbd_mbuf_metric(b, "qbd_nbd_connections_total", "counter",
+			"NBD connections accepted.",
+			st->connections_total);
 
-	qbd_mbuf_head(b, "qbd_volume_epoch", "gauge",
-		      "This writer's epoch: every attach or takeover raises it.");
-	qbd_mbuf_printf(b, "qbd_volume_epoch %llu\n", (unsigned long long)qbd_epoch(vol));
-	qbd_mbuf_head(b, "qbd_volume_replicas", "gauge", "Replicas of the volume.");
-	qbd_mbuf_printf(b, "qbd_volume_replicas %u\n", n);
-	qbd_mbuf_head(b, "qbd_volume_write_quorum", "gauge", "Replicas each write waits for.");
-	qbd_mbuf_printf(b, "qbd_volume_write_quorum %u\n", qbd_write_quorum(vol));
+	qbd_mbuf_metric(b, "qbd_volume_epoch", "gauge",
+			"This writer's epoch: every attach or takeover raises it.",
+			qbd_epoch(vol));
+	qbd_mbuf_metric(b, "qbd_volume_replicas", "gauge",
+			"Replicas of the volume.",
+			n);
+	qbd_mbuf_metric(b, "qbd_volume_write_quorum", "gauge",
+			"Replicas each write waits for.",
+			qbd_write_quorum(vol));
 
 	struct qbd_replica_status rs[16];
 	struct qbd_replica_counters rc[16];
@@ -113,10 +115,11 @@ void nbd_metrics_render(struct qbd_mbuf *b, const struct nbd_stats *st,
 						i, rs[i].zone, (unsigned long long)v);
 		}
 	}
-	qbd_mbuf_head(b, "qbd_cross_zone_sent_bytes_total", "counter",
-		      "Bytes sent to replicas in other zones than this node's (--zone): "
-		      "the traffic clouds bill as cross-zone egress.");
-	qbd_mbuf_printf(b, "qbd_cross_zone_sent_bytes_total %llu\n", (unsigned long long)cross);
-	qbd_mbuf_head(b, "qbd_volume_replicas_up", "gauge", "Replicas connected and promised.");
-	qbd_mbuf_printf(b, "qbd_volume_replicas_up %u\n", up);
+	qbd_mbuf_metric(b, "qbd_cross_zone_sent_bytes_total", "counter",
+			"Bytes sent to replicas in other zones than this node's (--zone): "
+			"the traffic clouds bill as cross-zone egress.",
+			cross);
+	qbd_mbuf_metric(b, "qbd_volume_replicas_up", "gauge",
+			"Replicas connected and promised.",
+			up);
 }

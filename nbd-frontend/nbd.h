@@ -247,10 +247,6 @@ struct nbd_serve_opts {
  */
 int nbd_serve(struct qbd_volume *vol, const struct nbd_serve_opts *o);
 
-/* nbd_serve with only a unix socket. */
-int nbd_serve_unix(struct qbd_volume *vol, const char *export_name,
-		   const char *path);
-
 /* Loop thread only. Adopt one more connection (owned by the server from
  * the call on, even on error) in the transmission phase; returns its
  * index (0, 1, ... in adoption order, fds of opts first) or -errno. */

@@ -1094,10 +1094,3 @@ out:
 	free(s);
 	return r;
 }
-
-int nbd_serve_unix(struct qbd_volume *vol, const char *export_name, const char *path)
-{
-	struct nbd_serve_opts o = { .export_name = export_name, .socket_path = path };
-
-	return nbd_serve(vol, &o);
-}

@@ -88,6 +88,16 @@ static int admin_call(int fd, struct qbd_wire_rx *rx, Qbd__Msg *m,
 	return a.status;
 }
 
+/* A request of type on ac: its cluster, node and next request id. */
+static void admin_msg(struct admin_conn *ac, Qbd__Msg *m, int type)
+{
+	qbd__msg__init(m);
+	m->type = type;
+	m->cluster_id = ac->cluster_id;
+	m->node_id = ac->node_id;
+	m->request_id = ac->next_id++;
+}
+
 /* The cluster secret of the CLI (admin_secret_file), read once. */
 static const struct qbd_secret *admin_secret(void)
 {
@@ -114,11 +124,7 @@ static int admin_hello(struct admin_conn *ac)
 	Qbd__Msg m;
 	int r;
 
-	qbd__msg__init(&m);
-	m.type = QBD__MSG_TYPE__HELLO;
-	m.cluster_id = ac->cluster_id;
-	m.node_id = ac->node_id;
-	m.request_id = ac->next_id++;
+	admin_msg(ac, &m, QBD__MSG_TYPE__HELLO);
 	if (s->len) {
 		qbd_auth_nonce(nonce);
 		m.nonce.data = nonce;
@@ -143,11 +149,7 @@ static int admin_hello(struct admin_conn *ac)
 		return -EACCES;
 	}
 	qbd_auth_mac(s, QBD_AUTH_CLIENT, ac->cluster_id, a.nonce, nonce, mac);
-	qbd__msg__init(&m);
-	m.type = QBD__MSG_TYPE__AUTH;
-	m.cluster_id = ac->cluster_id;
-	m.node_id = ac->node_id;
-	m.request_id = ac->next_id++;
+	admin_msg(ac, &m, QBD__MSG_TYPE__AUTH);
 	m.mac.data = mac;
 	m.mac.len = sizeof mac;
 	return admin_call(ac->fd, &ac->rx, &m, NULL);
@@ -207,13 +209,9 @@ int admin_checksum(struct admin_conn *ac, uint64_t volume_id, uint64_t chunk,
 	Qbd__Msg m;
 	int r;
 
-	qbd__msg__init(&m);
-	m.type = QBD__MSG_TYPE__CHECKSUM;
-	m.cluster_id = ac->cluster_id;
-	m.node_id = ac->node_id;
+	admin_msg(ac, &m, QBD__MSG_TYPE__CHECKSUM);
 	m.volume_id = volume_id;
 	m.chunk = chunk;
-	m.request_id = ac->next_id++;
 	r = admin_call(ac->fd, &ac->rx, &m, &a);
 	if (r == 0) {
 		*version = a.version;
@@ -228,12 +226,8 @@ int admin_usage(struct admin_conn *ac, uint64_t volume_id, struct admin_usage *o
 	Qbd__Msg m;
 	int r;
 
-	qbd__msg__init(&m);
-	m.type = QBD__MSG_TYPE__USAGE;
-	m.cluster_id = ac->cluster_id;
-	m.node_id = ac->node_id;
+	admin_msg(ac, &m, QBD__MSG_TYPE__USAGE);
 	m.volume_id = volume_id;
-	m.request_id = ac->next_id++;
 	r = admin_call(ac->fd, &ac->rx, &m, &a);
 	if (r == 0)
 		*out = a.usage;
@@ -250,13 +244,9 @@ int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
 	r = admin_connect(node, cluster_id, &ac);
 	if (r < 0)
 		return r;
-	qbd__msg__init(&m);
-	m.type = QBD__MSG_TYPE__DELETE_VOLUME;
-	m.cluster_id = cluster_id;
-	m.node_id = node->id;
+	admin_msg(&ac, &m, QBD__MSG_TYPE__DELETE_VOLUME);
 	m.volume_id = volume_id;
 	m.epoch = epoch;
-	m.request_id = ac.next_id++;
 	r = admin_call(ac.fd, &ac.rx, &m, NULL);
 	admin_close(&ac);
 	return r;

@@ -107,10 +107,7 @@ int main(int argc, char **argv)
 		fputs(usage, stderr);
 		return EXIT_USAGE;
 	}
-	if (!conf_path && getenv("QBD_CONFIG") && *getenv("QBD_CONFIG"))
-		conf_path = getenv("QBD_CONFIG");
-	if (qbd_conf_load(conf_path ? conf_path : QBD_CONF_DEFAULT, conf_path != NULL,
-			  &cli_conf, err, sizeof err) < 0) {
+	if (qbd_conf_open(conf_path, &cli_conf, err, sizeof err) < 0) {
 		fprintf(stderr, "qbd: %s\n", err);
 		return EXIT_USAGE;
 	}

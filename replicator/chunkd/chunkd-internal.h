@@ -125,7 +125,7 @@ struct chunkd {
 	uint64_t fenced;          /* requests refused for an old epoch (EPERM) */
 	uint64_t checksum_errors; /* reads answered EBADMSG */
 	uint64_t auth_failures;   /* peers refused: no or wrong secret */
-	uint64_t conns_accepted, conns_open;
+	uint64_t conns_accepted;
 	const char *zone;
 	struct qbd_metrics *metrics;
 	uv_timer_t metrics_timer;

@@ -139,12 +139,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	/* The file: named by --config or $QBD_CONFIG (then it must exist),
-	 * else the default if present. */
-	if (!conf_path && getenv("QBD_CONFIG") && *getenv("QBD_CONFIG"))
-		conf_path = getenv("QBD_CONFIG");
-	rc = qbd_conf_load(conf_path ? conf_path : QBD_CONF_DEFAULT, conf_path != NULL, &conf,
-			   err, sizeof err);
+	rc = qbd_conf_open(conf_path, &conf, err, sizeof err);
 	if (rc < 0) {
 		fprintf(stderr, "qbd-chunkd: %s\n", err);
 		return 1;

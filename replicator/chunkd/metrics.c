@@ -72,49 +72,50 @@ static void chunkd_metrics_render(struct chunkd *d)
 		qbd_hist_render(&b, "qbd_chunkd_request_seconds", lab, &d->ops[t].lat);
 	}
 
-	qbd_mbuf_head(&b, "qbd_chunkd_fenced_requests_total", "counter",
-		      "Requests refused because a newer writer's epoch was promised (EPERM).");
-	qbd_mbuf_printf(&b, "qbd_chunkd_fenced_requests_total %llu\n",
-			(unsigned long long)d->fenced);
-	qbd_mbuf_head(&b, "qbd_chunkd_checksum_errors_total", "counter",
-		      "Reads refused because a block failed its checksum (EBADMSG).");
-	qbd_mbuf_printf(&b, "qbd_chunkd_checksum_errors_total %llu\n",
-			(unsigned long long)d->checksum_errors);
-	qbd_mbuf_head(&b, "qbd_chunkd_auth_failures_total", "counter",
-		      "Peers refused for want of the cluster secret.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_auth_failures_total %llu\n",
-			(unsigned long long)d->auth_failures);
-	qbd_mbuf_head(&b, "qbd_chunkd_connections", "gauge", "Open client connections.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_connections %u\n", conns);
-	qbd_mbuf_head(&b, "qbd_chunkd_connections_total", "counter", "Connections accepted.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_connections_total %llu\n",
-			(unsigned long long)d->conns_accepted);
+	qbd_mbuf_metric(&b, "qbd_chunkd_fenced_requests_total", "counter",
+			"Requests refused because a newer writer's epoch was promised (EPERM).",
+			d->fenced);
+	qbd_mbuf_metric(&b, "qbd_chunkd_checksum_errors_total", "counter",
+			"Reads refused because a block failed its checksum (EBADMSG).",
+			d->checksum_errors);
+	qbd_mbuf_metric(&b, "qbd_chunkd_auth_failures_total", "counter",
+			"Peers refused for want of the cluster secret.",
+			d->auth_failures);
+	qbd_mbuf_metric(&b, "qbd_chunkd_connections", "gauge",
+			"Open client connections.",
+			conns);
+	qbd_mbuf_metric(&b, "qbd_chunkd_connections_total", "counter",
+			"Connections accepted.",
+			d->conns_accepted);
 
-	qbd_mbuf_head(&b, "qbd_chunkd_capacity_bytes", "gauge", "Chunk data the store holds at most.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_capacity_bytes %llu\n", (unsigned long long)st.capacity);
-	qbd_mbuf_head(&b, "qbd_chunkd_used_bytes", "gauge", "Bytes in allocated chunks.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_used_bytes %llu\n", (unsigned long long)st.used);
-	qbd_mbuf_head(&b, "qbd_chunkd_held_bytes", "gauge", "Bytes of written 4 KiB blocks.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_held_bytes %llu\n", (unsigned long long)st.held);
-	qbd_mbuf_head(&b, "qbd_chunkd_free_slots", "gauge", "Chunk slots free.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_free_slots %llu\n", (unsigned long long)st.free_slots);
-	qbd_mbuf_head(&b, "qbd_chunkd_disk_syncs_total", "counter", "fdatasync calls on the store.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_disk_syncs_total %llu\n", (unsigned long long)st.syncs);
+	qbd_mbuf_metric(&b, "qbd_chunkd_capacity_bytes", "gauge",
+			"Chunk data the store holds at most.",
+			st.capacity);
+	qbd_mbuf_metric(&b, "qbd_chunkd_used_bytes", "gauge",
+			"Bytes in allocated chunks.",
+			st.used);
+	qbd_mbuf_metric(&b, "qbd_chunkd_held_bytes", "gauge",
+			"Bytes of written 4 KiB blocks.",
+			st.held);
+	qbd_mbuf_metric(&b, "qbd_chunkd_free_slots", "gauge",
+			"Chunk slots free.",
+			st.free_slots);
+	qbd_mbuf_metric(&b, "qbd_chunkd_disk_syncs_total", "counter",
+			"fdatasync calls on the store.",
+			st.syncs);
 
-	qbd_mbuf_head(&b, "qbd_chunkd_scrub_bytes_total", "counter", "Bytes the scrubber verified.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_scrub_bytes_total %llu\n",
-			(unsigned long long)d->scrub.stats.bytes);
-	qbd_mbuf_head(&b, "qbd_chunkd_scrub_chunks_total", "counter", "Chunks the scrubber verified.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_scrub_chunks_total %llu\n",
-			(unsigned long long)d->scrub.stats.chunks);
-	qbd_mbuf_head(&b, "qbd_chunkd_scrub_passes_total", "counter",
-		      "Full scrub passes over the store.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_scrub_passes_total %llu\n",
-			(unsigned long long)d->scrub.stats.passes);
-	qbd_mbuf_head(&b, "qbd_chunkd_scrub_bad_blocks_total", "counter",
-		      "Blocks the scrubber found failing their checksum.");
-	qbd_mbuf_printf(&b, "qbd_chunkd_scrub_bad_blocks_total %llu\n",
-			(unsigned long long)d->scrub.stats.bad_blocks);
+	qbd_mbuf_metric(&b, "qbd_chunkd_scrub_bytes_total", "counter",
+			"Bytes the scrubber verified.",
+			d->scrub.stats.bytes);
+	qbd_mbuf_metric(&b, "qbd_chunkd_scrub_chunks_total", "counter",
+			"Chunks the scrubber verified.",
+			d->scrub.stats.chunks);
+	qbd_mbuf_metric(&b, "qbd_chunkd_scrub_passes_total", "counter",
+			"Full scrub passes over the store.",
+			d->scrub.stats.passes);
+	qbd_mbuf_metric(&b, "qbd_chunkd_scrub_bad_blocks_total", "counter",
+			"Blocks the scrubber found failing their checksum.",
+			d->scrub.stats.bad_blocks);
 	qbd_mbuf_head(&b, "qbd_chunkd_scrub_pass_progress_ratio", "gauge",
 		      "Part of the store the current scrub pass has covered (0 to 1).");
 	qbd_mbuf_printf(&b, "qbd_chunkd_scrub_pass_progress_ratio %.4f\n",

@@ -19,7 +19,10 @@ static char dir[64];
 
 static void setup(void)
 {
-	snprintf(dir, sizeof dir, "/tmp/qbd-unit-svc.XXXXXX");
+	/* mkdtemp's template: six X at the end */
+	int n = snprintf(dir, sizeof dir, "/tmp/qbd-unit-svc.");
+	memset(dir + n, 'X', 6);
+	dir[n + 6] = 0;
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 }
 
