@@ -25,7 +25,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "replicator/client/client.h"
+#include "replicator/client/internal.h"
 
 #define COMP "attach"
 #define LEASE_TTL 10              /* seconds */

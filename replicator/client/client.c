@@ -24,7 +24,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "replicator/client/client.h"
+#include "replicator/client/internal.h"
 
 #define COMP "client"
 #define MAX_IO (32u << 20)

@@ -15,7 +15,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "meta-internal.h"
+#include "internal.h"
 
 struct qbd_meta {
 	CURL *curl;

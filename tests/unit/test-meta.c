@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "replicator/meta/meta-internal.h"
+#include "replicator/meta/internal.h"
 
 static struct qbd_node_info node(uint64_t id, const char *zone, uint64_t used, bool alive)
 {

@@ -16,8 +16,8 @@
  * inside the core. Write data is not copied: the tx points at the core's
  * buffer (the core says when it moves it).
  */
-#ifndef QBD_CLIENT_H
-#define QBD_CLIENT_H
+#ifndef QBD_CLIENT_INTERNAL_H
+#define QBD_CLIENT_INTERNAL_H
 
 #include "common/auth.h"
 #include <pthread.h>
