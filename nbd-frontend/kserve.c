@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "replicator/qbd.h"
 #include "kernel.h"
+#include "nbd-proto.h"
 #include "nbd.h"
 
 #define COMP "kernel"
@@ -33,9 +34,6 @@
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
-#endif
-#ifndef NBD_FLAG_CAN_MULTI_CONN
-#define NBD_FLAG_CAN_MULTI_CONN (1u << 8)
 #endif
 
 struct kserve {

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,8 +130,6 @@ static int kernel_prepare(struct nbd_kernel_serve_opts *ko)
 
 /* The settings file: the strings it holds are used until exit. */
 static struct qbd_conf *conf;
-/* --metrics: where Prometheus scrapes this daemon (NULL: nowhere). */
-static const char *metrics_addr;
 
 /* Settings that the file may give too, by their name in flags and file. */
 enum { S_ETCD, S_ZONE, S_SECRET, S_METRICS, S_RESYNC, S_CONNS, S_TIMEOUT, S_DEAD,
@@ -144,7 +143,19 @@ static const char *const envs[S_N] = {
 	[S_LOGLEVEL] = "QBD_LOG_LEVEL",
 };
 
-int main(int argc, char **argv)
+/* What the command line and the settings file ask for. */
+struct nbd_main {
+	struct qbd_open_opts o;
+	struct nbd_kernel_serve_opts ko;
+	const char *sock, *device, *conf_path;
+	const char *flag[S_N];     /* the flags of the settings, or NULL */
+	const char *metrics;       /* --metrics: where Prometheus scrapes this
+				    * daemon (NULL: nowhere) */
+};
+
+/* Parse the command line into m. *done when qbd-nbd is to exit at once
+ * (--help, or a usage error: printed) with the status returned. */
+static int main_parse_args(int argc, char **argv, struct nbd_main *m, bool *done)
 {
 	static const struct option opts[] = {
 		{ "etcd", required_argument, NULL, S_ETCD },
@@ -166,17 +177,219 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct qbd_open_opts o = { 0 };
-	struct nbd_kernel_serve_opts ko = {
-		.index = -1, .connections = 1, .timeout_s = 30, .dead_conn_timeout_s = 120,
-		.ready_fd = -1,
-	};
-	const char *sock = NULL, *device = NULL, *flag[S_N] = { 0 }, *conf_path = NULL;
-	struct qbd_setting st[S_N];
-	struct qbd_volume *v;
-	char err[512];
 	unsigned u;
-	int c, r;
+	int c;
+
+	*done = true;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c >= 0 && c < S_N) {
+			m->flag[c] = optarg;
+			continue;
+		}
+		switch (c) {
+		case 'v': m->o.volume = optarg; break;
+		case 's': m->sock = optarg; break;
+		case 'd': m->device = optarg; break;
+		case 'F':
+			if (parse_uint("--ready-fd", optarg, 1024, &u) < 0 || u < 3)
+				return 1;
+			m->ko.ready_fd = (int)u;
+			break;
+		case 'f': m->o.force = 1; break;
+		case 'C': m->conf_path = optarg; break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 1;
+		}
+	}
+	*done = false;
+	return 0;
+}
+
+/* Resolve the settings (flag, environment, file) into m. The number of
+ * problems, each printed. */
+static int main_resolve_settings(struct nbd_main *m)
+{
+	struct qbd_setting st[S_N];
+	int bad = qbd_conf_check_keys(conf, "nbd", names);
+
+	qbd_conf_export_tls(conf);
+	for (int i = 0; i < S_N; i++)
+		qbd_conf_resolve(conf, "nbd", m->o.volume, names[i], m->flag[i], envs[i],
+				 i == S_ETCD || i == S_SECRET, &st[i]);
+	if (st[S_LOGLEVEL].value) {
+		int lvl = qbd_log_parse_level(st[S_LOGLEVEL].value);
+		if (lvl < 0) {
+			fprintf(stderr, "qbd-nbd: %s: bad log level '%s'\n", st[S_LOGLEVEL].where,
+				st[S_LOGLEVEL].value);
+			bad++;
+		} else {
+			qbd_log_set_level(lvl);
+		}
+	}
+	m->o.etcd = st[S_ETCD].value;
+	m->o.zone = st[S_ZONE].value;
+	m->o.secret_file = st[S_SECRET].value;
+	m->ko.run_dir = st[S_RUNDIR].value ? st[S_RUNDIR].value : "/run/qbd";
+	if (st[S_CONNS].value &&
+	    (parse_uint(st[S_CONNS].where, st[S_CONNS].value, 16, &m->ko.connections) < 0 ||
+	     m->ko.connections == 0)) {
+		fprintf(stderr, "qbd-nbd: %s: connections must be 1..16\n", st[S_CONNS].where);
+		bad++;
+	}
+	if (st[S_TIMEOUT].value &&
+	    parse_uint(st[S_TIMEOUT].where, st[S_TIMEOUT].value, 86400, &m->ko.timeout_s) < 0)
+		bad++;
+	if (st[S_DEAD].value &&
+	    parse_uint(st[S_DEAD].where, st[S_DEAD].value, 86400,
+		       &m->ko.dead_conn_timeout_s) < 0)
+		bad++;
+	if (st[S_RESYNC].value && qbd_parse_size(st[S_RESYNC].value, &m->o.resync_rate) < 0) {
+		fprintf(stderr, "qbd-nbd: %s: bad resync rate '%s'\n", st[S_RESYNC].where,
+			st[S_RESYNC].value);
+		bad++;
+	}
+	m->metrics = st[S_METRICS].value;
+	if (m->metrics) {
+		char host[128];
+		uint16_t port;
+
+		if (qbd_parse_hostport(m->metrics, host, sizeof host, &port) < 0) {
+			fprintf(stderr, "qbd-nbd: %s: bad metrics address '%s' (want ADDR:PORT)\n",
+				st[S_METRICS].where, m->metrics);
+			bad++;
+		}
+	}
+	return bad;
+}
+
+/* The settings file, the settings, and what is required. 0, or -1 after
+ * printing why not. */
+static int main_settings(struct nbd_main *m, int argc)
+{
+	char err[512];
+
+	if (qbd_conf_open(m->conf_path, &conf, err, sizeof err) < 0) {
+		fprintf(stderr, "qbd-nbd: %s\n", err);
+		return -1;
+	}
+	if (main_resolve_settings(m)) {
+		qbd_conf_free(conf);
+		return -1;
+	}
+	if (!m->o.volume || (!m->sock && !m->device) || !m->o.etcd || optind != argc) {
+		fprintf(stderr, "qbd-nbd: --volume, --socket or --device, and --etcd (or "
+			"QBD_ETCD, or etcd in [cluster] of the settings file) are required\n%s",
+			usage);
+		qbd_conf_free(conf);
+		return -1;
+	}
+	return 0;
+}
+
+/* Every log line names the volume. */
+static void main_log_context(const char *volume)
+{
+	char ctx[96];
+
+	snprintf(ctx, sizeof ctx, "vol=%s", volume);
+	qbd_log_set_context(ctx);
+}
+
+/* Kernel mode: which device, and is it free or ours to reattach? 0, or
+ * -1 after printing why not. */
+static int main_prepare_device(struct nbd_main *m)
+{
+	m->ko.volume = m->o.volume;
+	m->ko.socket_path = m->sock;
+	if (!m->device)
+		return 0;
+	if (strcmp(m->device, "auto") != 0 &&
+	    nbd_kernel_parse_device(m->device, &m->ko.index) < 0) {
+		fprintf(stderr, "qbd-nbd: bad --device '%s' (want /dev/nbdN or auto)\n",
+			m->device);
+		return -1;
+	}
+	if (kernel_prepare(&m->ko)) {
+		if (m->ko.ready_fd >= 0)
+			dprintf(m->ko.ready_fd, "ERR see the daemon's log\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* Open the volume (a new epoch: every earlier writer is fenced). 0, or
+ * -1 after printing why not (and telling --ready-fd). */
+static int main_open_volume(struct nbd_main *m, struct qbd_volume **v)
+{
+	const char *vol = m->o.volume;
+	int fd = m->ko.ready_fd;
+	int r;
+
+	/* A restart behind our own device may take over from our dead self. */
+	m->o.reattach = m->ko.reattach;
+	r = qbd_open(&m->o, v);
+	if (r == -EBUSY) {
+		fprintf(stderr, "qbd-nbd: volume '%s' is attached elsewhere (see the log above "
+			"and 'qbd volume status %s'); use --force to take it over if that "
+			"node is gone\n", vol, vol);
+		if (fd >= 0)
+			dprintf(fd, "ERR volume '%s' is attached elsewhere; "
+				"--force takes it over if that node is gone\n", vol);
+		return -1;
+	}
+	if (r < 0) {
+		fprintf(stderr, "qbd-nbd: cannot open volume '%s': %s\n", vol, strerror(-r));
+		if (fd >= 0)
+			dprintf(fd, "ERR cannot open volume '%s': %s\n", vol, strerror(-r));
+		return -1;
+	}
+	return 0;
+}
+
+/* Reattaching: the same name is not enough, the device must be this
+ * volume's. 0, or -1 after printing why not. */
+static int main_check_device_owner(const struct nbd_main *m, const struct qbd_volume *v)
+{
+	struct nbd_kernel_dev d;
+	char name[128];
+	uint64_t id;
+
+	if (!m->ko.reattach || nbd_kernel_dev_get(m->ko.index, &d) != 0)
+		return 0;
+	if (nbd_kernel_backend_parse(d.backend, &id, name, sizeof name) &&
+	    id == qbd_volume_id(v))
+		return 0;
+	fprintf(stderr, "qbd-nbd: /dev/nbd%d belongs to another volume named "
+		"'%s' (backend %s)\n", m->ko.index, m->o.volume, d.backend);
+	if (m->ko.ready_fd >= 0)
+		dprintf(m->ko.ready_fd, "ERR /dev/nbd%d belongs to another volume\n",
+			m->ko.index);
+	return -1;
+}
+
+/* Serve v to the kernel or on the socket until stopped: 0, -errno when
+ * serving could not start, > 0 when on_ready refused. */
+static int main_serve(struct nbd_main *m, struct qbd_volume *v)
+{
+	struct nbd_serve_opts so = { .export_name = m->o.volume, .socket_path = m->sock,
+				     .metrics = m->metrics, .zone = m->o.zone };
+
+	if (!m->device)
+		return nbd_serve(v, &so);
+	m->ko.metrics = m->metrics;
+	m->ko.zone = m->o.zone;
+	return nbd_kernel_serve(v, &m->ko);
+}
+
+int main(int argc, char **argv)
+{
+	struct nbd_main m = {
+		.ko = { .index = -1, .connections = 1, .timeout_s = 30,
+			.dead_conn_timeout_s = 120, .ready_fd = -1 },
+	};
+	struct qbd_volume *v;
+	bool done;
+	int r;
 
 	/* Payload buffers (up to 32 MiB per request) come and go with every
 	 * request: keep them in the heap instead of fresh mappings, and do
@@ -186,158 +399,22 @@ int main(int argc, char **argv)
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 
 	qbd_log_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c >= 0 && c < S_N) {
-			flag[c] = optarg;
-			continue;
-		}
-		switch (c) {
-		case 'v': o.volume = optarg; break;
-		case 's': sock = optarg; break;
-		case 'd': device = optarg; break;
-		case 'F':
-			if (parse_uint("--ready-fd", optarg, 1024, &u) < 0 || u < 3)
-				return 1;
-			ko.ready_fd = (int)u;
-			break;
-		case 'f': o.force = 1; break;
-		case 'C': conf_path = optarg; break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 1;
-		}
-	}
-	if (qbd_conf_open(conf_path, &conf, err, sizeof err) < 0) {
-		fprintf(stderr, "qbd-nbd: %s\n", err);
+	r = main_parse_args(argc, argv, &m, &done);
+	if (done)
+		return r;
+	if (main_settings(&m, argc) < 0)
+		return 1;
+	main_log_context(m.o.volume);
+	if (main_prepare_device(&m) < 0 || main_open_volume(&m, &v) < 0)
+		return 1;
+	if (m.device && main_check_device_owner(&m, v) < 0) {
+		qbd_close(v);
 		return 1;
 	}
-	{
-		static const char *const keys[] = { "etcd", "zone", "secret-file", "metrics",
-			"resync-rate", "connections", "timeout", "dead-timeout", "run-dir",
-			"log-level", NULL };
-		r = qbd_conf_check_keys(conf, "nbd", keys);
-	}
-	qbd_conf_export_tls(conf);
-	for (int i = 0; i < S_N; i++)
-		qbd_conf_resolve(conf, "nbd", o.volume, names[i], flag[i], envs[i],
-				 i == S_ETCD || i == S_SECRET, &st[i]);
-	if (st[S_LOGLEVEL].value) {
-		int lvl = qbd_log_parse_level(st[S_LOGLEVEL].value);
-		if (lvl < 0) {
-			fprintf(stderr, "qbd-nbd: %s: bad log level '%s'\n", st[S_LOGLEVEL].where,
-				st[S_LOGLEVEL].value);
-			r++;
-		} else {
-			qbd_log_set_level(lvl);
-		}
-	}
-	o.etcd = st[S_ETCD].value;
-	o.zone = st[S_ZONE].value;
-	o.secret_file = st[S_SECRET].value;
-	ko.run_dir = st[S_RUNDIR].value ? st[S_RUNDIR].value : "/run/qbd";
-	if (st[S_CONNS].value &&
-	    (parse_uint(st[S_CONNS].where, st[S_CONNS].value, 16, &ko.connections) < 0 ||
-	     ko.connections == 0)) {
-		fprintf(stderr, "qbd-nbd: %s: connections must be 1..16\n", st[S_CONNS].where);
-		r++;
-	}
-	if (st[S_TIMEOUT].value &&
-	    parse_uint(st[S_TIMEOUT].where, st[S_TIMEOUT].value, 86400, &ko.timeout_s) < 0)
-		r++;
-	if (st[S_DEAD].value &&
-	    parse_uint(st[S_DEAD].where, st[S_DEAD].value, 86400, &ko.dead_conn_timeout_s) < 0)
-		r++;
-	if (st[S_RESYNC].value && qbd_parse_size(st[S_RESYNC].value, &o.resync_rate) < 0) {
-		fprintf(stderr, "qbd-nbd: %s: bad resync rate '%s'\n", st[S_RESYNC].where,
-			st[S_RESYNC].value);
-		r++;
-	}
-	metrics_addr = st[S_METRICS].value;
-	if (metrics_addr) {
-		char host[128];
-		uint16_t port;
-
-		if (qbd_parse_hostport(metrics_addr, host, sizeof host, &port) < 0) {
-			fprintf(stderr, "qbd-nbd: %s: bad metrics address '%s' (want ADDR:PORT)\n",
-				st[S_METRICS].where, metrics_addr);
-			r++;
-		}
-	}
-	if (r) {
-		qbd_conf_free(conf);
-		return 1;
-	}
-	if (!o.volume || (!sock && !device) || !o.etcd || optind != argc) {
-		fprintf(stderr, "qbd-nbd: --volume, --socket or --device, and --etcd (or "
-			"QBD_ETCD, or etcd in [cluster] of the settings file) are required\n%s",
-			usage);
-		qbd_conf_free(conf);
-		return 1;
-	}
-	{
-		char ctx[96];
-
-		snprintf(ctx, sizeof ctx, "vol=%s", o.volume);
-		qbd_log_set_context(ctx);
-	}
-	ko.volume = o.volume;
-	ko.socket_path = sock;
-	if (device && strcmp(device, "auto") != 0 &&
-	    nbd_kernel_parse_device(device, &ko.index) < 0) {
-		fprintf(stderr, "qbd-nbd: bad --device '%s' (want /dev/nbdN or auto)\n", device);
-		return 1;
-	}
-	if (device && kernel_prepare(&ko)) {
-		if (ko.ready_fd >= 0)
-			dprintf(ko.ready_fd, "ERR see the daemon's log\n");
-		return 1;
-	}
-	/* A restart behind our own device may take over from our dead self. */
-	o.reattach = ko.reattach;
-	r = qbd_open(&o, &v);
-	if (r == -EBUSY) {
-		fprintf(stderr, "qbd-nbd: volume '%s' is attached elsewhere (see the log above "
-			"and 'qbd volume status %s'); use --force to take it over if that "
-			"node is gone\n", o.volume, o.volume);
-		if (ko.ready_fd >= 0)
-			dprintf(ko.ready_fd, "ERR volume '%s' is attached elsewhere; "
-				"--force takes it over if that node is gone\n", o.volume);
-		return 1;
-	}
-	if (r < 0) {
-		fprintf(stderr, "qbd-nbd: cannot open volume '%s': %s\n", o.volume, strerror(-r));
-		if (ko.ready_fd >= 0)
-			dprintf(ko.ready_fd, "ERR cannot open volume '%s': %s\n", o.volume,
-				strerror(-r));
-		return 1;
-	}
-	if (device) {
-		char name[128];
-		uint64_t id;
-		struct nbd_kernel_dev d;
-
-		/* Same name is not enough: the device must be this volume's. */
-		if (ko.reattach && nbd_kernel_dev_get(ko.index, &d) == 0 &&
-		    (!nbd_kernel_backend_parse(d.backend, &id, name, sizeof name) ||
-		     id != qbd_volume_id(v))) {
-			fprintf(stderr, "qbd-nbd: /dev/nbd%d belongs to another volume named "
-				"'%s' (backend %s)\n", ko.index, o.volume, d.backend);
-			if (ko.ready_fd >= 0)
-				dprintf(ko.ready_fd, "ERR /dev/nbd%d belongs to another volume\n",
-					ko.index);
-			qbd_close(v);
-			return 1;
-		}
-		ko.metrics = metrics_addr;
-		ko.zone = o.zone;
-		r = nbd_kernel_serve(v, &ko);
-	} else {
-		struct nbd_serve_opts so = { .export_name = o.volume, .socket_path = sock,
-					     .metrics = metrics_addr, .zone = o.zone };
-		r = nbd_serve(v, &so);
-	}
+	r = main_serve(&m, v);
 	qbd_close(v);
 	if (r < 0) {
-		fprintf(stderr, "qbd-nbd: %s: %s\n", device ? device : sock, strerror(-r));
+		fprintf(stderr, "qbd-nbd: %s: %s\n", m.device ? m.device : m.sock, strerror(-r));
 		return 1;
 	}
 	if (r > 0)

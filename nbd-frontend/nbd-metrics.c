@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "nbd.h"
+#include "internal.h"
 #include "replicator/qbd.h"
 
 static const char *cmd_name(unsigned t)

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* NBD protocol pieces without I/O: request decoding and validation, the
- * errno mapping, reply encoders (simple and structured), the meta context
- * option parser. */
+/* The NBD codec of nbd-proto.h, without I/O: request decoding and
+ * validation, the errno mapping, reply encoders (simple and structured),
+ * the meta context option parser. */
 #include <errno.h>
 #include <string.h>
 
 #include "common/log.h"
-#include "nbd.h"
+#include "nbd-proto.h"
 
 void nbd_put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
 void nbd_put32(uint8_t *p, uint32_t v) { nbd_put16(p, v >> 16); nbd_put16(p + 2, (uint16_t)v); }
@@ -145,21 +145,23 @@ void nbd_structured_reply(uint8_t *out, uint64_t cookie, uint16_t flags, uint16_
 
 size_t nbd_error_chunk(uint8_t *out, uint64_t cookie, uint32_t error, const char *msg)
 {
+	uint8_t *p = out + NBD_STRUCTURED_REPLY_SIZE;
 	size_t ml = strlen(msg);
 
-	if (ml > 4096)
-		ml = 4096;
+	if (ml > NBD_ERROR_MESSAGE_MAX)
+		ml = NBD_ERROR_MESSAGE_MAX;
 	nbd_structured_reply(out, cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
-			     (uint32_t)(6 + ml));
-	nbd_put32(out + NBD_STRUCTURED_HDR, error);
-	nbd_put16(out + NBD_STRUCTURED_HDR + 4, (uint16_t)ml);
-	memcpy(out + NBD_STRUCTURED_HDR + 6, msg, ml);
-	return NBD_STRUCTURED_HDR + 6 + ml;
+			     (uint32_t)(NBD_ERROR_SIZE + ml));
+	nbd_put32(p, error);
+	nbd_put16(p + 4, (uint16_t)ml);
+	memcpy(p + NBD_ERROR_SIZE, msg, ml);
+	return NBD_STRUCTURED_REPLY_SIZE + NBD_ERROR_SIZE + ml;
 }
 
 size_t nbd_block_status_size(uint32_t nbits)
 {
-	return NBD_STRUCTURED_HDR + 4 + 8 * (size_t)(nbits ? nbits : 1);
+	return NBD_STRUCTURED_REPLY_SIZE + NBD_BLOCK_STATUS_SIZE +
+	       NBD_BLOCK_DESC_SIZE * (size_t)(nbits ? nbits : 1);
 }
 
 static bool bit_of(const uint8_t *bits, uint32_t i)
@@ -172,7 +174,7 @@ size_t nbd_block_status_chunk(uint8_t *out, uint64_t cookie, uint32_t context,
 			      uint64_t off, uint64_t len, bool one)
 {
 	uint64_t end = off + len, bend = bits_off + (uint64_t)nbits * NBD_BLOCK;
-	uint8_t *d = out + NBD_STRUCTURED_HDR + 4;
+	uint8_t *d = out + NBD_STRUCTURED_REPLY_SIZE + NBD_BLOCK_STATUS_SIZE;
 	uint32_t n = 0;
 
 	if (bend < end)
@@ -190,15 +192,16 @@ size_t nbd_block_status_chunk(uint8_t *out, uint64_t cookie, uint32_t context,
 		/* A descriptor's length is 32 bits: long runs split. */
 		if (stop - pos > 0x80000000ull)
 			stop = pos + 0x80000000ull;
-		nbd_put32(d + 8 * n, (uint32_t)(stop - pos));
-		nbd_put32(d + 8 * n + 4, data ? 0 : NBD_STATE_HOLE | NBD_STATE_ZERO);
+		nbd_put32(d + NBD_BLOCK_DESC_SIZE * n, (uint32_t)(stop - pos));
+		nbd_put32(d + NBD_BLOCK_DESC_SIZE * n + 4,
+			  data ? 0 : NBD_STATE_HOLE | NBD_STATE_ZERO);
 		n++;
 		pos = stop;
 	}
 	nbd_structured_reply(out, cookie, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
-			     4 + 8 * n);
-	nbd_put32(out + NBD_STRUCTURED_HDR, context);
-	return NBD_STRUCTURED_HDR + 4 + 8 * (size_t)n;
+			     NBD_BLOCK_STATUS_SIZE + NBD_BLOCK_DESC_SIZE * n);
+	nbd_put32(out + NBD_STRUCTURED_REPLY_SIZE, context);
+	return NBD_STRUCTURED_REPLY_SIZE + NBD_BLOCK_STATUS_SIZE + NBD_BLOCK_DESC_SIZE * (size_t)n;
 }
 
 int nbd_meta_parse(const uint8_t *d, uint32_t len, const uint8_t **name, uint32_t *name_len,
@@ -206,7 +209,7 @@ int nbd_meta_parse(const uint8_t *d, uint32_t len, const uint8_t **name, uint32_
 {
 	uint32_t nl, n, pos;
 
-	if (len < 8 || (nl = nbd_get32(d)) > len - 8) {
+	if (len < NBD_META_FIXED_SIZE || (nl = nbd_get32(d)) > len - NBD_META_FIXED_SIZE) {
 		qbd_warn("nbd", "meta context option: export name length does not fit "
 			 "the option (%u bytes)", len);
 		return -EINVAL;
@@ -214,7 +217,7 @@ int nbd_meta_parse(const uint8_t *d, uint32_t len, const uint8_t **name, uint32_
 	*name = d + 4;
 	*name_len = nl;
 	n = nbd_get32(d + 4 + nl);
-	pos = 8 + nl;
+	pos = NBD_META_FIXED_SIZE + nl;
 	*queries = d + pos;
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t ql;

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * libFuzzer target: qbd-nbd's server (nbd-frontend/server.c, proto.c) as
- * it runs, over a real socket, against a fake of the libqbd calls it
- * makes (this file, linked instead of libqbd).
+ * libFuzzer target: qbd-nbd's server (nbd-frontend/: server.c, conn.c,
+ * handshake.c, transmission.c, proto.c) as it runs, over a real socket,
+ * against a fake of the libqbd calls it makes (this file, linked instead
+ * of libqbd).
  *
  * Input: three bytes of settings, then what the clients send. The first:
  *   bit 0     0: each client connects to the server's listening socket,
@@ -73,6 +74,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "nbd-frontend/nbd-proto.h"
 #include "nbd-frontend/nbd.h"
 #include "replicator/qbd.h"
 #include "tests/fuzz/fuzz.h"
@@ -148,7 +150,7 @@ static __attribute__((noreturn)) void fn_die(const char *what)
 	fuzz_fail("fuzz-nbd: %s", what);
 }
 
-/* ---- the fake libqbd: the calls server.c makes ---- */
+/* ---- the fake libqbd: the calls the server makes ---- */
 
 uint64_t qbd_size(const struct qbd_volume *v)
 {

@@ -35,7 +35,9 @@ fuzz_obj = $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(1))
 FUZZ_SRC_wire = replicator/wire/wire.c replicator/core/core.c common/log.c common/util.c
 FUZZ_OBJ_wire = $(call fuzz_obj,tests/fuzz/fuzz-wire.c $(FUZZ_SRC_wire)) \
 	$(FUZZ_BUILD)/gen/replicator/wire/proto/qbd.pb-c.o
-FUZZ_SRC_nbd  = nbd-frontend/server.c nbd-frontend/proto.c common/log.c common/util.c
+FUZZ_SRC_nbd  = nbd-frontend/server.c nbd-frontend/conn.c nbd-frontend/handshake.c \
+	nbd-frontend/transmission.c nbd-frontend/proto.c nbd-frontend/nbd-metrics.c \
+	common/log.c common/metrics.c common/svc.c common/util.c
 FUZZ_OBJ_nbd  = $(call fuzz_obj,tests/fuzz/fuzz-nbd.c $(FUZZ_SRC_nbd))
 
 FUZZ_BINS = $(patsubst %,$(FUZZ_BUILD)/fuzz-%,$(FUZZ_TARGETS))

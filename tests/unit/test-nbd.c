@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "nbd-frontend/nbd.h"
+#include "nbd-frontend/nbd-proto.h"
 
 #define SIZE (1ull << 30)
 #define ALL (NBD_NEG_STRUCTURED | NBD_NEG_BASE_ALLOCATION)
