@@ -6,11 +6,21 @@
  * complete after W of them applied them; reads come from one replica that
  * is current for the chunk, falling back to another one on error.
  *
- * libqbd owns no event loop and no thread. A handle exposes one file
- * descriptor (qbd_get_fd) that becomes readable whenever the handle has
- * work to do (socket I/O, timers); the caller then calls qbd_process, which
- * never blocks and runs completion callbacks. The synchronous calls
+ * libqbd owns no event loop. A handle exposes one file descriptor
+ * (qbd_get_fd) that becomes readable whenever the handle has work to do
+ * (socket I/O, timers); the caller then calls qbd_process, which never
+ * blocks and runs completion callbacks. The synchronous calls
  * (qbd_pread, ...) are thin wrappers that poll that fd themselves.
+ *
+ * What libqbd starts: one thread per handle, the attachment keeper, from
+ * qbd_open until qbd_close. Every 2 s it renews the writer's attachment
+ * in etcd (a 10 s lease) and publishes the writer's status document for
+ * `qbd volume status`, over an etcd connection of its own. It runs no
+ * callback and touches no memory of the caller; the data path never
+ * waits for it (qbd_process only hands it a string under a mutex), and
+ * when etcd is away the data path goes on (logged). It inherits the
+ * signal mask of the thread that calls qbd_open: a program that takes
+ * signals with sigwait or signalfd blocks them before that call.
  *
  * A handle must be used from one thread at a time. Errors are -errno:
  *   -EIO       fewer than W replicas could do it (the write may be on some)
@@ -56,10 +66,28 @@ struct qbd_open_opts {
 int qbd_open(const struct qbd_open_opts *opts, struct qbd_volume **out);
 
 /*
- * Complete every submitted request (their callbacks run), flush, and free
- * the handle. Blocking. Accepts NULL.
+ * Complete every submitted request (their callbacks run), flush, release
+ * the attachment, stop the keeper thread and free the handle, whatever
+ * the result. Blocking. Accepts NULL (returns 0).
+ *
+ * Returns the result of that final flush, as close(2) reports a write
+ * back that failed:
+ *   0        every write completed before the close is durable on W
+ *            replicas; the detach is recorded as clean
+ *   -EPERM   the handle had been fenced: no flush was tried (a newer
+ *            writer owns the volume and recovers its writes)
+ *   -errno   the flush failed (-EIO: fewer than W replicas flushed):
+ *            writes acknowledged since the last successful flush are on
+ *            W replicas but may not be durable there, and the next
+ *            writer treats the close as a crash (it waits out the read
+ *            lease before its first write)
+ *
+ * ABI: qbd_close returned void until this value was added; the symbol
+ * and its version (QBD_0 in libqbd.map) are the same, and a program
+ * built against the void declaration still works (it ignores the
+ * value).
  */
-void qbd_close(struct qbd_volume *v);
+int qbd_close(struct qbd_volume *v);
 
 uint64_t qbd_size(const struct qbd_volume *v);
 uint32_t qbd_chunk_size(const struct qbd_volume *v);

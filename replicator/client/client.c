@@ -1065,21 +1065,20 @@ static void wait_idle(struct qbd_volume *v)
 	}
 }
 
-void qbd_close(struct qbd_volume *v)
+int qbd_close(struct qbd_volume *v)
 {
-	int err;
-	bool clean = false;
+	int err = -EPERM;
 
 	if (!v)
-		return;
+		return 0;
 	wait_idle(v);
 	if (!qbd_core_fenced(v->core)) {
 		err = qbd_flush(v);
 		if (err)
 			qbd_warn(COMP, "close: flush: %s", strerror(-err));
-		clean = err == 0;
 	}
-	volume_free(v, clean);
+	volume_free(v, err == 0);
+	return err;
 }
 
 /* ---- accessors ---- */
