@@ -48,7 +48,16 @@ static const char usage[] =
 	"volume whose daemon died is reattached (NBD_CMD_RECONFIGURE): no I/O error\n"
 	"reaches its users if that happens within --dead-timeout.\n"
 	"SIGTERM drains requests, flushes and exits 0 (a kernel device stays bound,\n"
-	"waiting for the next daemon).\n";
+	"waiting for the next daemon).\n"
+	"\n"
+	"Exit status: 0 stopped, every acknowledged write flushed (or the volume was\n"
+	"taken over: a newer writer owns it); 1 could not start or serve; 3 stopped,\n"
+	"but the final flush failed (fewer than W replicas): writes acknowledged since\n"
+	"the last successful flush are on W replicas but may not be durable there.\n";
+
+/* Exit statuses (the usage text above, docs/operations.md, the unit). */
+#define NBD_EXIT_FAILED 1        /* could not start or serve */
+#define NBD_EXIT_FLUSH_FAILED 3  /* stopped, but the final flush failed */
 
 static int parse_uint(const char *opt, const char *s, unsigned max, unsigned *out)
 {
@@ -192,13 +201,13 @@ static int main_parse_args(int argc, char **argv, struct nbd_main *m, bool *done
 		case 'd': m->device = optarg; break;
 		case 'F':
 			if (parse_uint("--ready-fd", optarg, 1024, &u) < 0 || u < 3)
-				return 1;
+				return NBD_EXIT_FAILED;
 			m->ko.ready_fd = (int)u;
 			break;
 		case 'f': m->o.force = 1; break;
 		case 'C': m->conf_path = optarg; break;
 		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 1;
+		default: fputs(usage, stderr); return NBD_EXIT_FAILED;
 		}
 	}
 	*done = false;
@@ -381,6 +390,32 @@ static int main_serve(struct nbd_main *m, struct qbd_volume *v)
 	return nbd_kernel_serve(v, &m->ko);
 }
 
+/* The exit status once serving ended with r (main_serve) and the volume
+ * was closed with closed (qbd_close: the final flush's result). */
+static int main_exit_status(const struct nbd_main *m, int r, int closed)
+{
+	if (r < 0) {
+		fprintf(stderr, "qbd-nbd: %s: %s\n", m->device ? m->device : m->sock,
+			strerror(-r));
+		return NBD_EXIT_FAILED;
+	}
+	if (r > 0)
+		return NBD_EXIT_FAILED;
+	if (closed == -EPERM) {
+		qbd_info("nbd", "stopped; fenced, so not flushed: the newer writer owns the "
+			 "volume");
+		return 0;
+	}
+	if (closed < 0) {
+		qbd_err("nbd", "stopped, but the final flush failed (%s): writes acknowledged "
+			"since the last successful flush may not be durable; exit status %d",
+			strerror(-closed), NBD_EXIT_FLUSH_FAILED);
+		return NBD_EXIT_FLUSH_FAILED;
+	}
+	qbd_info("nbd", "stopped");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct nbd_main m = {
@@ -403,22 +438,14 @@ int main(int argc, char **argv)
 	if (done)
 		return r;
 	if (main_settings(&m, argc) < 0)
-		return 1;
+		return NBD_EXIT_FAILED;
 	main_log_context(m.o.volume);
 	if (main_prepare_device(&m) < 0 || main_open_volume(&m, &v) < 0)
-		return 1;
+		return NBD_EXIT_FAILED;
 	if (m.device && main_check_device_owner(&m, v) < 0) {
 		qbd_close(v);
-		return 1;
+		return NBD_EXIT_FAILED;
 	}
 	r = main_serve(&m, v);
-	qbd_close(v);
-	if (r < 0) {
-		fprintf(stderr, "qbd-nbd: %s: %s\n", m.device ? m.device : m.sock, strerror(-r));
-		return 1;
-	}
-	if (r > 0)
-		return 1;
-	qbd_info("nbd", "stopped");
-	return 0;
+	return main_exit_status(&m, r, qbd_close(v));
 }
