@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* qbd node ... and qbd volume ... commands. */
+/* qbd volume create|list|info|status|delete: volumes in etcd, the space they
+ * take on their replicas, and their health as cli-health.c judges it. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -15,89 +16,6 @@
 #include "internal.h"
 
 #define CHUNK_SIZE (1u << 20)
-
-/* Options of the commands that take no more than --help (and --json, which
- * qbd-main.c strips). Returns -1 to go on, else an exit status. nargs is
- * the number of positional arguments required. */
-static int cli_simple_opts(int argc, char **argv, int nargs, const char *usage)
-{
-	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
-	};
-	int c;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'h') {
-			fputs(usage, stdout);
-			return EXIT_OK;
-		}
-		fputs(usage, stderr);
-		return EXIT_USAGE;
-	}
-	if (argc - optind != nargs) {
-		fputs(usage, stderr);
-		return EXIT_USAGE;
-	}
-	return -1;
-}
-
-/* Print a JSON value (strings escaped by json-c) and drop it. */
-void cli_print_json(json_object *o)
-{
-	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-	json_object_put(o);
-}
-
-json_object *cli_json_id(uint64_t id)
-{
-	char hex[17];
-
-	return json_object_new_string(qbd_id_str(id, hex));
-}
-
-json_object *cli_json_u64(uint64_t v)
-{
-	return json_object_new_int64((int64_t)v);
-}
-
-json_object *cli_node_json(const struct qbd_node_info *n, bool full)
-{
-	json_object *o = json_object_new_object();
-
-	json_object_object_add(o, "id", cli_json_id(n->id));
-	json_object_object_add(o, "zone", json_object_new_string(n->zone));
-	json_object_object_add(o, "addr", json_object_new_string(n->addr));
-	json_object_object_add(o, "alive", json_object_new_boolean(n->alive));
-	if (full) {
-		json_object *sc = json_object_new_object(), *io = json_object_new_object();
-
-		json_object_object_add(o, "capacity", cli_json_u64(n->capacity));
-		json_object_object_add(o, "used", cli_json_u64(n->used));
-		json_object_object_add(o, "held", cli_json_u64(n->held));
-		json_object_object_add(o, "slots", cli_json_u64(n->slots));
-		json_object_object_add(o, "free_slots", cli_json_u64(n->free_slots));
-		json_object_object_add(o, "seq", cli_json_u64(n->seq));
-		json_object_object_add(o, "updated", cli_json_u64(n->updated));
-		json_object_object_add(sc, "rate", cli_json_u64(n->scrub.rate));
-		json_object_object_add(sc, "bytes", cli_json_u64(n->scrub.bytes));
-		json_object_object_add(sc, "chunks", cli_json_u64(n->scrub.chunks));
-		json_object_object_add(sc, "passes", cli_json_u64(n->scrub.passes));
-		json_object_object_add(sc, "bad_blocks", cli_json_u64(n->scrub.bad_blocks));
-		json_object_object_add(sc, "errors", cli_json_u64(n->scrub.errors));
-		json_object_object_add(o, "scrub", sc);
-		json_object_object_add(io, "data_reads", cli_json_u64(n->io.data_reads));
-		json_object_object_add(io, "data_read_bytes", cli_json_u64(n->io.data_read_bytes));
-		json_object_object_add(io, "data_writes", cli_json_u64(n->io.data_writes));
-		json_object_object_add(io, "data_write_bytes", cli_json_u64(n->io.data_write_bytes));
-		json_object_object_add(io, "meta_writes", cli_json_u64(n->io.meta_writes));
-		json_object_object_add(io, "zeroings", cli_json_u64(n->io.zeroings));
-		json_object_object_add(io, "syncs", cli_json_u64(n->io.syncs));
-		json_object_object_add(o, "io", io);
-	}
-	return o;
-}
 
 /* ---- space a volume takes on its replicas (USAGE requests) ---- */
 
@@ -154,79 +72,6 @@ static const char *cli_usage_str(const struct replica_usage *u, char *buf, size_
 	snprintf(buf, len, "%s/%" PRIu64 "ch", qbd_format_size(u->u.held, h, sizeof h),
 		 u->u.chunks);
 	return buf;
-}
-
-static json_object *cli_volume_json(const struct qbd_volume_info *v)
-{
-	json_object *o = json_object_new_object();
-
-	json_object_object_add(o, "name", json_object_new_string(v->name));
-	json_object_object_add(o, "id", cli_json_id(v->id));
-	json_object_object_add(o, "size", cli_json_u64(v->size));
-	json_object_object_add(o, "chunk_size", cli_json_u64(v->chunk_size));
-	json_object_object_add(o, "replicas", cli_json_u64(v->replicas));
-	json_object_object_add(o, "write_quorum", cli_json_u64(v->write_quorum));
-	return o;
-}
-
-static int node_list(int argc, char **argv)
-{
-	struct qbd_meta *m;
-	struct qbd_node_info *nodes;
-	size_t n;
-	int r;
-
-	if ((r = cli_simple_opts(argc, argv, 0, "usage: qbd node list [--json]\n")) >= 0)
-		return r;
-	if ((r = cli_meta(&m)))
-		return r;
-	r = qbd_meta_node_list(m, &nodes, &n);
-	qbd_meta_close(m);
-	if (r < 0) {
-		fprintf(stderr, "qbd: cannot list nodes: %s\n", strerror(-r));
-		return EXIT_ERR;
-	}
-	if (cli_json) {
-		json_object *arr = json_object_new_array();
-		for (size_t i = 0; i < n; i++)
-			json_object_array_add(arr, cli_node_json(&nodes[i], true));
-		cli_print_json(arr);
-	} else {
-		printf("%-16s  %-10s  %-22s  %-5s  %10s  %10s  %10s  %10s  %10s  %4s\n",
-		       "NODE", "ZONE", "ADDRESS", "STATE", "CAPACITY", "USED", "HELD",
-		       "FREE-SLOTS", "SCRUBBED", "BAD");
-		for (size_t i = 0; i < n; i++) {
-			char hex[17], c[32], u[32], h[32], sb[32];
-			printf("%-16s  %-10s  %-22s  %-5s  %10s  %10s  %10s  %10" PRIu64
-			       "  %10s  %4" PRIu64 "\n",
-			       qbd_id_str(nodes[i].id, hex), nodes[i].zone, nodes[i].addr,
-			       nodes[i].alive ? "up" : "down",
-			       qbd_format_size(nodes[i].capacity, c, sizeof c),
-			       qbd_format_size(nodes[i].used, u, sizeof u),
-			       qbd_format_size(nodes[i].held, h, sizeof h), nodes[i].free_slots,
-			       qbd_format_size(nodes[i].scrub.bytes, sb, sizeof sb),
-			       nodes[i].scrub.bad_blocks);
-		}
-	}
-	/* Exit status: every node up, some down, none up. */
-	size_t up = 0;
-	for (size_t i = 0; i < n; i++)
-		up += nodes[i].alive;
-	free(nodes);
-	return up == n ? EXIT_OK : up ? EXIT_DEGRADED : EXIT_FAILED;
-}
-
-int cmd_node(int argc, char **argv)
-{
-	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-		fprintf(argc < 2 ? stderr : stdout, "usage: qbd node list [--json]\n"
-			"exits 0 when every node is up, 2 when some are down, 3 when none is up\n");
-		return argc < 2 ? EXIT_USAGE : EXIT_OK;
-	}
-	if (strcmp(argv[1], "list") == 0)
-		return node_list(argc - 1, argv + 1);
-	fprintf(stderr, "qbd node: unknown command '%s'\n", argv[1]);
-	return EXIT_USAGE;
 }
 
 static const char volume_usage[] =
@@ -470,78 +315,6 @@ static void cli_print_attached(const char *name, const struct qbd_attachment *a)
 		"); detach it first\n", name, a->host[0] ? a->host : "?", a->pid, a->epoch);
 }
 
-/* ---- qbd volume status ---- */
-
-
-static uint64_t cli_jint(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v))
-		return 0;
-	if (json_object_is_type(v, json_type_string))
-		return strtoull(json_object_get_string(v), NULL, 10);
-	return (uint64_t)json_object_get_int64(v);
-}
-
-/* Fill rs[] from the writer's status document. Returns 0, or -EPROTO
- * (with a warning) if it is not a usable document. *updated, *epoch out. */
-static int cli_parse_status(const char *json, const struct qbd_volume_info *v,
-			    struct replica_status *rs, uint64_t *epoch, uint64_t *updated)
-{
-	json_object *o = json_tokener_parse(json), *arr;
-	int r = -EPROTO;
-
-	if (!o || !json_object_is_type(o, json_type_object) ||
-	    !json_object_object_get_ex(o, "replicas", &arr) ||
-	    !json_object_is_type(arr, json_type_array))
-		goto out;
-	*epoch = cli_jint(o, "epoch");
-	*updated = cli_jint(o, "updated");
-	for (size_t i = 0; i < json_object_array_length(arr); i++) {
-		json_object *e = json_object_array_get_idx(arr, i), *st;
-		uint64_t idx = json_object_object_get_ex(e, "index", NULL) ?
-			       cli_jint(e, "index") : i;
-		if (!json_object_is_type(e, json_type_object) || idx >= v->replicas ||
-		    !json_object_object_get_ex(e, "state", &st) ||
-		    !json_object_is_type(st, json_type_string))
-			goto out;
-		struct replica_status *x = &rs[idx];
-		x->reported = true;
-		snprintf(x->state, sizeof x->state, "%s", json_object_get_string(st));
-		x->stale = cli_jint(e, "stale_chunks");
-		x->resync_done = cli_jint(e, "resync_done_chunks");
-		x->resync_total = cli_jint(e, "resync_total_chunks");
-	}
-	r = 0;
-out:
-	json_object_put(o);
-	return r;
-}
-
-/* A replica can take writes: its node is alive and, when the writer
- * reports, the writer sees it up. Current: usable with nothing stale. */
-static bool rs_usable(const struct replica_status *x, bool have_status)
-{
-	if (!x->node.alive)
-		return false;
-	return !have_status || (x->reported && strcmp(x->state, "up") == 0);
-}
-
-static bool rs_current(const struct replica_status *x, bool have_status)
-{
-	return rs_usable(x, have_status) &&
-	       (!have_status || (x->stale == 0 && x->resync_done >= x->resync_total));
-}
-
-static unsigned rs_percent(const struct replica_status *x)
-{
-	if (x->resync_total == 0)
-		return 100;
-	uint64_t d = x->resync_done > x->resync_total ? x->resync_total : x->resync_done;
-	return (unsigned)(d * 100 / x->resync_total);
-}
-
 static char *cli_time(uint64_t t, char *buf, size_t len)
 {
 	time_t tt = (time_t)t;
@@ -550,77 +323,6 @@ static char *cli_time(uint64_t t, char *buf, size_t len)
 	if (!localtime_r(&tt, &tm) || !strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm))
 		snprintf(buf, len, "%" PRIu64, t);
 	return buf;
-}
-
-/* The health of volume v as etcd tells it: its replicas' nodes, and the
- * writer's status document when attached. 0, or EXIT_ERR after saying
- * why. */
-int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
-		      struct vol_health *h)
-{
-	char *st_json = NULL;
-	char hex[17];
-	uint64_t st_epoch = 0;
-	int r;
-
-	memset(h, 0, sizeof *h);
-	r = qbd_meta_attachment_get(m, v->id, &h->att);
-	if (r == 0) {
-		h->attached = true;
-		r = qbd_meta_status_get(m, v->id, &st_json);
-	}
-	if (r < 0 && r != -ENOENT) {
-		fprintf(stderr, "qbd: volume '%s': cannot read its attachment or status: %s\n",
-			v->name, strerror(-r));
-		return EXIT_ERR;
-	}
-	for (unsigned i = 0; i < v->replicas; i++) {
-		struct replica_status *x = &h->rs[i];
-
-		r = qbd_meta_node_get(m, v->nodes[i], &x->node);
-		if (r < 0 && r != -ENOENT) {
-			fprintf(stderr, "qbd: cannot read node %s: %s\n",
-				qbd_id_str(v->nodes[i], hex), strerror(-r));
-			free(st_json);
-			return EXIT_ERR;
-		}
-		x->known = r == 0;
-		if (!x->known) {
-			memset(&x->node, 0, sizeof x->node);
-			x->node.id = v->nodes[i];
-			snprintf(x->node.zone, sizeof x->node.zone, "?");
-			snprintf(x->node.addr, sizeof x->node.addr, "?");
-		}
-	}
-	if (st_json) {
-		if (cli_parse_status(st_json, v, h->rs, &st_epoch, &h->st_updated) < 0) {
-			fprintf(stderr, "qbd: warning: volume '%s': malformed status document "
-				"ignored\n", v->name);
-			for (unsigned i = 0; i < v->replicas; i++)
-				h->rs[i].reported = false;
-		} else if (st_epoch != h->att.epoch) {
-			fprintf(stderr, "qbd: warning: volume '%s': status document of epoch %"
-				PRIu64 ", writer has epoch %" PRIu64 ": ignored\n", v->name,
-				st_epoch, h->att.epoch);
-			for (unsigned i = 0; i < v->replicas; i++)
-				h->rs[i].reported = false;
-		} else {
-			h->have_status = true;
-		}
-		free(st_json);
-	}
-	for (unsigned i = 0; i < v->replicas; i++) {
-		h->usable += rs_usable(&h->rs[i], h->have_status);
-		h->current += rs_current(&h->rs[i], h->have_status);
-	}
-	h->rc = h->current == v->replicas ? EXIT_OK :
-		h->usable >= v->write_quorum ? EXIT_DEGRADED : EXIT_FAILED;
-	return 0;
-}
-
-const char *cli_health_name(int rc)
-{
-	return rc == EXIT_OK ? "healthy" : rc == EXIT_DEGRADED ? "degraded" : "failed";
 }
 
 static int volume_status(int argc, char **argv)
@@ -693,10 +395,10 @@ static int volume_status(int argc, char **argv)
 				json_object_object_add(e, "resync_total_chunks",
 						       cli_json_u64(rs[i].resync_total));
 				json_object_object_add(e, "resync_percent",
-						       json_object_new_int((int)rs_percent(&rs[i])));
+						       json_object_new_int((int)cli_replica_percent(&rs[i])));
 			}
 			json_object_object_add(e, "usable",
-					       json_object_new_boolean(rs_usable(&rs[i], have_status)));
+					       json_object_new_boolean(cli_replica_usable(&rs[i], have_status)));
 			cli_usage_json(e, &ru[i]);
 			json_object_array_add(arr, e);
 		}
@@ -730,7 +432,7 @@ static int volume_status(int argc, char **argv)
 		const struct replica_status *x = &rs[i];
 		char resync[96] = "-";
 		if (have_status && x->reported && x->resync_total) {
-			unsigned pc = rs_percent(x);
+			unsigned pc = cli_replica_percent(x);
 			int l = snprintf(resync, sizeof resync, "%" PRIu64 "/%" PRIu64 " %u%%",
 					 x->resync_done, x->resync_total, pc);
 			if (isatty(STDOUT_FILENO) && l > 0 && (size_t)l + 24 < sizeof resync) {

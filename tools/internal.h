@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "replicator/meta/meta.h"
+#include "replicator/wire/wire.h"
 
 /* Exit statuses of every qbd command. */
 #define EXIT_OK 0
@@ -17,23 +18,71 @@
 #define EXIT_DEGRADED 2
 #define EXIT_FAILED 3
 
-/* qbd-main.c */
+/* qbd-main.c: global options, the shared option handling, etcd */
 extern const char *cli_etcd;
 extern int cli_json;
+/* Open etcd (cli_etcd). 0, or an exit status after saying why. */
 int cli_meta(struct qbd_meta **m);
+/* Options of a command that takes only --help and nargs positional
+ * arguments: -1 to go on (argv[optind] is the first), else the exit
+ * status after printing usage_text. */
+int cli_simple_opts(int argc, char **argv, int nargs, const char *usage_text);
 
-/* cli-volume.c */
-int cmd_node(int argc, char **argv);
-int cmd_volume(int argc, char **argv);
-/* JSON output: print (and drop) o; ids as hex strings; numbers. */
+/* cli-json.c: the JSON the CLI prints and reads. New objects are the
+ * caller's; cli_print_json prints o and drops it. Ids are hex strings. */
 void cli_print_json(json_object *o);
 json_object *cli_json_id(uint64_t id);
 json_object *cli_json_u64(uint64_t v);
+/* o's member key as a number (a decimal string too); 0 when absent. */
+uint64_t cli_json_get_u64(json_object *o, const char *key);
 json_object *cli_node_json(const struct qbd_node_info *n, bool full);
+json_object *cli_volume_json(const struct qbd_volume_info *v);
+
+/* cli-node.c: qbd node list */
+int cmd_node(int argc, char **argv);
+
+/* cli-volume.c: qbd volume create|list|info|status|delete */
+int cmd_volume(int argc, char **argv);
+
+/* cli-health.c: a volume's health, as etcd and its writer's status
+ * document tell. */
+struct replica_status {
+	struct qbd_node_info node;
+	bool known;             /* node record found */
+	bool reported;          /* the writer's status document lists it */
+	char state[16];         /* "up", "down", "resync" */
+	uint64_t stale, resync_done, resync_total;
+};
+struct vol_health {
+	struct replica_status rs[QBD_MAX_REPLICAS];
+	struct qbd_attachment att;
+	bool attached, have_status;
+	uint64_t st_updated;
+	unsigned usable, current;  /* replicas that take writes; with nothing stale */
+	int rc;                    /* EXIT_OK, EXIT_DEGRADED or EXIT_FAILED */
+};
+/* Fill h for volume v. 0, or EXIT_ERR after saying why. */
+int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
+		      struct vol_health *h);
+const char *cli_health_name(int rc);
+/* A replica can take writes; its resync progress in percent. */
+bool cli_replica_usable(const struct replica_status *x, bool have_status);
+unsigned cli_replica_percent(const struct replica_status *x);
+
+/* cli-status.c: qbd status */
+int cmd_status(int argc, char **argv);
+
+/* cli-verify.c: qbd volume verify NAME */
+int cmd_volume_verify(int argc, char **argv);
+
+/* cli-attach.c: attach, detach, mapped (argv[0] names which) */
+int cmd_kernel(int argc, char **argv);
+
+/* dev.c: qbd dev up|down|status */
+int cmd_dev(int argc, char **argv);
 
 /* admin-wire.c: blocking administrative requests to one chunk server.
  * 0 or -errno. */
-#include "replicator/wire/wire.h"
 struct admin_conn {
 	int fd;
 	uint64_t cluster_id, node_id, next_id;
@@ -57,36 +106,5 @@ struct admin_usage {
 	uint64_t capacity, free_slots; /* of the store */
 };
 int admin_usage(struct admin_conn *ac, uint64_t volume_id, struct admin_usage *out);
-
-/* cli-verify.c: qbd volume verify NAME */
-int cmd_volume_verify(int argc, char **argv);
-
-/* cli-attach.c: attach, detach, mapped (argv[0] names which) */
-int cmd_kernel(int argc, char **argv);
-
-/* dev.c */
-int cmd_dev(int argc, char **argv);
-
-/* A volume's replicas as etcd and its writer's status document tell
- * (cli-volume.c). */
-struct replica_status {
-	struct qbd_node_info node;
-	bool known;             /* node record found */
-	bool reported;          /* the writer's status document lists it */
-	char state[16];         /* "up", "down", "resync" */
-	uint64_t stale, resync_done, resync_total;
-};
-struct vol_health {
-	struct replica_status rs[QBD_MAX_REPLICAS];
-	struct qbd_attachment att;
-	bool attached, have_status;
-	uint64_t st_updated;
-	unsigned usable, current;  /* replicas that take writes; with nothing stale */
-	int rc;                    /* EXIT_OK, EXIT_DEGRADED or EXIT_FAILED */
-};
-int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
-		      struct vol_health *h);
-const char *cli_health_name(int rc);
-int cmd_status(int argc, char **argv);
 
 #endif

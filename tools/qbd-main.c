@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* qbd: the command-line tool. Global options, then a command. */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,33 @@ int cli_meta(struct qbd_meta **m)
 		return EXIT_ERR;
 	}
 	return 0;
+}
+
+/* Options of the commands that take no more than --help (and --json, which
+ * main strips). Returns -1 to go on, else an exit status. nargs is
+ * the number of positional arguments required. */
+int cli_simple_opts(int argc, char **argv, int nargs, const char *usage_text)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(usage_text, stdout);
+			return EXIT_OK;
+		}
+		fputs(usage_text, stderr);
+		return EXIT_USAGE;
+	}
+	if (argc - optind != nargs) {
+		fputs(usage_text, stderr);
+		return EXIT_USAGE;
+	}
+	return -1;
 }
 
 int main(int argc, char **argv)

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Health judgement of a volume, for `qbd volume status` and `qbd status`:
+ * its replicas' nodes as etcd records them (alive or not), and, while a
+ * writer is attached, the writer's status document (/qbd/status/<id>:
+ * each replica up, down or resyncing, and its stale chunks). A volume is
+ * healthy with every replica current, degraded with at least W usable,
+ * failed below W.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "internal.h"
+
+/* Fill rs[] from the writer's status document. Returns 0, or -EPROTO
+ * (with a warning) if it is not a usable document. *updated, *epoch out. */
+static int health_parse_status(const char *json, const struct qbd_volume_info *v,
+			       struct replica_status *rs, uint64_t *epoch, uint64_t *updated)
+{
+	json_object *o = json_tokener_parse(json), *arr;
+	int r = -EPROTO;
+
+	if (!o || !json_object_is_type(o, json_type_object) ||
+	    !json_object_object_get_ex(o, "replicas", &arr) ||
+	    !json_object_is_type(arr, json_type_array))
+		goto out;
+	*epoch = cli_json_get_u64(o, "epoch");
+	*updated = cli_json_get_u64(o, "updated");
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		json_object *e = json_object_array_get_idx(arr, i), *st;
+		uint64_t idx = json_object_object_get_ex(e, "index", NULL) ?
+			       cli_json_get_u64(e, "index") : i;
+		if (!json_object_is_type(e, json_type_object) || idx >= v->replicas ||
+		    !json_object_object_get_ex(e, "state", &st) ||
+		    !json_object_is_type(st, json_type_string))
+			goto out;
+		struct replica_status *x = &rs[idx];
+		x->reported = true;
+		snprintf(x->state, sizeof x->state, "%s", json_object_get_string(st));
+		x->stale = cli_json_get_u64(e, "stale_chunks");
+		x->resync_done = cli_json_get_u64(e, "resync_done_chunks");
+		x->resync_total = cli_json_get_u64(e, "resync_total_chunks");
+	}
+	r = 0;
+out:
+	json_object_put(o);
+	return r;
+}
+
+/* A replica can take writes: its node is alive and, when the writer
+ * reports, the writer sees it up. Current: usable with nothing stale. */
+bool cli_replica_usable(const struct replica_status *x, bool have_status)
+{
+	if (!x->node.alive)
+		return false;
+	return !have_status || (x->reported && strcmp(x->state, "up") == 0);
+}
+
+static bool health_replica_current(const struct replica_status *x, bool have_status)
+{
+	return cli_replica_usable(x, have_status) &&
+	       (!have_status || (x->stale == 0 && x->resync_done >= x->resync_total));
+}
+
+unsigned cli_replica_percent(const struct replica_status *x)
+{
+	if (x->resync_total == 0)
+		return 100;
+	uint64_t d = x->resync_done > x->resync_total ? x->resync_total : x->resync_done;
+	return (unsigned)(d * 100 / x->resync_total);
+}
+
+/* The health of volume v as etcd tells it: its replicas' nodes, and the
+ * writer's status document when attached. 0, or EXIT_ERR after saying
+ * why. */
+int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
+		      struct vol_health *h)
+{
+	char *st_json = NULL;
+	char hex[17];
+	uint64_t st_epoch = 0;
+	int r;
+
+	memset(h, 0, sizeof *h);
+	r = qbd_meta_attachment_get(m, v->id, &h->att);
+	if (r == 0) {
+		h->attached = true;
+		r = qbd_meta_status_get(m, v->id, &st_json);
+	}
+	if (r < 0 && r != -ENOENT) {
+		fprintf(stderr, "qbd: volume '%s': cannot read its attachment or status: %s\n",
+			v->name, strerror(-r));
+		return EXIT_ERR;
+	}
+	for (unsigned i = 0; i < v->replicas; i++) {
+		struct replica_status *x = &h->rs[i];
+
+		r = qbd_meta_node_get(m, v->nodes[i], &x->node);
+		if (r < 0 && r != -ENOENT) {
+			fprintf(stderr, "qbd: cannot read node %s: %s\n",
+				qbd_id_str(v->nodes[i], hex), strerror(-r));
+			free(st_json);
+			return EXIT_ERR;
+		}
+		x->known = r == 0;
+		if (!x->known) {
+			memset(&x->node, 0, sizeof x->node);
+			x->node.id = v->nodes[i];
+			snprintf(x->node.zone, sizeof x->node.zone, "?");
+			snprintf(x->node.addr, sizeof x->node.addr, "?");
+		}
+	}
+	if (st_json) {
+		if (health_parse_status(st_json, v, h->rs, &st_epoch, &h->st_updated) < 0) {
+			fprintf(stderr, "qbd: warning: volume '%s': malformed status document "
+				"ignored\n", v->name);
+			for (unsigned i = 0; i < v->replicas; i++)
+				h->rs[i].reported = false;
+		} else if (st_epoch != h->att.epoch) {
+			fprintf(stderr, "qbd: warning: volume '%s': status document of epoch %"
+				PRIu64 ", writer has epoch %" PRIu64 ": ignored\n", v->name,
+				st_epoch, h->att.epoch);
+			for (unsigned i = 0; i < v->replicas; i++)
+				h->rs[i].reported = false;
+		} else {
+			h->have_status = true;
+		}
+		free(st_json);
+	}
+	for (unsigned i = 0; i < v->replicas; i++) {
+		h->usable += cli_replica_usable(&h->rs[i], h->have_status);
+		h->current += health_replica_current(&h->rs[i], h->have_status);
+	}
+	h->rc = h->current == v->replicas ? EXIT_OK :
+		h->usable >= v->write_quorum ? EXIT_DEGRADED : EXIT_FAILED;
+	return 0;
+}
+
+const char *cli_health_name(int rc)
+{
+	return rc == EXIT_OK ? "healthy" : rc == EXIT_DEGRADED ? "degraded" : "failed";
+}
