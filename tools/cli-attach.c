@@ -80,25 +80,6 @@ static int find_dev_cb(const struct nbd_kernel_dev *d, void *arg)
 	return 1;
 }
 
-/* The qbd-nbd next to this qbd, else the one on PATH. */
-static void daemon_path(char *buf, size_t len)
-{
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-
-	if (n > 0) {
-		self[n] = 0;
-		char *slash = strrchr(self, '/');
-		if (slash) {
-			*slash = 0;
-			if ((size_t)snprintf(buf, len, "%s/qbd-nbd", self) < len &&
-			    access(buf, X_OK) == 0)
-				return;
-		}
-	}
-	snprintf(buf, len, "qbd-nbd");
-}
-
 static void print_log_tail(const char *path)
 {
 	char line[512];
@@ -220,7 +201,7 @@ static int cmd_attach(int argc, char **argv)
 	bool force = false;
 	char dpath[PATH_MAX], logpath[PATH_MAX];
 	char *dargv[32];
-	int c, n = 0, idx;
+	int c, n = 0, idx, r;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -241,10 +222,8 @@ static int cmd_attach(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *volume = argv[optind];
-	if (!cli_etcd) {
-		fprintf(stderr, "qbd: no etcd: use --etcd URL or set QBD_ETCD\n");
-		return EXIT_USAGE;
-	}
+	if ((r = cli_need_etcd()))
+		return r;
 	if (strcmp(device, "auto") != 0 && nbd_kernel_parse_device(device, &idx) < 0) {
 		fprintf(stderr, "qbd: bad --device '%s' (want /dev/nbdN)\n", device);
 		return EXIT_USAGE;
@@ -277,7 +256,7 @@ static int cmd_attach(int argc, char **argv)
 		return EXIT_ERR;
 	}
 	snprintf(logpath, sizeof logpath, "%s/%s.log", run_dir(), volume);
-	daemon_path(dpath, sizeof dpath);
+	cli_sibling_path("qbd-nbd", dpath, sizeof dpath);
 	dargv[n++] = dpath;
 	dargv[n++] = "--etcd";
 	dargv[n++] = (char *)cli_etcd;
@@ -506,21 +485,15 @@ static int mapped_cb(const struct nbd_kernel_dev *d, void *arg)
 static int cmd_mapped(int argc, char **argv)
 {
 	struct mapped_arg m = { 0 };
+	int r;
 
-	if (argc > 1) {
-		if (strcmp(argv[1], "--help") == 0) {
-			fputs(mapped_usage, stdout);
-			return EXIT_OK;
-		}
-		fputs(mapped_usage, stderr);
-		return EXIT_USAGE;
-	}
+	if ((r = cli_simple_opts(argc, argv, 0, mapped_usage)) >= 0)
+		return r;
 	if (cli_json)
 		m.arr = json_object_new_array();
 	nbd_kernel_for_each_dev(mapped_cb, &m);
 	if (m.arr) {
-		puts(json_object_to_json_string_ext(m.arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-		json_object_put(m.arr);
+		cli_print_json(m.arr);
 	} else if (m.n == 0) {
 		fprintf(stderr, "qbd: no qbd device on this node\n");
 	}

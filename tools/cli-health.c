@@ -100,7 +100,7 @@ int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
 	for (unsigned i = 0; i < v->replicas; i++) {
 		struct replica_status *x = &h->rs[i];
 
-		r = qbd_meta_node_get(m, v->nodes[i], &x->node);
+		r = cli_node_get(m, v->nodes[i], &x->node);
 		if (r < 0 && r != -ENOENT) {
 			fprintf(stderr, "qbd: cannot read node %s: %s\n",
 				qbd_id_str(v->nodes[i], hex), strerror(-r));
@@ -108,12 +108,6 @@ int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
 			return EXIT_ERR;
 		}
 		x->known = r == 0;
-		if (!x->known) {
-			memset(&x->node, 0, sizeof x->node);
-			x->node.id = v->nodes[i];
-			snprintf(x->node.zone, sizeof x->node.zone, "?");
-			snprintf(x->node.addr, sizeof x->node.addr, "?");
-		}
 	}
 	if (st_json) {
 		if (health_parse_status(st_json, v, h->rs, &st_epoch, &h->st_updated) < 0) {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* qbd node ...: the chunk servers etcd knows, their zones, space and
  * state. */
+#include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -9,6 +10,22 @@
 
 #include "common/util.h"
 #include "internal.h"
+
+/* Node id's record into *node. On any failure *node is a stand-in with
+ * that id, zone and address "?", and not alive. 0, or -errno (-ENOENT:
+ * no such node). */
+int cli_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *node)
+{
+	int r = qbd_meta_node_get(m, id, node);
+
+	if (r < 0) {
+		memset(node, 0, sizeof *node);
+		node->id = id;
+		snprintf(node->zone, sizeof node->zone, "?");
+		snprintf(node->addr, sizeof node->addr, "?");
+	}
+	return r;
+}
 
 static int node_list(int argc, char **argv)
 {

@@ -192,20 +192,20 @@ static void print_text(const struct cluster_view *cv)
 	       qbd_format_size(cv->used, u, sizeof u), qbd_format_size(cv->capacity, c, sizeof c));
 }
 
+static const char status_usage[] =
+	"usage: qbd status [--json]\n"
+	"The cluster at a glance. Exit status: 0 healthy, 2 degraded (a node\n"
+	"down, a volume short of a replica), 3 failed (a volume cannot take\n"
+	"writes), 1 on errors.\n";
+
 int cmd_status(int argc, char **argv)
 {
 	struct cluster_view cv = { .rc = EXIT_OK };
 	struct qbd_meta *m;
 	int r;
 
-	if (argc > 1) {
-		FILE *f = strcmp(argv[1], "--help") == 0 ? stdout : stderr;
-		fprintf(f, "usage: qbd status [--json]\n"
-			"The cluster at a glance. Exit status: 0 healthy, 2 degraded (a node\n"
-			"down, a volume short of a replica), 3 failed (a volume cannot take\n"
-			"writes), 1 on errors.\n");
-		return f == stdout ? EXIT_OK : EXIT_USAGE;
-	}
+	if ((r = cli_simple_opts(argc, argv, 0, status_usage)) >= 0)
+		return r;
 	if ((r = cli_meta(&m)))
 		return r;
 	r = cluster_view_load(m, &cv);

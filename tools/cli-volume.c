@@ -83,6 +83,45 @@ static const char volume_usage[] =
 	"status exits 0 healthy, 2 degraded (>= W replicas usable), 3 failed\n"
 	"(fewer than W usable), 1 on errors.\n";
 
+/* Open etcd and read volume name (and its epoch, unless epoch is NULL).
+ * 0 with *m open (the caller closes it), or an exit status after saying
+ * why. */
+static int volume_open(const char *name, struct qbd_meta **m, struct qbd_volume_info *v,
+		       uint64_t *epoch)
+{
+	int r;
+
+	if ((r = cli_meta(m)))
+		return r;
+	r = qbd_meta_volume_get(*m, name, v);
+	if (r == 0 && epoch)
+		r = qbd_meta_epoch_get(*m, v->id, epoch);
+	if (r < 0) {
+		fprintf(stderr, "qbd: volume '%s': %s\n", name,
+			r == -ENOENT ? "no such volume" : strerror(-r));
+		qbd_meta_close(*m);
+		*m = NULL;
+		return EXIT_ERR;
+	}
+	return 0;
+}
+
+/* The lines that open both volume info and volume status. */
+static void volume_print_head(const struct qbd_volume_info *v, uint64_t epoch,
+			      bool chunk_size)
+{
+	char hex[17], sz[32];
+
+	printf("Volume:        %s\n", v->name);
+	printf("ID:            %s\n", qbd_id_str(v->id, hex));
+	printf("Size:          %s (%" PRIu64 " bytes)\n", qbd_format_size(v->size, sz, sizeof sz),
+	       v->size);
+	if (chunk_size)
+		printf("Chunk size:    %u\n", v->chunk_size);
+	printf("Replication:   R=%u, write quorum W=%u\n", v->replicas, v->write_quorum);
+	printf("Epoch:         %" PRIu64 "\n", epoch);
+}
+
 static int volume_create(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -257,24 +296,10 @@ static int volume_info(int argc, char **argv)
 	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
 		return r;
 	const char *name = argv[optind];
-	if ((r = cli_meta(&m)))
+	if ((r = volume_open(name, &m, &v, &epoch)))
 		return r;
-	r = qbd_meta_volume_get(m, name, &v);
-	if (r == 0)
-		r = qbd_meta_epoch_get(m, v.id, &epoch);
-	if (r < 0) {
-		fprintf(stderr, "qbd: volume '%s': %s\n", name,
-			r == -ENOENT ? "no such volume" : strerror(-r));
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
 	for (unsigned i = 0; i < v.replicas; i++)
-		if (qbd_meta_node_get(m, v.nodes[i], &nodes[i]) < 0) {
-			memset(&nodes[i], 0, sizeof nodes[i]);
-			nodes[i].id = v.nodes[i];
-			snprintf(nodes[i].zone, sizeof nodes[i].zone, "?");
-			snprintf(nodes[i].addr, sizeof nodes[i].addr, "?");
-		}
+		(void)cli_node_get(m, v.nodes[i], &nodes[i]);
 	(void)qbd_meta_cluster_id(m, false, &cluster_id);
 	qbd_meta_close(m);
 	for (unsigned i = 0; i < v.replicas; i++)
@@ -293,12 +318,7 @@ static int volume_info(int argc, char **argv)
 		cli_print_json(o);
 		return EXIT_OK;
 	}
-	printf("Volume:        %s\n", v.name);
-	printf("ID:            %s\n", qbd_id_str(v.id, hex));
-	printf("Size:          %s (%" PRIu64 " bytes)\n", qbd_format_size(v.size, sz, sizeof sz), v.size);
-	printf("Chunk size:    %u\n", v.chunk_size);
-	printf("Replication:   R=%u, write quorum W=%u\n", v.replicas, v.write_quorum);
-	printf("Epoch:         %" PRIu64 "\n", epoch);
+	volume_print_head(&v, epoch, true);
 	printf("Held:          %s of data on all replicas\n", qbd_format_size(held, sz, sizeof sz));
 	printf("Replicas:\n");
 	printf("  #  NODE              ZONE        ADDRESS                 HELD/CHUNKS     STATE\n");
@@ -340,17 +360,8 @@ static int volume_status(int argc, char **argv)
 	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
 		return r;
 	const char *name = argv[optind];
-	if ((r = cli_meta(&m)))
+	if ((r = volume_open(name, &m, &v, &epoch)))
 		return r;
-	r = qbd_meta_volume_get(m, name, &v);
-	if (r == 0)
-		r = qbd_meta_epoch_get(m, v.id, &epoch);
-	if (r < 0) {
-		fprintf(stderr, "qbd: volume '%s': %s\n", name,
-			r == -ENOENT ? "no such volume" : strerror(-r));
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
 	if (cli_volume_health(m, &v, &vh)) {
 		qbd_meta_close(m);
 		return EXIT_ERR;
@@ -409,11 +420,7 @@ static int volume_status(int argc, char **argv)
 		cli_print_json(o);
 		return rc;
 	}
-	printf("Volume:        %s\n", v.name);
-	printf("ID:            %s\n", qbd_id_str(v.id, hex));
-	printf("Size:          %s (%" PRIu64 " bytes)\n", qbd_format_size(v.size, sz, sizeof sz), v.size);
-	printf("Replication:   R=%u, write quorum W=%u\n", v.replicas, v.write_quorum);
-	printf("Epoch:         %" PRIu64 "\n", epoch);
+	volume_print_head(&v, epoch, false);
 	if (attached)
 		printf("Attached:      host %s, zone %s, pid %d, epoch %" PRIu64 ", since %s\n",
 		       att.host[0] ? att.host : "?", att.zone[0] ? att.zone : "?", att.pid,
@@ -469,15 +476,8 @@ static int volume_delete(int argc, char **argv)
 	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
 		return r;
 	argv += optind - 1; /* argv[1] is the name, as below */
-	if ((r = cli_meta(&m)))
+	if ((r = volume_open(argv[1], &m, &v, NULL)))
 		return r;
-	r = qbd_meta_volume_get(m, argv[1], &v);
-	if (r < 0) {
-		fprintf(stderr, "qbd: volume '%s': %s\n", argv[1],
-			r == -ENOENT ? "no such volume" : strerror(-r));
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
 	struct qbd_attachment att;
 	r = qbd_meta_attachment_get(m, v.id, &att);
 	if (r == 0) {

@@ -82,42 +82,43 @@ static int read_pids(const char *state, struct dev_proc *p, int max)
 	return n;
 }
 
+/* The first line of /proc/PID/FILE into buf ("" when unreadable). */
+static bool proc_read_line(pid_t pid, const char *file, char *buf, size_t len)
+{
+	char path[64];
+	FILE *f;
+
+	buf[0] = '\0';
+	snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+	if (!(f = fopen(path, "r")))
+		return false;
+	if (!fgets(buf, (int)len, f))
+		buf[0] = '\0';
+	fclose(f);
+	return true;
+}
+
 /* Is pid alive (not a zombie) and still the program it was started as:
  * its comm, or the base name of its argv[0], is etcd / qbd-chunkd? */
 static bool proc_is(pid_t pid, const char *name)
 {
-	char path[64], comm[64] = "", cmd[PATH_MAX] = "", st[256] = "";
+	char comm[64], cmd[PATH_MAX], st[256];
 	const char *want = strncmp(name, "etcd", 4) == 0 ? "etcd" : "qbd-chunkd";
 	const char *base, *paren;
-	FILE *f;
 
 	if (pid <= 1)
 		return false;
 	waitpid(pid, NULL, WNOHANG); /* reap it if it is our own child */
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	if (!(f = fopen(path, "r")))
+	if (!proc_read_line(pid, "stat", st, sizeof st))
 		return false;
-	if (!fgets(st, sizeof st, f))
-		st[0] = '\0';
-	fclose(f);
 	paren = strrchr(st, ')');
 	if (!paren || paren[1] != ' ' || paren[2] == 'Z' || paren[2] == 'X')
 		return false;
-	snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
-	if ((f = fopen(path, "r"))) {
-		if (!fgets(comm, sizeof comm, f))
-			comm[0] = '\0';
-		fclose(f);
-	}
+	proc_read_line(pid, "comm", comm, sizeof comm);
 	comm[strcspn(comm, "\n")] = '\0';
 	if (strcmp(comm, want) == 0)
 		return true;
-	snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-	if ((f = fopen(path, "r"))) {
-		if (!fgets(cmd, sizeof cmd, f))
-			cmd[0] = '\0';
-		fclose(f);
-	}
+	proc_read_line(pid, "cmdline", cmd, sizeof cmd);
 	base = strrchr(cmd, '/');
 	return strcmp(base ? base + 1 : cmd, want) == 0;
 }
@@ -178,39 +179,26 @@ static int dev_status(const char *state)
 	return n && up == n ? EXIT_OK : EXIT_ERR;
 }
 
-/* Path of a program next to this qbd binary, else its bare name. */
-static void sibling(const char *prog, char *out, size_t len)
-{
-	char self[PATH_MAX - 64];
-	ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
+/* A development cluster being started: what dev_up's steps share. */
+struct dev_cluster {
+	const char *state;           /* the --state directory */
+	char url[64];                /* etcd's client URL */
+	char secret[PATH_MAX];       /* the cluster secret file */
+	struct dev_proc p[DEV_MAX];  /* started so far */
+	int n, nz;                   /* processes; of those, chunk servers */
+	int alive;                   /* chunk servers alive at the last look */
+	FILE *pids;                  /* STATE/pids, each PID as it starts */
+	struct qbd_meta *m;
+	struct qbd_node_info *nodes; /* as etcd lists them once all are up */
+	size_t nn;
+};
 
-	if (l > 0) {
-		self[l] = '\0';
-		char *slash = strrchr(self, '/');
-		if (slash) {
-			*slash = '\0';
-			int w = snprintf(out, len, "%s/%s", self, prog);
-			if (w > 0 && (size_t)w < len && access(out, X_OK) == 0)
-				return;
-		}
-	}
-	snprintf(out, len, "%s", prog);
-}
-
-static int dev_up(const char *state, const char *zones_arg, const char *size,
-		  const char *scrub)
+/* Refuse to start over a cluster of STATE that still runs. */
+static int dev_check_stopped(const char *state)
 {
 	struct dev_proc p[DEV_MAX];
-	char path[PATH_MAX], url[64], chunkd[PATH_MAX];
-	char zones[256];
-	int n = 0, nz = 0;
-	FILE *f;
-
-	if (mkdir(state, 0755) == -1 && errno != EEXIST) {
-		fprintf(stderr, "qbd: mkdir %s: %s\n", state, strerror(errno));
-		return EXIT_ERR;
-	}
 	int old = read_pids(state, p, DEV_MAX);
+
 	for (int i = 0; i < old; i++)
 		if (proc_is(p[i].pid, p[i].name)) {
 			fprintf(stderr, "qbd: a cluster is already running in %s "
@@ -218,130 +206,201 @@ static int dev_up(const char *state, const char *zones_arg, const char *size,
 				p[i].name, (int)p[i].pid, state);
 			return EXIT_ERR;
 		}
+	return EXIT_OK;
+}
+
+/* Start etcd on two free loopback ports and open STATE/pids with its
+ * PID, so that dev down can always clean up. */
+static int dev_start_etcd(struct dev_cluster *dc)
+{
+	char path[PATH_MAX], purl[80], ic[120], ddir[PATH_MAX];
 	int cport = free_port(), pport = free_port();
+
 	if (cport < 0 || pport < 0) {
 		fprintf(stderr, "qbd: no free port on 127.0.0.1\n");
 		return EXIT_ERR;
 	}
-	snprintf(url, sizeof url, "http://127.0.0.1:%d", cport);
-	char curl_[80], purl[80], ic[120], ddir[PATH_MAX];
-	snprintf(curl_, sizeof curl_, "http://127.0.0.1:%d", cport);
+	snprintf(dc->url, sizeof dc->url, "http://127.0.0.1:%d", cport);
 	snprintf(purl, sizeof purl, "http://127.0.0.1:%d", pport);
 	snprintf(ic, sizeof ic, "qbd-dev=%s", purl);
-	snprintf(ddir, sizeof ddir, "%s/etcd", state);
+	snprintf(ddir, sizeof ddir, "%s/etcd", dc->state);
 	char *eargv[] = { "etcd", "--name", "qbd-dev", "--data-dir", ddir,
-			  "--listen-client-urls", curl_, "--advertise-client-urls", curl_,
+			  "--listen-client-urls", dc->url, "--advertise-client-urls", dc->url,
 			  "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
 			  "--initial-cluster", ic, NULL };
-	snprintf(path, sizeof path, "%s/etcd.log", state);
-	p[n] = (struct dev_proc){ "etcd", spawn(eargv, path) };
-	if (p[n].pid < 0) {
+	snprintf(path, sizeof path, "%s/etcd.log", dc->state);
+	dc->p[0] = (struct dev_proc){ "etcd", spawn(eargv, path) };
+	if (dc->p[0].pid < 0) {
 		fprintf(stderr, "qbd: fork: %s\n", strerror(errno));
 		return EXIT_ERR;
 	}
-	n++;
-	/* Record PIDs as they start, so dev down can always clean up. */
-	snprintf(path, sizeof path, "%s/pids", state);
-	f = fopen(path, "we");
-	if (!f) {
+	dc->n = 1;
+	snprintf(path, sizeof path, "%s/pids", dc->state);
+	dc->pids = fopen(path, "we");
+	if (!dc->pids) {
 		fprintf(stderr, "qbd: %s: %s\n", path, strerror(errno));
-		kill(p[0].pid, SIGTERM);
+		kill(dc->p[0].pid, SIGTERM);
 		return EXIT_ERR;
 	}
-	fprintf(f, "etcd %d\n", (int)p[0].pid);
-	fflush(f);
+	fprintf(dc->pids, "etcd %d\n", (int)dc->p[0].pid);
+	fflush(dc->pids);
+	return EXIT_OK;
+}
 
-	cli_etcd = url;
-	struct qbd_meta *m;
+/* Poll ready(dc) every 100 ms for up to 20 s. */
+static bool dev_wait(bool (*ready)(struct dev_cluster *), struct dev_cluster *dc)
+{
+	for (int t = 0; t < 200; t++) {
+		if (ready(dc))
+			return true;
+		sleep_ms(100);
+	}
+	return false;
+}
+
+static bool dev_etcd_ready(struct dev_cluster *dc)
+{
 	uint64_t cid;
-	int ok = 0;
-	if (qbd_meta_open(url, &m) < 0) {
-		fclose(f);
+
+	return qbd_meta_cluster_id(dc->m, true, &cid) == 0;
+}
+
+/* etcd answers (and the cluster id is set). */
+static int dev_wait_etcd(struct dev_cluster *dc)
+{
+	cli_etcd = dc->url;
+	if (qbd_meta_open(dc->url, &dc->m) < 0)
 		return EXIT_ERR;
-	}
-	for (int t = 0; t < 200 && !ok; t++) {
-		ok = qbd_meta_cluster_id(m, true, &cid) == 0;
-		if (!ok)
-			sleep_ms(100);
-	}
-	if (!ok) {
+	if (!dev_wait(dev_etcd_ready, dc)) {
 		fprintf(stderr, "qbd: etcd did not answer on %s within 20 s (see %s/etcd.log)\n",
-			url, state);
-		fclose(f);
-		qbd_meta_close(m);
-		dev_down(state);
+			dc->url, dc->state);
 		return EXIT_ERR;
 	}
-	sibling("qbd-chunkd", chunkd, sizeof chunkd);
-	/* The cluster secret: every link of the dev cluster authenticates,
-	 * as in production. */
-	char secret[PATH_MAX];
-	snprintf(secret, sizeof secret, "%s/secret", state);
-	int sr = qbd_secret_create(secret);
-	if (sr < 0 && sr != -EEXIST) {
-		fprintf(stderr, "qbd: %s: %s\n", secret, strerror(-sr));
-		fclose(f);
-		qbd_meta_close(m);
-		dev_down(state);
+	return EXIT_OK;
+}
+
+/* The cluster secret: every link of the dev cluster authenticates, as in
+ * production. A secret from an earlier run is kept. */
+static int dev_make_secret(struct dev_cluster *dc)
+{
+	snprintf(dc->secret, sizeof dc->secret, "%s/secret", dc->state);
+	int r = qbd_secret_create(dc->secret);
+	if (r < 0 && r != -EEXIST) {
+		fprintf(stderr, "qbd: %s: %s\n", dc->secret, strerror(-r));
 		return EXIT_ERR;
 	}
+	return EXIT_OK;
+}
+
+/* One qbd-chunkd per zone of zones_arg ("a,b,c"), each recorded in
+ * STATE/pids as it starts. */
+static void dev_start_chunkds(struct dev_cluster *dc, const char *zones_arg,
+			      const char *size, const char *scrub)
+{
+	char chunkd[PATH_MAX], zones[256], *save = NULL;
+
+	cli_sibling_path("qbd-chunkd", chunkd, sizeof chunkd);
 	snprintf(zones, sizeof zones, "%s", zones_arg);
-	char *save = NULL;
-	for (char *z = strtok_r(zones, ",", &save); z && n < DEV_MAX; z = strtok_r(NULL, ",", &save)) {
+	for (char *z = strtok_r(zones, ",", &save); z && dc->n < DEV_MAX;
+	     z = strtok_r(NULL, ",", &save)) {
+		struct dev_proc *p = &dc->p[dc->n];
 		char data[PATH_MAX], listen[64], log[PATH_MAX];
-		snprintf(data, sizeof data, "%s/chunk-%s.img", state, z);
+
+		snprintf(data, sizeof data, "%s/chunk-%s.img", dc->state, z);
 		snprintf(listen, sizeof listen, "127.0.0.1:%d", free_port());
-		snprintf(log, sizeof log, "%s/chunkd-%s.log", state, z);
+		snprintf(log, sizeof log, "%s/chunkd-%s.log", dc->state, z);
 		char *cargv[] = { chunkd, "--data", data, "--size", (char *)size,
-				  "--listen", listen, "--zone", z, "--etcd", url,
-				  "--scrub-rate", (char *)scrub, "--secret-file", secret, NULL };
-		snprintf(p[n].name, sizeof p[n].name, "chunkd-%s", z);
-		p[n].pid = spawn(cargv, log);
-		if (p[n].pid < 0) {
+				  "--listen", listen, "--zone", z, "--etcd", dc->url,
+				  "--scrub-rate", (char *)scrub, "--secret-file", dc->secret, NULL };
+		snprintf(p->name, sizeof p->name, "chunkd-%s", z);
+		p->pid = spawn(cargv, log);
+		if (p->pid < 0) {
 			fprintf(stderr, "qbd: fork: %s\n", strerror(errno));
 			break;
 		}
-		fprintf(f, "%s %d\n", p[n].name, (int)p[n].pid);
-		fflush(f);
-		n++;
-		nz++;
+		fprintf(dc->pids, "%s %d\n", p->name, (int)p->pid);
+		fflush(dc->pids);
+		dc->n++;
+		dc->nz++;
 	}
-	fclose(f);
-	snprintf(path, sizeof path, "%s/env", state);
+}
+
+/* STATE/env: what a shell sources to use the cluster. */
+static void dev_write_env(const struct dev_cluster *dc)
+{
+	char path[PATH_MAX];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/env", dc->state);
 	f = fopen(path, "w");
 	if (f) {
-		fprintf(f, "QBD_ETCD=%s\nQBD_SECRET_FILE=%s\n", url, secret);
+		fprintf(f, "QBD_ETCD=%s\nQBD_SECRET_FILE=%s\n", dc->url, dc->secret);
 		fclose(f);
 	}
-	/* Wait for every chunk server to be alive in etcd. */
-	struct qbd_node_info *nodes = NULL;
-	size_t nn = 0;
-	int alive = 0;
-	for (int t = 0; t < 200; t++) {
-		alive = 0;
-		free(nodes);
-		nodes = NULL;
-		if (qbd_meta_node_list(m, &nodes, &nn) == 0)
-			for (size_t i = 0; i < nn; i++)
-				alive += nodes[i].alive;
-		if (alive >= nz)
-			break;
-		sleep_ms(100);
-	}
-	qbd_meta_close(m);
-	if (alive < nz) {
+}
+
+static bool dev_chunkds_ready(struct dev_cluster *dc)
+{
+	free(dc->nodes);
+	dc->nodes = NULL;
+	dc->alive = 0;
+	if (qbd_meta_node_list(dc->m, &dc->nodes, &dc->nn) == 0)
+		for (size_t i = 0; i < dc->nn; i++)
+			dc->alive += dc->nodes[i].alive;
+	return dc->alive >= dc->nz;
+}
+
+/* Every chunk server started is alive in etcd. */
+static int dev_wait_chunkds(struct dev_cluster *dc)
+{
+	if (!dev_wait(dev_chunkds_ready, dc)) {
 		fprintf(stderr, "qbd: only %d of %d chunk servers came up within 20 s "
-			"(see %s/chunkd-*.log)\n", alive, nz, state);
-		free(nodes);
-		dev_down(state);
+			"(see %s/chunkd-*.log)\n", dc->alive, dc->nz, dc->state);
 		return EXIT_ERR;
 	}
-	printf("dev cluster up in %s: etcd %s, %d chunk servers\n", state, url, nz);
-	for (size_t i = 0; i < nn; i++)
-		printf("  zone %-6s %s\n", nodes[i].zone, nodes[i].addr);
-	printf("use it with: . %s/env; export QBD_ETCD QBD_SECRET_FILE\n", state);
-	free(nodes);
 	return EXIT_OK;
+}
+
+static void dev_print_up(const struct dev_cluster *dc)
+{
+	printf("dev cluster up in %s: etcd %s, %d chunk servers\n", dc->state, dc->url,
+	       dc->nz);
+	for (size_t i = 0; i < dc->nn; i++)
+		printf("  zone %-6s %s\n", dc->nodes[i].zone, dc->nodes[i].addr);
+	printf("use it with: . %s/env; export QBD_ETCD QBD_SECRET_FILE\n", dc->state);
+}
+
+/* Start etcd and a chunk server per zone, wait until all are up; on a
+ * failure after etcd started, stop whatever did start. */
+static int dev_up(const char *state, const char *zones_arg, const char *size,
+		  const char *scrub)
+{
+	struct dev_cluster dc = { .state = state };
+	int rc;
+
+	if (mkdir(state, 0755) == -1 && errno != EEXIST) {
+		fprintf(stderr, "qbd: mkdir %s: %s\n", state, strerror(errno));
+		return EXIT_ERR;
+	}
+	if ((rc = dev_check_stopped(state)) || (rc = dev_start_etcd(&dc)))
+		return rc;
+	rc = dev_wait_etcd(&dc);
+	if (rc == EXIT_OK)
+		rc = dev_make_secret(&dc);
+	if (rc == EXIT_OK)
+		dev_start_chunkds(&dc, zones_arg, size, scrub);
+	fclose(dc.pids);
+	if (rc == EXIT_OK) {
+		dev_write_env(&dc);
+		rc = dev_wait_chunkds(&dc);
+	}
+	qbd_meta_close(dc.m);
+	if (rc == EXIT_OK)
+		dev_print_up(&dc);
+	else if (dc.m)
+		dev_down(state);
+	free(dc.nodes);
+	return rc;
 }
 
 static const char dev_usage[] =

@@ -5,6 +5,7 @@
 
 #include <json-c/json.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "replicator/meta/meta.h"
@@ -21,12 +22,16 @@
 /* qbd-main.c: global options, the shared option handling, etcd */
 extern const char *cli_etcd;
 extern int cli_json;
+/* An etcd URL is set: 0, or EXIT_USAGE after saying how to set it. */
+int cli_need_etcd(void);
 /* Open etcd (cli_etcd). 0, or an exit status after saying why. */
 int cli_meta(struct qbd_meta **m);
 /* Options of a command that takes only --help and nargs positional
  * arguments: -1 to go on (argv[optind] is the first), else the exit
  * status after printing usage_text. */
 int cli_simple_opts(int argc, char **argv, int nargs, const char *usage_text);
+/* out: the program prog next to this qbd binary, else prog (for PATH). */
+void cli_sibling_path(const char *prog, char *out, size_t len);
 
 /* cli-json.c: the JSON the CLI prints and reads. New objects are the
  * caller's; cli_print_json prints o and drops it. Ids are hex strings. */
@@ -38,8 +43,9 @@ uint64_t cli_json_get_u64(json_object *o, const char *key);
 json_object *cli_node_json(const struct qbd_node_info *n, bool full);
 json_object *cli_volume_json(const struct qbd_volume_info *v);
 
-/* cli-node.c: qbd node list */
+/* cli-node.c: qbd node list; a node's record by id */
 int cmd_node(int argc, char **argv);
+int cli_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *node);
 
 /* cli-volume.c: qbd volume create|list|info|status|delete */
 int cmd_volume(int argc, char **argv);

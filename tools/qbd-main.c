@@ -2,9 +2,11 @@
 /* qbd: the command-line tool. Global options, then a command. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/auth.h"
 #include "common/conf.h"
@@ -58,14 +60,21 @@ static int cmd_secret(int argc, char **argv)
 	return EXIT_OK;
 }
 
-int cli_meta(struct qbd_meta **m)
+int cli_need_etcd(void)
 {
-	int r;
-
 	if (!cli_etcd) {
 		fprintf(stderr, "qbd: no etcd: use --etcd URL or set QBD_ETCD\n");
 		return EXIT_USAGE;
 	}
+	return 0;
+}
+
+int cli_meta(struct qbd_meta **m)
+{
+	int r;
+
+	if ((r = cli_need_etcd()))
+		return r;
 	r = qbd_meta_open(cli_etcd, m);
 	if (r < 0) {
 		fprintf(stderr, "qbd: etcd %s: %s\n", cli_etcd, strerror(-r));
@@ -99,6 +108,26 @@ int cli_simple_opts(int argc, char **argv, int nargs, const char *usage_text)
 		return EXIT_USAGE;
 	}
 	return -1;
+}
+
+/* The program prog next to this qbd binary (the build tree, or the
+ * install's bindir), else its bare name for the PATH. */
+void cli_sibling_path(const char *prog, char *out, size_t len)
+{
+	char self[PATH_MAX - 64];
+	ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	if (l > 0) {
+		self[l] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			int w = snprintf(out, len, "%s/%s", self, prog);
+			if (w > 0 && (size_t)w < len && access(out, X_OK) == 0)
+				return;
+		}
+	}
+	snprintf(out, len, "%s", prog);
 }
 
 int main(int argc, char **argv)
