@@ -78,7 +78,7 @@ int cmd_node(int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
 		fprintf(argc < 2 ? stderr : stdout, "usage: qbd node list [--json]\n"
-			"exits 0 when every node is up, 2 when some are down, 3 when none is up\n");
+			"exits 0 when every node is up, 3 when some are down, 4 when none is up\n");
 		return argc < 2 ? EXIT_USAGE : EXIT_OK;
 	}
 	if (strcmp(argv[1], "list") == 0)

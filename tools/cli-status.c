@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * qbd status: the cluster at a glance. Nodes by zone, volumes by health,
- * space, and one line per problem. Exits 0 when healthy, 2 when degraded
- * (a node down, a volume short of a replica), 3 when a volume cannot take
- * writes, 1 on errors.
+ * space, and one line per problem. Exits 0 when healthy, 3 when degraded
+ * (a node down, a volume short of a replica), 4 when a volume cannot take
+ * writes, 1 on errors, 2 on usage errors.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -194,9 +194,9 @@ static void print_text(const struct cluster_view *cv)
 
 static const char status_usage[] =
 	"usage: qbd status [--json]\n"
-	"The cluster at a glance. Exit status: 0 healthy, 2 degraded (a node\n"
-	"down, a volume short of a replica), 3 failed (a volume cannot take\n"
-	"writes), 1 on errors.\n";
+	"The cluster at a glance. Exit status: 0 healthy, 3 degraded (a node\n"
+	"down, a volume short of a replica), 4 failed (a volume cannot take\n"
+	"writes), 1 on errors, 2 on usage errors.\n";
 
 int cmd_status(int argc, char **argv)
 {

@@ -7,8 +7,9 @@
  * moment can show as different, so run it on an idle or detached volume
  * to prove the replicas identical.
  *
- * Exit: 0 identical, 2 some chunk differs, 3 a replica could not be
- * compared, 1 other errors.
+ * Exit: 0 identical, 3 some chunk differs, 4 a replica could not be
+ * compared, 1 other errors, 2 usage errors (the numbers of degraded and
+ * failed health, internal.h).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -20,8 +21,8 @@
 #include "common/log.h"
 #include "internal.h"
 
-#define EXIT_DIFFER 2
-#define EXIT_UNREACHABLE 3
+#define EXIT_DIFFER EXIT_DEGRADED
+#define EXIT_UNREACHABLE EXIT_FAILED
 #define SHOW_MAX 20
 
 static void usage(FILE *f)
@@ -29,7 +30,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: qbd volume verify NAME [--json]\n"
 		"Compare every chunk of volume NAME on all its replicas.\n"
-		"Exit 0 identical, 2 differences, 3 a replica unreachable, 1 error.\n");
+		"Exit 0 identical, 3 differences, 4 a replica unreachable, 1 error, 2 usage.\n");
 }
 
 /* One run of verify: the volume, a connection to each replica, and what

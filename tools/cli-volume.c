@@ -80,8 +80,8 @@ static const char volume_usage[] =
 	"       qbd volume info NAME [--json]\n"
 	"       qbd volume status NAME [--json]\n"
 	"       qbd volume delete NAME\n"
-	"status exits 0 healthy, 2 degraded (>= W replicas usable), 3 failed\n"
-	"(fewer than W usable), 1 on errors.\n";
+	"status exits 0 healthy, 3 degraded (>= W replicas usable), 4 failed\n"
+	"(fewer than W usable), 1 on errors, 2 on usage errors.\n";
 
 /* Open etcd and read volume name (and its epoch, unless epoch is NULL).
  * 0 with *m open (the caller closes it), or an exit status after saying

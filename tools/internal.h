@@ -11,13 +11,15 @@
 #include "replicator/meta/meta.h"
 #include "replicator/wire/wire.h"
 
-/* Exit statuses of every qbd command. */
+/* Exit statuses of every qbd command, one meaning each: scripts and
+ * drivers branch on them (qbd --help and docs/operations.md list them).
+ * Health (status, node list, volume status) and volume verify use 3 and
+ * 4 for "not as it should be, still usable" and "not usable". */
 #define EXIT_OK 0
-#define EXIT_ERR 1
-#define EXIT_USAGE 2
-/* qbd status, qbd volume status: health as the exit status. */
-#define EXIT_DEGRADED 2
-#define EXIT_FAILED 3
+#define EXIT_ERR 1               /* an error; the message names it */
+#define EXIT_USAGE 2             /* a bad command line */
+#define EXIT_DEGRADED 3
+#define EXIT_FAILED 4
 
 /* qbd-main.c: global options, the shared option handling, etcd */
 extern const char *cli_etcd;

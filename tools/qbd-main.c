@@ -22,7 +22,7 @@ static const char usage[] =
 	"usage: qbd [--etcd URL] [--secret-file PATH] [--config FILE] [--json] COMMAND ...\n"
 	"\n"
 	"  status                         the cluster at a glance (exit 0 healthy,\n"
-	"                                 2 degraded, 3 failed)\n"
+	"                                 3 degraded, 4 failed)\n"
 	"  node list                      chunk servers, their zones and state\n"
 	"  volume create NAME --size SIZE [--replicas R] [--write-quorum W]\n"
 	"  volume list | info NAME | status NAME | delete NAME\n"
@@ -38,7 +38,16 @@ static const char usage[] =
 	"\n"
 	"--etcd defaults to $QBD_ETCD, then etcd in [cluster] of the settings file\n"
 	"(--config, $QBD_CONFIG, or " QBD_CONF_DEFAULT " if present); --secret-file to\n"
-	"$QBD_SECRET_FILE, then secret-file there. Exit status: 0 ok, 1 error, 2 usage.\n";
+	"$QBD_SECRET_FILE, then secret-file there.\n"
+	"\n"
+	"Exit status:\n"
+	"  0  ok: done; healthy; replicas identical\n"
+	"  1  error: the message says why (etcd unreachable, no such volume, ...)\n"
+	"  2  usage: a bad command line\n"
+	"  3  degraded: still usable, not every replica current or node up\n"
+	"     (status, volume status, node list); volume verify: replicas differ\n"
+	"  4  failed: a volume below its write quorum, no node up; volume verify:\n"
+	"     a replica could not be compared\n";
 
 static int cmd_secret(int argc, char **argv)
 {

@@ -3,10 +3,11 @@
 # Attachment records and `qbd volume status` against a real etcd, with fake
 # chunk-server records and attachment / status documents put by hand with
 # etcdctl under a lease (as a writer would): health and exit statuses
-# (0 healthy, 2 degraded, 3 failed, 1 error), the text and --json output,
-# a stale status document ignored, `qbd volume delete` refused while
-# attached (without fencing the writer) and allowed once the writer's lease
-# is gone, removing the status document too. Exit 0 pass, 1 fail, 77 skip.
+# (0 healthy, 3 degraded, 4 failed, 1 error, 2 usage), the text and
+# --json output, a stale status document ignored, `qbd volume delete`
+# refused while attached (without fencing the writer) and allowed once the
+# writer's lease is gone, removing the status document too. Exit 0 pass,
+# 1 fail, 77 skip.
 . "$(dirname "$0")/lib.sh"
 command -v etcd >/dev/null 2>&1 || skip "no etcd"
 command -v etcdctl >/dev/null 2>&1 || skip "no etcdctl"
@@ -49,10 +50,10 @@ out_has '^Health: *healthy'
 expect_rc 0 qbd volume status v --json
 json_check 'd["attachment"] is None and d["health"]=="healthy" and d["usable"]==3 and len(d["replica_status"])==3 and all(r["alive"] and r["usable"] for r in d["replica_status"]) and d["replica_status"][1]["id"]=="'"$n1"'"'
 etcdctl_ del "/qbd/alive/$n2" >/dev/null
-expect_rc 2 qbd volume status v
+expect_rc 3 qbd volume status v
 out_has '^Health: *degraded'
 etcdctl_ del "/qbd/alive/$n1" >/dev/null
-expect_rc 3 qbd volume status v --json
+expect_rc 4 qbd volume status v --json
 json_check 'd["health"]=="failed" and d["usable"]==1'
 etcdctl_ put "/qbd/alive/$n1" 1 >/dev/null
 etcdctl_ put "/qbd/alive/$n2" 1 >/dev/null
@@ -82,26 +83,26 @@ expect_rc 0 qbd volume status v --json
 json_check 'd["attachment"]=={"host":"hostx","zone":"a","pid":4321,"epoch":1,"since":'"$now"'} and d["health"]=="healthy" and d["status_updated"]=='"$now"' and all(r["state"]=="up" for r in d["replica_status"])'
 
 status_doc 1 up up resync 12 30 42
-expect_rc 2 qbd volume status v
+expect_rc 3 qbd volume status v
 out_has '^Health: *degraded (2 of 3 replicas usable'
 out_has ' resync *12  30/42 71%'
 grep -q '\[#' "$TMP/out" && fail "progress bar printed to a pipe"
-expect_rc 2 qbd volume status v --json
+expect_rc 3 qbd volume status v --json
 json_check 'd["replica_status"][2]["state"]=="resync" and d["replica_status"][2]["stale_chunks"]==12 and d["replica_status"][2]["resync_done_chunks"]==30 and d["replica_status"][2]["resync_total_chunks"]==42 and d["replica_status"][2]["resync_percent"]==71 and not d["replica_status"][2]["usable"]'
 
 # up but stale: usable, not current -> degraded
 status_doc 1 up up up 5 0 0
-expect_rc 2 qbd volume status v --json
+expect_rc 3 qbd volume status v --json
 json_check 'd["usable"]==3 and d["health"]=="degraded"'
 
 status_doc 1 up down down 0 0 0
-expect_rc 3 qbd volume status v
+expect_rc 4 qbd volume status v
 out_has '^Health: *failed (1 of 3'
 
 # the writer says up, but the node's alive key is gone: not usable
 status_doc 1 up up up 0 0 0
 etcdctl_ del "/qbd/alive/$n0" >/dev/null
-expect_rc 2 qbd volume status v
+expect_rc 3 qbd volume status v
 etcdctl_ put "/qbd/alive/$n0" 1 >/dev/null
 
 # a status document from another epoch is ignored (with a warning)

@@ -35,11 +35,11 @@ fake_node 00000000000000b1 b 1
 fake_node 00000000000000b2 b 1
 fake_node 00000000000000c1 c 0
 
-# one node down: exit 2 (degraded)
-expect_rc 2 qbd node list
+# one node down: exit 3 (degraded)
+expect_rc 3 qbd node list
 [ "$(grep -c ' up ' "$TMP/out")" -eq 3 ] || fail "node list does not show 3 nodes up: $(cat "$TMP/out")"
 [ "$(grep -c ' down ' "$TMP/out")" -eq 1 ] || fail "node list does not show 1 node down"
-expect_rc 2 qbd node list --json
+expect_rc 3 qbd node list --json
 json_check 'len(d)==4 and sum(x["alive"] for x in d)==3 and {"id","zone","addr","alive","capacity","used","held","free_slots","scrub","io"}<=set(d[0]) and d[0]["capacity"]==1073741824'
 
 expect_rc 1 qbd volume create v3 --size 1G

@@ -99,11 +99,11 @@ log "chunk server a killed"
 start_chunkd a
 wait_for "chunk server a alive again" 20 nodes_alive 3
 rc=0; qbd volume verify vol1 >"$TMP/verify-early.txt" || rc=$?
-[ $rc -eq 2 ] || { cat "$TMP/verify-early.txt" >&2; fail "replica a should lack the writes it missed (verify exit $rc)"; }
+[ $rc -eq 3 ] || { cat "$TMP/verify-early.txt" >&2; fail "replica a should lack the writes it missed (verify exit $rc)"; }
 log "right after the restart: $(tail -1 "$TMP/verify-early.txt")"
-# The writer reports the resync in etcd: degraded (exit 2) until done.
+# The writer reports the resync in etcd: degraded (exit 3) until done.
 status_is() { _rc=0; qbd volume status vol1 >"$TMP/status.txt" 2>&1 || _rc=$?; [ $_rc -eq "$1" ]; }
-resyncing() { status_is 2 && grep -qE ' resync +[0-9]+ +[0-9]+/[0-9]+' "$TMP/status.txt"; }
+resyncing() { status_is 3 && grep -qE ' resync +[0-9]+ +[0-9]+/[0-9]+' "$TMP/status.txt"; }
 wait_for "status: degraded, replica a resyncing" 30 resyncing
 log "status during resync: $(grep -E '^ *0 ' "$TMP/status.txt" | tr -s ' ' | head -1)"
 wait_for "replicas identical after resync" 120 qbd volume verify vol1

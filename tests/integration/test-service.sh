@@ -157,12 +157,12 @@ rc=0; qbd status >"$TMP/status.out" 2>&1 || rc=$?
 [ $rc -eq 0 ] || { cat "$TMP/status.out" >&2; fail "qbd status exited $rc on a healthy cluster"; }
 grep -q "HEALTH_OK" "$TMP/status.out" || fail "qbd status: no HEALTH_OK"
 stop_chunkd c
-wait_for "zone c seen down" 30 sh -c 'qbd node list >/dev/null 2>&1; [ $? -eq 2 ]'
+wait_for "zone c seen down" 30 sh -c 'qbd node list >/dev/null 2>&1; [ $? -eq 3 ]'
 rc=0; qbd --json status >"$TMP/status.json" 2>&1 || rc=$?
-[ $rc -eq 2 ] || { cat "$TMP/status.json" >&2; fail "qbd status exited $rc with a node down, want 2"; }
+[ $rc -eq 3 ] || { cat "$TMP/status.json" >&2; fail "qbd status exited $rc with a node down, want 3"; }
 python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["health"]=="HEALTH_WARN" and j["nodes"]["down"]==1, j' \
 	"$TMP/status.json" || fail "qbd status --json"
-log "status: 0 healthy, 2 with a node down"
+log "status: 0 healthy, 3 with a node down"
 
 # ---- a chunk server without the secret is not trusted ----
 # Zone c is down: a new volume's third replica goes to zone d, whose chunk
@@ -181,7 +181,7 @@ xpid=$NBD_PID
 grep -q "does not authenticate (it has no cluster secret): not trusted" "$TMP/nbd-x.log" ||
 	{ cat "$TMP/nbd-x.log" >&2; fail "the writer did not refuse a chunk server without the secret"; }
 rc=0; qbd --json volume status x >"$TMP/x.json" 2>/dev/null || rc=$?
-[ $rc -eq 2 ] || fail "volume x with an untrusted replica: status exited $rc, want 2"
+[ $rc -eq 3 ] || fail "volume x with an untrusted replica: status exited $rc, want 3"
 python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); r=[x for x in j["replica_status"] if x["zone"]=="d"]; assert r and not r[0]["usable"], r' \
 	"$TMP/x.json" || fail "zone d's replica shown usable"
 stop_pid $xpid
