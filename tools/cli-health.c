@@ -5,7 +5,8 @@
  * writer is attached, the writer's status document (/qbd/status/<id>:
  * each replica up, down or resyncing, and its stale chunks). A volume is
  * healthy with every replica current, degraded with at least W usable,
- * failed below W.
+ * failed below W, and unknown while attached before the writer's first
+ * status document (never healthy on a guess).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -130,12 +131,43 @@ int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
 		h->usable += cli_replica_usable(&h->rs[i], h->have_status);
 		h->current += health_replica_current(&h->rs[i], h->have_status);
 	}
-	h->rc = h->current == v->replicas ? EXIT_OK :
-		h->usable >= v->write_quorum ? EXIT_DEGRADED : EXIT_FAILED;
+	h->health = h->current == v->replicas ? CLI_HEALTHY :
+		    h->usable >= v->write_quorum ? CLI_DEGRADED : CLI_FAILED;
+	/* Attached, but no status document of this writer (not yet
+	 * published, or one of an older epoch): the nodes being alive says
+	 * nothing about whether the writer reaches them or what they lack,
+	 * so healthy would be a guess. Known trouble (a node down) stays. */
+	if (h->health == CLI_HEALTHY && h->attached && !h->have_status)
+		h->health = CLI_UNKNOWN;
+	h->rc = cli_health_exit(h->health);
 	return 0;
 }
 
-const char *cli_health_name(int rc)
+int cli_health_exit(enum cli_health health)
 {
-	return rc == EXIT_OK ? "healthy" : rc == EXIT_DEGRADED ? "degraded" : "failed";
+	switch (health) {
+	case CLI_HEALTHY:
+		return EXIT_OK;
+	case CLI_UNKNOWN:
+	case CLI_DEGRADED:
+		return EXIT_DEGRADED;
+	case CLI_FAILED:
+		break;
+	}
+	return EXIT_FAILED;
+}
+
+const char *cli_health_name(enum cli_health health)
+{
+	switch (health) {
+	case CLI_HEALTHY:
+		return "healthy";
+	case CLI_UNKNOWN:
+		return "unknown";
+	case CLI_DEGRADED:
+		return "degraded";
+	case CLI_FAILED:
+		break;
+	}
+	return "failed";
 }

@@ -2,8 +2,9 @@
 /*
  * qbd status: the cluster at a glance. Nodes by zone, volumes by health,
  * space, and one line per problem. Exits 0 when healthy, 3 when degraded
- * (a node down, a volume short of a replica), 4 when a volume cannot take
- * writes, 1 on errors, 2 on usage errors.
+ * (a node down, a volume short of a replica, or a volume whose writer has
+ * not yet published its status), 4 when a volume cannot take writes, 1 on
+ * errors, 2 on usage errors.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -28,7 +29,7 @@ struct cluster_view {
 	struct zone_count zones[MAX_ZONES];
 	unsigned nzones, nodes_up, nodes_down;
 	uint64_t capacity, used;
-	unsigned volumes, attached, healthy, degraded, failed;
+	unsigned volumes, attached, healthy, unknown, degraded, failed;
 	char *problems[MAX_PROBLEMS];
 	unsigned nproblems, more_problems;
 	int rc;
@@ -118,16 +119,25 @@ static int cluster_view_load(struct qbd_meta *m, struct cluster_view *cv)
 			return EXIT_ERR;
 		}
 		cv->attached += h.attached;
-		if (h.rc == EXIT_OK) {
+		switch (h.health) {
+		case CLI_HEALTHY:
 			cv->healthy++;
 			continue;
-		}
-		if (h.rc == EXIT_DEGRADED)
+		case CLI_UNKNOWN:
+			cv->unknown++;
+			problem(cv, h.rc, "volume %s: health unknown: attached on host %s "
+				"(pid %d), no status from its writer yet", vols[i].name,
+				h.att.host[0] ? h.att.host : "?", h.att.pid);
+			continue;
+		case CLI_DEGRADED:
 			cv->degraded++;
-		else
+			break;
+		case CLI_FAILED:
 			cv->failed++;
+			break;
+		}
 		problem(cv, h.rc, "volume %s is %s: %u of %u replicas current, %u usable "
-			"(write quorum %u)", vols[i].name, cli_health_name(h.rc), h.current,
+			"(write quorum %u)", vols[i].name, cli_health_name(h.health), h.current,
 			vols[i].replicas, h.usable, vols[i].write_quorum);
 	}
 	free(nodes);
@@ -161,6 +171,7 @@ static void print_json(const struct cluster_view *cv)
 	json_object_object_add(v, "total", json_object_new_int((int)cv->volumes));
 	json_object_object_add(v, "attached", json_object_new_int((int)cv->attached));
 	json_object_object_add(v, "healthy", json_object_new_int((int)cv->healthy));
+	json_object_object_add(v, "unknown", json_object_new_int((int)cv->unknown));
 	json_object_object_add(v, "degraded", json_object_new_int((int)cv->degraded));
 	json_object_object_add(v, "failed", json_object_new_int((int)cv->failed));
 	json_object_object_add(o, "volumes", v);
@@ -186,8 +197,11 @@ static void print_text(const struct cluster_view *cv)
 	for (unsigned i = 0; i < cv->nzones; i++)
 		printf("            zone %-12s %u up, %u down\n", cv->zones[i].name,
 		       cv->zones[i].up, cv->zones[i].down);
-	printf("  volumes:  %u (%u attached): %u healthy, %u degraded, %u failed\n",
+	printf("  volumes:  %u (%u attached): %u healthy, %u degraded, %u failed",
 	       cv->volumes, cv->attached, cv->healthy, cv->degraded, cv->failed);
+	if (cv->unknown)
+		printf(", %u unknown", cv->unknown);
+	printf("\n");
 	printf("  space:    %s used of %s (nodes up)\n",
 	       qbd_format_size(cv->used, u, sizeof u), qbd_format_size(cv->capacity, c, sizeof c));
 }
@@ -195,8 +209,8 @@ static void print_text(const struct cluster_view *cv)
 static const char status_usage[] =
 	"usage: qbd status [--json]\n"
 	"The cluster at a glance. Exit status: 0 healthy, 3 degraded (a node\n"
-	"down, a volume short of a replica), 4 failed (a volume cannot take\n"
-	"writes), 1 on errors, 2 on usage errors.\n";
+	"down, a volume short of a replica or of unknown health), 4 failed (a\n"
+	"volume cannot take writes), 1 on errors, 2 on usage errors.\n";
 
 int cmd_status(int argc, char **argv)
 {

@@ -80,8 +80,9 @@ static const char volume_usage[] =
 	"       qbd volume info NAME [--json]\n"
 	"       qbd volume status NAME [--json]\n"
 	"       qbd volume delete NAME\n"
-	"status exits 0 healthy, 3 degraded (>= W replicas usable), 4 failed\n"
-	"(fewer than W usable), 1 on errors, 2 on usage errors.\n";
+	"status exits 0 healthy, 3 degraded (>= W replicas usable) or unknown\n"
+	"(attached, no status from the writer yet), 4 failed (fewer than W\n"
+	"usable), 1 on errors, 2 on usage errors.\n";
 
 /* Open etcd and read volume name (and its epoch, unless epoch is NULL).
  * 0 with *m open (the caller closes it), or an exit status after saying
@@ -372,7 +373,7 @@ static int volume_status(int argc, char **argv)
 	qbd_meta_close(m);
 	held = cli_volume_usage(&v, cluster_id, np, ru);
 	rc = vh.rc;
-	const char *health = cli_health_name(rc);
+	const char *health = cli_health_name(vh.health);
 	const bool attached = vh.attached, have_status = vh.have_status;
 	const struct qbd_attachment att = vh.att;
 	const uint64_t st_updated = vh.st_updated;
@@ -461,8 +462,13 @@ static int volume_status(int argc, char **argv)
 		       !x->known ? "?" : x->node.alive ? "up" : "down",
 		       have_status ? (x->reported ? x->state : "?") : "-", stale, resync);
 	}
-	printf("Health:        %s (%u of %u replicas usable, %u current, write quorum %u)\n",
-	       health, usable, v.replicas, current, v.write_quorum);
+	if (vh.health == CLI_UNKNOWN)
+		printf("Health:        unknown (no status from the writer yet; %u of %u "
+		       "replicas' nodes alive, write quorum %u)\n", usable, v.replicas,
+		       v.write_quorum);
+	else
+		printf("Health:        %s (%u of %u replicas usable, %u current, write "
+		       "quorum %u)\n", health, usable, v.replicas, current, v.write_quorum);
 	return rc;
 }
 

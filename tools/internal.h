@@ -61,18 +61,28 @@ struct replica_status {
 	char state[16];         /* "up", "down", "resync" */
 	uint64_t stale, resync_done, resync_total;
 };
+/* Worst last: qbd status reports the worst of its volumes. */
+enum cli_health {
+	CLI_HEALTHY = 0,
+	CLI_UNKNOWN,            /* attached, no status document from the writer yet */
+	CLI_DEGRADED,           /* >= W replicas usable, not all current */
+	CLI_FAILED,             /* < W usable: writes fail */
+};
 struct vol_health {
 	struct replica_status rs[QBD_MAX_REPLICAS];
 	struct qbd_attachment att;
 	bool attached, have_status;
 	uint64_t st_updated;
 	unsigned usable, current;  /* replicas that take writes; with nothing stale */
-	int rc;                    /* EXIT_OK, EXIT_DEGRADED or EXIT_FAILED */
+	enum cli_health health;
+	int rc;                    /* its exit status: cli_health_exit(health) */
 };
 /* Fill h for volume v. 0, or EXIT_ERR after saying why. */
 int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
 		      struct vol_health *h);
-const char *cli_health_name(int rc);
+/* Exit status: 0 healthy, EXIT_DEGRADED degraded or unknown, EXIT_FAILED. */
+int cli_health_exit(enum cli_health health);
+const char *cli_health_name(enum cli_health health);
 /* A replica can take writes; its resync progress in percent. */
 bool cli_replica_usable(const struct replica_status *x, bool have_status);
 unsigned cli_replica_percent(const struct replica_status *x);

@@ -45,7 +45,9 @@ static const char usage[] =
 	"  1  error: the message says why (etcd unreachable, no such volume, ...)\n"
 	"  2  usage: a bad command line\n"
 	"  3  degraded: still usable, not every replica current or node up\n"
-	"     (status, volume status, node list); volume verify: replicas differ\n"
+	"     (status, volume status, node list), or a volume's health unknown\n"
+	"     (its writer has not published a status yet); volume verify:\n"
+	"     replicas differ\n"
 	"  4  failed: a volume below its write quorum, no node up; volume verify:\n"
 	"     a replica could not be compared\n";
 

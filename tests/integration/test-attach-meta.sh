@@ -73,10 +73,18 @@ status_doc() { # epoch state0 state1 state2 stale2 done2 total2
 		{\"index\":2,\"node\":\"$n2\",\"zone\":\"c\",\"addr\":\"x\",\"state\":\"$4\",\"stale_chunks\":$5,\"resync_done_chunks\":$6,\"resync_total_chunks\":$7}],
 		\"write_quorum\":2,\"chunks\":64}" >/dev/null
 }
-# attached, no status yet: node liveness decides
-expect_rc 0 qbd volume status v
+# attached, no status yet: unknown, never healthy on a guess
+expect_rc 3 qbd volume status v
 out_has '^Attached: *host hostx, zone a, pid 4321, epoch 1'
 out_has 'no status from the writer yet'
+out_has '^Health: *unknown'
+expect_rc 3 qbd volume status v --json
+json_check 'd["health"]=="unknown" and d["status_updated"] is None'
+# ... but a node known down is known trouble: degraded
+etcdctl_ del "/qbd/alive/$n2" >/dev/null
+expect_rc 3 qbd volume status v --json
+json_check 'd["health"]=="degraded"'
+etcdctl_ put "/qbd/alive/$n2" 1 >/dev/null
 
 status_doc 1 up up up 0 0 0
 expect_rc 0 qbd volume status v --json
@@ -105,9 +113,11 @@ etcdctl_ del "/qbd/alive/$n0" >/dev/null
 expect_rc 3 qbd volume status v
 etcdctl_ put "/qbd/alive/$n0" 1 >/dev/null
 
-# a status document from another epoch is ignored (with a warning)
+# a status document from another epoch is ignored (with a warning):
+# this writer has not published one, so health is unknown
 status_doc 0 down down down 0 0 0
-expect_rc 0 qbd volume status v
+expect_rc 3 qbd volume status v
+out_has '^Health: *unknown'
 grep -q 'status document of epoch 0' "$TMP/err" || fail "no stale-status warning: $(cat "$TMP/err")"
 
 # Delete is refused while attached, and does not fence the writer.

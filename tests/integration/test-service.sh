@@ -180,8 +180,12 @@ start_nbd x "$TMP/x.sock" --zone a
 xpid=$NBD_PID
 grep -q "does not authenticate (it has no cluster secret): not trusted" "$TMP/nbd-x.log" ||
 	{ cat "$TMP/nbd-x.log" >&2; fail "the writer did not refuse a chunk server without the secret"; }
-rc=0; qbd --json volume status x >"$TMP/x.json" 2>/dev/null || rc=$?
-[ $rc -eq 3 ] || fail "volume x with an untrusted replica: status exited $rc, want 3"
+# degraded (3), not unknown: wait for the writer's status document
+x_degraded() {
+	rc=0; qbd --json volume status x >"$TMP/x.json" 2>/dev/null || rc=$?
+	[ $rc -eq 3 ] && grep -q '"health":"degraded"' "$TMP/x.json"
+}
+wait_for "volume x with an untrusted replica degraded (exit 3)" 20 x_degraded
 python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); r=[x for x in j["replica_status"] if x["zone"]=="d"]; assert r and not r[0]["usable"], r' \
 	"$TMP/x.json" || fail "zone d's replica shown usable"
 stop_pid $xpid
