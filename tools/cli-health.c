@@ -76,57 +76,72 @@ unsigned cli_replica_percent(const struct replica_status *x)
 	return (unsigned)(d * 100 / x->resync_total);
 }
 
-/* The health of volume v as etcd tells it: its replicas' nodes, and the
- * writer's status document when attached. 0, or EXIT_ERR after saying
- * why. */
-int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
-		      struct vol_health *h)
+/* The attachment record and, when attached, the writer's status
+ * document (*st_json, NULL when there is none; the caller frees it).
+ * 0, or EXIT_ERR after saying why. */
+static int health_read_writer(struct qbd_meta *m, const struct qbd_volume_info *v,
+			      struct vol_health *h, char **st_json)
 {
-	char *st_json = NULL;
-	char hex[17];
-	uint64_t st_epoch = 0;
-	int r;
+	int r = qbd_meta_attachment_get(m, v->id, &h->att);
 
-	memset(h, 0, sizeof *h);
-	r = qbd_meta_attachment_get(m, v->id, &h->att);
 	if (r == 0) {
 		h->attached = true;
-		r = qbd_meta_status_get(m, v->id, &st_json);
+		r = qbd_meta_status_get(m, v->id, st_json);
 	}
 	if (r < 0 && r != -ENOENT) {
 		fprintf(stderr, "qbd: volume '%s': cannot read its attachment or status: %s\n",
 			v->name, strerror(-r));
 		return EXIT_ERR;
 	}
+	return 0;
+}
+
+/* Each replica's node record (a "?" stand-in for an unknown node). 0, or
+ * EXIT_ERR after saying why. */
+static int health_read_nodes(struct qbd_meta *m, const struct qbd_volume_info *v,
+			     struct vol_health *h)
+{
+	char hex[17];
+
 	for (unsigned i = 0; i < v->replicas; i++) {
 		struct replica_status *x = &h->rs[i];
+		int r = cli_node_get(m, v->nodes[i], &x->node);
 
-		r = cli_node_get(m, v->nodes[i], &x->node);
 		if (r < 0 && r != -ENOENT) {
 			fprintf(stderr, "qbd: cannot read node %s: %s\n",
 				qbd_id_str(v->nodes[i], hex), strerror(-r));
-			free(st_json);
 			return EXIT_ERR;
 		}
 		x->known = r == 0;
 	}
-	if (st_json) {
-		if (health_parse_status(st_json, v, h->rs, &st_epoch, &h->st_updated) < 0) {
-			fprintf(stderr, "qbd: warning: volume '%s': malformed status document "
-				"ignored\n", v->name);
-			for (unsigned i = 0; i < v->replicas; i++)
-				h->rs[i].reported = false;
-		} else if (st_epoch != h->att.epoch) {
-			fprintf(stderr, "qbd: warning: volume '%s': status document of epoch %"
-				PRIu64 ", writer has epoch %" PRIu64 ": ignored\n", v->name,
-				st_epoch, h->att.epoch);
-			for (unsigned i = 0; i < v->replicas; i++)
-				h->rs[i].reported = false;
-		} else {
-			h->have_status = true;
-		}
-		free(st_json);
+	return 0;
+}
+
+/* Take the writer's document into h when it is well formed and of the
+ * attached writer's epoch; otherwise warn and use none of it. */
+static void health_apply_status(const struct qbd_volume_info *v, struct vol_health *h,
+				const char *st_json)
+{
+	uint64_t st_epoch = 0;
+
+	if (health_parse_status(st_json, v, h->rs, &st_epoch, &h->st_updated) < 0) {
+		fprintf(stderr, "qbd: warning: volume '%s': malformed status document "
+			"ignored\n", v->name);
+	} else if (st_epoch != h->att.epoch) {
+		fprintf(stderr, "qbd: warning: volume '%s': status document of epoch %"
+			PRIu64 ", writer has epoch %" PRIu64 ": ignored\n", v->name,
+			st_epoch, h->att.epoch);
+	} else {
+		h->have_status = true;
+		return;
 	}
+	for (unsigned i = 0; i < v->replicas; i++)
+		h->rs[i].reported = false;
+}
+
+/* Count usable and current replicas and name the volume's health. */
+static void health_judge(const struct qbd_volume_info *v, struct vol_health *h)
+{
 	for (unsigned i = 0; i < v->replicas; i++) {
 		h->usable += cli_replica_usable(&h->rs[i], h->have_status);
 		h->current += health_replica_current(&h->rs[i], h->have_status);
@@ -140,6 +155,25 @@ int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
 	if (h->health == CLI_HEALTHY && h->attached && !h->have_status)
 		h->health = CLI_UNKNOWN;
 	h->rc = cli_health_exit(h->health);
+}
+
+/* The health of volume v as etcd tells it: its replicas' nodes, and the
+ * writer's status document when attached. 0, or EXIT_ERR after saying
+ * why. */
+int cli_volume_health(struct qbd_meta *m, const struct qbd_volume_info *v,
+		      struct vol_health *h)
+{
+	char *st_json = NULL;
+
+	memset(h, 0, sizeof *h);
+	if (health_read_writer(m, v, h, &st_json) || health_read_nodes(m, v, h)) {
+		free(st_json);
+		return EXIT_ERR;
+	}
+	if (st_json)
+		health_apply_status(v, h, st_json);
+	free(st_json);
+	health_judge(v, h);
 	return 0;
 }
 

@@ -346,130 +346,154 @@ static char *cli_time(uint64_t t, char *buf, size_t len)
 	return buf;
 }
 
-static int volume_status(int argc, char **argv)
-{
-	struct qbd_meta *m;
+/* What volume status shows: the volume, its health, its space. */
+struct volume_status_view {
 	struct qbd_volume_info v;
+	uint64_t epoch, held;
 	struct vol_health vh;
-	struct replica_status *rs = vh.rs;
-	const struct qbd_node_info *np[QBD_MAX_REPLICAS];
 	struct replica_usage ru[QBD_MAX_REPLICAS];
-	uint64_t epoch = 0, cluster_id = 0, held;
-	char hex[17], sz[32], tbuf[64], ub[48];
-	int r, rc;
+};
 
-	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
-		return r;
-	const char *name = argv[optind];
-	if ((r = volume_open(name, &m, &v, &epoch)))
-		return r;
-	if (cli_volume_health(m, &v, &vh)) {
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	for (unsigned i = 0; i < v.replicas; i++)
-		np[i] = &rs[i].node;
-	(void)qbd_meta_cluster_id(m, false, &cluster_id);
-	qbd_meta_close(m);
-	held = cli_volume_usage(&v, cluster_id, np, ru);
-	rc = vh.rc;
-	const char *health = cli_health_name(vh.health);
-	const bool attached = vh.attached, have_status = vh.have_status;
-	const struct qbd_attachment att = vh.att;
-	const uint64_t st_updated = vh.st_updated;
-	const unsigned usable = vh.usable, current = vh.current;
+static void volume_status_json(const struct volume_status_view *sv)
+{
+	const struct vol_health *vh = &sv->vh;
+	const struct qbd_attachment *att = &vh->att;
+	json_object *o = cli_volume_json(&sv->v), *arr = json_object_new_array();
 
-	if (cli_json) {
-		json_object *o = cli_volume_json(&v), *arr = json_object_new_array();
-		json_object_object_add(o, "epoch", cli_json_u64(epoch));
-		if (attached) {
-			json_object *a = json_object_new_object();
-			json_object_object_add(a, "host", json_object_new_string(att.host));
-			json_object_object_add(a, "zone", json_object_new_string(att.zone));
-			json_object_object_add(a, "pid", json_object_new_int(att.pid));
-			json_object_object_add(a, "epoch", cli_json_u64(att.epoch));
-			json_object_object_add(a, "since", cli_json_u64(att.since));
-			json_object_object_add(o, "attachment", a);
-		} else {
-			json_object_object_add(o, "attachment", NULL);
-		}
-		json_object_object_add(o, "status_updated",
-				       have_status ? cli_json_u64(st_updated) : NULL);
-		for (unsigned i = 0; i < v.replicas; i++) {
-			json_object *e = cli_node_json(&rs[i].node, false);
-			json_object_object_add(e, "index", json_object_new_int((int)i));
-			json_object_object_add(e, "known", json_object_new_boolean(rs[i].known));
-			if (have_status && rs[i].reported) {
-				json_object_object_add(e, "state", json_object_new_string(rs[i].state));
-				json_object_object_add(e, "stale_chunks", cli_json_u64(rs[i].stale));
-				json_object_object_add(e, "resync_done_chunks",
-						       cli_json_u64(rs[i].resync_done));
-				json_object_object_add(e, "resync_total_chunks",
-						       cli_json_u64(rs[i].resync_total));
-				json_object_object_add(e, "resync_percent",
-						       json_object_new_int((int)cli_replica_percent(&rs[i])));
-			}
-			json_object_object_add(e, "usable",
-					       json_object_new_boolean(cli_replica_usable(&rs[i], have_status)));
-			cli_usage_json(e, &ru[i]);
-			json_object_array_add(arr, e);
-		}
-		json_object_object_add(o, "replica_status", arr);
-		json_object_object_add(o, "held", cli_json_u64(held));
-		json_object_object_add(o, "usable", json_object_new_int((int)usable));
-		json_object_object_add(o, "health", json_object_new_string(health));
-		cli_print_json(o);
-		return rc;
+	json_object_object_add(o, "epoch", cli_json_u64(sv->epoch));
+	if (vh->attached) {
+		json_object *a = json_object_new_object();
+		json_object_object_add(a, "host", json_object_new_string(att->host));
+		json_object_object_add(a, "zone", json_object_new_string(att->zone));
+		json_object_object_add(a, "pid", json_object_new_int(att->pid));
+		json_object_object_add(a, "epoch", cli_json_u64(att->epoch));
+		json_object_object_add(a, "since", cli_json_u64(att->since));
+		json_object_object_add(o, "attachment", a);
+	} else {
+		json_object_object_add(o, "attachment", NULL);
 	}
-	volume_print_head(&v, epoch, false);
-	if (attached)
+	json_object_object_add(o, "status_updated",
+			       vh->have_status ? cli_json_u64(vh->st_updated) : NULL);
+	for (unsigned i = 0; i < sv->v.replicas; i++) {
+		const struct replica_status *x = &vh->rs[i];
+		json_object *e = cli_node_json(&x->node, false);
+
+		json_object_object_add(e, "index", json_object_new_int((int)i));
+		json_object_object_add(e, "known", json_object_new_boolean(x->known));
+		if (vh->have_status && x->reported) {
+			json_object_object_add(e, "state", json_object_new_string(x->state));
+			json_object_object_add(e, "stale_chunks", cli_json_u64(x->stale));
+			json_object_object_add(e, "resync_done_chunks", cli_json_u64(x->resync_done));
+			json_object_object_add(e, "resync_total_chunks",
+					       cli_json_u64(x->resync_total));
+			json_object_object_add(e, "resync_percent",
+					       json_object_new_int((int)cli_replica_percent(x)));
+		}
+		json_object_object_add(e, "usable",
+				       json_object_new_boolean(cli_replica_usable(x, vh->have_status)));
+		cli_usage_json(e, &sv->ru[i]);
+		json_object_array_add(arr, e);
+	}
+	json_object_object_add(o, "replica_status", arr);
+	json_object_object_add(o, "held", cli_json_u64(sv->held));
+	json_object_object_add(o, "usable", json_object_new_int((int)vh->usable));
+	json_object_object_add(o, "health", json_object_new_string(cli_health_name(vh->health)));
+	cli_print_json(o);
+}
+
+/* One replica's line of the text table; a progress bar on a terminal. */
+static void volume_status_replica_row(const struct volume_status_view *sv, unsigned i)
+{
+	const struct replica_status *x = &sv->vh.rs[i];
+	const bool have_status = sv->vh.have_status;
+	char resync[96] = "-", stale[24] = "-", hex[17], ub[48];
+
+	if (have_status && x->reported && x->resync_total) {
+		unsigned pc = cli_replica_percent(x);
+		int l = snprintf(resync, sizeof resync, "%" PRIu64 "/%" PRIu64 " %u%%",
+				 x->resync_done, x->resync_total, pc);
+		if (isatty(STDOUT_FILENO) && l > 0 && (size_t)l + 24 < sizeof resync) {
+			char *p = resync + l;
+			*p++ = ' ';
+			*p++ = '[';
+			for (unsigned k = 0; k < 20; k++)
+				*p++ = k < pc / 5 ? '#' : '.';
+			*p++ = ']';
+			*p = '\0';
+		}
+	}
+	if (have_status && x->reported)
+		snprintf(stale, sizeof stale, "%" PRIu64, x->stale);
+	printf("  %-1u  %-16s  %-10s  %-22s  %-14s  %-4s  %-6s  %5s  %s\n", i,
+	       qbd_id_str(x->node.id, hex), x->node.zone, x->node.addr,
+	       cli_usage_str(&sv->ru[i], ub, sizeof ub),
+	       !x->known ? "?" : x->node.alive ? "up" : "down",
+	       have_status ? (x->reported ? x->state : "?") : "-", stale, resync);
+}
+
+static void volume_status_text(const struct volume_status_view *sv)
+{
+	const struct vol_health *vh = &sv->vh;
+	const struct qbd_attachment *att = &vh->att;
+	const struct qbd_volume_info *v = &sv->v;
+	char sz[32], tbuf[64];
+
+	volume_print_head(v, sv->epoch, false);
+	if (vh->attached)
 		printf("Attached:      host %s, zone %s, pid %d, epoch %" PRIu64 ", since %s\n",
-		       att.host[0] ? att.host : "?", att.zone[0] ? att.zone : "?", att.pid,
-		       att.epoch, cli_time(att.since, tbuf, sizeof tbuf));
+		       att->host[0] ? att->host : "?", att->zone[0] ? att->zone : "?", att->pid,
+		       att->epoch, cli_time(att->since, tbuf, sizeof tbuf));
 	else
 		printf("Attached:      not attached\n");
-	if (have_status)
-		printf("Status:        updated %s\n", cli_time(st_updated, tbuf, sizeof tbuf));
-	else if (attached)
+	if (vh->have_status)
+		printf("Status:        updated %s\n", cli_time(vh->st_updated, tbuf, sizeof tbuf));
+	else if (vh->attached)
 		printf("Status:        no status from the writer yet\n");
-	printf("Held:          %s of data on all replicas\n", qbd_format_size(held, sz, sizeof sz));
+	printf("Held:          %s of data on all replicas\n",
+	       qbd_format_size(sv->held, sz, sizeof sz));
 	printf("Replicas:\n");
 	printf("  #  NODE              ZONE        ADDRESS                 HELD/CHUNKS     "
 	       "NODE  STATE   STALE  RESYNC\n");
-	for (unsigned i = 0; i < v.replicas; i++) {
-		const struct replica_status *x = &rs[i];
-		char resync[96] = "-";
-		if (have_status && x->reported && x->resync_total) {
-			unsigned pc = cli_replica_percent(x);
-			int l = snprintf(resync, sizeof resync, "%" PRIu64 "/%" PRIu64 " %u%%",
-					 x->resync_done, x->resync_total, pc);
-			if (isatty(STDOUT_FILENO) && l > 0 && (size_t)l + 24 < sizeof resync) {
-				char *p = resync + l;
-				*p++ = ' ';
-				*p++ = '[';
-				for (unsigned k = 0; k < 20; k++)
-					*p++ = k < pc / 5 ? '#' : '.';
-				*p++ = ']';
-				*p = '\0';
-			}
-		}
-		char stale[24] = "-";
-		if (have_status && x->reported)
-			snprintf(stale, sizeof stale, "%" PRIu64, x->stale);
-		printf("  %-1u  %-16s  %-10s  %-22s  %-14s  %-4s  %-6s  %5s  %s\n", i,
-		       qbd_id_str(x->node.id, hex), x->node.zone, x->node.addr,
-		       cli_usage_str(&ru[i], ub, sizeof ub),
-		       !x->known ? "?" : x->node.alive ? "up" : "down",
-		       have_status ? (x->reported ? x->state : "?") : "-", stale, resync);
-	}
-	if (vh.health == CLI_UNKNOWN)
+	for (unsigned i = 0; i < v->replicas; i++)
+		volume_status_replica_row(sv, i);
+	if (vh->health == CLI_UNKNOWN)
 		printf("Health:        unknown (no status from the writer yet; %u of %u "
-		       "replicas' nodes alive, write quorum %u)\n", usable, v.replicas,
-		       v.write_quorum);
+		       "replicas' nodes alive, write quorum %u)\n", vh->usable, v->replicas,
+		       v->write_quorum);
 	else
 		printf("Health:        %s (%u of %u replicas usable, %u current, write "
-		       "quorum %u)\n", health, usable, v.replicas, current, v.write_quorum);
-	return rc;
+		       "quorum %u)\n", cli_health_name(vh->health), vh->usable, v->replicas,
+		       vh->current, v->write_quorum);
+}
+
+/* qbd volume status NAME: read etcd, ask the replicas for their space,
+ * print; the exit status is the volume's health. */
+static int volume_status(int argc, char **argv)
+{
+	struct volume_status_view sv = { .epoch = 0 };
+	const struct qbd_node_info *np[QBD_MAX_REPLICAS];
+	struct qbd_meta *m;
+	uint64_t cluster_id = 0;
+	int r;
+
+	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
+		return r;
+	if ((r = volume_open(argv[optind], &m, &sv.v, &sv.epoch)))
+		return r;
+	if (cli_volume_health(m, &sv.v, &sv.vh)) {
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	(void)qbd_meta_cluster_id(m, false, &cluster_id);
+	qbd_meta_close(m);
+	for (unsigned i = 0; i < sv.v.replicas; i++)
+		np[i] = &sv.vh.rs[i].node;
+	sv.held = cli_volume_usage(&sv.v, cluster_id, np, sv.ru);
+	if (cli_json)
+		volume_status_json(&sv);
+	else
+		volume_status_text(&sv);
+	return sv.vh.rc;
 }
 
 static int volume_delete(int argc, char **argv)
