@@ -181,3 +181,17 @@ stop_pid() {
 }
 
 nbd_uri() { echo "nbd+unix:///?socket=$1"; }
+
+# CLI checks: expect_rc WANT CMD... runs CMD (stdout in $TMP/out, stderr
+# in $TMP/err) and fails unless it exits WANT; json_check EXPR and
+# out_has PATTERN then look at that output.
+expect_rc() { # want cmd...: run, compare exit status
+	_want=$1; shift
+	_rc=0; "$@" >"$TMP/out" 2>"$TMP/err" || _rc=$?
+	[ "$_rc" -eq "$_want" ] || { cat "$TMP/out" "$TMP/err" >&2; fail "'$*' exited $_rc, want $_want"; }
+}
+json_check() { # python expression over `d` (stdout of the last command)
+	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' \
+		"$TMP/out" "$1" || fail "json check failed: $1 on $(cat "$TMP/out")"
+}
+out_has() { grep -q -- "$1" "$TMP/out" || fail "output lacks '$1': $(cat "$TMP/out")"; }

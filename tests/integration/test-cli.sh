@@ -11,16 +11,6 @@
 command -v etcd >/dev/null 2>&1 || skip "no etcd"
 init_test "$@"
 
-expect_rc() { # want cmd...: run, compare exit status
-	_want=$1; shift
-	_rc=0; "$@" >"$TMP/out" 2>"$TMP/err" || _rc=$?
-	[ "$_rc" -eq "$_want" ] || { cat "$TMP/out" "$TMP/err" >&2; fail "'$*' exited $_rc, want $_want"; }
-}
-json_check() { # python expression over `d` (stdout of the last command)
-	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' \
-		"$TMP/out" "$1" || fail "json check failed: $1 on $(cat "$TMP/out")"
-}
-
 start_etcd
 # Fake nodes: zone a (1 up), zone b (2 up), zone c (1 down). Their ports
 # are free, so the wire client meets "connection refused".

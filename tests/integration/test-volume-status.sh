@@ -19,16 +19,6 @@ init_test "$@"
 [ -x "$BUILD/qbd-chunkd" ] || fail "no qbd-chunkd in $BUILD (run make)"
 [ -x "$BUILD/qbd-nbd" ] || fail "no qbd-nbd in $BUILD (run make)"
 
-expect_rc() { # want cmd...: run, compare exit status
-	_want=$1; shift
-	_rc=0; "$@" >"$TMP/out" 2>"$TMP/err" || _rc=$?
-	[ "$_rc" -eq "$_want" ] || { cat "$TMP/out" "$TMP/err" >&2; fail "'$*' exited $_rc, want $_want"; }
-}
-json_check() { # python expression over `d` (stdout of the last command)
-	python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' \
-		"$TMP/out" "$1" || fail "json check failed: $1 on $(cat "$TMP/out")"
-}
-out_has() { grep -q -- "$1" "$TMP/out" || fail "output lacks '$1': $(cat "$TMP/out")"; }
 # health_is RC WORD: volume v's status exits RC and says WORD (--json).
 health_is() {
 	_rc=0; qbd --json volume status v >"$TMP/poll.json" 2>/dev/null || _rc=$?
