@@ -332,8 +332,8 @@ phase_resync() {
 	run dd if=/dev/urandom of=/mnt/v/d2/after-restart bs=1M count=2 conv=fsync
 	step "wait for qbd volume status $VOL to be healthy (resync done)"
 	# exit 0 with the writer's own status document: every replica up,
-	# nothing stale, resync done (without one, status only knows that
-	# the nodes are alive)
+	# nothing stale, resync done (without one, status says unknown and
+	# exits 3; the grep is a second guard)
 	healthy() {
 		qbd volume status "$VOL" >/tmp/status.out 2>&1 &&
 			grep -q '^Status: *updated' /tmp/status.out
