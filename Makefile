@@ -179,7 +179,8 @@ $(BUILD)/tests/sim/qbd-sim: tests/sim/sim.c $(A_CORE)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(A_CORE) $(LIBS)
 
-$(BUILD)/tests/sim/qbd-sim-mutant-%: tests/sim/sim.c $(CORE_SRC) replicator/core/core.h
+$(BUILD)/tests/sim/qbd-sim-mutant-%: tests/sim/sim.c $(CORE_SRC) replicator/core/core.h \
+		replicator/core/internal.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DQBD_CORE_MUTANT_$* $(ALL_LDFLAGS) -o $@ tests/sim/sim.c $(CORE_SRC) $(LIBS)
 
@@ -265,6 +266,7 @@ check-systemd:
 # whose quorum core ignores fencing, which must lose writes.
 FAULT_MUTANT = $(BUILD)/tests/fault/qbd-nbd-mutant-NO_FENCE
 $(BUILD)/tests/fault/qbd-nbd-mutant-%: nbd-frontend/nbd-main.c $(CORE_SRC) replicator/core/core.h \
+		replicator/core/internal.h \
 		$(A_NBD) $(A_CLIENT) $(A_META) $(A_WIRE) $(A_COMMON) $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DQBD_CORE_MUTANT_$* $(ALL_LDFLAGS) -o $@ nbd-frontend/nbd-main.c \

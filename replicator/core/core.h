@@ -31,7 +31,7 @@
  *    OPEN or in a PING reply, whatever its version: it is reset and copied
  *    again. When every copy of a chunk's latest version is flagged, the
  *    chunk is restored from one copy to every replica under a fresh
- *    version before it is served (see probe_done in core.c).
+ *    version before it is served (see probe_done in resync.c).
  *  - flush: succeeds when every chunk acknowledged since the previous
  *    flush is durable on W replicas.
  *  - reads: serve only committed data (a version on W replicas), and only
