@@ -242,6 +242,7 @@ int qbd_core_replica_open(struct qbd_core *c, unsigned r,
 		return err;
 	c->up[r] = true;
 	c->confirmed[r] = now;
+	c->last_reply[r] = now;
 	c->pinging[r] = false;
 	c->rs_backoff[r] = 0;
 	if (!c->opened) {
@@ -347,24 +348,33 @@ void *qbd_core_reply_buf(struct qbd_core *c, unsigned r, uint64_t id, uint32_t l
 	return s->p->len == len ? s->p->buf : NULL;
 }
 
+/* A reply from r came at now: the message it answers, or NULL (a late or
+ * duplicate reply, or r out of range). */
+static struct sub *reply_find(struct qbd_core *c, unsigned r, uint64_t id,
+			      uint64_t now)
+{
+	c->now = now;
+	if (r >= c->R)
+		return NULL;
+	c->last_reply[r] = now;
+	return core_sub_find(c, r, id);
+}
+
 void qbd_core_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
 		    uint64_t version, uint64_t now)
 {
-	struct sub *s;
+	struct sub *s = reply_find(c, r, id, now);
 
-	c->now = now;
-	if (r >= c->R || !(s = core_sub_find(c, r, id)))
-		return;
-	core_sub_result(c, s, status, version, NO_CFLAGS);
+	if (s)
+		core_sub_result(c, s, status, version, NO_CFLAGS);
 }
 
 void qbd_core_read_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
 			 uint64_t version, uint32_t chunk_flags, uint64_t now)
 {
-	struct sub *s;
+	struct sub *s = reply_find(c, r, id, now);
 
-	c->now = now;
-	if (r >= c->R || !(s = core_sub_find(c, r, id)))
+	if (!s)
 		return;
 	/* Only a probe acts on them; unknown flags tell nothing. */
 	core_sub_result(c, s, status, version,
@@ -501,6 +511,9 @@ int qbd_core_replica_info(const struct qbd_core *c, unsigned r,
 	out->pulled = c->pulled[r];
 	out->flagged = c->nflagged[r];
 	out->flagged_total = c->flagged_total[r];
+	out->last_reply = c->last_reply[r];
+	/* A replica's messages are listed oldest first. */
+	out->oldest_unanswered = c->rhead[r] ? c->rhead[r]->sent : 0;
 	return 0;
 }
 

@@ -239,6 +239,12 @@ struct qbd_core_replica_info {
 	unsigned in_flight;       /* messages awaiting a reply */
 	uint64_t flagged;         /* chunks it reported SUSPECT or DAMAGED, not yet copied again */
 	uint64_t flagged_total;   /* flagged chunks in its latest PING report */
+	/* For telling a replica that stopped answering: times as the core
+	 * received them (the `now` of its calls). */
+	uint64_t last_reply;      /* its latest answer (a reply to any message
+				   * of ours, or its OPEN); 0 before any */
+	uint64_t oldest_unanswered; /* send time of its oldest message still
+				     * awaiting a reply; 0 when none */
 };
 int qbd_core_replica_info(const struct qbd_core *c, unsigned r,
 			  struct qbd_core_replica_info *out);

@@ -141,6 +141,7 @@ struct qbd_core {
 	uint64_t rs_cursor[MAXR];
 	bool up[MAXR];
 	uint64_t confirmed[MAXR];/* send time of its latest answer under our epoch */
+	uint64_t last_reply[MAXR];/* now at its latest reply or OPEN */
 	bool pinging[MAXR];
 	uint64_t write_hold;     /* writes wait until then (takeover) */
 	unsigned promised;       /* bit per replica, during attach */

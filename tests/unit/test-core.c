@@ -266,6 +266,60 @@ START_TEST(timeout_drops_replica)
 }
 END_TEST
 
+/* What a status display needs to call a replica silent: when it last
+ * answered, and since when its oldest message waits. */
+START_TEST(replica_info_shows_a_silent_replica)
+{
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 1 };
+	struct qbd_core_replica_info ri;
+	int w1, w2;
+
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	for (unsigned r = 0; r < 3; r++)
+		ck_assert_int_eq(qbd_core_replica_open(c, r, NULL, 0, 1 * MS), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 1 * MS), 0);
+	ck_assert_int_eq(qbd_core_replica_info(c, 2, &ri), 0);
+	ck_assert_uint_eq(ri.last_reply, 1 * MS);        /* its OPEN */
+	ck_assert_uint_eq(ri.oldest_unanswered, 0);
+
+	/* A write at 2 ms: replicas 0 and 1 answer at 3 ms, 2 does not. */
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)1, 2 * MS);
+	w1 = find(QBD_CM_WRITE, 2, 0);
+	ck_assert_int_ge(w1, 0);
+	qbd_core_reply(c, 0, sent[find(QBD_CM_WRITE, 0, 0)].id, 0, sent[w1].new_version,
+		       3 * MS);
+	qbd_core_reply(c, 1, sent[find(QBD_CM_WRITE, 1, 0)].id, 0, sent[w1].new_version,
+		       3 * MS);
+	ck_assert_int_eq(results[1], 0);
+	ck_assert_int_eq(qbd_core_replica_info(c, 2, &ri), 0);
+	ck_assert_uint_eq(ri.oldest_unanswered, 2 * MS);
+	ck_assert_uint_eq(ri.last_reply, 1 * MS);        /* unchanged */
+	ck_assert_int_eq(qbd_core_replica_info(c, 0, &ri), 0);
+	ck_assert_uint_eq(ri.oldest_unanswered, 0);
+	ck_assert_uint_eq(ri.last_reply, 3 * MS);
+
+	/* A second write (another chunk) at 4 ms: the first stays oldest. */
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, CS, 512, buf, (void *)2, 4 * MS);
+	w2 = find(QBD_CM_WRITE, 2, (unsigned)w1 + 1);
+	ck_assert_int_ge(w2, 0);
+	ck_assert_int_eq(qbd_core_replica_info(c, 2, &ri), 0);
+	ck_assert_uint_eq(ri.oldest_unanswered, 2 * MS);
+	ck_assert_uint_eq(ri.in_flight, 2);
+
+	/* Replica 2 answers the first at 6 ms, then the second at 7 ms. */
+	qbd_core_reply(c, 2, sent[w1].id, 0, sent[w1].new_version, 6 * MS);
+	ck_assert_int_eq(qbd_core_replica_info(c, 2, &ri), 0);
+	ck_assert_uint_eq(ri.last_reply, 6 * MS);
+	ck_assert_uint_eq(ri.oldest_unanswered, 4 * MS);
+	qbd_core_reply(c, 2, sent[w2].id, 0, sent[w2].new_version, 7 * MS);
+	ck_assert_int_eq(qbd_core_replica_info(c, 2, &ri), 0);
+	ck_assert_uint_eq(ri.last_reply, 7 * MS);
+	ck_assert_uint_eq(ri.oldest_unanswered, 0);
+	ck_assert_uint_eq(ri.in_flight, 0);
+}
+END_TEST
+
 START_TEST(bad_input)
 {
 	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 4, .nchunks = 8,
@@ -657,6 +711,7 @@ int main(void)
 	tcase_add_test(t, read_waits_for_commit);
 	tcase_add_test(t, flush_needs_w_durable_copies);
 	tcase_add_test(t, timeout_drops_replica);
+	tcase_add_test(t, replica_info_shows_a_silent_replica);
 	tcase_add_test(t, bad_input);
 	tcase_add_test(t, flush_waits_for_the_flush_in_flight);
 	tcase_add_test(t, zero_of_a_never_written_chunk_keeps_version_0);
