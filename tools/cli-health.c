@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/util.h"
 #include "internal.h"
@@ -46,6 +47,7 @@ static int health_parse_status(const char *json, const struct qbd_volume_info *v
 		x->stale = cli_json_get_u64(e, "stale_chunks");
 		x->resync_done = cli_json_get_u64(e, "resync_done_chunks");
 		x->resync_total = cli_json_get_u64(e, "resync_total_chunks");
+		x->waiting_ms = cli_json_get_u64(e, "waiting_ms");
 	}
 	r = 0;
 out:
@@ -54,7 +56,10 @@ out:
 }
 
 /* A replica can take writes: its node is alive and, when the writer
- * reports, the writer sees it up. Current: usable with nothing stale. */
+ * reports, the writer sees it up (not down, resyncing or silent: a
+ * replica that has stopped answering still counts for the writer until
+ * its request timeout, but nobody should restart another node meanwhile).
+ * Current: usable with nothing stale. */
 bool cli_replica_usable(const struct replica_status *x, bool have_status)
 {
 	if (!x->node.alive)
@@ -66,6 +71,13 @@ static bool health_replica_current(const struct replica_status *x, bool have_sta
 {
 	return cli_replica_usable(x, have_status) &&
 	       (!have_status || (x->stale == 0 && x->resync_done >= x->resync_total));
+}
+
+uint64_t cli_replica_silent_s(const struct replica_status *x, uint64_t st_updated)
+{
+	uint64_t now = (uint64_t)time(NULL);
+
+	return x->waiting_ms / 1000 + (now > st_updated ? now - st_updated : 0);
 }
 
 unsigned cli_replica_percent(const struct replica_status *x)

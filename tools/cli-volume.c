@@ -388,6 +388,9 @@ static void volume_status_json(const struct volume_status_view *sv)
 					       cli_json_u64(x->resync_total));
 			json_object_object_add(e, "resync_percent",
 					       json_object_new_int((int)cli_replica_percent(x)));
+			if (strcmp(x->state, "silent") == 0)
+				json_object_object_add(e, "silent_s", cli_json_u64(
+					cli_replica_silent_s(x, vh->st_updated)));
 		}
 		json_object_object_add(e, "usable",
 				       json_object_new_boolean(cli_replica_usable(x, vh->have_status)));
@@ -431,6 +434,22 @@ static void volume_status_replica_row(const struct volume_status_view *sv, unsig
 	       have_status ? (x->reported ? x->state : "?") : "-", stale, resync);
 }
 
+/* A line for each replica the writer reports silent: it has not
+ * answered for a while, and the writer still counts it until its request
+ * timeout drops it. */
+static void volume_status_silent(const struct volume_status_view *sv)
+{
+	for (unsigned i = 0; i < sv->v.replicas; i++) {
+		const struct replica_status *x = &sv->vh.rs[i];
+
+		if (!sv->vh.have_status || !x->reported || strcmp(x->state, "silent") != 0)
+			continue;
+		printf("Silent:        replica %u (zone %s) has not answered for %" PRIu64
+		       " s; the writer drops it after its request timeout\n", i,
+		       x->node.zone, cli_replica_silent_s(x, sv->vh.st_updated));
+	}
+}
+
 static void volume_status_text(const struct volume_status_view *sv)
 {
 	const struct vol_health *vh = &sv->vh;
@@ -456,6 +475,7 @@ static void volume_status_text(const struct volume_status_view *sv)
 	       "NODE  STATE   STALE  RESYNC\n");
 	for (unsigned i = 0; i < v->replicas; i++)
 		volume_status_replica_row(sv, i);
+	volume_status_silent(sv);
 	if (vh->health == CLI_UNKNOWN)
 		printf("Health:        unknown (no status from the writer yet; %u of %u "
 		       "replicas' nodes alive, write quorum %u)\n", vh->usable, v->replicas,

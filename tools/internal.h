@@ -58,9 +58,12 @@ struct replica_status {
 	struct qbd_node_info node;
 	bool known;             /* node record found */
 	bool reported;          /* the writer's status document lists it */
-	char state[16];         /* "up", "down", "resync" */
+	char state[16];         /* "up", "down", "resync", "silent" */
 	uint64_t stale, resync_done, resync_total;
+	uint64_t waiting_ms;    /* its oldest request's age, as published */
 };
+/* Seconds a silent replica has not answered, as of now. */
+uint64_t cli_replica_silent_s(const struct replica_status *x, uint64_t st_updated);
 /* Worst last: qbd status reports the worst of its volumes. */
 enum cli_health {
 	CLI_HEALTHY = 0,

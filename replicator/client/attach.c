@@ -31,6 +31,13 @@
 #define LEASE_TTL 10              /* seconds */
 #define KEEP_EVERY_MS 2000
 #define STATUS_EVERY_NS (2ull * 1000000000ull)
+/* A replica whose oldest message has waited this long is reported
+ * "silent": it is still counted up by the core, which drops it only after
+ * its request timeout (10 s), but an operator must not take it for
+ * healthy in the meantime (a rolling restart waits on healthy). Replies
+ * take milliseconds; pings go out every lease/4, so an idle writer sees
+ * a silent replica too. */
+#define SILENT_AFTER_NS (1000000000ull)
 /* Read lease of the core (its default) plus a margin for clocks. */
 #define TAKEOVER_WAIT_NS (6ull * 1000000000ull)
 
@@ -189,10 +196,25 @@ int qbd_attach_start(struct qbd_volume *v)
 	return 0;
 }
 
-static const char *replica_state(const struct qbd_core_replica_info *ri)
+/* How long r's oldest unanswered message has waited (0: none). */
+static uint64_t replica_waiting_ns(const struct qbd_core_replica_info *ri, uint64_t now)
+{
+	if (!ri->up || !ri->oldest_unanswered || ri->oldest_unanswered > now)
+		return 0;
+	return now - ri->oldest_unanswered;
+}
+
+static bool replica_silent(const struct qbd_core_replica_info *ri, uint64_t now)
+{
+	return replica_waiting_ns(ri, now) >= SILENT_AFTER_NS;
+}
+
+static const char *replica_state(const struct qbd_core_replica_info *ri, uint64_t now)
 {
 	if (!ri->up)
 		return "down";
+	if (replica_silent(ri, now))
+		return "silent";
 	return ri->stale_chunks ? "resync" : "up";
 }
 
@@ -202,7 +224,8 @@ static const char *replica_state(const struct qbd_core_replica_info *ri)
  * one by one waits for `qbd volume status` to say healthy in between, and
  * a document still saying "up" from before a replica went down would let
  * the next restart take a second copy away. */
-static uint32_t status_sig(struct qbd_volume *v)
+_Static_assert(1 + 3 * QBD_MAX_REPLICAS <= 32, "status_sig: three bits a replica");
+static uint32_t status_sig(struct qbd_volume *v, uint64_t now)
 {
 	uint32_t sig = qbd_core_fenced(v->core);
 
@@ -210,8 +233,9 @@ static uint32_t status_sig(struct qbd_volume *v)
 		struct qbd_core_replica_info ri = { 0 };
 
 		qbd_core_replica_info(v->core, r, &ri);
-		sig |= (uint32_t)ri.up << (1 + 2 * r);
-		sig |= (uint32_t)(ri.stale_chunks != 0) << (2 + 2 * r);
+		sig |= (uint32_t)ri.up << (1 + 3 * r);
+		sig |= (uint32_t)(ri.stale_chunks != 0) << (2 + 3 * r);
+		sig |= (uint32_t)replica_silent(&ri, now) << (3 + 3 * r);
 	}
 	return sig;
 }
@@ -227,7 +251,7 @@ void qbd_attach_status(struct qbd_volume *v)
 
 	if (!k || !k->started)
 		return;
-	sig = status_sig(v);
+	sig = status_sig(v, now);
 	changed = sig != k->status_sig || !k->status_at;
 	if (!changed && now - k->status_at < STATUS_EVERY_NS)
 		return;
@@ -251,7 +275,12 @@ void qbd_attach_status(struct qbd_volume *v)
 		json_object_object_add(e, "node", json_object_new_string(hex));
 		json_object_object_add(e, "zone", json_object_new_string(v->conns[r].node.zone));
 		json_object_object_add(e, "addr", json_object_new_string(v->conns[r].node.addr));
-		json_object_object_add(e, "state", json_object_new_string(replica_state(&ri)));
+		json_object_object_add(e, "state", json_object_new_string(replica_state(&ri, now)));
+		json_object_object_add(e, "waiting_ms",
+				       json_object_new_int64((int64_t)(replica_waiting_ns(&ri, now) / 1000000)));
+		json_object_object_add(e, "last_reply_ms",
+				       json_object_new_int64(ri.last_reply && ri.last_reply <= now ?
+							     (int64_t)((now - ri.last_reply) / 1000000) : -1));
 		json_object_object_add(e, "stale_chunks", json_object_new_int64((int64_t)ri.stale_chunks));
 		json_object_object_add(e, "resync_done_chunks", json_object_new_int64((int64_t)ri.resync_done));
 		json_object_object_add(e, "resync_total_chunks", json_object_new_int64((int64_t)ri.resync_total));

@@ -7,6 +7,9 @@
 # - attached but without a status document from the writer: health
 #   "unknown", exit 3, not healthy (also in `qbd status`);
 # - the writer's document back: healthy, exit 0;
+# - a replica that stops answering (its chunk server frozen with SIGSTOP)
+#   is shown silent, with for how long, and the volume degraded, well
+#   before the writer's request timeout (10 s) drops it;
 # - a usage error exits 2, a degraded volume (one chunk server of three
 #   stopped) exits 3: a script can tell them apart.
 #
@@ -63,6 +66,39 @@ kill -CONT "$nbd_pid"
 # Running again, the writer publishes within its period (2 s).
 wait_for "volume v healthy again once the writer publishes" 20 health_is 0 healthy
 log "attached without a status document: unknown (exit 3), then healthy"
+
+# ---- a replica that stopped answering: silent, not healthy ----
+# A frozen chunk server keeps its connections open and answers nothing:
+# the writer still counts it up until the request timeout (10 s), and a
+# status that said healthy meanwhile would let a rolling restart take a
+# second copy away. The writer pings every replica (read lease), so an
+# idle volume shows it too.
+# doc_silent ZONE: the writer's document says ZONE's replica is silent.
+# (Polled in etcd: each `qbd volume status` spends its 3 s admin timeout
+# on the frozen server, and the checks must end before the writer's
+# request timeout turns silent into down.)
+doc_silent() {
+	etcdctl_ get --print-value-only "/qbd/status/$vid" >"$TMP/doc.json" &&
+	python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if any(r["zone"] == sys.argv[2] and r["state"] == "silent"
+		  for r in d["replicas"]) else 1)' "$TMP/doc.json" "$1"
+}
+kill -STOP "$CHUNKD_PID_b"
+thaw_b() { kill -CONT "$CHUNKD_PID_b" 2>/dev/null || true; }
+on_exit thaw_b
+t0=$(date +%s)
+wait_for "the writer to report zone b silent while its server is frozen" 8 doc_silent b
+log "reported silent after $(( $(date +%s) - t0 )) s"
+expect_rc 3 qbd --json volume status v
+json_check 'd["health"]=="degraded" and [r for r in d["replica_status"] if r["zone"]=="b" and r["state"]=="silent" and not r["usable"] and r["silent_s"]>=1]'
+expect_rc 3 qbd volume status v
+out_has '^Silent: *replica [0-9] (zone b) has not answered for [0-9]* s'
+out_has '^Health: *degraded'
+kill -CONT "$CHUNKD_PID_b"
+wait_for "volume v healthy once zone b answers again" 30 health_is 0 healthy
+log "a frozen chunk server: silent (exit 3) within its request timeout, then healthy"
 
 # ---- a usage error (2) is not a degraded volume (3) ----
 expect_rc 2 qbd volume status
