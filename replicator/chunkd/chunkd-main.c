@@ -2,7 +2,7 @@
 /*
  * qbd-chunkd command line: settings from flags, the environment and
  * /etc/qbd/qbd.conf (in that order), checked in one place, then the chunk
- * server (chunkd.c) runs until SIGTERM/SIGINT.
+ * server (qbd_chunkd_run, chunkd.c) runs until SIGTERM/SIGINT.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -77,7 +77,16 @@ static void missing(const char *what)
 	problems++;
 }
 
-int main(int argc, char **argv)
+/* What the command line says besides the settings. */
+struct cmdline {
+	const char *flag[S_N];   /* each setting's flag, or NULL */
+	const char *conf_path, *instance;
+	bool check;              /* --check-config */
+};
+
+/* Read the command line into cl: -1 to go on, else the exit status
+ * (--help, a usage error). */
+static int parse_args(int argc, char **argv, struct cmdline *cl)
 {
 	static const struct option longopts[] = {
 		{ "data", required_argument, NULL, S_DATA },
@@ -97,30 +106,17 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct qbd_chunkd_opts o = { .create_size = 8ull << 30,
-				     .scrub_rate = QBD_CHUNKD_SCRUB_RATE,
-				     .buffers = QBD_CHUNKD_BUFFERS };
-	const char *flag[S_N] = { 0 }, *conf_path = NULL, *instance = NULL;
-	struct qbd_setting s[S_N];
-	struct qbd_conf *conf = NULL;
-	struct qbd_secret secret;
-	bool check = false;
-	char host[128], err[512];
-	uint16_t port;
-	unsigned long n;
-	char *end;
-	int c, rc;
+	int c;
 
-	qbd_log_init("qbd-chunkd");
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		if (c >= 0 && c < S_N) {
-			flag[c] = optarg;
+			cl->flag[c] = optarg;
 			continue;
 		}
 		switch (c) {
-		case 'c': conf_path = optarg; break;
-		case 'i': instance = optarg; break;
-		case 'C': check = true; break;
+		case 'c': cl->conf_path = optarg; break;
+		case 'i': cl->instance = optarg; break;
+		case 'C': cl->check = true; break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -134,21 +130,94 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
-	if (instance && (!*instance || strchr(instance, ']') || strlen(instance) > 64)) {
-		fprintf(stderr, "qbd-chunkd: bad --instance '%s'\n", instance);
+	if (cl->instance && (!*cl->instance || strchr(cl->instance, ']') ||
+			     strlen(cl->instance) > 64)) {
+		fprintf(stderr, "qbd-chunkd: bad --instance '%s'\n", cl->instance);
 		return 1;
 	}
+	return -1;
+}
 
-	rc = qbd_conf_open(conf_path, &conf, err, sizeof err);
-	if (rc < 0) {
+/* Open the settings file and resolve each setting from the flags, the
+ * environment and the file (in that order); -1 if the file is unusable
+ * (said on stderr). Unknown keys count as problems. */
+static int read_settings(const struct cmdline *cl, struct qbd_conf **conf,
+			 struct qbd_setting s[S_N])
+{
+	char err[512];
+
+	if (qbd_conf_open(cl->conf_path, conf, err, sizeof err) < 0) {
 		fprintf(stderr, "qbd-chunkd: %s\n", err);
-		return 1;
+		return -1;
 	}
-	problems += qbd_conf_check_keys(conf, "chunkd", chunkd_keys);
-	qbd_conf_export_tls(conf);
+	problems += qbd_conf_check_keys(*conf, "chunkd", chunkd_keys);
+	qbd_conf_export_tls(*conf);
 	for (int i = 0; i < S_N; i++)
-		qbd_conf_resolve(conf, "chunkd", instance, names[i], flag[i], envs[i],
+		qbd_conf_resolve(*conf, "chunkd", cl->instance, names[i], cl->flag[i], envs[i],
 				 i == S_ETCD || i == S_SECRET, &s[i]);
+	return 0;
+}
+
+/* The store: given, and it or its directory exists. */
+static void check_store(const struct qbd_setting *s, struct qbd_chunkd_opts *o)
+{
+	struct stat st;
+	char dir[4096];
+	const char *slash;
+
+	o->data = s->value;
+	if (!o->data || !*o->data) {
+		missing("no store: --data PATH, or data = PATH in [chunkd] or [chunkd.NAME]");
+		return;
+	}
+	slash = strrchr(o->data, '/');
+	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - o->data) : 1,
+		 slash ? o->data : ".");
+	if (stat(o->data, &st) < 0 && (errno != ENOENT || stat(dir[0] ? dir : "/", &st) < 0))
+		bad(s, "neither the store nor its directory exists");
+}
+
+/* The addresses: where to serve, what to advertise, the metrics. */
+static void check_addresses(const struct qbd_setting s[S_N], struct qbd_chunkd_opts *o)
+{
+	char host[128];
+	uint16_t port;
+
+	o->listen = s[S_LISTEN].value;
+	if (!o->listen)
+		missing("no address to serve on: --listen ADDR:PORT, or listen = ADDR:PORT");
+	else if (qbd_parse_hostport(o->listen, host, sizeof host, &port) < 0)
+		bad(&s[S_LISTEN], "want ADDR:PORT");
+	o->advertise = s[S_ADVERTISE].value;
+	if (o->advertise &&
+	    (qbd_parse_hostport(o->advertise, host, sizeof host, &port) < 0 || port == 0))
+		bad(&s[S_ADVERTISE], "want ADDR:PORT with a port");
+	o->metrics = s[S_METRICS].value;
+	if (o->metrics && qbd_parse_hostport(o->metrics, host, sizeof host, &port) < 0)
+		bad(&s[S_METRICS], "want ADDR:PORT");
+}
+
+/* The cluster secret, if one is named, must load. */
+static void check_secret(const struct qbd_setting *s, struct qbd_chunkd_opts *o)
+{
+	struct qbd_secret secret;
+	char err[512];
+
+	o->secret_file = s->value;
+	if (o->secret_file && *o->secret_file &&
+	    qbd_secret_load(o->secret_file, &secret, err, sizeof err) < 0) {
+		fprintf(stderr, "qbd-chunkd: %s (from %s)\n", err, s->where);
+		problems++;
+	}
+	qbd_secret_clear(&secret);
+}
+
+/* Check every setting into o; each problem is said on stderr and
+ * counted in problems. */
+static void check_settings(const struct qbd_setting s[S_N], struct qbd_chunkd_opts *o)
+{
+	unsigned long n;
+	char *end;
 
 	if (s[S_LOGLEVEL].value) {
 		int lvl = qbd_log_parse_level(s[S_LOGLEVEL].value);
@@ -157,43 +226,20 @@ int main(int argc, char **argv)
 		else
 			qbd_log_set_level(lvl);
 	}
-	o.data = s[S_DATA].value;
-	if (!o.data || !*o.data) {
-		missing("no store: --data PATH, or data = PATH in [chunkd] or [chunkd.NAME]");
-	} else {
-		struct stat st;
-		char dir[4096];
-		const char *slash = strrchr(o.data, '/');
-
-		snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - o.data) : 1,
-			 slash ? o.data : ".");
-		if (stat(o.data, &st) < 0 && (errno != ENOENT || stat(dir[0] ? dir : "/", &st) < 0))
-			bad(&s[S_DATA], "neither the store nor its directory exists");
-	}
+	check_store(&s[S_DATA], o);
 	if (s[S_SIZE].value &&
-	    (qbd_parse_size(s[S_SIZE].value, &o.create_size) < 0 || o.create_size == 0))
+	    (qbd_parse_size(s[S_SIZE].value, &o->create_size) < 0 || o->create_size == 0))
 		bad(&s[S_SIZE], "want a size such as 100G");
-	o.listen = s[S_LISTEN].value;
-	if (!o.listen)
-		missing("no address to serve on: --listen ADDR:PORT, or listen = ADDR:PORT");
-	else if (qbd_parse_hostport(o.listen, host, sizeof host, &port) < 0)
-		bad(&s[S_LISTEN], "want ADDR:PORT");
-	o.advertise = s[S_ADVERTISE].value;
-	if (o.advertise &&
-	    (qbd_parse_hostport(o.advertise, host, sizeof host, &port) < 0 || port == 0))
-		bad(&s[S_ADVERTISE], "want ADDR:PORT with a port");
-	o.zone = s[S_ZONE].value;
-	if (!o.zone || !*o.zone)
+	check_addresses(s, o);
+	o->zone = s[S_ZONE].value;
+	if (!o->zone || !*o->zone)
 		missing("no zone: --zone NAME, or zone = NAME");
-	else if (strlen(o.zone) >= 64)
+	else if (strlen(o->zone) >= 64)
 		bad(&s[S_ZONE], "a zone name has 1 to 63 characters");
-	o.etcd = s[S_ETCD].value;
-	if (!o.etcd || !*o.etcd)
+	o->etcd = s[S_ETCD].value;
+	if (!o->etcd || !*o->etcd)
 		missing("no etcd: --etcd URL, $QBD_ETCD, or etcd = URL in [cluster]");
-	o.metrics = s[S_METRICS].value;
-	if (o.metrics && qbd_parse_hostport(o.metrics, host, sizeof host, &port) < 0)
-		bad(&s[S_METRICS], "want ADDR:PORT");
-	if (s[S_SCRUB].value && qbd_parse_size(s[S_SCRUB].value, &o.scrub_rate) < 0)
+	if (s[S_SCRUB].value && qbd_parse_size(s[S_SCRUB].value, &o->scrub_rate) < 0)
 		bad(&s[S_SCRUB], "want bytes per second, e.g. 4M (0 = off)");
 	if (s[S_BUFFERS].value) {
 		errno = 0;
@@ -201,35 +247,55 @@ int main(int argc, char **argv)
 		if (errno || end == s[S_BUFFERS].value || *end || n > 4096)
 			bad(&s[S_BUFFERS], "want a count, 0 to 4096");
 		else
-			o.buffers = (unsigned)n;
+			o->buffers = (unsigned)n;
 	}
-	o.secret_file = s[S_SECRET].value;
-	if (o.secret_file && *o.secret_file &&
-	    qbd_secret_load(o.secret_file, &secret, err, sizeof err) < 0) {
-		fprintf(stderr, "qbd-chunkd: %s (from %s)\n", err, s[S_SECRET].where);
-		problems++;
-	}
-	qbd_secret_clear(&secret);
+	check_secret(&s[S_SECRET], o);
+}
 
+/* After check_settings: the exit status of --check-config or of settings
+ * with problems, or -1 to run. */
+static int report_settings(const struct cmdline *cl, const struct qbd_conf *conf,
+			   const struct qbd_chunkd_opts *o)
+{
 	if (problems) {
-		if (!check)
+		if (!cl->check)
 			fprintf(stderr, "qbd-chunkd: not started: %d problem%s above (--help "
 				"lists the settings)\n", problems, problems > 1 ? "s" : "");
-		qbd_conf_free(conf);
 		return 1;
 	}
-	if (check) {
+	if (cl->check) {
 		printf("qbd-chunkd: settings are valid (%s%s%s)\n", qbd_conf_path(conf),
-		       instance ? ", instance " : "", instance ? instance : "");
-		qbd_conf_free(conf);
+		       cl->instance ? ", instance " : "", cl->instance ? cl->instance : "");
 		return 0;
 	}
-	if (!o.secret_file || !*o.secret_file)
+	if (!o->secret_file || !*o->secret_file)
 		qbd_warn("chunkd", "no cluster secret (secret-file): links to this chunk "
 			 "server are not authenticated");
+	return -1;
+}
 
-	signal(SIGPIPE, SIG_IGN);
-	rc = qbd_chunkd_run(&o);
+int main(int argc, char **argv)
+{
+	struct qbd_chunkd_opts o = { .create_size = 8ull << 30,
+				     .scrub_rate = QBD_CHUNKD_SCRUB_RATE,
+				     .buffers = QBD_CHUNKD_BUFFERS };
+	struct cmdline cl = { 0 };
+	struct qbd_setting s[S_N];
+	struct qbd_conf *conf = NULL;
+	int rc;
+
+	qbd_log_init("qbd-chunkd");
+	rc = parse_args(argc, argv, &cl);
+	if (rc >= 0)
+		return rc;
+	if (read_settings(&cl, &conf, s) < 0)
+		return 1;
+	check_settings(s, &o);
+	rc = report_settings(&cl, conf, &o);
+	if (rc < 0) {
+		signal(SIGPIPE, SIG_IGN);
+		rc = qbd_chunkd_run(&o) == 0 ? 0 : 1;
+	}
 	qbd_conf_free(conf);
-	return rc == 0 ? 0 : 1;
+	return rc;
 }

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "chunkd-internal.h"
+#include "internal.h"
 #include "common/log.h"
 #include "common/util.h"
 

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chunkd-internal.h"
+#include "internal.h"
 #include "common/log.h"
 #include "common/util.h"
 

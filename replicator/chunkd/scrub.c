@@ -5,18 +5,18 @@
  * one chunk at a time, ordered with the chunk's writes like a READ). A
  * block that fails is logged here, counted, and flags its chunk DAMAGED
  * in the engine; the volume's writer learns it from its next PING
- * (ping_report in chunkd.c) and copies the chunk again from a good
+ * (ping_report in request.c) and copies the chunk again from a good
  * replica. The walk is paced by a token bucket at the configured rate in
  * bytes per second; a pass that ends starts again from slot 0, at most
  * one pass every CHUNKD_SCRUB_PASS_MIN_NS.
  *
  * Everything runs on the loop thread; the counters reach etcd through
- * the node record (chunkd_stats_tick in chunkd.c).
+ * the node record (chunkd_stats_start in keepalive.c).
  */
 #include <errno.h>
 #include <string.h>
 
-#include "chunkd-internal.h"
+#include "internal.h"
 #include "common/log.h"
 #include "common/util.h"
 

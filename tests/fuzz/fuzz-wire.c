@@ -26,11 +26,11 @@
  *    qbd_core_read_reply. Once two replicas are open the core serves a few
  *    user requests, so that replies meet messages it sent (the core
  *    numbers them 1, 2, 3, ...: small request ids);
- *  - requests as the chunk server takes them (replicator/chunkd/chunkd.c,
+ *  - requests as the chunk server takes them (replicator/chunkd/request.c,
  *    conn_on_header): the data of a WRITE of at most a chunk into a
  *    buffer of exactly data_len bytes, other data discarded. (The chunk
- *    server's request validation, chunkd_validate, is static to
- *    chunkd.c and runs only inside a running server: not reached here.)
+ *    server's request validation, chunkd_validate in validate.c, is not
+ *    reached here.)
  * A request of type MSG_NONE makes on_frame stop the feed, as a receiver
  * that drops the connection.
  */

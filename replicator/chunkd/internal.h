@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd-chunkd internals: the structures and functions its files share, a
+ * section per file. One loop thread owns all of it, except the node
+ * record that the keepalive thread publishes (under ka_mu).
+ */
+#ifndef QBD_CHUNKD_INTERNAL_H
+#define QBD_CHUNKD_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/auth.h"
+#include "common/metrics.h"
+#include "engine/engine.h"
+#include "replicator/chunkd/chunkd.h"
+#include "replicator/meta/meta.h"
+#include "replicator/wire/wire.h"
+
+struct chunkd;
+struct chunkd_req;
+struct peer;
+
+/* ---- chunkd.c: the server (start-up, the engine's poll, drain, teardown) ---- */
+
+/* The background scrubber (scrub.c). */
+struct chunkd_scrub {
+	uv_timer_t timer;
+	bool timer_on;
+	bool busy;             /* req is in the engine */
+	struct qbd_engine_req req;
+	uint8_t bad[32];       /* req's bad-block bitmap (256 blocks at most) */
+	uint64_t slot;         /* next slot of the walk */
+	int64_t tokens;        /* bytes that may be scrubbed now */
+	uint64_t last_ns;      /* last refill */
+	uint64_t pass_start_ns;/* this pass started (or may start) then */
+	uint64_t pass_chunks, pass_bad;
+	struct qbd_node_scrub stats;
+};
+
+/* Requests of one message type, for the metrics. */
+#define CHUNKD_OPS 12   /* message types 0..11 (QBD__MSG_TYPE__AUTH) */
+struct chunkd_op_stats {
+	uint64_t requests, errors, bytes;
+	struct qbd_hist lat;
+};
+
+struct chunkd {
+	uv_loop_t loop;
+	bool loop_ready;         /* loop initialised (uv_loop_init) */
+	uv_tcp_t server;
+	uv_poll_t engine_poll;
+	uv_signal_t sig_term, sig_int;
+	uv_timer_t drain_timer;
+	uv_timer_t watchdog;     /* systemd watchdog pings (common/svc.h) */
+	struct qbd_engine *e;
+	struct qbd_engine_req flush_req;
+	struct qbd_meta *meta;
+	uint64_t node_id, cluster_id;
+	uint32_t chunk_size;
+	struct qbd_secret secret;  /* len 0: links are not authenticated */
+	struct chunkd_conn *conns;
+	unsigned corked;                 /* chunkd_cork depth */
+	struct chunkd_conn *cork_conns;  /* with replies corked */
+	struct peer *peers;    /* connections to other chunk servers (pull.c) */
+	uv_timer_t peer_timer;
+	bool peer_timer_on;
+	struct chunkd_scrub scrub;
+	uv_timer_t stats_timer;  /* copies the numbers into node (under ka_mu) */
+	bool stopping;
+	uint64_t stop_start_ns;
+	/* metrics (loop thread; rendered once a second by metrics.c) */
+	struct chunkd_op_stats ops[CHUNKD_OPS];
+	uint64_t fenced;          /* requests refused for an old epoch (EPERM) */
+	uint64_t checksum_errors; /* reads answered EBADMSG */
+	uint64_t auth_failures;   /* peers refused: no or wrong secret */
+	uint64_t conns_accepted;
+	const char *zone;
+	struct qbd_metrics *metrics;
+	uv_timer_t metrics_timer;
+	/* keepalive thread (keepalive.c) */
+	pthread_t ka_thread;
+	bool ka_started;
+	pthread_mutex_t ka_mu;
+	pthread_cond_t ka_cv;
+	bool ka_stop;
+	int64_t lease;
+	struct qbd_node_info node;   /* under ka_mu: the loop thread updates its
+				      * numbers, the keepalive thread publishes */
+};
+
+/* ---- conn.c: connection plumbing (accept, reads, replies, lifetime) ---- */
+
+#define CHUNKD_RBUF (64u << 10)
+/* The rest of a payload at least this long is read straight into its
+ * request's buffer, not copied out of rbuf (docs/design.md). */
+#define CHUNKD_DIRECT_MIN (32u << 10)
+
+struct chunkd_conn {
+	uv_tcp_t tcp;
+	struct chunkd *d;
+	struct chunkd_conn *next, *prev;  /* d->conns */
+	struct qbd_wire_rx rx;
+	void *pend_buf;        /* WRITE data buffer between on_header and on_frame */
+	unsigned inflight;     /* requests not yet fully replied */
+	/* FLUSH is a barrier: it covers every WRITE received before it on the
+	 * connection, so it waits for those still in the engine. */
+	uint64_t next_wseq;
+	unsigned ping_cursor;    /* next flagged chunk a PING reply lists (past the bound) */
+	struct chunkd_req *wq_head, *wq_tail;  /* writes in the engine, by seq */
+	struct chunkd_req *fq_head, *fq_tail;  /* flushes waiting for them */
+	struct chunkd_req *cork_head, *cork_tail;  /* replies to write (corked: at chunkd_uncork) */
+	struct chunkd_conn *cork_next;             /* d->cork_conns */
+	bool cork_listed;
+	unsigned refs;         /* 1 for the open handle + 1 per request */
+	bool closing;
+	bool reading;
+	bool direct;           /* the read under way goes into a payload (qbd_wire_rx_direct) */
+	/* Authentication (common/auth.h): with a cluster secret, nothing but
+	 * HELLO and AUTH is served before the peer proved it. */
+	bool hello_done, authed, auth_logged;
+	uint8_t nonce_peer[QBD_AUTH_NONCE], nonce_ours[QBD_AUTH_NONCE];
+	uint8_t mac_ours[QBD_AUTH_MAC];
+	char peer[64];
+	uint8_t rbuf[CHUNKD_RBUF];
+};
+
+/* A 4 KiB-aligned buffer of len bytes for a request's data: one of the
+ * engine's registered pool when one is free and large enough, else
+ * allocated (NULL when out of memory); chunkd_buf_free takes either (and
+ * NULL). */
+void *chunkd_buf_alloc(struct chunkd *d, size_t len);
+void chunkd_buf_free(struct chunkd *d, void *buf);
+
+/* Accept connections on d->server (the uv_listen callback). */
+void chunkd_conn_accept(uv_stream_t *srv, int status);
+/* Start or stop reading c as its requests in flight and the server's
+ * state allow. */
+void chunkd_conn_update_reading(struct chunkd_conn *c);
+/* Close c's socket; c itself lives until its last request has
+ * completed. Safe to call from any callback, more than once. */
+void chunkd_conn_close(struct chunkd_conn *c);
+
+/* Reply to r with status (0 or -errno) and free it once sent. */
+void req_reply(struct chunkd_req *r, int status);
+/* Between chunkd_cork and chunkd_uncork, replies are queued per
+ * connection, then sent in one write each (the replies of one engine
+ * poll pass, of one read from a client). Calls nest. */
+void chunkd_cork(struct chunkd *d);
+void chunkd_uncork(struct chunkd *d);
+
+/* ---- request.c: one request, from its frame to its reply ---- */
+
+struct chunkd_req {
+	struct chunkd_conn *c;
+	uint64_t start_ns;     /* arrival, for the latency histograms */
+	struct qbd_engine_req er;
+	Qbd__Msg reply;
+	int type;
+	uint64_t volume;
+	uint64_t epoch;
+	uint32_t length;
+	void *data;            /* READ/WRITE buffer or OPEN bulk; free() */
+	uint32_t data_len;     /* bytes of data sent with the reply */
+	bool close_after;
+	uint64_t wseq;         /* WRITE: arrival order; FLUSH: last write before it */
+	struct chunkd_req *qprev, *qnext;
+	struct chunkd_req *batch_next; /* corked, then sent with r->w: the rest of its write */
+	unsigned hdr_len;
+	uv_write_t w;
+	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
+};
+
+/* What a connection's receive state machine calls (qbd_wire_rx_feed):
+ * a buffer for WRITE data, then each request frame, which is validated
+ * (chunkd_validate) and handed to the handler of its type. */
+extern const struct qbd_wire_rx_ops chunkd_rx_ops;
+/* Submit r's engine request (r->er filled); the reply follows its
+ * completion. */
+void req_submit(struct chunkd_req *r, enum qbd_engine_op op);
+
+/* ---- validate.c: the one place that judges a request at the edge ---- */
+
+/* What a request is judged against: the server's identity, the state of
+ * the connection it came on, and the promised epoch of its volume. */
+struct chunkd_edge {
+	uint64_t cluster_id, node_id;  /* ours */
+	uint32_t chunk_size;
+	bool authed;          /* the peer may send more than HELLO and AUTH */
+	uint64_t promised;    /* qbd_engine_promised of m->volume_id */
+	const char *peer;     /* for the log */
+};
+
+/* What the caller does besides replying with the error. */
+struct chunkd_verdict {
+	bool close;           /* close the connection after the reply */
+	bool unauthed;        /* refused before authentication */
+};
+
+/* HELLO and AUTH are served before authentication, nothing else. */
+bool chunkd_may(bool authed, int type);
+
+/*
+ * Judge request m (data: its bulk data, or NULL) against x; the reason
+ * of a refusal is logged (an old or unknown epoch at debug level: a
+ * fenced writer's requests are routine). Returns 0 to serve it, or the
+ * status to answer with: -EACCES (another cluster, or before
+ * authentication; v->close), -ENXIO (for another node; v->close),
+ * -EINVAL (malformed: unknown type, a reply, data where none belongs,
+ * a range outside the chunk or the wire, unknown flags, ...), -EPERM
+ * (an epoch older than x->promised) or -ENOTCONN (a data-path request
+ * of an epoch this replica has not promised). Pure: touches nothing
+ * but the log and *v; any thread.
+ */
+int chunkd_validate(const struct chunkd_edge *x, const Qbd__Msg *m, const void *data,
+		    struct chunkd_verdict *v);
+
+/* ---- keepalive.c: the node's etcd record and lease ---- */
+
+/* Set up and tear down the lock and condition of the keepalive thread. */
+void chunkd_keepalive_init(struct chunkd *d);
+void chunkd_keepalive_fini(struct chunkd *d);
+/* Register the node (its record under a new lease) with bound as its
+ * address unless o->advertise says otherwise; 0 or -errno (logged). */
+int chunkd_register(struct chunkd *d, const struct qbd_chunkd_opts *o, const char *bound);
+/* Revoke the lease, if any (the node record goes with it). */
+void chunkd_unregister(struct chunkd *d);
+/* Start the thread that keeps the lease alive and republishes the node
+ * record when its numbers change; 0 or -errno (logged). Stop it (no-op
+ * if not started). */
+int chunkd_keepalive_start(struct chunkd *d);
+void chunkd_keepalive_stop(struct chunkd *d);
+/* Copy the engine's and the scrubber's numbers into the node record every
+ * QBD_CHUNKD_STATS_MS (loop thread). */
+void chunkd_stats_start(struct chunkd *d);
+
+/* ---- metrics.c: the Prometheus endpoint ---- */
+
+/* Serve the metrics on addr (NULL: no-op) and publish them once a
+ * second; chunkd_metrics_stop before the loop closes. */
+int chunkd_metrics_start(struct chunkd *d, const char *addr);
+void chunkd_metrics_stop(struct chunkd *d);
+
+/* ---- pull.c: replica-to-replica resync ---- */
+
+/* Serve a PULL (validated, epoch checked): read the chunk from the
+ * source replica, then store it as a RESYNC write; r is answered either
+ * way. */
+void chunkd_pull(struct chunkd *d, struct chunkd_req *r, const Qbd__Msg *m);
+/* Fail every pull and close every connection to other chunk servers. */
+void chunkd_peers_close(struct chunkd *d);
+
+/* ---- scrub.c: the background scrub ---- */
+
+/* Start the background scrub at rate bytes/s (0: off; 0 or -ENOMEM);
+ * stop submitting and close its timer (a scrub in the engine still
+ * completes; the drain waits for it). */
+int chunkd_scrub_start(struct chunkd *d, uint64_t rate);
+void chunkd_scrub_stop(struct chunkd *d);
+
+#endif
