@@ -112,6 +112,7 @@ HELPER_BIN = $(patsubst tests/helpers/%.c,$(BUILD)/tests/helpers/%,$(HELPER_SRC)
 # What each unit test links (default: everything).
 TEST_A_test-engine = $(A_ENGINE) $(A_COMMON)
 TEST_A_test-wire   = $(A_WIRE) $(A_COMMON)
+TEST_A_test-chunkd = $(A_CHUNKD) $(A_ENGINE) $(A_META) $(A_WIRE) $(A_COMMON)
 TEST_A_test-core   = $(A_CORE) $(A_COMMON)
 TEST_A_test-meta   = $(A_META) $(A_WIRE) $(A_COMMON)
 TEST_A_test-nbd    = $(A_NBD) $(A_COMMON)

@@ -1,0 +1,790 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unit tests for the chunk server's edge: chunkd_validate
+ * (replicator/chunkd/validate.c) on every message type with every bad
+ * field, and the good ones. Each refused request is also sent as a frame
+ * over a real connection of the server's own code (conn.c, request.c) on
+ * a real store (engine/engine.h on a file in a temporary directory): it
+ * must be answered with the same errno (closing the connection when the
+ * verdict says so) and leave the store as it was, byte for byte, with no
+ * I/O issued. A good WRITE sent the same way must change the store, so
+ * that the comparison is seen to work.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+#include <xxhash.h>
+
+#include "engine/engine.h"
+#include "replicator/chunkd/internal.h"
+#include "replicator/wire/wire.h"
+
+#define CLUSTER 0x5eedull
+#define VOL 0x1234ull        /* promised EPOCH at setup, chunk 1 written */
+#define OTHER 0x5678ull      /* a volume never opened here */
+#define EPOCH 7ull
+#define V1 (EPOCH << 40 | 1)
+#define V2 (EPOCH << 40 | 2)
+#define CS (64u << 10)
+#define STORE (16ull << 20)
+
+#define HELLO QBD__MSG_TYPE__HELLO
+#define OPEN QBD__MSG_TYPE__OPEN
+#define READ QBD__MSG_TYPE__READ
+#define WRITE QBD__MSG_TYPE__WRITE
+#define FLUSH QBD__MSG_TYPE__FLUSH
+#define DELETE QBD__MSG_TYPE__DELETE_VOLUME
+#define PING QBD__MSG_TYPE__PING
+#define CHECKSUM QBD__MSG_TYPE__CHECKSUM
+#define PULL QBD__MSG_TYPE__PULL
+#define USAGE QBD__MSG_TYPE__USAGE
+#define AUTH QBD__MSG_TYPE__AUTH
+
+/* Every request type, and those that carry a volume's epoch. */
+static const int all_types[] = { HELLO, OPEN, READ, WRITE, FLUSH, DELETE, PING, CHECKSUM,
+				 PULL, USAGE, AUTH };
+#define N_ALL (sizeof all_types / sizeof all_types[0])
+static const int data_path[] = { READ, WRITE, FLUSH, PULL, PING };
+#define N_DATA_PATH (sizeof data_path / sizeof data_path[0])
+
+static char dir[64], path[96];
+static struct chunkd *d;
+static uv_poll_t eng_poll;
+static uint8_t wdata[2 * CS];
+
+/* ---- the store ---- */
+
+static void eng_cb(struct qbd_engine_req *r) { *(int *)r->user = 1; }
+
+/* Run one engine request to completion, outside the loop. */
+static int eng_run(struct qbd_engine_req *r)
+{
+	int done = 0;
+
+	r->cb = eng_cb;
+	r->user = &done;
+	qbd_engine_submit(d->e, r);
+	while (!done) {
+		struct pollfd p = { .fd = qbd_engine_event_fd(d->e), .events = POLLIN };
+		poll(&p, 1, 1000);
+		qbd_engine_poll(d->e);
+	}
+	return r->res;
+}
+
+/* Everything a request could change: the store file's bytes, what the
+ * engine holds and has promised, its space and I/O counters. */
+struct snap {
+	uint64_t file;
+	uint64_t lists[3], promised[3];
+	struct qbd_engine_stats st;
+};
+
+static int snap_chunk(void *user, uint64_t chunk, uint64_t version, uint32_t flags)
+{
+	uint64_t *h = user, v[3] = { chunk, version, flags };
+
+	*h = XXH3_64bits_withSeed(v, sizeof v, *h);
+	return 0;
+}
+
+static void snap_take(struct snap *s)
+{
+	static const uint64_t vols[3] = { VOL, OTHER, 0 };
+	static uint8_t buf[1 << 20];
+	XXH3_state_t *x = XXH3_createState();
+	int fd = open(path, O_RDONLY);
+	ssize_t n;
+
+	ck_assert_int_ge(fd, 0);
+	memset(s, 0, sizeof *s);
+	XXH3_64bits_reset(x);
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		XXH3_64bits_update(x, buf, (size_t)n);
+	ck_assert_int_eq(n, 0);
+	close(fd);
+	s->file = XXH3_64bits_digest(x);
+	XXH3_freeState(x);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(qbd_engine_for_each_chunk(d->e, vols[i], snap_chunk,
+							   &s->lists[i]), 0);
+		s->promised[i] = qbd_engine_promised(d->e, vols[i]);
+	}
+	qbd_engine_stats(d->e, &s->st);
+}
+
+static bool snap_same(const struct snap *a, const struct snap *b)
+{
+	return a->file == b->file && !memcmp(a->lists, b->lists, sizeof a->lists) &&
+	       !memcmp(a->promised, b->promised, sizeof a->promised) &&
+	       a->st.used == b->st.used && a->st.chunks == b->st.chunks &&
+	       a->st.held == b->st.held && a->st.free_slots == b->st.free_slots &&
+	       a->st.data_reads == b->st.data_reads && a->st.data_writes == b->st.data_writes &&
+	       a->st.meta_writes == b->st.meta_writes && a->st.zeroings == b->st.zeroings &&
+	       a->st.syncs == b->st.syncs;
+}
+
+/* ---- the server around it ---- */
+
+static void on_engine(uv_poll_t *p, int status, int events)
+{
+	(void)p;
+	(void)status;
+	(void)events;
+	chunkd_cork(d);
+	qbd_engine_poll(d->e);
+	chunkd_uncork(d);
+}
+
+static void setup(void)
+{
+	struct qbd_engine_opts o = { .create_size = STORE, .chunk_size = CS };
+	struct qbd_engine_req promise = { .op = QBD_ENGINE_PROMISE, .volume = VOL,
+					  .epoch = EPOCH };
+	struct qbd_engine_req w = { .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = 1,
+				    .length = CS, .buf = wdata, .new_version = V1 };
+	struct qbd_engine_req f = { .op = QBD_ENGINE_FLUSH };
+
+	snprintf(dir, sizeof dir, "/tmp/qbd-test-chunkd.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/store", dir);
+	o.path = path;
+	for (size_t i = 0; i < sizeof wdata; i++)
+		wdata[i] = (uint8_t)(i * 2654435761u >> 13);
+	d = calloc(1, sizeof *d);
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(qbd_engine_open(&o, &d->e), 0);
+	ck_assert_int_eq(qbd_engine_set_cluster_id(d->e, CLUSTER), 0);
+	d->cluster_id = CLUSTER;
+	d->node_id = qbd_engine_node_id(d->e);
+	d->chunk_size = CS;
+	ck_assert_int_eq(uv_loop_init(&d->loop), 0);
+	d->loop_ready = true;
+	uv_poll_init(&d->loop, &eng_poll, qbd_engine_event_fd(d->e));
+	uv_poll_start(&eng_poll, UV_READABLE, on_engine);
+	ck_assert_int_eq(eng_run(&promise), 0);
+	ck_assert_int_eq(eng_run(&w), (int)CS);
+	ck_assert_int_eq(eng_run(&f), 0);
+}
+
+static void teardown(void)
+{
+	while (d->conns)
+		chunkd_conn_close(d->conns);
+	uv_close((uv_handle_t *)&eng_poll, NULL);
+	uv_run(&d->loop, UV_RUN_DEFAULT);
+	ck_assert_int_eq(uv_loop_close(&d->loop), 0);
+	ck_assert_uint_eq(qbd_engine_busy(d->e), 0);
+	qbd_engine_close(d->e);
+	free(d);
+	d = NULL;
+	unlink(path);
+	rmdir(dir);
+}
+
+/* A connection the server accepted, its peer's end in *fd. */
+static struct chunkd_conn *conn_open(int *fd)
+{
+	struct chunkd_conn *c = calloc(1, sizeof *c);
+	int sv[2];
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	c->d = d;
+	c->refs = 1;
+	qbd_wire_rx_init(&c->rx);
+	snprintf(c->peer, sizeof c->peer, "test");
+	uv_tcp_init(&d->loop, &c->tcp);
+	ck_assert_int_eq(uv_tcp_open(&c->tcp, sv[0]), 0);
+	c->next = d->conns;
+	if (d->conns)
+		d->conns->prev = c;
+	d->conns = c;
+	chunkd_conn_update_reading(c);
+	*fd = sv[1];
+	return c;
+}
+
+/* What the peer received. */
+struct answer {
+	int frames;
+	int status;
+	int type;
+	uint64_t epoch;
+	bool closed;           /* the server closed the connection */
+};
+
+static void *ans_on_header(void *user, const Qbd__Msg *m)
+{
+	(void)user;
+	(void)m;
+	return QBD_WIRE_DISCARD;
+}
+
+static int ans_on_frame(void *user, Qbd__Msg *m, void *data)
+{
+	struct answer *a = user;
+
+	(void)data;
+	ck_assert(m->reply);
+	a->frames++;
+	a->status = m->status;
+	a->type = m->type;
+	a->epoch = m->epoch;
+	return 0;
+}
+
+static const struct qbd_wire_rx_ops ans_ops = { ans_on_header, ans_on_frame };
+
+/* Send m (and data_len bytes of data, from wdata) on a new connection,
+ * run the server until it answered (and, if until_closed, closed the
+ * connection), and return what came back. */
+static struct answer send_frame(const Qbd__Msg *m, bool until_closed)
+{
+	struct answer a = { 0 };
+	struct qbd_wire_rx rx;
+	uint8_t out[QBD_WIRE_FRAME_MAX_PREFIX + sizeof wdata], in[4096];
+	ssize_t h = qbd_wire_encode(m, out, sizeof out);
+	size_t len, sent = 0;
+	int fd, i;
+
+	ck_assert_int_gt(h, 0);
+	ck_assert_uint_le(m->data_len, sizeof wdata);
+	memcpy(out + h, wdata, m->data_len);
+	len = (size_t)h + m->data_len;
+	qbd_wire_rx_init(&rx);
+	conn_open(&fd);
+	for (i = 0; i < 5000 && !(a.frames && (a.closed || !until_closed)); i++) {
+		ssize_t n;
+
+		if (sent < len) {
+			n = send(fd, out + sent, len - sent, MSG_NOSIGNAL);
+			if (n > 0)
+				sent += (size_t)n;
+		}
+		uv_run(&d->loop, UV_RUN_NOWAIT);
+		while ((n = recv(fd, in, sizeof in, 0)) > 0)
+			ck_assert_int_eq(qbd_wire_rx_feed(&rx, in, (size_t)n, &ans_ops, &a), 0);
+		if (n == 0)
+			a.closed = true;
+		if (!a.frames)
+			poll(NULL, 0, 1);
+	}
+	ck_assert_msg(a.frames == 1, "%s: %d replies in %d passes (want 1)",
+		      qbd_wire_type_name(m->type), a.frames, i);
+	qbd_wire_rx_reset(&rx);
+	close(fd);
+	/* The server sees the peer leave, and frees the connection. */
+	for (i = 0; i < 100 && d->conns; i++) {
+		uv_run(&d->loop, UV_RUN_NOWAIT);
+		poll(NULL, 0, 1);
+	}
+	ck_assert_msg(!d->conns, "the connection outlived its peer");
+	return a;
+}
+
+/* ---- requests ---- */
+
+/* A good request of each type, for VOL at EPOCH. */
+static Qbd__Msg good(int type)
+{
+	Qbd__Msg m;
+
+	qbd__msg__init(&m);
+	m.type = type;
+	m.cluster_id = CLUSTER;
+	m.node_id = d->node_id;
+	m.request_id = 100 + type;
+	switch (type) {
+	case OPEN:
+	case FLUSH:
+	case DELETE:
+	case PING:
+		m.volume_id = VOL;
+		m.epoch = EPOCH;
+		break;
+	case USAGE:
+		m.volume_id = VOL;
+		break;
+	case CHECKSUM:
+		m.volume_id = VOL;
+		m.chunk = 1;
+		break;
+	case READ:
+		m.volume_id = VOL;
+		m.epoch = EPOCH;
+		m.chunk = 1;
+		m.offset = 4096;
+		m.length = 8192;
+		break;
+	case WRITE:
+		m.volume_id = VOL;
+		m.epoch = EPOCH;
+		m.chunk = 2;
+		m.offset = 4096;
+		m.length = 8192;
+		m.data_len = 8192;
+		m.new_version = V2;
+		break;
+	case PULL:
+		m.volume_id = VOL;
+		m.epoch = EPOCH;
+		m.chunk = 3;
+		m.length = CS;
+		m.new_version = V1;
+		m.source_node = 0x43;
+		m.source_addr = "127.0.0.1:9";
+		break;
+	default:
+		break;
+	}
+	return m;
+}
+
+/* The data the server hands chunkd_validate with m: conn_on_header's
+ * buffer for a WRITE of at most a chunk, else none. */
+static const void *data_of(const Qbd__Msg *m)
+{
+	return m->type == WRITE && !(m->flags & QBD_WIRE_F_ZERO) && m->data_len &&
+	       m->data_len <= CS ? wdata : NULL;
+}
+
+static int judge(const Qbd__Msg *m, bool authed, struct chunkd_verdict *v)
+{
+	struct chunkd_edge x = {
+		.cluster_id = d->cluster_id, .node_id = d->node_id, .chunk_size = d->chunk_size,
+		.authed = authed, .promised = qbd_engine_promised(d->e, m->volume_id),
+		.peer = "test",
+	};
+
+	return chunkd_validate(&x, m, data_of(m), v);
+}
+
+/* m, sent to the server, is refused with err without changing the store;
+ * when close, the server closes the connection after its reply. */
+static void refused_on_wire(const Qbd__Msg *m, int err, bool close)
+{
+	struct snap before, after;
+	struct answer a;
+
+	snap_take(&before);
+	a = send_frame(m, close);
+	ck_assert_msg(a.status == err, "%s: answered %d, want %d (%s)",
+		      qbd_wire_type_name(m->type), a.status, err, strerror(-err));
+	ck_assert_msg(a.closed == close, "%s: connection %s", qbd_wire_type_name(m->type),
+		      close ? "left open" : "closed");
+	if (err == -EPERM || err == -ENOTCONN)
+		ck_assert_uint_eq(a.epoch, qbd_engine_promised(d->e, m->volume_id));
+	ck_assert_uint_eq(qbd_engine_busy(d->e), 0);
+	snap_take(&after);
+	ck_assert_msg(snap_same(&before, &after), "%s refused with %d changed the store",
+		      qbd_wire_type_name(m->type), err);
+}
+
+/* chunkd_validate refuses m with err (and the verdict close), and so does
+ * the server, changing nothing. */
+static void refused(const Qbd__Msg *m, int err, bool close)
+{
+	struct chunkd_verdict v;
+	int rc = judge(m, !d->secret.len, &v);
+
+	ck_assert_msg(rc == err, "chunkd_validate(%s): %d, want %d (%s)",
+		      qbd_wire_type_name(m->type), rc, err, strerror(-err));
+	ck_assert_int_eq(v.close, close);
+	refused_on_wire(m, err, close);
+}
+
+static void passes(const Qbd__Msg *m)
+{
+	struct chunkd_verdict v;
+	int rc = judge(m, true, &v);
+
+	ck_assert_msg(rc == 0, "chunkd_validate(%s): %d, want 0",
+		      qbd_wire_type_name(m->type), rc);
+	ck_assert(!v.close);
+}
+
+/* ---- good requests ---- */
+
+START_TEST(every_good_request_passes)
+{
+	Qbd__Msg m;
+
+	for (size_t i = 0; i < N_ALL; i++) {
+		m = good(all_types[i]);
+		passes(&m);
+	}
+	m = good(HELLO);
+	m.node_id = 0;              /* a client that does not know us yet */
+	passes(&m);
+	m = good(PING);
+	m.volume_id = 0;            /* no volume: any epoch */
+	m.epoch = 0;
+	passes(&m);
+	m = good(USAGE);
+	m.volume_id = 0;            /* the whole store */
+	passes(&m);
+	m = good(CHECKSUM);
+	m.epoch = EPOCH - 1;        /* read-only: any epoch */
+	passes(&m);
+	m = good(OPEN);
+	m.epoch = EPOCH + 1;        /* a new writer */
+	passes(&m);
+	m = good(READ);
+	m.flags = QBD_WIRE_F_BITMAP;
+	passes(&m);
+	m = good(READ);
+	m.offset = 0;
+	m.length = CS;              /* the whole chunk */
+	passes(&m);
+	m = good(WRITE);
+	m.flags = QBD_WIRE_F_ZERO | QBD_WIRE_F_FUA;
+	m.data_len = 0;
+	passes(&m);
+	m = good(WRITE);
+	m.flags = QBD_WIRE_F_RESYNC;
+	m.offset = 0;
+	m.length = m.data_len = CS;
+	passes(&m);
+	m = good(WRITE);
+	m.flags = QBD_WIRE_F_REPAIR | QBD_WIRE_F_FUA;
+	passes(&m);
+}
+END_TEST
+
+START_TEST(good_write_changes_the_store)
+{
+	Qbd__Msg m = good(WRITE);
+	struct snap before, after;
+	struct answer a;
+	uint8_t back[8192];
+	struct qbd_engine_req r = { .op = QBD_ENGINE_READ, .volume = VOL, .chunk = 2,
+				    .offset = 4096, .length = sizeof back, .buf = back };
+
+	snap_take(&before);
+	a = send_frame(&m, false);
+	ck_assert_int_eq(a.status, 0);
+	ck_assert(!a.closed);
+	snap_take(&after);
+	ck_assert(!snap_same(&before, &after));
+	ck_assert_int_eq(eng_run(&r), (int)sizeof back);
+	ck_assert_uint_eq(r.version, V2);
+	ck_assert_mem_eq(back, wdata, sizeof back);
+}
+END_TEST
+
+/* ---- identity: cluster, node, authentication ---- */
+
+START_TEST(wrong_cluster_id_is_refused_and_closes)
+{
+	for (size_t i = 0; i < N_ALL; i++) {
+		Qbd__Msg m = good(all_types[i]);
+
+		m.cluster_id = CLUSTER + 1;
+		refused(&m, -EACCES, true);
+		m.cluster_id = 0;
+		refused(&m, -EACCES, true);
+	}
+}
+END_TEST
+
+START_TEST(wrong_node_id_is_refused_and_closes)
+{
+	for (size_t i = 0; i < N_ALL; i++) {
+		Qbd__Msg m = good(all_types[i]);
+
+		m.node_id = d->node_id ^ 1;
+		refused(&m, -ENXIO, true);
+		if (m.type == HELLO)
+			continue;   /* node 0: a client that does not know us yet */
+		m.node_id = 0;
+		refused(&m, -ENXIO, true);
+	}
+}
+END_TEST
+
+START_TEST(only_hello_and_auth_before_authentication)
+{
+	d->secret.len = 16;
+	memset(d->secret.key, 0x5a, 16);
+	for (size_t i = 0; i < N_ALL; i++) {
+		Qbd__Msg m = good(all_types[i]);
+		struct chunkd_verdict v;
+
+		if (m.type == HELLO || m.type == AUTH) {
+			ck_assert_int_eq(judge(&m, false, &v), 0);
+			continue;
+		}
+		ck_assert_int_eq(judge(&m, false, &v), -EACCES);
+		ck_assert(v.close && v.unauthed);
+		refused_on_wire(&m, -EACCES, true);
+	}
+}
+END_TEST
+
+START_TEST(hello_without_challenge_or_auth_before_hello_is_refused)
+{
+	Qbd__Msg m = good(HELLO);
+
+	d->secret.len = 16;
+	memset(d->secret.key, 0x5a, 16);
+	refused_on_wire(&m, -EACCES, true);   /* no nonce: no secret */
+	m = good(AUTH);
+	refused_on_wire(&m, -EACCES, true);
+}
+END_TEST
+
+/* ---- shape ---- */
+
+START_TEST(unknown_type_is_refused)
+{
+	static const int bad[] = { QBD__MSG_TYPE__MSG_NONE, AUTH + 1, 99 };
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		Qbd__Msg m = good(PING);
+
+		m.type = bad[i];
+		refused(&m, -EINVAL, false);
+	}
+}
+END_TEST
+
+START_TEST(reply_is_refused)
+{
+	for (size_t i = 0; i < N_ALL; i++) {
+		Qbd__Msg m = good(all_types[i]);
+
+		m.reply = true;
+		refused(&m, -EINVAL, false);
+	}
+}
+END_TEST
+
+START_TEST(data_where_none_belongs_is_refused)
+{
+	for (size_t i = 0; i < N_ALL; i++) {
+		Qbd__Msg m = good(all_types[i]);
+
+		if (m.type == WRITE)
+			m.flags = QBD_WIRE_F_ZERO;   /* zeroing: no data */
+		m.data_len = 4096;
+		refused(&m, -EINVAL, false);
+	}
+}
+END_TEST
+
+START_TEST(range_outside_the_chunk_is_refused)
+{
+	static const struct { uint32_t off, len; } bad[] = {
+		{ 0, 0 },                  /* empty */
+		{ 4096, 0 },
+		{ 0, CS + 4096 },          /* longer than a chunk */
+		{ CS - 4096, 8192 },       /* across the end */
+		{ CS, 4096 },              /* past the end */
+		{ UINT32_MAX, 8192 },      /* offset + length overflows 32 bits */
+	};
+	static const int types[] = { READ, WRITE };
+
+	for (size_t t = 0; t < 2; t++) {
+		for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+			Qbd__Msg m = good(types[t]);
+
+			m.offset = bad[i].off;
+			m.length = bad[i].len;
+			if (m.type == WRITE)
+				m.data_len = bad[i].len;
+			refused(&m, -EINVAL, false);
+		}
+	}
+}
+END_TEST
+
+START_TEST(oversize_write_payload_is_refused)
+{
+	Qbd__Msg m = good(WRITE);
+
+	m.offset = 0;
+	m.length = m.data_len = 2 * CS;    /* more than a chunk: discarded */
+	refused(&m, -EINVAL, false);
+	m = good(WRITE);
+	m.data_len = 2 * CS;               /* more than its length */
+	refused(&m, -EINVAL, false);
+	m = good(WRITE);
+	m.data_len = 4096;                 /* less than its length */
+	refused(&m, -EINVAL, false);
+	m = good(WRITE);
+	m.data_len = 0;                    /* none, not zeroing */
+	refused(&m, -EINVAL, false);
+}
+END_TEST
+
+START_TEST(misaligned_bitmap_read_is_refused)
+{
+	static const struct { uint32_t off, len; } bad[] = {
+		{ 512, 4096 }, { 0, 4095 }, { 4096, 100 },
+	};
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		Qbd__Msg m = good(READ);
+
+		m.flags = QBD_WIRE_F_BITMAP;
+		m.offset = bad[i].off;
+		m.length = bad[i].len;
+		refused(&m, -EINVAL, false);
+	}
+}
+END_TEST
+
+START_TEST(unknown_flags_are_refused)
+{
+	Qbd__Msg m = good(READ);
+
+	m.flags = QBD_WIRE_F_FUA;          /* a WRITE flag */
+	refused(&m, -EINVAL, false);
+	m.flags = 0x100;
+	refused(&m, -EINVAL, false);
+	m = good(WRITE);
+	m.flags = QBD_WIRE_F_BITMAP;       /* a READ flag */
+	refused(&m, -EINVAL, false);
+	m.flags = 0x80000000u;
+	refused(&m, -EINVAL, false);
+}
+END_TEST
+
+START_TEST(resync_of_part_or_mixed_is_refused)
+{
+	Qbd__Msg m = good(WRITE);
+
+	m.flags = QBD_WIRE_F_RESYNC;       /* not the whole chunk */
+	refused(&m, -EINVAL, false);
+	m = good(WRITE);
+	m.offset = 0;
+	m.length = m.data_len = CS;
+	m.flags = QBD_WIRE_F_RESYNC | QBD_WIRE_F_REPAIR;
+	refused(&m, -EINVAL, false);
+	m.flags = QBD_WIRE_F_RESYNC | QBD_WIRE_F_ZERO;
+	m.data_len = 0;
+	refused(&m, -EINVAL, false);
+}
+END_TEST
+
+START_TEST(pull_of_part_or_without_source_is_refused)
+{
+	Qbd__Msg m = good(PULL);
+
+	m.length = CS - 4096;
+	refused(&m, -EINVAL, false);
+	m = good(PULL);
+	m.offset = 4096;
+	m.length = CS - 4096;
+	refused(&m, -EINVAL, false);
+	m = good(PULL);
+	m.source_node = 0;
+	refused(&m, -EINVAL, false);
+	m = good(PULL);
+	m.source_addr = NULL;
+	refused(&m, -EINVAL, false);
+	m.source_addr = "";
+	refused(&m, -EINVAL, false);
+}
+END_TEST
+
+/* ---- epochs and volumes ---- */
+
+START_TEST(old_epoch_is_fenced)
+{
+	static const int types[] = { READ, WRITE, FLUSH, PULL, PING, OPEN, DELETE };
+
+	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+		Qbd__Msg m = good(types[i]);
+
+		m.epoch = EPOCH - 1;
+		refused(&m, -EPERM, false);
+		m.epoch = 1;
+		refused(&m, -EPERM, false);
+	}
+}
+END_TEST
+
+START_TEST(epoch_not_promised_is_not_served)
+{
+	for (size_t i = 0; i < N_DATA_PATH; i++) {
+		Qbd__Msg m = good(data_path[i]);
+
+		m.epoch = EPOCH + 1;
+		refused(&m, -ENOTCONN, false);
+		m.epoch = UINT64_MAX;
+		refused(&m, -ENOTCONN, false);
+	}
+}
+END_TEST
+
+START_TEST(volume_not_open_here_is_not_served)
+{
+	for (size_t i = 0; i < N_DATA_PATH; i++) {
+		Qbd__Msg m = good(data_path[i]);
+
+		m.volume_id = OTHER;
+		refused(&m, -ENOTCONN, false);
+	}
+}
+END_TEST
+
+static Suite *chunkd_suite(void)
+{
+	Suite *s = suite_create("chunkd");
+	TCase *t;
+
+	t = tcase_create("good");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_test(t, every_good_request_passes);
+	tcase_add_test(t, good_write_changes_the_store);
+	suite_add_tcase(s, t);
+
+	t = tcase_create("identity");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_test(t, wrong_cluster_id_is_refused_and_closes);
+	tcase_add_test(t, wrong_node_id_is_refused_and_closes);
+	tcase_add_test(t, only_hello_and_auth_before_authentication);
+	tcase_add_test(t, hello_without_challenge_or_auth_before_hello_is_refused);
+	suite_add_tcase(s, t);
+
+	t = tcase_create("shape");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_test(t, unknown_type_is_refused);
+	tcase_add_test(t, reply_is_refused);
+	tcase_add_test(t, data_where_none_belongs_is_refused);
+	tcase_add_test(t, range_outside_the_chunk_is_refused);
+	tcase_add_test(t, oversize_write_payload_is_refused);
+	tcase_add_test(t, misaligned_bitmap_read_is_refused);
+	tcase_add_test(t, unknown_flags_are_refused);
+	tcase_add_test(t, resync_of_part_or_mixed_is_refused);
+	tcase_add_test(t, pull_of_part_or_without_source_is_refused);
+	suite_add_tcase(s, t);
+
+	t = tcase_create("epoch");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_test(t, old_epoch_is_fenced);
+	tcase_add_test(t, epoch_not_promised_is_not_served);
+	tcase_add_test(t, volume_not_open_here_is_not_served);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(chunkd_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
