@@ -208,11 +208,12 @@ bool chunkd_may(bool authed, int type);
  * fenced writer's requests are routine). Returns 0 to serve it, or the
  * status to answer with: -EACCES (another cluster, or before
  * authentication; v->close), -ENXIO (for another node; v->close),
- * -EINVAL (malformed: unknown type, a reply, data where none belongs,
- * a range outside the chunk or the wire, unknown flags, ...), -EPERM
- * (an epoch older than x->promised) or -ENOTCONN (a data-path request
- * of an epoch this replica has not promised). Pure: touches nothing
- * but the log and *v; any thread.
+ * -EINVAL (malformed: unknown type, a reply, no volume, a chunk the
+ * wire cannot list, a range outside the chunk, data where none belongs,
+ * unknown flags, OPEN or DELETE_VOLUME at epoch 0, ...), -EPERM (an
+ * epoch older than x->promised) or -ENOTCONN (a data-path request of an
+ * epoch this replica has not promised, or of a volume it promised
+ * nothing for). Pure: touches nothing but the log and *v; any thread.
  */
 int chunkd_validate(const struct chunkd_edge *x, const Qbd__Msg *m, const void *data,
 		    struct chunkd_verdict *v);

@@ -57,10 +57,41 @@ static const char *validate_write(const struct chunkd_edge *x, const Qbd__Msg *m
 	return NULL;
 }
 
+/* Which volume and chunk m names: a volume for every request about one
+ * (PING and USAGE take 0 for none and for the whole store), a chunk an
+ * OPEN reply can list (QBD_WIRE_MAX_CHUNK: a chunk stored beyond it
+ * would make every later OPEN of its volume fail), a first epoch for a
+ * promise (writers start at 1; 0 promises nothing). */
+static const char *validate_target(const Qbd__Msg *m)
+{
+	switch (m->type) {
+	case QBD__MSG_TYPE__READ:
+	case QBD__MSG_TYPE__WRITE:
+	case QBD__MSG_TYPE__PULL:
+	case QBD__MSG_TYPE__CHECKSUM:
+		if (m->chunk > QBD_WIRE_MAX_CHUNK)
+			return "chunk index beyond what the wire can list";
+		/* fall through */
+	case QBD__MSG_TYPE__FLUSH:
+		return m->volume_id == 0 ? "no volume" : NULL;
+	case QBD__MSG_TYPE__OPEN:
+	case QBD__MSG_TYPE__DELETE_VOLUME:
+		if (m->volume_id == 0)
+			return "no volume";
+		return m->epoch == 0 ? "epoch 0 (epochs start at 1)" : NULL;
+	default:
+		return NULL;
+	}
+}
+
 /* What is wrong with the shape of m, or NULL. */
 static const char *validate_shape(const struct chunkd_edge *x, const Qbd__Msg *m,
 				  const void *data)
 {
+	const char *why = validate_target(m);
+
+	if (why)
+		return why;
 	switch (m->type) {
 	case QBD__MSG_TYPE__HELLO:
 	case QBD__MSG_TYPE__AUTH:
@@ -92,9 +123,9 @@ static const char *validate_shape(const struct chunkd_edge *x, const Qbd__Msg *m
 
 /*
  * The epoch of m against the volume's promised one: 0, -EPERM (older:
- * a deposed writer) or -ENOTCONN (newer than promised: the volume is not
- * open here at that epoch). READ, WRITE, FLUSH, PULL and a PING with a
- * volume need the promised epoch itself; OPEN and DELETE_VOLUME any not
+ * a deposed writer) or -ENOTCONN (newer than promised, or nothing
+ * promised: the volume is not open here at that epoch). READ, WRITE,
+ * FLUSH, PULL and a PING with a volume need the promised epoch itself; OPEN and DELETE_VOLUME any not
  * older; HELLO, AUTH, USAGE and CHECKSUM (read-only, for operators) any.
  */
 static int validate_epoch(const struct chunkd_edge *x, const Qbd__Msg *m)
@@ -108,7 +139,7 @@ static int validate_epoch(const struct chunkd_edge *x, const Qbd__Msg *m)
 	case QBD__MSG_TYPE__WRITE:
 	case QBD__MSG_TYPE__FLUSH:
 	case QBD__MSG_TYPE__PULL:
-		if (m->epoch == x->promised)
+		if (m->epoch == x->promised && x->promised != 0)
 			return 0;
 		return m->epoch < x->promised ? -EPERM : -ENOTCONN;
 	case QBD__MSG_TYPE__OPEN:

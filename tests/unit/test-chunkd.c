@@ -696,6 +696,41 @@ START_TEST(pull_of_part_or_without_source_is_refused)
 }
 END_TEST
 
+START_TEST(chunk_beyond_the_wire_is_refused)
+{
+	/* An OPEN reply could not list it (QBD_WIRE_MAX_CHUNK): once
+	 * stored, every later OPEN of the volume would fail. */
+	static const uint64_t bad[] = { QBD_WIRE_MAX_CHUNK + 1, UINT64_MAX };
+	static const int types[] = { READ, WRITE, PULL, CHECKSUM };
+
+	for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+		for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+			Qbd__Msg m = good(types[t]);
+
+			m.chunk = bad[i];
+			refused(&m, -EINVAL, false);
+		}
+	}
+}
+END_TEST
+
+START_TEST(volume_zero_is_refused)
+{
+	/* 0 is no volume (the engine's free promise entry); PING and USAGE
+	 * use it to mean none and the whole store. */
+	static const int types[] = { OPEN, READ, WRITE, FLUSH, DELETE, PULL, CHECKSUM };
+
+	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+		Qbd__Msg m = good(types[i]);
+
+		m.volume_id = 0;
+		refused(&m, -EINVAL, false);
+		m.epoch = 0;
+		refused(&m, -EINVAL, false);
+	}
+}
+END_TEST
+
 /* ---- epochs and volumes ---- */
 
 START_TEST(old_epoch_is_fenced)
@@ -737,6 +772,34 @@ START_TEST(volume_not_open_here_is_not_served)
 }
 END_TEST
 
+START_TEST(epoch_zero_is_refused)
+{
+	/* Writers' epochs start at 1: 0 is no promise at all. */
+	static const int types[] = { OPEN, DELETE };
+
+	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+		Qbd__Msg m = good(types[i]);
+
+		m.volume_id = OTHER;
+		m.epoch = 0;
+		refused(&m, -EINVAL, false);
+	}
+}
+END_TEST
+
+START_TEST(volume_not_open_here_is_not_served_at_epoch_zero)
+{
+	/* Its promised epoch is 0 too: equal, but nothing was promised. */
+	for (size_t i = 0; i < N_DATA_PATH; i++) {
+		Qbd__Msg m = good(data_path[i]);
+
+		m.volume_id = OTHER;
+		m.epoch = 0;
+		refused(&m, -ENOTCONN, false);
+	}
+}
+END_TEST
+
 static Suite *chunkd_suite(void)
 {
 	Suite *s = suite_create("chunkd");
@@ -767,6 +830,8 @@ static Suite *chunkd_suite(void)
 	tcase_add_test(t, unknown_flags_are_refused);
 	tcase_add_test(t, resync_of_part_or_mixed_is_refused);
 	tcase_add_test(t, pull_of_part_or_without_source_is_refused);
+	tcase_add_test(t, chunk_beyond_the_wire_is_refused);
+	tcase_add_test(t, volume_zero_is_refused);
 	suite_add_tcase(s, t);
 
 	t = tcase_create("epoch");
@@ -774,6 +839,8 @@ static Suite *chunkd_suite(void)
 	tcase_add_test(t, old_epoch_is_fenced);
 	tcase_add_test(t, epoch_not_promised_is_not_served);
 	tcase_add_test(t, volume_not_open_here_is_not_served);
+	tcase_add_test(t, volume_not_open_here_is_not_served_at_epoch_zero);
+	tcase_add_test(t, epoch_zero_is_refused);
 	suite_add_tcase(s, t);
 	return s;
 }
