@@ -26,13 +26,19 @@
  *    qbd_core_read_reply. Once two replicas are open the core serves a few
  *    user requests, so that replies meet messages it sent (the core
  *    numbers them 1, 2, 3, ...: small request ids);
- *  - requests as the chunk server takes them (replicator/chunkd/request.c,
- *    conn_on_header): the data of a WRITE of at most a chunk into a
- *    buffer of exactly data_len bytes, other data discarded. (The chunk
- *    server's request validation, chunkd_validate in validate.c, is not
- *    reached here.)
- * A request of type MSG_NONE makes on_frame stop the feed, as a receiver
- * that drops the connection.
+ *  - requests as the chunk server takes them (replicator/chunkd/request.c):
+ *    the data of a WRITE of at most a chunk into a buffer of exactly
+ *    data_len bytes, other data discarded (conn_on_header), then the
+ *    request judged by the server's own chunkd_validate
+ *    (replicator/chunkd/validate.c) as node FW_NODE of cluster
+ *    FW_CLUSTER with chunks of 64 KiB, against one volume's promise that
+ *    the OPENs it accepts raise and a DELETE_VOLUME drops. A stream that
+ *    starts with a HELLO carrying a challenge is a peer of a server with
+ *    a cluster secret: unauthenticated until an AUTH with a proof of the
+ *    right length. What it accepts must be what the request handlers
+ *    rely on (checked here independently, rule by rule), what it refuses
+ *    must carry one of its errnos; a refusal that closes the connection
+ *    stops the feed, as the server stops reading.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -41,8 +47,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/auth.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "replicator/chunkd/internal.h"
 #include "replicator/core/core.h"
 #include "replicator/wire/wire.h"
 #include "tests/fuzz/fuzz.h"
@@ -54,6 +62,8 @@
 #define FW_USER_OPS 6       /* user requests in flight at once */
 #define FW_USER_BUDGET 32   /* user requests submitted per feed at most */
 #define FW_MS 1000000ull
+#define FW_CLUSTER 0x5eedull  /* the chunk server's identity (make-seeds) */
+#define FW_NODE 0x42ull
 
 /* One feed: the rx, the core behind it, and a digest of what happened. */
 struct fw {
@@ -64,6 +74,9 @@ struct fw {
 	uint64_t now;
 	unsigned submitted;
 	void *wbuf;             /* chunk server side: WRITE data of this frame */
+	unsigned requests;      /* request frames seen */
+	bool secret, authed;    /* peer of a server with a cluster secret; proved it */
+	uint64_t vol, promised; /* the one volume promised, and its epoch */
 	uint64_t digest;
 	unsigned frames;
 };
@@ -320,6 +333,118 @@ static void fw_reply(struct fw *f, const Qbd__Msg *m, const uint8_t *d)
 		qbd_core_reply(f->core, r, m->request_id, m->status, m->version, f->now);
 }
 
+/* ---- the chunk server's side ---- */
+
+/* What chunkd_validate accepted must be what the handlers rely on; the
+ * rules again, independently. NULL if m may be served, else what is
+ * wrong. */
+static const char *fw_served_wrongly(const struct fw *f, const Qbd__Msg *m, const void *data,
+				     uint64_t promised)
+{
+	bool ranged = m->type == QBD__MSG_TYPE__READ || m->type == QBD__MSG_TYPE__WRITE;
+	bool zero = m->flags & QBD_WIRE_F_ZERO;
+
+	if (m->reply || m->cluster_id != FW_CLUSTER ||
+	    (m->node_id != FW_NODE && !(m->type == QBD__MSG_TYPE__HELLO && !m->node_id)))
+		return "a reply, or for another cluster or node";
+	if (m->type < QBD__MSG_TYPE__HELLO || m->type > QBD__MSG_TYPE__AUTH)
+		return "an unknown type";
+	if (f->secret && !f->authed && m->type != QBD__MSG_TYPE__HELLO &&
+	    m->type != QBD__MSG_TYPE__AUTH)
+		return "before authentication";
+	if (m->type != QBD__MSG_TYPE__WRITE && m->data_len)
+		return "data where none belongs";
+	if (ranged && (!m->length || (uint64_t)m->offset + m->length > FW_CHUNK))
+		return "a range outside the chunk";
+	if ((ranged || m->type == QBD__MSG_TYPE__PULL || m->type == QBD__MSG_TYPE__CHECKSUM) &&
+	    m->chunk > QBD_WIRE_MAX_CHUNK)
+		return "a chunk the wire cannot list";
+	if (m->type == QBD__MSG_TYPE__WRITE &&
+	    (zero ? m->data_len != 0 : (!data || m->data_len != m->length)))
+		return "WRITE data that is not its range's";
+	if (m->type == QBD__MSG_TYPE__PULL &&
+	    (m->offset || m->length != FW_CHUNK || !m->source_addr || !*m->source_addr))
+		return "a PULL of part of the chunk, or without a source";
+	if (m->type == QBD__MSG_TYPE__READ && (m->flags & QBD_WIRE_F_BITMAP) &&
+	    (m->offset % QBD_WIRE_BLOCK || m->length % QBD_WIRE_BLOCK))
+		return "a misaligned BITMAP READ";
+	switch (m->type) {
+	case QBD__MSG_TYPE__READ:
+	case QBD__MSG_TYPE__WRITE:
+	case QBD__MSG_TYPE__FLUSH:
+	case QBD__MSG_TYPE__PULL:
+		if (!m->volume_id || !promised || m->epoch != promised)
+			return "a data-path request not of the promised epoch";
+		break;
+	case QBD__MSG_TYPE__PING:
+		if (m->volume_id && (!promised || m->epoch != promised))
+			return "a PING not of the promised epoch";
+		break;
+	case QBD__MSG_TYPE__OPEN:
+	case QBD__MSG_TYPE__DELETE_VOLUME:
+		if (!m->volume_id || !m->epoch || m->epoch < promised)
+			return "a promise for no volume, of epoch 0, or older";
+		break;
+	case QBD__MSG_TYPE__CHECKSUM:
+		if (!m->volume_id)
+			return "a CHECKSUM of no volume";
+		break;
+	default:
+		break;
+	}
+	return NULL;
+}
+
+/* A request, as request.c takes it: judged by chunkd_validate, then the
+ * promise an accepted OPEN or DELETE_VOLUME changes. Returns 1 to stop
+ * the feed (the server closes the connection), else 0. */
+static int fw_request(struct fw *f, const Qbd__Msg *m, const void *data)
+{
+	struct chunkd_edge x = {
+		.cluster_id = FW_CLUSTER, .node_id = FW_NODE, .chunk_size = FW_CHUNK,
+		.authed = !f->secret || f->authed,
+		.promised = m->volume_id && m->volume_id == f->vol ? f->promised : 0,
+		.peer = "fuzz",
+	};
+	struct chunkd_verdict v;
+	const char *wrong;
+	int rc;
+
+	if (f->requests++ == 0 && m->type == QBD__MSG_TYPE__HELLO &&
+	    m->nonce.len == QBD_AUTH_NONCE) {
+		f->secret = true;
+		x.authed = false;
+	}
+	rc = chunkd_validate(&x, m, data, &v);
+	fw_mix(f, (uint64_t)(uint32_t)rc << 1 | v.close);
+	if (rc < 0) {
+		if (rc != -EACCES && rc != -ENXIO && rc != -EINVAL && rc != -EPERM &&
+		    rc != -ENOTCONN)
+			fuzz_fail("fuzz-wire: chunkd_validate refused a %s with %d",
+				  qbd_wire_type_name(m->type), rc);
+		if (v.close != (rc == -EACCES || rc == -ENXIO))
+			fuzz_fail("fuzz-wire: chunkd_validate: %d %s the connection",
+				  rc, v.close ? "closes" : "keeps");
+		return v.close ? 1 : 0;
+	}
+	wrong = fw_served_wrongly(f, m, data, x.promised);
+	if (wrong)
+		fuzz_fail("fuzz-wire: chunkd_validate accepted %s: %s (vol %llu chunk %llu "
+			  "off %u len %u data %u epoch %llu, promised %llu)",
+			  qbd_wire_type_name(m->type), wrong, (unsigned long long)m->volume_id,
+			  (unsigned long long)m->chunk, m->offset, m->length, m->data_len,
+			  (unsigned long long)m->epoch, (unsigned long long)x.promised);
+	if (m->type == QBD__MSG_TYPE__AUTH && f->secret && m->mac.len == QBD_AUTH_MAC)
+		f->authed = true;
+	if (m->type == QBD__MSG_TYPE__OPEN && m->epoch > x.promised) {
+		f->vol = m->volume_id;
+		f->promised = m->epoch;
+	}
+	if (m->type == QBD__MSG_TYPE__DELETE_VOLUME && m->volume_id == f->vol)
+		f->vol = f->promised = 0;
+	return 0;
+}
+
 /* ---- the rx callbacks ---- */
 
 static void *fw_on_header(void *user, const Qbd__Msg *m)
@@ -331,7 +456,8 @@ static void *fw_on_header(void *user, const Qbd__Msg *m)
 	if (!m->reply) {
 		/* The chunk server: a buffer for WRITE data of up to a chunk. */
 		if (m->type != QBD__MSG_TYPE__WRITE || m->data_len > FW_CHUNK ||
-		    (m->flags & QBD_WIRE_F_ZERO))
+		    (m->flags & QBD_WIRE_F_ZERO) ||
+		    !chunkd_may(!f->secret || f->authed, m->type))
 			return QBD_WIRE_DISCARD;
 		free(f->wbuf);
 		f->wbuf = malloc(m->data_len);
@@ -362,12 +488,15 @@ static int fw_on_frame(void *user, Qbd__Msg *m, void *data)
 		fw_mix_bytes(f, data, m->data_len);
 	fw_reencode(m);
 	if (!m->reply) {
+		int stop;
+
 		/* A WRITE's data lands in the buffer on_header gave. */
 		if (data && data != f->wbuf)
 			fuzz_fail("fuzz-wire: WRITE data not in the buffer on_header gave");
+		stop = fw_request(f, m, data);
 		free(f->wbuf);
 		f->wbuf = NULL;
-		if (m->type == QBD__MSG_TYPE__MSG_NONE)
+		if (stop)
 			return 1;
 	} else {
 		fw_reply(f, m, data);

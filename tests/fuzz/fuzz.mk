@@ -32,7 +32,8 @@ FUZZ_PROTO_H = $(FUZZ_BUILD)/gen/replicator/wire/proto/qbd.pb-c.h
 fuzz_obj = $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(1))
 
 # What each target links besides its own file.
-FUZZ_SRC_wire = replicator/wire/wire.c $(wildcard replicator/core/*.c) common/log.c common/util.c
+FUZZ_SRC_wire = replicator/wire/wire.c $(wildcard replicator/core/*.c) \
+	replicator/chunkd/validate.c common/log.c common/util.c
 FUZZ_OBJ_wire = $(call fuzz_obj,tests/fuzz/fuzz-wire.c $(FUZZ_SRC_wire)) \
 	$(FUZZ_BUILD)/gen/replicator/wire/proto/qbd.pb-c.o
 FUZZ_SRC_nbd  = nbd-frontend/server.c nbd-frontend/conn.c nbd-frontend/handshake.c \
@@ -95,10 +96,10 @@ FUZZ_REPLAY = $(patsubst %,$(BUILD)/tests/fuzz/replay-%,$(FUZZ_TARGETS))
 unit-bins: $(FUZZ_REPLAY)
 
 $(BUILD)/tests/fuzz/replay-wire: tests/fuzz/fuzz-wire.c tests/fuzz/replay.c tests/fuzz/fuzz.h \
-		$(A_CORE) $(A_WIRE) $(A_COMMON) $(PROTO_H)
+		$(A_CHUNKD) $(A_CORE) $(A_WIRE) $(A_COMMON) $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ tests/fuzz/fuzz-wire.c tests/fuzz/replay.c \
-		$(A_CORE) $(A_WIRE) $(A_COMMON) $(LIBS)
+		$(A_CHUNKD) $(A_CORE) $(A_WIRE) $(A_COMMON) $(LIBS)
 $(BUILD)/tests/fuzz/replay-nbd: tests/fuzz/fuzz-nbd.c tests/fuzz/replay.c tests/fuzz/fuzz.h \
 		$(A_NBD) $(A_COMMON) $(PROTO_H)
 	@mkdir -p $(dir $@)
