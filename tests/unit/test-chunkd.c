@@ -53,6 +53,7 @@ static const int all_types[] = { HELLO, OPEN, READ, WRITE, FLUSH, DELETE, PING, 
 #define N_ALL (sizeof all_types / sizeof all_types[0])
 static const int data_path[] = { READ, WRITE, FLUSH, PULL, PING };
 #define N_DATA_PATH (sizeof data_path / sizeof data_path[0])
+#define N(a) (sizeof (a) / sizeof (a)[0])
 
 static char dir[64], path[96];
 static struct chunkd *d;
@@ -411,6 +412,34 @@ static void passes(const Qbd__Msg *m)
 	ck_assert(!v.close);
 }
 
+/* The field of a good request that refused_each spoils. */
+enum field { F_CLUSTER = 1, F_NODE, F_REPLY, F_DATA, F_VOLUME, F_EPOCH, F_CHUNK };
+
+/* A good request of each of types with one field set to value is
+ * refused with err (closing the connection when close). */
+static void refused_each(const int *types, size_t n, enum field f, uint64_t value, int err,
+			 bool close)
+{
+	for (size_t i = 0; i < n; i++) {
+		Qbd__Msg m = good(types[i]);
+
+		switch (f) {
+		case F_CLUSTER: m.cluster_id = value; break;
+		case F_NODE: m.node_id = value; break;
+		case F_REPLY: m.reply = value; break;
+		case F_DATA:
+			if (m.type == WRITE)
+				m.flags = QBD_WIRE_F_ZERO;   /* zeroing: no data */
+			m.data_len = (uint32_t)value;
+			break;
+		case F_VOLUME: m.volume_id = value; break;
+		case F_EPOCH: m.epoch = value; break;
+		case F_CHUNK: m.chunk = value; break;
+		}
+		refused(&m, err, close);
+	}
+}
+
 /* ---- good requests ---- */
 
 START_TEST(every_good_request_passes)
@@ -484,29 +513,19 @@ END_TEST
 
 START_TEST(wrong_cluster_id_is_refused_and_closes)
 {
-	for (size_t i = 0; i < N_ALL; i++) {
-		Qbd__Msg m = good(all_types[i]);
-
-		m.cluster_id = CLUSTER + 1;
-		refused(&m, -EACCES, true);
-		m.cluster_id = 0;
-		refused(&m, -EACCES, true);
-	}
+	refused_each(all_types, N_ALL, F_CLUSTER, CLUSTER + 1, -EACCES, true);
+	refused_each(all_types, N_ALL, F_CLUSTER, 0, -EACCES, true);
 }
 END_TEST
 
 START_TEST(wrong_node_id_is_refused_and_closes)
 {
-	for (size_t i = 0; i < N_ALL; i++) {
-		Qbd__Msg m = good(all_types[i]);
+	/* HELLO may say node 0: a client that does not know us yet. */
+	static const int not_hello[] = { OPEN, READ, WRITE, FLUSH, DELETE, PING, CHECKSUM, PULL,
+					 USAGE, AUTH };
 
-		m.node_id = d->node_id ^ 1;
-		refused(&m, -ENXIO, true);
-		if (m.type == HELLO)
-			continue;   /* node 0: a client that does not know us yet */
-		m.node_id = 0;
-		refused(&m, -ENXIO, true);
-	}
+	refused_each(all_types, N_ALL, F_NODE, d->node_id ^ 1, -ENXIO, true);
+	refused_each(not_hello, N(not_hello), F_NODE, 0, -ENXIO, true);
 }
 END_TEST
 
@@ -547,7 +566,7 @@ START_TEST(unknown_type_is_refused)
 {
 	static const int bad[] = { QBD__MSG_TYPE__MSG_NONE, AUTH + 1, 99 };
 
-	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+	for (size_t i = 0; i < N(bad); i++) {
 		Qbd__Msg m = good(PING);
 
 		m.type = bad[i];
@@ -558,25 +577,13 @@ END_TEST
 
 START_TEST(reply_is_refused)
 {
-	for (size_t i = 0; i < N_ALL; i++) {
-		Qbd__Msg m = good(all_types[i]);
-
-		m.reply = true;
-		refused(&m, -EINVAL, false);
-	}
+	refused_each(all_types, N_ALL, F_REPLY, 1, -EINVAL, false);
 }
 END_TEST
 
 START_TEST(data_where_none_belongs_is_refused)
 {
-	for (size_t i = 0; i < N_ALL; i++) {
-		Qbd__Msg m = good(all_types[i]);
-
-		if (m.type == WRITE)
-			m.flags = QBD_WIRE_F_ZERO;   /* zeroing: no data */
-		m.data_len = 4096;
-		refused(&m, -EINVAL, false);
-	}
+	refused_each(all_types, N_ALL, F_DATA, 4096, -EINVAL, false);
 }
 END_TEST
 
@@ -593,7 +600,7 @@ START_TEST(range_outside_the_chunk_is_refused)
 	static const int types[] = { READ, WRITE };
 
 	for (size_t t = 0; t < 2; t++) {
-		for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		for (size_t i = 0; i < N(bad); i++) {
 			Qbd__Msg m = good(types[t]);
 
 			m.offset = bad[i].off;
@@ -631,7 +638,7 @@ START_TEST(misaligned_bitmap_read_is_refused)
 		{ 512, 4096 }, { 0, 4095 }, { 4096, 100 },
 	};
 
-	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+	for (size_t i = 0; i < N(bad); i++) {
 		Qbd__Msg m = good(READ);
 
 		m.flags = QBD_WIRE_F_BITMAP;
@@ -700,17 +707,10 @@ START_TEST(chunk_beyond_the_wire_is_refused)
 {
 	/* An OPEN reply could not list it (QBD_WIRE_MAX_CHUNK): once
 	 * stored, every later OPEN of the volume would fail. */
-	static const uint64_t bad[] = { QBD_WIRE_MAX_CHUNK + 1, UINT64_MAX };
 	static const int types[] = { READ, WRITE, PULL, CHECKSUM };
 
-	for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
-		for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-			Qbd__Msg m = good(types[t]);
-
-			m.chunk = bad[i];
-			refused(&m, -EINVAL, false);
-		}
-	}
+	refused_each(types, N(types), F_CHUNK, QBD_WIRE_MAX_CHUNK + 1, -EINVAL, false);
+	refused_each(types, N(types), F_CHUNK, UINT64_MAX, -EINVAL, false);
 }
 END_TEST
 
@@ -720,7 +720,7 @@ START_TEST(volume_zero_is_refused)
 	 * use it to mean none and the whole store. */
 	static const int types[] = { OPEN, READ, WRITE, FLUSH, DELETE, PULL, CHECKSUM };
 
-	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+	for (size_t i = 0; i < N(types); i++) {
 		Qbd__Msg m = good(types[i]);
 
 		m.volume_id = 0;
@@ -737,38 +737,21 @@ START_TEST(old_epoch_is_fenced)
 {
 	static const int types[] = { READ, WRITE, FLUSH, PULL, PING, OPEN, DELETE };
 
-	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-		Qbd__Msg m = good(types[i]);
-
-		m.epoch = EPOCH - 1;
-		refused(&m, -EPERM, false);
-		m.epoch = 1;
-		refused(&m, -EPERM, false);
-	}
+	refused_each(types, N(types), F_EPOCH, EPOCH - 1, -EPERM, false);
+	refused_each(types, N(types), F_EPOCH, 1, -EPERM, false);
 }
 END_TEST
 
 START_TEST(epoch_not_promised_is_not_served)
 {
-	for (size_t i = 0; i < N_DATA_PATH; i++) {
-		Qbd__Msg m = good(data_path[i]);
-
-		m.epoch = EPOCH + 1;
-		refused(&m, -ENOTCONN, false);
-		m.epoch = UINT64_MAX;
-		refused(&m, -ENOTCONN, false);
-	}
+	refused_each(data_path, N_DATA_PATH, F_EPOCH, EPOCH + 1, -ENOTCONN, false);
+	refused_each(data_path, N_DATA_PATH, F_EPOCH, UINT64_MAX, -ENOTCONN, false);
 }
 END_TEST
 
 START_TEST(volume_not_open_here_is_not_served)
 {
-	for (size_t i = 0; i < N_DATA_PATH; i++) {
-		Qbd__Msg m = good(data_path[i]);
-
-		m.volume_id = OTHER;
-		refused(&m, -ENOTCONN, false);
-	}
+	refused_each(data_path, N_DATA_PATH, F_VOLUME, OTHER, -ENOTCONN, false);
 }
 END_TEST
 
@@ -777,7 +760,7 @@ START_TEST(epoch_zero_is_refused)
 	/* Writers' epochs start at 1: 0 is no promise at all. */
 	static const int types[] = { OPEN, DELETE };
 
-	for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+	for (size_t i = 0; i < N(types); i++) {
 		Qbd__Msg m = good(types[i]);
 
 		m.volume_id = OTHER;
