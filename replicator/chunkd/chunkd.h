@@ -2,7 +2,8 @@
 /*
  * qbd-chunkd: the chunk server. One libuv loop thread serves the qbd wire
  * protocol over TCP on top of one engine (engine/engine.h); a second thread
- * keeps the node's etcd lease alive. See docs/parts/chunkd.md.
+ * keeps the node's etcd lease alive. See docs/design.md, "qbd-chunkd (chunk
+ * server)".
  */
 #ifndef QBD_CHUNKD_H
 #define QBD_CHUNKD_H
