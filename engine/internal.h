@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Engine private definitions: the on-disk format and in-memory state.
+/* Engine private definitions: the on-disk format, the in-memory state,
+ * and a section per .c file of engine/ with what it gives the others.
  * On-disk integers are little-endian (the only supported hosts are). */
 #ifndef QBD_ENGINE_INTERNAL_H
 #define QBD_ENGINE_INTERNAL_H
 
 #include <assert.h>
+#include <string.h>
 #include <liburing.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -233,12 +235,205 @@ struct qbd_engine {
 	size_t bufs_len;                  /* bytes mapped for the pool */
 };
 
-/* csum.c */
+/* The steps of a request, each one or more SQEs (eng_priv.step). */
+enum eng_step {
+	ST_READ_DATA = 1,   /* READ: data read in flight */
+	ST_RMW_READ,        /* WRITE/ZERO: partial blocks being read */
+	ST_WRITE_DATA,      /* data write in flight */
+	ST_WRITE_META,      /* a group commit's meta block write (struct eng_mw) */
+	ST_FSYNC,           /* PROMISE sync; the group commit's (e->sync_req) */
+	ST_PROMISE_WRITE,
+	ST_ZERO_DATA,       /* ZERO/RESYNC: blocks becoming holes being zeroed */
+	ST_SLOT_ZERO,       /* first write into a slot with old data: zero it */
+	ST_SLOT_SYNC,       /* ... and make that durable */
+	ST_AL_WAIT,         /* WRITE/ZERO waiting for its chunk's log write */
+	ST_AL_WRITE,        /* the engine's log write (e->al_req) */
+	ST_SCRUB_READ,      /* SCRUB: the chunk's written blocks being read */
+	ST_UNDO_ZERO,       /* a data write failed: its hole blocks being zeroed */
+	ST_RESERVE,         /* holes of a data write being allocated first */
+};
+
+static inline struct eng_priv *priv(struct qbd_engine_req *r)
+{
+	return (struct eng_priv *)r->priv;
+}
+
+/* true if len bytes at p are all zero */
+static inline bool all_zero(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+
+	return len == 0 || (b[0] == 0 && memcmp(b, b + 1, len - 1) == 0);
+}
+
+static inline bool bit_test(const uint64_t *m, unsigned i)
+{
+	return (m[i / 64] >> (i % 64)) & 1;
+}
+
+static inline void bit_set(uint64_t *m, unsigned i, bool on)
+{
+	if (on)
+		m[i / 64] |= 1ull << (i % 64);
+	else
+		m[i / 64] &= ~(1ull << (i % 64));
+}
+
+/* Offsets on the device of a slot's metadata block and of its data. */
+static inline uint64_t meta_pos(const struct qbd_engine *e, uint64_t slot)
+{
+	return e->sb.meta_off + slot * QBD_ENGINE_BLOCK;
+}
+
+static inline uint64_t data_pos(const struct qbd_engine *e, uint64_t slot)
+{
+	return e->sb.data_off + slot * (uint64_t)e->sb.chunk_size;
+}
+
+/* engine.c: open, close, queries, the request entry point */
+/* Finish a request: queue its callback for qbd_engine_poll, then start
+ * what was waiting for it (its chunk's FIFO, the promise FIFO). */
+void eng_req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res);
+/* The request's bounce buffer: the caller's buf when aligned (not for a
+ * ZERO), else p->nb blocks allocated (freed by eng_req_done). 0 or
+ * -ENOMEM. */
+int eng_bounce_get(struct eng_priv *p, struct qbd_engine_req *r);
+/* The step's SQEs are all complete: move the request on. */
+void eng_step_done(struct qbd_engine *e, struct qbd_engine_req *r);
+
+/* format.c: the on-disk format */
+uint64_t eng_meta_checksum(const struct eng_meta *m);
+uint64_t eng_super_checksum(const struct eng_super *s);
+uint64_t eng_al_checksum(const struct eng_al *a);
+/* Write the superblock and sync (blocking). */
+int eng_write_super(struct qbd_engine *e);
+/* A free-slot marker: the slot's data may hold old data. */
+void eng_meta_free_marker(struct eng_meta *m);
+/* Format a store of size bytes. clean: the data area is known to read
+ * as zeros. */
+int eng_format(struct qbd_engine *e, uint64_t size, uint32_t chunk_size, bool clean);
+/* Read the promise table and the metadata table into memory. */
+int eng_load(struct qbd_engine *e);
+
+/* blockio.c: blocking I/O and the io_hook report */
+void eng_hook(struct qbd_engine *e, enum qbd_engine_io_kind kind, bool done, int res,
+	      uint64_t id, uint64_t off, uint64_t len, const void *buf, bool dsync);
+/* Mode of fallocate that makes a range read as zeros. */
+int eng_zero_mode(const struct qbd_engine *e);
+int eng_pwrite(struct qbd_engine *e, const void *buf, size_t len, uint64_t off);
+int eng_zero(struct qbd_engine *e, uint64_t off, uint64_t len);
+int eng_sync(struct qbd_engine *e);
+
+/* recover.c: crash recovery at open */
+int eng_recover(struct qbd_engine *e);
+
+/* chunk.c: the chunk table and each chunk's FIFO */
+/* Written blocks of a chunk (space accounting). */
+uint64_t eng_meta_held_blocks(const struct eng_meta *m);
+struct eng_chunk *eng_chunk_find(const struct qbd_engine *e, uint64_t volume,
+				 uint64_t chunk);
+/* A chunk entry in slot (NULL if out of memory); the caller accounts
+ * for the slot. */
+struct eng_chunk *eng_chunk_add(struct qbd_engine *e, uint64_t volume,
+				uint64_t chunk, uint64_t slot);
+struct eng_chunk *eng_chunk_at_slot(const struct qbd_engine *e, uint64_t slot);
+/* Set a chunk's flags, keeping the list of flagged chunks. */
+void eng_chunk_set_flags(struct qbd_engine *e, struct eng_chunk *c, uint32_t flags);
+/* Take a free slot for a new chunk. 0, -ENOSPC or -ENOMEM. */
+int eng_chunk_alloc(struct qbd_engine *e, uint64_t volume, uint64_t chunk,
+		    struct eng_chunk **out);
+/* Forget a chunk (frees c); with al_clear its log bit goes too. */
+void eng_chunk_remove(struct qbd_engine *e, struct eng_chunk *c, bool al_clear);
+/* Queue a READ, BITMAP, SCRUB, WRITE or ZERO in its chunk's FIFO and
+ * start what can run. */
+void eng_chunk_enqueue(struct qbd_engine *e, struct eng_chunk *c, struct qbd_engine_req *r);
+/* Start what can run from the head of the chunk's FIFO (may free c). */
+void eng_chunk_run_next(struct qbd_engine *e, struct eng_chunk *c);
+/* The request is done with its chunk: start what waits in its FIFO. */
+void eng_req_release_chunk(struct qbd_engine *e, struct qbd_engine_req *r);
+
+/* read.c: the read path */
+/* Start a READ, BITMAP or SCRUB (its chunk, if any, in p->ch). */
+void eng_read_start(struct qbd_engine *e, struct qbd_engine_req *r);
+/* A READ's or SCRUB's read is complete (no error, no short transfer). */
+void eng_read_step_done(struct qbd_engine *e, struct qbd_engine_req *r);
+/* Verify every written block of the step's extents in p->bounce; 0 or
+ * -EBADMSG (bad blocks recorded, chunk DAMAGED). */
+int eng_verify_blocks(struct qbd_engine *e, struct eng_chunk *c,
+		      const struct eng_priv *p);
+
+/* write.c: the write path */
+/* A WRITE/ZERO taken from its chunk's FIFO: check versions, go on. */
+void eng_write_start(struct qbd_engine *e, struct qbd_engine_req *r);
+/* Its chunk active in the log: read partial blocks or apply. */
+void eng_write_go(struct qbd_engine *e, struct qbd_engine_req *r);
+/* A step of the write path is complete (no error, no short transfer). */
+void eng_write_step_done(struct qbd_engine *e, struct qbd_engine_req *r);
+/* A data write or reservation failed with err: zero its holes, fail. */
+void eng_undo_start(struct qbd_engine *e, struct qbd_engine_req *r, int err);
+
+/* al.c: the activity log */
+/* The activity log bit of a slot, in memory. */
+bool eng_al_bit_test(const struct qbd_engine *e, uint64_t slot);
+/* A WRITE/ZERO about to write: on to eng_write_go once its chunk's bit
+ * is durable in the log (at once if it is). */
+void eng_al_activate(struct qbd_engine *e, struct qbd_engine_req *r);
+/* A write of the chunk is done with it (least recently written last). */
+void eng_al_written(struct qbd_engine *e, struct eng_chunk *c);
+/* The chunk is forgotten: it leaves the log's list; with clear its bit
+ * goes too. */
+void eng_al_forget(struct qbd_engine *e, struct eng_chunk *c, bool clear);
+/* Start a log write if one is wanted and none is in flight. */
+void eng_al_kick(struct qbd_engine *e);
+/* The log write (e->al_req) is complete. */
+void eng_al_done(struct qbd_engine *e, int err);
+/* After a sync: durable chunks beyond the target leave the log. */
+void eng_al_trim(struct qbd_engine *e);
+/* Empty the log on disk (blocking; the chunks' state is durable). */
+int eng_al_clear_all(struct qbd_engine *e);
+
+/* commit.c: the metadata group commit */
+/* The chunk's metadata changed in memory: the next round writes it. */
+void eng_meta_dirty(struct qbd_engine *e, struct eng_chunk *c);
+/* The chunk is forgotten: it leaves the dirty or round list. */
+void eng_commit_forget(struct qbd_engine *e, struct eng_chunk *c);
+/* Start a round if none runs and one is wanted. */
+void eng_round_kick(struct qbd_engine *e);
+/* A FLUSH, or a FUA write whose data is on the device, waits for the
+ * next round. */
+void eng_flush_enqueue(struct qbd_engine *e, struct qbd_engine_req *r);
+/* A round's metadata block write (struct eng_mw) is complete. */
+void eng_mw_done(struct qbd_engine *e, struct qbd_engine_req *r, int err);
+/* The round's sync (e->sync_req) is complete. */
+void eng_round_done(struct qbd_engine *e, int err);
+/* Clean close: write every dirty metadata block, sync, empty the log
+ * (blocking). */
+int eng_commit_close(struct qbd_engine *e);
+
+/* promise.c: promises and volume deletion */
+/* Start the PROMISEs and DELETE_VOLUMEs waiting, one at a time. */
+void eng_promise_run(struct qbd_engine *e);
+
+/* ring.c: the io_uring ring and the buffer pool */
+/* The buffer pool of qbd_engine_opts.buffers (not registered yet). */
+int eng_bufs_init(struct qbd_engine *e, unsigned n, uint32_t size);
+/* The ring, its eventfd, the store and the pool registered. */
+int eng_ring_init(struct qbd_engine *e, unsigned qd);
+/* A callback is queued: make sure qbd_engine_poll runs. */
+void eng_wake(struct qbd_engine *e);
+/* Submit the SQEs queued. */
+void eng_ring_submit(struct qbd_engine *e);
+/* Issue the request's step (or park it until SQEs are free). */
+void eng_step_go(struct qbd_engine *e, struct qbd_engine_req *r, enum eng_step step);
+/* Bytes the request's current step must transfer. */
+uint32_t eng_step_bytes(const struct eng_priv *p);
+
+/* csum.c: block checksums */
 /* XXH3-64 of len bytes (a 4 KiB block's checksum), the fastest way the
  * CPU allows. */
 uint64_t eng_csum(const void *p, size_t len);
 
-/* csum-avx2.c */
+/* csum-avx2.c: the AVX2 build of eng_csum */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define ENG_CSUM_AVX2 1
 uint64_t eng_csum_avx2(const void *p, size_t len);
