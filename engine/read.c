@@ -42,6 +42,17 @@ int eng_verify_blocks(struct qbd_engine *e, struct eng_chunk *c,
 	return r;
 }
 
+/* Read blocks b0 .. b0 + nb - 1 into p->bounce, in one I/O. */
+static void read_range(struct qbd_engine *e, struct qbd_engine_req *r, enum eng_step step)
+{
+	struct eng_priv *p = priv(r);
+
+	p->n_ext = 1;
+	p->ext_b[0] = p->b0;
+	p->ext_n[0] = p->nb;
+	eng_step_go(e, r, step);
+}
+
 /* SCRUB: read the blocks from the first written one to the last (holes
  * between them are read too but not checked: one I/O). */
 static void scrub_start(struct qbd_engine *e, struct qbd_engine_req *r)
@@ -69,10 +80,7 @@ static void scrub_start(struct qbd_engine *e, struct qbd_engine_req *r)
 		eng_req_done(e, r, -ENOMEM);
 		return;
 	}
-	p->n_ext = 1;
-	p->ext_b[0] = p->b0;
-	p->ext_n[0] = p->nb;
-	eng_step_go(e, r, ST_SCRUB_READ);
+	read_range(e, r, ST_SCRUB_READ);
 }
 
 /* SCRUB read complete: check every written block. */
@@ -140,10 +148,7 @@ void eng_read_start(struct qbd_engine *e, struct qbd_engine_req *r)
 		eng_req_done(e, r, -ENOMEM);
 		return;
 	}
-	p->n_ext = 1;
-	p->ext_b[0] = p->b0;
-	p->ext_n[0] = p->nb;
-	eng_step_go(e, r, ST_READ_DATA);
+	read_range(e, r, ST_READ_DATA);
 }
 
 /* READ data read: verify it, holes read as zeros, copy out. */

@@ -117,6 +117,33 @@ static void write_retried(struct qbd_engine *e, struct qbd_engine_req *r)
 	eng_req_done(e, r, (int)r->length);
 }
 
+/* Which blocks of a write's range become holes: none, those outside
+ * the extents read for the merge (a ZERO), those that hold only zeros
+ * (a RESYNC). */
+enum hole_rule { HOLE_NONE = 0, HOLE_UNREAD, HOLE_ZEROS };
+
+/* The request's blocks in metadata m: holes as the rule says, the
+ * others written with the checksum of their data in p->bounce; m is
+ * the chunk at the request's new version. */
+static void meta_set_blocks(struct eng_meta *m, struct qbd_engine_req *r, enum hole_rule rule)
+{
+	struct eng_priv *p = priv(r);
+
+	for (unsigned i = 0; i < p->nb; i++) {
+		unsigned b = p->b0 + i;
+		const uint8_t *data = p->bounce + (size_t)i * B;
+		bool hole = (rule == HOLE_UNREAD && !in_ext(p, b)) ||
+			    (rule == HOLE_ZEROS && all_zero(data, B));
+
+		bit_set(m->written, b, !hole);
+		m->block_csum[b] = hole ? 0 : eng_csum(data, B);
+	}
+	m->magic = ENG_MAGIC_META;
+	m->volume = p->ch->volume;
+	m->chunk = p->ch->chunk;
+	m->version = r->new_version;
+}
+
 /*
  * A WRITE or ZERO has its data on the device: the chunk's metadata
  * changes in memory (new checksums, bitmap, version; the blocks it
@@ -139,21 +166,8 @@ static void write_commit(struct qbd_engine *e, struct qbd_engine_req *r)
 		memset(c->bad, 0, sizeof c->bad);
 		eng_chunk_set_flags(e, c, 0);
 	} else {
-		for (unsigned i = 0; i < p->nb; i++) {
-			unsigned b = p->b0 + i;
-
-			if (r->op == QBD_ENGINE_ZERO && !in_ext(p, b)) {
-				bit_set(m->written, b, false);
-				m->block_csum[b] = 0;
-			} else {
-				bit_set(m->written, b, true);
-				m->block_csum[b] = eng_csum(p->bounce + (size_t)i * B, B);
-			}
-		}
-		m->magic = ENG_MAGIC_META;
-		m->volume = c->volume;
-		m->chunk = c->chunk;
-		m->version = r->new_version;
+		/* a ZERO keeps data only in the partial blocks it read */
+		meta_set_blocks(m, r, r->op == QBD_ENGINE_ZERO ? HOLE_UNREAD : HOLE_NONE);
 		if (c->flags & QBD_ENGINE_CHUNK_DAMAGED) {
 			for (unsigned i = 0; i < p->nb; i++)
 				bit_set(c->bad, p->b0 + i, false);
@@ -187,21 +201,7 @@ static int resync_meta(struct qbd_engine_req *r)
 		return -ENOMEM;
 	m = p->meta_copy;
 	memcpy(m, c->meta, B);
-	for (unsigned i = 0; i < p->nb; i++) {
-		unsigned b = p->b0 + i;
-
-		if (all_zero(p->bounce + (size_t)i * B, B)) {
-			bit_set(m->written, b, false);
-			m->block_csum[b] = 0;
-		} else {
-			bit_set(m->written, b, true);
-			m->block_csum[b] = eng_csum(p->bounce + (size_t)i * B, B);
-		}
-	}
-	m->magic = ENG_MAGIC_META;
-	m->volume = c->volume;
-	m->chunk = c->chunk;
-	m->version = r->new_version;
+	meta_set_blocks(m, r, HOLE_ZEROS);
 	memset(m->bad, 0, sizeof m->bad);
 	m->flags = 0;
 	return 0;
