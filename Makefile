@@ -192,7 +192,7 @@ $(BUILD)/tests/crash/qbd-crash: tests/crash/crash.c $(A_ENGINE) $(A_COMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(A_ENGINE) $(A_COMMON) $(LIBS)
 
-$(BUILD)/tests/crash/qbd-crash-mutant-%: tests/crash/crash.c $(ENGINE_SRC) $(COMMON_SRC) engine/engine.h engine/internal.h
+$(BUILD)/tests/crash/qbd-crash-mutant-%: tests/crash/crash.c $(ENGINE_SRC) $(COMMON_SRC) engine/engine.h engine/internal.h common/queue.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DQBD_ENGINE_MUTANT_$* $(ALL_LDFLAGS) -o $@ tests/crash/crash.c $(ENGINE_SRC) $(COMMON_SRC) $(LIBS)
 

@@ -34,30 +34,6 @@ static void al_bit(struct qbd_engine *e, uint64_t slot, bool on)
 	e->al_dirty[slot / ENG_AL_SLOTS] = true;
 }
 
-static void lru_unlink(struct qbd_engine *e, struct eng_chunk *c)
-{
-	if (c->lprev)
-		c->lprev->lnext = c->lnext;
-	else
-		e->lru_head = c->lnext;
-	if (c->lnext)
-		c->lnext->lprev = c->lprev;
-	else
-		e->lru_tail = c->lprev;
-	c->lprev = c->lnext = NULL;
-}
-
-static void lru_append(struct qbd_engine *e, struct eng_chunk *c)
-{
-	c->lnext = NULL;
-	c->lprev = e->lru_tail;
-	if (e->lru_tail)
-		e->lru_tail->lnext = c;
-	else
-		e->lru_head = c;
-	e->lru_tail = c;
-}
-
 /* Block i of the log as it should be, ready to write from al_io. */
 static void al_prepare(struct qbd_engine *e, unsigned i)
 {
@@ -86,8 +62,8 @@ void eng_al_written(struct qbd_engine *e, struct eng_chunk *c)
 	if (!c->al_active)
 		return;
 	c->done_seq = e->sync_issued;
-	lru_unlink(e, c);
-	lru_append(e, c);
+	qbd_queue_remove(&e->lru, &c->lru_link);
+	qbd_queue_push(&e->lru, &c->lru_link);
 }
 
 /* The chunk is forgotten (eng_chunk_remove): it is no longer active;
@@ -96,7 +72,7 @@ void eng_al_written(struct qbd_engine *e, struct eng_chunk *c)
 void eng_al_forget(struct qbd_engine *e, struct eng_chunk *c, bool clear)
 {
 	if (c->al_active) {
-		lru_unlink(e, c);
+		qbd_queue_remove(&e->lru, &c->lru_link);
 		e->al_count--;
 	}
 	if (clear)
@@ -136,12 +112,7 @@ void eng_al_activate(struct qbd_engine *e, struct qbd_engine_req *r)
 
 	if (!p->ch->al_active) {
 		p->step = ST_AL_WAIT;
-		p->next = NULL;
-		if (e->alw_tail)
-			priv(e->alw_tail)->next = r;
-		else
-			e->alw_head = r;
-		e->alw_tail = r;
+		reqq_push(&e->alw, r);
 		eng_al_kick(e);
 		return;
 	}
@@ -155,13 +126,13 @@ void eng_al_activate(struct qbd_engine *e, struct qbd_engine_req *r)
  * the next recovery look at more chunks). */
 void eng_al_kick(struct qbd_engine *e)
 {
-	struct qbd_engine_req **pp, *r;
+	struct qbd_qlink *l, *next;
 	long blk = -1;
 
 	if (e->al_busy)
 		return;
-	if (e->alw_head) {
-		blk = (long)(priv(e->alw_head)->ch->slot / ENG_AL_SLOTS);
+	if (!qbd_queue_empty(&e->alw)) {
+		blk = (long)(priv(reqq_first(&e->alw))->ch->slot / ENG_AL_SLOTS);
 	} else {
 		for (unsigned i = 0; i < e->sb.al_blocks && blk < 0; i++)
 			if (e->al_dirty[i])
@@ -170,22 +141,15 @@ void eng_al_kick(struct qbd_engine *e)
 	if (blk < 0)
 		return;
 	e->al_dsync = false;
-	e->alw_tail = NULL;
-	for (pp = &e->alw_head; (r = *pp);) {
+	for (l = e->alw.head; l; l = next) {
+		struct qbd_engine_req *r = req_of(l);
 		struct eng_priv *p = priv(r);
 
-		if (p->ch->slot / ENG_AL_SLOTS != (uint64_t)blk) {
-			e->alw_tail = r;
-			pp = &p->next;
+		next = l->next;
+		if (p->ch->slot / ENG_AL_SLOTS != (uint64_t)blk)
 			continue;
-		}
-		*pp = p->next;
-		p->next = NULL;
-		if (e->ali_tail)
-			priv(e->ali_tail)->next = r;
-		else
-			e->ali_head = r;
-		e->ali_tail = r;
+		qbd_queue_remove(&e->alw, l);
+		reqq_push(&e->ali, r);
 		al_bit(e, p->ch->slot, true);
 		e->al_dsync = true;
 	}
@@ -200,16 +164,15 @@ void eng_al_kick(struct qbd_engine *e)
  * error, the requests fail). */
 void eng_al_done(struct qbd_engine *e, int err)
 {
-	struct qbd_engine_req *r = e->ali_head;
+	struct qbd_queue done = qbd_queue_take(&e->ali);
+	struct qbd_engine_req *r;
 
-	e->ali_head = e->ali_tail = NULL;
 	e->al_busy = false;
 	if (err < 0) {
 		qbd_err("engine", "activity log write: %s", strerror(-err));
 		e->al_dirty[e->al_block] = true;
 	}
-	while (r) {
-		struct qbd_engine_req *next = priv(r)->next;
+	while ((r = reqq_pop(&done))) {
 		struct eng_chunk *c = priv(r)->ch;
 
 		if (err < 0) {
@@ -218,12 +181,11 @@ void eng_al_done(struct qbd_engine *e, int err)
 			if (!c->al_active) {
 				c->al_active = true;
 				c->done_seq = e->sync_issued;
-				lru_append(e, c);
+				qbd_queue_push(&e->lru, &c->lru_link);
 				e->al_count++;
 			}
 			eng_write_go(e, r);
 		}
-		r = next;
 	}
 	/* Far beyond the target (no FLUSH for a while): a round of the
 	 * group commit lets chunks leave, so that the recovery after a
@@ -239,17 +201,19 @@ void eng_al_done(struct qbd_engine *e, int err)
  * metadata block are durable leave it, least recently written first. */
 void eng_al_trim(struct qbd_engine *e)
 {
-	struct eng_chunk *c, *next;
+	struct qbd_qlink *l, *next;
 
-	for (c = e->lru_head; c && e->al_count > e->al_target; c = next) {
-		next = c->lnext;
+	for (l = e->lru.head; l && e->al_count > e->al_target; l = next) {
+		struct eng_chunk *c = QBD_QUEUE_ENTRY(l, struct eng_chunk, lru_link);
+
+		next = l->next;
 #ifndef QBD_ENGINE_MUTANT_NO_CLEAN_TRIM
 		if (c->dstate != ENG_CLEAN || c->mw_busy)
 			continue;
 #endif
-		if (c->writing || c->q_head || c->done_seq >= e->sync_done)
+		if (c->writing || !qbd_queue_empty(&c->q) || c->done_seq >= e->sync_done)
 			continue;
-		lru_unlink(e, c);
+		qbd_queue_remove(&e->lru, l);
 		c->al_active = false;
 		e->al_count--;
 		al_bit(e, c->slot, false);

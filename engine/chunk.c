@@ -72,24 +72,14 @@ struct eng_chunk *eng_chunk_at_slot(const struct qbd_engine *e, uint64_t slot)
 	return NULL;
 }
 
-/* Set a chunk's flags, keeping the list of flagged chunks. */
+/* Set a chunk's flags, keeping the list of flagged chunks (most
+ * recently flagged last). */
 void eng_chunk_set_flags(struct qbd_engine *e, struct eng_chunk *c, uint32_t flags)
 {
-	if (!c->flags && flags) {
-		c->fprev = NULL;
-		c->fnext = e->flagged;
-		if (e->flagged)
-			e->flagged->fprev = c;
-		e->flagged = c;
-	} else if (c->flags && !flags) {
-		if (c->fprev)
-			c->fprev->fnext = c->fnext;
-		else
-			e->flagged = c->fnext;
-		if (c->fnext)
-			c->fnext->fprev = c->fprev;
-		c->fprev = c->fnext = NULL;
-	}
+	if (!c->flags && flags)
+		qbd_queue_push(&e->flagged, &c->flagged_link);
+	else if (c->flags && !flags)
+		qbd_queue_remove(&e->flagged, &c->flagged_link);
 	c->flags = flags;
 }
 
@@ -154,14 +144,12 @@ void eng_chunk_run_next(struct qbd_engine *e, struct eng_chunk *c)
 	if (c->in_run)
 		return;
 	c->in_run = true;
-	while ((r = c->q_head)) {
+	while ((r = reqq_first(&c->q))) {
 		bool rd = req_reads(r);
 
 		if (c->writing || (!rd && c->reading))
 			break;
-		c->q_head = priv(r)->next;
-		if (!c->q_head)
-			c->q_tail = NULL;
+		reqq_pop(&c->q);
 		if (rd)
 			c->reading++;
 		else
@@ -173,7 +161,7 @@ void eng_chunk_run_next(struct qbd_engine *e, struct eng_chunk *c)
 			eng_write_start(e, r);
 	}
 	c->in_run = false;
-	if (c->meta->magic == 0 && !c->reading && !c->writing && !c->q_head)
+	if (c->meta->magic == 0 && !c->reading && !c->writing && qbd_queue_empty(&c->q))
 		eng_chunk_remove(e, c, false);
 }
 
@@ -196,11 +184,6 @@ void eng_req_release_chunk(struct qbd_engine *e, struct qbd_engine_req *r)
  * run. */
 void eng_chunk_enqueue(struct qbd_engine *e, struct eng_chunk *c, struct qbd_engine_req *r)
 {
-	priv(r)->next = NULL;
-	if (c->q_tail)
-		priv(c->q_tail)->next = r;
-	else
-		c->q_head = r;
-	c->q_tail = r;
+	reqq_push(&c->q, r);
 	eng_chunk_run_next(e, c);
 }

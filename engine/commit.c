@@ -18,28 +18,9 @@
 
 #define B QBD_ENGINE_BLOCK
 
-static void clist_append(struct eng_clist *l, struct eng_chunk *c)
+static struct eng_chunk *meta_chunk(struct qbd_qlink *l)
 {
-	c->dnext = NULL;
-	c->dprev = l->tail;
-	if (l->tail)
-		l->tail->dnext = c;
-	else
-		l->head = c;
-	l->tail = c;
-}
-
-static void clist_unlink(struct eng_clist *l, struct eng_chunk *c)
-{
-	if (c->dprev)
-		c->dprev->dnext = c->dnext;
-	else
-		l->head = c->dnext;
-	if (c->dnext)
-		c->dnext->dprev = c->dprev;
-	else
-		l->tail = c->dprev;
-	c->dprev = c->dnext = NULL;
+	return QBD_QUEUE_ENTRY(l, struct eng_chunk, meta_link);
 }
 
 /* The chunk's metadata changed in memory: its block is to be written by
@@ -49,7 +30,7 @@ void eng_meta_dirty(struct qbd_engine *e, struct eng_chunk *c)
 	if (c->dstate != ENG_CLEAN)
 		return;
 	c->dstate = ENG_DIRTY;
-	clist_append(&e->dirty, c);
+	qbd_queue_push(&e->dirty, &c->meta_link);
 }
 
 /* The chunk is forgotten (eng_chunk_remove): it leaves the dirty
@@ -58,9 +39,9 @@ void eng_meta_dirty(struct qbd_engine *e, struct eng_chunk *c)
 void eng_commit_forget(struct qbd_engine *e, struct eng_chunk *c)
 {
 	if (c->dstate == ENG_DIRTY)
-		clist_unlink(&e->dirty, c);
+		qbd_queue_remove(&e->dirty, &c->meta_link);
 	else if (c->dstate == ENG_ROUND)
-		clist_unlink(&e->round, c);
+		qbd_queue_remove(&e->round, &c->meta_link);
 	c->dstate = ENG_CLEAN;
 }
 
@@ -86,11 +67,11 @@ static void round_next(struct qbd_engine *e)
 	struct eng_chunk *c;
 	struct eng_mw *w;
 
-	while ((c = e->round.head) && (w = e->mw_free)) {
+	while ((c = meta_chunk(e->round.head)) && (w = e->mw_free)) {
 		struct eng_priv *p = priv(&w->req);
 
 		e->mw_free = w->next;
-		clist_unlink(&e->round, c);
+		qbd_queue_remove(&e->round, &c->meta_link);
 		c->dstate = ENG_CLEAN;
 		c->mw_busy = true;
 		meta_snapshot(c, w->buf);
@@ -101,7 +82,7 @@ static void round_next(struct qbd_engine *e)
 		e->round_mw++;
 		eng_step_go(e, &w->req, ST_WRITE_META);
 	}
-	if (!e->round.head && !e->round_mw && !e->round_sync) {
+	if (qbd_queue_empty(&e->round) && !e->round_mw && !e->round_sync) {
 		e->round_sync = true;
 		memset(priv(&e->sync_req), 0, sizeof(struct eng_priv));
 		eng_step_go(e, &e->sync_req, ST_FSYNC);
@@ -114,19 +95,16 @@ static void round_next(struct qbd_engine *e)
  * before), then syncs. */
 void eng_round_kick(struct qbd_engine *e)
 {
-	if (e->round_busy || (!e->fl_head && !e->round_trim))
+	if (e->round_busy || (qbd_queue_empty(&e->fl) && !e->round_trim))
 		return;
 	e->round_busy = true;
 	e->round_trim = false;
 	e->round_err = 0;
-	e->rd_head = e->fl_head;
-	e->rd_tail = e->fl_tail;
-	e->fl_head = e->fl_tail = NULL;
+	e->rd = qbd_queue_take(&e->fl);
 #ifndef QBD_ENGINE_MUTANT_NO_META_FLUSH
-	for (struct eng_chunk *c = e->dirty.head; c; c = c->dnext)
-		c->dstate = ENG_ROUND;
-	e->round = e->dirty;
-	e->dirty.head = e->dirty.tail = NULL;
+	for (struct qbd_qlink *l = e->dirty.head; l; l = l->next)
+		meta_chunk(l)->dstate = ENG_ROUND;
+	e->round = qbd_queue_take(&e->dirty);
 #endif
 	round_next(e);
 }
@@ -135,12 +113,7 @@ void eng_round_kick(struct qbd_engine *e)
  * next round. */
 void eng_flush_enqueue(struct qbd_engine *e, struct qbd_engine_req *r)
 {
-	priv(r)->next = NULL;
-	if (e->fl_tail)
-		priv(e->fl_tail)->next = r;
-	else
-		e->fl_head = r;
-	e->fl_tail = r;
+	reqq_push(&e->fl, r);
 	eng_round_kick(e);
 }
 
@@ -171,21 +144,17 @@ void eng_mw_done(struct qbd_engine *e, struct qbd_engine_req *r, int err)
  * waiting for the round runs before the next round starts. */
 void eng_round_done(struct qbd_engine *e, int err)
 {
-	struct qbd_engine_req *r = e->rd_head;
+	struct qbd_queue done = qbd_queue_take(&e->rd);
+	struct qbd_engine_req *r;
 
 	if (err == 0)
 		err = e->round_err;
 	if (err < 0)
 		qbd_err("engine", "flush: %s", strerror(-err));
-	e->rd_head = e->rd_tail = NULL;
 	e->round_busy = false;
 	e->round_sync = false;
-	while (r) {
-		struct qbd_engine_req *next = priv(r)->next;
-
+	while ((r = reqq_pop(&done)))
 		eng_req_done(e, r, err < 0 ? err : r->op == QBD_ENGINE_FLUSH ? 0 : (int)r->length);
-		r = next;
-	}
 	eng_promise_run(e);
 	eng_round_kick(e);
 }
@@ -198,15 +167,16 @@ int eng_commit_close(struct qbd_engine *e)
 	uint8_t *blk = e->mw_bufs;
 	int r = 0;
 
-	while (e->dirty.head && r == 0) {
-		struct eng_chunk *c = e->dirty.head;
+	while (!qbd_queue_empty(&e->dirty) && r == 0) {
+		struct eng_chunk *c = meta_chunk(qbd_queue_pop(&e->dirty));
 
-		clist_unlink(&e->dirty, c);
 		c->dstate = ENG_CLEAN;
 		meta_snapshot(c, blk);
 		r = eng_pwrite(e, blk, B, meta_pos(e, c->slot));
 	}
-	for (struct eng_chunk *c = e->flagged; c && r == 0; c = c->fnext) {
+	for (struct qbd_qlink *l = e->flagged.tail; l && r == 0; l = l->prev) {
+		struct eng_chunk *c = QBD_QUEUE_ENTRY(l, struct eng_chunk, flagged_link);
+
 		if (!c->flags_dirty)
 			continue;
 		meta_snapshot(c, blk);

@@ -350,7 +350,10 @@ unsigned qbd_engine_flagged_chunks(const struct qbd_engine *e, uint64_t volume,
 {
 	unsigned n = 0;
 
-	for (const struct eng_chunk *c = e->flagged; c; c = c->fnext) {
+	/* most recently flagged first */
+	for (struct qbd_qlink *l = e->flagged.tail; l; l = l->prev) {
+		const struct eng_chunk *c = QBD_QUEUE_ENTRY(l, struct eng_chunk, flagged_link);
+
 		if (c->volume != volume)
 			continue;
 		if (n < max) {
@@ -374,12 +377,7 @@ void eng_req_done(struct qbd_engine *e, struct qbd_engine_req *r, int res)
 	p->meta_copy = NULL;
 	p->holds_prom = false;
 	r->res = res;
-	p->next = NULL;
-	if (e->done_tail)
-		priv(e->done_tail)->next = r;
-	else
-		e->done_head = r;
-	e->done_tail = r;
+	reqq_push(&e->done, r);
 	eng_wake(e);
 	if (p->ch)
 		eng_req_release_chunk(e, r);
@@ -489,12 +487,7 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 			eng_req_done(e, r, -EINVAL);
 			return;
 		}
-		p->next = NULL;
-		if (e->prom_tail)
-			priv(e->prom_tail)->next = r;
-		else
-			e->prom_head = r;
-		e->prom_tail = r;
+		reqq_push(&e->prom, r);
 		eng_promise_run(e);
 		return;
 	default:

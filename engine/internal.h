@@ -6,12 +6,14 @@
 #define QBD_ENGINE_INTERNAL_H
 
 #include <assert.h>
-#include <string.h>
 #include <liburing.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "common/queue.h"
+#include "common/util.h"
 #include "engine.h"
 
 #define ENG_MAGIC_SB   0x31304e4544425151ull /* "QQBDEN01" */
@@ -86,17 +88,17 @@ struct eng_chunk {
 	struct eng_chunk *hnext;
 	uint64_t volume, chunk, slot, version;
 	struct eng_meta *meta;  /* 4 KiB aligned copy of the on-disk block */
-	struct qbd_engine_req *q_head, *q_tail; /* waiting requests */
+	struct qbd_queue q;     /* waiting requests (eng_priv.link) */
 	unsigned reading;       /* READs of this chunk running */
 	bool writing;           /* a WRITE/ZERO of this chunk is running */
-	bool in_run;            /* chunk_run_next is on the stack */
+	bool in_run;            /* eng_chunk_run_next is on the stack */
 	uint32_t flags;         /* QBD_ENGINE_CHUNK_* (on disk at the next meta write) */
 	uint64_t bad[ENG_BLOCKS_MAX / 64]; /* blocks that failed their checksum */
-	struct eng_chunk *fprev, *fnext; /* list of flagged chunks (flags != 0) */
+	struct qbd_qlink flagged_link; /* on e->flagged (flags != 0) */
 	/* activity log */
 	bool al_active;         /* its bit is durable in the log */
 	bool slot_dirty;        /* the slot's data may not be zeros where unwritten */
-	struct eng_chunk *lprev, *lnext; /* LRU of active chunks, oldest first */
+	struct qbd_qlink lru_link; /* on e->lru (al_active) */
 	uint64_t done_seq;      /* syncs issued when its last write or meta
 				 * block write completed */
 	/* metadata kept in memory (docs/design.md, "Metadata in memory"):
@@ -105,15 +107,10 @@ struct eng_chunk {
 	uint8_t dstate;         /* ENG_CLEAN, ENG_DIRTY (on e->dirty), ENG_ROUND (on e->round) */
 	bool mw_busy;           /* its metadata block write is in flight */
 	bool flags_dirty;       /* flags or bad blocks changed since its last meta write */
-	struct eng_chunk *dprev, *dnext; /* e->dirty or e->round */
+	struct qbd_qlink meta_link; /* on e->dirty or e->round */
 };
 
 enum { ENG_CLEAN = 0, ENG_DIRTY, ENG_ROUND };
-
-/* A list of chunks through dprev/dnext. */
-struct eng_clist {
-	struct eng_chunk *head, *tail;
-};
 
 /* A metadata block write of the group commit: a snapshot of a chunk's
  * in-memory metadata, so that the chunk takes writes meanwhile. */
@@ -128,7 +125,7 @@ struct eng_mw {
 
 /* Private per-request state, inside qbd_engine_req.priv. */
 struct eng_priv {
-	struct qbd_engine_req *next;  /* chunk FIFO, retry or done list */
+	struct qbd_qlink link;        /* on one queue of requests (chunk FIFO, done...) */
 	struct eng_chunk *ch;
 	uint8_t *bounce;
 	uint32_t b0, nb;              /* blocks covered */
@@ -166,10 +163,10 @@ struct qbd_engine {
 	uint8_t *free_map;                /* per slot: 0 free, 1 used, 2 free with old data */
 	uint64_t used_slots;
 	struct eng_chunk *hash[ENG_HASH];
-	struct eng_chunk *flagged;        /* chunks with flags, for qbd_engine_flagged_chunks */
-	struct qbd_engine_req *done_head, *done_tail;
-	struct qbd_engine_req *retry_head, *retry_tail;
-	struct qbd_engine_req *prom_head, *prom_tail; /* PROMISEs waiting */
+	struct qbd_queue flagged;         /* chunks with flags, for qbd_engine_flagged_chunks */
+	struct qbd_queue done;            /* requests whose callback is to run */
+	struct qbd_queue retry;           /* requests parked for want of SQEs */
+	struct qbd_queue prom;            /* PROMISEs and DELETE_VOLUMEs waiting */
 	bool prom_busy;                   /* a PROMISE write is running */
 	unsigned busy;
 	unsigned pending_sqes;
@@ -192,9 +189,9 @@ struct qbd_engine {
 	uint64_t al_seq;
 	unsigned al_block;                /* block being written */
 	uint64_t al_count, al_target;     /* active chunks; kept once durable */
-	struct eng_chunk *lru_head, *lru_tail;
-	struct qbd_engine_req *alw_head, *alw_tail;  /* waiting for a log write */
-	struct qbd_engine_req *ali_head, *ali_tail;  /* in the log write in flight */
+	struct qbd_queue lru;             /* active chunks, least recently written first */
+	struct qbd_queue alw;             /* requests waiting for a log write */
+	struct qbd_queue ali;             /* requests in the log write in flight */
 	struct qbd_engine_req al_req;     /* the log write's ring request */
 	uint64_t sync_issued, sync_done;  /* syncs issued; highest completed */
 	/* space and I/O accounting (qbd_engine_stats) */
@@ -206,10 +203,10 @@ struct qbd_engine {
 	 * writes the metadata block of every dirty chunk, then syncs, and
 	 * completes the FLUSHes and FUA writes that were waiting when it
 	 * started; one round at a time */
-	struct eng_clist dirty;           /* metadata changed since written */
-	struct eng_clist round;           /* still to write in this round */
-	struct qbd_engine_req *fl_head, *fl_tail; /* waiting for the next round */
-	struct qbd_engine_req *rd_head, *rd_tail; /* covered by the round running */
+	struct qbd_queue dirty;           /* chunks whose metadata changed since written */
+	struct qbd_queue round;           /* chunks still to write in this round */
+	struct qbd_queue fl;              /* requests waiting for the next round */
+	struct qbd_queue rd;              /* requests covered by the round running */
 	bool round_busy;
 	bool round_trim;                  /* a round to trim the log is wanted */
 	bool round_sync;                  /* its sync is issued */
@@ -256,6 +253,29 @@ enum eng_step {
 static inline struct eng_priv *priv(struct qbd_engine_req *r)
 {
 	return (struct eng_priv *)r->priv;
+}
+
+/* Queues of requests (common/queue.h), linked through eng_priv.link. */
+static inline struct qbd_engine_req *req_of(struct qbd_qlink *l)
+{
+	struct eng_priv *p = QBD_QUEUE_ENTRY(l, struct eng_priv, link);
+
+	return p ? QBD_CONTAINER_OF((uint64_t *)p, struct qbd_engine_req, priv) : NULL;
+}
+
+static inline void reqq_push(struct qbd_queue *q, struct qbd_engine_req *r)
+{
+	qbd_queue_push(q, &priv(r)->link);
+}
+
+static inline struct qbd_engine_req *reqq_pop(struct qbd_queue *q)
+{
+	return req_of(qbd_queue_pop(q));
+}
+
+static inline struct qbd_engine_req *reqq_first(const struct qbd_queue *q)
+{
+	return req_of(q->head);
 }
 
 /* true if len bytes at p are all zero */

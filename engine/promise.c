@@ -74,7 +74,7 @@ static int delete_volume(struct qbd_engine *e, uint64_t volume)
 		for (struct eng_chunk *c = e->hash[h]; c; c = c->hnext) {
 			if (c->volume != volume)
 				continue;
-			if (c->reading || c->writing || c->q_head) {
+			if (c->reading || c->writing || !qbd_queue_empty(&c->q)) {
 				r = -EBUSY;
 				continue;
 			}
@@ -122,13 +122,11 @@ void eng_promise_run(struct qbd_engine *e)
 {
 	struct qbd_engine_req *r;
 
-	while (!e->prom_busy && (r = e->prom_head)) {
+	while (!e->prom_busy && (r = reqq_first(&e->prom))) {
 		/* a round's metadata writes may be in flight for its chunks */
 		if (r->op == QBD_ENGINE_DELETE_VOLUME && e->round_busy)
 			break;
-		e->prom_head = priv(r)->next;
-		if (!e->prom_head)
-			e->prom_tail = NULL;
+		reqq_pop(&e->prom);
 		if (r->op == QBD_ENGINE_PROMISE)
 			promise_start(e, r);
 		else

@@ -192,12 +192,7 @@ void eng_ring_submit(struct qbd_engine *e)
 
 static void req_park(struct qbd_engine *e, struct qbd_engine_req *r)
 {
-	priv(r)->next = NULL;
-	if (e->retry_tail)
-		priv(e->retry_tail)->next = r;
-	else
-		e->retry_head = r;
-	e->retry_tail = r;
+	reqq_push(&e->retry, r);
 }
 
 static bool step_is_data(int step)
@@ -309,7 +304,7 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 	/* More SQEs in flight than the CQ holds would overflow it, and
 	 * overflowed CQEs raise no eventfd wake-up later: wait instead,
 	 * behind the requests already waiting. */
-	if (e->inflight + n > e->ring.cq.ring_entries || (e->retry_head && !e->retrying)) {
+	if (e->inflight + n > e->ring.cq.ring_entries || (!qbd_queue_empty(&e->retry) && !e->retrying)) {
 		req_park(e, r);
 		return;
 	}
@@ -468,10 +463,7 @@ static void run_callbacks(struct qbd_engine *e)
 {
 	struct qbd_engine_req *d;
 
-	while ((d = e->done_head)) {
-		e->done_head = priv(d)->next;
-		if (!e->done_head)
-			e->done_tail = NULL;
+	while ((d = reqq_pop(&e->done))) {
 		e->busy--;
 		d->cb(d);
 	}
@@ -491,6 +483,7 @@ void qbd_engine_poll(struct qbd_engine *e)
 	 * here, then the submission of each pass (or here again). */
 	get = e->defer_taskrun;
 	for (int round = 0; round < 64; round++) {
+		struct qbd_queue parked;
 		struct qbd_engine_req *rq;
 		unsigned head, n = 0;
 		int err;
@@ -517,14 +510,10 @@ void qbd_engine_poll(struct qbd_engine *e)
 				eng_ring_submit(e);
 		}
 		/* Parked requests get another chance at SQEs, in order. */
-		rq = e->retry_head;
-		e->retry_head = e->retry_tail = NULL;
+		parked = qbd_queue_take(&e->retry);
 		e->retrying = true;
-		while (rq) {
-			struct qbd_engine_req *next = priv(rq)->next;
+		while ((rq = reqq_pop(&parked)))
 			step_issue(e, rq);
-			rq = next;
-		}
 		e->retrying = false;
 		run_callbacks(e);
 		/* Ask again only for completions that came during the pass
@@ -534,11 +523,11 @@ void qbd_engine_poll(struct qbd_engine *e)
 		      (!e->taskrun_flag ||
 		       (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
 		eng_ring_submit(e);
-		if (n == 0 && !e->done_head)
+		if (n == 0 && qbd_queue_empty(&e->done))
 			break;
 	}
 	e->in_poll = false;
-	if (e->done_head) { /* more than the passes allowed: come back */
+	if (!qbd_queue_empty(&e->done)) { /* more than the passes allowed: come back */
 		e->woken = false;
 		eng_wake(e);
 	}
