@@ -14,6 +14,7 @@
 
 #include <xxhash.h>
 
+#include "common/util.h"
 #include "engine/engine.h"
 #include "engine/internal.h"
 
@@ -23,20 +24,96 @@
 static char dir[64], path[96];
 static struct qbd_engine *e;
 
-static void cb(struct qbd_engine_req *r) { *(int *)r->user = 1; }
+/*
+ * Callbacks counted: the engine calls a request's callback exactly once
+ * (engine.h), and every test that submits requests checks it. submit()
+ * gives each request a counter (its user pointer) and counted_cb, which
+ * fails the test on a second call; wait_done() fails it when a callback
+ * has not run within a bound; the teardown, once nothing is in flight,
+ * fails it when any request's callback did not run exactly once.
+ */
+#define CB_MAX 4096
+#define CB_WAIT_NS (30ull * 1000000000ull)
+
+struct cb_count {
+	int op;
+	int calls;
+};
+
+static struct cb_count cb_counts[CB_MAX];
+static unsigned cb_n;
+
+static void counted_cb(struct qbd_engine_req *r)
+{
+	struct cb_count *c = r->user;
+
+	c->calls++;
+	ck_assert_msg(c->calls == 1, "request %td (op %d): callback ran %d times",
+		      c - cb_counts, c->op, c->calls);
+}
+
+/* Submit r with a counter for its callback; returns the counter. */
+static struct cb_count *submit(struct qbd_engine_req *r)
+{
+	struct cb_count *c;
+
+	ck_assert_uint_lt(cb_n, CB_MAX);
+	c = &cb_counts[cb_n++];
+	*c = (struct cb_count){ .op = (int)r->op };
+	r->cb = counted_cb;
+	r->user = c;
+	qbd_engine_submit(e, r);
+	return c;
+}
+
+/* Poll the engine until the callbacks of the n requests counted from c
+ * on have run; fail if one has not within CB_WAIT_NS. */
+static void wait_done(const struct cb_count *c, unsigned n)
+{
+	uint64_t deadline = qbd_now_ns() + CB_WAIT_NS;
+	unsigned i = 0;
+
+	for (;;) {
+		struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
+
+		while (i < n && c[i].calls)
+			i++;
+		if (i == n)
+			return;
+		ck_assert_msg(qbd_now_ns() < deadline, "request %td (op %d): callback never ran",
+			      &c[i] - cb_counts, c[i].op);
+		poll(&p, 1, 100);
+		qbd_engine_poll(e);
+	}
+}
+
+/* Every request submitted in the test: its callback ran exactly once.
+ * Polls first while the engine is busy (a missing callback shows as a
+ * request still in flight) and once more after (a late second call). */
+static void check_callbacks(void)
+{
+	uint64_t deadline = qbd_now_ns() + CB_WAIT_NS;
+
+	if (e) { /* NULL when a test's last open failed on purpose */
+		struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
+
+		while (qbd_engine_busy(e) && qbd_now_ns() < deadline) {
+			poll(&p, 1, 100);
+			qbd_engine_poll(e);
+		}
+		if (poll(&p, 1, 10) == 1)
+			qbd_engine_poll(e);
+		ck_assert_msg(qbd_engine_busy(e) == 0, "%u requests still in flight at the end",
+			      qbd_engine_busy(e));
+	}
+	for (unsigned i = 0; i < cb_n; i++)
+		ck_assert_msg(cb_counts[i].calls == 1, "request %u (op %d): callback ran %d times",
+			      i, cb_counts[i].op, cb_counts[i].calls);
+}
 
 static void run(struct qbd_engine_req *r)
 {
-	int done = 0;
-
-	r->cb = cb;
-	r->user = &done;
-	qbd_engine_submit(e, r);
-	while (!done) {
-		struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
-		poll(&p, 1, 1000);
-		qbd_engine_poll(e);
-	}
+	wait_done(submit(r), 1);
 }
 
 static int eng_write(uint64_t chunk, uint32_t off, const void *buf, uint32_t len,
@@ -78,6 +155,7 @@ static void open_store(uint64_t size)
 
 static void setup(void)
 {
+	cb_n = 0;
 	snprintf(dir, sizeof dir, "/tmp/qbd-test-engine.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(path, sizeof path, "%s/store", dir);
@@ -86,6 +164,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+	check_callbacks();
 	qbd_engine_close(e);
 	e = NULL;
 	unlink(path);
@@ -257,29 +336,25 @@ START_TEST(full_store_enospc)
 }
 END_TEST
 
-static int pending_done;
-static void count_cb(struct qbd_engine_req *r) { (void)r; pending_done++; }
-
 START_TEST(pipelined_writes_in_order)
 {
 	static struct qbd_engine_req rs[20];
 	static uint8_t bufs[20][4096];
 	uint8_t r[4096];
 
-	pending_done = 0;
+	struct cb_count *c = NULL;
+
 	for (int i = 0; i < 20; i++) {
 		memset(bufs[i], i + 1, sizeof bufs[i]);
 		rs[i] = (struct qbd_engine_req){ .op = QBD_ENGINE_WRITE, .volume = VOL,
 			.chunk = 6, .offset = 0, .length = 4096, .buf = bufs[i],
-			.expected_version = (uint64_t)i, .new_version = (uint64_t)i + 1,
-			.cb = count_cb };
-		qbd_engine_submit(e, &rs[i]);
+			.expected_version = (uint64_t)i, .new_version = (uint64_t)i + 1 };
+		if (i == 0)
+			c = submit(&rs[i]);
+		else
+			submit(&rs[i]);
 	}
-	while (pending_done < 20) {
-		struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
-		poll(&p, 1, 1000);
-		qbd_engine_poll(e);
-	}
+	wait_done(c, 20);
 	for (int i = 0; i < 20; i++)
 		ck_assert_int_eq(rs[i].res, 4096);
 	ck_assert_int_eq(eng_read(6, 0, r, 4096, NULL), 4096);
@@ -300,16 +375,11 @@ END_TEST
 
 static void submit_all(struct qbd_engine_req *rs, int n)
 {
-	pending_done = 0;
-	for (int i = 0; i < n; i++) {
-		rs[i].cb = count_cb;
-		qbd_engine_submit(e, &rs[i]);
-	}
-	while (pending_done < n) {
-		struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
-		poll(&p, 1, 1000);
-		qbd_engine_poll(e);
-	}
+	struct cb_count *c = submit(&rs[0]);
+
+	for (int i = 1; i < n; i++)
+		submit(&rs[i]);
+	wait_done(c, (unsigned)n);
 	ck_assert_uint_eq(qbd_engine_busy(e), 0);
 }
 
@@ -1549,7 +1619,7 @@ START_TEST(plug_holds_submission)
 {
 	static uint8_t w[3 * 4096], r[3][4096];
 	struct qbd_engine_req q[3];
-	int done[3] = { 0 };
+	struct cb_count *c = NULL;
 
 	fill(w, sizeof w, 91);
 	ck_assert_int_eq(eng_write(91, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
@@ -1565,9 +1635,11 @@ START_TEST(plug_holds_submission)
 	for (unsigned i = 0; i < 3; i++) {
 		q[i] = (struct qbd_engine_req){ .op = QBD_ENGINE_READ, .volume = VOL,
 						.chunk = 91, .offset = i * 4096,
-						.length = 4096, .buf = r[i], .cb = cb,
-						.user = &done[i] };
-		qbd_engine_submit(e, &q[i]);
+						.length = 4096, .buf = r[i] };
+		if (i == 0)
+			c = submit(&q[i]);
+		else
+			submit(&q[i]);
 	}
 	qbd_engine_unplug(e); /* still plugged once */
 	{
@@ -1577,14 +1649,9 @@ START_TEST(plug_holds_submission)
 
 		ck_assert_int_eq(poll(&p, 1, 100), 0);
 	}
-	ck_assert_int_eq(done[0] + done[1] + done[2], 0);
+	ck_assert_int_eq(c[0].calls + c[1].calls + c[2].calls, 0);
 	qbd_engine_unplug(e);
-	while (done[0] + done[1] + done[2] < 3) {
-		struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
-
-		poll(&p, 1, 1000);
-		qbd_engine_poll(e);
-	}
+	wait_done(c, 3);
 	for (unsigned i = 0; i < 3; i++) {
 		ck_assert_int_eq(q[i].res, 4096);
 		ck_assert_mem_eq(r[i], w + i * 4096, 4096);
@@ -1624,15 +1691,13 @@ START_TEST(event_fd_wakes_for_immediate_completion)
 	struct qbd_engine_req q = { .op = QBD_ENGINE_READ, .volume = VOL, .chunk = 80,
 				    .offset = 0, .length = sizeof r, .buf = r };
 	struct pollfd p = { .fd = qbd_engine_event_fd(e), .events = POLLIN };
-	int done = 0;
+	struct cb_count *c;
 
-	q.cb = cb;
-	q.user = &done;
-	qbd_engine_submit(e, &q);
-	ck_assert_int_eq(done, 0); /* never from qbd_engine_submit */
+	c = submit(&q);
+	ck_assert_int_eq(c->calls, 0); /* never from qbd_engine_submit */
 	ck_assert_int_eq(poll(&p, 1, 500), 1);
 	qbd_engine_poll(e);
-	ck_assert_int_eq(done, 1);
+	ck_assert_int_eq(c->calls, 1);
 	ck_assert_int_eq(q.res, (int)sizeof r);
 	/* nothing left: the fd is not readable any more */
 	ck_assert_int_eq(poll(&p, 1, 0), 0);
