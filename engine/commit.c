@@ -9,6 +9,8 @@
  * what the blocks on disk hold. One round at a time, so a chunk's
  * metadata block is never written twice at once.
  */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
@@ -17,6 +19,20 @@
 #include "internal.h"
 
 #define B QBD_ENGINE_BLOCK
+
+/* The metadata writers: ENG_MW blocks and their free list (freed by
+ * qbd_engine_close). */
+int eng_commit_init(struct qbd_engine *e)
+{
+	if (posix_memalign((void **)&e->mw_bufs, B, ENG_MW * B))
+		return -ENOMEM;
+	for (unsigned i = 0; i < ENG_MW; i++) {
+		e->mw[i].buf = e->mw_bufs + (size_t)i * B;
+		e->mw[i].next = e->mw_free;
+		e->mw_free = &e->mw[i];
+	}
+	return 0;
+}
 
 static struct eng_chunk *meta_chunk(struct qbd_qlink *l)
 {

@@ -93,14 +93,71 @@ static void eng_free(struct qbd_engine *e)
 	free(e);
 }
 
+/* Open the store (creating a file of opts->create_size if it does not
+ * exist): its size in *size, *created if this open made it. */
+static int open_file(struct qbd_engine *e, const struct qbd_engine_opts *opts,
+		     uint64_t *size, bool *created)
+{
+	struct stat st;
+
+	e->fd = open(opts->path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (e->fd == -1 && errno == ENOENT && opts->create_size) {
+		e->fd = open(opts->path, O_RDWR | O_DIRECT | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
+		if (e->fd != -1 && ftruncate(e->fd, (off_t)opts->create_size) == -1)
+			return -errno;
+		*created = e->fd != -1;
+	}
+	if (e->fd == -1) {
+		int r = -errno;
+
+		qbd_err("engine", "open %s: %m", opts->path);
+		return r;
+	}
+	if (fstat(e->fd, &st) == -1)
+		return -errno;
+	*size = (uint64_t)st.st_size;
+	e->blockdev = S_ISBLK(st.st_mode);
+	if (e->blockdev && ioctl(e->fd, BLKGETSIZE64, size) == -1)
+		return -errno;
+	return 0;
+}
+
+/* The in-memory tables sized by the superblock: slot maps and the
+ * activity log's copy. */
+static int open_tables(struct qbd_engine *e)
+{
+	e->free_map = calloc(e->sb.nslots, 1);
+	e->by_slot = calloc(e->sb.nslots, sizeof *e->by_slot);
+	e->al_dirty = calloc(e->sb.al_blocks, sizeof *e->al_dirty);
+	if (!e->free_map || !e->by_slot || !e->al_dirty ||
+	    posix_memalign((void **)&e->al_buf, B, e->sb.al_blocks * B))
+		return -ENOMEM;
+	memset(e->al_buf, 0, e->sb.al_blocks * B);
+	return 0;
+}
+
+/* Load the tables, recover from a crash, and count the written blocks
+ * (after the recovery, which may turn blocks into holes). */
+static int open_load(struct qbd_engine *e)
+{
+	int r = eng_load(e);
+
+	if (r == 0)
+		r = eng_recover(e);
+	if (r < 0)
+		return r;
+	for (uint64_t i = 0; i < e->sb.nslots; i++)
+		if (e->by_slot[i])
+			e->held_blocks += eng_meta_held_blocks(e->by_slot[i]->meta);
+	return 0;
+}
+
 int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 {
 	struct qbd_engine *e;
-	struct stat st;
-	uint64_t size;
+	uint64_t size = 0;
 	uint32_t cs = opts->chunk_size ? opts->chunk_size : QBD_ENGINE_DEFAULT_CHUNK;
 	unsigned qd = opts->queue_depth ? opts->queue_depth : 256;
-	uint8_t *blk = NULL;
 	bool created = false;
 	int r;
 
@@ -115,105 +172,32 @@ int qbd_engine_open(const struct qbd_engine_opts *opts, struct qbd_engine **out)
 	e->io_hook_user = opts->io_hook_user;
 	fault_setup(e);
 	e->al_target = opts->al_chunks ? opts->al_chunks : ENG_AL_TARGET;
-	e->fd = open(opts->path, O_RDWR | O_DIRECT | O_CLOEXEC);
-	if (e->fd == -1 && errno == ENOENT && opts->create_size) {
-		e->fd = open(opts->path, O_RDWR | O_DIRECT | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
-		if (e->fd != -1 && ftruncate(e->fd, (off_t)opts->create_size) == -1) {
-			r = -errno;
-			goto fail;
-		}
-		created = e->fd != -1;
-	}
-	if (e->fd == -1) {
-		r = -errno;
-		qbd_err("engine", "open %s: %m", opts->path);
-		goto fail;
-	}
-	if (fstat(e->fd, &st) == -1) {
-		r = -errno;
-		goto fail;
-	}
-	size = (uint64_t)st.st_size;
-	e->blockdev = S_ISBLK(st.st_mode);
-	if (e->blockdev && ioctl(e->fd, BLKGETSIZE64, &size) == -1) {
-		r = -errno;
-		goto fail;
-	}
-	if (posix_memalign((void **)&blk, B, B) ||
-	    posix_memalign((void **)&e->promises, B, ENG_PROMISE_BYTES) ||
-	    posix_memalign((void **)&e->al_io, B, B) ||
-	    posix_memalign((void **)&e->mw_bufs, B, ENG_MW * B)) {
+	r = open_file(e, opts, &size, &created);
+	if (r == 0 && posix_memalign((void **)&e->promises, B, ENG_PROMISE_BYTES))
 		r = -ENOMEM;
-		goto fail;
-	}
-	for (unsigned i = 0; i < ENG_MW; i++) {
-		e->mw[i].buf = e->mw_bufs + (size_t)i * B;
-		e->mw[i].next = e->mw_free;
-		e->mw_free = &e->mw[i];
-	}
-	r = size >= B ? qbd_pread_full(e->fd, blk, B, 0) : -ENOSPC;
-	if (r < 0)
-		goto fail;
-	memcpy(&e->sb, blk, sizeof e->sb);
-	if (e->sb.magic != ENG_MAGIC_SB) {
-		for (unsigned i = 0; i < B; i++)
-			if (blk[i]) {
-				qbd_err("engine", "%s holds data that is not a qbd store; "
-					"refusing to format it", opts->path);
-				r = -EEXIST;
-				goto fail;
-			}
-		r = eng_format(e, size, cs, created);
-		if (r < 0)
-			goto fail;
-	} else if (e->sb.format != ENG_FORMAT) {
-		qbd_err("engine", "%s: a store of format %u; this qbd reads format %u only "
-			"(no conversion: move its data off and format it again)", opts->path,
-			e->sb.format, ENG_FORMAT);
-		r = -EUCLEAN;
-		goto fail;
-	} else if (eng_super_checksum(&e->sb) != e->sb.checksum) {
-		qbd_err("engine", "%s: bad superblock checksum", opts->path);
-		r = -EUCLEAN;
-		goto fail;
-	} else if (opts->chunk_size && opts->chunk_size != e->sb.chunk_size) {
-		qbd_err("engine", "%s: chunk size %u, asked for %u", opts->path,
-			e->sb.chunk_size, opts->chunk_size);
-		r = -EINVAL;
-		goto fail;
-	}
-	e->free_map = calloc(e->sb.nslots, 1);
-	e->by_slot = calloc(e->sb.nslots, sizeof *e->by_slot);
-	e->al_dirty = calloc(e->sb.al_blocks, sizeof *e->al_dirty);
-	if (!e->free_map || !e->by_slot || !e->al_dirty ||
-	    posix_memalign((void **)&e->al_buf, B, e->sb.al_blocks * B)) {
+	if (r == 0 && posix_memalign((void **)&e->al_io, B, B))
 		r = -ENOMEM;
-		goto fail;
-	}
-	memset(e->al_buf, 0, e->sb.al_blocks * B);
-	r = eng_load(e);
 	if (r == 0)
-		r = eng_recover(e);
-	if (r < 0)
-		goto fail;
-	for (uint64_t i = 0; i < e->sb.nslots; i++)
-		if (e->by_slot[i])
-			e->held_blocks += eng_meta_held_blocks(e->by_slot[i]->meta);
-	r = eng_bufs_init(e, opts->buffers,
-			  opts->buffer_size ? opts->buffer_size : e->sb.chunk_size);
+		r = eng_commit_init(e);
+	if (r == 0)
+		r = eng_super_open(e, opts->path, size, cs, opts->chunk_size, created);
+	if (r == 0)
+		r = open_tables(e);
+	if (r == 0)
+		r = open_load(e);
+	if (r == 0)
+		r = eng_bufs_init(e, opts->buffers,
+				  opts->buffer_size ? opts->buffer_size : e->sb.chunk_size);
 	if (r == 0)
 		r = eng_ring_init(e, qd);
-	if (r < 0)
-		goto fail;
-	free(blk);
+	if (r < 0) {
+		eng_free(e);
+		return r;
+	}
 	qbd_info("engine", "%s: %llu of %llu chunk slots used", opts->path,
 		 (unsigned long long)e->used_slots, (unsigned long long)e->sb.nslots);
 	*out = e;
 	return 0;
-fail:
-	free(blk);
-	eng_free(e);
-	return r;
 }
 
 void qbd_engine_close(struct qbd_engine *e)

@@ -25,7 +25,7 @@ uint64_t eng_meta_checksum(const struct eng_meta *m)
 	return XXH3_64bits(&tmp, sizeof tmp);
 }
 
-uint64_t eng_super_checksum(const struct eng_super *s)
+static uint64_t super_checksum(const struct eng_super *s)
 {
 	struct eng_super tmp = *s;
 
@@ -50,7 +50,7 @@ int eng_write_super(struct qbd_engine *e)
 	if (posix_memalign((void **)&blk, B, B))
 		return -ENOMEM;
 	memset(blk, 0, B);
-	e->sb.checksum = eng_super_checksum(&e->sb);
+	e->sb.checksum = super_checksum(&e->sb);
 	memcpy(blk, &e->sb, sizeof e->sb);
 	r = eng_pwrite(e, blk, B, 0);
 	if (r == 0)
@@ -70,7 +70,7 @@ void eng_meta_free_marker(struct eng_meta *m)
 
 /* Format. clean: the data area is known to read as zeros (a file this
  * open created); otherwise every slot starts marked as holding old data. */
-int eng_format(struct qbd_engine *e, uint64_t size, uint32_t chunk_size, bool clean)
+static int format_store(struct qbd_engine *e, uint64_t size, uint32_t chunk_size, bool clean)
 {
 	uint64_t per = chunk_size + (uint64_t)B;
 	uint64_t nslots, al_blocks;
@@ -173,5 +173,47 @@ int eng_load(struct qbd_engine *e)
 			break;
 	}
 	free(tab);
+	return r;
+}
+
+/* Read the superblock of a store of size bytes: format it if block 0
+ * is all zeros (a new store; clean: the data area reads as zeros),
+ * else check it: its format, its checksum, and the chunk size asked for
+ * (asked_cs, 0 for any). */
+int eng_super_open(struct qbd_engine *e, const char *path, uint64_t size,
+		   uint32_t chunk_size, uint32_t asked_cs, bool clean)
+{
+	uint8_t *blk;
+	int r;
+
+	if (posix_memalign((void **)&blk, B, B))
+		return -ENOMEM;
+	r = size >= B ? qbd_pread_full(e->fd, blk, B, 0) : -ENOSPC;
+	if (r < 0)
+		goto out;
+	memcpy(&e->sb, blk, sizeof e->sb);
+	if (e->sb.magic != ENG_MAGIC_SB) {
+		if (!all_zero(blk, B)) {
+			qbd_err("engine", "%s holds data that is not a qbd store; "
+				"refusing to format it", path);
+			r = -EEXIST;
+			goto out;
+		}
+		r = format_store(e, size, chunk_size, clean);
+	} else if (e->sb.format != ENG_FORMAT) {
+		qbd_err("engine", "%s: a store of format %u; this qbd reads format %u only "
+			"(no conversion: move its data off and format it again)", path,
+			e->sb.format, ENG_FORMAT);
+		r = -EUCLEAN;
+	} else if (super_checksum(&e->sb) != e->sb.checksum) {
+		qbd_err("engine", "%s: bad superblock checksum", path);
+		r = -EUCLEAN;
+	} else if (asked_cs && asked_cs != e->sb.chunk_size) {
+		qbd_err("engine", "%s: chunk size %u, asked for %u", path,
+			e->sb.chunk_size, asked_cs);
+		r = -EINVAL;
+	}
+out:
+	free(blk);
 	return r;
 }

@@ -323,17 +323,17 @@ void eng_step_done(struct qbd_engine *e, struct qbd_engine_req *r);
 
 /* format.c: the on-disk format */
 uint64_t eng_meta_checksum(const struct eng_meta *m);
-uint64_t eng_super_checksum(const struct eng_super *s);
 uint64_t eng_al_checksum(const struct eng_al *a);
 /* Write the superblock and sync (blocking). */
 int eng_write_super(struct qbd_engine *e);
 /* A free-slot marker: the slot's data may hold old data. */
 void eng_meta_free_marker(struct eng_meta *m);
-/* Format a store of size bytes. clean: the data area is known to read
- * as zeros. */
-int eng_format(struct qbd_engine *e, uint64_t size, uint32_t chunk_size, bool clean);
 /* Read the promise table and the metadata table into memory. */
 int eng_load(struct qbd_engine *e);
+/* Read the superblock, formatting an all-zero store (clean: its data
+ * area reads as zeros), else checking format, checksum and asked_cs. */
+int eng_super_open(struct qbd_engine *e, const char *path, uint64_t size,
+		   uint32_t chunk_size, uint32_t asked_cs, bool clean);
 
 /* blockio.c: blocking I/O and the io_hook report */
 void eng_hook(struct qbd_engine *e, enum qbd_engine_io_kind kind, bool done, int res,
@@ -413,6 +413,8 @@ void eng_al_trim(struct qbd_engine *e);
 int eng_al_clear_all(struct qbd_engine *e);
 
 /* commit.c: the metadata group commit */
+/* Allocate the metadata writers (ENG_MW). 0 or -ENOMEM. */
+int eng_commit_init(struct qbd_engine *e);
 /* The chunk's metadata changed in memory: the next round writes it. */
 void eng_meta_dirty(struct qbd_engine *e, struct eng_chunk *c);
 /* The chunk is forgotten: it leaves the dirty or round list. */
