@@ -127,13 +127,6 @@ void eng_chunk_remove(struct qbd_engine *e, struct eng_chunk *c, bool al_clear)
 	free(c);
 }
 
-/* A READ, BITMAP or SCRUB: runs together with others of its kind. */
-static bool req_reads(const struct qbd_engine_req *r)
-{
-	return r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP ||
-	       r->op == QBD_ENGINE_SCRUB;
-}
-
 /* Start what can run from the head of the chunk's FIFO: any number of
  * READs, or one WRITE/ZERO alone. Frees a chunk that ends up idle and
  * never written (a first write that failed). */

@@ -386,11 +386,69 @@ int eng_bounce_get(struct eng_priv *p, struct qbd_engine_req *r)
 	return posix_memalign((void **)&p->bounce, B, (size_t)p->nb * B) ? -ENOMEM : 0;
 }
 
+/* A READ, WRITE, ZERO or BITMAP outside its chunk, without a buffer,
+ * or a RESYNC that is not a whole-chunk WRITE (logged). */
+static bool submit_invalid(const struct qbd_engine *e, const struct qbd_engine_req *r)
+{
+	if (r->length == 0 || r->offset >= e->sb.chunk_size ||
+	    r->length > e->sb.chunk_size - r->offset ||
+	    (r->op != QBD_ENGINE_ZERO && !r->buf) ||
+	    (r->op == QBD_ENGINE_BITMAP && (r->offset % B || r->length % B))) {
+		qbd_warn("engine", "invalid request: op %d offset %u length %u",
+			 (int)r->op, r->offset, r->length);
+		return true;
+	}
+	if (r->op != QBD_ENGINE_READ && r->op != QBD_ENGINE_BITMAP &&
+	    (r->flags & QBD_ENGINE_F_RESYNC) &&
+	    (r->op != QBD_ENGINE_WRITE || (r->flags & QBD_ENGINE_F_REPAIR) ||
+	     r->offset != 0 || r->length != e->sb.chunk_size ||
+	     (r->new_version == 0 && !all_zero(r->buf, r->length)))) {
+		qbd_warn("engine", "invalid RESYNC: op %d flags %#x offset %u length %u "
+			 "new version %llu (need a whole-chunk WRITE; version 0 only with zeros)",
+			 (int)r->op, r->flags, r->offset, r->length,
+			 (unsigned long long)r->new_version);
+		return true;
+	}
+	return false;
+}
+
+/* A request of one chunk (its blocks in p->b0, p->nb) joins the
+ * chunk's FIFO. A chunk never written is read without I/O, and is at
+ * version 0 already: the idempotent case of every write kind to version
+ * 0, acknowledged without a slot (the writer zeroes never-written chunks
+ * this way, so that they stay unallocated). Another write allocates it. */
+static void submit_chunk(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	struct eng_chunk *c = eng_chunk_find(e, r->volume, r->chunk);
+	int err;
+
+	if (!c && req_reads(r)) {
+		eng_read_start(e, r);
+		return;
+	}
+	if (!c && r->new_version == 0) {
+		r->version = 0;
+		eng_req_done(e, r, (int)r->length);
+		return;
+	}
+	if (!c) {
+		/* Add the entry now so that later requests of this chunk
+		 * queue behind this one; eng_chunk_run_next frees it again if
+		 * the first write fails. */
+		err = eng_chunk_alloc(e, r->volume, r->chunk, &c);
+		if (err) {
+			r->version = 0; /* not held: the version the writer learns */
+			eng_req_done(e, r, err);
+			return;
+		}
+	}
+	eng_chunk_enqueue(e, c, r);
+}
+
+/* Validate a request and send it to its queue. */
 static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
-	struct eng_chunk *c;
-	int err;
 
 	memset(p, 0, sizeof *p);
 	e->busy++;
@@ -399,67 +457,19 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 	case QBD_ENGINE_WRITE:
 	case QBD_ENGINE_ZERO:
 	case QBD_ENGINE_BITMAP:
-		if (r->length == 0 || r->offset >= e->sb.chunk_size ||
-		    r->length > e->sb.chunk_size - r->offset ||
-		    (r->op != QBD_ENGINE_ZERO && !r->buf) ||
-		    (r->op == QBD_ENGINE_BITMAP && (r->offset % B || r->length % B))) {
-			qbd_warn("engine", "invalid request: op %d offset %u length %u",
-				 (int)r->op, r->offset, r->length);
-			eng_req_done(e, r, -EINVAL);
-			return;
-		}
-		if (r->op != QBD_ENGINE_READ && r->op != QBD_ENGINE_BITMAP &&
-		    (r->flags & QBD_ENGINE_F_RESYNC) &&
-		    (r->op != QBD_ENGINE_WRITE || (r->flags & QBD_ENGINE_F_REPAIR) ||
-		     r->offset != 0 || r->length != e->sb.chunk_size ||
-		     (r->new_version == 0 && !all_zero(r->buf, r->length)))) {
-			qbd_warn("engine", "invalid RESYNC: op %d flags %#x offset %u length %u "
-				 "new version %llu (need a whole-chunk WRITE; version 0 only with zeros)",
-				 (int)r->op, r->flags, r->offset, r->length,
-				 (unsigned long long)r->new_version);
+		if (submit_invalid(e, r)) {
 			eng_req_done(e, r, -EINVAL);
 			return;
 		}
 		p->b0 = r->offset / B;
 		p->nb = (r->offset + r->length + B - 1) / B - p->b0;
-		c = eng_chunk_find(e, r->volume, r->chunk);
-		if (!c && (r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP ||
-			   r->op == QBD_ENGINE_SCRUB)) {
-			eng_read_start(e, r);
-			return;
-		}
-		if (!c && r->new_version == 0) {
-			/* A chunk never written is at version 0 already: the
-			 * idempotent case of every write kind, acknowledged
-			 * without a slot (the writer zeroes never-written
-			 * chunks this way, so that they stay unallocated). */
-			r->version = 0;
-			eng_req_done(e, r, (int)r->length);
-			return;
-		}
-		if (!c) {
-			/* Add the entry now so that later requests of this chunk
-			 * queue behind this one; eng_chunk_run_next frees it again if
-			 * the first write fails. */
-			err = eng_chunk_alloc(e, r->volume, r->chunk, &c);
-			if (err) {
-				r->version = 0; /* not held: the version the writer learns */
-				eng_req_done(e, r, err);
-				return;
-			}
-		}
-		eng_chunk_enqueue(e, c, r);
+		submit_chunk(e, r);
 		return;
 	case QBD_ENGINE_SCRUB:
 		/* A whole-chunk request whatever offset and length say. */
 		p->b0 = 0;
 		p->nb = e->sb.chunk_size / B;
-		c = eng_chunk_find(e, r->volume, r->chunk);
-		if (!c) {
-			eng_read_start(e, r);
-			return;
-		}
-		eng_chunk_enqueue(e, c, r);
+		submit_chunk(e, r);
 		return;
 	case QBD_ENGINE_FLUSH:
 		eng_flush_enqueue(e, r);

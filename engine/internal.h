@@ -278,6 +278,13 @@ static inline struct qbd_engine_req *reqq_first(const struct qbd_queue *q)
 	return req_of(q->head);
 }
 
+/* A READ, BITMAP or SCRUB: runs together with others of its kind. */
+static inline bool req_reads(const struct qbd_engine_req *r)
+{
+	return r->op == QBD_ENGINE_READ || r->op == QBD_ENGINE_BITMAP ||
+	       r->op == QBD_ENGINE_SCRUB;
+}
+
 /* true if len bytes at p are all zero */
 static inline bool all_zero(const void *p, size_t len)
 {

@@ -293,12 +293,77 @@ static void step_hook(struct qbd_engine *e, struct qbd_engine_req *r, bool done,
 	}
 }
 
+/* Prepare SQE i of the request's current step; fd is the store's (0
+ * when it is registered). */
+static void step_prep(struct qbd_engine *e, struct qbd_engine_req *r,
+		      struct io_uring_sqe *sqe, unsigned i, int fd)
+{
+	struct eng_priv *p = priv(r);
+	bool data = step_is_data(p->step);
+	uint8_t *buf = data ? p->bounce + (size_t)(p->ext_b[i] - p->b0) * B : NULL;
+	uint64_t off = data ? data_pos(e, p->ch->slot) + (uint64_t)p->ext_b[i] * B : 0;
+	int bi = data ? buf_index(e, buf, p->ext_n[i] * B) : -1;
+
+	switch (p->step) {
+	case ST_READ_DATA:
+	case ST_RMW_READ:
+	case ST_SCRUB_READ:
+		if (bi >= 0)
+			io_uring_prep_read_fixed(sqe, fd, buf, p->ext_n[i] * B, off, bi);
+		else
+			io_uring_prep_read(sqe, fd, buf, p->ext_n[i] * B, off);
+		break;
+	case ST_WRITE_DATA:
+		if (bi >= 0)
+			io_uring_prep_write_fixed(sqe, fd, buf, p->ext_n[i] * B, off, bi);
+		else
+			io_uring_prep_write(sqe, fd, buf, p->ext_n[i] * B, off);
+		break;
+	case ST_WRITE_META:
+		io_uring_prep_write(sqe, fd, p->bounce, B, meta_pos(e, p->ch->slot));
+		break;
+	case ST_FSYNC:
+	case ST_SLOT_SYNC:
+		io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+		break;
+	case ST_PROMISE_WRITE:
+		/* bounce holds block b0 of the promise table */
+		io_uring_prep_write(sqe, fd, p->bounce, B,
+				    ENG_PROMISE_OFF + (uint64_t)p->b0 * B);
+		break;
+	case ST_AL_WRITE:
+		io_uring_prep_write(sqe, fd, e->al_io, B,
+				    e->sb.al_off + (uint64_t)e->al_block * B);
+		if (e->al_dsync)
+			sqe->rw_flags = RWF_DSYNC;
+		break;
+	case ST_RESERVE:
+		io_uring_prep_fallocate(sqe, fd, FALLOC_FL_KEEP_SIZE,
+					(off_t)(data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B),
+					(off_t)p->zx_n[i] * B);
+		break;
+	case ST_ZERO_DATA:
+	case ST_UNDO_ZERO:
+		io_uring_prep_fallocate(sqe, fd, eng_zero_mode(e),
+					(off_t)(data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B),
+					(off_t)p->zx_n[i] * B);
+		break;
+	case ST_SLOT_ZERO:
+		io_uring_prep_fallocate(sqe, fd, eng_zero_mode(e),
+					(off_t)data_pos(e, p->ch->slot),
+					(off_t)e->sb.chunk_size);
+		break;
+	}
+	if (e->fixed_file)
+		sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data(sqe, r);
+}
+
 /* Issue the SQEs of the request's current step (all or none); with too
  * few free SQEs, park the request until the next qbd_engine_poll. */
 static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
-	bool data = step_is_data(p->step);
 	unsigned n = step_sqes(p);
 
 	/* More SQEs in flight than the CQ holds would overflow it, and
@@ -326,68 +391,9 @@ static void step_issue(struct qbd_engine *e, struct qbd_engine_req *r)
 	if (e->io_hook)
 		step_hook(e, r, false, 0);
 	step_count(e, p, n);
-	/* The store is registered file 0 when the kernel allows it. */
-	int fd = e->fixed_file ? 0 : e->fd;
-
 	for (unsigned i = 0; i < n; i++) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
-		uint8_t *buf = data ? p->bounce + (size_t)(p->ext_b[i] - p->b0) * B : NULL;
-		uint64_t off = data ? data_pos(e, p->ch->slot) + (uint64_t)p->ext_b[i] * B : 0;
-		int bi = data ? buf_index(e, buf, p->ext_n[i] * B) : -1;
-
-		switch (p->step) {
-		case ST_READ_DATA:
-		case ST_RMW_READ:
-		case ST_SCRUB_READ:
-			if (bi >= 0)
-				io_uring_prep_read_fixed(sqe, fd, buf, p->ext_n[i] * B, off, bi);
-			else
-				io_uring_prep_read(sqe, fd, buf, p->ext_n[i] * B, off);
-			break;
-		case ST_WRITE_DATA:
-			if (bi >= 0)
-				io_uring_prep_write_fixed(sqe, fd, buf, p->ext_n[i] * B, off, bi);
-			else
-				io_uring_prep_write(sqe, fd, buf, p->ext_n[i] * B, off);
-			break;
-		case ST_WRITE_META:
-			io_uring_prep_write(sqe, fd, p->bounce, B, meta_pos(e, p->ch->slot));
-			break;
-		case ST_FSYNC:
-		case ST_SLOT_SYNC:
-			io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-			break;
-		case ST_PROMISE_WRITE:
-			/* bounce holds block b0 of the promise table */
-			io_uring_prep_write(sqe, fd, p->bounce, B,
-					    ENG_PROMISE_OFF + (uint64_t)p->b0 * B);
-			break;
-		case ST_AL_WRITE:
-			io_uring_prep_write(sqe, fd, e->al_io, B,
-					    e->sb.al_off + (uint64_t)e->al_block * B);
-			if (e->al_dsync)
-				sqe->rw_flags = RWF_DSYNC;
-			break;
-		case ST_RESERVE:
-			io_uring_prep_fallocate(sqe, fd, FALLOC_FL_KEEP_SIZE,
-						(off_t)(data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B),
-						(off_t)p->zx_n[i] * B);
-			break;
-		case ST_ZERO_DATA:
-		case ST_UNDO_ZERO:
-			io_uring_prep_fallocate(sqe, fd, eng_zero_mode(e),
-						(off_t)(data_pos(e, p->ch->slot) + (uint64_t)p->zx_b[i] * B),
-						(off_t)p->zx_n[i] * B);
-			break;
-		case ST_SLOT_ZERO:
-			io_uring_prep_fallocate(sqe, fd, eng_zero_mode(e),
-						(off_t)data_pos(e, p->ch->slot),
-						(off_t)e->sb.chunk_size);
-			break;
-		}
-		if (e->fixed_file)
-			sqe->flags |= IOSQE_FIXED_FILE;
-		io_uring_sqe_set_data(sqe, r);
+		/* the store is registered file 0 when the kernel allows it */
+		step_prep(e, r, io_uring_get_sqe(&e->ring), i, e->fixed_file ? 0 : e->fd);
 		e->pending_sqes++;
 	}
 }
@@ -469,9 +475,46 @@ static void run_callbacks(struct qbd_engine *e)
 	}
 }
 
-void qbd_engine_poll(struct qbd_engine *e)
+/* Reap the completions waiting, running callbacks at once: what they
+ * submit is queued, and goes out in groups of ENG_SUBMIT_BATCH, or at
+ * once after a large transfer (its checksums took a while), so that
+ * the device is not left waiting for the whole pass (a pass of 16
+ * completions takes 50 to 100 us). Returns how many were reaped. */
+static unsigned poll_reap(struct qbd_engine *e)
 {
 	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&e->ring, head, cqe) {
+		struct qbd_engine_req *r = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+
+		n++;
+		e->inflight--;
+		io_uring_cqe_seen(&e->ring, cqe); /* free the slot first */
+		cqe_handle(e, r, res);
+		run_callbacks(e);
+		if (e->pending_sqes >= ENG_SUBMIT_BATCH ||
+		    (res >= (int)ENG_BIG_IO && e->pending_sqes))
+			eng_ring_submit(e);
+	}
+	return n;
+}
+
+/* Parked requests get another chance at SQEs, in order. */
+static void poll_retry(struct qbd_engine *e)
+{
+	struct qbd_queue parked = qbd_queue_take(&e->retry);
+	struct qbd_engine_req *r;
+
+	e->retrying = true;
+	while ((r = reqq_pop(&parked)))
+		step_issue(e, r);
+	e->retrying = false;
+}
+
+void qbd_engine_poll(struct qbd_engine *e)
+{
 	uint64_t x;
 	bool get;
 
@@ -483,38 +526,13 @@ void qbd_engine_poll(struct qbd_engine *e)
 	 * here, then the submission of each pass (or here again). */
 	get = e->defer_taskrun;
 	for (int round = 0; round < 64; round++) {
-		struct qbd_queue parked;
-		struct qbd_engine_req *rq;
-		unsigned head, n = 0;
+		unsigned n;
 		int err;
 
 		if (get && (err = io_uring_get_events(&e->ring)) < 0)
 			qbd_warn("engine", "io_uring_get_events: %s", strerror(-err));
-		io_uring_for_each_cqe(&e->ring, head, cqe) {
-			struct qbd_engine_req *r = io_uring_cqe_get_data(cqe);
-			int res = cqe->res;
-
-			n++;
-			e->inflight--;
-			io_uring_cqe_seen(&e->ring, cqe); /* free the slot first */
-			cqe_handle(e, r, res);
-			/* Callbacks at once: what they submit is queued, and
-			 * goes out in groups of ENG_SUBMIT_BATCH, or at once
-			 * after a large transfer (its checksums took a
-			 * while), so that the device is not left waiting for
-			 * the whole pass (a pass of 16 completions takes
-			 * 50 to 100 us). */
-			run_callbacks(e);
-			if (e->pending_sqes >= ENG_SUBMIT_BATCH ||
-			    (res >= (int)ENG_BIG_IO && e->pending_sqes))
-				eng_ring_submit(e);
-		}
-		/* Parked requests get another chance at SQEs, in order. */
-		parked = qbd_queue_take(&e->retry);
-		e->retrying = true;
-		while ((rq = reqq_pop(&parked)))
-			step_issue(e, rq);
-		e->retrying = false;
+		n = poll_reap(e);
+		poll_retry(e);
 		run_callbacks(e);
 		/* Ask again only for completions that came during the pass
 		 * (the kernel flags them in the SQ ring): at queue depth 1
