@@ -26,7 +26,7 @@ uint64_t eng_meta_held_blocks(const struct eng_meta *m)
 	return n;
 }
 
-static unsigned hash_of(uint64_t volume, uint64_t chunk)
+static unsigned chunk_hash(uint64_t volume, uint64_t chunk)
 {
 	uint64_t h = volume * 0x9e3779b97f4a7c15ull ^ (chunk + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull;
 	return (unsigned)(h >> 48) % ENG_HASH;
@@ -35,7 +35,7 @@ static unsigned hash_of(uint64_t volume, uint64_t chunk)
 struct eng_chunk *eng_chunk_find(const struct qbd_engine *e, uint64_t volume,
 				 uint64_t chunk)
 {
-	for (struct eng_chunk *c = e->hash[hash_of(volume, chunk)]; c; c = c->hnext)
+	for (struct eng_chunk *c = e->hash[chunk_hash(volume, chunk)]; c; c = c->hnext)
 		if (c->volume == volume && c->chunk == chunk)
 			return c;
 	return NULL;
@@ -45,7 +45,7 @@ struct eng_chunk *eng_chunk_add(struct qbd_engine *e, uint64_t volume,
 				uint64_t chunk, uint64_t slot)
 {
 	struct eng_chunk *c = calloc(1, sizeof *c);
-	unsigned h = hash_of(volume, chunk);
+	unsigned h = chunk_hash(volume, chunk);
 
 	if (!c)
 		return NULL;
@@ -109,7 +109,7 @@ int eng_chunk_alloc(struct qbd_engine *e, uint64_t volume, uint64_t chunk,
  * sync); otherwise the bit stays for the recovery to look at. */
 void eng_chunk_remove(struct qbd_engine *e, struct eng_chunk *c, bool al_clear)
 {
-	struct eng_chunk **pp = &e->hash[hash_of(c->volume, c->chunk)];
+	struct eng_chunk **pp = &e->hash[chunk_hash(c->volume, c->chunk)];
 	bool dirty = c->meta->magic != 0 || c->slot_dirty || c->al_active ||
 		     eng_al_bit_test(e, c->slot);
 

@@ -232,6 +232,9 @@ struct qbd_engine {
 	size_t bufs_len;                  /* bytes mapped for the pool */
 };
 
+/* Shared by every file: the steps of a request, queues of requests
+ * (common/queue.h), bitmaps and positions on the device. */
+
 /* The steps of a request, each one or more SQEs (eng_priv.step). */
 enum eng_step {
 	ST_READ_DATA = 1,   /* READ: data read in flight */
