@@ -170,7 +170,7 @@ $(BUILD)/qbd: $(BUILD)/tools/qbd-main.o $(TOOLS_A)
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/%: tests/unit/%.c $$(call test_a,$$*) $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(call test_a,$*) $(LIBS) $(NL_LIBS) $(CHECK_LIBS)
+	$(CC) $(ALL_CFLAGS) -MMD -MP $(ALL_LDFLAGS) -o $@ $< $(call test_a,$*) $(LIBS) $(NL_LIBS) $(CHECK_LIBS)
 
 # Extra libraries of a helper.
 HELPER_LIBS_nbd-stream := $(shell pkg-config --libs libnbd 2>/dev/null)

@@ -4,7 +4,7 @@
  * wire protocol to every replica over nonblocking TCP, and lets the quorum
  * core (replicator/core) decide versions, targets and outcomes. No thread
  * and no loop of its own: everything happens in qbd_process, driven by the
- * epoll fd from qbd_get_fd. See client.h for ownership.
+ * epoll fd from qbd_get_fd. See internal.h for ownership.
  */
 #include <endian.h>
 #include <errno.h>
