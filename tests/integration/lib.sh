@@ -6,38 +6,54 @@
 #   start_cluster 3           # etcd + chunk servers in zones a, b, c
 #   ...
 #
-# Everything started here is recorded by PID and stopped on exit, also when
-# the test fails. Waits poll a condition with a bound, never a bare sleep.
+# Everything started here is recorded by PID and name, and stopped on
+# exit, also when the test fails. Every stop reaps the process and judges
+# its exit status: a process that exits other than cleanly (0 after
+# SIGTERM, or death by the signal the test itself sent) fails the test,
+# named with its status, so an AddressSanitizer report at a daemon's
+# shutdown (exit 66 under tests/run-tests) fails the test that caused it.
+# Waits poll a condition with a bound, never a bare sleep.
 
 set -eu
 
 TEST_NAME=$(basename "$0" .sh)
 _CLEANUP_FNS=""
 _PIDS=""
+_UNCLEAN=""     # set once a stopped process exited uncleanly
+_IN_CLEANUP=""  # set while the exit trap runs
+
+# Death by SIGTERM: the clean status after SIGTERM of programs without a
+# handler for it (etcdctl, a Python script). etcd stops cleanly on
+# SIGTERM, then re-raises the signal to itself: the same status, not 0.
+TERM_DEATH=143
+ETCD_TERM_STATUS=$TERM_DEATH
+# How long a stopped process may take to exit before it is killed (and
+# the test fails): a writer's last flush under the sanitizers, on a
+# shared machine, takes a few seconds at most.
+STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 
 log() { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 skip() { log "SKIP: $*"; exit 77; }
 
-# Run cleanup functions in reverse order, then stop every recorded process.
+# Run cleanup functions in reverse order, then stop every recorded process
+# (newest first, so clients and chunk servers stop before etcd), judging
+# each exit status; then look for sanitizer reports in the test's logs.
+# A test that passed (or skipped) fails if any of this found something.
 _run_cleanup() {
 	rc=$?
 	set +e
+	_IN_CLEANUP=1
 	for fn in $_CLEANUP_FNS; do "$fn"; done
-	# Newest first, so clients and chunk servers stop before etcd.
 	_rev=""
 	for pid in $_PIDS; do _rev="$pid $_rev"; done
-	for pid in $_rev; do
-		kill -0 "$pid" 2>/dev/null || continue
-		kill -TERM "$pid" 2>/dev/null
-		i=0
-		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
-			sleep 0.1; i=$((i + 1))
-		done
-		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-	done
+	for pid in $_rev; do _stop_judged "$pid" TERM; done
 	if [ -n "${TMP:-}" ] && [ -d "$TMP" ]; then
+		_sanitizer_reports || _UNCLEAN=1
+		if [ -n "$_UNCLEAN" ] && { [ $rc -eq 0 ] || [ $rc -eq 77 ]; }; then
+			log "FAIL: unclean exit of a process (see above)"
+			rc=1
+		fi
 		if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
 			for f in "$TMP"/*.log; do
 				[ -f "$f" ] || continue
@@ -46,20 +62,141 @@ _run_cleanup() {
 			done
 		fi
 		rm -rf "$TMP"
+	elif [ -n "$_UNCLEAN" ] && { [ $rc -eq 0 ] || [ $rc -eq 77 ]; }; then
+		rc=1
 	fi
 	exit $rc
+}
+
+# _sanitizer_reports: fail (status 1, each named) if a log under $TMP
+# holds a sanitizer report: it catches programs whose exit status this
+# shell cannot see (the daemons of `qbd dev up`, say).
+_sanitizer_reports() {
+	_sr=$(find "$TMP" -type f \( -name '*.log' -o -name '*.out' -o -name '*.err' \) \
+		-size -64M -exec grep -lE \
+		'^(==[0-9]+==ERROR: (AddressSanitizer|LeakSanitizer)|.*: runtime error: )' {} + 2>/dev/null)
+	[ -z "$_sr" ] && return 0
+	for f in $_sr; do
+		log "FAIL: sanitizer report in ${f#"$TMP"/}:"
+		grep -m 3 -E 'ERROR: (Address|Leak)Sanitizer|runtime error:|^SUMMARY:' "$f" >&2
+	done
+	return 1
 }
 
 # on_exit FN: run FN at exit (last registered runs first).
 on_exit() { _CLEANUP_FNS="$1 $_CLEANUP_FNS"; }
 
-# track_pid PID: stop PID at exit (TERM, then KILL after 10 s), newest
-# first.
-track_pid() { _PIDS="$_PIDS $1"; }
+# track_pid PID [NAME [TERM_STATUS]]: stop PID at exit (SIGTERM, then
+# SIGKILL after STOP_TIMEOUT), newest first. NAME ("chunkd-a", "qbd-nbd
+# vol1") names it in failures; TERM_STATUS is its clean exit status after
+# SIGTERM (default 0; ETCD_TERM_STATUS for etcd).
+track_pid() {
+	_PIDS="$_PIDS $1"
+	eval "_PNAME_$1=\${2:-process} _PTERM_$1=\${3:-0}"
+}
 untrack_pid() {
 	_new=""
 	for p in $_PIDS; do [ "$p" = "$1" ] || _new="$_new $p"; done
 	_PIDS=$_new
+}
+# tracked PID: PID is recorded (started and not stopped yet).
+tracked() {
+	for p in $_PIDS; do [ "$p" = "$1" ] && return 0; done
+	return 1
+}
+# pid_name PID: the name track_pid recorded, with the PID.
+pid_name() { eval "echo \"\${_PNAME_$1:-process} (pid $1)\""; }
+
+# _signum SIG: the number of signal SIG.
+_signum() {
+	case $1 in
+	HUP) echo 1 ;; INT) echo 2 ;; QUIT) echo 3 ;; ABRT) echo 6 ;; KILL) echo 9 ;;
+	USR1) echo 10 ;; SEGV) echo 11 ;; USR2) echo 12 ;; TERM) echo 15 ;;
+	*) echo "lib.sh: unknown signal $1" >&2; echo 0 ;;
+	esac
+}
+
+# pid_gone PID: PID has exited (reaped, or a zombie). (The shell may
+# reap it while ps runs: then ps finds nothing, and it is gone too.)
+pid_gone() {
+	kill -0 "$1" 2>/dev/null || return 0
+	case $(ps -o stat= -p "$1" 2>/dev/null) in
+	"" | *Z*) return 0 ;;
+	esac
+	return 1
+}
+
+# _stop_judged PID SIG: send SIG to PID (unless it has exited already),
+# wait up to STOP_TIMEOUT s for it to exit (then SIGKILL), reap it and
+# forget it. Clean: after SIGTERM the process's TERM_STATUS, after any
+# other signal death by it (128 + its number), and 0 if it had exited
+# on its own before. Anything else is logged as a failure, naming the
+# process and its status, and sets _UNCLEAN; returns 1 then. Never exits.
+_stop_judged() {
+	_sp=$1; _ss=$2
+	_sn=$(pid_name "$_sp")
+	if pid_gone "$_sp"; then
+		_sw=0; _how="on its own, before SIG$_ss"
+	else
+		if [ "$_ss" = TERM ]; then
+			eval "_sw=\${_PTERM_$_sp:-0}"
+		else
+			_sw=$((128 + $(_signum "$_ss")))
+		fi
+		_how="after SIG$_ss"
+		kill -"$_ss" "$_sp" 2>/dev/null
+		# a stopped (SIGSTOP) process must run to act on it
+		[ "$_ss" = KILL ] || kill -CONT "$_sp" 2>/dev/null
+	fi
+	_si=0
+	while ! pid_gone "$_sp" && [ $_si -lt $((STOP_TIMEOUT * 10)) ]; do
+		sleep 0.1; _si=$((_si + 1))
+	done
+	_skilled=""
+	if ! pid_gone "$_sp"; then
+		kill -KILL "$_sp" 2>/dev/null; _skilled=1
+	fi
+	_st=0; wait "$_sp" 2>/dev/null || _st=$?
+	untrack_pid "$_sp"
+	STOP_STATUS=$_st
+	if [ -n "$_skilled" ]; then
+		log "FAIL: $_sn did not exit within ${STOP_TIMEOUT}s $_how (killed)"
+	elif [ "$_st" -eq "$_sw" ]; then
+		return 0
+	else
+		_hint=""
+		[ "$_st" -eq 66 ] && _hint=" (66: a sanitizer report, see its log)"
+		[ "$_st" -eq 127 ] && _hint=" (127: not a child of the test's shell?)"
+		log "FAIL: $_sn exited $_st $_how, clean is $_sw$_hint"
+	fi
+	_UNCLEAN=1
+	return 1
+}
+
+# stop_pid PID [SIGNAL]: send SIGNAL (default TERM) and reap PID; fail
+# the test unless it exited cleanly (see _stop_judged). In an on_exit
+# function it does not exit: the failure is counted at the end.
+stop_pid() {
+	_stop_judged "$1" "${2:-TERM}" && return 0
+	[ -n "$_IN_CLEANUP" ] && return 1
+	exit 1
+}
+
+# reap_pid PID: wait for PID (tracked) to exit on its own, forget it and
+# set REAP_STATUS to its exit status, for the test to judge.
+reap_pid() {
+	REAP_STATUS=0; wait "$1" || REAP_STATUS=$?
+	untrack_pid "$1"
+}
+
+# wait_pid PID [STATUS [TIMEOUT_S]]: wait up to TIMEOUT_S (default 60)
+# for PID to exit on its own; fail unless its status is STATUS (default 0).
+wait_pid() {
+	poll_until "${3:-60}" pid_gone "$1" ||
+		fail "$(pid_name "$1") did not exit within ${3:-60}s"
+	reap_pid "$1"
+	[ "$REAP_STATUS" -eq "${2:-0}" ] ||
+		fail "$(pid_name "$1") exited $REAP_STATUS, want ${2:-0}"
 }
 
 init_test() {
@@ -78,14 +215,22 @@ init_test() {
 	export QBD_SECRET_FILE="$TMP/secret"
 }
 
-# wait_for DESCRIPTION TIMEOUT_S COMMAND...: poll COMMAND until it succeeds.
-wait_for() {
-	_desc=$1; _t=$2; shift 2
-	_end=$(( $(date +%s) + _t ))
+# poll_until TIMEOUT_S COMMAND...: poll COMMAND (in this shell: it may
+# set variables) until it succeeds; status 1 if it did not within
+# TIMEOUT_S seconds, for the test to say what was missing.
+poll_until() {
+	_pend=$(( $(date +%s) + $1 )); shift
 	while ! "$@" >/dev/null 2>&1; do
-		[ "$(date +%s)" -lt "$_end" ] || fail "timed out after ${_t}s waiting for $_desc"
+		[ "$(date +%s)" -lt "$_pend" ] || return 1
 		sleep 0.1
 	done
+}
+
+# wait_for DESCRIPTION TIMEOUT_S COMMAND...: poll COMMAND until it
+# succeeds; fail the test if it did not within TIMEOUT_S seconds.
+wait_for() {
+	_desc=$1; _t=$2; shift 2
+	poll_until "$_t" "$@" || fail "timed out after ${_t}s waiting for $_desc"
 }
 
 # free_port: a TCP port on 127.0.0.1 nobody listens on right now.
@@ -107,7 +252,7 @@ start_etcd() {
 		--initial-cluster "qbd-test=http://127.0.0.1:$_pp" \
 		>"$TMP/etcd.log" 2>&1 &
 	ETCD_PID=$!
-	track_pid $ETCD_PID
+	track_pid $ETCD_PID etcd $ETCD_TERM_STATUS
 	export QBD_ETCD="http://127.0.0.1:$_cp"
 	wait_for "etcd on $QBD_ETCD" 20 etcdctl_ endpoint health
 }
@@ -125,7 +270,7 @@ start_chunkd() {
 		--listen "127.0.0.1:$_port" --zone "$_z" --etcd "$QBD_ETCD" $_zargs "$@" \
 		>>"$TMP/chunkd-$_z.log" 2>&1 &
 	_pid=$!
-	track_pid $_pid
+	track_pid $_pid "chunkd-$_z"
 	eval "CHUNKD_PID_$_z=$_pid CHUNKD_PORT_$_z=$_port"
 	wait_for "chunk server $_z listening on $_port" 20 port_open "$_port"
 }
@@ -136,22 +281,14 @@ port_open() { python3 -c "import socket,sys; socket.create_connection(('127.0.0.
 nodes_alive() { [ "$(etcdctl_ get --prefix --keys-only /qbd/alive/ | grep -c .)" -ge "$1" ]; }
 
 # kill_chunkd ZONE [SIGNAL]: signal (default KILL) the zone's chunk server
-# and reap it.
+# and reap it; fail unless it died of that signal (exit 0 for SIGTERM).
 kill_chunkd() {
 	eval "_pid=\$CHUNKD_PID_$1"
-	kill -"${2:-KILL}" "$_pid"
-	wait "$_pid" 2>/dev/null || true
-	untrack_pid "$_pid"
+	stop_pid "$_pid" "${2:-KILL}"
 }
 
 # stop_chunkd ZONE: SIGTERM, and fail unless it exits 0.
-stop_chunkd() {
-	eval "_pid=\$CHUNKD_PID_$1"
-	kill -TERM "$_pid"
-	_rc=0; wait "$_pid" || _rc=$?
-	untrack_pid "$_pid"
-	[ $_rc -eq 0 ] || fail "chunk server $1 exited $_rc after SIGTERM"
-}
+stop_chunkd() { kill_chunkd "$1" TERM; }
 
 # start_cluster [ZONES...]: etcd + one chunk server per zone (default a b c).
 start_cluster() {
@@ -167,17 +304,9 @@ start_nbd() {
 	qbd-nbd --etcd "$QBD_ETCD" --volume "$_v" --socket "$_s" "$@" \
 		>>"$TMP/nbd-$_v.log" 2>&1 &
 	NBD_PID=$!
-	track_pid $NBD_PID
+	track_pid $NBD_PID "qbd-nbd $_v"
 	wait_for "qbd-nbd socket $_s" 20 test -S "$_s"
 	wait_for "qbd-nbd answering on $_s" 20 nbdinfo --size "nbd+unix:///?socket=$_s"
-}
-
-# stop_pid PID: SIGTERM and fail unless it exits 0.
-stop_pid() {
-	kill -TERM "$1"
-	_rc=0; wait "$1" || _rc=$?
-	untrack_pid "$1"
-	[ $_rc -eq 0 ] || fail "process $1 exited $_rc after SIGTERM"
 }
 
 nbd_uri() { echo "nbd+unix:///?socket=$1"; }

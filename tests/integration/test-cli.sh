@@ -71,7 +71,7 @@ json_check 'd["replicas"]==3 and d["write_quorum"]==2 and len({n["zone"] for n i
 # Delete: watch etcd to see the epoch bump happen before the records go.
 ETCDCTL_API=3 etcdctl --endpoints="$QBD_ETCD" watch --prefix /qbd/ >"$TMP/watch" 2>&1 &
 WATCH_PID=$!
-track_pid $WATCH_PID
+track_pid $WATCH_PID "etcdctl watch" $TERM_DEATH
 # The watch may start after a first marker: put it until the watch sees one.
 marker_seen() { etcdctl_ put /qbd/marker 1 >/dev/null; sleep 0.2; grep -q '^/qbd/marker$' "$TMP/watch"; }
 wait_for "etcdctl watch ready" 10 marker_seen
@@ -89,7 +89,7 @@ bump = next(i for i in range(len(lines) - 2) if lines[i] == "PUT" and lines[i + 
 gone = next(i for i in range(1, len(lines)) if lines[i - 1] == "DELETE" and lines[i] == "/qbd/volumes/v2")
 sys.exit(0 if bump < gone else 1)
 EOF
-kill "$WATCH_PID"; wait "$WATCH_PID" 2>/dev/null || true; untrack_pid "$WATCH_PID"
+stop_pid "$WATCH_PID"
 expect_rc 1 qbd volume delete v2
 grep -q 'no such volume' "$TMP/err" || fail "delete of a deleted volume"
 

@@ -25,14 +25,11 @@ start_nbd vol1 "$sock1" --zone a
 w1=$NBD_PID
 "$S" write "$(nbd_uri "$sock1")" "$TMP/acked1" 0 12000 11 16 2>"$TMP/stream1.err" &
 spid=$!
-track_pid $spid
+track_pid $spid "nbd-stream write"
 wait_for "1500 writes acknowledged" 30 sh -c "[ \$(wc -l <'$TMP/acked1' 2>/dev/null || echo 0) -ge 1500 ]"
-kill -KILL $w1
-wait $w1 2>/dev/null || true
-untrack_pid $w1
-rc=0; wait $spid || rc=$?
-untrack_pid $spid
-[ $rc -eq 3 ] || fail "the write stream should have been cut by the kill (exit $rc)"
+stop_pid $w1 KILL
+reap_pid $spid
+[ $REAP_STATUS -eq 3 ] || fail "the write stream should have been cut by the kill (exit $REAP_STATUS)"
 n1=$(acked "$TMP/acked1")
 [ "$n1" -lt 12000 ] || fail "the kill landed after the stream ended"
 log "writer killed after $n1 acknowledged writes"
@@ -54,9 +51,8 @@ log "second writer finds all $n1 acknowledged writes"
 mkfifo "$TMP/cmd2.in"
 "$S" cmd "$(nbd_uri "$sock2")" <"$TMP/cmd2.in" >"$TMP/cmd2.out" 2>&1 &
 cpid=$!
-track_pid $cpid
+track_pid $cpid "nbd-stream cmd (writer 2)"
 exec 3>"$TMP/cmd2.in"
-lines() { [ -f "$1" ] && wc -l <"$1" || echo 0; }
 ask() { # N COMMAND: send COMMAND, wait for answer number N, print it
 	echo "$2" >&3
 	wait_for "answer $1 to '$2'" 60 sh -c "[ \$(wc -l <'$TMP/cmd2.out') -ge $1 ]"
@@ -80,13 +76,12 @@ case "$a" in error*) ;; *) fail "fenced writer 2 could still write: $a" ;; esac
 a=$(ask 3 'flush')
 case "$a" in error*) ;; *) fail "fenced writer 2 could still flush: $a" ;; esac
 exec 3>&-
-wait $cpid 2>/dev/null || true
-untrack_pid $cpid
+wait_pid $cpid
 out=$(printf 'verify 20000 6\nverify 20001 7\n' | "$S" cmd "$(nbd_uri "$sock3")")
 [ "$(echo "$out" | head -1)" = ok ] || fail "writer 3's block was overwritten: $out"
 case "$(echo "$out" | tail -1)" in error*) ;; *) fail "the fenced write landed" ;; esac
 grep -q "fenced" "$TMP/nbd-vol1.log" || fail "writer 2 did not log that it was fenced"
-kill -TERM $w2; wait $w2 2>/dev/null || true; untrack_pid $w2
+stop_pid $w2
 log "writer 2 fenced: its write and flush failed after SIGCONT"
 
 # ---- 3: kill a chunk server, keep writing, restart it ----

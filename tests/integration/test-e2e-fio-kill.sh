@@ -32,14 +32,13 @@ fio --name=during --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k \
 	--verify=crc32c --verify_state_save=0 --verify_fatal=1 --do_verify=1 \
 	--output="$TMP/fio-during.txt" &
 fio_pid=$!
-track_pid $fio_pid
+track_pid $fio_pid "fio (during the kill)"
 wait_for "fio to start writing" 20 grep -q 'nbd' /proc/$fio_pid/cmdline
 sleep 1   # let fio get going: the kill must land mid-stream
 kill_chunkd c KILL
 log "killed chunk server c mid-stream"
-rc=0; wait $fio_pid || rc=$?
-untrack_pid $fio_pid
-[ $rc -eq 0 ] || { cat "$TMP/fio-during.txt" >&2; fail "fio failed while a chunk server died (exit $rc)"; }
+reap_pid $fio_pid
+[ $REAP_STATUS -eq 0 ] || { cat "$TMP/fio-during.txt" >&2; fail "fio failed while a chunk server died (exit $REAP_STATUS)"; }
 grep -q 'err= 0' "$TMP/fio-during.txt" || fail "fio during the kill reported errors"
 log "fio across a SIGKILL of one replica ok"
 

@@ -96,10 +96,10 @@ for z in a b c; do stop_chunkd "$z"; done
 
 # ---- 2. full filesystems ----
 mounted=""
-fs_cleanup() {
+fs_cleanup() { # the chunk servers stop before their filesystems go
 	for z in a b c; do
 		eval "_p=\${CHUNKD_PID_$z:-}"
-		[ -n "$_p" ] && kill -0 "$_p" 2>/dev/null && { kill -TERM "$_p"; wait "$_p" 2>/dev/null; }
+		[ -n "$_p" ] && tracked "$_p" && stop_pid "$_p"
 	done
 	for m in $mounted; do umount -l "$m" 2>/dev/null; done
 }
@@ -124,7 +124,7 @@ for z in a b c; do
 	qbd-chunkd --data "$TMP/fs-$z/store" --size 1G --listen "127.0.0.1:$(eval echo \$CHUNKD_PORT_$z)" \
 		--zone "$z" --etcd "$QBD_ETCD" --scrub-rate 64M >>"$TMP/chunkd-fs-$z.log" 2>&1 &
 	eval "CHUNKD_PID_$z=$!"
-	track_pid $!
+	track_pid $! "chunkd-$z (small filesystem)"
 done
 for z in a b c; do wait_for "chunk server $z on its small filesystem" 20 port_open "$(eval echo \$CHUNKD_PORT_$z)"; done
 wait_for "3 chunk servers alive" 20 nodes_alive 3
@@ -163,4 +163,5 @@ stop_pid "$NBD_PID"
 verified() { qbd volume verify full >"$TMP/verify.out" 2>&1; }
 wait_for "identical replicas (volume verify)" 60 verified
 grep -q "checksum mismatch\|bad block" "$TMP"/chunkd-*.log && fail "a checksum failed somewhere"
+for z in a b c; do stop_chunkd "$z"; done
 log "PASS"

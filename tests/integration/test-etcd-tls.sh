@@ -32,7 +32,7 @@ etcd --name qbd-tls --data-dir "$TMP/etcd" \
 	--initial-cluster "qbd-tls=http://127.0.0.1:$pp_" \
 	--cert-file "$pki/server.pem" --key-file "$pki/server.key" \
 	--client-cert-auth --trusted-ca-file "$pki/ca.pem" >"$TMP/etcd.log" 2>&1 &
-track_pid $!
+track_pid $! etcd $ETCD_TERM_STATUS
 export QBD_ETCD="https://127.0.0.1:$cp_"
 wait_for "etcd over TLS" 20 port_open "$cp_"
 

@@ -13,10 +13,9 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 # removes its namespaces) if this test is stopped.
 /usr/bin/python3 "$top/tests/fault/fault.py" --short --results "$TMP/results" "$BUILD" &
 pid=$!
-track_pid $pid
-rc=0
-wait $pid || rc=$?
-untrack_pid $pid
+track_pid $pid "fault suite"
+reap_pid $pid
+rc=$REAP_STATUS
 [ $rc -eq 77 ] && skip "the fault suite cannot run here (see above)"
 if [ $rc -ne 0 ]; then
 	for f in "$TMP"/results/*/*.log; do
