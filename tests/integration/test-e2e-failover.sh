@@ -12,7 +12,7 @@
 . "$(dirname "$0")/lib.sh"
 init_test "$@"
 S="$BUILD/tests/helpers/nbd-stream"
-[ -x "$S" ] || skip "nbd-stream helper not built (libnbd-dev missing?)"
+[ -x "$S" ] || fail "no tests/helpers/nbd-stream in $BUILD (make all builds it)"
 
 start_cluster a b c
 qbd volume create vol1 --size 128M --replicas 3 >/dev/null

@@ -5,22 +5,20 @@
 # fencing, one replica killed (writes go on with W=2) and restarted.
 # Usage: test-libqbd.sh BUILD_DIR. Exit 0 ok, 1 failure, 77 skipped.
 . "$(dirname "$0")/lib.sh"
-
-BUILD=${1:-build}
-case "$BUILD" in /*) ;; *) BUILD="$(pwd)/$BUILD" ;; esac
-for p in qbd-chunkd tests/helpers/qbd-io; do
-	[ -x "$BUILD/$p" ] || skip "no $p in $BUILD"
-done
 command -v etcd >/dev/null && command -v etcdctl >/dev/null || skip "etcd not installed"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/qbd-$TEST_NAME.XXXXXX")
-trap _run_cleanup EXIT
-trap 'exit 130' INT TERM
-export PATH="$BUILD:$BUILD/tests/helpers:$PATH"
+init_test "$@"
+# Built by make all: missing means a broken build, not a skip.
+for p in qbd-chunkd tests/helpers/qbd-io; do
+	[ -x "$BUILD/$p" ] || fail "no $p in $BUILD (make all builds it)"
+done
 
 VOL=vol1
 SIZE=$((256 * 1024 * 1024))
 
 start_cluster a b c
+# Authenticated like every other test (init_test made the secret).
+! grep -q "links to this chunk server are not authenticated" "$TMP"/chunkd-*.log ||
+	fail "the chunk servers run without the cluster secret"
 
 # Chunk size from the node records (every node has the same one).
 CS=$(etcdctl_ get --prefix --print-value-only /qbd/nodes/ |
@@ -28,30 +26,8 @@ CS=$(etcdctl_ get --prefix --print-value-only /qbd/nodes/ |
 [ -n "$CS" ] || fail "no chunk size in node records"
 log "chunk size $CS"
 
-create_volume_etcd() {
-	etcdctl_ get --prefix --print-value-only /qbd/nodes/ | python3 -c '
-import sys, json
-nodes = sorted((json.loads(l) for l in sys.stdin if l.strip()), key=lambda n: n["zone"])
-print(" ".join(str(n["id"]) for n in nodes))' >"$TMP/nodes"
-	_vid=$(python3 -c 'import random; print("%016x" % random.getrandbits(64))')
-	_json=$(python3 -c '
-import json, sys
-nodes = open(sys.argv[1]).read().split()
-print(json.dumps({"name": sys.argv[2], "id": sys.argv[3], "size": int(sys.argv[4]),
-	"chunk_size": int(sys.argv[5]), "replicas": 3, "write_quorum": 2,
-	"nodes": nodes[:3]}))' "$TMP/nodes" "$VOL" "$_vid" "$SIZE" "$CS")
-	etcdctl_ put "/qbd/volumes/$VOL" "$_json" >/dev/null
-	etcdctl_ put "/qbd/volume-ids/$_vid" "$VOL" >/dev/null
-	etcdctl_ put "/qbd/epochs/$_vid" 0 >/dev/null
-}
-
-if [ -x "$BUILD/qbd" ] &&
-	qbd volume create "$VOL" --size "$SIZE" --replicas 3 >"$TMP/create.log" 2>&1; then
-	log "volume created with qbd volume create"
-else
-	log "qbd volume create unavailable; writing the volume record with etcdctl"
-	create_volume_etcd
-fi
+qbd volume create "$VOL" --size "$SIZE" --replicas 3 --write-quorum 2 >"$TMP/create.log" 2>&1 ||
+	fail "qbd volume create: $(cat "$TMP/create.log")"
 
 io() { qbd-io --etcd "$QBD_ETCD" --volume "$VOL" "$@" 2>>"$TMP/qbd-io.log"; }
 

@@ -16,7 +16,7 @@
 . "$(dirname "$0")/lib.sh"
 init_test "$@"
 here=$(cd "$(dirname "$0")" && pwd)
-[ -x "$BUILD/tests/helpers/nbd-adopt" ] || skip "no nbd-adopt helper in $BUILD"
+[ -x "$BUILD/tests/helpers/nbd-adopt" ] || fail "no tests/helpers/nbd-adopt in $BUILD (make all builds it)"
 for c in nbdinfo nbdcopy qemu-img qemu-io etcd; do
 	command -v $c >/dev/null || skip "$c not installed"
 done
