@@ -298,10 +298,11 @@ start_cluster() {
 	wait_for "$# chunk servers alive in etcd" 20 nodes_alive $#
 }
 
-# start_nbd VOLUME SOCKET [extra args]: qbd-nbd serving VOLUME; sets NBD_PID.
+# start_nbd VOLUME SOCKET [extra args]: qbd-nbd (or the program in
+# NBD_PROG) serving VOLUME; sets NBD_PID.
 start_nbd() {
 	_v=$1; _s=$2; shift 2
-	qbd-nbd --etcd "$QBD_ETCD" --volume "$_v" --socket "$_s" "$@" \
+	"${NBD_PROG:-qbd-nbd}" --etcd "$QBD_ETCD" --volume "$_v" --socket "$_s" "$@" \
 		>>"$TMP/nbd-$_v.log" 2>&1 &
 	NBD_PID=$!
 	track_pid $NBD_PID "qbd-nbd $_v"
