@@ -325,3 +325,11 @@ json_check() { # python expression over `d` (stdout of the last command)
 		"$TMP/out" "$1" || fail "json check failed: $1 on $(cat "$TMP/out")"
 }
 out_has() { grep -q -- "$1" "$TMP/out" || fail "output lacks '$1': $(cat "$TMP/out")"; }
+
+# scrape PORT: the Prometheus metrics a daemon serves on 127.0.0.1:PORT.
+scrape() {
+	python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+		"http://127.0.0.1:$1/metrics"
+}
+# metric PORT NAME: the value of metric NAME (with its labels) on PORT.
+metric() { scrape "$1" | awk -v m="$2" '$1 == m {print $2}'; }

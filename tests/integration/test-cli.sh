@@ -72,8 +72,9 @@ json_check 'd["replicas"]==3 and d["write_quorum"]==2 and len({n["zone"] for n i
 ETCDCTL_API=3 etcdctl --endpoints="$QBD_ETCD" watch --prefix /qbd/ >"$TMP/watch" 2>&1 &
 WATCH_PID=$!
 track_pid $WATCH_PID "etcdctl watch" $TERM_DEATH
-# The watch may start after a first marker: put it until the watch sees one.
-marker_seen() { etcdctl_ put /qbd/marker 1 >/dev/null; sleep 0.2; grep -q '^/qbd/marker$' "$TMP/watch"; }
+# The watch may start after a first marker: put one each poll until the
+# watch has printed one.
+marker_seen() { etcdctl_ put /qbd/marker 1 >/dev/null; grep -q '^/qbd/marker$' "$TMP/watch"; }
 wait_for "etcdctl watch ready" 10 marker_seen
 expect_rc 0 qbd volume delete v2
 [ "$(grep -c 'not cleaned' "$TMP/err")" -eq 2 ] || fail "delete did not warn about both unreachable replicas: $(cat "$TMP/err")"

@@ -92,6 +92,10 @@ for n in json.load(sys.stdin):
     i = n["io"]
     print(n["zone"], i["data_reads"], i["data_read_bytes"], i["data_writes"], i["data_write_bytes"], i["syncs"])'
 }
+# Settled: the same numbers across 4 s. A quiet window, not a wait for
+# an event: a chunk server republishes its record only when a number
+# changed, at most every keepalive period (3 s), so no event says "no
+# more changes"; a window longer than the period does.
 nodes_settled() { io >"$TMP/io.1"; sleep 4; io >"$TMP/io.2"; cmp -s "$TMP/io.1" "$TMP/io.2"; }
 wait_for "node records to settle" 30 nodes_settled
 cp "$TMP/io.2" "$TMP/io.before"

@@ -98,18 +98,21 @@ qbd volume create v --size 256M --replicas 3 --write-quorum 2 >/dev/null
 nport=$(free_port)
 start_nbd v "$TMP/v.sock" --zone a --metrics "127.0.0.1:$nport"
 vpid=$NBD_PID
-scrape() { python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "http://127.0.0.1:$1/metrics"; }
-metric() { scrape "$1" | awk -v m="$2" '$1 == m {print $2}'; }
 c0=$(metric $mport 'qbd_chunkd_requests_total{op="write"}')
 n0=$(metric $nport 'qbd_nbd_bytes_total{op="write"}')
 x0=$(metric $nport 'qbd_cross_zone_sent_bytes_total')
 [ -n "$c0" ] && [ -n "$n0" ] && [ -n "$x0" ] || fail "metrics missing (chunkd '$c0', nbd '$n0', cross-zone '$x0')"
 fio --name=m --ioengine=nbd --uri="$(nbd_uri "$TMP/v.sock")" --rw=randwrite --bs=64k \
 	--size=32M --iodepth=8 >"$TMP/fio.log" 2>&1 || { cat "$TMP/fio.log" >&2; fail "fio"; }
-sleep 1.5   # metrics are published once a second
-c1=$(metric $mport 'qbd_chunkd_requests_total{op="write"}')
-n1=$(metric $nport 'qbd_nbd_bytes_total{op="write"}')
-x1=$(metric $nport 'qbd_cross_zone_sent_bytes_total')
+# Metrics are published once a second: poll until every counter has
+# taken the load in (at most 20 s), then check by how much each moved.
+load_counted() {
+	c1=$(metric $mport 'qbd_chunkd_requests_total{op="write"}')
+	n1=$(metric $nport 'qbd_nbd_bytes_total{op="write"}')
+	x1=$(metric $nport 'qbd_cross_zone_sent_bytes_total')
+	[ "$c1" -gt "$c0" ] && [ $((n1 - n0)) -ge $((32 << 20)) ] && [ $((x1 - x0)) -ge $((64 << 20)) ]
+}
+poll_until 20 load_counted || true
 [ "$c1" -gt "$c0" ] || fail "chunkd write requests did not move ($c0 -> $c1)"
 [ $((n1 - n0)) -eq $((32 << 20)) ] || fail "nbd write bytes moved by $((n1 - n0)), want 32 MiB"
 # Zones b and c get a copy each: at least 2 x 32 MiB left zone a.
@@ -141,9 +144,8 @@ grep -q "left before authenticating: it did not accept our proof" "$TMP/chunkd-o
 	fail "the chunk server did not log the peer with another secret"
 grep -q "HELLO without a challenge: the peer has no cluster secret" "$TMP/chunkd-one.log" ||
 	fail "the chunk server did not log the peer without a secret"
-sleep 1.5
-f1=$(metric $mport qbd_chunkd_auth_failures_total)
-[ "$f1" -gt "$f0" ] || fail "auth failures not counted ($f0 -> $f1)"
+auth_failures_counted() { [ "$(metric $mport qbd_chunkd_auth_failures_total)" -gt "$f0" ]; }
+wait_for "auth failures counted ($f0 before)" 20 auth_failures_counted
 fio --name=after --ioengine=nbd --uri="$(nbd_uri "$TMP/v.sock")" --rw=write --bs=64k \
 	--size=4M >"$TMP/fio2.log" 2>&1 || { cat "$TMP/fio2.log" >&2; fail "writer of v failed"; }
 # The CLI without the secret cannot ask a chunk server for usage.
