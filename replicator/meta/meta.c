@@ -230,13 +230,14 @@ static int meta_post(struct qbd_meta *m, const char *path, json_object *body,
 		*resp = b.p ? json_tokener_parse(b.p) : NULL;
 		if (code != 200 || !*resp) {
 			qbd_warn("meta", "%s: HTTP %ld: %.200s", url, code, b.p ? b.p : "");
+			/* etcd says "requested lease not found" for expired leases */
+			err = code == 404 || (b.p && strstr(b.p, "not found")) ? -ENOENT : -EPROTO;
 			free(b.p);
 			if (*resp) {
 				json_object_put(*resp);
 				*resp = NULL;
 			}
-			/* etcd says "requested lease not found" for expired leases */
-			return code == 404 || (b.p && strstr(b.p, "not found")) ? -ENOENT : -EPROTO;
+			return err;
 		}
 		free(b.p);
 		return 0;

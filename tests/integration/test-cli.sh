@@ -103,6 +103,30 @@ expect_rc 2 env -u QBD_ETCD qbd volume list
 port=$(free_port)
 expect_rc 1 qbd --etcd "http://127.0.0.1:$port" volume list
 grep -qi 'refused' "$TMP/err" || fail "etcd down message: $(cat "$TMP/err")"
+# An etcd that answers with an error, as one shutting down does (HTTP 408
+# with a JSON body): a clear message and exit 1.
+cat >"$TMP/etcd-408.py" <<'PY'
+import http.server, sys
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b'{"error":"grpc: the client connection is closing","code":1}'
+        self.send_response(408)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Answer)
+s.serve_forever()
+PY
+python3 "$TMP/etcd-408.py" "$port" &
+e408=$!
+track_pid $e408 "etcd answering 408" $TERM_DEATH
+wait_for "the erring etcd on port $port" 10 port_open "$port"
+expect_rc 1 qbd --etcd "http://127.0.0.1:$port" volume list
+grep -q 'HTTP 408' "$TMP/err" || fail "etcd error message: $(cat "$TMP/err")"
+stop_pid $e408
 
 # qbd dev: a local cluster of its own (needs qbd-chunkd).
 if [ -x "$BUILD/qbd-chunkd" ]; then
