@@ -126,19 +126,22 @@ pid_gone() {
 	return 1
 }
 
-# _stop_judged PID SIG: send SIG to PID (unless it has exited already),
-# wait up to STOP_TIMEOUT s for it to exit (then SIGKILL), reap it and
-# forget it. Clean: after SIGTERM the process's TERM_STATUS, after any
-# other signal death by it (128 + its number), and 0 if it had exited
-# on its own before. Anything else is logged as a failure, naming the
-# process and its status, and sets _UNCLEAN; returns 1 then. Never exits.
+# _stop_judged PID SIG [STATUS]: send SIG to PID (unless it has exited
+# already), wait up to STOP_TIMEOUT s for it to exit (then SIGKILL), reap
+# it and forget it. Clean: STATUS if given; else after SIGTERM the
+# process's TERM_STATUS, after any other signal death by it (128 + its
+# number); and 0 if it had exited on its own before. Anything else is
+# logged as a failure, naming the process and its status, and sets
+# _UNCLEAN; returns 1 then. STOP_STATUS is its status. Never exits.
 _stop_judged() {
 	_sp=$1; _ss=$2
 	_sn=$(pid_name "$_sp")
 	if pid_gone "$_sp"; then
 		_sw=0; _how="on its own, before SIG$_ss"
 	else
-		if [ "$_ss" = TERM ]; then
+		if [ -n "${3:-}" ]; then
+			_sw=$3
+		elif [ "$_ss" = TERM ]; then
 			eval "_sw=\${_PTERM_$_sp:-0}"
 		else
 			_sw=$((128 + $(_signum "$_ss")))
@@ -173,11 +176,13 @@ _stop_judged() {
 	return 1
 }
 
-# stop_pid PID [SIGNAL]: send SIGNAL (default TERM) and reap PID; fail
-# the test unless it exited cleanly (see _stop_judged). In an on_exit
-# function it does not exit: the failure is counted at the end.
+# stop_pid PID [SIGNAL [STATUS]]: send SIGNAL (default TERM) and reap
+# PID; fail the test unless it exited cleanly (see _stop_judged), or
+# with STATUS when the test expects that one (a qbd-nbd whose final
+# flush failed exits 3). In an on_exit function it does not exit: the
+# failure is counted at the end.
 stop_pid() {
-	_stop_judged "$1" "${2:-TERM}" && return 0
+	_stop_judged "$1" "${2:-TERM}" "${3:-}" && return 0
 	[ -n "$_IN_CLEANUP" ] && return 1
 	exit 1
 }
