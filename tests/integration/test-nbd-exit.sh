@@ -28,22 +28,14 @@ h.shutdown()
 PY
 }
 
-# sigterm_status PID: SIGTERM, wait; its exit status into rc (not a
-# command substitution: only this shell can wait for its child).
-sigterm_status() {
-	kill -TERM "$1"
-	rc=0; wait "$1" || rc=$?
-	untrack_pid "$1"
-}
-
 start_cluster a b c
 qbd volume create vol1 --size 64M --replicas 3 >/dev/null
 
 # Quorum intact: the final flush succeeds, exit 0.
 start_nbd vol1 "$TMP/ok.sock"
 write_unflushed "$TMP/ok.sock" 17
-sigterm_status "$NBD_PID"
-[ "$rc" = 0 ] || fail "qbd-nbd exited $rc after SIGTERM with the quorum intact (want 0)"
+# stop_pid fails the test, naming the status, unless qbd-nbd exits 0.
+stop_pid "$NBD_PID" TERM 0
 grep -q "final flush failed" "$TMP/nbd-vol1.log" &&
 	fail "qbd-nbd reported a failed flush with the quorum intact"
 log "quorum intact: SIGTERM, flushed, exit 0"
@@ -54,8 +46,8 @@ write_unflushed "$TMP/lost.sock" 34
 kill_chunkd b KILL
 kill_chunkd c KILL
 log "chunk servers b and c killed: 1 of 3 replicas left, write quorum 2"
-sigterm_status "$NBD_PID"
-[ "$rc" = 3 ] || fail "qbd-nbd exited $rc after SIGTERM with its final flush failing (want 3)"
+# ... and here unless it exits 3.
+stop_pid "$NBD_PID" TERM 3
 grep -q "final flush failed" "$TMP/nbd-vol1.log" ||
 	fail "qbd-nbd's log does not say its final flush failed"
 log "quorum lost: SIGTERM, flush failed, exit 3"
