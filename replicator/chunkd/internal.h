@@ -14,6 +14,7 @@
 
 #include "common/auth.h"
 #include "common/metrics.h"
+#include "common/queue.h"
 #include "engine/engine.h"
 #include "replicator/chunkd/chunkd.h"
 #include "replicator/meta/meta.h"
@@ -109,8 +110,8 @@ struct chunkd_conn {
 	 * connection, so it waits for those still in the engine. */
 	uint64_t next_wseq;
 	unsigned ping_cursor;    /* next flagged chunk a PING reply lists (past the bound) */
-	struct chunkd_req *wq_head, *wq_tail;  /* writes in the engine, by seq */
-	struct chunkd_req *fq_head, *fq_tail;  /* flushes waiting for them */
+	struct qbd_queue wq;   /* writes in the engine, by seq (chunkd_req.ql) */
+	struct qbd_queue fq;   /* flushes waiting for them (chunkd_req.ql) */
 	struct chunkd_req *cork_head, *cork_tail;  /* replies to write (corked: at chunkd_uncork) */
 	struct chunkd_conn *cork_next;             /* d->cork_conns */
 	bool cork_listed;
@@ -166,7 +167,7 @@ struct chunkd_req {
 	uint32_t data_len;     /* bytes of data sent with the reply */
 	bool close_after;
 	uint64_t wseq;         /* WRITE: arrival order; FLUSH: last write before it */
-	struct chunkd_req *qprev, *qnext;
+	struct qbd_qlink ql;   /* on its connection's wq (WRITE) or fq (FLUSH) */
 	struct chunkd_req *batch_next; /* corked, then sent with r->w: the rest of its write */
 	unsigned hdr_len;
 	uv_write_t w;

@@ -118,29 +118,20 @@ static void ping_report(struct chunkd_req *r, uint64_t volume)
 /* Submit the flushes whose earlier writes have all left the engine. */
 static void conn_run_flushes(struct chunkd_conn *c)
 {
-	while (c->fq_head &&
-	       (!c->wq_head || c->wq_head->wseq > c->fq_head->wseq)) {
-		struct chunkd_req *f = c->fq_head;
+	struct chunkd_req *f, *w;
 
-		c->fq_head = f->qnext;
-		if (!c->fq_head)
-			c->fq_tail = NULL;
-		f->qnext = NULL;
+	while ((f = QBD_QUEUE_ENTRY(c->fq.head, struct chunkd_req, ql))) {
+		w = QBD_QUEUE_ENTRY(c->wq.head, struct chunkd_req, ql);
+		if (w && w->wseq <= f->wseq)
+			break;
+		qbd_queue_remove(&c->fq, &f->ql);
 		req_submit(f, QBD_ENGINE_FLUSH);
 	}
 }
 
 static void conn_write_done(struct chunkd_conn *c, struct chunkd_req *r)
 {
-	if (r->qprev)
-		r->qprev->qnext = r->qnext;
-	else
-		c->wq_head = r->qnext;
-	if (r->qnext)
-		r->qnext->qprev = r->qprev;
-	else
-		c->wq_tail = r->qprev;
-	r->qprev = r->qnext = NULL;
+	qbd_queue_remove(&c->wq, &r->ql);
 	conn_run_flushes(c);
 }
 
@@ -394,12 +385,7 @@ static int req_write(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg
 	if (m->flags & QBD_WIRE_F_RESYNC)
 		r->er.flags |= QBD_ENGINE_F_RESYNC;
 	r->wseq = ++c->next_wseq;
-	r->qprev = c->wq_tail;
-	if (c->wq_tail)
-		c->wq_tail->qnext = r;
-	else
-		c->wq_head = r;
-	c->wq_tail = r;
+	qbd_queue_push(&c->wq, &r->ql);
 	req_submit(r, (m->flags & QBD_WIRE_F_ZERO) ? QBD_ENGINE_ZERO : QBD_ENGINE_WRITE);
 	return 0;
 }
@@ -409,15 +395,11 @@ static int req_flush(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg
 {
 	req_range(r, m);
 	r->wseq = c->next_wseq;
-	if (!c->wq_head) {
+	if (qbd_queue_empty(&c->wq)) {
 		req_submit(r, QBD_ENGINE_FLUSH);
 		return 0;
 	}
-	if (c->fq_tail)
-		c->fq_tail->qnext = r;
-	else
-		c->fq_head = r;
-	c->fq_tail = r;
+	qbd_queue_push(&c->fq, &r->ql);
 	return 0;
 }
 
