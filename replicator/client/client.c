@@ -804,7 +804,8 @@ void qbd_submit(struct qbd_volume *v, struct qbd_io *io)
 
 /* ---- open / close ---- */
 
-static int resolve(struct qbd_conn *c)
+int qbd_client_resolve(const char *addr, struct sockaddr_storage *sa, socklen_t *salen,
+		       char *why, size_t why_len)
 {
 	char host[QBD_ADDR_MAX];
 	char port[8];
@@ -812,21 +813,18 @@ static int resolve(struct qbd_conn *c)
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
 	int err;
 
-	if (qbd_parse_hostport(c->node.addr, host, sizeof(host), &p) < 0) {
-		qbd_err(COMP, "node %016llx: bad address '%s'",
-			(unsigned long long)c->node.id, c->node.addr);
+	if (qbd_parse_hostport(addr, host, sizeof(host), &p) < 0) {
+		snprintf(why, why_len, "bad address '%s'", addr);
 		return -EINVAL;
 	}
 	snprintf(port, sizeof(port), "%u", p);
 	err = getaddrinfo(host, port, &hints, &ai);
 	if (err || !ai) {
-		qbd_err(COMP, "node %016llx: cannot resolve '%s': %s",
-			(unsigned long long)c->node.id, c->node.addr,
-			gai_strerror(err));
+		snprintf(why, why_len, "cannot resolve '%s': %s", addr, gai_strerror(err));
 		return -EHOSTUNREACH;
 	}
-	memcpy(&c->sa, ai->ai_addr, ai->ai_addrlen);
-	c->salen = ai->ai_addrlen;
+	memcpy(sa, ai->ai_addr, ai->ai_addrlen);
+	*salen = ai->ai_addrlen;
 	freeaddrinfo(ai);
 	return 0;
 }
@@ -878,6 +876,7 @@ static int meta_load(const struct qbd_open_opts *o, struct qbd_volume *v)
 {
 	const char *url = o->etcd ? o->etcd : getenv("QBD_ETCD");
 	struct qbd_meta *m = NULL;
+	char why[QBD_ADDR_MAX + 96];
 	int err;
 
 	if (!url || !o->volume) {
@@ -914,9 +913,11 @@ static int meta_load(const struct qbd_open_opts *o, struct qbd_volume *v)
 			goto out;
 		}
 		c->node.id = v->info.nodes[r];
-		err = resolve(c);
-		if (err)
+		err = qbd_client_resolve(c->node.addr, &c->sa, &c->salen, why, sizeof(why));
+		if (err) {
+			qbd_err(COMP, "node %016llx: %s", (unsigned long long)c->node.id, why);
 			goto out;
+		}
 	}
 	err = qbd_attach_take(v, o, m);
 out:

@@ -103,6 +103,12 @@ struct qbd_volume {
 	struct qbd_secret secret;  /* len 0: links not authenticated */
 };
 
+/* client.c: resolve "HOST:PORT" into *sa (blocking: getaddrinfo; never
+ * on the loop thread). 0, or -EINVAL (not HOST:PORT) or -EHOSTUNREACH
+ * (does not resolve), with why set to a sentence naming the address. */
+int qbd_client_resolve(const char *addr, struct sockaddr_storage *sa, socklen_t *salen,
+		       char *why, size_t why_len);
+
 /* attach.c: the writer's attachment in etcd (see qbd_open). */
 int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
 		    struct qbd_meta *m);
