@@ -7,6 +7,14 @@
  * The event loop never blocks on etcd: it only hands the keeper a status
  * string under a mutex.
  *
+ * The keeper also reads again, every QBD_CLIENT_LOOKUP_EVERY_S, the node
+ * record of each replica the writer has down, and resolves its address:
+ * a replica whose record was gone or whose name did not resolve at open
+ * (its node died for good) gets one when a chunk server registers that
+ * node again, and a node that registered elsewhere (restarted on another
+ * port or host) is found there. The address goes to the loop the other
+ * way, under the same mutex; the loop connects to it at its next retry.
+ *
  * A clean close deletes the record and marks the epoch clean, so that the
  * next writer knows no earlier one may still be reading; after a crash or
  * a forced takeover the next writer waits out the read lease instead
@@ -41,6 +49,16 @@
 /* Read lease of the core (its default) plus a margin for clocks. */
 #define TAKEOVER_WAIT_NS (6ull * 1000000000ull)
 
+/* A replica's node as the keeper knows it (keeper side only). */
+struct keeper_node {
+	uint64_t id;
+	char addr[QBD_ADDR_MAX];     /* what the loop connects to; "" none */
+	struct sockaddr_storage sa;  /* addr resolved, as the loop has it */
+	socklen_t salen;
+	char failed[QBD_ADDR_MAX];   /* the last address that did not resolve (said once) */
+	bool missing;                /* the record was gone at the last look (said once) */
+};
+
 struct qbd_attach_keeper {
 	struct qbd_meta *meta;       /* the keeper thread's own handle */
 	struct qbd_attachment a;
@@ -53,7 +71,70 @@ struct qbd_attach_keeper {
 	bool status_new;
 	uint64_t status_at;          /* loop side: last document built */
 	uint32_t status_sig;         /* loop side: status_sig of that document */
+	unsigned replicas;
+	struct keeper_node nodes[QBD_CORE_MAX_REPLICAS]; /* keeper side */
+	uint64_t nodes_at;           /* keeper side: the last look at them */
+	uint32_t down;               /* under mu: replicas not up, as the loop last said */
+	uint32_t addr_new;           /* under mu, read atomically outside:
+				      * addrs[r] waiting for the loop */
+	struct qbd_node_addr addrs[QBD_CORE_MAX_REPLICAS]; /* under mu */
 };
+
+/* Keeper side: read again the node record of each replica in down, and
+ * hand the loop the address of each that changed and resolves. A record
+ * that is gone, or an address that does not resolve, is said once (the
+ * loop keeps the address it has, if any). Blocks on etcd and DNS: the
+ * keeper's thread only. */
+static void keeper_nodes(struct qbd_attach_keeper *k, uint32_t down)
+{
+	for (unsigned r = 0; r < k->replicas; r++) {
+		struct keeper_node *kn = &k->nodes[r];
+		struct qbd_node_addr a = { .salen = 0 };
+		struct qbd_node_info n;
+		char why[QBD_ADDR_MAX + 96];
+		int err;
+
+		if (!(down & 1u << r))
+			continue;
+		err = qbd_meta_node_get(k->meta, kn->id, &n);
+		if (err == -ENOENT) {
+			if (!kn->missing)
+				qbd_warn(COMP, "volume %s: replica %u node %016" PRIx64 ": no node "
+					 "record in etcd; %s", k->a.volume, r, kn->id,
+					 kn->addr[0] ? "retrying its last address" :
+					 "it stays down until that node registers again");
+			kn->missing = true;
+			continue;
+		}
+		if (err) {
+			qbd_debug(COMP, "node %016" PRIx64 ": %s", kn->id, strerror(-err));
+			continue;
+		}
+		kn->missing = false;
+		err = qbd_client_resolve(n.addr, &a.sa, &a.salen, why, sizeof(why));
+		if (err) {
+			if (strcmp(n.addr, kn->failed))
+				qbd_warn(COMP, "volume %s: replica %u node %016" PRIx64 ": %s; %s",
+					 k->a.volume, r, kn->id, why, kn->addr[0] ?
+					 "retrying its previous address" : "it stays down");
+			snprintf(kn->failed, sizeof(kn->failed), "%s", n.addr);
+			continue;
+		}
+		kn->failed[0] = '\0';
+		if (!strcmp(n.addr, kn->addr) && a.salen == kn->salen &&
+		    !memcmp(&a.sa, &kn->sa, a.salen))
+			continue; /* nothing new: the loop retries it */
+		snprintf(kn->addr, sizeof(kn->addr), "%s", n.addr);
+		memcpy(&kn->sa, &a.sa, sizeof(kn->sa));
+		kn->salen = a.salen;
+		snprintf(a.addr, sizeof(a.addr), "%s", n.addr);
+		snprintf(a.zone, sizeof(a.zone), "%s", n.zone);
+		pthread_mutex_lock(&k->mu);
+		k->addrs[r] = a;
+		__atomic_or_fetch(&k->addr_new, 1u << r, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&k->mu);
+	}
+}
 
 static void *keeper_main(void *arg)
 {
@@ -63,6 +144,7 @@ static void *keeper_main(void *arg)
 	while (!k->stop) {
 		struct timespec ts;
 		char *doc = NULL;
+		uint32_t down;
 		int err;
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -75,6 +157,7 @@ static void *keeper_main(void *arg)
 			k->status = NULL;
 			k->status_new = false;
 		}
+		down = k->down;
 		pthread_mutex_unlock(&k->mu);
 		if (!k->superseded) {
 			err = qbd_meta_lease_keepalive(k->meta, k->lease);
@@ -100,6 +183,13 @@ static void *keeper_main(void *arg)
 							  doc, k->lease);
 				if (err && err != -ESTALE)
 					qbd_debug(COMP, "status: %s", strerror(-err));
+			}
+			/* After the keepalive and the status: a slow etcd or
+			 * DNS answer here must not delay them. */
+			if (down && !k->superseded && qbd_now_ns() - k->nodes_at >=
+				    QBD_CLIENT_LOOKUP_EVERY_S * 1000000000ull / 2) {
+				k->nodes_at = qbd_now_ns();
+				keeper_nodes(k, down);
 			}
 		}
 		free(doc);
@@ -187,6 +277,25 @@ int qbd_attach_start(struct qbd_volume *v)
 	struct qbd_attach_keeper *k = v->keeper;
 	int err;
 
+	/* What the loop has, before the thread exists. The keeper says
+	 * again only what meta_load_node did not. */
+	k->replicas = v->info.replicas;
+	for (unsigned r = 0; r < v->info.replicas; r++) {
+		const struct qbd_conn *c = &v->conns[r];
+		struct keeper_node *kn = &k->nodes[r];
+
+		kn->id = c->node.id;
+		if (c->no_addr) {
+			kn->missing = !c->node.addr[0];
+			snprintf(kn->failed, sizeof(kn->failed), "%s", c->node.addr);
+		} else {
+			snprintf(kn->addr, sizeof(kn->addr), "%s", c->node.addr);
+			memcpy(&kn->sa, &c->sa, sizeof(kn->sa));
+			kn->salen = c->salen;
+		}
+		if (c->state != QBD_C_UP)
+			k->down |= 1u << r;
+	}
 	err = -pthread_create(&k->thread, NULL, keeper_main, k);
 	if (err) {
 		qbd_err(COMP, "keeper thread: %s", strerror(-err));
@@ -245,7 +354,7 @@ void qbd_attach_status(struct qbd_volume *v)
 	struct qbd_attach_keeper *k = v->keeper;
 	uint64_t now = qbd_now_ns();
 	json_object *o, *arr;
-	uint32_t sig;
+	uint32_t sig, down = 0;
 	bool changed;
 	char *doc;
 
@@ -270,6 +379,7 @@ void qbd_attach_status(struct qbd_volume *v)
 		char hex[17];
 
 		qbd_core_replica_info(v->core, r, &ri);
+		down |= (uint32_t)!ri.up << r;
 		snprintf(hex, sizeof(hex), "%016" PRIx64, v->conns[r].node.id);
 		json_object_object_add(e, "index", json_object_new_int((int)r));
 		json_object_object_add(e, "node", json_object_new_string(hex));
@@ -296,9 +406,28 @@ void qbd_attach_status(struct qbd_volume *v)
 	free(k->status);
 	k->status = doc;
 	k->status_new = true;
+	k->down = down;
 	if (changed)
 		pthread_cond_signal(&k->cv); /* the keeper writes it now */
 	pthread_mutex_unlock(&k->mu);
+}
+
+uint32_t qbd_attach_addrs(struct qbd_volume *v,
+			  struct qbd_node_addr out[QBD_CORE_MAX_REPLICAS])
+{
+	struct qbd_attach_keeper *k = v->keeper;
+	uint32_t fresh;
+
+	if (!k || !k->started || !__atomic_load_n(&k->addr_new, __ATOMIC_ACQUIRE))
+		return 0;
+	pthread_mutex_lock(&k->mu);
+	fresh = k->addr_new;
+	for (unsigned r = 0; r < k->replicas; r++)
+		if (fresh & 1u << r)
+			out[r] = k->addrs[r];
+	__atomic_store_n(&k->addr_new, 0, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&k->mu);
+	return fresh;
 }
 
 void qbd_attach_release(struct qbd_volume *v, bool clean)

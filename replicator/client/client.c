@@ -705,15 +705,42 @@ static void conn_event(struct qbd_conn *c, uint32_t events)
 	}
 }
 
+/* The keeper found an address for replica c in its node record (the
+ * node registered again, here or elsewhere): connect there from now on,
+ * at once if c is down. A connection that is up stays as it is. */
+static void conn_take_addr(struct qbd_conn *c, const struct qbd_node_addr *a)
+{
+	qbd_info(COMP, "replica %u node %016llx: %s %s (zone %s) from its node record%s%s%s",
+		 c->idx, (unsigned long long)c->node.id,
+		 c->no_addr ? "found at" : "moved to", a->addr, a->zone,
+		 c->node.addr[0] ? " (was " : "", c->node.addr, c->node.addr[0] ? ")" : "");
+	memcpy(&c->sa, &a->sa, sizeof(c->sa));
+	c->salen = a->salen;
+	snprintf(c->node.addr, sizeof(c->node.addr), "%s", a->addr);
+	snprintf(c->node.zone, sizeof(c->node.zone), "%s", a->zone);
+	c->no_addr = false;
+	c->retries = 0;
+	if (c->state == QBD_C_DOWN)
+		c->retry_ns = 0;
+}
+
 static void tick(struct qbd_volume *v)
 {
 	uint64_t now = qbd_now_ns();
 
+	if (!v->opening && !v->closing) {
+		struct qbd_node_addr addrs[QBD_CORE_MAX_REPLICAS];
+		uint32_t fresh = qbd_attach_addrs(v, addrs);
+
+		for (unsigned r = 0; fresh && r < v->info.replicas; r++)
+			if (fresh & 1u << r)
+				conn_take_addr(&v->conns[r], &addrs[r]);
+	}
 	for (unsigned r = 0; r < v->info.replicas; r++) {
 		struct qbd_conn *c = &v->conns[r];
 
 		if (c->state == QBD_C_DOWN) {
-			if (!v->opening && !v->closing && now >= c->retry_ns)
+			if (!v->opening && !v->closing && !c->no_addr && now >= c->retry_ns)
 				conn_connect(c);
 			continue;
 		}
@@ -872,11 +899,45 @@ static void volume_free(struct qbd_volume *v, bool clean)
 	free(v);
 }
 
+/* Replica r's node record and address into v->conns[r]. A replica whose
+ * record is gone or whose address does not resolve (its node died for
+ * good, or its name left the DNS) starts down, with no_addr set: the
+ * volume attaches with the others, and the keeper looks the node up
+ * again (attach.c). Said once, here, naming the node and why. 0, or
+ * -errno when etcd cannot be read (then nothing can be attached). */
+static int meta_load_node(struct qbd_meta *m, struct qbd_volume *v, unsigned r)
+{
+	struct qbd_conn *c = &v->conns[r];
+	char why[QBD_ADDR_MAX + 96];
+	int err = qbd_meta_node_get(m, v->info.nodes[r], &c->node);
+
+	if (err && err != -ENOENT && err != -EPROTO) {
+		qbd_err(COMP, "open: node %016llx: %s", (unsigned long long)v->info.nodes[r],
+			strerror(-err));
+		return err;
+	}
+	if (err) {
+		memset(&c->node, 0, sizeof(c->node));
+		snprintf(why, sizeof(why), "%s", err == -ENOENT ? "no node record in etcd"
+							       : "its node record is malformed");
+	}
+	c->node.id = v->info.nodes[r];
+	if (!err)
+		err = qbd_client_resolve(c->node.addr, &c->sa, &c->salen, why, sizeof(why));
+	if (!err)
+		return 0;
+	c->no_addr = true;
+	qbd_warn(COMP, "replica %u node %016llx: %s: it starts down, the volume attaches "
+		 "with the other replicas, and the node is looked up again every %u s",
+		 r, (unsigned long long)c->node.id, why, QBD_CLIENT_LOOKUP_EVERY_S);
+	return 0;
+}
+
 static int meta_load(const struct qbd_open_opts *o, struct qbd_volume *v)
 {
 	const char *url = o->etcd ? o->etcd : getenv("QBD_ETCD");
 	struct qbd_meta *m = NULL;
-	char why[QBD_ADDR_MAX + 96];
+	unsigned addressed = 0, need;
 	int err;
 
 	if (!url || !o->volume) {
@@ -904,20 +965,20 @@ static int meta_load(const struct qbd_open_opts *o, struct qbd_volume *v)
 		goto out;
 	}
 	for (unsigned r = 0; r < v->info.replicas; r++) {
-		struct qbd_conn *c = &v->conns[r];
-
-		err = qbd_meta_node_get(m, v->info.nodes[r], &c->node);
-		if (err) {
-			qbd_err(COMP, "open: node %016llx: %s",
-				(unsigned long long)v->info.nodes[r], strerror(-err));
+		err = meta_load_node(m, v, r);
+		if (err)
 			goto out;
-		}
-		c->node.id = v->info.nodes[r];
-		err = qbd_client_resolve(c->node.addr, &c->sa, &c->salen, why, sizeof(why));
-		if (err) {
-			qbd_err(COMP, "node %016llx: %s", (unsigned long long)c->node.id, why);
-			goto out;
-		}
+		addressed += !v->conns[r].no_addr;
+	}
+	/* Refused before the epoch is taken: a writer that cannot reach
+	 * enough replicas must not fence the one that may. */
+	need = QBD_MAX(v->info.write_quorum, v->info.replicas - v->info.write_quorum + 1);
+	if (addressed < need) {
+		qbd_err(COMP, "open '%s': only %u of %u replicas have a node record with an "
+			"address that resolves, need %u to attach (see above)", o->volume,
+			addressed, v->info.replicas, need);
+		err = -EIO;
+		goto out;
 	}
 	err = qbd_attach_take(v, o, m);
 out:
@@ -947,7 +1008,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	struct qbd_core_cfg cfg = { 0 };
 	uint64_t deadline;
 	bool eperm = false, eacces = false, graced = false;
-	unsigned need;
+	unsigned need, unaddressed = 0;
 	int err;
 
 	*out = NULL;
@@ -994,7 +1055,10 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 		c->idx = r;
 		c->fd = -1;
 		qbd_wire_rx_init(&c->rx);
-		conn_connect(c);
+		if (c->no_addr)
+			c->failed_open = true; /* said in meta_load_node */
+		else
+			conn_connect(c);
 	}
 	deadline = qbd_now_ns() + (uint64_t)timeout * 1000000ull;
 	need = QBD_MAX(v->info.write_quorum, v->info.replicas - v->info.write_quorum + 1);
@@ -1026,6 +1090,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 
 		eperm |= c->open_status == -EPERM;
 		eacces |= c->open_status == -EACCES;
+		unaddressed += c->no_addr;
 		if (c->state != QBD_C_UP)
 			conn_fail(c, "not opened in time");
 		c->failed_open = false;
@@ -1034,12 +1099,12 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	err = qbd_core_open_done(v->core, qbd_now_ns());
 	if (err) {
 		err = eperm ? -EPERM : eacces ? -EACCES : -EIO;
-		qbd_err(COMP, "open '%s': only %u of %u replicas promised epoch %llu, need %u%s",
+		qbd_err(COMP, "open '%s': only %u of %u replicas promised epoch %llu, need %u%s%s",
 			o->volume, qbd_core_up_count(v->core), v->info.replicas,
-			(unsigned long long)v->epoch,
-			QBD_MAX(v->info.write_quorum, v->info.replicas - v->info.write_quorum + 1),
+			(unsigned long long)v->epoch, need,
 			eperm ? " (fenced by a newer epoch)" :
-			eacces ? " (authentication refused: see above)" : "");
+			eacces ? " (authentication refused: see above)" : "",
+			unaddressed ? " (some have no node record or address: see above)" : "");
 		goto fail;
 	}
 	err = qbd_attach_start(v);

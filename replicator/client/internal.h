@@ -37,6 +37,8 @@
 /* The rest of a READ payload at least this long is read in place. */
 #define QBD_CLIENT_DIRECT_MIN (32u << 10)
 #define QBD_CLIENT_TICK_MS 100
+/* The keeper reads a down replica's node record again this often. */
+#define QBD_CLIENT_LOOKUP_EVERY_S 2
 #define QBD_CLIENT_CTL_ID (1ull << 63)  /* request ids of HELLO/OPEN */
 
 #define QBD_TX_IOV 64            /* iovecs per sendmsg (two per message) */
@@ -74,6 +76,9 @@ struct qbd_conn {
 	bool want_out;           /* EPOLLOUT registered */
 	bool in_feed;            /* inside qbd_wire_rx_feed */
 	bool failed_open;        /* gave up during qbd_open */
+	bool no_addr;            /* no node record, or its address does not
+				  * resolve: down, not retried until the
+				  * keeper finds an address (attach.c) */
 	bool core_dropped;       /* the core asked for the close */
 	int open_status;         /* last OPEN/HELLO status */
 	uint8_t nonce[QBD_AUTH_NONCE]; /* our challenge in the last HELLO */
@@ -109,6 +114,15 @@ struct qbd_volume {
 int qbd_client_resolve(const char *addr, struct sockaddr_storage *sa, socklen_t *salen,
 		       char *why, size_t why_len);
 
+/* A replica's address as the keeper found it in its node record, for
+ * the loop to connect to (attach.c). */
+struct qbd_node_addr {
+	char addr[QBD_ADDR_MAX];
+	char zone[QBD_ZONE_MAX];
+	struct sockaddr_storage sa;
+	socklen_t salen;
+};
+
 /* attach.c: the writer's attachment in etcd (see qbd_open). */
 int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
 		    struct qbd_meta *m);
@@ -116,6 +130,13 @@ int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
 int qbd_attach_start(struct qbd_volume *v);
 /* Hand the keeper a fresh status document (from ticks; never blocks). */
 void qbd_attach_status(struct qbd_volume *v);
+/* Loop side: the addresses the keeper found since the last call (a node
+ * that registered again elsewhere, a record back after it was gone), in
+ * out[r] for each bit r of the mask returned; 0 when there are none.
+ * Takes the keeper's mutex only when there is something: never waits for
+ * etcd or DNS. */
+uint32_t qbd_attach_addrs(struct qbd_volume *v,
+			  struct qbd_node_addr out[QBD_CORE_MAX_REPLICAS]);
 /* Stop the keeper; clean = a clean detach (flushed, nothing in flight). */
 void qbd_attach_release(struct qbd_volume *v, bool clean);
 
