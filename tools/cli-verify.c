@@ -38,6 +38,7 @@ static void usage(FILE *f)
 struct verify_run {
 	struct qbd_volume_info v;
 	struct qbd_node_info nodes[QBD_MAX_REPLICAS];
+	bool known[QBD_MAX_REPLICAS];   /* the node's record was found */
 	struct admin_conn ac[QBD_MAX_REPLICAS];
 	uint64_t cluster_id, nchunks, differ;
 	unsigned reachable;
@@ -80,7 +81,9 @@ static int verify_parse_args(int argc, char **argv)
 	return -1;
 }
 
-/* The volume, its replicas' nodes and the cluster id from etcd. */
+/* The volume, its replicas' nodes and the cluster id from etcd. A node
+ * whose record is gone (it died for good) is a replica that cannot be
+ * compared, not an error of the run. */
 static int verify_load(struct verify_run *vr, const char *name)
 {
 	struct qbd_meta *m;
@@ -89,14 +92,22 @@ static int verify_load(struct verify_run *vr, const char *name)
 	if ((r = cli_meta(&m)))
 		return r;
 	r = qbd_meta_cluster_id(m, false, &vr->cluster_id);
-	if (r == 0)
+	if (r == 0) {
 		r = qbd_meta_volume_get(m, name, &vr->v);
-	for (unsigned i = 0; r == 0 && i < vr->v.replicas; i++)
-		r = qbd_meta_node_get(m, vr->v.nodes[i], &vr->nodes[i]);
+		if (r == -ENOENT) {
+			fprintf(stderr, "qbd: volume '%s': no such volume\n", name);
+			qbd_meta_close(m);
+			return EXIT_ERR;
+		}
+	}
+	for (unsigned i = 0; r == 0 && i < vr->v.replicas; i++) {
+		r = cli_node_get(m, vr->v.nodes[i], &vr->nodes[i]);
+		vr->known[i] = r == 0;
+		r = r == -ENOENT ? 0 : r;
+	}
 	qbd_meta_close(m);
 	if (r < 0) {
-		fprintf(stderr, "qbd: volume '%s': %s\n", name,
-			r == -ENOENT ? "no such volume (or node)" : strerror(-r));
+		fprintf(stderr, "qbd: volume '%s': %s\n", name, strerror(-r));
 		return EXIT_ERR;
 	}
 	vr->nchunks = (vr->v.size + vr->v.chunk_size - 1) / vr->v.chunk_size;
@@ -112,6 +123,13 @@ static void verify_connect(struct verify_run *vr)
 		int r;
 
 		n->id = vr->v.nodes[i];
+		if (!vr->known[i]) {
+			vr->ac[i].fd = -1;
+			fprintf(stderr, "qbd: replica %u (node %016" PRIx64 "): no node record "
+				"in etcd\n", i, n->id);
+			vr->rc = EXIT_UNREACHABLE;
+			continue;
+		}
 		r = admin_connect(n, vr->cluster_id, &vr->ac[i]);
 		if (r < 0) {
 			fprintf(stderr, "qbd: replica %u (node %016" PRIx64 ", zone %s, %s): %s\n",

@@ -559,13 +559,13 @@ static int volume_delete(int argc, char **argv)
 	for (unsigned i = 0; i < v.replicas; i++) {
 		struct qbd_node_info node;
 		char hex[17];
-		int d = qbd_meta_node_get(m, v.nodes[i], &node);
+		int g = qbd_meta_node_get(m, v.nodes[i], &node), d = g;
 		if (d == 0)
 			d = admin_delete_volume(&node, cluster, v.id, epoch);
 		if (d < 0)
 			fprintf(stderr, "qbd: warning: replica on node %s not cleaned: %s "
-				"(its space is not reclaimed)\n",
-				qbd_id_str(v.nodes[i], hex), strerror(-d));
+				"(its space is not reclaimed)\n", qbd_id_str(v.nodes[i], hex),
+				g == -ENOENT ? "no node record in etcd" : strerror(-d));
 	}
 	r = qbd_meta_volume_delete(m, &v);
 	if (r == -EBUSY && qbd_meta_attachment_get(m, v.id, &att) == 0) {
