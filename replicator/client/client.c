@@ -927,8 +927,8 @@ static int meta_load_node(struct qbd_meta *m, struct qbd_volume *v, unsigned r)
 	if (!err)
 		return 0;
 	c->no_addr = true;
-	qbd_warn(COMP, "replica %u node %016llx: %s: it starts down, the volume attaches "
-		 "with the other replicas, and the node is looked up again every %u s",
+	qbd_warn(COMP, "replica %u node %016llx: %s: it starts down (the attach goes on "
+		 "if enough other replicas remain) and is looked up again every %u s",
 		 r, (unsigned long long)c->node.id, why, QBD_CLIENT_LOOKUP_EVERY_S);
 	return 0;
 }
