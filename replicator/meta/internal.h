@@ -1,12 +1,24 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Metadata internals shared with the unit tests: base64 and the JSON
- * encodings of node, volume and attachment records. */
+/* Metadata internals shared with the unit tests: the endpoint list,
+ * base64 and the JSON encodings of node, volume and attachment records. */
 #ifndef QBD_META_INTERNAL_H
 #define QBD_META_INTERNAL_H
 
 #include <stddef.h>
 
 #include "meta.h"
+
+/* The endpoint list of qbd_meta_open: 0 and *urls (malloc'd array of
+ * malloc'd strings, *n of them, trimmed of blanks and trailing slashes;
+ * free with meta_endpoints_free), or -EINVAL with the reason in why,
+ * -ENOMEM. */
+int meta_endpoints_parse(const char *list, char ***urls, size_t *n, char *why,
+			 size_t len);
+void meta_endpoints_free(char **urls, size_t n);
+/* Endpoint i of m (NULL past the end), and the index the next call tries
+ * first: the one that answered last, or the one after a failed one. */
+const char *meta_endpoint(const struct qbd_meta *m, size_t i);
+size_t meta_endpoint_first(const struct qbd_meta *m);
 
 /* Returns malloc'd NUL-terminated text, NULL on no memory. */
 char *meta_b64_encode(const void *data, size_t len);

@@ -17,11 +17,17 @@
 #include "common/util.h"
 #include "internal.h"
 
+/* A call's time for all its attempts together (one endpoint after
+ * another), and the part of it one connection attempt may take. */
+#define META_CALL_MS 5000
+#define META_CONNECT_MS 3000
+
 struct qbd_meta {
 	CURL *curl;
 	char **urls;
 	size_t nurls;
-	size_t cur;
+	size_t cur;                 /* the endpoint tried first */
+	bool resent;                /* the last answer came after a resend */
 	char *cacert, *cert, *key;  /* client TLS ($QBD_ETCD_CACERT, _CERT, _KEY) */
 };
 
@@ -123,49 +129,127 @@ static size_t meta_write_cb(char *data, size_t sz, size_t nm, void *user)
 	return add;
 }
 
+void meta_endpoints_free(char **urls, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(urls[i]);
+	free(urls);
+}
+
+int meta_endpoints_parse(const char *list, char ***out, size_t *n, char *why,
+			 size_t len)
+{
+	char **urls = NULL;
+	size_t cnt = 0;
+	const char *p = list;
+	int r = -EINVAL;
+
+	*out = NULL;
+	*n = 0;
+	if (!list) {
+		snprintf(why, len, "no endpoint");
+		return -EINVAL;
+	}
+	for (;;) {
+		const char *end = strchr(p, ','), *b = p, *e;
+		size_t l, host;
+
+		if (!end)
+			end = p + strlen(p);
+		e = end;
+		while (b < e && (*b == ' ' || *b == '\t'))
+			b++;
+		while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '/'))
+			e--;
+		l = (size_t)(e - b);
+		if (l == 0) {
+			snprintf(why, len, "endpoint %zu is empty (want URL[,URL...])", cnt + 1);
+			goto fail;
+		}
+		/* a scheme and at least one character of host */
+		host = l > 7 && strncmp(b, "http://", 7) == 0 ? 7 :
+		       l > 8 && strncmp(b, "https://", 8) == 0 ? 8 : 0;
+		if (!host || memchr(b, ' ', l) || memchr(b, '\t', l)) {
+			snprintf(why, len, "endpoint %zu '%.*s' is not an http:// or https:// URL",
+				 cnt + 1, (int)(l > 200 ? 200 : l), b);
+			goto fail;
+		}
+		if (cnt == QBD_META_MAX_ENDPOINTS) {
+			snprintf(why, len, "more than %d endpoints", QBD_META_MAX_ENDPOINTS);
+			goto fail;
+		}
+		for (size_t i = 0; i < cnt; i++)
+			if (strlen(urls[i]) == l && strncmp(urls[i], b, l) == 0) {
+				snprintf(why, len, "endpoint %zu '%s' is listed twice", cnt + 1,
+					 urls[i]);
+				goto fail;
+			}
+		char **nu = realloc(urls, (cnt + 1) * sizeof *nu);
+		if (!nu || !(nu[cnt] = strndup(b, l))) {
+			if (nu)
+				urls = nu;
+			snprintf(why, len, "out of memory");
+			r = -ENOMEM;
+			goto fail;
+		}
+		urls = nu;
+		cnt++;
+		if (!*end)
+			break;
+		p = end + 1;
+	}
+	*out = urls;
+	*n = cnt;
+	return 0;
+fail:
+	meta_endpoints_free(urls, cnt);
+	return r;
+}
+
+int qbd_meta_endpoints_check(const char *list, char *why, size_t len)
+{
+	char **urls;
+	size_t n;
+	int r = meta_endpoints_parse(list, &urls, &n, why, len);
+
+	if (r < 0)
+		return r;
+	meta_endpoints_free(urls, n);
+	return (int)n;
+}
+
 int qbd_meta_open(const char *url, struct qbd_meta **out)
 {
 	struct qbd_meta *m;
-	char *copy, *save = NULL;
+	char why[256];
+	int r;
 
 	*out = NULL;
-	if (!url || !*url)
-		return -EINVAL;
 	pthread_once(&meta_once, meta_global_init);
 	m = calloc(1, sizeof *m);
-	copy = strdup(url);
-	if (!m || !copy)
-		goto nomem;
-	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		char **nu = realloc(m->urls, (m->nurls + 1) * sizeof *nu);
-		if (!nu)
-			goto nomem;
-		m->urls = nu;
-		size_t l = strlen(t);
-		while (l && t[l - 1] == '/')
-			t[--l] = '\0';
-		if (!(m->urls[m->nurls] = strdup(t)))
-			goto nomem;
-		m->nurls++;
+	if (!m)
+		return -ENOMEM;
+	r = meta_endpoints_parse(url, &m->urls, &m->nurls, why, sizeof why);
+	if (r < 0) {
+		qbd_err("meta", "etcd endpoints '%.200s': %s", url ? url : "", why);
+		goto fail;
 	}
-	free(copy);
-	copy = NULL;
-	if (m->nurls == 0 || !(m->curl = curl_easy_init()))
-		goto nomem;
+	r = -ENOMEM;
+	if (!(m->curl = curl_easy_init()))
+		goto fail;
 	{
 		const char *ca = getenv("QBD_ETCD_CACERT"), *ce = getenv("QBD_ETCD_CERT");
 		const char *k = getenv("QBD_ETCD_KEY");
 
 		if ((ca && *ca && !(m->cacert = strdup(ca))) ||
 		    (ce && *ce && !(m->cert = strdup(ce))) || (k && *k && !(m->key = strdup(k))))
-			goto nomem;
+			goto fail;
 	}
 	*out = m;
 	return 0;
-nomem:
-	free(copy);
+fail:
 	qbd_meta_close(m);
-	return -ENOMEM;
+	return r;
 }
 
 void qbd_meta_close(struct qbd_meta *m)
@@ -174,59 +258,146 @@ void qbd_meta_close(struct qbd_meta *m)
 		return;
 	if (m->curl)
 		curl_easy_cleanup(m->curl);
-	for (size_t i = 0; i < m->nurls; i++)
-		free(m->urls[i]);
-	free(m->urls);
+	meta_endpoints_free(m->urls, m->nurls);
 	free(m->cacert);
 	free(m->cert);
 	free(m->key);
 	free(m);
 }
 
-/* POST body to path; *resp gets the parsed JSON (caller puts it). */
+const char *meta_endpoint(const struct qbd_meta *m, size_t i)
+{
+	return i < m->nurls ? m->urls[i] : NULL;
+}
+
+size_t meta_endpoint_first(const struct qbd_meta *m)
+{
+	return m->cur;
+}
+
+/*
+ * What became of one attempt. NOT_SENT: the request cannot have reached
+ * etcd (no connection, TLS handshake failed, or a member that says it
+ * has no leader, which it checks before it handles a request): the next
+ * endpoint may always have it. UNKNOWN: it may have been applied (sent,
+ * then the answer was lost or timed out, or etcd answered that it could
+ * not finish in time): resent only where resending is harmless.
+ */
+enum meta_attempt {
+	META_ANSWERED = 1,
+	META_NOT_SENT,
+	META_UNKNOWN,
+};
+
+/* One HTTP POST of text to url within ms milliseconds. *b gets the
+ * body, *code the HTTP status; *err the errno for a failure. */
+static enum meta_attempt meta_attempt_once(struct qbd_meta *m, const char *url,
+					   const char *text, long ms, struct buf *b,
+					   long *code, int *err, char *what, size_t wlen)
+{
+	struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+	curl_off_t pre = 0;
+	CURLcode cr;
+
+	*code = 0;
+	curl_easy_reset(m->curl);
+	curl_easy_setopt(m->curl, CURLOPT_URL, url);
+	curl_easy_setopt(m->curl, CURLOPT_POSTFIELDS, text);
+	curl_easy_setopt(m->curl, CURLOPT_HTTPHEADER, hdr);
+	curl_easy_setopt(m->curl, CURLOPT_WRITEFUNCTION, meta_write_cb);
+	curl_easy_setopt(m->curl, CURLOPT_WRITEDATA, b);
+	curl_easy_setopt(m->curl, CURLOPT_CONNECTTIMEOUT_MS, ms < META_CONNECT_MS ? ms :
+			 (long)META_CONNECT_MS);
+	curl_easy_setopt(m->curl, CURLOPT_TIMEOUT_MS, ms);
+	curl_easy_setopt(m->curl, CURLOPT_NOSIGNAL, 1L);
+	/* etcd client TLS (https:// endpoints): the same for every one */
+	if (m->cacert)
+		curl_easy_setopt(m->curl, CURLOPT_CAINFO, m->cacert);
+	if (m->cert)
+		curl_easy_setopt(m->curl, CURLOPT_SSLCERT, m->cert);
+	if (m->key)
+		curl_easy_setopt(m->curl, CURLOPT_SSLKEY, m->key);
+	cr = curl_easy_perform(m->curl);
+	curl_slist_free_all(hdr);
+	if (cr != CURLE_OK) {
+		*err = cr == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT :
+		       cr == CURLE_COULDNT_CONNECT ? -ECONNREFUSED : -EHOSTUNREACH;
+		snprintf(what, wlen, "%s", curl_easy_strerror(cr));
+		/* no byte of the request went out before the transfer began */
+		curl_easy_getinfo(m->curl, CURLINFO_PRETRANSFER_TIME_T, &pre);
+		return cr == CURLE_COULDNT_CONNECT || cr == CURLE_COULDNT_RESOLVE_HOST ||
+		       cr == CURLE_SSL_CONNECT_ERROR || pre == 0 ? META_NOT_SENT : META_UNKNOWN;
+	}
+	curl_easy_getinfo(m->curl, CURLINFO_RESPONSE_CODE, code);
+	if (*code == 503 || *code == 504) {
+		/* etcd's gateway: gRPC Unavailable / DeadlineExceeded, e.g.
+		 * "etcdserver: no leader", "etcdserver: request timed out" */
+		*err = -ETIMEDOUT;
+		snprintf(what, wlen, "HTTP %ld: %.160s", *code, b->p ? b->p : "");
+		return b->p && strstr(b->p, "etcdserver: no leader") ? META_NOT_SENT : META_UNKNOWN;
+	}
+	return META_ANSWERED;
+}
+
+/*
+ * POST body to path; *resp gets the parsed JSON (caller puts it). Tries
+ * the endpoints in turn, the one that answered last first, within
+ * META_CALL_MS for all attempts (one that hangs may take half of what is
+ * left). An endpoint that cannot have got the request hands it on to the
+ * next; one that may have applied it hands it on only if resend
+ * (docs/design.md, "Metadata in etcd": which calls may be resent and
+ * why). m->resent tells the caller that the answer came after such a
+ * resend. Every endpoint failing is logged with what each said.
+ */
 static int meta_post(struct qbd_meta *m, const char *path, json_object *body,
-		     json_object **resp)
+		     bool resend, json_object **resp)
 {
 	const char *text = json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN);
+	uint64_t deadline = qbd_now_ns() + META_CALL_MS * 1000000ull;
+	char tried[1024] = "";
+	size_t tl = 0, attempt, first = m->cur;
+	bool unknown = false;
 	int err = -ECONNREFUSED;
 
 	*resp = NULL;
-	for (size_t attempt = 0; attempt < m->nurls; attempt++) {
-		size_t i = (m->cur + attempt) % m->nurls;
-		char url[512];
+	for (attempt = 0; attempt < m->nurls; attempt++) {
+		size_t i = (first + attempt) % m->nurls;
+		uint64_t now = qbd_now_ns();
+		char url[512], what[200];
 		struct buf b = { 0 };
-		struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-		long code = 0;
-		CURLcode cr;
+		enum meta_attempt a;
+		long code, ms;
 
+		if (now + 10 * 1000000ull >= deadline)
+			break;
+		/* An endpoint that hangs may take half of what is left, so
+		 * that the others still get their turn within the budget. */
+		ms = (long)((deadline - now) / 1000000);
+		if (attempt + 1 < m->nurls)
+			ms /= 2;
 		snprintf(url, sizeof url, "%s%s", m->urls[i], path);
-		curl_easy_reset(m->curl);
-		curl_easy_setopt(m->curl, CURLOPT_URL, url);
-		curl_easy_setopt(m->curl, CURLOPT_POSTFIELDS, text);
-		curl_easy_setopt(m->curl, CURLOPT_HTTPHEADER, hdr);
-		curl_easy_setopt(m->curl, CURLOPT_WRITEFUNCTION, meta_write_cb);
-		curl_easy_setopt(m->curl, CURLOPT_WRITEDATA, &b);
-		curl_easy_setopt(m->curl, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
-		curl_easy_setopt(m->curl, CURLOPT_TIMEOUT_MS, 5000L);
-		curl_easy_setopt(m->curl, CURLOPT_NOSIGNAL, 1L);
-		/* etcd client TLS (https:// endpoints), by configuration. */
-		if (m->cacert)
-			curl_easy_setopt(m->curl, CURLOPT_CAINFO, m->cacert);
-		if (m->cert)
-			curl_easy_setopt(m->curl, CURLOPT_SSLCERT, m->cert);
-		if (m->key)
-			curl_easy_setopt(m->curl, CURLOPT_SSLKEY, m->key);
-		cr = curl_easy_perform(m->curl);
-		curl_slist_free_all(hdr);
-		if (cr != CURLE_OK) {
-			err = cr == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT :
-			      cr == CURLE_COULDNT_CONNECT ? -ECONNREFUSED : -EHOSTUNREACH;
-			qbd_debug("meta", "%s: %s", url, curl_easy_strerror(cr));
+		a = meta_attempt_once(m, url, text, ms, &b, &code, &err, what, sizeof what);
+		if (a != META_ANSWERED) {
+			qbd_debug("meta", "%s: %s", url, what);
 			free(b.p);
+			if (tl < sizeof tried)
+				tl += (size_t)snprintf(tried + tl, sizeof tried - tl, "%s%s (%s)",
+						       tl ? ", " : "", m->urls[i], what);
+			/* the next call starts past an endpoint that failed */
+			if (m->cur == i)
+				m->cur = (i + 1) % m->nurls;
+			if (a == META_UNKNOWN) {
+				unknown = true;
+				if (!resend) {
+					qbd_warn("meta", "%s: %s: %s; not resent to another endpoint "
+						 "(etcd may have applied it)", path, m->urls[i], what);
+					return err;
+				}
+			}
 			continue;
 		}
-		curl_easy_getinfo(m->curl, CURLINFO_RESPONSE_CODE, &code);
 		m->cur = i;
+		m->resent = unknown;
 		*resp = b.p ? json_tokener_parse(b.p) : NULL;
 		if (code != 200 || !*resp) {
 			qbd_warn("meta", "%s: HTTP %ld: %.200s", url, code, b.p ? b.p : "");
@@ -242,7 +413,10 @@ static int meta_post(struct qbd_meta *m, const char *path, json_object *body,
 		free(b.p);
 		return 0;
 	}
-	qbd_debug("meta", "etcd unreachable: %s", strerror(-err));
+	if (attempt < m->nurls && tl < sizeof tried)
+		snprintf(tried + tl, sizeof tried - tl, "%snot tried in the call's %d s: %zu more",
+			 tl ? "; " : "", META_CALL_MS / 1000, m->nurls - attempt);
+	qbd_warn("meta", "%s: no etcd endpoint answered: %s", path, tried);
 	return err;
 }
 
@@ -313,7 +487,7 @@ static int meta_range(struct qbd_meta *m, const char *key, bool prefix,
 		json_object_object_add(req, "range_end", jstr_b64(end, kl));
 		free(end);
 	}
-	r = meta_post(m, "/v3/kv/range", req, &resp);
+	r = meta_post(m, "/v3/kv/range", req, true, &resp);
 	json_object_put(req);
 	if (r < 0)
 		return r;
@@ -432,15 +606,17 @@ static json_object *cmp_value(const char *key, const char *value)
 }
 
 /* Run a transaction (takes ownership of compare and success arrays).
- * Returns 0 if it succeeded, -EAGAIN if a compare failed. */
-static int meta_txn(struct qbd_meta *m, json_object *compare, json_object *success)
+ * Returns 0 if it succeeded, -EAGAIN if a compare failed. resend: see
+ * meta_post. */
+static int meta_txn(struct qbd_meta *m, json_object *compare, json_object *success,
+		    bool resend)
 {
 	json_object *req = json_object_new_object(), *resp, *ok;
 	int r;
 
 	json_object_object_add(req, "compare", compare);
 	json_object_object_add(req, "success", success);
-	r = meta_post(m, "/v3/kv/txn", req, &resp);
+	r = meta_post(m, "/v3/kv/txn", req, resend, &resp);
 	json_object_put(req);
 	if (r < 0)
 		return r;
@@ -464,7 +640,7 @@ static int meta_put(struct qbd_meta *m, const char *key, const char *value,
 	json_object_object_get_ex(put, "requestPut", &inner);
 	json_object_get(inner);
 	json_object_put(put);
-	r = meta_post(m, "/v3/kv/put", inner, &resp);
+	r = meta_post(m, "/v3/kv/put", inner, true, &resp);
 	json_object_put(inner);
 	json_object_put(resp);
 	return r;
@@ -498,7 +674,7 @@ int qbd_meta_cluster_id(struct qbd_meta *m, bool create, uint64_t *id)
 		json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
 		json_object_array_add(cmp, cmp_absent("/qbd/cluster"));
 		json_object_array_add(suc, op_put("/qbd/cluster", val, 0));
-		r = meta_txn(m, cmp, suc);
+		r = meta_txn(m, cmp, suc, true);
 		if (r < 0 && r != -EAGAIN)
 			return r;
 		/* created, or someone else did: read it back */
@@ -512,7 +688,7 @@ int qbd_meta_lease_grant(struct qbd_meta *m, int ttl, int64_t *lease)
 	int r;
 
 	json_object_object_add(req, "TTL", json_object_new_int(ttl));
-	r = meta_post(m, "/v3/lease/grant", req, &resp);
+	r = meta_post(m, "/v3/lease/grant", req, true, &resp);
 	json_object_put(req);
 	if (r < 0)
 		return r;
@@ -529,7 +705,7 @@ int qbd_meta_lease_keepalive(struct qbd_meta *m, int64_t lease)
 	int r;
 
 	json_object_object_add(req, "ID", json_object_new_int64(lease));
-	r = meta_post(m, "/v3/lease/keepalive", req, &resp);
+	r = meta_post(m, "/v3/lease/keepalive", req, true, &resp);
 	json_object_put(req);
 	if (r < 0)
 		return r;
@@ -547,10 +723,11 @@ int qbd_meta_lease_revoke(struct qbd_meta *m, int64_t lease)
 	int r;
 
 	json_object_object_add(req, "ID", json_object_new_int64(lease));
-	r = meta_post(m, "/v3/lease/revoke", req, &resp);
+	r = meta_post(m, "/v3/lease/revoke", req, true, &resp);
 	json_object_put(req);
 	json_object_put(resp);
-	return r;
+	/* resent: the lost attempt may have revoked it already */
+	return r == -ENOENT && m->resent ? 0 : r;
 }
 
 char *meta_node_to_json(const struct qbd_node_info *n)
@@ -848,8 +1025,15 @@ int qbd_meta_volume_create(struct qbd_meta *m, const struct qbd_volume_info *v)
 	json_object_array_add(suc, op_put(kvol, json, 0));
 	json_object_array_add(suc, op_put(kid, v->name, 0));
 	json_object_array_add(suc, op_put(kep, "0", 0));
-	r = meta_txn(m, cmp, suc);
+	r = meta_txn(m, cmp, suc, true);
 	free(json);
+	if (r == -EAGAIN && m->resent) {
+		/* Resent after an attempt whose answer was lost: if that one
+		 * created it, the record is ours (ids are random, 64 bits). */
+		struct qbd_volume_info cur;
+		if (qbd_meta_volume_get(m, v->name, &cur) == 0 && cur.id == v->id)
+			return 0;
+	}
 	return r == -EAGAIN ? -EEXIST : r;
 }
 
@@ -914,6 +1098,7 @@ int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v)
 	json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
 	json_object *c;
 	struct qbd_attachment a;
+	bool resent;
 	int r;
 
 	qbd_id_str(v->id, hex);
@@ -934,16 +1119,18 @@ int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v)
 	json_object_array_add(suc, op_delete(katt));
 	json_object_array_add(suc, op_delete(kst));
 	json_object_array_add(suc, op_delete(kcl));
-	r = meta_txn(m, cmp, suc);
+	r = meta_txn(m, cmp, suc, true);
 	if (r != -EAGAIN)
 		return r;
+	resent = m->resent;
 	/* Which compare failed? */
 	r = qbd_meta_attachment_get(m, v->id, &a);
 	if (r == 0 || r == -EPROTO) {
 		qbd_warn("meta", "volume %s: not deleted: it has an attachment record", v->name);
 		return -EBUSY;
 	}
-	return r == -ENOENT ? -ENOENT : r;
+	/* gone: deleted by us if the answer came after a resend */
+	return r == -ENOENT ? (resent ? 0 : -ENOENT) : r;
 }
 
 static int meta_parse_epoch(const char *key, const char *text, uint64_t *out);
@@ -1032,7 +1219,10 @@ int qbd_meta_epoch_bump(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
 		json_object_array_add(suc, op_put(key, val, 0));
 		free(kv.key);
 		free(kv.value);
-		r = meta_txn(m, cmp, suc);
+		/* Resendable: if a lost attempt applied, the resend's compare
+		 * fails and the next round takes e + 1; an epoch is burnt,
+		 * never shared (only a definite success returns one). */
+		r = meta_txn(m, cmp, suc, true);
 		if (r == 0) {
 			*epoch = e;
 			return 0;
@@ -1165,7 +1355,11 @@ int qbd_meta_attach(struct qbd_meta *m, struct qbd_attachment *a, int64_t lease,
 		json_object_array_add(suc, op_put(kep, val, 0));
 		json_object_array_add(suc, op_put(katt, json, lease));
 		free(json);
-		r = meta_txn(m, cmp, suc);
+		/* Never resent: had a lost attempt applied, the resend would
+		 * find our own record and report it as another writer's (or,
+		 * forced, take a second epoch). The open fails instead; a
+		 * record the lost attempt may have put goes with its lease. */
+		r = meta_txn(m, cmp, suc, false);
 		if (r == 0) {
 			a->epoch = rec.epoch;
 			return 0;
@@ -1208,7 +1402,7 @@ int qbd_meta_attach_renew(struct qbd_meta *m, const struct qbd_attachment *a,
 	json_object_array_add(cmp, cmp_value(kep, val));
 	json_object_array_add(suc, op_put(katt, json, lease));
 	free(json);
-	r = meta_txn(m, cmp, suc);
+	r = meta_txn(m, cmp, suc, true);
 	return r == -EAGAIN ? -ESTALE : r;
 }
 
@@ -1233,7 +1427,7 @@ int qbd_meta_detach(struct qbd_meta *m, const struct qbd_attachment *a)
 		json_object_array_add(cmp, cmp_mod(katt, rev));
 		json_object_array_add(suc, op_delete(katt));
 		json_object_array_add(suc, op_delete(kst));
-		r = meta_txn(m, cmp, suc);
+		r = meta_txn(m, cmp, suc, true);
 		if (r != -EAGAIN)
 			return r;
 	}
@@ -1253,7 +1447,7 @@ int qbd_meta_status_put(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch,
 	json_object *cmp = json_object_new_array(), *suc = json_object_new_array();
 	json_object_array_add(cmp, cmp_value(kep, val));
 	json_object_array_add(suc, op_put(kst, json, lease));
-	r = meta_txn(m, cmp, suc);
+	r = meta_txn(m, cmp, suc, true);
 	return r == -EAGAIN ? -ESTALE : r;
 }
 

@@ -40,11 +40,22 @@
 
 struct qbd_meta;
 
-/* url: "http://127.0.0.1:2379" (comma-separated list allowed; tried in
- * order; https:// with client TLS from $QBD_ETCD_CACERT, $QBD_ETCD_CERT
- * and $QBD_ETCD_KEY). *out owned by caller, freed by qbd_meta_close. Does
+#define QBD_META_MAX_ENDPOINTS 16
+
+/* url: the etcd endpoints, "http://10.0.0.1:2379[,http://10.0.1.1:2379...]"
+ * (blanks around commas allowed; https:// with client TLS from
+ * $QBD_ETCD_CACERT, $QBD_ETCD_CERT and $QBD_ETCD_KEY, the same for every
+ * endpoint). Each call tries them in turn, starting with the one that
+ * answered last, within its time budget (5 s for all attempts); a request
+ * that may have reached etcd is resent to the next endpoint only where
+ * that is harmless (docs/design.md, "Metadata in etcd"). *out owned by
+ * caller, freed by qbd_meta_close. -EINVAL (logged) for a bad list. Does
  * not contact etcd. */
 int qbd_meta_open(const char *url, struct qbd_meta **out);
+/* Check an endpoint list as qbd_meta_open reads it: the number of
+ * endpoints, or -EINVAL with the reason in why (for a program to name
+ * where the list came from). */
+int qbd_meta_endpoints_check(const char *list, char *why, size_t len);
 void qbd_meta_close(struct qbd_meta *m);
 
 /* Read the cluster id; if absent and create is true, create it (a random

@@ -1,11 +1,21 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests for the metadata module: placement, base64, names,
- * records (node, volume, attachment). */
+ * records (node, volume, attachment), the etcd endpoint list, and the
+ * order and rules of failover between endpoints (against fake etcd
+ * members: threads answering HTTP on loopback, and a closed port). */
+#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "common/util.h"
 #include "replicator/meta/internal.h"
 
 static struct qbd_node_info node(uint64_t id, const char *zone, uint64_t used, bool alive)
@@ -228,11 +238,355 @@ START_TEST(attachment_rejects)
 }
 END_TEST
 
+/* ---- the endpoint list ---- */
+
+START_TEST(endpoints_parse_list)
+{
+	char **u, why[256];
+	size_t n;
+
+	ck_assert_int_eq(meta_endpoints_parse("http://10.0.0.1:2379", &u, &n, why,
+					      sizeof why), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(u[0], "http://10.0.0.1:2379");
+	meta_endpoints_free(u, n);
+	/* blanks around commas (qbd.conf), trailing slashes, https */
+	ck_assert_int_eq(meta_endpoints_parse(" http://a:2379/ ,\thttps://b:2379,http://c:2379//",
+					      &u, &n, why, sizeof why), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(u[0], "http://a:2379");
+	ck_assert_str_eq(u[1], "https://b:2379");
+	ck_assert_str_eq(u[2], "http://c:2379");
+	meta_endpoints_free(u, n);
+	ck_assert_int_eq(qbd_meta_endpoints_check("http://a:1,http://b:1", why, sizeof why), 2);
+}
+END_TEST
+
+START_TEST(endpoints_parse_rejects)
+{
+	static const struct {
+		const char *list, *why;
+	} bad[] = {
+		{ "", "endpoint 1 is empty" },
+		{ "http://a:1,,http://b:1", "endpoint 2 is empty" },
+		{ "http://a:1,", "endpoint 2 is empty" },
+		{ "a:2379", "endpoint 1 'a:2379' is not an http:// or https:// URL" },
+		{ "http://a:1,ftp://b:1", "endpoint 2 'ftp://b:1'" },
+		{ "http://", "not an http" },
+		{ "http://a b:1", "not an http" },
+		{ "http://a:1,http://a:1/", "endpoint 2 'http://a:1' is listed twice" },
+	};
+	char **u, why[256], many[1024] = "";
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		size_t n = 99;
+		why[0] = '\0';
+		ck_assert_msg(meta_endpoints_parse(bad[i].list, &u, &n, why, sizeof why) == -EINVAL,
+			      "'%s' accepted", bad[i].list);
+		ck_assert_ptr_null(u);
+		ck_assert_uint_eq(n, 0);
+		ck_assert_msg(strstr(why, bad[i].why), "'%s': '%s'", bad[i].list, why);
+		ck_assert_int_eq(qbd_meta_endpoints_check(bad[i].list, why, sizeof why), -EINVAL);
+	}
+	for (int i = 0; i <= QBD_META_MAX_ENDPOINTS; i++)
+		snprintf(many + strlen(many), sizeof many - strlen(many), "%shttp://h%d:1",
+			 i ? "," : "", i);
+	ck_assert_int_eq(qbd_meta_endpoints_check(many, why, sizeof why), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(why, "more than"));
+	size_t n0;
+	ck_assert_int_eq(meta_endpoints_parse(NULL, &u, &n0, why, sizeof why), -EINVAL);
+}
+END_TEST
+
+/* ---- failover, against fake etcd members ---- */
+
+/* A fake member: answers every POST to a path with that path's status
+ * and body, counting requests per path; or, hang, accepts nothing (the
+ * connection is made by the kernel, no answer ever comes). */
+struct fake {
+	int fd, port;
+	bool hang;
+	pthread_t th;
+	int stop;
+	int range_code, txn_code;
+	const char *range_body, *txn_body;
+	int ranges, txns;            /* requests seen, read after a call */
+};
+
+static const char range_ok[] =
+	"{\"header\":{\"revision\":\"5\"},\"kvs\":[{\"key\":\"eA==\",\"value\":\"Mw==\","
+	"\"mod_revision\":\"4\"}],\"count\":\"1\"}";
+static const char txn_ok[] = "{\"header\":{\"revision\":\"6\"},\"succeeded\":true}";
+static const char timed_out[] =
+	"{\"error\":\"etcdserver: request timed out\",\"code\":14}";
+static const char no_leader[] = "{\"error\":\"etcdserver: no leader\",\"code\":14}";
+
+static void fake_serve(struct fake *f, int c)
+{
+	char req[8192];
+	size_t got = 0;
+	char *hdr_end = NULL;
+	long clen = 0;
+
+	while (got < sizeof req - 1) {
+		ssize_t r = read(c, req + got, sizeof req - 1 - got);
+		if (r <= 0)
+			return;
+		got += (size_t)r;
+		req[got] = '\0';
+		if (!hdr_end && (hdr_end = strstr(req, "\r\n\r\n"))) {
+			char *cl = strcasestr(req, "Content-Length:");
+			clen = cl ? strtol(cl + 15, NULL, 10) : 0;
+		}
+		if (hdr_end && got >= (size_t)(hdr_end + 4 - req) + (size_t)clen)
+			break;
+	}
+	bool txn = strstr(req, "/v3/kv/txn") != NULL;
+	int code = txn ? f->txn_code : f->range_code;
+	const char *body = txn ? f->txn_body : f->range_body;
+	char out[1024];
+	int n = snprintf(out, sizeof out, "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+			 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", code,
+			 strlen(body), body);
+
+	__atomic_add_fetch(txn ? &f->txns : &f->ranges, 1, __ATOMIC_SEQ_CST);
+	if (write(c, out, (size_t)n) != n)
+		return;
+}
+
+static void *fake_main(void *arg)
+{
+	struct fake *f = arg;
+
+	while (!__atomic_load_n(&f->stop, __ATOMIC_SEQ_CST)) {
+		struct pollfd p = { .fd = f->fd, .events = POLLIN };
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		int c = accept(f->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		fake_serve(f, c);
+		close(c);
+	}
+	return NULL;
+}
+
+static void fake_start(struct fake *f)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t l = sizeof a;
+
+	f->fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(f->fd, 0);
+	ck_assert_int_eq(bind(f->fd, (struct sockaddr *)&a, sizeof a), 0);
+	ck_assert_int_eq(getsockname(f->fd, (struct sockaddr *)&a, &l), 0);
+	f->port = ntohs(a.sin_port);
+	ck_assert_int_eq(listen(f->fd, 16), 0);
+	if (!f->hang)
+		ck_assert_int_eq(pthread_create(&f->th, NULL, fake_main, f), 0);
+}
+
+static void fake_stop(struct fake *f)
+{
+	__atomic_store_n(&f->stop, 1, __ATOMIC_SEQ_CST);
+	if (!f->hang)
+		pthread_join(f->th, NULL);
+	close(f->fd);
+}
+
+/* A loopback port nobody listens on: connecting is refused. */
+static int dead_port(void)
+{
+	struct fake f = { .hang = true };
+
+	fake_start(&f);
+	fake_stop(&f);
+	return f.port;
+}
+
+static int reads(struct fake *f)
+{
+	return __atomic_load_n(&f->ranges, __ATOMIC_SEQ_CST);
+}
+
+static int txns(struct fake *f)
+{
+	return __atomic_load_n(&f->txns, __ATOMIC_SEQ_CST);
+}
+
+static struct qbd_meta *open_list(const char *fmt, int p1, int p2)
+{
+	char list[256];
+	struct qbd_meta *m;
+
+	snprintf(list, sizeof list, fmt, p1, p2);
+	ck_assert_int_eq(qbd_meta_open(list, &m), 0);
+	return m;
+}
+
+START_TEST(failover_past_refused_and_sticks)
+{
+	struct fake b = { .range_code = 200, .range_body = range_ok };
+	struct qbd_meta *m;
+	uint64_t e;
+
+	fake_start(&b);
+	m = open_list("http://127.0.0.1:%d,http://127.0.0.1:%d", dead_port(), b.port);
+	ck_assert_uint_eq(meta_endpoint_first(m), 0);
+	ck_assert_int_eq(qbd_meta_epoch_get(m, 1, &e), 0);
+	ck_assert_uint_eq(e, 3);
+	ck_assert_int_eq(reads(&b), 1);
+	/* the endpoint that answered is tried first from now on */
+	ck_assert_uint_eq(meta_endpoint_first(m), 1);
+	ck_assert_int_eq(qbd_meta_epoch_get(m, 1, &e), 0);
+	ck_assert_int_eq(reads(&b), 2);
+	ck_assert_uint_eq(meta_endpoint_first(m), 1);
+	qbd_meta_close(m);
+	fake_stop(&b);
+}
+END_TEST
+
+START_TEST(failover_all_refused)
+{
+	struct qbd_meta *m = open_list("http://127.0.0.1:%d,http://127.0.0.1:%d", dead_port(),
+				       dead_port());
+	uint64_t e;
+
+	ck_assert_int_eq(qbd_meta_epoch_get(m, 1, &e), -ECONNREFUSED);
+	qbd_meta_close(m);
+}
+END_TEST
+
+START_TEST(failover_unavailable_read_resent)
+{
+	/* A member that cannot serve (no quorum): a read goes on to the next */
+	struct fake a = { .range_code = 503, .range_body = timed_out };
+	struct fake b = { .range_code = 200, .range_body = range_ok };
+	struct qbd_meta *m;
+	uint64_t e;
+
+	fake_start(&a);
+	fake_start(&b);
+	m = open_list("http://127.0.0.1:%d,http://127.0.0.1:%d", a.port, b.port);
+	ck_assert_int_eq(qbd_meta_epoch_get(m, 1, &e), 0);
+	ck_assert_int_eq(reads(&a), 1);
+	ck_assert_int_eq(reads(&b), 1);
+	ck_assert_uint_eq(meta_endpoint_first(m), 1);
+	qbd_meta_close(m);
+	fake_stop(&a);
+	fake_stop(&b);
+}
+END_TEST
+
+START_TEST(failover_hung_member_within_budget)
+{
+	/* A member that accepts and never answers takes half the budget;
+	 * the next one still answers within the call's 5 s. */
+	struct fake a = { .hang = true };
+	struct fake b = { .range_code = 200, .range_body = range_ok };
+	struct qbd_meta *m;
+	uint64_t e, t;
+
+	fake_start(&a);
+	fake_start(&b);
+	m = open_list("http://127.0.0.1:%d,http://127.0.0.1:%d", a.port, b.port);
+	t = qbd_now_ns();
+	ck_assert_int_eq(qbd_meta_epoch_get(m, 1, &e), 0);
+	t = qbd_now_ns() - t;
+	ck_assert_int_eq(reads(&b), 1);
+	ck_assert_msg(t >= 2000000000ull && t < 5000000000ull, "took %llu ns",
+		      (unsigned long long)t);
+	qbd_meta_close(m);
+	fake_stop(&a);
+	fake_stop(&b);
+}
+END_TEST
+
+static struct qbd_attachment attachment(void)
+{
+	struct qbd_attachment a = { .volume_id = 1, .pid = 1 };
+
+	strcpy(a.volume, "v");
+	return a;
+}
+
+START_TEST(failover_attach_not_resent)
+{
+	/* The epoch transaction timed out on a member: it may have been
+	 * applied there, so it is not resent to the next (meta.c,
+	 * qbd_meta_attach) and the attach fails. */
+	struct fake a = { .range_code = 200, .range_body = range_ok,
+			  .txn_code = 503, .txn_body = timed_out };
+	struct fake b = { .range_code = 200, .range_body = range_ok,
+			  .txn_code = 200, .txn_body = txn_ok };
+	struct qbd_attachment att = attachment();
+	struct qbd_meta *m;
+
+	fake_start(&a);
+	fake_start(&b);
+	m = open_list("http://127.0.0.1:%d,http://127.0.0.1:%d", a.port, b.port);
+	ck_assert_int_eq(qbd_meta_attach(m, &att, 7, false, NULL), -ETIMEDOUT);
+	ck_assert_int_eq(txns(&a), 1);
+	ck_assert_int_eq(txns(&b), 0);
+	qbd_meta_close(m);
+	fake_stop(&a);
+	fake_stop(&b);
+}
+END_TEST
+
+START_TEST(failover_attach_no_leader_resent)
+{
+	/* "no leader": the member refused before handling it; the next
+	 * member may have it. */
+	struct fake a = { .range_code = 200, .range_body = range_ok,
+			  .txn_code = 503, .txn_body = no_leader };
+	struct fake b = { .range_code = 200, .range_body = range_ok,
+			  .txn_code = 200, .txn_body = txn_ok };
+	struct qbd_attachment att = attachment();
+	struct qbd_meta *m;
+
+	fake_start(&a);
+	fake_start(&b);
+	m = open_list("http://127.0.0.1:%d,http://127.0.0.1:%d", a.port, b.port);
+	ck_assert_int_eq(qbd_meta_attach(m, &att, 7, false, NULL), 0);
+	ck_assert_uint_eq(att.epoch, 4);
+	ck_assert_int_eq(txns(&a), 1);
+	ck_assert_int_eq(txns(&b), 1);
+	qbd_meta_close(m);
+	fake_stop(&a);
+	fake_stop(&b);
+}
+END_TEST
+
+START_TEST(failover_epoch_bump_resent)
+{
+	/* A compare-guarded bump is resent: applied twice it cannot be */
+	struct fake a = { .range_code = 200, .range_body = range_ok,
+			  .txn_code = 503, .txn_body = timed_out };
+	struct fake b = { .range_code = 200, .range_body = range_ok,
+			  .txn_code = 200, .txn_body = txn_ok };
+	struct qbd_meta *m;
+	uint64_t e;
+
+	fake_start(&a);
+	fake_start(&b);
+	m = open_list("http://127.0.0.1:%d,http://127.0.0.1:%d", a.port, b.port);
+	ck_assert_int_eq(qbd_meta_epoch_bump(m, 1, &e), 0);
+	ck_assert_uint_eq(e, 4);
+	ck_assert_int_eq(txns(&a), 1);
+	ck_assert_int_eq(txns(&b), 1);
+	qbd_meta_close(m);
+	fake_stop(&a);
+	fake_stop(&b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta");
 	TCase *t1 = tcase_create("placement"), *t2 = tcase_create("encoding");
-	TCase *t3 = tcase_create("attachment");
+	TCase *t3 = tcase_create("attachment"), *t4 = tcase_create("endpoints");
+	TCase *t5 = tcase_create("failover");
 	SRunner *sr;
 	int failed;
 
@@ -247,6 +601,18 @@ int main(void)
 	tcase_add_test(t3, attachment_rejects);
 	suite_add_tcase(s, t2);
 	suite_add_tcase(s, t3);
+	tcase_add_test(t4, endpoints_parse_list);
+	tcase_add_test(t4, endpoints_parse_rejects);
+	suite_add_tcase(s, t4);
+	tcase_set_timeout(t5, 20);
+	tcase_add_test(t5, failover_past_refused_and_sticks);
+	tcase_add_test(t5, failover_all_refused);
+	tcase_add_test(t5, failover_unavailable_read_resent);
+	tcase_add_test(t5, failover_hung_member_within_budget);
+	tcase_add_test(t5, failover_attach_not_resent);
+	tcase_add_test(t5, failover_attach_no_leader_resent);
+	tcase_add_test(t5, failover_epoch_bump_resent);
+	suite_add_tcase(s, t5);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
