@@ -13,6 +13,7 @@
 #include "common/conf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "replicator/meta/meta.h"
 #include "replicator/qbd.h"
 #include "kernel.h"
 #include "nbd.h"
@@ -27,7 +28,7 @@ static const char usage[] =
 	"\n"
 	"  --config FILE         settings file ([cluster], [nbd], [nbd.VOLUME]; default\n"
 	"                        " QBD_CONF_DEFAULT " if present, or $QBD_CONFIG)\n"
-	"  --etcd URL            etcd (default $QBD_ETCD)\n"
+	"  --etcd URL[,URL...]   etcd endpoints, tried in turn (default $QBD_ETCD)\n"
 	"  --secret-file PATH    cluster secret, mode 0600 ($QBD_SECRET_FILE)\n"
 	"  --metrics ADDR:PORT   serve Prometheus metrics over HTTP at /metrics\n"
 	"  --zone ZONE           this node's zone: reads prefer replicas there\n"
@@ -219,6 +220,7 @@ static int main_parse_args(int argc, char **argv, struct nbd_main *m, bool *done
 static int main_resolve_settings(struct nbd_main *m)
 {
 	struct qbd_setting st[S_N];
+	char why[256];
 	int bad = qbd_conf_check_keys(conf, "nbd", names);
 
 	qbd_conf_export_tls(conf);
@@ -236,6 +238,10 @@ static int main_resolve_settings(struct nbd_main *m)
 		}
 	}
 	m->o.etcd = st[S_ETCD].value;
+	if (m->o.etcd && qbd_meta_endpoints_check(m->o.etcd, why, sizeof why) < 0) {
+		fprintf(stderr, "qbd-nbd: %s: etcd '%s': %s\n", st[S_ETCD].where, m->o.etcd, why);
+		bad++;
+	}
 	m->o.zone = st[S_ZONE].value;
 	m->o.secret_file = st[S_SECRET].value;
 	m->ko.run_dir = st[S_RUNDIR].value ? st[S_RUNDIR].value : "/run/qbd";

@@ -14,12 +14,14 @@
 #include "internal.h"
 
 const char *cli_etcd;
+static char cli_etcd_where[320];   /* where cli_etcd came from */
 int cli_json;
 /* The settings file: its strings are used until exit. */
 static struct qbd_conf *cli_conf;
 
 static const char usage[] =
-	"usage: qbd [--etcd URL] [--secret-file PATH] [--config FILE] [--json] COMMAND ...\n"
+	"usage: qbd [--etcd URL[,URL...]] [--secret-file PATH] [--config FILE] [--json]\n"
+	"           COMMAND ...\n"
 	"\n"
 	"  status                         the cluster at a glance (exit 0 healthy,\n"
 	"                                 3 degraded, 4 failed)\n"
@@ -36,7 +38,8 @@ static const char usage[] =
 	"  dev down --state DIR | dev status --state DIR\n"
 	"  secret create PATH             a new cluster secret (mode 0600)\n"
 	"\n"
-	"--etcd defaults to $QBD_ETCD, then etcd in [cluster] of the settings file\n"
+	"--etcd (endpoints, one per zone, tried in turn) defaults to $QBD_ETCD, then\n"
+	"etcd in [cluster] of the settings file\n"
 	"(--config, $QBD_CONFIG, or " QBD_CONF_DEFAULT " if present); --secret-file to\n"
 	"$QBD_SECRET_FILE, then secret-file there.\n"
 	"\n"
@@ -73,8 +76,14 @@ static int cmd_secret(int argc, char **argv)
 
 int cli_need_etcd(void)
 {
+	char why[256];
+
 	if (!cli_etcd) {
-		fprintf(stderr, "qbd: no etcd: use --etcd URL or set QBD_ETCD\n");
+		fprintf(stderr, "qbd: no etcd: use --etcd URL[,URL...] or set QBD_ETCD\n");
+		return EXIT_USAGE;
+	}
+	if (qbd_meta_endpoints_check(cli_etcd, why, sizeof why) < 0) {
+		fprintf(stderr, "qbd: %s: etcd '%s': %s\n", cli_etcd_where, cli_etcd, why);
 		return EXIT_USAGE;
 	}
 	return 0;
@@ -180,8 +189,10 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	qbd_conf_export_tls(cli_conf);
-	if (qbd_conf_resolve(cli_conf, "cluster", NULL, "etcd", etcd_flag, "QBD_ETCD", 1, &st))
+	if (qbd_conf_resolve(cli_conf, "cluster", NULL, "etcd", etcd_flag, "QBD_ETCD", 1, &st)) {
 		cli_etcd = st.value;
+		snprintf(cli_etcd_where, sizeof cli_etcd_where, "%s", st.where);
+	}
 	if (qbd_conf_resolve(cli_conf, "cluster", NULL, "secret-file", secret_flag,
 			     QBD_AUTH_SECRET_ENV, 1, &st)) {
 		admin_secret_file = st.value;

@@ -17,12 +17,14 @@
 #include "common/conf.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "replicator/meta/meta.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: qbd-chunkd [--config FILE] [--instance NAME] [--check-config]\n"
-		"                  [--data PATH] [--listen ADDR:PORT] [--zone NAME] [--etcd URL]\n"
+		"                  [--data PATH] [--listen ADDR:PORT] [--zone NAME]\n"
+		"                  [--etcd URL[,URL...]]\n"
 		"                  [--size SIZE] [--advertise ADDR:PORT] [--scrub-rate RATE]\n"
 		"                  [--buffers N] [--secret-file PATH] [--metrics ADDR:PORT]\n"
 		"                  [--log-level L]\n"
@@ -36,7 +38,8 @@ static void usage(FILE *f)
 		"  --listen ADDR:PORT   address to serve the qbd protocol on\n"
 		"  --advertise ADDR:PORT address clients use (default: --listen)\n"
 		"  --zone NAME          failure zone of this node\n"
-		"  --etcd URL           etcd endpoint(s) (default: $QBD_ETCD)\n"
+		"  --etcd URL[,URL...]  etcd endpoints, one per zone, tried in turn\n"
+		"                       (default: $QBD_ETCD)\n"
 		"  --secret-file PATH   cluster secret, mode 0600 ($QBD_SECRET_FILE): peers must\n"
 		"                       prove it; without one, links are not authenticated\n"
 		"  --metrics ADDR:PORT  serve Prometheus metrics over HTTP at /metrics\n"
@@ -216,6 +219,7 @@ static void check_secret(const struct qbd_setting *s, struct qbd_chunkd_opts *o)
  * counted in problems. */
 static void check_settings(const struct qbd_setting s[S_N], struct qbd_chunkd_opts *o)
 {
+	char why[256];
 	unsigned long n;
 	char *end;
 
@@ -239,6 +243,8 @@ static void check_settings(const struct qbd_setting s[S_N], struct qbd_chunkd_op
 	o->etcd = s[S_ETCD].value;
 	if (!o->etcd || !*o->etcd)
 		missing("no etcd: --etcd URL, $QBD_ETCD, or etcd = URL in [cluster]");
+	else if (qbd_meta_endpoints_check(o->etcd, why, sizeof why) < 0)
+		bad(&s[S_ETCD], why);
 	if (s[S_SCRUB].value && qbd_parse_size(s[S_SCRUB].value, &o->scrub_rate) < 0)
 		bad(&s[S_SCRUB], "want bytes per second, e.g. 4M (0 = off)");
 	if (s[S_BUFFERS].value) {
