@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * qbd dev up|down|status: a development cluster on loopback: etcd and one
+ * qbd dev up|down|status: a development cluster on loopback: an etcd
+ * cluster of three members, one per zone (or one member), and one
  * qbd-chunkd per zone, started in their own sessions so they outlive the
  * CLI, recorded by PID in STATE/pids and stopped by PID.
  */
@@ -20,10 +21,12 @@
 #include <unistd.h>
 
 #include "common/auth.h"
+#include "common/log.h"
 #include "common/util.h"
 #include "internal.h"
 
 #define DEV_MAX 16
+#define DEV_ETCD_MAX 5
 
 struct dev_proc {
 	char name[64];
@@ -82,6 +85,11 @@ static int read_pids(const char *state, struct dev_proc *p, int max)
 	return n;
 }
 
+static bool dev_is_etcd(const char *name)
+{
+	return strncmp(name, "etcd", 4) == 0;
+}
+
 /* The first line of /proc/PID/FILE into buf ("" when unreadable). */
 static bool proc_read_line(pid_t pid, const char *file, char *buf, size_t len)
 {
@@ -103,7 +111,7 @@ static bool proc_read_line(pid_t pid, const char *file, char *buf, size_t len)
 static bool proc_is(pid_t pid, const char *name)
 {
 	char comm[64], cmd[PATH_MAX], st[256];
-	const char *want = strncmp(name, "etcd", 4) == 0 ? "etcd" : "qbd-chunkd";
+	const char *want = dev_is_etcd(name) ? "etcd" : "qbd-chunkd";
 	const char *base, *paren;
 
 	if (pid <= 1)
@@ -129,6 +137,21 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Wait up to 10 s for a process sent SIGTERM to go, then kill it;
+ * say which. -1 if it had to be killed. */
+static int dev_wait_stopped(const struct dev_proc *p)
+{
+	for (int t = 0; t < 100 && proc_is(p->pid, p->name); t++)
+		sleep_ms(100);
+	if (proc_is(p->pid, p->name)) {
+		kill(p->pid, SIGKILL);
+		printf("%-12s pid %d killed (did not stop in 10 s)\n", p->name, (int)p->pid);
+		return -1;
+	}
+	printf("%-12s pid %d stopped\n", p->name, (int)p->pid);
+	return 0;
+}
+
 static int dev_down(const char *state)
 {
 	struct dev_proc p[DEV_MAX];
@@ -139,26 +162,22 @@ static int dev_down(const char *state)
 		printf("no cluster recorded in %s\n", state);
 		return EXIT_OK;
 	}
-	/* chunk servers first, etcd last (they revoke their leases there) */
-	for (int pass = 0; pass < 2; pass++)
+	/* Chunk servers first, one by one, etcd last (they revoke their
+	 * leases there); the etcd members all at once, so that none waits
+	 * for a quorum the others already took away. */
+	for (int pass = 0; pass < 2; pass++) {
 		for (int i = n - 1; i >= 0; i--) {
-			bool etcd = strcmp(p[i].name, "etcd") == 0;
+			bool etcd = dev_is_etcd(p[i].name);
 			if (etcd != (pass == 1) || !proc_is(p[i].pid, p[i].name))
 				continue;
 			kill(p[i].pid, SIGTERM);
-			int t = 0;
-			while (proc_is(p[i].pid, p[i].name) && t < 100) {
-				sleep_ms(100);
-				t++;
-			}
-			if (proc_is(p[i].pid, p[i].name)) {
-				kill(p[i].pid, SIGKILL);
-				printf("%-12s pid %d killed (did not stop in 10 s)\n", p[i].name, (int)p[i].pid);
+			if (pass == 0 && dev_wait_stopped(&p[i]) < 0)
 				rc = EXIT_ERR;
-			} else {
-				printf("%-12s pid %d stopped\n", p[i].name, (int)p[i].pid);
-			}
 		}
+		for (int i = n - 1; pass == 1 && i >= 0; i--)
+			if (dev_is_etcd(p[i].name) && dev_wait_stopped(&p[i]) < 0)
+				rc = EXIT_ERR;
+	}
 	snprintf(path, sizeof path, "%s/pids", state);
 	unlink(path);
 	return rc;
@@ -182,7 +201,8 @@ static int dev_status(const char *state)
 /* A development cluster being started: what dev_up's steps share. */
 struct dev_cluster {
 	const char *state;           /* the --state directory */
-	char url[64];                /* etcd's client URL */
+	char url[DEV_ETCD_MAX * 32]; /* etcd's client URLs, comma-separated */
+	int members;                 /* etcd members */
 	char secret[PATH_MAX];       /* the cluster secret file */
 	struct dev_proc p[DEV_MAX];  /* started so far */
 	int n, nz;                   /* processes; of those, chunk servers */
@@ -209,41 +229,127 @@ static int dev_check_stopped(const char *state)
 	return EXIT_OK;
 }
 
-/* Start etcd on two free loopback ports and open STATE/pids with its
- * PID, so that dev down can always clean up. */
-static int dev_start_etcd(struct dev_cluster *dc)
-{
-	char path[PATH_MAX], purl[80], ic[120], ddir[PATH_MAX];
-	int cport = free_port(), pport = free_port();
+/* One etcd member: its name (in STATE/pids, its data directory and log)
+ * and ports. */
+struct dev_member {
+	char name[64];
+	char ename[64];   /* its etcd --name */
+	int cport, pport;
+};
 
-	if (cport < 0 || pport < 0) {
-		fprintf(stderr, "qbd: no free port on 127.0.0.1\n");
+/*
+ * The members' names and ports: those of STATE/etcd-members when an
+ * earlier `dev up` wrote it (the members' data directories record their
+ * peer URLs, so a cluster restarts only on the same ports), else new
+ * ones, one member per zone of zones_arg (round robin when there are
+ * more members than zones), then written there. A single member is
+ * "etcd" with its data in STATE/etcd, as before there were several (and
+ * its etcd name still qbd-dev, which that data directory records).
+ */
+static int dev_etcd_members(struct dev_cluster *dc, const char *zones_arg,
+			    struct dev_member *mem)
+{
+	char path[PATH_MAX], zones[256], *save = NULL, *zone[DEV_MAX];
+	int nz = 0, n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/etcd-members", dc->state);
+	if ((f = fopen(path, "re"))) {
+		while (n < DEV_ETCD_MAX && fscanf(f, "%63s %d %d", mem[n].name, &mem[n].cport,
+						  &mem[n].pport) == 3)
+			n++;
+		fclose(f);
+		if (n != dc->members) {
+			fprintf(stderr, "qbd: %s holds an etcd cluster of %d member(s) (%s); "
+				"use --etcd-members %d, or another --state\n", dc->state, n,
+				path, n);
+			return EXIT_ERR;
+		}
+		return EXIT_OK;
+	}
+	snprintf(zones, sizeof zones, "%s", zones_arg);
+	for (char *z = strtok_r(zones, ",", &save); z && nz < DEV_MAX;
+	     z = strtok_r(NULL, ",", &save))
+		zone[nz++] = z;
+	for (n = 0; n < dc->members; n++) {
+		if (dc->members == 1)
+			snprintf(mem[n].name, sizeof mem[n].name, "etcd");
+		else if (dc->members <= nz)
+			snprintf(mem[n].name, sizeof mem[n].name, "etcd-%s", zone[n]);
+		else
+			snprintf(mem[n].name, sizeof mem[n].name, "etcd-%d", n + 1);
+		mem[n].cport = free_port();
+		mem[n].pport = free_port();
+		if (mem[n].cport < 0 || mem[n].pport < 0) {
+			fprintf(stderr, "qbd: no free port on 127.0.0.1\n");
+			return EXIT_ERR;
+		}
+	}
+	if (!(f = fopen(path, "we"))) {
+		fprintf(stderr, "qbd: %s: %s\n", path, strerror(errno));
 		return EXIT_ERR;
 	}
-	snprintf(dc->url, sizeof dc->url, "http://127.0.0.1:%d", cport);
-	snprintf(purl, sizeof purl, "http://127.0.0.1:%d", pport);
-	snprintf(ic, sizeof ic, "qbd-dev=%s", purl);
-	snprintf(ddir, sizeof ddir, "%s/etcd", dc->state);
-	char *eargv[] = { "etcd", "--name", "qbd-dev", "--data-dir", ddir,
-			  "--listen-client-urls", dc->url, "--advertise-client-urls", dc->url,
-			  "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
-			  "--initial-cluster", ic, NULL };
-	snprintf(path, sizeof path, "%s/etcd.log", dc->state);
-	dc->p[0] = (struct dev_proc){ "etcd", spawn(eargv, path) };
-	if (dc->p[0].pid < 0) {
-		fprintf(stderr, "qbd: fork: %s\n", strerror(errno));
+	for (n = 0; n < dc->members; n++)
+		fprintf(f, "%s %d %d\n", mem[n].name, mem[n].cport, mem[n].pport);
+	if (fclose(f) != 0) {
+		fprintf(stderr, "qbd: %s: %s\n", path, strerror(errno));
 		return EXIT_ERR;
 	}
-	dc->n = 1;
+	return EXIT_OK;
+}
+
+/* Start the etcd members (a cluster on loopback, each with its data
+ * directory under STATE) and open STATE/pids with their PIDs, so that
+ * dev down can always clean up. */
+static int dev_start_etcd(struct dev_cluster *dc, const char *zones_arg)
+{
+	struct dev_member mem[DEV_ETCD_MAX];
+	char path[PATH_MAX], ic[DEV_ETCD_MAX * 96] = "";
+	size_t icl = 0, ul = 0;
+	int rc = dev_etcd_members(dc, zones_arg, mem);
+
+	if (rc)
+		return rc;
+	for (int i = 0; i < dc->members; i++) {
+		if (dc->members == 1)
+			snprintf(mem[i].ename, sizeof mem[i].ename, "qbd-dev");
+		else
+			memcpy(mem[i].ename, mem[i].name, sizeof mem[i].ename);
+		icl += (size_t)snprintf(ic + icl, sizeof ic - icl, "%s%s=http://127.0.0.1:%d",
+					i ? "," : "", mem[i].ename, mem[i].pport);
+		ul += (size_t)snprintf(dc->url + ul, sizeof dc->url - ul, "%shttp://127.0.0.1:%d",
+				       i ? "," : "", mem[i].cport);
+	}
 	snprintf(path, sizeof path, "%s/pids", dc->state);
 	dc->pids = fopen(path, "we");
 	if (!dc->pids) {
 		fprintf(stderr, "qbd: %s: %s\n", path, strerror(errno));
-		kill(dc->p[0].pid, SIGTERM);
 		return EXIT_ERR;
 	}
-	fprintf(dc->pids, "etcd %d\n", (int)dc->p[0].pid);
-	fflush(dc->pids);
+	for (int i = 0; i < dc->members; i++) {
+		char curl[64], purl[64], ddir[PATH_MAX];
+		struct dev_proc *p = &dc->p[dc->n];
+
+		snprintf(curl, sizeof curl, "http://127.0.0.1:%d", mem[i].cport);
+		snprintf(purl, sizeof purl, "http://127.0.0.1:%d", mem[i].pport);
+		snprintf(ddir, sizeof ddir, "%s/%s", dc->state, mem[i].name);
+		char *eargv[] = { "etcd", "--name", mem[i].ename, "--data-dir", ddir,
+				  "--listen-client-urls", curl, "--advertise-client-urls", curl,
+				  "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+				  "--initial-cluster", ic, "--initial-cluster-state", "new",
+				  "--initial-cluster-token", "qbd-dev", NULL };
+		snprintf(path, sizeof path, "%s/%s.log", dc->state, mem[i].name);
+		static_assert(sizeof p->name == sizeof mem[i].name, "member names fit");
+		memcpy(p->name, mem[i].name, sizeof p->name);
+		p->pid = spawn(eargv, path);
+		if (p->pid < 0) {
+			fprintf(stderr, "qbd: fork: %s\n", strerror(errno));
+			return EXIT_ERR;
+		}
+		fprintf(dc->pids, "%s %d\n", p->name, (int)p->pid);
+		fflush(dc->pids);
+		dc->n++;
+	}
 	return EXIT_OK;
 }
 
@@ -260,19 +366,25 @@ static bool dev_wait(bool (*ready)(struct dev_cluster *), struct dev_cluster *dc
 
 static bool dev_etcd_ready(struct dev_cluster *dc)
 {
+	int level = qbd_log_level_current;
 	uint64_t cid;
+	bool ok;
 
-	return qbd_meta_cluster_id(dc->m, true, &cid) == 0;
+	/* the members are starting: that they do not answer yet is no news */
+	qbd_log_set_level(QBD_LOG_ERROR);
+	ok = qbd_meta_cluster_id(dc->m, true, &cid) == 0;
+	qbd_log_set_level((enum qbd_log_level)level);
+	return ok;
 }
 
-/* etcd answers (and the cluster id is set). */
+/* etcd answers, with a quorum (the cluster id is set). */
 static int dev_wait_etcd(struct dev_cluster *dc)
 {
 	cli_etcd = dc->url;
 	if (qbd_meta_open(dc->url, &dc->m) < 0)
 		return EXIT_ERR;
 	if (!dev_wait(dev_etcd_ready, dc)) {
-		fprintf(stderr, "qbd: etcd did not answer on %s within 20 s (see %s/etcd.log)\n",
+		fprintf(stderr, "qbd: etcd did not answer on %s within 20 s (see %s/etcd*.log)\n",
 			dc->url, dc->state);
 		return EXIT_ERR;
 	}
@@ -363,8 +475,8 @@ static int dev_wait_chunkds(struct dev_cluster *dc)
 
 static void dev_print_up(const struct dev_cluster *dc)
 {
-	printf("dev cluster up in %s: etcd %s, %d chunk servers\n", dc->state, dc->url,
-	       dc->nz);
+	printf("dev cluster up in %s: etcd %s (%d member%s), %d chunk servers\n",
+	       dc->state, dc->url, dc->members, dc->members == 1 ? "" : "s", dc->nz);
 	for (size_t i = 0; i < dc->nn; i++)
 		printf("  zone %-6s %s\n", dc->nodes[i].zone, dc->nodes[i].addr);
 	printf("use it with: . %s/env; export QBD_ETCD QBD_SECRET_FILE\n", dc->state);
@@ -373,17 +485,24 @@ static void dev_print_up(const struct dev_cluster *dc)
 /* Start etcd and a chunk server per zone, wait until all are up; on a
  * failure after etcd started, stop whatever did start. */
 static int dev_up(const char *state, const char *zones_arg, const char *size,
-		  const char *scrub)
+		  const char *scrub, int members)
 {
-	struct dev_cluster dc = { .state = state };
+	struct dev_cluster dc = { .state = state, .members = members };
 	int rc;
 
 	if (mkdir(state, 0755) == -1 && errno != EEXIST) {
 		fprintf(stderr, "qbd: mkdir %s: %s\n", state, strerror(errno));
 		return EXIT_ERR;
 	}
-	if ((rc = dev_check_stopped(state)) || (rc = dev_start_etcd(&dc)))
+	if ((rc = dev_check_stopped(state)))
 		return rc;
+	if ((rc = dev_start_etcd(&dc, zones_arg))) {
+		if (dc.pids) {
+			fclose(dc.pids);
+			dev_down(state);
+		}
+		return rc;
+	}
 	rc = dev_wait_etcd(&dc);
 	if (rc == EXIT_OK)
 		rc = dev_make_secret(&dc);
@@ -405,6 +524,8 @@ static int dev_up(const char *state, const char *zones_arg, const char *size,
 
 static const char dev_usage[] =
 	"usage: qbd dev up --state DIR [--zones a,b,c] [--size SIZE] [--scrub-rate RATE]\n"
+	"                  [--etcd-members N]\n"
+	"       (N etcd members, default 3, one per zone; 1 for a single one)\n"
 	"       qbd dev down --state DIR\n"
 	"       qbd dev status --state DIR\n";
 
@@ -415,13 +536,15 @@ int cmd_dev(int argc, char **argv)
 		{ "zones", required_argument, NULL, 'z' },
 		{ "size", required_argument, NULL, 'S' },
 		{ "scrub-rate", required_argument, NULL, 'r' },
+		{ "etcd-members", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	/* the chunk servers' default scrub rate unless asked (bench: 0) */
 	const char *state = NULL, *zones = "a,b,c", *size = "2G", *scrub = "4M";
 	const char *sub;
-	int c;
+	int c, members = 3;
+	char *end;
 
 	if (argc < 2) {
 		fputs(dev_usage, stderr);
@@ -439,6 +562,14 @@ int cmd_dev(int argc, char **argv)
 		case 'z': zones = optarg; break;
 		case 'S': size = optarg; break;
 		case 'r': scrub = optarg; break;
+		case 'e':
+			members = (int)strtol(optarg, &end, 10);
+			if (end == optarg || *end || members < 1 || members > DEV_ETCD_MAX) {
+				fprintf(stderr, "qbd dev: --etcd-members: want 1 to %d\n",
+					DEV_ETCD_MAX);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'h': fputs(dev_usage, stdout); return EXIT_OK;
 		default: fputs(dev_usage, stderr); return EXIT_USAGE;
 		}
@@ -448,7 +579,7 @@ int cmd_dev(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (strcmp(sub, "up") == 0)
-		return dev_up(state, zones, size, scrub);
+		return dev_up(state, zones, size, scrub, members);
 	if (strcmp(sub, "down") == 0)
 		return dev_down(state);
 	if (strcmp(sub, "status") == 0)

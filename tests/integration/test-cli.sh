@@ -134,13 +134,16 @@ if [ -x "$BUILD/qbd-chunkd" ]; then
 	dev_cleanup() { qbd dev down --state "$DEV" >/dev/null 2>&1 || true; }
 	on_exit dev_cleanup
 	expect_rc 0 qbd dev up --state "$DEV" --zones a,b --size 256M
-	grep -q '^etcd [0-9]' "$DEV/pids" || fail "no etcd in $DEV/pids"
+	# three etcd members by default (more than the zones: numbered)
+	[ "$(grep -c '^etcd-[123] [0-9]' "$DEV/pids")" -eq 3 ] ||
+		fail "want 3 etcd members in $DEV/pids: $(cat "$DEV/pids")"
 	grep -q '^chunkd-b [0-9]' "$DEV/pids" || fail "no chunkd-b in $DEV/pids"
-	grep -q '^QBD_ETCD=http://127.0.0.1:' "$DEV/env" || fail "bad $DEV/env"
+	u='http://127\.0\.0\.1:[0-9]*'
+	grep -q "^QBD_ETCD=$u,$u,$u\$" "$DEV/env" || fail "bad $DEV/env: $(cat "$DEV/env")"
 	expect_rc 1 qbd dev up --state "$DEV" --zones a,b --size 256M
 	grep -q 'already running' "$TMP/err" || fail "second dev up: $(cat "$TMP/err")"
 	expect_rc 0 qbd dev status --state "$DEV"
-	[ "$(grep -c ' up$' "$TMP/out")" -eq 3 ] || fail "dev status: $(cat "$TMP/out")"
+	[ "$(grep -c ' up$' "$TMP/out")" -eq 5 ] || fail "dev status: $(cat "$TMP/out")"
 	expect_rc 0 qbd --etcd "$(sed -n 's/^QBD_ETCD=//p' "$DEV/env")" node list --json
 	json_check 'len(d)==2 and all(x["alive"] for x in d)'
 	pids=$(awk '{print $2}' "$DEV/pids")
@@ -152,6 +155,11 @@ if [ -x "$BUILD/qbd-chunkd" ]; then
 	done
 	[ -f "$DEV/chunk-a.img" ] || fail "dev down removed data"
 	expect_rc 1 qbd dev status --state "$DEV"
+	# the members' ports are kept for the next dev up: a different
+	# member count is refused before anything starts
+	expect_rc 1 qbd dev up --state "$DEV" --zones a,b --etcd-members 1
+	grep -q 'holds an etcd cluster of 3 member' "$TMP/err" || fail "dev up -1: $(cat "$TMP/err")"
+	[ ! -s "$DEV/pids" ] || fail "dev up --etcd-members 1 started something"
 else
 	log "no qbd-chunkd in $BUILD: qbd dev not tested"
 fi
