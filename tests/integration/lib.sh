@@ -338,3 +338,41 @@ scrape() {
 }
 # metric PORT NAME: the value of metric NAME (with its labels) on PORT.
 metric() { scrape "$1" | awk -v m="$2" '$1 == m {print $2}'; }
+
+# start_etcd_cluster [ZONES...]: an etcd cluster of one member per zone
+# (default a b c) on loopback free ports, each member's data in
+# $TMP/etcd-ZONE, tracked as etcd-ZONE; exports QBD_ETCD (every member's
+# client URL, comma-separated, in zone order) and sets ETCD_PID_<zone>
+# and ETCD_URL_<zone>. Stop a member with stop_pid "$ETCD_PID_<zone>";
+# start_etcd_member ZONE starts it again.
+start_etcd_cluster() {
+	[ $# -gt 0 ] || set -- a b c
+	ETCD_CLUSTER=""; QBD_ETCD=""
+	for _ez in "$@"; do
+		_cp=$(free_port); _pp=$(free_port)
+		eval "ETCD_CPORT_$_ez=$_cp ETCD_PPORT_$_ez=$_pp ETCD_URL_$_ez=http://127.0.0.1:$_cp"
+		ETCD_CLUSTER="${ETCD_CLUSTER:+$ETCD_CLUSTER,}etcd-$_ez=http://127.0.0.1:$_pp"
+		QBD_ETCD="${QBD_ETCD:+$QBD_ETCD,}http://127.0.0.1:$_cp"
+	done
+	export QBD_ETCD
+	for _ez in "$@"; do start_etcd_member "$_ez"; done
+	wait_for "etcd cluster on $QBD_ETCD" 30 etcdctl_ endpoint health
+}
+
+# start_etcd_member ZONE: (re)start the member of start_etcd_cluster in
+# ZONE, on its ports and data directory; sets ETCD_PID_<zone>.
+start_etcd_member() {
+	eval "_cp=\$ETCD_CPORT_$1 _pp=\$ETCD_PPORT_$1"
+	mkdir -p "$TMP/etcd-$1"
+	etcd --name "etcd-$1" --data-dir "$TMP/etcd-$1" \
+		--listen-client-urls "http://127.0.0.1:$_cp" \
+		--advertise-client-urls "http://127.0.0.1:$_cp" \
+		--listen-peer-urls "http://127.0.0.1:$_pp" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$_pp" \
+		--initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new \
+		--initial-cluster-token "qbd-$TEST_NAME" \
+		>>"$TMP/etcd-$1.log" 2>&1 &
+	_epid=$!
+	track_pid $_epid "etcd-$1" $ETCD_TERM_STATUS
+	eval "ETCD_PID_$1=$_epid"
+}
