@@ -278,6 +278,71 @@ void qbd_engine_volume_usage(const struct qbd_engine *e, uint64_t volume,
 			}
 }
 
+/* The entry of volume in the sorted vols[0..*n), inserted (zeroed) if
+ * absent; NULL when out of memory. */
+static struct qbd_engine_volume *volumes_entry(struct qbd_engine_volume **vols, size_t *n,
+					       size_t *cap, uint64_t volume)
+{
+	size_t lo = 0, hi = *n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if ((*vols)[mid].volume == volume)
+			return &(*vols)[mid];
+		if ((*vols)[mid].volume < volume)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		struct qbd_engine_volume *nv = realloc(*vols, nc * sizeof *nv);
+
+		if (!nv)
+			return NULL;
+		*vols = nv;
+		*cap = nc;
+	}
+	memmove(&(*vols)[lo + 1], &(*vols)[lo], (*n - lo) * sizeof **vols);
+	memset(&(*vols)[lo], 0, sizeof **vols);
+	(*vols)[lo].volume = volume;
+	(*n)++;
+	return &(*vols)[lo];
+}
+
+int qbd_engine_volumes(const struct qbd_engine *e, struct qbd_engine_volume **out,
+		       size_t *n)
+{
+	struct qbd_engine_volume *vols = NULL, *v = NULL;
+	size_t cnt = 0, cap = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++) {
+		if (e->promises[i].volume == 0)
+			continue;
+		if (!(v = volumes_entry(&vols, &cnt, &cap, e->promises[i].volume)))
+			goto nomem;
+		v->promised = e->promises[i].epoch;
+	}
+	for (unsigned h = 0; h < ENG_HASH; h++)
+		for (const struct eng_chunk *c = e->hash[h]; c; c = c->hnext) {
+			/* chunks of one volume often come in a row */
+			if ((!v || v->volume != c->volume) &&
+			    !(v = volumes_entry(&vols, &cnt, &cap, c->volume)))
+				goto nomem;
+			v->chunks++;
+			v->held += eng_meta_held_blocks(c->meta) * B;
+		}
+	*out = vols;
+	*n = cnt;
+	return 0;
+nomem:
+	free(vols);
+	return -ENOMEM;
+}
+
 bool qbd_engine_next_chunk(const struct qbd_engine *e, uint64_t *slot,
 			   uint64_t *volume, uint64_t *chunk)
 {

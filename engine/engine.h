@@ -25,6 +25,7 @@
 #define QBD_ENGINE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define QBD_ENGINE_BLOCK 4096u
@@ -146,6 +147,24 @@ void qbd_engine_stats(const struct qbd_engine *e, struct qbd_engine_stats *st);
  * store: meant for an administrative request, not for every I/O. */
 void qbd_engine_volume_usage(const struct qbd_engine *e, uint64_t volume,
 			     uint64_t *chunks, uint64_t *held);
+
+/* A volume the store holds something of (qbd_engine_volumes). */
+struct qbd_engine_volume {
+	uint64_t volume;
+	uint64_t chunks;       /* allocated chunks */
+	uint64_t held;         /* bytes of data they hold (written 4 KiB blocks) */
+	uint64_t promised;     /* highest epoch promised; 0 if none */
+};
+
+/*
+ * Every volume the store holds a chunk or a promise of, sorted by volume
+ * id, with its chunks, held bytes and promise: what DELETE_VOLUME of it
+ * would free. *out is malloc'd (NULL when *n is 0), the caller frees it.
+ * 0, or -ENOMEM (then *out is NULL, *n 0). Read-only; walks every chunk
+ * of the store (the chunk server's reclaim scan, every minute or so).
+ */
+int qbd_engine_volumes(const struct qbd_engine *e, struct qbd_engine_volume **out,
+		       size_t *n);
 
 /*
  * Walk the store slot by slot (the scrubber): the chunk in the lowest

@@ -1252,6 +1252,58 @@ START_TEST(held_follows_writes_and_trims)
 }
 END_TEST
 
+/* qbd_engine_volumes lists every volume with a chunk or a promise,
+ * sorted, with its chunks, held bytes and promise, across a reopen; a
+ * volume goes from the list with its DELETE_VOLUME. */
+START_TEST(volumes_lists_what_the_store_holds)
+{
+	static uint8_t w[8 * 4096];
+	struct qbd_engine_volume *v;
+	struct qbd_engine_req p = { .op = QBD_ENGINE_PROMISE, .volume = 0x99, .epoch = 7 };
+	struct qbd_engine_req d = { .op = QBD_ENGINE_DELETE_VOLUME, .volume = VOL };
+	struct qbd_engine_req w2 = { .op = QBD_ENGINE_WRITE, .volume = 0x5, .chunk = 40,
+				     .offset = 0, .length = 4096, .buf = w,
+				     .new_version = 1 };
+	size_t n;
+
+	ck_assert_int_eq(qbd_engine_volumes(e, &v, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	free(v);
+	fill(w, sizeof w, 3);
+	ck_assert_int_eq(eng_write(1, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_write(9, 0, w, 4096, 0, 1, 0), 4096);
+	run(&w2);
+	ck_assert_int_eq(w2.res, 4096);
+	run(&p);
+	ck_assert_int_eq(p.res, 0);
+	for (int pass = 0; pass < 2; pass++) {
+		ck_assert_int_eq(qbd_engine_volumes(e, &v, &n), 0);
+		ck_assert_uint_eq(n, 3);
+		ck_assert_uint_eq(v[0].volume, 0x5);
+		ck_assert_uint_eq(v[0].chunks, 1);
+		ck_assert_uint_eq(v[0].held, 4096);
+		ck_assert_uint_eq(v[0].promised, 0);
+		ck_assert_uint_eq(v[1].volume, 0x99);
+		ck_assert_uint_eq(v[1].chunks, 0);
+		ck_assert_uint_eq(v[1].held, 0);
+		ck_assert_uint_eq(v[1].promised, 7);
+		ck_assert_uint_eq(v[2].volume, VOL);
+		ck_assert_uint_eq(v[2].chunks, 2);
+		ck_assert_uint_eq(v[2].held, 9 * 4096);
+		free(v);
+		qbd_engine_close(e);
+		open_store(0);
+	}
+	run(&d);
+	ck_assert_int_eq(d.res, 0);
+	ck_assert_int_eq(qbd_engine_volumes(e, &v, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(v[0].volume, 0x5);
+	ck_assert_uint_eq(v[1].volume, 0x99);
+	free(v);
+}
+END_TEST
+
 /* Zeroing and reading what was never written cost no data I/O. */
 START_TEST(no_data_io_for_zeroing_and_holes)
 {
@@ -1775,6 +1827,7 @@ int main(void)
 	tcase_add_test(t, scrub_ordered_after_write);
 	tcase_add_test(t, next_chunk_walks_every_chunk);
 	tcase_add_test(t, held_follows_writes_and_trims);
+	tcase_add_test(t, volumes_lists_what_the_store_holds);
 	tcase_add_test(t, no_data_io_for_zeroing_and_holes);
 	tcase_add_test(t, full_filesystem_enospc);
 	suite_add_tcase(s, t);
