@@ -36,4 +36,8 @@ int meta_volume_from_json(const char *json, struct qbd_volume_info *v);
 char *meta_attachment_to_json(const struct qbd_attachment *a);
 int meta_attachment_from_json(const char *json, struct qbd_attachment *a);
 
+/* The answer of qbd_meta_volume_scan's transaction (etcd's JSON text)
+ * into *out (meta.h); -EPROTO unless every part is there and whole. */
+int meta_volume_scan_from_json(const char *json, struct qbd_meta_volume_scan *out);
+
 #endif

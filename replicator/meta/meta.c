@@ -1133,6 +1133,216 @@ int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v)
 	return r == -ENOENT ? (resent ? 0 : -ENOENT) : r;
 }
 
+/* ---- which volumes exist (a chunk server's reclaim scan) ---- */
+
+/* The ranges of the scan's transaction, in order. */
+enum { SCAN_CLUSTER, SCAN_VOLUMES, SCAN_IDS, SCAN_EPOCHS, SCAN_N };
+static const char *const scan_keys[SCAN_N] = {
+	"/qbd/cluster", "/qbd/volumes/", "/qbd/volume-ids/", "/qbd/epochs/",
+};
+
+static json_object *scan_range_op(const char *key, bool prefix, bool keys_only)
+{
+	json_object *r = json_object_new_object(), *op = json_object_new_object();
+	size_t kl = strlen(key);
+
+	json_object_object_add(r, "key", jstr_b64(key, kl));
+	if (prefix) {
+		char end[64];
+
+		snprintf(end, sizeof end, "%s", key);
+		end[kl - 1]++;
+		json_object_object_add(r, "range_end", jstr_b64(end, kl));
+	}
+	if (keys_only)
+		json_object_object_add(r, "keys_only", json_object_new_boolean(true));
+	json_object_object_add(op, "requestRange", r);
+	return op;
+}
+
+static int scan_add(struct qbd_meta_volume_scan *s, size_t *cap, uint64_t id)
+{
+	if (s->n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 64;
+		uint64_t *ni = realloc(s->ids, nc * sizeof *ni);
+
+		if (!ni)
+			return -ENOMEM;
+		s->ids = ni;
+		*cap = nc;
+	}
+	s->ids[s->n++] = id;
+	return 0;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* One key/value of range `which` into the scan: the cluster id, or the
+ * volume id the key or the record names. */
+static int scan_entry(struct qbd_meta_volume_scan *s, size_t *cap, int which,
+		      const char *key, const char *value)
+{
+	const char *suffix = key + strlen(scan_keys[which]);
+	struct qbd_volume_info v;
+	uint64_t id;
+
+	if (strncmp(key, scan_keys[which], strlen(scan_keys[which])) != 0)
+		return -EPROTO;
+	switch (which) {
+	case SCAN_CLUSTER: {
+		json_object *o = json_tokener_parse(value), *i;
+		int r = -EPROTO;
+
+		if (o && json_object_object_get_ex(o, "id", &i) &&
+		    qbd_id_parse(json_object_get_string(i), &s->cluster_id) == 0)
+			r = 0;
+		json_object_put(o);
+		return r;
+	}
+	case SCAN_VOLUMES:
+		if (meta_volume_from_json(value, &v) < 0)
+			return -EPROTO;
+		return scan_add(s, cap, v.id);
+	default:
+		if (strlen(suffix) != 16 || qbd_id_parse(suffix, &id) < 0)
+			return -EPROTO;
+		return scan_add(s, cap, id);
+	}
+}
+
+/* One range's answer: whole ("more" unset, "count" the entries given),
+ * each entry readable. */
+static int scan_range(struct qbd_meta_volume_scan *s, size_t *cap, int which,
+		      json_object *rr)
+{
+	json_object *kvs = NULL, *more;
+	size_t len = 0;
+
+	if (!json_object_is_type(rr, json_type_object))
+		return -EPROTO;
+	if (json_object_object_get_ex(rr, "more", &more) && json_object_get_boolean(more)) {
+		qbd_err("meta", "volume scan: %s: etcd left entries out", scan_keys[which]);
+		return -EPROTO;
+	}
+	if (json_object_object_get_ex(rr, "kvs", &kvs)) {
+		if (!json_object_is_type(kvs, json_type_array))
+			return -EPROTO;
+		len = json_object_array_length(kvs);
+	}
+	if (jint(rr, "count") != len) {
+		qbd_err("meta", "volume scan: %s: %zu entries of %llu", scan_keys[which], len,
+			(unsigned long long)jint(rr, "count"));
+		return -EPROTO;
+	}
+	for (size_t i = 0; i < len; i++) {
+		json_object *e = json_object_array_get_idx(kvs, i), *k, *v;
+		char *key = NULL, *value = NULL;
+		size_t kl, vl;
+		int r = -EPROTO;
+
+		if (json_object_object_get_ex(e, "key", &k))
+			key = meta_b64_decode(json_object_get_string(k), &kl);
+		if (json_object_object_get_ex(e, "value", &v))
+			value = meta_b64_decode(json_object_get_string(v), &vl);
+		if (key && (value || which == SCAN_IDS || which == SCAN_EPOCHS))
+			r = scan_entry(s, cap, which, key, value ? value : "");
+		if (r == -EPROTO)
+			qbd_err("meta", "volume scan: %s: unreadable entry %.80s",
+				scan_keys[which], key ? key : "(no key)");
+		free(key);
+		free(value);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int meta_volume_scan_parse(json_object *resp, struct qbd_meta_volume_scan *out)
+{
+	json_object *hdr, *arr;
+	size_t cap = 0, u = 0;
+	int r;
+
+	memset(out, 0, sizeof *out);
+	if (!json_object_object_get_ex(resp, "header", &hdr) ||
+	    (out->revision = jint(hdr, "revision")) == 0 ||
+	    !json_object_object_get_ex(resp, "responses", &arr) ||
+	    !json_object_is_type(arr, json_type_array) ||
+	    json_object_array_length(arr) != SCAN_N) {
+		qbd_err("meta", "volume scan: etcd's answer lacks its revision or a range");
+		return -EPROTO;
+	}
+	for (int i = 0; i < SCAN_N; i++) {
+		json_object *rr;
+
+		if (!json_object_object_get_ex(json_object_array_get_idx(arr, i),
+					       "response_range", &rr)) {
+			qbd_err("meta", "volume scan: no answer for %s", scan_keys[i]);
+			r = -EPROTO;
+			goto fail;
+		}
+		if ((r = scan_range(out, &cap, i, rr)) < 0)
+			goto fail;
+	}
+	if (out->n) {
+		qsort(out->ids, out->n, sizeof *out->ids, u64_cmp);
+		for (size_t i = 1; i < out->n; i++)
+			if (out->ids[i] != out->ids[u])
+				out->ids[++u] = out->ids[i];
+		out->n = u + 1;
+	}
+	return 0;
+fail:
+	qbd_meta_volume_scan_free(out);
+	return r;
+}
+
+int meta_volume_scan_from_json(const char *json, struct qbd_meta_volume_scan *out)
+{
+	json_object *o = json_tokener_parse(json);
+	int r;
+
+	if (!o) {
+		memset(out, 0, sizeof *out);
+		return -EPROTO;
+	}
+	r = meta_volume_scan_parse(o, out);
+	json_object_put(o);
+	return r;
+}
+
+int qbd_meta_volume_scan(struct qbd_meta *m, struct qbd_meta_volume_scan *out)
+{
+	json_object *req = json_object_new_object(), *suc = json_object_new_array(), *resp;
+	int r;
+
+	memset(out, 0, sizeof *out);
+	json_object_array_add(suc, scan_range_op(scan_keys[SCAN_CLUSTER], false, false));
+	json_object_array_add(suc, scan_range_op(scan_keys[SCAN_VOLUMES], true, false));
+	json_object_array_add(suc, scan_range_op(scan_keys[SCAN_IDS], true, true));
+	json_object_array_add(suc, scan_range_op(scan_keys[SCAN_EPOCHS], true, true));
+	json_object_object_add(req, "compare", json_object_new_array());
+	json_object_object_add(req, "success", suc);
+	r = meta_post(m, "/v3/kv/txn", req, true, &resp);
+	json_object_put(req);
+	if (r < 0)
+		return r;
+	r = meta_volume_scan_parse(resp, out);
+	json_object_put(resp);
+	return r;
+}
+
+void qbd_meta_volume_scan_free(struct qbd_meta_volume_scan *s)
+{
+	free(s->ids);
+	memset(s, 0, sizeof *s);
+}
+
 static int meta_parse_epoch(const char *key, const char *text, uint64_t *out);
 
 int qbd_meta_mark_clean(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch)

@@ -138,6 +138,27 @@ int qbd_meta_volume_list(struct qbd_meta *m, struct qbd_volume_info **out,
  * exists. */
 int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v);
 
+/*
+ * Which volumes exist, for a chunk server's reclaim of the chunks of
+ * deleted ones (docs/design.md, "Reclaim"): one read-only transaction
+ * reads /qbd/cluster and every key of /qbd/volumes/, /qbd/volume-ids/
+ * and /qbd/epochs/, so all of it is etcd's state at one revision. A
+ * volume exists when any of its keys does (creation puts the three in
+ * one transaction, deletion removes them in one). Never a partial
+ * answer: -EPROTO when any part is missing, truncated ("more"), or
+ * unreadable (a record or key that names no id), other errors as the
+ * other calls. On success out->ids is malloc'd (NULL when n is 0):
+ * free it with qbd_meta_volume_scan_free (accepts a zeroed struct).
+ */
+struct qbd_meta_volume_scan {
+	uint64_t revision;      /* etcd's revision the answer is from */
+	uint64_t cluster_id;    /* /qbd/cluster's id; 0 when absent */
+	uint64_t *ids;          /* every volume id found, sorted, unique */
+	size_t n;
+};
+int qbd_meta_volume_scan(struct qbd_meta *m, struct qbd_meta_volume_scan *out);
+void qbd_meta_volume_scan_free(struct qbd_meta_volume_scan *s);
+
 /* Current epoch of a volume. */
 int qbd_meta_epoch_get(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch);
 /* Atomically increment (compare-and-swap in a transaction, retried on a
