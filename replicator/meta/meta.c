@@ -732,7 +732,7 @@ int qbd_meta_lease_revoke(struct qbd_meta *m, int64_t lease)
 
 char *meta_node_to_json(const struct qbd_node_info *n)
 {
-	json_object *o = json_object_new_object(), *sc, *io;
+	json_object *o = json_object_new_object(), *sc, *io, *or;
 	char hex[17];
 	char *s;
 
@@ -766,6 +766,16 @@ char *meta_node_to_json(const struct qbd_node_info *n)
 	json_object_object_add(io, "zeroings", json_object_new_int64((int64_t)n->io.zeroings));
 	json_object_object_add(io, "syncs", json_object_new_int64((int64_t)n->io.syncs));
 	json_object_object_add(o, "io", io);
+	or = json_object_new_object();
+	json_object_object_add(or, "volumes", json_object_new_int64((int64_t)n->orphaned.volumes));
+	json_object_object_add(or, "chunks", json_object_new_int64((int64_t)n->orphaned.chunks));
+	json_object_object_add(or, "held", json_object_new_int64((int64_t)n->orphaned.held));
+	json_object_object_add(or, "found", json_object_new_int64((int64_t)n->orphaned.found));
+	json_object_object_add(or, "reclaimed",
+			       json_object_new_int64((int64_t)n->orphaned.reclaimed));
+	json_object_object_add(or, "reclaimed_bytes",
+			       json_object_new_int64((int64_t)n->orphaned.reclaimed_bytes));
+	json_object_object_add(o, "orphaned", or);
 	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return s;
@@ -819,6 +829,15 @@ int meta_node_from_json(const char *json, struct qbd_node_info *n)
 		n->io.meta_writes = jint(v, "meta_writes");
 		n->io.zeroings = jint(v, "zeroings");
 		n->io.syncs = jint(v, "syncs");
+	}
+	if (json_object_object_get_ex(o, "orphaned", &v) &&
+	    json_object_is_type(v, json_type_object)) {
+		n->orphaned.volumes = jint(v, "volumes");
+		n->orphaned.chunks = jint(v, "chunks");
+		n->orphaned.held = jint(v, "held");
+		n->orphaned.found = jint(v, "found");
+		n->orphaned.reclaimed = jint(v, "reclaimed");
+		n->orphaned.reclaimed_bytes = jint(v, "reclaimed_bytes");
 	}
 	r = 0;
 out:

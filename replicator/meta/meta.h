@@ -8,7 +8,8 @@
  *   /qbd/cluster                 {"id":"<hex16>"}       created once
  *   /qbd/nodes/<node hex16>      {"id","addr","zone","capacity","used","chunk_size",
  *                                 "held","slots","free_slots","seq","updated",
- *                                 "scrub":{...},"io":{...}} (struct qbd_node_info)
+ *                                 "scrub":{...},"io":{...},"orphaned":{...}}
+ *                                (struct qbd_node_info)
  *   /qbd/alive/<node hex16>      "1", under the node's lease (node is up)
  *   /qbd/volumes/<name>          {"name","id","size","chunk_size","replicas":n,
  *                                 "write_quorum":w,"nodes":["<hex16>",...]}
@@ -79,6 +80,17 @@ struct qbd_node_io {
 	uint64_t meta_writes, zeroings, syncs;
 };
 
+/* Space the chunk server holds for volumes that no longer exist in etcd,
+ * as its last reclaim scan found it, and what it reclaimed since it
+ * started (docs/design.md, "Reclaim"). */
+struct qbd_node_orphaned {
+	uint64_t volumes;          /* volumes found deleted, not yet reclaimed */
+	uint64_t chunks, held;     /* their chunks, and bytes of data */
+	uint64_t found;            /* such volumes found since start-up */
+	uint64_t reclaimed;        /* volumes reclaimed since start-up */
+	uint64_t reclaimed_bytes;  /* bytes of data they held */
+};
+
 struct qbd_node_info {
 	uint64_t id;
 	char addr[QBD_ADDR_MAX];   /* "HOST:PORT" clients connect to */
@@ -95,6 +107,7 @@ struct qbd_node_info {
 	uint64_t updated;          /* unix seconds of the last publication */
 	struct qbd_node_scrub scrub;
 	struct qbd_node_io io;
+	struct qbd_node_orphaned orphaned;
 };
 
 /* Grant a lease of ttl seconds. */
