@@ -27,7 +27,7 @@ static void usage(FILE *f)
 		"                  [--etcd URL[,URL...]]\n"
 		"                  [--size SIZE] [--advertise ADDR:PORT] [--scrub-rate RATE]\n"
 		"                  [--buffers N] [--secret-file PATH] [--metrics ADDR:PORT]\n"
-		"                  [--log-level L]\n"
+		"                  [--reclaim-grace TIME] [--log-level L]\n"
 		"  --config FILE        settings file (default " QBD_CONF_DEFAULT ", or $QBD_CONFIG;\n"
 		"                       the default may be absent); flags and the environment\n"
 		"                       override it\n"
@@ -46,20 +46,23 @@ static void usage(FILE *f)
 		"  --scrub-rate RATE    background scrub, bytes/s (e.g. 4M; default 4M; 0 = off)\n"
 		"  --buffers N          request buffers registered with the ring, a chunk\n"
 		"                       (1 MiB) of locked memory each (default 32; 0 = none)\n"
+		"  --reclaim-grace TIME the chunks of a volume deleted while this node was\n"
+		"                       away are deleted once etcd has not had it for TIME\n"
+		"                       (e.g. 90s, 10m; default 5m; 0 = never)\n"
 		"  --log-level L        error|warn|info|debug\n");
 }
 
 /* The settings, by their name in flags and in the file. */
 enum { S_DATA, S_SIZE, S_LISTEN, S_ADVERTISE, S_ZONE, S_ETCD, S_SECRET, S_METRICS,
-       S_SCRUB, S_BUFFERS, S_LOGLEVEL, S_N };
+       S_SCRUB, S_BUFFERS, S_RECLAIM, S_LOGLEVEL, S_N };
 static const char *const names[S_N + 1] = {
 	"data", "size", "listen", "advertise", "zone", "etcd", "secret-file", "metrics",
-	"scrub-rate", "buffers", "log-level", NULL,
+	"scrub-rate", "buffers", "reclaim-grace", "log-level", NULL,
 };
 /* Keys of [chunkd] sections: all but the [cluster] ones. */
 static const char *const chunkd_keys[] = {
 	"data", "size", "listen", "advertise", "zone", "metrics", "scrub-rate",
-	"buffers", "log-level", "etcd", "secret-file", NULL,
+	"buffers", "reclaim-grace", "log-level", "etcd", "secret-file", NULL,
 };
 static const char *const envs[S_N] = {
 	[S_ETCD] = "QBD_ETCD", [S_SECRET] = QBD_AUTH_SECRET_ENV,
@@ -102,6 +105,7 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
 		{ "metrics", required_argument, NULL, S_METRICS },
 		{ "scrub-rate", required_argument, NULL, S_SCRUB },
 		{ "buffers", required_argument, NULL, S_BUFFERS },
+		{ "reclaim-grace", required_argument, NULL, S_RECLAIM },
 		{ "log-level", required_argument, NULL, S_LOGLEVEL },
 		{ "config", required_argument, NULL, 'c' },
 		{ "instance", required_argument, NULL, 'i' },
@@ -200,6 +204,39 @@ static void check_addresses(const struct qbd_setting s[S_N], struct qbd_chunkd_o
 		bad(&s[S_METRICS], "want ADDR:PORT");
 }
 
+/* A time: "off" or 0 (0), or a count of seconds with an optional unit (ms,
+ * s, m, h): 0 or -EINVAL. A grace below a second is refused: two
+ * scans need time between them. */
+static int parse_grace(const char *v, uint64_t *ms)
+{
+	static const struct { const char *unit; uint64_t ms; } units[] = {
+		{ "", 1000 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+	};
+	unsigned long long n;
+	char *end;
+
+	if (strcmp(v, "off") == 0) {
+		*ms = 0;
+		return 0;
+	}
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || end == v || *v == '-')
+		return -EINVAL;
+	if (n == 0 && (*end == '\0' || strcmp(end, "s") == 0)) {
+		*ms = 0;
+		return 0;
+	}
+	for (size_t i = 0; i < QBD_ARRAY_SIZE(units); i++)
+		if (strcmp(end, units[i].unit) == 0) {
+			if (n > UINT64_MAX / 1000000 / units[i].ms || n * units[i].ms < 1000)
+				return -EINVAL;
+			*ms = n * units[i].ms;
+			return 0;
+		}
+	return -EINVAL;
+}
+
 /* The cluster secret, if one is named, must load. */
 static void check_secret(const struct qbd_setting *s, struct qbd_chunkd_opts *o)
 {
@@ -255,6 +292,8 @@ static void check_settings(const struct qbd_setting s[S_N], struct qbd_chunkd_op
 		else
 			o->buffers = (unsigned)n;
 	}
+	if (s[S_RECLAIM].value && parse_grace(s[S_RECLAIM].value, &o->reclaim_grace_ms) < 0)
+		bad(&s[S_RECLAIM], "want a time of a second or more, e.g. 90s or 10m (0 or off = never)");
 	check_secret(&s[S_SECRET], o);
 }
 
@@ -284,7 +323,8 @@ int main(int argc, char **argv)
 {
 	struct qbd_chunkd_opts o = { .create_size = 8ull << 30,
 				     .scrub_rate = QBD_CHUNKD_SCRUB_RATE,
-				     .buffers = QBD_CHUNKD_BUFFERS };
+				     .buffers = QBD_CHUNKD_BUFFERS,
+				     .reclaim_grace_ms = QBD_CHUNKD_RECLAIM_GRACE_MS };
 	struct cmdline cl = { 0 };
 	struct qbd_setting s[S_N];
 	struct qbd_conf *conf = NULL;

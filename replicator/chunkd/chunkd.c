@@ -2,7 +2,8 @@
 /*
  * qbd-chunkd server: qbd_chunkd_run's start-up (the cluster secret, the
  * store, the cluster identity from etcd, the listening socket, the
- * loop's handles, registration, the keepalive thread, the scrub), the
+ * loop's handles, registration, the keepalive thread, the scrub, the
+ * reclaim of deleted volumes' chunks), the
  * loop that reaps the engine's completions, the SIGTERM drain, and the
  * teardown. Connections are in conn.c, requests in request.c, their
  * validation in validate.c, etcd registration and keepalive in
@@ -45,6 +46,7 @@ static void chunkd_close_all(struct chunkd *d)
 {
 	chunkd_peers_close(d);
 	chunkd_scrub_stop(d);
+	chunkd_reclaim_stop(d);
 	uv_close((uv_handle_t *)&d->stats_timer, NULL);
 	while (d->conns)
 		chunkd_conn_close(d->conns);
@@ -295,6 +297,7 @@ static void chunkd_free(struct chunkd *d)
 		uv_run(&d->loop, UV_RUN_DEFAULT);
 	}
 	chunkd_metrics_stop(d);
+	chunkd_reclaim_fini(d);
 	qbd_meta_close(d->meta);
 	if (d->e && qbd_engine_busy(d->e) == 0)
 		qbd_engine_close(d->e);
@@ -334,6 +337,8 @@ int qbd_chunkd_run(const struct qbd_chunkd_opts *o)
 		rc = chunkd_keepalive_start(d);
 	if (rc == 0)
 		rc = chunkd_start_scrub(d, o);
+	if (rc == 0)
+		rc = chunkd_reclaim_start(d, o);
 	if (rc == 0)
 		chunkd_serve(d, o, bound);
 	chunkd_free(d);

@@ -17,6 +17,7 @@
 #define QBD_CHUNKD_SCRUB_RATE (4ull << 20) /* default background scrub, bytes/s */
 #define QBD_CHUNKD_STATS_MS 1000       /* numbers copied for the node record */
 #define QBD_CHUNKD_BUFFERS 32          /* default registered buffers, a chunk each */
+#define QBD_CHUNKD_RECLAIM_GRACE_MS (5 * 60 * 1000) /* default reclaim grace */
 
 struct qbd_chunkd_opts {
 	const char *data;       /* store path */
@@ -31,6 +32,9 @@ struct qbd_chunkd_opts {
 				 * get buffers of their own */
 	const char *secret_file;/* cluster secret (0600); NULL: not authenticated */
 	const char *metrics;    /* "HOST:PORT" of the Prometheus endpoint; NULL: none */
+	uint64_t reclaim_grace_ms; /* chunks of a volume absent from etcd are
+				    * deleted once it was seen absent this long
+				    * (docs/design.md, "Reclaim"); 0 = never */
 };
 
 /*

@@ -22,6 +22,7 @@
 
 struct chunkd;
 struct chunkd_req;
+struct chunkd_reclaim_judgement;
 struct peer;
 
 /* ---- chunkd.c: the server (start-up, the engine's poll, drain, teardown) ---- */
@@ -39,6 +40,49 @@ struct chunkd_scrub {
 	uint64_t pass_start_ns;/* this pass started (or may start) then */
 	uint64_t pass_chunks, pass_bad;
 	struct qbd_node_scrub stats;
+};
+
+/* ---- reclaim.c's memory between scans (declared here for struct chunkd) ---- */
+
+/* A volume this store holds and etcd did not have at its first
+ * sighting: when, and at which revision. */
+struct chunkd_orphan {
+	uint64_t volume;
+	uint64_t first_ns;     /* monotonic time of the first sighting */
+	uint64_t first_rev;    /* etcd's revision of that answer */
+};
+
+/* What the decision remembers from one scan to the next. */
+struct chunkd_reclaim_memory {
+	struct chunkd_orphan *v;   /* n of them, sorted by volume; malloc'd */
+	size_t n;
+	uint64_t last_rev;         /* revision of the last answer judged */
+};
+
+/* The reclaim of deleted volumes' chunks (reclaim.c). Loop thread,
+ * except scan and meta, used by the work request while it runs. */
+struct chunkd_reclaim {
+	uint64_t grace_ns;         /* 0: reclaim off */
+	uint64_t interval_ms;      /* between scans */
+	uv_timer_t timer;
+	bool timer_on;
+	bool busy;                 /* a scan or its deletes are under way */
+	bool scanning;             /* work is queued or running */
+	uv_work_t work;            /* the etcd read, in libuv's thread pool */
+	struct qbd_meta *meta;     /* the work's own etcd handle */
+	struct qbd_meta_volume_scan scan;  /* its answer */
+	int scan_rc;
+	struct qbd_engine_volume *held;    /* the store's volumes, listed before
+					    * etcd was asked; malloc'd */
+	struct chunkd_reclaim_judgement *verdicts; /* one per held volume */
+	size_t nheld;
+	size_t next;               /* next held volume to look at for deleting */
+	struct qbd_engine_req req; /* the DELETE_VOLUME in the engine */
+	uint64_t req_chunks, req_held;     /* what it frees */
+	struct chunkd_reclaim_memory mem;
+	/* numbers: the node record's "orphaned", and the metrics */
+	struct qbd_node_orphaned numbers;
+	uint64_t scans, scan_errors, reclaimed_chunks;
 };
 
 /* Requests of one message type, for the metrics. */
@@ -69,6 +113,7 @@ struct chunkd {
 	uv_timer_t peer_timer;
 	bool peer_timer_on;
 	struct chunkd_scrub scrub;
+	struct chunkd_reclaim reclaim;
 	uv_timer_t stats_timer;  /* copies the numbers into node (under ka_mu) */
 	bool stopping;
 	uint64_t stop_start_ns;
@@ -261,5 +306,51 @@ void chunkd_peers_close(struct chunkd *d);
  * completes; the drain waits for it). */
 int chunkd_scrub_start(struct chunkd *d, uint64_t rate);
 void chunkd_scrub_stop(struct chunkd *d);
+
+/* ---- reclaim.c: the chunks of volumes deleted while this node was away ---- */
+
+/* What a scan makes of one volume the store holds. */
+enum chunkd_reclaim_verdict {
+	RECLAIM_KEEP = 1,      /* etcd has it: the volume exists */
+	RECLAIM_FOUND,         /* absent; first seen so in this scan */
+	RECLAIM_WAIT,          /* absent, seen so before; the grace or a later
+				* revision is still to come */
+	RECLAIM_NOW,           /* absent in two answers at least the grace
+				* apart, the later at a later revision: delete */
+};
+struct chunkd_reclaim_judgement {
+	enum chunkd_reclaim_verdict verdict;
+	uint64_t first_ns, first_rev;  /* the first sighting (not for KEEP) */
+};
+
+/*
+ * The decision of one scan, pure (no I/O, no log, no clock: any thread,
+ * unit-tested). held[0..nheld) are the volumes the store holds, sorted
+ * by volume (qbd_engine_volumes), listed BEFORE etcd was asked for scan;
+ * scan is etcd's answer at one revision; mem what the earlier scans
+ * left, updated here (sightings of volumes no longer held or present
+ * again are forgotten); now_ns the monotonic time of the answer. Fills
+ * j[0..nheld). Returns 0; -EACCES (scan names another cluster than
+ * cluster_id, or none) or -ESTALE (its revision is older than an answer
+ * judged before: etcd went back) with every j KEEP and mem emptied, so
+ * that nothing is reclaimed on the word of that etcd until two of its
+ * own answers agree; -ENOMEM (mem unchanged, every j KEEP).
+ */
+int chunkd_reclaim_decide(struct chunkd_reclaim_memory *mem, uint64_t grace_ns,
+			  uint64_t cluster_id, const struct qbd_engine_volume *held,
+			  size_t nheld, const struct qbd_meta_volume_scan *scan,
+			  uint64_t now_ns, struct chunkd_reclaim_judgement *j);
+void chunkd_reclaim_memory_free(struct chunkd_reclaim_memory *mem);
+
+/* Start scanning (grace_ms 0: reclaim off, logged); 0 or -errno
+ * (logged). Scans begin soon after start-up, then every interval. */
+int chunkd_reclaim_start(struct chunkd *d, const struct qbd_chunkd_opts *o);
+/* Stop scanning and close the timer (loop thread); a scan in libuv's
+ * thread pool ends on its own, a delete in the engine completes (the
+ * drain waits for it), and neither starts anything more. */
+void chunkd_reclaim_stop(struct chunkd *d);
+/* Free what is left once the loop has ended (accepts a server whose
+ * reclaim never started). */
+void chunkd_reclaim_fini(struct chunkd *d);
 
 #endif

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * qbd-chunkd in etcd: the node's record (address, zone, space, scrub and
- * I/O numbers) registered under a lease at start-up, and the keepalive
+ * qbd-chunkd in etcd: the node's record (address, zone, space, scrub,
+ * I/O and reclaim numbers) registered under a lease at start-up, and the keepalive
  * thread that keeps the lease alive, registers again when it expired,
  * and republishes the record when its numbers change. The loop thread
  * copies the numbers into d->node under ka_mu (chunkd_stats_start); the
@@ -27,8 +27,9 @@
 
 /* ---- numbers for the node record ---- */
 
-/* Loop thread: copy the engine's and the scrubber's numbers into the
- * node record, which the keepalive thread publishes when they change. */
+/* Loop thread: copy the engine's, the scrubber's and the reclaim's
+ * numbers into the node record, which the keepalive thread publishes
+ * when they change. */
 static void node_stats_fill(struct chunkd *d)
 {
 	struct qbd_engine_stats st;
@@ -48,6 +49,7 @@ static void node_stats_fill(struct chunkd *d)
 	d->node.io.meta_writes = st.meta_writes;
 	d->node.io.zeroings = st.zeroings;
 	d->node.io.syncs = st.syncs;
+	d->node.orphaned = d->reclaim.numbers;
 	pthread_mutex_unlock(&d->ka_mu);
 }
 
@@ -69,7 +71,8 @@ static bool node_numbers_differ(const struct qbd_node_info *a, const struct qbd_
 	return a->capacity != b->capacity || a->used != b->used || a->held != b->held ||
 	       a->slots != b->slots || a->free_slots != b->free_slots ||
 	       memcmp(&a->scrub, &b->scrub, sizeof a->scrub) != 0 ||
-	       memcmp(&a->io, &b->io, sizeof a->io) != 0;
+	       memcmp(&a->io, &b->io, sizeof a->io) != 0 ||
+	       memcmp(&a->orphaned, &b->orphaned, sizeof a->orphaned) != 0;
 }
 
 /* ---- keepalive thread ---- */

@@ -121,6 +121,28 @@ static void chunkd_metrics_render(struct chunkd *d)
 	qbd_mbuf_printf(&b, "qbd_chunkd_scrub_pass_progress_ratio %.4f\n",
 			st.slots ? (double)(d->scrub.slot < st.slots ? d->scrub.slot : st.slots) /
 					   (double)st.slots : 0.0);
+	qbd_mbuf_metric(&b, "qbd_chunkd_reclaim_scans_total", "counter",
+			"Scans for volumes deleted while this node was away.",
+			d->reclaim.scans);
+	qbd_mbuf_metric(&b, "qbd_chunkd_reclaim_scan_errors_total", "counter",
+			"Scans whose etcd answer was not acted on (failed, partial, another "
+			"cluster, an older revision).",
+			d->reclaim.scan_errors);
+	qbd_mbuf_metric(&b, "qbd_chunkd_orphaned_volumes", "gauge",
+			"Volumes this store holds that etcd no longer has, waiting out the grace.",
+			d->reclaim.numbers.volumes);
+	qbd_mbuf_metric(&b, "qbd_chunkd_orphaned_bytes", "gauge",
+			"Bytes of data those volumes hold here.",
+			d->reclaim.numbers.held);
+	qbd_mbuf_metric(&b, "qbd_chunkd_reclaimed_volumes_total", "counter",
+			"Deleted volumes whose chunks were reclaimed.",
+			d->reclaim.numbers.reclaimed);
+	qbd_mbuf_metric(&b, "qbd_chunkd_reclaimed_chunks_total", "counter",
+			"Chunks reclaimed.",
+			d->reclaim.reclaimed_chunks);
+	qbd_mbuf_metric(&b, "qbd_chunkd_reclaimed_bytes_total", "counter",
+			"Bytes of data reclaimed.",
+			d->reclaim.numbers.reclaimed_bytes);
 	if (b.failed) {
 		free(b.p);
 		return;

@@ -9,6 +9,11 @@
  * verdict says so) and leave the store as it was, byte for byte, with no
  * I/O issued. A good WRITE sent the same way must change the store, so
  * that the comparison is seen to work.
+ *
+ * Also the reclaim's decision (chunkd_reclaim_decide, reclaim.c), a pure
+ * function fed held volumes and etcd answers by hand, and the reading of
+ * etcd's answer it acts on (meta_volume_scan_from_json): never a
+ * partial one.
  */
 #include <check.h>
 #include <errno.h>
@@ -24,6 +29,7 @@
 
 #include "engine/engine.h"
 #include "replicator/chunkd/internal.h"
+#include "replicator/meta/internal.h"
 #include "replicator/wire/wire.h"
 
 #define CLUSTER 0x5eedull
@@ -783,6 +789,286 @@ START_TEST(volume_not_open_here_is_not_served_at_epoch_zero)
 }
 END_TEST
 
+/* ---- reclaim: the decision ---- */
+
+#define GRACE 1000000000ull   /* 1 s */
+#define VA 0xa1ull            /* held here; etcd does not have it */
+#define VB 0xb2ull            /* held here; etcd has it */
+
+/* An etcd answer at revision rev with the volume ids given (sorted). */
+static struct qbd_meta_volume_scan answer(uint64_t rev, const uint64_t *ids, size_t n)
+{
+	return (struct qbd_meta_volume_scan){ .revision = rev, .cluster_id = CLUSTER,
+					      .ids = (uint64_t *)ids, .n = n };
+}
+
+static const struct qbd_engine_volume held_ab[] = {
+	{ .volume = VA, .chunks = 3, .held = 12288 },
+	{ .volume = VB, .chunks = 1, .held = 4096 },
+};
+static const uint64_t ids_b[] = { VB };
+static const uint64_t ids_ab[] = { VA, VB };
+
+/* Judge held_ab against one answer; returns decide's status. */
+static int decide(struct chunkd_reclaim_memory *mem, struct qbd_meta_volume_scan a,
+		 uint64_t now, struct chunkd_reclaim_judgement j[2])
+{
+	return chunkd_reclaim_decide(mem, GRACE, CLUSTER, held_ab, 2, &a, now, j);
+}
+
+/* A volume absent from two answers the grace apart, the later at a
+ * later revision, is reclaimed; one etcd has is kept throughout. */
+START_TEST(absent_twice_grace_apart_is_reclaimed)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+
+	ck_assert_int_eq(decide(&mem, answer(10, ids_b, 1), 100, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_uint_eq(j[0].first_rev, 10);
+	ck_assert_int_eq(j[1].verdict, RECLAIM_KEEP);
+	/* later revision, but not the grace yet */
+	ck_assert_int_eq(decide(&mem, answer(11, ids_b, 1), 100 + GRACE - 1, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_WAIT);
+	ck_assert_int_eq(j[1].verdict, RECLAIM_KEEP);
+	ck_assert_int_eq(decide(&mem, answer(12, ids_b, 1), 100 + GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_NOW);
+	ck_assert_uint_eq(j[0].first_ns, 100);
+	ck_assert_uint_eq(j[0].first_rev, 10);
+	ck_assert_int_eq(j[1].verdict, RECLAIM_KEEP);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* However long it waits, an answer no newer than the first sighting
+ * reclaims nothing: an etcd member answering from an old state could
+ * predate the creation of a volume whose chunks are already here. */
+START_TEST(answer_no_newer_than_first_sighting_reclaims_nothing)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+
+	ck_assert_int_eq(decide(&mem, answer(10, ids_b, 1), 0, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_int_eq(decide(&mem, answer(10, ids_b, 1), 5 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_WAIT);
+	ck_assert_int_eq(decide(&mem, answer(11, ids_b, 1), 6 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_NOW);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* A volume etcd has again (its creation, seen late) is forgotten: its
+ * next absence starts the count anew. */
+START_TEST(present_again_starts_anew)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+
+	ck_assert_int_eq(decide(&mem, answer(10, ids_b, 1), 0, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_int_eq(decide(&mem, answer(11, ids_ab, 2), GRACE / 2, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+	ck_assert_uint_eq(mem.n, 0);
+	ck_assert_int_eq(decide(&mem, answer(12, ids_b, 1), GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_uint_eq(j[0].first_rev, 12);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* An answer of another cluster's etcd (or one without a cluster id)
+ * reclaims nothing and wipes what was seen: the store's own etcd must
+ * then see the volume absent twice again. */
+START_TEST(other_cluster_reclaims_nothing)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+	struct qbd_meta_volume_scan a;
+
+	ck_assert_int_eq(decide(&mem, answer(10, ids_b, 1), 0, j), 0);
+	a = answer(20, NULL, 0);
+	a.cluster_id = CLUSTER + 1;
+	ck_assert_int_eq(decide(&mem, a, 2 * GRACE, j), -EACCES);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+	ck_assert_int_eq(j[1].verdict, RECLAIM_KEEP);
+	a.cluster_id = 0;
+	ck_assert_int_eq(decide(&mem, a, 3 * GRACE, j), -EACCES);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+	ck_assert_int_eq(decide(&mem, answer(21, ids_b, 1), 4 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	/* and a store without a cluster id acts on nothing */
+	ck_assert_int_eq(chunkd_reclaim_decide(&mem, GRACE, 0, held_ab, 2, &a, 5 * GRACE, j),
+			 -EACCES);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* etcd's revision going back (a restore, another etcd) wipes what was
+ * seen. */
+START_TEST(revision_going_back_starts_anew)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+
+	ck_assert_int_eq(decide(&mem, answer(10, ids_b, 1), 0, j), 0);
+	ck_assert_int_eq(decide(&mem, answer(5, ids_b, 1), 2 * GRACE, j), -ESTALE);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+	ck_assert_int_eq(decide(&mem, answer(6, ids_b, 1), 3 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_int_eq(decide(&mem, answer(7, ids_b, 1), 4 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_NOW);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* A volume the store no longer holds is forgotten (it was deleted by
+ * hand, say); held again, it starts anew. */
+START_TEST(volume_no_longer_held_is_forgotten)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+	struct qbd_meta_volume_scan a = answer(11, ids_b, 1);
+
+	ck_assert_int_eq(decide(&mem, answer(10, ids_b, 1), 0, j), 0);
+	ck_assert_int_eq(chunkd_reclaim_decide(&mem, GRACE, CLUSTER, held_ab + 1, 1, &a,
+					       GRACE / 2, j), 0);
+	ck_assert_uint_eq(mem.n, 0);
+	ck_assert_int_eq(decide(&mem, answer(12, ids_b, 1), 2 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* ---- reclaim: etcd's answer ---- */
+
+/* A kvs entry {"key":b64(key)[,"value":b64(value)]} appended to o. */
+static void kv_json(char *o, size_t len, const char *key, const char *value)
+{
+	char *k = meta_b64_encode(key, strlen(key));
+	char *v = value ? meta_b64_encode(value, strlen(value)) : NULL;
+	size_t at = strlen(o);
+
+	snprintf(o + at, len - at, "%s{\"key\":\"%s\"%s%s%s}", o[at - 1] == '[' ? "" : ",",
+		 k, v ? ",\"value\":\"" : "", v ? v : "", v ? "\"" : "");
+	free(k);
+	free(v);
+}
+
+/* The answer of a scan's transaction: revision rev; volume 0x10 by its
+ * record and epoch, 0x20 by its id key only; extra is spliced into the
+ * volume-ids range (e.g. "\"more\":true,"), count_ids its count. */
+static char *scan_json(const char *rev, const char *extra, const char *count_ids,
+		       const char *bad_key, const char *bad_record)
+{
+	static char j[16384];
+	char kvs[4][2048];
+
+	snprintf(kvs[0], sizeof kvs[0], "[");
+	kv_json(kvs[0], sizeof kvs[0], "/qbd/cluster", "{\"id\":\"5eed\"}");
+	snprintf(kvs[1], sizeof kvs[1], "[");
+	kv_json(kvs[1], sizeof kvs[1], "/qbd/volumes/v1", bad_record ? bad_record :
+		"{\"name\":\"v1\",\"id\":\"0000000000000010\",\"size\":4096,"
+		"\"chunk_size\":1048576,\"replicas\":1,\"write_quorum\":1,"
+		"\"nodes\":[\"1\"]}");
+	snprintf(kvs[2], sizeof kvs[2], "[");
+	kv_json(kvs[2], sizeof kvs[2], "/qbd/volume-ids/0000000000000020", NULL);
+	kv_json(kvs[2], sizeof kvs[2], bad_key ? bad_key : "/qbd/volume-ids/0000000000000010",
+		NULL);
+	snprintf(kvs[3], sizeof kvs[3], "[");
+	kv_json(kvs[3], sizeof kvs[3], "/qbd/epochs/0000000000000010", NULL);
+	for (int i = 0; i < 4; i++)
+		strcat(kvs[i], "]");
+	snprintf(j, sizeof j,
+		 "{\"header\":{%s},\"succeeded\":true,\"responses\":["
+		 "{\"response_range\":{\"header\":{},\"kvs\":%s,\"count\":\"1\"}},"
+		 "{\"response_range\":{\"header\":{},\"kvs\":%s,\"count\":\"1\"}},"
+		 "{\"response_range\":{\"header\":{},%s\"kvs\":%s,\"count\":\"%s\"}},"
+		 "{\"response_range\":{\"header\":{},\"kvs\":%s,\"count\":\"1\"}}]}",
+		 rev, kvs[0], kvs[1], extra, kvs[2], count_ids, kvs[3]);
+	return j;
+}
+
+START_TEST(scan_answer_is_read_whole)
+{
+	struct qbd_meta_volume_scan a;
+
+	ck_assert_int_eq(meta_volume_scan_from_json(
+		scan_json("\"revision\":\"42\"", "", "2", NULL, NULL), &a), 0);
+	ck_assert_uint_eq(a.revision, 42);
+	ck_assert_uint_eq(a.cluster_id, CLUSTER);
+	ck_assert_uint_eq(a.n, 2);
+	ck_assert_uint_eq(a.ids[0], 0x10);
+	ck_assert_uint_eq(a.ids[1], 0x20);
+	qbd_meta_volume_scan_free(&a);
+	ck_assert_ptr_null(a.ids);
+	/* an empty etcd: no cluster id, no volumes */
+	ck_assert_int_eq(meta_volume_scan_from_json(
+		"{\"header\":{\"revision\":\"3\"},\"succeeded\":true,\"responses\":["
+		"{\"response_range\":{\"header\":{}}},{\"response_range\":{\"header\":{}}},"
+		"{\"response_range\":{\"header\":{}}},{\"response_range\":{\"header\":{}}}]}",
+		&a), 0);
+	ck_assert_uint_eq(a.revision, 3);
+	ck_assert_uint_eq(a.cluster_id, 0);
+	ck_assert_uint_eq(a.n, 0);
+	qbd_meta_volume_scan_free(&a);
+}
+END_TEST
+
+/* Anything missing, truncated or unreadable fails the whole answer. */
+START_TEST(partial_scan_answer_is_refused)
+{
+	struct qbd_meta_volume_scan a;
+
+	/* etcd says it left entries out */
+	ck_assert_int_eq(meta_volume_scan_from_json(
+		scan_json("\"revision\":\"42\"", "\"more\":true,", "2", NULL, NULL), &a),
+		-EPROTO);
+	ck_assert_ptr_null(a.ids);
+	/* fewer entries than counted */
+	ck_assert_int_eq(meta_volume_scan_from_json(
+		scan_json("\"revision\":\"42\"", "", "3", NULL, NULL), &a), -EPROTO);
+	/* no revision */
+	ck_assert_int_eq(meta_volume_scan_from_json(
+		scan_json("\"cluster_id\":\"1\"", "", "2", NULL, NULL), &a), -EPROTO);
+	/* a key that names no volume id, a record that cannot be read */
+	ck_assert_int_eq(meta_volume_scan_from_json(
+		scan_json("\"revision\":\"42\"", "", "2", "/qbd/volume-ids/xyz", NULL), &a),
+		-EPROTO);
+	ck_assert_int_eq(meta_volume_scan_from_json(
+		scan_json("\"revision\":\"42\"", "", "2", NULL, "{\"name\":\"v1\"}"), &a),
+		-EPROTO);
+	/* a range missing, not JSON */
+	ck_assert_int_eq(meta_volume_scan_from_json(
+		"{\"header\":{\"revision\":\"3\"},\"responses\":["
+		"{\"response_range\":{}},{\"response_range\":{}},{\"response_range\":{}}]}",
+		&a), -EPROTO);
+	ck_assert_int_eq(meta_volume_scan_from_json("{\"header\":", &a), -EPROTO);
+	ck_assert_ptr_null(a.ids);
+}
+END_TEST
+
+/* The node record carries the reclaim's numbers to `qbd node list`. */
+START_TEST(node_record_carries_orphaned_numbers)
+{
+	struct qbd_node_info n = { .id = 0xab, .addr = "h:1", .zone = "z", .capacity = 1 }, n2;
+	char *j;
+
+	n.orphaned = (struct qbd_node_orphaned){ .volumes = 2, .chunks = 9, .held = 36864,
+						 .found = 3, .reclaimed = 1,
+						 .reclaimed_bytes = 8192 };
+	j = meta_node_to_json(&n);
+	ck_assert_ptr_nonnull(j);
+	ck_assert_int_eq(meta_node_from_json(j, &n2), 0);
+	ck_assert_mem_eq(&n2.orphaned, &n.orphaned, sizeof n.orphaned);
+	free(j);
+	/* a record of an older chunk server reads as nothing orphaned */
+	ck_assert_int_eq(meta_node_from_json(
+		"{\"id\":\"ab\",\"addr\":\"h:1\",\"zone\":\"z\",\"capacity\":1}", &n2), 0);
+	ck_assert_uint_eq(n2.orphaned.held, 0);
+}
+END_TEST
+
 static Suite *chunkd_suite(void)
 {
 	Suite *s = suite_create("chunkd");
@@ -824,6 +1110,18 @@ static Suite *chunkd_suite(void)
 	tcase_add_test(t, volume_not_open_here_is_not_served);
 	tcase_add_test(t, volume_not_open_here_is_not_served_at_epoch_zero);
 	tcase_add_test(t, epoch_zero_is_refused);
+	suite_add_tcase(s, t);
+
+	t = tcase_create("reclaim");
+	tcase_add_test(t, absent_twice_grace_apart_is_reclaimed);
+	tcase_add_test(t, answer_no_newer_than_first_sighting_reclaims_nothing);
+	tcase_add_test(t, present_again_starts_anew);
+	tcase_add_test(t, other_cluster_reclaims_nothing);
+	tcase_add_test(t, revision_going_back_starts_anew);
+	tcase_add_test(t, volume_no_longer_held_is_forgotten);
+	tcase_add_test(t, scan_answer_is_read_whole);
+	tcase_add_test(t, partial_scan_answer_is_refused);
+	tcase_add_test(t, node_record_carries_orphaned_numbers);
 	suite_add_tcase(s, t);
 	return s;
 }
