@@ -564,7 +564,9 @@ static int volume_delete(int argc, char **argv)
 			d = admin_delete_volume(&node, cluster, v.id, epoch);
 		if (d < 0)
 			fprintf(stderr, "qbd: warning: replica on node %s not cleaned: %s "
-				"(its space is not reclaimed)\n", qbd_id_str(v.nodes[i], hex),
+				"(that chunk server reclaims the space itself once it is "
+				"back: its reclaim-grace after it finds the volume gone)\n",
+				qbd_id_str(v.nodes[i], hex),
 				g == -ENOENT ? "no node record in etcd" : strerror(-d));
 	}
 	r = qbd_meta_volume_delete(m, &v);
