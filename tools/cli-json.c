@@ -52,6 +52,7 @@ json_object *cli_node_json(const struct qbd_node_info *n, bool full)
 	json_object_object_add(o, "alive", json_object_new_boolean(n->alive));
 	if (full) {
 		json_object *sc = json_object_new_object(), *io = json_object_new_object();
+		json_object *or = json_object_new_object();
 
 		json_object_object_add(o, "capacity", cli_json_u64(n->capacity));
 		json_object_object_add(o, "used", cli_json_u64(n->used));
@@ -75,6 +76,14 @@ json_object *cli_node_json(const struct qbd_node_info *n, bool full)
 		json_object_object_add(io, "zeroings", cli_json_u64(n->io.zeroings));
 		json_object_object_add(io, "syncs", cli_json_u64(n->io.syncs));
 		json_object_object_add(o, "io", io);
+		json_object_object_add(or, "volumes", cli_json_u64(n->orphaned.volumes));
+		json_object_object_add(or, "chunks", cli_json_u64(n->orphaned.chunks));
+		json_object_object_add(or, "held", cli_json_u64(n->orphaned.held));
+		json_object_object_add(or, "found", cli_json_u64(n->orphaned.found));
+		json_object_object_add(or, "reclaimed", cli_json_u64(n->orphaned.reclaimed));
+		json_object_object_add(or, "reclaimed_bytes",
+				       cli_json_u64(n->orphaned.reclaimed_bytes));
+		json_object_object_add(o, "orphaned", or);
 	}
 	return o;
 }

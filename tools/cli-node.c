@@ -30,20 +30,6 @@ int cli_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *node)
 	return r;
 }
 
-/* The node's "orphaned" numbers, added to its --json object. */
-static void node_orphaned_json(json_object *o, const struct qbd_node_info *n)
-{
-	json_object *or = json_object_new_object();
-
-	json_object_object_add(or, "volumes", cli_json_u64(n->orphaned.volumes));
-	json_object_object_add(or, "chunks", cli_json_u64(n->orphaned.chunks));
-	json_object_object_add(or, "held", cli_json_u64(n->orphaned.held));
-	json_object_object_add(or, "found", cli_json_u64(n->orphaned.found));
-	json_object_object_add(or, "reclaimed", cli_json_u64(n->orphaned.reclaimed));
-	json_object_object_add(or, "reclaimed_bytes", cli_json_u64(n->orphaned.reclaimed_bytes));
-	json_object_object_add(o, "orphaned", or);
-}
-
 static int node_list(int argc, char **argv)
 {
 	struct qbd_meta *m;
@@ -64,10 +50,7 @@ static int node_list(int argc, char **argv)
 	if (cli_json) {
 		json_object *arr = json_object_new_array();
 		for (size_t i = 0; i < n; i++) {
-			json_object *o = cli_node_json(&nodes[i], true);
-
-			node_orphaned_json(o, &nodes[i]);
-			json_object_array_add(arr, o);
+			json_object_array_add(arr, cli_node_json(&nodes[i], true));
 		}
 		cli_print_json(arr);
 	} else {
