@@ -108,12 +108,6 @@ struct qbd_volume {
 	struct qbd_secret secret;  /* len 0: links not authenticated */
 };
 
-/* client.c: resolve "HOST:PORT" into *sa (blocking: getaddrinfo; never
- * on the loop thread). 0, or -EINVAL (not HOST:PORT) or -EHOSTUNREACH
- * (does not resolve), with why set to a sentence naming the address. */
-int qbd_client_resolve(const char *addr, struct sockaddr_storage *sa, socklen_t *salen,
-		       char *why, size_t why_len);
-
 /* A replica's address as the keeper found it in its node record, for
  * the loop to connect to (attach.c). */
 struct qbd_node_addr {
@@ -139,5 +133,36 @@ uint32_t qbd_attach_addrs(struct qbd_volume *v,
 			  struct qbd_node_addr out[QBD_CORE_MAX_REPLICAS]);
 /* Stop the keeper; clean = a clean detach (flushed, nothing in flight). */
 void qbd_attach_release(struct qbd_volume *v, bool clean);
+
+/* ---- client.c: completions, the core's callbacks, the loop ---- */
+
+/* The quorum core's callbacks: its messages go out through conn_queue,
+ * its completions become qbd_io callbacks (qbd_open hands them over). */
+extern const struct qbd_core_ops client_core_ops;
+
+/* ---- conn.c: a replica's connection ---- */
+
+/* Encode m and queue it on c; sent at once unless plugged or still
+ * connecting. 0, or -errno (-EPIPE: the send failed). */
+int conn_queue(struct qbd_conn *c, Qbd__Msg *m, uint64_t id,
+	       const void *data, size_t data_len);
+/* Send what is queued on c, as many messages per sendmsg as fit. */
+int conn_flush_queue(struct qbd_conn *c);
+/* Start a nonblocking connect to c's address (down on failure). */
+void conn_connect(struct qbd_conn *c);
+/* Close c, tell the core if it was up, and retry in a second. */
+void conn_fail(struct qbd_conn *c, const char *why);
+/* Handle epoll events on c's socket: connected, writable, readable. */
+void conn_event(struct qbd_conn *c, uint32_t events);
+/* Connect to the address the keeper found from now on (attach.c). */
+void conn_take_addr(struct qbd_conn *c, const struct qbd_node_addr *a);
+
+/* ---- open.c: opening and closing a volume ---- */
+
+/* Resolve "HOST:PORT" into *sa (blocking: getaddrinfo; never on the loop
+ * thread). 0, or -EINVAL (not HOST:PORT) or -EHOSTUNREACH (does not
+ * resolve), with why set to a sentence naming the address. */
+int qbd_client_resolve(const char *addr, struct sockaddr_storage *sa, socklen_t *salen,
+		       char *why, size_t why_len);
 
 #endif

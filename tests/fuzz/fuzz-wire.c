@@ -17,7 +17,7 @@
  * half received.
  *
  * Each frame goes where a receiver would take it:
- *  - replies as libqbd takes them (replicator/client/client.c), for
+ *  - replies as libqbd takes them (replicator/client/conn.c), for
  *    replica node_id % 3 of a core (3 replicas, write quorum 2, 16 chunks
  *    of 64 KiB): READ data into the buffer qbd_core_reply_buf names, the
  *    chunk list of an OPEN reply and the flagged chunks of a PING reply
