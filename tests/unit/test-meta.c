@@ -513,7 +513,7 @@ static struct qbd_attachment attachment(void)
 START_TEST(failover_attach_not_resent)
 {
 	/* The epoch transaction timed out on a member: it may have been
-	 * applied there, so it is not resent to the next (meta.c,
+	 * applied there, so it is not resent to the next (attachment.c,
 	 * qbd_meta_attach) and the attach fails. */
 	struct fake a = { .range_code = 200, .range_body = range_ok,
 			  .txn_code = 503, .txn_body = timed_out };
