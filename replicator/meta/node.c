@@ -229,16 +229,10 @@ int qbd_meta_node_register(struct qbd_meta *m, const struct qbd_node_info *n,
 			   int64_t lease)
 {
 	char key[64], hex[17];
-	char *json = meta_node_to_json(n);
-	int r;
+	int r = qbd_meta_node_put(m, n);
 
-	if (!json)
-		return -ENOMEM;
-	snprintf(key, sizeof key, "/qbd/nodes/%s", qbd_id_str(n->id, hex));
-	r = meta_put(m, key, json, 0);
-	free(json);
 	if (r == 0) {
-		snprintf(key, sizeof key, "/qbd/alive/%s", hex);
+		snprintf(key, sizeof key, "/qbd/alive/%s", qbd_id_str(n->id, hex));
 		r = meta_put(m, key, "1", lease);
 	}
 	return r;
