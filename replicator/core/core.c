@@ -26,14 +26,30 @@ void core_logf(struct qbd_core *c, int level, const char *fmt, ...)
 	c->ops.log(c->user, level, buf);
 }
 
+/* Is the membership of cfg well formed (after defaults)? */
+static bool members_valid(const struct qbd_core_cfg *cfg)
+{
+	uint32_t all = cfg->voters | cfg->joint | cfg->learners;
+
+	if ((unsigned)__builtin_popcount(cfg->voters) != cfg->replicas ||
+	    (cfg->joint && (unsigned)__builtin_popcount(cfg->joint) != cfg->replicas))
+		return false;
+	if (cfg->learners & (cfg->voters | cfg->joint))
+		return false;
+	return !(all >> QBD_CORE_MAX_SLOTS);
+}
+
 int qbd_core_new(const struct qbd_core_cfg *cfg, const struct qbd_core_ops *ops,
 		 void *user, struct qbd_core **out)
 {
+	struct qbd_core_cfg k;
 	struct qbd_core *c;
 	size_t words;
+	uint32_t all;
 
 	*out = NULL;
-	if (cfg->replicas == 0 || cfg->replicas > MAXR || cfg->write_quorum == 0 ||
+	if (cfg->replicas == 0 || cfg->replicas > QBD_CORE_MAX_REPLICAS ||
+	    cfg->write_quorum == 0 ||
 	    cfg->write_quorum > cfg->replicas || cfg->nchunks == 0 ||
 	    cfg->chunk_size == 0 || cfg->epoch == 0 ||
 	    (cfg->block_size && cfg->chunk_size % cfg->block_size) ||
@@ -41,10 +57,15 @@ int qbd_core_new(const struct qbd_core_cfg *cfg, const struct qbd_core_ops *ops,
 	    cfg->epoch > QBD_CORE_MAX_EPOCH || !ops->send || !ops->complete ||
 	    !ops->drop || !ops->data_moved)
 		return -EINVAL;
+	k = *cfg;
+	if (!k.voters)
+		k.voters = (1u << k.replicas) - 1;
+	if (!members_valid(&k))
+		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	c->cfg = *cfg;
+	c->cfg = k;
 	if (!c->cfg.timeout_ns)
 		c->cfg.timeout_ns = 10000000000ull;
 	if (!c->cfg.resync_parallel)
@@ -55,23 +76,29 @@ int qbd_core_new(const struct qbd_core_cfg *cfg, const struct qbd_core_ops *ops,
 		c->cfg.block_size = 4096;
 	c->ops = *ops;
 	c->user = user;
-	c->R = cfg->replicas;
-	c->W = cfg->write_quorum;
-	c->nchunks = cfg->nchunks;
-	words = (cfg->nchunks + 63) / 64;
-	c->version = calloc(cfg->nchunks, sizeof(uint64_t));
-	c->acked = calloc(cfg->nchunks, sizeof(uint64_t));
-	c->wr_inflight = calloc(cfg->nchunks, sizeof(uint32_t));
-	c->wr_subs = calloc(cfg->nchunks, sizeof(uint32_t));
-	c->gen = calloc(cfg->nchunks, sizeof(uint32_t));
+	c->vset[0] = k.voters;
+	c->vset[1] = k.joint;
+	c->learners = k.learners;
+	c->members = all = k.voters | k.joint | k.learners;
+	c->leaving = -1;
+	if (k.joint && __builtin_popcount(k.voters & ~k.joint) == 1)
+		c->leaving = __builtin_ctz(k.voters & ~k.joint);
+	c->R = 32u - (unsigned)__builtin_clz(all);
+	c->nv = k.replicas;
+	c->W = k.write_quorum;
+	c->nchunks = k.nchunks;
+	words = (k.nchunks + 63) / 64;
+	c->version = calloc(k.nchunks, sizeof(uint64_t));
+	c->acked = calloc(k.nchunks, sizeof(uint64_t));
+	c->wr_inflight = calloc(k.nchunks, sizeof(uint32_t));
+	c->wr_subs = calloc(k.nchunks, sizeof(uint32_t));
+	c->gen = calloc(k.nchunks, sizeof(uint32_t));
 	c->dirty_bm = calloc(words, sizeof(uint64_t));
 	if (!c->version || !c->acked || !c->wr_inflight || !c->wr_subs ||
 	    !c->gen || !c->dirty_bm)
 		goto nomem;
 	for (unsigned r = 0; r < c->R; r++)
-		if (!(c->stale[r] = calloc(words, sizeof(uint64_t))) ||
-		    !(c->flagged[r] = calloc(words, sizeof(uint64_t))) ||
-		    !(c->damaged[r] = calloc(words, sizeof(uint64_t))))
+		if (core_slot_alloc(c, r))
 			goto nomem;
 	*out = c;
 	return 0;
@@ -155,6 +182,7 @@ void qbd_core_free(struct qbd_core *c)
 	free(c->dirty);
 	free(c->urgent);
 	for (unsigned r = 0; r < MAXR; r++) {
+		free(c->cf_stale[r]);
 		free(c->stale[r]);
 		free(c->flagged[r]);
 		free(c->damaged[r]);
@@ -232,7 +260,7 @@ int qbd_core_replica_open(struct qbd_core *c, unsigned r,
 	int err;
 
 	c->now = now;
-	if (r >= c->R || c->up[r])
+	if (r >= c->R || c->up[r] || !(c->members & (1u << r)))
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
 		if (list[i].chunk >= c->nchunks || (list[i].flags & ~QBD_CORE_CHUNK_FLAGS))
@@ -262,7 +290,7 @@ int qbd_core_replica_flagged(struct qbd_core *c, unsigned r,
 			     uint64_t total, uint64_t now)
 {
 	c->now = now;
-	if (r >= c->R || !c->up[r] || total < n)
+	if (r >= c->R || !c->up[r] || !(c->members & (1u << r)) || total < n)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++)
 		if (list[i].chunk >= c->nchunks || !list[i].flags ||
@@ -293,7 +321,7 @@ int qbd_core_open_done(struct qbd_core *c, uint64_t now)
 
 	c->now = now;
 	c->rs_last = now;
-	if ((unsigned)popc(c->promised) < core_attach_quorum(c))
+	if (!core_quorum(c, c->promised, core_attach_quorum(c)))
 		return -EIO;
 	c->write_hold = now + c->cfg.takeover_wait_ns;
 	c->opened = true;
@@ -303,7 +331,7 @@ int qbd_core_open_done(struct qbd_core *c, uint64_t now)
 		for (unsigned r = 0; r < c->R; r++)
 			if (!(c->promised & (1u << r)))
 				core_stale_set(c, r, ch);
-		if (popc(core_current_set(c, ch)) >= c->W) {
+		if (core_wq(c, core_current_set(c, ch))) {
 			c->acked[ch] = c->version[ch];
 		} else {
 			if (c->nurgent == cap) {

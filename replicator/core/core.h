@@ -55,6 +55,10 @@
 #include <stdint.h>
 
 #define QBD_CORE_MAX_REPLICAS 5
+/* Replica slots: a voter set has R slots; a membership change adds a
+ * learner in a free slot (docs/protocol.md section 11). Masks of slots
+ * are uint32_t, bit r for slot r. */
+#define QBD_CORE_MAX_SLOTS 8
 /* version = epoch << QBD_CORE_EPOCH_SHIFT | sequence within the epoch */
 #define QBD_CORE_EPOCH_SHIFT 40
 #define QBD_CORE_MAX_EPOCH ((1ull << (64 - QBD_CORE_EPOCH_SHIFT)) - 1)
@@ -143,6 +147,15 @@ struct qbd_core_cfg {
 	/* After a takeover (the previous writer may still be running) writes
 	 * wait this long after attach, until its read lease has run out. */
 	uint64_t takeover_wait_ns;
+	/*
+	 * Membership (docs/protocol.md section 11), as the configuration the
+	 * writer attached with says; all zero for a volume whose slots
+	 * 0..R-1 vote and no change stands. voters: S, R slots below
+	 * QBD_CORE_MAX_SLOTS. joint: S' (R slots) while a change is in its
+	 * joint phase: then every quorum must hold in S and in S'. learners:
+	 * slots that get every write and count toward nothing.
+	 */
+	uint32_t voters, joint, learners;
 };
 
 struct qbd_core;
@@ -229,6 +242,38 @@ enum qbd_core_op { QBD_CORE_READ = 1, QBD_CORE_WRITE, QBD_CORE_ZERO, QBD_CORE_FL
 void qbd_core_submit(struct qbd_core *c, enum qbd_core_op op, uint32_t flags,
 		     uint64_t offset, uint32_t length, void *buf, void *cookie,
 		     uint64_t now);
+
+/*
+ * Membership changes while attached (docs/protocol.md section 11): slot
+ * X of S is replaced by a learner in slot Y, which the shell opens as
+ * any replica (qbd_core_replica_open with Y's list).
+ *
+ * qbd_core_learner_add: Y (a free slot) becomes a learner: stale for
+ * every written chunk until resync copies it. 0, -EINVAL (Y in use or out
+ * of range), -EBUSY (a change stands), -ENOMEM.
+ * qbd_core_learner_drop: give up the change before its joint phase: Y
+ * leaves, its messages fail. 0, -EINVAL (Y is no learner).
+ * qbd_core_joint_begin: adopt the joint rule S and S' = S - X + Y at once
+ * (the writer's own rule may only be stricter than the configuration it
+ * attached with). Y must be up and current for every chunk. 0, -EINVAL,
+ * -EAGAIN (Y not up, or not current yet).
+ * qbd_core_change_ready: in the joint phase, is every chunk's version on
+ * W current replicas of S', and has a flush to them covering those
+ * copies succeeded? 1 yes (the configuration may be CASed to joint, then
+ * to S'), 0 not yet (a flush is started when none is in flight), -EINVAL
+ * (not in a joint phase), -EPERM (fenced).
+ * qbd_core_leave: S' becomes the only voter set; X's slot leaves (its
+ * messages fail; the shell closes its connection). Needs
+ * qbd_core_change_ready: else -EAGAIN.
+ */
+int qbd_core_learner_add(struct qbd_core *c, unsigned y, uint64_t now);
+int qbd_core_learner_drop(struct qbd_core *c, unsigned y, uint64_t now);
+int qbd_core_joint_begin(struct qbd_core *c, unsigned x, unsigned y, uint64_t now);
+int qbd_core_change_ready(struct qbd_core *c, uint64_t now);
+int qbd_core_leave(struct qbd_core *c, uint64_t now);
+/* The configuration the core now follows (any pointer may be NULL). */
+void qbd_core_members(const struct qbd_core *c, uint32_t *voters, uint32_t *joint,
+		      uint32_t *learners);
 
 struct qbd_core_replica_info {
 	bool up;

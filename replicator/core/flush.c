@@ -41,17 +41,11 @@ static bool flush_ok(const struct part *p)
 {
 	const struct qbd_core *c = p->c;
 
-	if (popc(p->okset) < (p->all ? c->R : c->W))
+	if (p->all ? (p->okset & core_voters(c)) != core_voters(c) : !core_wq(c, p->okset))
 		return false;
-	for (size_t i = 0; i < p->ndirty; i++) {
-		uint64_t ch = p->dirty[i];
-		unsigned n = 0;
-
-		for (unsigned r = 0; r < c->R; r++)
-			n += (p->okset & (1u << r)) && !bit_get(c->stale[r], ch);
-		if (n < c->W)
+	for (size_t i = 0; i < p->ndirty; i++)
+		if (!core_wq(c, p->okset & core_current_set(c, p->dirty[i])))
 			return false;
-	}
 	return true;
 }
 
@@ -87,7 +81,7 @@ int core_flush_try(struct part *p)
 		core_part_enqueue(&c->fl_head, &c->fl_tail, p);
 		return 0;
 	}
-	if (popc(targets) < c->W)
+	if (!core_wq(c, targets))
 		return -EIO;
 	if (c->flush_eio) {
 		c->flush_eio = false;

@@ -30,7 +30,7 @@
 
 #include "replicator/core/core.h"
 
-#define MAXR QBD_CORE_MAX_REPLICAS
+#define MAXR QBD_CORE_MAX_SLOTS
 #define HBUCKETS 4096u
 #define CWBUCKETS 64u
 #define SEQ_MASK ((1ull << QBD_CORE_EPOCH_SHIFT) - 1)
@@ -54,7 +54,7 @@ struct sub {
 };
 
 enum pkind { P_READ = 1, P_WRITE, P_FLUSH, P_REPAIR, P_RSREAD, P_RSWRITE, P_PROBE, P_PING,
-	     P_RSPULL, P_RSBUMP, P_RSBUMPW, P_RFLUSH };
+	     P_RSPULL, P_RSBUMP, P_RSBUMPW, P_RFLUSH, P_CFLUSH };
 
 struct uio {
 	void *cookie;
@@ -122,7 +122,17 @@ struct qbd_core {
 	struct qbd_core_cfg cfg;
 	struct qbd_core_ops ops;
 	void *user;
-	unsigned R, W;
+	unsigned R;              /* slots in use: every member is below it */
+	unsigned nv, W;          /* replicas per voter set, write quorum */
+	/* Membership: vset[0] is S, vset[1] S' during a change's joint
+	 * phase (else 0); every quorum holds in each non-empty set
+	 * (core_quorum). members: voters and learners; other slots get
+	 * nothing. */
+	uint32_t vset[2], learners, members;
+	int leaving;             /* joint phase: X's slot, else -1 */
+	struct part *cf_active;  /* the change flush in flight */
+	uint64_t *cf_stale[MAXR];/* its targets' stale bitmaps when it was sent */
+	bool cf_done;            /* joint phase: qbd_core_change_ready's answer */
 	uint64_t nchunks;
 	uint64_t *version;       /* V[c] */
 	uint64_t *acked;         /* committed version: on W replicas */
@@ -193,6 +203,12 @@ void core_flag_clear(struct qbd_core *c, unsigned r, uint64_t ch);
 void core_flag_update(struct qbd_core *c, unsigned r, uint64_t ch, uint32_t flags);
 uint32_t core_current_set(const struct qbd_core *c, uint64_t ch);
 uint32_t core_up_set(const struct qbd_core *c);
+/* Does set hold n slots of every voter set (S, and S' while joint)? */
+bool core_quorum(const struct qbd_core *c, uint32_t set, unsigned n);
+/* A write quorum: W of each voter set. */
+bool core_wq(const struct qbd_core *c, uint32_t set);
+/* Every voter of every set. */
+uint32_t core_voters(const struct qbd_core *c);
 void core_fence(struct qbd_core *c);
 int core_next_version(const struct qbd_core *c, uint64_t v, uint64_t *out);
 unsigned core_attach_quorum(const struct qbd_core *c);
@@ -250,6 +266,11 @@ int core_flush_try(struct part *p);
 void core_flush_reply(struct part *p, unsigned r, int status);
 void core_flush_reconnected(struct qbd_core *c, unsigned r);
 void core_reflush_reply(struct part *p, unsigned r, int status);
+
+/* member.c: membership changes */
+/* Allocate slot r's bitmaps (a new learner). 0 or -ENOMEM. */
+int core_slot_alloc(struct qbd_core *c, unsigned r);
+void core_cflush_reply(struct part *p, unsigned r, int status);
 
 /* read.c: reads, block status, read repair and the read lease */
 void core_lease_keep(struct qbd_core *c);

@@ -217,6 +217,9 @@ static void op_reply(struct part *p, unsigned r, int status, uint64_t version,
 	case P_RFLUSH:
 		core_reflush_reply(p, r, status);
 		break;
+	case P_CFLUSH:
+		core_cflush_reply(p, r, status);
+		break;
 	case P_RSPULL:
 		core_pull_reply(p, r, status);
 		break;

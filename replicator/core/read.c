@@ -14,17 +14,19 @@
 
 #include "replicator/core/internal.h"
 
-/* Do max(W, R - W + 1) up replicas confirm our epoch within the lease? */
+/* Do max(W, R - W + 1) up replicas of each voter set confirm our epoch
+ * within the lease? */
 static bool lease_ok(const struct qbd_core *c)
 {
-	unsigned n = 0;
+	uint32_t fresh = 0;
 
 #ifdef QBD_CORE_MUTANT_NO_LEASE
 	return true;
 #endif
 	for (unsigned r = 0; r < c->R; r++)
-		n += c->up[r] && c->confirmed[r] + c->cfg.lease_ns > c->now;
-	return n >= core_attach_quorum(c);
+		if (c->up[r] && c->confirmed[r] + c->cfg.lease_ns > c->now)
+			fresh |= 1u << r;
+	return core_quorum(c, fresh, core_attach_quorum(c));
 }
 
 /* Ping every up replica whose latest confirmation is a quarter of the
@@ -83,7 +85,7 @@ static int read_ready(const struct qbd_core *c, uint64_t ch)
 	if (cur & core_up_set(c))
 		return 1;
 #endif
-	if (popc(cur) >= c->W && (cur & core_up_set(c)))
+	if (core_wq(c, cur) && (cur & core_up_set(c)))
 		return 1;
 	return core_recoverable(c, ch) ? 0 : -EIO;
 }

@@ -181,25 +181,25 @@ static void probe_done(struct part *p)
 {
 	struct qbd_core *c = p->c;
 	uint64_t ch = p->chunk, maxv = 0;
-	uint32_t all = (1u << c->R) - 1, trusted, from;
+	uint32_t all = core_voters(c), trusted, from;
 	int src, rank;
 	bool lossy = false;
 
 	p->kind = P_RSREAD; /* so that resync_end accounts it */
 	p->rs_targets = 0;
-	if (popc(p->pok) < core_probe_quorum(c) || c->fenced) {
+	if (!core_quorum(c, p->pok, core_probe_quorum(c)) || c->fenced) {
 		resync_end(p);
 		return;
 	}
-	trusted = probe_trust(p);
+	trusted = probe_trust(p) & all; /* a learner's copy counts toward nothing */
 	if (core_current_set(c, ch) & core_up_set(c)) {
 		resync_end(p); /* an ordinary resync takes it from here */
 		return;
 	}
-	if (popc(trusted) >= core_probe_quorum(c)) {
+	if (core_quorum(c, trusted, core_probe_quorum(c))) {
 		from = trusted;
 	} else if ((p->pok & all) == all) {
-		from = p->pok & ~p->pbad;
+		from = p->pok & ~p->pbad & all;
 		lossy = true;
 	} else {
 		core_logf(c, L_WARN, "chunk %llu: every copy heard of version %#llx is flagged; "
@@ -214,7 +214,7 @@ static void probe_done(struct part *p)
 		core_logf(c, L_WARN, "chunk %llu: the best copy (%#llx) is on a replica that went "
 			  "down; waiting for it", (unsigned long long)ch,
 			  (unsigned long long)maxv);
-	if (src < 0 || popc(core_up_set(c)) < c->W ||
+	if (src < 0 || !core_wq(c, core_up_set(c)) ||
 	    core_next_version(c, c->version[ch], &p->newv)) {
 		resync_end(p);
 		return;
@@ -224,7 +224,7 @@ static void probe_done(struct part *p)
 		core_logf(c, L_ERR, "chunk %llu: every replica answered and %u of %u copies are "
 			  "flagged: restoring replica %d's %s copy at %#llx as %#llx "
 			  "(writes to it not covered by a flush may be lost)",
-			  (unsigned long long)ch, c->R - popc(trusted), c->R, src,
+			  (unsigned long long)ch, popc(all & ~trusted), popc(all), src,
 			  rank == 2 ? "unflagged" : rank == 1 ? "suspect" : "damaged",
 			  (unsigned long long)maxv, (unsigned long long)p->newv);
 	else
@@ -399,7 +399,7 @@ void core_bump_write_reply(struct part *p, unsigned r, int status)
 	c->wr_subs[p->chunk]--;
 	if (p->pending)
 		return;
-	if (popc(p->okset) >= c->W && c->acked[p->chunk] < p->newv)
+	if (core_wq(c, p->okset) && c->acked[p->chunk] < p->newv)
 		c->acked[p->chunk] = p->newv;
 	if (c->fenced) {
 		p->kind = P_RSREAD;
@@ -434,7 +434,7 @@ static void resync_start(struct qbd_core *c, uint64_t ch)
 	if (!targets)
 		return;
 	if (core_read_pick(c, ch, targets) < 0 &&
-	    popc(core_up_set(c)) < core_probe_quorum(c))
+	    !core_quorum(c, core_up_set(c), core_probe_quorum(c)))
 		return;
 	w = core_cw_get(c, ch);
 	if (!w)
@@ -601,7 +601,7 @@ static void resync_urgent(struct qbd_core *c)
 	while (c->urgent_pos < c->nurgent && c->rs_active < c->cfg.resync_parallel) {
 		uint64_t ch = c->urgent[c->urgent_pos++];
 
-		if (popc(core_current_set(c, ch)) < c->W)
+		if (!core_wq(c, core_current_set(c, ch)))
 			resync_start(c, ch);
 	}
 }

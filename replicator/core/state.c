@@ -71,13 +71,13 @@ void core_flag_update(struct qbd_core *c, unsigned r, uint64_t ch, uint32_t flag
 		core_flag_set(c, r, ch, flags);
 }
 
-/* Replicas holding the chunk's current version (up or not). */
+/* Members holding the chunk's current version (up or not). */
 uint32_t core_current_set(const struct qbd_core *c, uint64_t ch)
 {
 	uint32_t s = 0;
 
 	for (unsigned r = 0; r < c->R; r++)
-		if (!bit_get(c->stale[r], ch))
+		if ((c->members & (1u << r)) && !bit_get(c->stale[r], ch))
 			s |= 1u << r;
 	return s;
 }
@@ -89,7 +89,35 @@ uint32_t core_up_set(const struct qbd_core *c)
 	for (unsigned r = 0; r < c->R; r++)
 		if (c->up[r])
 			s |= 1u << r;
-	return s;
+	return s & c->members;
+}
+
+/*
+ * Quorums are counted in each voter set: S, and during a change's joint
+ * phase S' too (docs/protocol.md section 11). A learner is in neither and
+ * counts toward nothing. (A QBD_CORE_MUTANT_NO_JOINT build counts in the
+ * newest set only: a write acknowledged on W of S' alone is then missed
+ * by a next writer that reads S.)
+ */
+bool core_quorum(const struct qbd_core *c, uint32_t set, unsigned n)
+{
+#ifdef QBD_CORE_MUTANT_NO_JOINT
+	if (c->vset[1])
+		return (unsigned)popc(set & c->vset[1]) >= n;
+#endif
+	if ((unsigned)popc(set & c->vset[0]) < n)
+		return false;
+	return !c->vset[1] || (unsigned)popc(set & c->vset[1]) >= n;
+}
+
+bool core_wq(const struct qbd_core *c, uint32_t set)
+{
+	return core_quorum(c, set, c->W);
+}
+
+uint32_t core_voters(const struct qbd_core *c)
+{
+	return c->vset[0] | c->vset[1];
 }
 
 void core_fence(struct qbd_core *c)
@@ -119,14 +147,14 @@ int core_next_version(const struct qbd_core *c, uint64_t v, uint64_t *out)
 /* Promises needed to attach; confirmations needed to hold the read lease. */
 unsigned core_attach_quorum(const struct qbd_core *c)
 {
-	return c->W > c->R - c->W + 1 ? c->W : c->R - c->W + 1;
+	return c->W > c->nv - c->W + 1 ? c->W : c->nv - c->W + 1;
 }
 
 /* Replicas whose answers are enough to know a chunk's latest
  * acknowledged version: every write quorum meets them. */
 unsigned core_probe_quorum(const struct qbd_core *c)
 {
-	return c->R - c->W + 1;
+	return c->nv - c->W + 1;
 }
 
 /* Can a resync (or a probe and a resync) give this chunk the replicas it
@@ -135,9 +163,9 @@ bool core_recoverable(const struct qbd_core *c, uint64_t ch)
 {
 	uint32_t up = core_up_set(c);
 
-	if (popc(up) < c->W)
+	if (!core_wq(c, up))
 		return false;
-	return (core_current_set(c, ch) & up) || popc(up) >= core_probe_quorum(c);
+	return (core_current_set(c, ch) & up) || core_quorum(c, up, core_probe_quorum(c));
 }
 
 /* Is V[c] on W replicas? Then nothing can take it back any more. A
@@ -145,6 +173,6 @@ bool core_recoverable(const struct qbd_core *c, uint64_t ch)
 void core_commit_check(struct qbd_core *c, uint64_t ch)
 {
 	if (c->acked[ch] < c->version[ch] && !c->wr_subs[ch] &&
-	    popc(core_current_set(c, ch)) >= c->W)
+	    core_wq(c, core_current_set(c, ch)))
 		c->acked[ch] = c->version[ch];
 }

@@ -51,7 +51,7 @@ int core_write_try(struct part *p)
 		return QUEUE;
 	}
 	targets = core_up_set(c) & core_current_set(c, ch);
-	if (popc(targets) < c->W)
+	if (!core_wq(c, targets))
 		return core_recoverable(c, ch) ? QUEUE : -EIO;
 	if ((p->flags & QBD_CORE_F_ZERO) && c->version[ch] == 0) {
 		/* Never written (no write of it could have been acknowledged:
@@ -142,13 +142,13 @@ static void write_judge(struct part *p, int status)
 
 	if (status == -EPERM) {
 		core_part_finish(p, -EPERM);
-	} else if (popc(p->okset) >= c->W) {
+	} else if (core_wq(c, p->okset)) {
 		if (c->acked[p->chunk] < p->newv)
 			c->acked[p->chunk] = p->newv;
 		if (!(p->flags & QBD_CORE_F_FUA) && p->newv)
 			core_dirty_add(c, p->chunk);
 		core_part_finish(p, 0);
-	} else if (popc(p->okset) + popc(p->pending) < c->W) {
+	} else if (!core_wq(c, p->okset | p->pending)) {
 		/* A replica out of space: the writer hears ENOSPC (once
 		 * every answer is in, so that write_nospc_settle can see
 		 * whether the write happened anywhere). */
