@@ -121,8 +121,12 @@ TEST_A_test-kernel = $(A_NBD) $(A_COMMON)
 test_a = $(or $(TEST_A_$(1)),$(ALL_A))
 
 # Deterministic simulation of the quorum core, and builds of it with one
-# mechanism disabled on purpose (tests/sim/run-sim expects each to fail).
-SIM_MUTANTS = NO_FENCE NO_RECOVERY NO_RECOVERY_MAX NO_STALE NO_RESYNC NO_REPAIR NO_EPOCH_VERSION NO_LEASE NO_SUSPECT
+# mechanism disabled on purpose (tests/run-tests expects each to fail).
+# NO_JOINT and EARLY_PROMOTION are the core's membership rules
+# (replicator/core); NO_CFG_CAS and NO_TOMBSTONE break the simulated etcd
+# and chunk servers (QBD_SIM_MUTANT_* in tests/sim/sim.c).
+SIM_MUTANTS = NO_FENCE NO_RECOVERY NO_RECOVERY_MAX NO_STALE NO_RESYNC NO_REPAIR NO_EPOCH_VERSION NO_LEASE NO_SUSPECT \
+	NO_JOINT EARLY_PROMOTION NO_CFG_CAS NO_TOMBSTONE
 SIM_BIN = $(BUILD)/tests/sim/qbd-sim \
 	$(patsubst %,$(BUILD)/tests/sim/qbd-sim-mutant-%,$(SIM_MUTANTS))
 
@@ -186,7 +190,7 @@ $(BUILD)/tests/sim/qbd-sim: tests/sim/sim.c $(A_CORE)
 $(BUILD)/tests/sim/qbd-sim-mutant-%: tests/sim/sim.c $(CORE_SRC) replicator/core/core.h \
 		replicator/core/internal.h
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DQBD_CORE_MUTANT_$* $(ALL_LDFLAGS) -o $@ tests/sim/sim.c $(CORE_SRC) $(LIBS)
+	$(CC) $(ALL_CFLAGS) -DQBD_CORE_MUTANT_$* -DQBD_SIM_MUTANT_$* $(ALL_LDFLAGS) -o $@ tests/sim/sim.c $(CORE_SRC) $(LIBS)
 
 $(BUILD)/tests/crash/qbd-crash: tests/crash/crash.c $(A_ENGINE) $(A_COMMON)
 	@mkdir -p $(dir $@)

@@ -196,11 +196,13 @@ int qbd_core_change_ready(struct qbd_core *c, uint64_t now)
 	if (!c->vset[1])
 		return -EINVAL;
 #ifdef QBD_CORE_MUTANT_EARLY_PROMOTION
-	c->cf_done = true;
+	return 1;
 #endif
+	if (!on_new_set(c, false))
+		return 0; /* a failed write, a damaged copy: resync first */
 	if (c->cf_done)
 		return 1;
-	if (!c->cf_active && on_new_set(c, false))
+	if (!c->cf_active)
 		cf_send(c);
 	return 0;
 }

@@ -11,6 +11,15 @@
  * errors, silent corruption, and writer crashes or isolation followed by
  * failover to a new writer with a new epoch.
  *
+ * Membership (docs/protocol.md section 11): half the seeds have a pool of
+ * one or two nodes beyond the R slots, a simulated etcd holding the
+ * configuration (changed by compare-and-swap against its revision and the
+ * volume's epoch; an attach compares the revision it read), and change
+ * requests that the attached writer carries out (learner, joint rule,
+ * joint record, new set), while writers are cut off, crash and are
+ * replaced mid-change; nodes outside the configuration reclaim the volume
+ * and leave a tombstone, crash and come back, and may be added again.
+ *
  * Checks, during and after each run:
  *  - every read returns, per 256-byte unit, the last write committed
  *    before the read started (acknowledged, or seen by an earlier read
@@ -40,6 +49,8 @@
 #include "replicator/core/core.h"
 
 #define MAXR QBD_CORE_MAX_REPLICAS
+#define SLOTS QBD_CORE_MAX_SLOTS  /* a writer's replica slots */
+#define MAXN QBD_CORE_MAX_SLOTS   /* nodes in the pool */
 #define UNIT 256u              /* checker unit = checksum block here */
 #define MS 1000000ull
 #define INF UINT64_MAX
@@ -74,6 +85,18 @@ static uint64_t rnd2(void)
 	return z ^ (z >> 31);
 }
 
+/* A third, for membership changes. */
+static uint64_t rng3_state;
+
+static uint64_t rnd3(void)
+{
+	uint64_t z = (rng3_state += 0x9E3779B97F4A7C15ull);
+
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
 static uint64_t rnd_range(uint64_t lo, uint64_t hi) /* [lo, hi] */
 {
 	return lo + rnd() % (hi - lo + 1);
@@ -88,6 +111,7 @@ static bool chance(unsigned per_mille)
 
 struct cfg {
 	unsigned R, W;
+	unsigned N;              /* nodes in the pool (R, or more with membership) */
 	uint64_t nchunks;
 	uint32_t cs;
 };
@@ -114,6 +138,21 @@ struct rep {
 				  * store data get -ENOSPC, unapplied */
 	uint64_t slow_until, slow_extra;
 	uint64_t down_until;
+	bool tomb;               /* a tombstone for the volume: OPEN refused */
+	uint64_t tomb_epoch;     /* the promise it replaced */
+};
+
+/*
+ * The simulated etcd: the volume's configuration (docs/protocol.md
+ * section 11), changed only by compare-and-swap against its revision and
+ * the volume's epoch, and a change request waiting for a writer.
+ */
+enum phase { PH_NONE, PH_LEARNER, PH_JOINT };
+struct ecfg {
+	uint64_t rev;            /* bumped by every change of the record */
+	unsigned node[MAXR];     /* S: record slot i -> node */
+	enum phase phase;
+	unsigned xslot, ynode;   /* the change: slot xslot's node goes, ynode comes */
 };
 
 struct conn {
@@ -129,15 +168,20 @@ struct client {
 	bool exists, alive, attached, fenced, workload;
 	uint64_t epoch;
 	struct qbd_core *core;
-	struct conn conn[MAXR];
-	bool cut[MAXR];          /* link to replica cut */
+	struct conn conn[SLOTS]; /* per core slot */
+	bool cut[MAXN];          /* link to node cut */
+	struct ecfg cfg;         /* the configuration as it read and changed it */
+	int slot_node[SLOTS];    /* core slot -> node, -1 free */
+	unsigned rslot[MAXR];    /* record slot -> core slot */
+	int yslot;               /* its change's learner slot, -1 */
+	bool joint;              /* its core follows the joint rule */
 	uint64_t attach_deadline;
 	unsigned inflight;
 	struct op *ops;          /* submitted, not completed */
 };
 
 enum ev_type { E_TO_REP = 1, E_TO_CLI, E_TICK, E_WORK, E_FAULT, E_HEAL_REP,
-	       E_HEAL_CUT, E_RESET, E_ATTACH_END, E_UNSLOW };
+	       E_HEAL_CUT, E_RESET, E_ATTACH_END, E_UNSLOW, E_ATTACH_TXN, E_MEMBER };
 
 struct msg {
 	int type;                /* QBD_CM_* or 0 = OPEN */
@@ -150,13 +194,15 @@ struct msg {
 	size_t nlist;
 	uint64_t flagged;        /* PING reply: flagged chunks in all */
 	uint32_t cflags;         /* READ reply: the chunk's flags */
+	bool join;               /* OPEN of a learner: may replace a tombstone */
 };
 
 struct ev {
 	uint64_t t, seq;
 	enum ev_type type;
 	int cli;
-	unsigned rep, gen, inc;
+	unsigned rep, gen, inc;  /* rep: the node (the slot for E_RESET) */
+	unsigned slot;           /* E_TO_REP, E_TO_CLI: the writer's slot */
 	struct msg *m;
 };
 
@@ -182,7 +228,14 @@ struct op {
 };
 
 static struct cfg C;
-static struct rep reps[MAXR];
+static struct rep reps[MAXN];
+static struct ecfg E;            /* etcd's record */
+static struct {                  /* etcd's change request, if on */
+	bool on;
+	unsigned slot, node;
+} REQ;
+static bool membership;          /* this seed changes the configuration */
+static uint64_t stat_changes, stat_reclaims, total_changes, total_member_seeds;
 static struct client clis[MAXCLI];
 static int active = -1;          /* client running the workload */
 static uint64_t now, epoch_counter;
@@ -330,12 +383,13 @@ static uint64_t net_delay(unsigned r)
 	return d;
 }
 
-/* Client -> replica. Takes m. */
-static void net_to_rep(int ci, unsigned r, struct msg *m)
+/* Client -> the node of its slot. Takes m. */
+static void net_to_rep(int ci, unsigned slot, struct msg *m)
 {
 	struct client *cl = &clis[ci];
-	struct conn *cn = &cl->conn[r];
-	struct ev e = { .type = E_TO_REP, .cli = ci, .rep = r, .gen = cn->gen,
+	struct conn *cn = &cl->conn[slot];
+	unsigned r = (unsigned)cl->slot_node[slot];
+	struct ev e = { .type = E_TO_REP, .cli = ci, .rep = r, .slot = slot, .gen = cn->gen,
 			.inc = cn->rep_inc };
 	uint64_t t;
 
@@ -363,12 +417,14 @@ static void net_to_rep(int ci, unsigned r, struct msg *m)
 	ev_push(e);
 }
 
-/* Replica -> client, on the connection generation the request came on. */
-static void net_to_cli(int ci, unsigned r, unsigned gen, struct msg *m)
+/* Node r -> client, on the connection generation (of its slot) the
+ * request came on. */
+static void net_to_cli(int ci, unsigned r, unsigned slot, unsigned gen, struct msg *m)
 {
 	struct client *cl = &clis[ci];
-	struct conn *cn = &cl->conn[r];
-	struct ev e = { .type = E_TO_CLI, .cli = ci, .rep = r, .gen = gen, .m = m };
+	struct conn *cn = &cl->conn[slot];
+	struct ev e = { .type = E_TO_CLI, .cli = ci, .rep = r, .slot = slot, .gen = gen,
+			.m = m };
 	uint64_t t;
 
 	if (gen != cn->gen || cn->broken || cl->cut[r] || !cl->alive) {
@@ -455,7 +511,7 @@ static unsigned rep_crash(unsigned r)
 	return n;
 }
 
-static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
+static void rep_handle(int ci, unsigned r, unsigned slot, unsigned gen, struct msg *m)
 {
 	struct rep *rp = &reps[r];
 	uint8_t *cd;
@@ -463,7 +519,15 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 
 	m->status = 0;
 	if (m->type == 0) { /* OPEN */
-		if (m->epoch < rp->promised) {
+		if (rp->tomb && m->join && m->epoch >= rp->tomb_epoch) {
+			/* Added back as a new replica: it holds nothing. */
+			trace("r%u: tombstone replaced by a learner's promise of %" PRIu64, r,
+			      m->epoch);
+			rp->tomb = false;
+		}
+		if (rp->tomb) {
+			st = -EIDRM;
+		} else if (m->epoch < rp->promised) {
 			st = -EPERM;
 		} else {
 			size_t n = 0;
@@ -482,14 +546,14 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 		}
 		m->status = st;
 		m->version = rp->promised;
-		net_to_cli(ci, r, gen, m);
+		net_to_cli(ci, r, slot, gen, m);
 		return;
 	}
-	if (m->epoch != rp->promised) {
-		m->status = m->epoch < rp->promised ? -EPERM : -ENOTCONN;
+	if (rp->tomb || m->epoch != rp->promised) {
+		m->status = rp->tomb ? -EIDRM : m->epoch < rp->promised ? -EPERM : -ENOTCONN;
 		free(m->data);
 		m->data = NULL;
-		net_to_cli(ci, r, gen, m);
+		net_to_cli(ci, r, slot, gen, m);
 		return;
 	}
 	cd = rp->data + m->chunk * C.cs;
@@ -612,7 +676,9 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			st = 0;     /* it holds that version already */
 		else if (now < rp->full_until)
 			st = -ENOSPC;
-		else if (m->source >= C.R || m->source == r || !src->alive || chance(20))
+		else if (m->source >= C.N || m->source == r || !src->alive || chance(20))
+			st = -EHOSTUNREACH;
+		else if (src->tomb)
 			st = -EHOSTUNREACH;
 		else if (src->promised != m->epoch)
 			st = src->promised > m->epoch ? -EPERM : -ENOTCONN;
@@ -657,7 +723,7 @@ static void rep_handle(int ci, unsigned r, unsigned gen, struct msg *m)
 			    (rp->damaged[m->chunk] ? QBD_CORE_CHUNK_DAMAGED : 0);
 	if (m->type != QBD_CM_FLUSH && m->type != QBD_CM_PING)
 		loss_update(m->chunk);
-	net_to_cli(ci, r, gen, m);
+	net_to_cli(ci, r, slot, gen, m);
 }
 
 /* ---- history and checks ---- */
@@ -711,8 +777,11 @@ static void loss_update(uint64_t ch)
 	size_t k = nloss[ch];
 	bool open = k && loss[ch][k - 1].e == INF;
 
-	for (unsigned r = 0; r < C.R; r++)
-		n += reps[r].suspect[ch] || reps[r].damaged[ch] || chunk_corrupt(&reps[r], ch);
+	for (unsigned i = 0; i < C.R; i++) {
+		const struct rep *rp = &reps[E.node[i]];
+
+		n += rp->suspect[ch] || rp->damaged[ch] || chunk_corrupt(rp, ch);
+	}
 	if (n >= C.W && !open) {
 		trace("chunk %" PRIu64 ": %u copies flagged: writes not durable may be lost", ch, n);
 		stat_lossy++;
@@ -933,7 +1002,7 @@ static void cli_send(void *user, const struct qbd_core_msg *cm)
 	m->expected = cm->expected_version;
 	m->newv = cm->new_version;
 	m->flags = cm->flags;
-	m->source = cm->source;
+	m->source = cm->type == QBD_CM_PULL ? (unsigned)cl->slot_node[cm->source] : 0;
 	if (cm->type == QBD_CM_WRITE && cm->data) {
 		m->data = malloc(cm->length);
 		if (!m->data)
@@ -941,6 +1010,13 @@ static void cli_send(void *user, const struct qbd_core_msg *cm)
 		memcpy(m->data, cm->data, cm->length);
 	} else if (cm->type == QBD_CM_WRITE) {
 		m->flags |= QBD_CORE_F_ZERO;
+	}
+	if (cm->replica >= SLOTS || cl->slot_node[cm->replica] < 0 ||
+	    (cm->type == QBD_CM_PULL && (cm->source >= SLOTS || cl->slot_node[cm->source] < 0))) {
+		fail("client %d sent to slot %u (or from %u), which has no node", ci, cm->replica,
+		     cm->source);
+		msg_free(m);
+		return;
 	}
 	if (cl->conn[cm->replica].state != C_UP) {
 		fail("client %d sent to replica %u which is not up", ci, cm->replica);
@@ -1032,10 +1108,11 @@ static const struct qbd_core_ops cli_ops = {
 	.complete = cli_complete, .log = cli_log,
 };
 
-static void cli_connect(int ci, unsigned r)
+static void cli_connect(int ci, unsigned slot)
 {
 	struct client *cl = &clis[ci];
-	struct conn *cn = &cl->conn[r];
+	struct conn *cn = &cl->conn[slot];
+	unsigned r = (unsigned)cl->slot_node[slot];
 	struct msg *m;
 
 	if (!reps[r].alive || cl->cut[r]) {
@@ -1052,10 +1129,41 @@ static void cli_connect(int ci, unsigned r)
 		abort();
 	m->type = 0;
 	m->epoch = cl->epoch;
-	net_to_rep(ci, r, m);
+	m->join = cl->yslot == (int)slot;
+	net_to_rep(ci, slot, m);
 }
 
-static void cli_start(int ci, bool workload)
+/* The core's configuration for the record cl->cfg: record slot i is
+ * core slot i, a change's learner is core slot R. */
+static void cli_slots(struct client *cl, struct qbd_core_cfg *cfg)
+{
+	for (unsigned i = 0; i < SLOTS; i++)
+		cl->slot_node[i] = -1;
+	for (unsigned i = 0; i < C.R; i++) {
+		cl->slot_node[i] = (int)cl->cfg.node[i];
+		cl->rslot[i] = i;
+	}
+	cl->yslot = -1;
+	cfg->voters = (1u << C.R) - 1;
+	if (cl->cfg.phase == PH_NONE)
+		return;
+	cl->slot_node[C.R] = (int)cl->cfg.ynode;
+	cl->yslot = (int)C.R;
+	if (cl->cfg.phase == PH_LEARNER) {
+		cfg->learners = 1u << C.R;
+	} else {
+		cfg->joint = (cfg->voters & ~(1u << cl->cfg.xslot)) | 1u << C.R;
+		cl->joint = true;
+	}
+}
+
+/*
+ * The attach transaction: take the next epoch, comparing the record's
+ * revision with the one the writer read (a QBD_SIM_MUTANT_NO_CFG_CAS
+ * build does not), then build the core for that configuration and open
+ * every slot's node.
+ */
+static void attach_txn(int ci)
 {
 	struct client *cl = &clis[ci];
 	struct qbd_core_cfg cfg = {
@@ -1067,9 +1175,18 @@ static void cli_start(int ci, bool workload)
 		.pull = rnd_range(0, 1),
 	};
 
-	memset(cl, 0, sizeof(*cl));
-	cl->exists = cl->alive = true;
-	cl->workload = workload;
+	if (!cl->alive)
+		return;
+#ifndef QBD_SIM_MUTANT_NO_CFG_CAS
+	if (cl->cfg.rev != E.rev) {
+		trace("c%d: the configuration changed since it was read: reading it again", ci);
+		cl->cfg = E;
+		ev_push((struct ev){ .t = now + rnd3() % 20 * MS + 1, .type = E_ATTACH_TXN,
+				     .cli = ci });
+		return;
+	}
+#endif
+	cli_slots(cl, &cfg);
 	cl->epoch = cfg.epoch = ++epoch_counter;
 	/* A predecessor may still be running: wait out its read lease. */
 	cfg.takeover_wait_ns = cfg.epoch > 1 ? 700 * MS : 0;
@@ -1077,12 +1194,34 @@ static void cli_start(int ci, bool workload)
 		fail("qbd_core_new failed");
 		return;
 	}
-	trace("c%d: attaching with epoch %" PRIu64, ci, cl->epoch);
-	for (unsigned r = 0; r < C.R; r++)
-		cli_connect(ci, r);
+	if (membership)
+		trace("c%d: attaching with epoch %" PRIu64 ", configuration rev %" PRIu64
+		      " (phase %d)", ci, cl->epoch, cl->cfg.rev, cl->cfg.phase);
+	else
+		trace("c%d: attaching with epoch %" PRIu64, ci, cl->epoch);
+	for (unsigned r = 0; r < SLOTS; r++)
+		if (cl->slot_node[r] >= 0)
+			cli_connect(ci, r);
 	cl->attach_deadline = now + 400 * MS;
 	ev_push((struct ev){ .t = cl->attach_deadline, .type = E_ATTACH_END, .cli = ci });
 	ev_push((struct ev){ .t = now + 10 * MS, .type = E_TICK, .cli = ci });
+}
+
+static void cli_start(int ci, bool workload)
+{
+	struct client *cl = &clis[ci];
+
+	memset(cl, 0, sizeof(*cl));
+	cl->exists = cl->alive = true;
+	cl->workload = workload;
+	cl->cfg = E;
+	/* With membership changes, etcd's answer to the read comes a while
+	 * before the attach transaction: a change may land in between. */
+	if (membership)
+		ev_push((struct ev){ .t = now + rnd3() % 30 * MS + 1, .type = E_ATTACH_TXN,
+				     .cli = ci });
+	else
+		attach_txn(ci);
 }
 
 /* Client indexes are never reused: events name their client by index. */
@@ -1156,10 +1295,11 @@ static void cli_reply(int ci, unsigned r, unsigned gen, struct msg *m)
 			return;
 		}
 		if (m->status) {
-			trace("c%d: r%u refuses OPEN epoch %" PRIu64 ": promised %" PRIu64,
-			      ci, r, cl->epoch, m->version);
+			trace("c%d: r%u refuses OPEN epoch %" PRIu64 ": %s %" PRIu64,
+			      ci, r, cl->epoch, m->status == -EIDRM ? "tombstone" : "promised",
+			      m->version);
 			conn_down(ci, r);
-			if (m->status == -EPERM)
+			if (m->status == -EPERM || (m->status == -EIDRM && cl->attached))
 				cl->fenced = true;
 		} else if (cl->attached || now < cl->attach_deadline) {
 			cn->state = C_UP;
@@ -1195,15 +1335,19 @@ static void cli_reply(int ci, unsigned r, unsigned gen, struct msg *m)
 	msg_free(m);
 }
 
+static void cli_change(int ci);
+
 static void cli_tick(int ci)
 {
 	struct client *cl = &clis[ci];
 
 	if (!cl->alive)
 		return;
-	for (unsigned r = 0; r < C.R; r++) {
+	for (unsigned r = 0; r < SLOTS; r++) {
 		struct conn *cn = &cl->conn[r];
 
+		if (cl->slot_node[r] < 0)
+			continue;
 		if (cn->state == C_DOWN && (cl->attached || now < cl->attach_deadline) &&
 		    now >= cn->retry_t)
 			cli_connect(ci, r);
@@ -1212,19 +1356,24 @@ static void cli_tick(int ci)
 	}
 	if (cl->attached)
 		qbd_core_tick(cl->core, now);
+	if (cl->attached && membership)
+		cli_change(ci);
 	ev_push((struct ev){ .t = now + 10 * MS, .type = E_TICK, .cli = ci });
 }
 
-/* A replica's connections reset (crash or restart): clients notice. */
+/* Node r's connections reset (crash or restart): clients notice. */
 static void rep_reset(unsigned r)
 {
 	for (int ci = 0; ci < MAXCLI; ci++) {
 		struct client *cl = &clis[ci];
 
-		if (!cl->alive || cl->conn[r].state == C_DOWN)
-			continue;
-		ev_push((struct ev){ .t = now + rnd_range(1, 20) * MS, .type = E_RESET,
-				     .cli = ci, .rep = r, .gen = cl->conn[r].gen });
+		for (unsigned sl = 0; sl < SLOTS; sl++) {
+			if (!cl->alive || cl->slot_node[sl] != (int)r ||
+			    cl->conn[sl].state == C_DOWN)
+				continue;
+			ev_push((struct ev){ .t = now + rnd_range(1, 20) * MS, .type = E_RESET,
+					     .cli = ci, .rep = sl, .gen = cl->conn[sl].gen });
+		}
 	}
 }
 
@@ -1312,14 +1461,205 @@ static void work(int ci)
 	ev_push((struct ev){ .t = now + rnd_range(1, 3) * MS, .type = E_WORK, .cli = ci });
 }
 
+/* ---- membership ---- */
+
+/* Node r drops the volume (reclaim, or a writer's word after a change
+ * removed it): its chunks go, and a tombstone stands where the promise
+ * was, so that no writer can open the volume there again (a
+ * QBD_SIM_MUTANT_NO_TOMBSTONE build just forgets the promise). */
+static void rep_reclaim(unsigned r)
+{
+	struct rep *rp = &reps[r];
+
+	trace("r%u: reclaims the volume (promised %" PRIu64 ")", r, rp->promised);
+	stat_reclaims++;
+	memset(rp->ver, 0, C.nchunks * sizeof(uint64_t));
+	memset(rp->data, 0, C.nchunks * C.cs);
+	memset(rp->corrupt, 0, nunits);
+	memset(rp->written, 0, nunits);
+	memset(rp->suspect, 0, C.nchunks);
+	memset(rp->damaged, 0, C.nchunks);
+	rep_flush(rp);
+#ifdef QBD_SIM_MUTANT_NO_TOMBSTONE
+	rp->promised = 0;
+#else
+	if (!rp->tomb)
+		rp->tomb_epoch = rp->promised;
+	rp->tomb = true;
+#endif
+}
+
+/* Compare-and-swap of the record by writer ci: only from the revision
+ * it read or made last, and only while its epoch is the volume's (a
+ * QBD_SIM_MUTANT_NO_CFG_CAS build compares neither). */
+static bool cfg_cas(int ci, struct ecfg *next)
+{
+	struct client *cl = &clis[ci];
+
+#ifndef QBD_SIM_MUTANT_NO_CFG_CAS
+	if (E.rev != cl->cfg.rev || epoch_counter != cl->epoch) {
+		trace("c%d: configuration CAS fails (rev %" PRIu64 " read %" PRIu64
+		      ", epoch %" PRIu64 " ours %" PRIu64 ")", ci, E.rev, cl->cfg.rev,
+		      epoch_counter, cl->epoch);
+		return false;
+	}
+#endif
+	next->rev = E.rev + 1;
+	E = *next;
+	cl->cfg = E;
+	trace("c%d: configuration rev %" PRIu64 ": nodes %u %u %u.., phase %d (slot %u -> r%u)",
+	      ci, E.rev, E.node[0], C.R > 1 ? E.node[1] : 0, C.R > 2 ? E.node[2] : 0,
+	      E.phase, E.xslot, E.ynode);
+	return true;
+}
+
+/* Take the change request: the record gets the learner, the core a
+ * learner slot. */
+static void change_start(int ci)
+{
+	struct client *cl = &clis[ci];
+	struct ecfg next = cl->cfg;
+	unsigned y = 0;
+	int err;
+
+	next.phase = PH_LEARNER;
+	next.xslot = REQ.slot;
+	next.ynode = REQ.node;
+	if (!cfg_cas(ci, &next))
+		return;
+	REQ.on = false;
+	while (y < SLOTS && cl->slot_node[y] >= 0)
+		y++;
+	if (y == SLOTS) {
+		fail("c%d: no free slot for a learner", ci);
+		return;
+	}
+	err = qbd_core_learner_add(cl->core, y, now);
+	if (err) {
+		fail("c%d: learner_add(%u): %d", ci, y, err);
+		return;
+	}
+	cl->slot_node[y] = (int)next.ynode;
+	cl->yslot = (int)y;
+	conn_down(ci, y);
+	cl->conn[y].retry_t = now;
+}
+
+/* The change is done: S' is the configuration, X's slot is free, and X
+ * is told to drop the volume if it can be reached. */
+static void change_end(int ci)
+{
+	struct client *cl = &clis[ci];
+	unsigned xs = cl->rslot[cl->cfg.xslot];
+	unsigned x = (unsigned)cl->slot_node[xs];
+	struct ecfg next = cl->cfg;
+	int err;
+
+	next.node[next.xslot] = next.ynode;
+	next.phase = PH_NONE;
+	if (!cfg_cas(ci, &next))
+		return;
+	err = qbd_core_leave(cl->core, now);
+	if (err) {
+		fail("c%d: leave refused after the change was ready: %d", ci, err);
+		return;
+	}
+	cl->rslot[next.xslot] = (unsigned)cl->yslot;
+	conn_down(ci, xs);
+	cl->slot_node[xs] = -1;
+	cl->yslot = -1;
+	cl->joint = false;
+	stat_changes++;
+	if (reps[x].alive && !cl->cut[x])
+		rep_reclaim(x);
+}
+
+/* The writer carries out a change: learner, joint rule, joint record,
+ * then S'. A record CAS that fails leaves the change where it stands (a
+ * newer writer took over, and carries it on from the record). */
+static void cli_change(int ci)
+{
+	struct client *cl = &clis[ci];
+	struct ecfg next = cl->cfg;
+	struct qbd_core_replica_info info;
+
+	if (qbd_core_fenced(cl->core))
+		return;
+	if (cl->cfg.phase == PH_NONE) {
+		if (REQ.on && !final_phase)
+			change_start(ci);
+		return;
+	}
+	if (!cl->joint) {
+		unsigned y = (unsigned)cl->yslot;
+
+		if (qbd_core_replica_info(cl->core, y, &info) || !info.up || info.stale_chunks ||
+		    qbd_core_joint_begin(cl->core, cl->rslot[cl->cfg.xslot], y, now))
+			return;
+		cl->joint = true;
+	}
+	if (qbd_core_change_ready(cl->core, now) != 1)
+		return;
+	if (cl->cfg.phase == PH_LEARNER) {
+		/* The leave comes at a later tick: a writer may be cut off
+		 * or crash between the two. */
+		next.phase = PH_JOINT;
+		cfg_cas(ci, &next);
+		return;
+	}
+	change_end(ci);
+}
+
+static void rep_down(unsigned r);
+
+/* Membership faults: a change asked for, a node outside the
+ * configuration reclaiming the volume, the learner's node or a removed
+ * node crashing (each returns later). */
+static void member_fault(void)
+{
+	unsigned k = (unsigned)(rnd3() % 100), r = (unsigned)(rnd3() % C.N);
+	bool member = false;
+
+	if (!faults_on)
+		return;
+	ev_push((struct ev){ .t = now + (100 + rnd3() % 400) * MS, .type = E_MEMBER });
+	for (unsigned i = 0; i < C.R; i++)
+		member |= E.node[i] == r;
+	if (k < 40) {
+		if (REQ.on || E.phase != PH_NONE || member)
+			return;
+		REQ.on = true;
+		REQ.slot = (unsigned)(rnd3() % C.R);
+		REQ.node = r;
+		trace("MEMBER change asked: slot %u (r%u) -> r%u", REQ.slot, E.node[REQ.slot], r);
+	} else if (k < 70) {
+		if (member || (E.phase != PH_NONE && r == E.ynode) || (REQ.on && r == REQ.node) ||
+		    !reps[r].alive)
+			return;
+		trace("MEMBER r%u is no member", r);
+		rep_reclaim(r);
+	} else if (k < 85) {
+		if (E.phase == PH_NONE || !reps[E.ynode].alive)
+			return;
+		trace("MEMBER the learner's node r%u crashes", E.ynode);
+		rep_down(E.ynode);
+	} else if (!member && reps[r].alive) {
+		trace("MEMBER r%u, no member, crashes", r);
+		rep_down(r);
+	}
+}
+
 /* ---- faults ---- */
 
 static unsigned bad_replicas(void)
 {
 	unsigned n = 0;
 
-	for (unsigned r = 0; r < C.R; r++)
+	for (unsigned i = 0; i < C.R; i++) {
+		unsigned r = E.node[i];
+
 		n += !reps[r].alive || (active >= 0 && clis[active].cut[r]);
+	}
 	return n;
 }
 
@@ -1338,7 +1678,8 @@ static void rep_down(unsigned r)
 static void fault(void)
 {
 	unsigned k = (unsigned)rnd_range(0, 99);
-	unsigned r = (unsigned)rnd_range(0, C.R - 1);
+	unsigned r = E.node[rnd_range(0, C.R - 1)];
+	unsigned r0 = E.node[0];
 
 	if (!faults_on)
 		return;
@@ -1369,14 +1710,18 @@ static void fault(void)
 		bool good_copy = false;
 
 		/* Only where another replica has the same version: losing
-		 * the last good copy is not something a replica can undo. */
-		for (unsigned x = 1; x < C.R; x++)
-			good_copy |= reps[x].ver[ch] == reps[0].ver[ch] &&
-				     !reps[x].corrupt[u];
-		if (!reps[0].ver[ch] || !good_copy)
+		 * the last good copy is not something a replica can undo.
+		 * Only on the writer's local replica (slot 0), which its
+		 * reads prefer, so that the final reads find it. */
+		if (active < 0 || clis[active].slot_node[0] != (int)r0)
 			return;
-		trace("FAULT r0: unit %" PRIu64 " corrupted", u);
-		reps[0].corrupt[u] = 1;
+		for (unsigned x = 1; x < C.R; x++)
+			good_copy |= reps[E.node[x]].ver[ch] == reps[r0].ver[ch] &&
+				     !reps[E.node[x]].corrupt[u];
+		if (!reps[r0].ver[ch] || !good_copy)
+			return;
+		trace("FAULT r%u: unit %" PRIu64 " corrupted", r0, u);
+		reps[r0].corrupt[u] = 1;
 		loss_update(ch);
 	} else if (k < 90) {
 		int old = active, nw;
@@ -1389,7 +1734,7 @@ static void fault(void)
 			/* Isolated, still running: it must be fenced. */
 			trace("FAULT c%d isolated and replaced", old);
 			clis[old].workload = true;
-			for (unsigned x = 0; x < C.R; x++) {
+			for (unsigned x = 0; x < C.N; x++) {
 				clis[old].cut[x] = true;
 				ev_push((struct ev){ .t = now + rnd_range(100, 900) * MS,
 						     .type = E_HEAL_CUT, .cli = old, .rep = x });
@@ -1418,7 +1763,7 @@ static void fault(void)
 
 		trace("FAULT %s full until %" PRIu64, all ? "every disk" : "one disk", until);
 		stat_full++;
-		for (unsigned x = 0; x < C.R; x++)
+		for (unsigned x = 0; x < C.N; x++)
 			if (all || x == r)
 				reps[x].full_until = until;
 	} else if (k < 97 && power_losses) {
@@ -1426,13 +1771,25 @@ static void fault(void)
 		trace("FAULT power loss: every replica crashes");
 		stat_lossy_runs++;
 		power_losses = false; /* once per run */
-		for (unsigned x = 0; x < C.R; x++)
+		for (unsigned x = 0; x < C.N; x++)
 			if (reps[x].alive)
 				rep_down(x);
 	}
 }
 
 /* ---- run ---- */
+
+/* The link between writer ci and node r healed: the cut broke its
+ * connections there (TCP gave up or reset). */
+static void cut_reset(int ci, unsigned r)
+{
+	struct client *cl = &clis[ci];
+
+	for (unsigned sl = 0; sl < SLOTS; sl++)
+		if (cl->alive && cl->slot_node[sl] == (int)r && cl->conn[sl].state != C_DOWN)
+			ev_push((struct ev){ .t = now + 1, .type = E_RESET, .cli = ci, .rep = sl,
+					     .gen = cl->conn[sl].gen });
+}
 
 static void dispatch(struct ev *e)
 {
@@ -1443,10 +1800,10 @@ static void dispatch(struct ev *e)
 			msg_free(e->m);
 			break;
 		}
-		rep_handle(e->cli, e->rep, e->gen, e->m);
+		rep_handle(e->cli, e->rep, e->slot, e->gen, e->m);
 		break;
 	case E_TO_CLI:
-		cli_reply(e->cli, e->rep, e->gen, e->m);
+		cli_reply(e->cli, e->slot, e->gen, e->m);
 		break;
 	case E_TICK:
 		cli_tick(e->cli);
@@ -1468,9 +1825,7 @@ static void dispatch(struct ev *e)
 			trace("HEAL c%d <-> r%u", e->cli, e->rep);
 			clis[e->cli].cut[e->rep] = false;
 			/* The cut broke the connection (TCP gave up or reset). */
-			if (clis[e->cli].alive && clis[e->cli].conn[e->rep].state != C_DOWN)
-				ev_push((struct ev){ .t = now + 1, .type = E_RESET, .cli = e->cli,
-						     .rep = e->rep, .gen = clis[e->cli].conn[e->rep].gen });
+			cut_reset(e->cli, e->rep);
 		}
 		break;
 	case E_RESET:
@@ -1478,6 +1833,12 @@ static void dispatch(struct ev *e)
 		break;
 	case E_ATTACH_END:
 		attach_end(e->cli);
+		break;
+	case E_ATTACH_TXN:
+		attach_txn(e->cli);
+		break;
+	case E_MEMBER:
+		member_fault();
 		break;
 	case E_UNSLOW:
 		break;
@@ -1499,10 +1860,10 @@ static bool settled(int ci)
 {
 	struct client *cl = &clis[ci];
 
-	if (!cl->alive || !cl->attached)
+	if (!cl->alive || !cl->attached || cl->cfg.phase != PH_NONE || cl->joint)
 		return false;
-	for (unsigned r = 0; r < C.R; r++)
-		if (cl->conn[r].state != C_UP)
+	for (unsigned r = 0; r < SLOTS; r++)
+		if (cl->slot_node[r] >= 0 && cl->conn[r].state != C_UP)
 			return false;
 	return cl->inflight == 0 && qbd_core_messages(cl->core) == 0 &&
 	       qbd_core_resync_backlog(cl->core) == 0;
@@ -1511,7 +1872,7 @@ static bool settled(int ci)
 static void heal_all(void)
 {
 	faults_on = false;
-	for (unsigned r = 0; r < C.R; r++) {
+	for (unsigned r = 0; r < C.N; r++) {
 		reps[r].alive = true;
 		reps[r].slow_until = 0;
 		reps[r].eio_next_write = false;
@@ -1523,11 +1884,10 @@ static void heal_all(void)
 			cli_crash(ci);
 			continue;
 		}
-		for (unsigned r = 0; r < C.R; r++)
+		for (unsigned r = 0; r < C.N; r++)
 			if (clis[ci].cut[r]) {
 				clis[ci].cut[r] = false;
-				ev_push((struct ev){ .t = now + 1, .type = E_RESET, .cli = ci, .rep = r,
-						     .gen = clis[ci].conn[r].gen });
+				cut_reset(ci, r);
 			}
 	}
 }
@@ -1567,10 +1927,11 @@ static bool unrecoverable(void)
 		uint64_t v = qbd_core_chunk_version(cl->core, ch);
 		bool stale = false, good = false;
 
-		for (unsigned r = 0; r < C.R; r++) {
+		for (unsigned i = 0; i < C.R; i++) {
+			unsigned sl = cl->rslot[i], r = E.node[i];
 			bool bad = false;
 
-			stale |= qbd_core_is_stale(cl->core, r, ch);
+			stale |= qbd_core_is_stale(cl->core, sl, ch);
 			for (uint32_t u = 0; u < C.cs / UNIT; u++)
 				bad |= reps[r].corrupt[ch * (C.cs / UNIT) + u];
 			good |= reps[r].ver[ch] == v && !bad;
@@ -1617,15 +1978,17 @@ static void final_checks(void)
 	for (uint64_t ch = 0; ch < C.nchunks; ch++) {
 		uint64_t v = qbd_core_chunk_version(cl->core, ch);
 
-		for (unsigned r = 0; r < C.R; r++) {
+		for (unsigned i = 0; i < C.R; i++) {
+			unsigned r = E.node[i], r0 = E.node[0];
+
 			if (reps[r].ver[ch] != v) {
 				fail("chunk %" PRIu64 ": replica %u at version %#" PRIx64 ", writer at %#" PRIx64,
 				     ch, r, reps[r].ver[ch], v);
 				return;
 			}
-			if (memcmp(reps[r].data + ch * cs, reps[0].data + ch * cs, cs)) {
-				fail("chunk %" PRIu64 ": replicas 0 and %u differ at version %#" PRIx64,
-				     ch, r, v);
+			if (memcmp(reps[r].data + ch * cs, reps[r0].data + ch * cs, cs)) {
+				fail("chunk %" PRIu64 ": replicas %u and %u differ at version %#" PRIx64,
+				     ch, r0, r, v);
 				return;
 			}
 			for (uint32_t u = 0; u < cs / UNIT; u++)
@@ -1652,7 +2015,7 @@ static void world_free(void)
 
 		msg_free(e.m);
 	}
-	for (unsigned r = 0; r < MAXR; r++) {
+	for (unsigned r = 0; r < MAXN; r++) {
 		free(reps[r].ver);
 		free(reps[r].data);
 		free(reps[r].corrupt);
@@ -1693,6 +2056,7 @@ static bool run_seed(uint64_t seed)
 
 	rng_state = seed * 0x2545F4914F6CDD1Dull + 1;
 	rng2_state = ~rng_state;
+	rng3_state = rng_state ^ 0x5851F42D4C957F2Dull;
 	memset(reps, 0, sizeof(reps));
 	memset(clis, 0, sizeof(clis));
 	nclients = 0;
@@ -1702,6 +2066,7 @@ static bool run_seed(uint64_t seed)
 	evseq = 0;
 	stat_ops = stat_acked = stat_faults = 0;
 	stat_lossy = stat_lossy_runs = stat_flag_reports = stat_full = stat_nospc = 0;
+	stat_changes = stat_reclaims = 0;
 	final_phase = false;
 	faults_on = true;
 	power_losses = chance(100);
@@ -1711,12 +2076,23 @@ static bool run_seed(uint64_t seed)
 	C.nchunks = rnd_range(2, 6);
 	C.cs = (uint32_t)rnd_range(2, 4) * UNIT;
 	nunits = C.nchunks * C.cs / UNIT;
+	/* Half the seeds change the configuration: a pool of up to two
+	 * spare nodes, changes asked for now and then. */
+	membership = rnd3() % 2 && C.R < MAXN;
+	C.N = membership ? C.R + 1 + (unsigned)(rnd3() % 2) : C.R;
+	if (C.N > MAXN)
+		C.N = MAXN;
+	memset(&E, 0, sizeof(E));
+	for (unsigned i = 0; i < C.R; i++)
+		E.node[i] = i;
+	E.rev = 1;
+	memset(&REQ, 0, sizeof(REQ));
 	unit_w = calloc(nunits, sizeof(*unit_w));
 	unit_n = calloc(nunits, sizeof(*unit_n));
 	unit_cap = calloc(nunits, sizeof(*unit_cap));
 	if (!unit_w || !unit_n || !unit_cap)
 		abort();
-	for (unsigned r = 0; r < C.R; r++) {
+	for (unsigned r = 0; r < C.N; r++) {
 		reps[r].alive = true;
 		reps[r].ver = calloc(C.nchunks, sizeof(uint64_t));
 		reps[r].data = calloc(C.nchunks, C.cs);
@@ -1737,6 +2113,10 @@ static bool run_seed(uint64_t seed)
 	      C.nchunks, C.cs);
 	active = new_client(true);
 	ev_push((struct ev){ .t = rnd_range(20, 100) * MS, .type = E_FAULT });
+	if (membership) {
+		total_member_seeds++;
+		ev_push((struct ev){ .t = (50 + rnd3() % 300) * MS, .type = E_MEMBER });
+	}
 	run_until(rnd_range(1000, 3000) * MS);
 	if (!failure[0])
 		final_checks();
@@ -1748,6 +2128,7 @@ static bool run_seed(uint64_t seed)
 	total_flag_reports += stat_flag_reports > 0;
 	total_full_seeds += stat_full > 0;
 	total_nospc += stat_nospc;
+	total_changes += stat_changes;
 	world_free();
 	return failure[0] == 0;
 }
@@ -1805,6 +2186,8 @@ int main(int argc, char **argv)
 	       total_lossy_seeds, total_power_losses, total_flag_reports);
 	printf("sim: %" PRIu64 " seeds had full disks; %" PRIu64 " requests failed with ENOSPC\n",
 	       total_full_seeds, total_nospc);
+	printf("sim: %" PRIu64 " seeds changed their configuration; %" PRIu64
+	       " changes completed\n", total_member_seeds, total_changes);
 	if (failed)
 		printf("sim: replay with: qbd-sim --seed %" PRIu64 " -v\n", first_failed);
 	return failed ? 1 : 0;
