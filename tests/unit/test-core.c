@@ -695,6 +695,100 @@ START_TEST(write_without_space_on_some_fails_and_marks_them)
 }
 END_TEST
 
+/* A learner counts toward nothing; the joint rule needs W of both sets;
+ * leave waits for the change flush. */
+START_TEST(membership_change_steps)
+{
+	struct qbd_chunk_version cur = { 0, 0, 0 };
+	uint32_t voters, joint, learners;
+	uint64_t v;
+	int i;
+
+	open_core(3, 2, 1, 7);
+	/* Chunk 0 written on 0 and 1 (2 is stale for it). */
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)1, MS);
+	v = sent[0].new_version;
+	reply(find(QBD_CM_WRITE, 0, 0), 0, v);
+	reply(find(QBD_CM_WRITE, 1, 0), 0, v);
+	reply(find(QBD_CM_WRITE, 2, 0), -EIO, 0);
+	ck_assert_int_eq(results[1], 0);
+	ck_assert_int_eq(qbd_core_learner_add(c, 1, MS), -EINVAL); /* a voter */
+	ck_assert_int_eq(qbd_core_learner_add(c, 3, MS), 0);
+	ck_assert_int_eq(qbd_core_learner_add(c, 4, MS), -EBUSY);
+	ck_assert(qbd_core_is_stale(c, 3, 0));
+	ck_assert_int_eq(qbd_core_replica_open(c, 3, NULL, 0, MS), 0);
+	/* Not current: no joint rule yet, nothing to leave. */
+	ck_assert_int_eq(qbd_core_joint_begin(c, 2, 3, MS), -EAGAIN);
+	ck_assert_int_eq(qbd_core_change_ready(c, MS), -EINVAL);
+	ck_assert_int_eq(qbd_core_leave(c, MS), -EINVAL);
+	/* The learner holds the chunk now (as a resync would leave it). */
+	qbd_core_replica_down(c, 3, MS);
+	cur.version = v;
+	ck_assert_int_eq(qbd_core_replica_open(c, 3, &cur, 1, 2 * MS), 0);
+	ck_assert(!qbd_core_is_stale(c, 3, 0));
+	ck_assert_int_eq(qbd_core_joint_begin(c, 2, 3, 2 * MS), 0);
+	qbd_core_members(c, &voters, &joint, &learners);
+	ck_assert_uint_eq(voters, 7);
+	ck_assert_uint_eq(joint, 0xb);
+	ck_assert_uint_eq(learners, 0);
+	/* A write acknowledged by 0 and 2 is W of S, not of S' = {0, 1, 3}. */
+	nsent = 0;
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, CS, 512, buf, (void *)2, 3 * MS);
+	v = sent[0].new_version;
+	reply(find(QBD_CM_WRITE, 0, 0), 0, v);
+	reply(find(QBD_CM_WRITE, 2, 0), 0, v);
+	ck_assert_int_eq(results[2], 0x7f7f7f7f);
+	reply(find(QBD_CM_WRITE, 3, 0), 0, v);
+	ck_assert_int_eq(results[2], 0);
+	reply(find(QBD_CM_WRITE, 1, 0), 0, v);
+	/* Ready only after a flush to S' succeeds. */
+	nsent = 0;
+	ck_assert_int_eq(qbd_core_change_ready(c, 4 * MS), 0);
+	ck_assert_int_eq(qbd_core_leave(c, 4 * MS), -EAGAIN);
+	ck_assert_int_eq(find(QBD_CM_FLUSH, 2, 0), -1);  /* X is no target */
+	for (unsigned r = 0; r < 4; r++)
+		if ((i = find(QBD_CM_FLUSH, r, 0)) >= 0)
+			reply(i, 0, 0);
+	ck_assert_int_eq(qbd_core_change_ready(c, 5 * MS), 1);
+	ck_assert_int_eq(qbd_core_leave(c, 5 * MS), 0);
+	qbd_core_members(c, &voters, &joint, &learners);
+	ck_assert_uint_eq(voters, 0xb);
+	ck_assert_uint_eq(joint, 0);
+	/* Slot 2 is gone: a write needs 2 of {0, 1, 3}. */
+	nsent = 0;
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)3, 6 * MS);
+	ck_assert_int_eq(find(QBD_CM_WRITE, 2, 0), -1);
+	v = sent[0].new_version;
+	reply(find(QBD_CM_WRITE, 0, 0), 0, v);
+	reply(find(QBD_CM_WRITE, 3, 0), 0, v);
+	ck_assert_int_eq(results[3], 0);
+}
+END_TEST
+
+/* Attach under a joint configuration needs A promises in each set. */
+START_TEST(joint_attach_needs_both_promise_quorums)
+{
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 2, .voters = 7,
+				    .joint = 0xb };
+
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 2, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), -EIO); /* 1 of S' */
+	ck_assert_int_eq(qbd_core_replica_open(c, 3, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+	qbd_core_free(c);
+	c = NULL;
+	cfg.voters = 0x3; /* 2 voters for R = 3 */
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), -EINVAL);
+	cfg.voters = 7;
+	cfg.joint = 0;
+	cfg.learners = 1; /* a voter cannot be a learner too */
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), -EINVAL);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("core");
@@ -722,6 +816,8 @@ int main(void)
 	tcase_add_test(t, probe_trusts_the_flags_of_its_read_reply);
 	tcase_add_test(t, write_without_space_anywhere_is_undone);
 	tcase_add_test(t, write_without_space_on_some_fails_and_marks_them);
+	tcase_add_test(t, membership_change_steps);
+	tcase_add_test(t, joint_attach_needs_both_promise_quorums);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
