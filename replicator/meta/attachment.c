@@ -99,16 +99,33 @@ int qbd_meta_attachment_get(struct qbd_meta *m, uint64_t volume_id,
 	return attachment_read(m, katt, out, &rev);
 }
 
+/* After a failed attach: has the volume record moved from the revision
+ * the writer read? 1 yes (or it is gone), 0 no, or -errno. */
+static int attach_volume_moved(struct qbd_meta *m, const char *kvol, uint64_t rev)
+{
+	struct kv kv;
+	int r = meta_get(m, kvol, &kv);
+
+	if (r == -ENOENT)
+		return 1;
+	if (r < 0)
+		return r;
+	free(kv.key);
+	free(kv.value);
+	return kv.mod_revision != rev;
+}
+
 int qbd_meta_attach(struct qbd_meta *m, struct qbd_attachment *a, int64_t lease,
 		    bool force, struct qbd_attachment *holder)
 {
-	char kep[64], katt[64], kst[64], val[32];
+	char kep[64], katt[64], kst[64], kvol[128], val[32];
 
 	if (!qbd_meta_volume_name_ok(a->volume)) {
 		qbd_err("meta", "attach: invalid volume name '%.80s'", a->volume);
 		return -EINVAL;
 	}
 	attach_keys(a->volume_id, kep, katt, kst);
+	snprintf(kvol, sizeof kvol, "/qbd/volumes/%s", a->volume);
 	for (int tries = 0; tries < 10; tries++) {
 		struct qbd_attachment rec = *a, cur;
 		struct kv kv;
@@ -131,6 +148,9 @@ int qbd_meta_attach(struct qbd_meta *m, struct qbd_attachment *a, int64_t lease,
 		json_object_array_add(cmp, meta_cmp_mod(kep, kv.mod_revision));
 		if (!force)
 			json_object_array_add(cmp, meta_cmp_absent(katt));
+		/* The configuration the writer read is still the volume's. */
+		if (a->volume_revision)
+			json_object_array_add(cmp, meta_cmp_mod(kvol, a->volume_revision));
 		json_object_array_add(suc, meta_op_put(kep, val, 0));
 		json_object_array_add(suc, meta_op_put(katt, json, lease));
 		free(json);
@@ -145,6 +165,20 @@ int qbd_meta_attach(struct qbd_meta *m, struct qbd_attachment *a, int64_t lease,
 		}
 		if (r != -EAGAIN)
 			return r;
+		if (a->volume_revision) {
+			/* Another writer's record first (below): -EBUSY says
+			 * more than a configuration to read again. */
+			int moved = attach_volume_moved(m, kvol, a->volume_revision);
+
+			if (moved < 0)
+				return moved;
+			if (moved && (force || attachment_read(m, katt, &cur, &rev) == -ENOENT)) {
+				qbd_info("meta", "attach %s: its record changed since it was "
+					 "read (revision %" PRIu64 ")", a->volume,
+					 a->volume_revision);
+				return -ESTALE;
+			}
+		}
 		if (force)
 			continue; /* only the epoch compare can have failed */
 		r = attachment_read(m, katt, &cur, &rev);

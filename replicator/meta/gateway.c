@@ -608,7 +608,13 @@ json_object *meta_cmp_value(const char *key, const char *value)
 int meta_txn(struct qbd_meta *m, json_object *compare, json_object *success,
 	     bool resend)
 {
-	json_object *req = json_object_new_object(), *resp, *ok;
+	return meta_txn_rev(m, compare, success, resend, NULL);
+}
+
+int meta_txn_rev(struct qbd_meta *m, json_object *compare, json_object *success,
+		 bool resend, uint64_t *revision)
+{
+	json_object *req = json_object_new_object(), *resp, *ok, *hdr;
 	int r;
 
 	json_object_object_add(req, "compare", compare);
@@ -624,6 +630,14 @@ int meta_txn(struct qbd_meta *m, json_object *compare, json_object *success,
 	}
 	r = json_object_object_get_ex(resp, "succeeded", &ok) &&
 	    json_object_get_boolean(ok) ? 0 : -EAGAIN;
+	if (revision && r == 0) {
+		*revision = json_object_object_get_ex(resp, "header", &hdr) ?
+			    meta_jint(hdr, "revision") : 0;
+		if (*revision == 0) {
+			qbd_err("meta", "txn: etcd's answer lacks its revision");
+			r = -EPROTO;
+		}
+	}
 	json_object_put(resp);
 	return r;
 }

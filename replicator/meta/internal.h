@@ -74,6 +74,10 @@ json_object *meta_cmp_value(const char *key, const char *value);
  * meta_post. */
 int meta_txn(struct qbd_meta *m, json_object *compare, json_object *success,
 	     bool resend);
+/* meta_txn, and on success *revision = the transaction's revision (the
+ * mod_revision of every key it put); -EPROTO when etcd leaves it out. */
+int meta_txn_rev(struct qbd_meta *m, json_object *compare, json_object *success,
+		 bool resend, uint64_t *revision);
 /* Put key = value (with lease unless 0). */
 int meta_put(struct qbd_meta *m, const char *key, const char *value,
 	     int64_t lease);
@@ -88,8 +92,13 @@ int meta_jcopy(json_object *o, const char *key, char *dst, size_t len);
 
 /* ---- volume.c: volumes, the reclaim scan, clean marks, epochs ---- */
 
+/* The record's JSON (mod_revision is not in it). from_json: -EPROTO
+ * for a malformed record, "change" included. */
 char *meta_volume_to_json(const struct qbd_volume_info *v);
 int meta_volume_from_json(const char *json, struct qbd_volume_info *v);
+/* The record's "change" member, out of and into v->change. */
+json_object *meta_change_to_jobj(const struct qbd_volume_change *c);
+int meta_change_from_jobj(json_object *o, struct qbd_volume_info *v);
 /* The answer of qbd_meta_volume_scan's transaction (etcd's JSON text)
  * into *out (meta.h); -EPROTO unless every part is there and whole. */
 int meta_volume_scan_from_json(const char *json, struct qbd_meta_volume_scan *out);

@@ -12,7 +12,9 @@
  *                                (struct qbd_node_info)
  *   /qbd/alive/<node hex16>      "1", under the node's lease (node is up)
  *   /qbd/volumes/<name>          {"name","id","size","chunk_size","replicas":n,
- *                                 "write_quorum":w,"nodes":["<hex16>",...]}
+ *                                 "write_quorum":w,"nodes":["<hex16>",...],
+ *                                 "cfg":N, "change":{...} while one stands}
+ *                                (struct qbd_volume_info)
  *   /qbd/volume-ids/<id hex16>   "<name>"  (reverse index, unique ids)
  *   /qbd/epochs/<id hex16>       "<decimal epoch>"
  *   /qbd/attachments/<id hex16>  {"volume","volume_id","epoch","host","zone",
@@ -125,6 +127,41 @@ int qbd_meta_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *out
 /* *out is malloc'd (caller frees), sorted by zone then id. */
 int qbd_meta_node_list(struct qbd_meta *m, struct qbd_node_info **out, size_t *n);
 
+/*
+ * Membership (docs/protocol.md section 11). A volume's configuration is
+ * its record: cfg, the voter set S (nodes[], slot i -> node) and, while a
+ * change stands, `change`: slot `slot` (node X = nodes[slot]) is being
+ * replaced by node Y = `node`.
+ *   QBD_CHANGE_LEARNER  Y receives every write and counts toward nothing
+ *   QBD_CHANGE_JOINT    every quorum must hold in S and in S' = S - X + Y
+ * When the change completes the record is CASed to nodes[slot] = Y,
+ * cfg + 1, phase QBD_CHANGE_NONE. In JSON: "change":{"phase":"learner"|
+ * "joint","slot":i,"node":"<Y hex16>","reason":"remove"|"drain"|"move"|
+ * "down-out","started":<unix s>}, absent when phase is NONE.
+ */
+enum qbd_change_phase {
+	QBD_CHANGE_NONE = 0,
+	QBD_CHANGE_LEARNER,
+	QBD_CHANGE_JOINT,
+};
+
+/* Why a replica is replaced (who asked). */
+enum qbd_change_reason {
+	QBD_REASON_NONE = 0,    /* no change (phase NONE) */
+	QBD_REASON_REMOVE,      /* qbd node remove: X is gone for good */
+	QBD_REASON_DRAIN,       /* qbd node drain: X is being emptied */
+	QBD_REASON_MOVE,        /* qbd volume move: this one replica */
+	QBD_REASON_DOWN_OUT,    /* the manager: X was down longer than down-out */
+};
+
+struct qbd_volume_change {
+	enum qbd_change_phase phase;
+	unsigned slot;          /* the slot being replaced, < replicas */
+	uint64_t node;          /* Y, the new node; never one of nodes[] */
+	enum qbd_change_reason reason;
+	uint64_t started;       /* unix seconds the change began */
+};
+
 struct qbd_volume_info {
 	char name[QBD_NAME_MAX];
 	uint64_t id;
@@ -133,7 +170,22 @@ struct qbd_volume_info {
 	unsigned replicas;      /* R */
 	unsigned write_quorum;  /* W */
 	uint64_t nodes[QBD_MAX_REPLICAS]; /* replica i lives on nodes[i] */
+	uint64_t cfg;           /* configuration number: 1 at creation (and in
+				 * records written before it existed), +1 at
+				 * each completed change; 0 is written as 1 */
+	struct qbd_volume_change change;  /* phase NONE: no change stands */
+	uint64_t mod_revision;  /* filled by get/list: the record's etcd
+				 * mod_revision (what qbd_meta_volume_cas and
+				 * qbd_meta_attach compare); not in the JSON */
 };
+
+/* The words of the JSON ("none", "learner", "joint"; "", "remove",
+ * "drain", "move", "down-out"); parse: 0, or -EINVAL for another word
+ * (parse of "none" / "" is not accepted: absent means none). */
+const char *qbd_meta_change_phase_name(enum qbd_change_phase phase);
+int qbd_meta_change_phase_parse(const char *text, enum qbd_change_phase *phase);
+const char *qbd_meta_change_reason_name(enum qbd_change_reason reason);
+int qbd_meta_change_reason_parse(const char *text, enum qbd_change_reason *reason);
 
 /* true if name is a valid volume name. */
 bool qbd_meta_volume_name_ok(const char *name);
@@ -141,11 +193,42 @@ bool qbd_meta_volume_name_ok(const char *name);
 /* Create atomically; -EEXIST if the name (or, improbably, the id) exists.
  * Sets /qbd/epochs/<id> to 0. */
 int qbd_meta_volume_create(struct qbd_meta *m, const struct qbd_volume_info *v);
+/* The record, with its mod_revision; a record without "cfg" reads as
+ * cfg 1, without "change" as no change. -ENOENT, -EPROTO (malformed). */
 int qbd_meta_volume_get(struct qbd_meta *m, const char *name,
 			struct qbd_volume_info *out);
-/* *out malloc'd (caller frees), sorted by name. */
+/* *out malloc'd (caller frees), sorted by name, each with its
+ * mod_revision. */
 int qbd_meta_volume_list(struct qbd_meta *m, struct qbd_volume_info **out,
 			 size_t *n);
+
+/*
+ * Change the volume record by compare-and-swap: one transaction that
+ * compares the record's mod_revision with read->mod_revision (read is the
+ * record as the caller got it from get/list) AND, unless epoch is 0, the
+ * epoch key's value with epoch; then puts next (same name and id as read;
+ * -EINVAL, nothing sent, otherwise or when next would not read back).
+ *
+ * epoch is the caller's own: the writer's (qbd_meta_attach gave it), so
+ * that a writer fenced by a newer one cannot change the configuration.
+ * Someone who is not the volume's writer (the CLI, or the manager when
+ * nobody is attached) changing the members takes an epoch first with
+ * qbd_meta_epoch_bump, which fences every writer before it (a writer
+ * attaching after it reads the record again, since its attach compares
+ * the record's revision), and passes that epoch. 0 skips the epoch
+ * compare: only for a change no writer acts on (nothing a writer uses
+ * from the record: not nodes[], write_quorum, cfg nor change).
+ *
+ * Returns 0 and sets next->mod_revision to the revision of the put (the
+ * transaction's). -EAGAIN when the record changed since read (re-read,
+ * decide again), -ESTALE when the epoch is no longer epoch (this caller
+ * is fenced: it must not retry), -ENOENT when the record is gone, other
+ * errors as the other calls. Resent to another endpoint when an answer
+ * is lost: a failed compare after a resend reads the record back, and if
+ * it is next, byte for byte, the lost attempt applied: 0.
+ */
+int qbd_meta_volume_cas(struct qbd_meta *m, const struct qbd_volume_info *read,
+			struct qbd_volume_info *next, uint64_t epoch);
 /* Remove the volume, its id index, epoch, attachment and status records.
  * -ENOENT if absent; -EBUSY (nothing removed) while an attachment record
  * exists. */
@@ -193,15 +276,24 @@ struct qbd_attachment {
 	char zone[QBD_ZONE_MAX];
 	int pid;
 	uint64_t since;          /* unix seconds */
+	/* Not in the record: qbd_meta_attach compares /qbd/volumes/<volume>'s
+	 * mod_revision with it (the qbd_volume_info.mod_revision the writer
+	 * read its configuration from); 0 = no compare (older callers). */
+	uint64_t volume_revision;
 };
 
 /* Take the next epoch and the attachment in one transaction: compare the
  * epoch key's mod_revision (as qbd_meta_epoch_bump does) AND, unless force,
  * that /qbd/attachments/<id> is absent; then put epoch+1 and the record
- * (a->epoch set to the new epoch) under lease. Retries lost races on the
- * epoch like qbd_meta_epoch_bump. -EBUSY if attached elsewhere and !force;
- * *holder (may be NULL) then gets the current record. On success a->epoch
- * is the new epoch. -ENOENT if the volume has no epoch key. */
+ * (a->epoch set to the new epoch) under lease. With a->volume_revision
+ * set, the same transaction compares the volume record's mod_revision
+ * with it, so that no writer attaches with a configuration that has
+ * changed since it read it. Retries lost races on the epoch like
+ * qbd_meta_epoch_bump. -EBUSY if attached elsewhere and !force; *holder
+ * (may be NULL) then gets the current record. -ESTALE (nothing taken)
+ * when the volume record is no longer at a->volume_revision: read the
+ * record again, set up for what it says, and attach again. On success
+ * a->epoch is the new epoch. -ENOENT if the volume has no epoch key. */
 int qbd_meta_attach(struct qbd_meta *m, struct qbd_attachment *a, int64_t lease,
 		    bool force, struct qbd_attachment *holder);
 /* Re-put our attachment record under a (new) lease, only if the volume's

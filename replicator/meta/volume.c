@@ -46,14 +46,62 @@ char *meta_volume_to_json(const struct qbd_volume_info *v)
 	for (unsigned i = 0; i < v->replicas; i++)
 		json_object_array_add(arr, json_object_new_string(qbd_id_str(v->nodes[i], hex)));
 	json_object_object_add(o, "nodes", arr);
+	json_object_object_add(o, "cfg", json_object_new_int64((int64_t)(v->cfg ? v->cfg : 1)));
+	if (v->change.phase != QBD_CHANGE_NONE)
+		json_object_object_add(o, "change", meta_change_to_jobj(&v->change));
 	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return s;
 }
 
+/* The "change" member of a volume record. */
+json_object *meta_change_to_jobj(const struct qbd_volume_change *c)
+{
+	json_object *o = json_object_new_object();
+	char hex[17];
+
+	json_object_object_add(o, "phase",
+			       json_object_new_string(qbd_meta_change_phase_name(c->phase)));
+	json_object_object_add(o, "slot", json_object_new_int((int)c->slot));
+	json_object_object_add(o, "node", json_object_new_string(qbd_id_str(c->node, hex)));
+	json_object_object_add(o, "reason",
+			       json_object_new_string(qbd_meta_change_reason_name(c->reason)));
+	json_object_object_add(o, "started", json_object_new_int64((int64_t)c->started));
+	return o;
+}
+
+/* Parse the "change" member into v->change; v's replicas and nodes are
+ * read already. -EPROTO unless the phase and reason are known words, the
+ * slot one of v's and the node an id that is not a member. */
+int meta_change_from_jobj(json_object *o, struct qbd_volume_info *v)
+{
+	struct qbd_volume_change *c = &v->change;
+	char word[32], hex[32];
+
+	if (!json_object_is_type(o, json_type_object) ||
+	    meta_jcopy(o, "phase", word, sizeof word) ||
+	    qbd_meta_change_phase_parse(word, &c->phase) ||
+	    meta_jcopy(o, "reason", word, sizeof word) ||
+	    qbd_meta_change_reason_parse(word, &c->reason) || c->reason == QBD_REASON_NONE ||
+	    meta_jcopy(o, "node", hex, sizeof hex) || qbd_id_parse(hex, &c->node) ||
+	    c->node == 0 || !json_object_object_get_ex(o, "slot", NULL))
+		goto bad;
+	c->slot = (unsigned)meta_jint(o, "slot");
+	c->started = meta_jint(o, "started");
+	if (c->slot >= v->replicas)
+		goto bad;
+	for (unsigned i = 0; i < v->replicas; i++)
+		if (v->nodes[i] == c->node)
+			goto bad;
+	return 0;
+bad:
+	memset(c, 0, sizeof *c);
+	return -EPROTO;
+}
+
 int meta_volume_from_json(const char *json, struct qbd_volume_info *v)
 {
-	json_object *o = json_tokener_parse(json), *arr;
+	json_object *o = json_tokener_parse(json), *arr, *chg;
 	char hex[32];
 	int r = -EPROTO;
 
@@ -78,6 +126,13 @@ int meta_volume_from_json(const char *json, struct qbd_volume_info *v)
 		if (!s || qbd_id_parse(s, &v->nodes[i]))
 			goto out;
 	}
+	/* Records from before membership changes: cfg 1, no change. */
+	v->cfg = json_object_object_get_ex(o, "cfg", NULL) ? meta_jint(o, "cfg") : 1;
+	if (v->cfg == 0)
+		goto out;
+	if (json_object_object_get_ex(o, "change", &chg) &&
+	    meta_change_from_jobj(chg, v) < 0)
+		goto out;
 	r = 0;
 out:
 	json_object_put(o);
@@ -132,6 +187,7 @@ int qbd_meta_volume_get(struct qbd_meta *m, const char *name,
 	r = meta_volume_from_json(kv.value, out);
 	if (r < 0)
 		qbd_err("meta", "%s: malformed volume record", key);
+	out->mod_revision = kv.mod_revision;
 	free(kv.key);
 	free(kv.value);
 	return r;
@@ -161,7 +217,7 @@ int qbd_meta_volume_list(struct qbd_meta *m, struct qbd_volume_info **out,
 	}
 	for (size_t i = 0; i < nk; i++)
 		if (meta_volume_from_json(kvs[i].value, &vols[cnt]) == 0)
-			cnt++;
+			vols[cnt++].mod_revision = kvs[i].mod_revision;
 		else
 			qbd_warn("meta", "%s: malformed volume record, skipped", kvs[i].key);
 	meta_kvs_free(kvs, nk);
@@ -210,6 +266,104 @@ int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v)
 	}
 	/* gone: deleted by us if the answer came after a resend */
 	return r == -ENOENT ? (resent ? 0 : -ENOENT) : r;
+}
+
+/* ---- the configuration's compare-and-swap ---- */
+
+/* After a failed compare: which one failed. The epoch first: a fenced
+ * caller must stop, not re-read and try again. */
+static int volume_cas_why(struct qbd_meta *m, const char *kep, uint64_t epoch)
+{
+	struct kv kv;
+	uint64_t e;
+	int r;
+
+	if (!epoch)
+		return -EAGAIN;
+	r = meta_get(m, kep, &kv);
+	if (r == -ENOENT)
+		return -ENOENT;
+	if (r < 0)
+		return r;
+	r = meta_parse_epoch(kep, kv.value, &e);
+	free(kv.key);
+	free(kv.value);
+	if (r < 0)
+		return r;
+	return e == epoch ? -EAGAIN : -ESTALE;
+}
+
+int qbd_meta_volume_cas(struct qbd_meta *m, const struct qbd_volume_info *read,
+			struct qbd_volume_info *next, uint64_t epoch)
+{
+	char kvol[128], kep[64], hex[17], val[32];
+	struct qbd_volume_info check;
+	json_object *cmp, *suc;
+	uint64_t rev = 0;
+	struct kv kv;
+	char *json;
+	int r;
+
+	if (strcmp(read->name, next->name) != 0 || read->id != next->id ||
+	    !qbd_meta_volume_name_ok(next->name) || read->mod_revision == 0) {
+		qbd_err("meta", "volume %.64s: a record change must keep its name and id, "
+			"from a record read from etcd", read->name);
+		return -EINVAL;
+	}
+	if (!(json = meta_volume_to_json(next)))
+		return -ENOMEM;
+	if (meta_volume_from_json(json, &check) < 0) {
+		qbd_err("meta", "volume %s: refusing to write a record that does not read "
+			"back: %.300s", next->name, json);
+		free(json);
+		return -EINVAL;
+	}
+	snprintf(kvol, sizeof kvol, "/qbd/volumes/%s", next->name);
+	snprintf(kep, sizeof kep, "/qbd/epochs/%s", qbd_id_str(next->id, hex));
+	cmp = json_object_new_array();
+	suc = json_object_new_array();
+	json_object_array_add(cmp, meta_cmp_mod(kvol, read->mod_revision));
+	if (epoch) {
+		snprintf(val, sizeof val, "%" PRIu64, epoch);
+		json_object_array_add(cmp, meta_cmp_value(kep, val));
+	}
+	json_object_array_add(suc, meta_op_put(kvol, json, 0));
+	/* Resendable: a resend after a lost success fails its compare (the
+	 * record's revision moved), and the record read back is ours. */
+	r = meta_txn_rev(m, cmp, suc, true, &rev);
+	if (r == 0) {
+		next->mod_revision = rev;
+		goto out;
+	}
+	if (r != -EAGAIN)
+		goto out;
+	if (meta_resent(m) && meta_get(m, kvol, &kv) == 0) {
+		bool ours = strcmp(kv.value, json) == 0;
+
+		if (ours)
+			next->mod_revision = kv.mod_revision;
+		free(kv.key);
+		free(kv.value);
+		if (ours) {
+			r = 0;
+			goto out;
+		}
+	}
+	r = volume_cas_why(m, kep, epoch);
+	if (r == -EAGAIN) {
+		/* the record: changed, or gone */
+		int g = meta_get(m, kvol, &kv);
+
+		if (g == 0) {
+			free(kv.key);
+			free(kv.value);
+		} else if (g == -ENOENT) {
+			r = -ENOENT;
+		}
+	}
+out:
+	free(json);
+	return r;
 }
 
 /* ---- which volumes exist (a chunk server's reclaim scan) ---- */

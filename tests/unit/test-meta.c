@@ -1,20 +1,32 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests for the metadata module: placement, base64, names,
- * records (node, volume, attachment), the etcd endpoint list, and the
- * order and rules of failover between endpoints (against fake etcd
- * members: threads answering HTTP on loopback, and a closed port). */
+/* Unit tests for the metadata module: placement (of a volume, and of a
+ * replacement replica), base64, names, records (node, volume with its
+ * configuration, attachment, change request), the etcd endpoint list,
+ * the order and rules of failover between endpoints (against fake etcd
+ * members: threads answering HTTP on loopback, and a closed port), and
+ * the transactions of membership changes against a real etcd the test
+ * starts on loopback (skipped, saying so, when etcd is not installed):
+ * the configuration's compare-and-swap, attach comparing the record it
+ * read, change requests and node states. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "replicator/meta/internal.h"
 
@@ -87,6 +99,15 @@ START_TEST(place_ties_lowest_id)
 	ck_assert_uint_eq(z, 0);
 }
 END_TEST
+
+/* A volume of three replicas on nodes 0xa1 (a), 0xb1 (b), 0xc1 (c). */
+static struct qbd_volume_info vol3(void)
+{
+	struct qbd_volume_info v = { .name = "v", .id = 7, .size = 1 << 30,
+				     .chunk_size = 1 << 20, .replicas = 3, .write_quorum = 2,
+				     .nodes = { 0xa1, 0xb1, 0xc1 }, .cfg = 1 };
+	return v;
+}
 
 START_TEST(base64_roundtrip)
 {
@@ -235,6 +256,71 @@ START_TEST(attachment_rejects)
 		"{\"volume\":\"a/b\",\"volume_id\":\"a1\",\"epoch\":1}", &b), -EPROTO);
 	ck_assert_int_eq(meta_attachment_from_json("{\"volume\":", &b), -EPROTO);
 	ck_assert_int_eq(meta_attachment_from_json("[1,2]", &b), -EPROTO);
+}
+END_TEST
+
+START_TEST(volume_config_roundtrip)
+{
+	struct qbd_volume_info v = { .name = "vol", .id = 42, .size = 1ull << 30,
+				     .chunk_size = 1 << 20, .replicas = 3, .write_quorum = 2,
+				     .nodes = { 1, 2, 3 }, .cfg = 7,
+				     .change = { .phase = QBD_CHANGE_JOINT, .slot = 1, .node = 9,
+						 .reason = QBD_REASON_DOWN_OUT,
+						 .started = 1765000000 } }, v2;
+	char *j = meta_volume_to_json(&v);
+
+	ck_assert_ptr_nonnull(strstr(j, "\"cfg\":7"));
+	ck_assert_ptr_nonnull(strstr(j, "\"change\":{\"phase\":\"joint\",\"slot\":1,"
+				     "\"node\":\"0000000000000009\",\"reason\":\"down-out\","
+				     "\"started\":1765000000}"));
+	ck_assert_int_eq(meta_volume_from_json(j, &v2), 0);
+	free(j);
+	ck_assert_uint_eq(v2.cfg, 7);
+	ck_assert_int_eq(v2.change.phase, QBD_CHANGE_JOINT);
+	ck_assert_uint_eq(v2.change.slot, 1);
+	ck_assert_uint_eq(v2.change.node, 9);
+	ck_assert_int_eq(v2.change.reason, QBD_REASON_DOWN_OUT);
+	ck_assert_uint_eq(v2.change.started, 1765000000);
+	/* no change: no "change" member; cfg 0 is written as 1 */
+	v.change.phase = QBD_CHANGE_NONE;
+	v.cfg = 0;
+	j = meta_volume_to_json(&v);
+	ck_assert_ptr_null(strstr(j, "change"));
+	ck_assert_int_eq(meta_volume_from_json(j, &v2), 0);
+	free(j);
+	ck_assert_uint_eq(v2.cfg, 1);
+	ck_assert_int_eq(v2.change.phase, QBD_CHANGE_NONE);
+}
+END_TEST
+
+#define VREC_HEAD "{\"name\":\"x\",\"id\":\"1\",\"size\":4096,\"chunk_size\":1048576," \
+	"\"replicas\":3,\"write_quorum\":2,\"nodes\":[\"1\",\"2\",\"3\"]"
+
+START_TEST(volume_config_old_and_bad)
+{
+	struct qbd_volume_info v;
+
+	/* a record written before membership changes: cfg 1, no change */
+	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD "}", &v), 0);
+	ck_assert_uint_eq(v.cfg, 1);
+	ck_assert_int_eq(v.change.phase, QBD_CHANGE_NONE);
+	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"cfg\":\"12\"}", &v), 0);
+	ck_assert_uint_eq(v.cfg, 12);
+	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"change\":{\"phase\":\"learner\","
+		"\"slot\":2,\"node\":\"4\",\"reason\":\"drain\",\"started\":5}}", &v), 0);
+	ck_assert_int_eq(v.change.phase, QBD_CHANGE_LEARNER);
+	/* refused: cfg 0, a slot past R, Y already a member, an unknown
+	 * phase or reason, a change that is not an object */
+	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"cfg\":0}", &v), -EPROTO);
+	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"change\":{\"phase\":\"learner\","
+		"\"slot\":3,\"node\":\"4\",\"reason\":\"drain\"}}", &v), -EPROTO);
+	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"change\":{\"phase\":\"joint\","
+		"\"slot\":0,\"node\":\"2\",\"reason\":\"drain\"}}", &v), -EPROTO);
+	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"change\":{\"phase\":\"none\","
+		"\"slot\":0,\"node\":\"4\",\"reason\":\"drain\"}}", &v), -EPROTO);
+	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"change\":{\"phase\":\"joint\","
+		"\"slot\":0,\"node\":\"4\",\"reason\":\"whim\"}}", &v), -EPROTO);
+	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"change\":\"joint\"}", &v), -EPROTO);
 }
 END_TEST
 
@@ -581,12 +667,274 @@ START_TEST(failover_epoch_bump_resent)
 }
 END_TEST
 
+
+/* ---- against a real etcd ---- */
+
+static char etcd_dir[128], etcd_url[64];
+static pid_t etcd_pid = -1;
+
+static int etcd_free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t l = sizeof a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &l) == 0)
+		port = ntohs(a.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+static int etcd_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Unchecked fixture (the runner's process, once for the TCase): etcd on
+ * two free loopback ports with its data in a fresh directory, dying with
+ * this process; waits until it answers. No etcd: etcd_url stays "". */
+static void etcd_setup(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	char cu[64], pu[64], cluster[96], log[192];
+	int cp = etcd_free_port(), pp = etcd_free_port();
+
+	snprintf(etcd_dir, sizeof etcd_dir, "%s/qbd-test-meta-XXXXXX", tmp ? tmp : "/tmp");
+	if (cp < 0 || pp < 0 || !mkdtemp(etcd_dir)) {
+		fprintf(stderr, "test-meta: no port or directory for etcd\n");
+		etcd_dir[0] = '\0';
+		return;
+	}
+	snprintf(cu, sizeof cu, "http://127.0.0.1:%d", cp);
+	snprintf(pu, sizeof pu, "http://127.0.0.1:%d", pp);
+	snprintf(cluster, sizeof cluster, "qbd-test-meta=%s", pu);
+	snprintf(log, sizeof log, "%s/etcd.log", etcd_dir);
+	etcd_pid = fork();
+	if (etcd_pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execlp("etcd", "etcd", "--name", "qbd-test-meta", "--data-dir", etcd_dir,
+		       "--listen-client-urls", cu, "--advertise-client-urls", cu,
+		       "--listen-peer-urls", pu, "--initial-advertise-peer-urls", pu,
+		       "--initial-cluster", cluster, (char *)NULL);
+		_exit(127);
+	}
+	if (etcd_pid < 0)
+		return;
+	/* Up when it answers a read; the failed attempts meanwhile are
+	 * expected, not worth a warning each. */
+	qbd_log_set_level(QBD_LOG_ERROR);
+	for (int i = 0; i < 200; i++) {
+		struct qbd_meta *m;
+		uint64_t id;
+		int st, r;
+
+		if (waitpid(etcd_pid, &st, WNOHANG) == etcd_pid) {
+			fprintf(stderr, "test-meta: etcd exited (%s%d): %s\n",
+				WIFEXITED(st) ? "status " : "signal ",
+				WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st),
+				WIFEXITED(st) && WEXITSTATUS(st) == 127 ? "not installed" : log);
+			etcd_pid = -1;
+			break;
+		}
+		if (qbd_meta_open(cu, &m) == 0) {
+			r = qbd_meta_cluster_id(m, true, &id);
+			qbd_meta_close(m);
+			if (r == 0) {
+				snprintf(etcd_url, sizeof etcd_url, "%s", cu);
+				break;
+			}
+		}
+		usleep(100 * 1000);
+	}
+	qbd_log_set_level(QBD_LOG_WARN);
+	if (!etcd_url[0] && etcd_pid > 0)
+		fprintf(stderr, "test-meta: etcd did not answer within 20 s (%s)\n", log);
+}
+
+static void etcd_teardown(void)
+{
+	if (etcd_pid > 0) {
+		kill(etcd_pid, SIGTERM);
+		waitpid(etcd_pid, NULL, 0);
+		etcd_pid = -1;
+	}
+	if (etcd_dir[0])
+		nftw(etcd_dir, etcd_rm, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The test's etcd, or NULL after saying the test is skipped. */
+static struct qbd_meta *etcd_meta(const char *test)
+{
+	struct qbd_meta *m;
+
+	if (!etcd_url[0]) {
+		fprintf(stderr, "test-meta: %s: SKIPPED: no etcd to run against\n", test);
+		return NULL;
+	}
+	ck_assert_int_eq(qbd_meta_open(etcd_url, &m), 0);
+	return m;
+}
+
+/* Create volume name (three nodes, a b c) and read it back. */
+static void etcd_volume(struct qbd_meta *m, const char *name, struct qbd_volume_info *v)
+{
+	struct qbd_volume_info c = vol3();
+
+	snprintf(c.name, sizeof c.name, "%s", name);
+	c.id = qbd_random_u64();
+	ck_assert_int_eq(qbd_meta_volume_create(m, &c), 0);
+	ck_assert_int_eq(qbd_meta_volume_get(m, name, v), 0);
+	ck_assert_uint_ne(v->mod_revision, 0);
+	ck_assert_uint_eq(v->cfg, 1);
+	ck_assert_int_eq(v->change.phase, QBD_CHANGE_NONE);
+}
+
+START_TEST(etcd_volume_cas)
+{
+	struct qbd_meta *m = etcd_meta("etcd_volume_cas");
+	struct qbd_volume_info read, next, now, bad;
+	uint64_t e;
+
+	if (!m)
+		return;
+	etcd_volume(m, "cas", &read);
+	/* a change starts: the put's revision comes back, and is the record's */
+	next = read;
+	next.change = (struct qbd_volume_change){ .phase = QBD_CHANGE_LEARNER, .slot = 1,
+						  .node = 0xd1, .reason = QBD_REASON_REMOVE,
+						  .started = 1765000000 };
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &read, &next, 0), 0);
+	ck_assert_uint_gt(next.mod_revision, read.mod_revision);
+	ck_assert_int_eq(qbd_meta_volume_get(m, "cas", &now), 0);
+	ck_assert_uint_eq(now.mod_revision, next.mod_revision);
+	ck_assert_int_eq(now.change.phase, QBD_CHANGE_LEARNER);
+	ck_assert_uint_eq(now.change.node, 0xd1);
+	/* a lost race: a second change from the same old read is refused,
+	 * and the record is the first one's */
+	bad = read;
+	bad.size *= 2;
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &read, &bad, 0), -EAGAIN);
+	ck_assert_int_eq(qbd_meta_volume_get(m, "cas", &now), 0);
+	ck_assert_uint_eq(now.size, read.size);
+	ck_assert_uint_eq(now.mod_revision, next.mod_revision);
+	/* with the writer's epoch: applies while it stands */
+	ck_assert_int_eq(qbd_meta_epoch_bump(m, read.id, &e), 0);
+	ck_assert_uint_eq(e, 1);
+	read = now;
+	next = now;
+	next.change.phase = QBD_CHANGE_JOINT;
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &read, &next, 1), 0);
+	/* a newer writer took epoch 2: the writer of epoch 1 is fenced,
+	 * even with the record as it stands */
+	ck_assert_int_eq(qbd_meta_epoch_bump(m, read.id, &e), 0);
+	read = next;
+	next.nodes[1] = 0xd1;
+	next.cfg = 2;
+	next.change = (struct qbd_volume_change){ .phase = QBD_CHANGE_NONE };
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &read, &next, 1), -ESTALE);
+	/* both moved: fenced first (a fenced caller must not re-read and retry) */
+	bad = read;
+	bad.mod_revision--;
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &bad, &next, 1), -ESTALE);
+	ck_assert_int_eq(qbd_meta_volume_get(m, "cas", &now), 0);
+	ck_assert_int_eq(now.change.phase, QBD_CHANGE_JOINT);
+	ck_assert_uint_eq(now.nodes[1], 0xb1);
+	/* the new writer completes it */
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &read, &next, 2), 0);
+	ck_assert_int_eq(qbd_meta_volume_get(m, "cas", &now), 0);
+	ck_assert_uint_eq(now.cfg, 2);
+	ck_assert_uint_eq(now.nodes[1], 0xd1);
+	ck_assert_int_eq(now.change.phase, QBD_CHANGE_NONE);
+	/* refused before sending: another name, a record not read from
+	 * etcd, a record that would not read back */
+	bad = now;
+	snprintf(bad.name, sizeof bad.name, "other");
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &now, &bad, 2), -EINVAL);
+	bad = now;
+	bad.mod_revision = 0;
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &bad, &now, 2), -EINVAL);
+	bad = now;
+	bad.write_quorum = 4;
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &now, &bad, 2), -EINVAL);
+	/* gone */
+	ck_assert_int_eq(qbd_meta_volume_delete(m, &now), 0);
+	next = now;
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &now, &next, 0), -ENOENT);
+	qbd_meta_close(m);
+}
+END_TEST
+
+START_TEST(etcd_attach_compares_config)
+{
+	struct qbd_meta *m = etcd_meta("etcd_attach_compares_config");
+	struct qbd_volume_info read, next, now;
+	struct qbd_attachment a = { .pid = 1 }, holder, other;
+	int64_t lease;
+	uint64_t e;
+
+	if (!m)
+		return;
+	etcd_volume(m, "att", &read);
+	ck_assert_int_eq(qbd_meta_lease_grant(m, 60, &lease), 0);
+	snprintf(a.volume, sizeof a.volume, "att");
+	a.volume_id = read.id;
+	a.volume_revision = read.mod_revision;
+	/* the configuration changes after the writer read it */
+	next = read;
+	next.nodes[2] = 0xd1;
+	next.cfg = 2;
+	ck_assert_int_eq(qbd_meta_volume_cas(m, &read, &next, 0), 0);
+	/* its attach is refused, and takes nothing: no epoch, no record */
+	ck_assert_int_eq(qbd_meta_attach(m, &a, lease, false, &holder), -ESTALE);
+	ck_assert_int_eq(qbd_meta_epoch_get(m, read.id, &e), 0);
+	ck_assert_uint_eq(e, 0);
+	ck_assert_int_eq(qbd_meta_attachment_get(m, read.id, &holder), -ENOENT);
+	/* forced too */
+	ck_assert_int_eq(qbd_meta_attach(m, &a, lease, true, &holder), -ESTALE);
+	ck_assert_int_eq(qbd_meta_epoch_get(m, read.id, &e), 0);
+	ck_assert_uint_eq(e, 0);
+	/* read again, it attaches */
+	ck_assert_int_eq(qbd_meta_volume_get(m, "att", &now), 0);
+	a.volume_revision = now.mod_revision;
+	ck_assert_int_eq(qbd_meta_attach(m, &a, lease, false, &holder), 0);
+	ck_assert_uint_eq(a.epoch, 1);
+	/* another writer with an old configuration meets the holder first */
+	other = a;
+	other.volume_revision = read.mod_revision;
+	ck_assert_int_eq(qbd_meta_attach(m, &other, lease, false, &holder), -EBUSY);
+	ck_assert_uint_eq(holder.epoch, 1);
+	/* and forced, the configuration it read */
+	ck_assert_int_eq(qbd_meta_attach(m, &other, lease, true, &holder), -ESTALE);
+	ck_assert_int_eq(qbd_meta_epoch_get(m, read.id, &e), 0);
+	ck_assert_uint_eq(e, 1);
+	/* a caller that compares nothing (volume_revision 0) is as before */
+	ck_assert_int_eq(qbd_meta_detach(m, &a), 0);
+	a.volume_revision = 0;
+	ck_assert_int_eq(qbd_meta_attach(m, &a, lease, false, &holder), 0);
+	ck_assert_uint_eq(a.epoch, 2);
+	ck_assert_int_eq(qbd_meta_detach(m, &a), 0);
+	ck_assert_int_eq(qbd_meta_lease_revoke(m, lease), 0);
+	qbd_meta_close(m);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta");
 	TCase *t1 = tcase_create("placement"), *t2 = tcase_create("encoding");
 	TCase *t3 = tcase_create("attachment"), *t4 = tcase_create("endpoints");
-	TCase *t5 = tcase_create("failover");
+	TCase *t5 = tcase_create("failover"), *t6 = tcase_create("etcd");
 	SRunner *sr;
 	int failed;
 
@@ -599,6 +947,8 @@ int main(void)
 	suite_add_tcase(s, t1);
 	tcase_add_test(t3, attachment_roundtrip);
 	tcase_add_test(t3, attachment_rejects);
+	tcase_add_test(t2, volume_config_roundtrip);
+	tcase_add_test(t2, volume_config_old_and_bad);
 	suite_add_tcase(s, t2);
 	suite_add_tcase(s, t3);
 	tcase_add_test(t4, endpoints_parse_list);
@@ -613,6 +963,11 @@ int main(void)
 	tcase_add_test(t5, failover_attach_no_leader_resent);
 	tcase_add_test(t5, failover_epoch_bump_resent);
 	suite_add_tcase(s, t5);
+	tcase_add_unchecked_fixture(t6, etcd_setup, etcd_teardown);
+	tcase_set_timeout(t6, 60);
+	tcase_add_test(t6, etcd_volume_cas);
+	tcase_add_test(t6, etcd_attach_compares_config);
+	suite_add_tcase(s, t6);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
