@@ -5,7 +5,10 @@
  * another writer holds it, unless forced); a keeper thread then renews the
  * lease and publishes the writer's status document for `qbd volume status`.
  * The event loop never blocks on etcd: it only hands the keeper a status
- * string under a mutex.
+ * string under a mutex. The attach compares the volume record's revision
+ * as open read it, so that no writer attaches with a configuration that
+ * has changed since; when it has, the record is read again and the
+ * attach retried (the open fails if the replicas themselves changed).
  *
  * The keeper also reads again, every QBD_CLIENT_LOOKUP_EVERY_S, the node
  * record of each replica the writer has down, and resolves its address:
@@ -46,6 +49,9 @@
  * take milliseconds; pings go out every lease/4, so an idle writer sees
  * a silent replica too. */
 #define SILENT_AFTER_NS (1000000000ull)
+/* Attaches again after reading the volume record again, when it changed
+ * between open's reading and the attach (qbd_meta_attach's -ESTALE). */
+#define ATTACH_REREADS 3
 /* Read lease of the core (its default) plus a margin for clocks. */
 #define TAKEOVER_WAIT_NS (6ull * 1000000000ull)
 
@@ -199,6 +205,57 @@ static void *keeper_main(void *arg)
 	return NULL;
 }
 
+/* Attach with the configuration v->info holds (its revision compared);
+ * a writer of ours on this host that is gone is taken over when
+ * o->reattach. qbd_meta_attach's errors. */
+static int attach_once(struct qbd_volume *v, const struct qbd_open_opts *o,
+		       struct qbd_meta *m, struct qbd_attachment *holder)
+{
+	struct qbd_attach_keeper *k = v->keeper;
+	int err;
+
+	k->a.volume_revision = v->info.mod_revision;
+	err = qbd_meta_attach(m, &k->a, k->lease, o->force, holder);
+	if (err == -EBUSY && o->reattach && strcmp(holder->host, k->a.host) == 0 &&
+	    holder->pid > 0 && kill(holder->pid, 0) < 0 && errno == ESRCH) {
+		qbd_info(COMP, "volume '%s': its writer on this host (pid %d) is gone; "
+			 "taking over", v->info.name, holder->pid);
+		err = qbd_meta_attach(m, &k->a, k->lease, true, holder);
+	}
+	return err;
+}
+
+/* The volume record changed between its reading (open.c) and the
+ * attach: read it again. What open.c set up from it (a connection per
+ * replica) still holds when the members are the same (a resize, a
+ * change that started or moved to its next phase with the same node);
+ * when they are not, the open fails: 0 or -errno, said here. */
+static int attach_reread(struct qbd_volume *v, struct qbd_meta *m)
+{
+	struct qbd_volume_info now;
+	int err = qbd_meta_volume_get(m, v->info.name, &now);
+
+	if (err) {
+		qbd_err(COMP, "open '%s': reading its record again: %s", v->info.name,
+			strerror(-err));
+		return err;
+	}
+	if (now.id != v->info.id || now.replicas != v->info.replicas ||
+	    now.write_quorum != v->info.write_quorum || now.chunk_size != v->info.chunk_size ||
+	    memcmp(now.nodes, v->info.nodes, sizeof now.nodes) != 0 ||
+	    (now.change.phase != QBD_CHANGE_NONE) != (v->info.change.phase != QBD_CHANGE_NONE) ||
+	    now.change.node != v->info.change.node || now.change.slot != v->info.change.slot) {
+		qbd_err(COMP, "open '%s': its replicas changed while attaching (configuration "
+			"%" PRIu64 " -> %" PRIu64 "); open it again", v->info.name,
+			v->info.cfg, now.cfg);
+		return -ESTALE;
+	}
+	qbd_info(COMP, "volume '%s': its record changed while attaching (same replicas); "
+		 "attaching again", v->info.name);
+	v->info = now;
+	return 0;
+}
+
 int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
 		    struct qbd_meta *m)
 {
@@ -234,12 +291,18 @@ int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
 		qbd_err(COMP, "open '%s': lease: %s", v->info.name, strerror(-err));
 		return err;
 	}
-	err = qbd_meta_attach(m, &k->a, k->lease, o->force, &holder);
-	if (err == -EBUSY && o->reattach && strcmp(holder.host, k->a.host) == 0 &&
-	    holder.pid > 0 && kill(holder.pid, 0) < 0 && errno == ESRCH) {
-		qbd_info(COMP, "volume '%s': its writer on this host (pid %d) is gone; "
-			 "taking over", v->info.name, holder.pid);
-		err = qbd_meta_attach(m, &k->a, k->lease, true, &holder);
+	for (int tries = 0;; tries++) {
+		err = attach_once(v, o, m, &holder);
+		if (err != -ESTALE || tries == ATTACH_REREADS)
+			break;
+		err = attach_reread(v, m);
+		if (err)
+			return err;
+	}
+	if (err == -ESTALE) {
+		qbd_err(COMP, "open '%s': its configuration kept changing while attaching "
+			"(%d times); try again", v->info.name, ATTACH_REREADS + 1);
+		return -EAGAIN;
 	}
 	if (err == -EBUSY) {
 		qbd_err(COMP, "volume '%s' is attached on host %s (zone %s, pid %d, epoch %" PRIu64
