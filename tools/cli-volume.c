@@ -206,7 +206,8 @@ static int volume_create(int argc, char **argv)
 		const char *last = NULL;
 		size_t l = 0;
 		for (size_t i = 0; i < n && l < sizeof list; i++) {
-			if (!nodes[i].alive || (last && strcmp(last, nodes[i].zone) == 0))
+			if (!nodes[i].alive || nodes[i].state != QBD_NODE_IN ||
+			    (last && strcmp(last, nodes[i].zone) == 0))
 				continue;
 			last = nodes[i].zone;
 			l += (size_t)snprintf(list + l, sizeof list - l, "%s%s",

@@ -106,6 +106,15 @@ int meta_volume_scan_from_json(const char *json, struct qbd_meta_volume_scan *ou
  * not a number. */
 int meta_parse_epoch(const char *key, const char *text, uint64_t *out);
 
+/* ---- change.c: change requests, the words of a change ---- */
+
+/* A change request's JSON (meta.h; volume_id and mod_revision are not in
+ * it). from_json: -EPROTO unless kind is "replace", from an id, to an id
+ * other than from or "", reason a known word; c->volume_id = volume_id. */
+char *meta_change_request_to_json(const struct qbd_change_request *c);
+int meta_change_request_from_json(const char *json, uint64_t volume_id,
+				  struct qbd_change_request *c);
+
 /* ---- attachment.c: attachments and the writer's status ---- */
 
 /* Attachment record (see meta.h); from_json: -EPROTO unless "volume" is a

@@ -23,6 +23,10 @@
  *                                 the writer's lease
  *   /qbd/clean/<id hex16>        "<decimal epoch>": the last writer that
  *                                 detached cleanly
+ *   /qbd/changes/<id hex16>      {"kind":"replace","from","to","reason",
+ *                                 "created"}: a change asked of the volume
+ *                                 (struct qbd_change_request)
+ *   /qbd/node-state/<node hex16> "draining" | "removed" (absent: in service)
  * See docs/design.md, "Metadata".
  *
  * Errors: 0 or -errno. -ENOENT not found, -EEXIST already exists,
@@ -93,6 +97,15 @@ struct qbd_node_orphaned {
 	uint64_t reclaimed_bytes;  /* bytes of data they held */
 };
 
+/* A node's service state, as an operator set it (/qbd/node-state/<id>;
+ * the node record itself is the chunk server's). Placement never picks
+ * a node that is not QBD_NODE_IN. */
+enum qbd_node_state {
+	QBD_NODE_IN = 0,           /* in service (no key) */
+	QBD_NODE_DRAINING,         /* its replicas move away; it stays a source */
+	QBD_NODE_REMOVED,          /* gone for good: never a member again */
+};
+
 struct qbd_node_info {
 	uint64_t id;
 	char addr[QBD_ADDR_MAX];   /* "HOST:PORT" clients connect to */
@@ -101,6 +114,7 @@ struct qbd_node_info {
 	uint64_t used;             /* bytes in allocated chunk slots */
 	uint32_t chunk_size;
 	bool alive;                /* filled by list/get: /qbd/alive/<id> exists */
+	enum qbd_node_state state; /* filled by list/get: /qbd/node-state/<id> */
 	/* Republished by the chunk server while it runs (0 in records of
 	 * older chunk servers): */
 	uint64_t held;             /* bytes of data held (written 4 KiB blocks) */
@@ -124,8 +138,30 @@ int qbd_meta_node_register(struct qbd_meta *m, const struct qbd_node_info *n,
 /* Write the node record only (a chunk server republishing its numbers). */
 int qbd_meta_node_put(struct qbd_meta *m, const struct qbd_node_info *n);
 int qbd_meta_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *out);
-/* *out is malloc'd (caller frees), sorted by zone then id. */
+/* *out is malloc'd (caller frees), sorted by zone then id. Each node's
+ * alive and state are read too (three ranges, not one revision). */
 int qbd_meta_node_list(struct qbd_meta *m, struct qbd_node_info **out, size_t *n);
+
+/*
+ * Node states. set: QBD_NODE_IN deletes the key, the others put
+ * "draining" / "removed" (a plain put: the CLI checks the transition it
+ * makes; 0 or -errno). get: the state, QBD_NODE_IN when there is no key
+ * (-EPROTO, logged, for a value that is neither word). list: every key
+ * of /qbd/node-state/ into *out, malloc'd (caller frees; NULL when *n is
+ * 0), sorted by id; a node need not have a record (a removed node whose
+ * record was deleted keeps its state). name/parse: the words above, and
+ * "in" for QBD_NODE_IN; parse is -EINVAL for anything else.
+ */
+struct qbd_node_state_entry {
+	uint64_t id;
+	enum qbd_node_state state;
+};
+int qbd_meta_node_state_set(struct qbd_meta *m, uint64_t id, enum qbd_node_state state);
+int qbd_meta_node_state_get(struct qbd_meta *m, uint64_t id, enum qbd_node_state *state);
+int qbd_meta_node_state_list(struct qbd_meta *m, struct qbd_node_state_entry **out,
+			     size_t *n);
+const char *qbd_meta_node_state_name(enum qbd_node_state state);
+int qbd_meta_node_state_parse(const char *text, enum qbd_node_state *state);
 
 /*
  * Membership (docs/protocol.md section 11). A volume's configuration is
@@ -325,10 +361,47 @@ int qbd_meta_status_put(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch,
 int qbd_meta_status_get(struct qbd_meta *m, uint64_t volume_id, char **json);
 
 /*
- * Placement: choose `replicas` alive nodes in distinct zones, preferring
- * the least used. Pure function (unit-tested). Returns 0 and fills out[],
- * or -ENOSPC when fewer distinct zones (with alive nodes) than replicas
- * exist; *zones_found tells how many there were.
+ * Change requests: /qbd/changes/<volume id hex16>, at most one per
+ * volume, as JSON {"kind":"replace","from":"<X hex16>","to":"<Y hex16>"
+ * or "" (placement picks when it is carried out),"reason":"remove"|
+ * "drain"|"move"|"down-out","created":<unix s>}. Written by the CLI
+ * (node remove / drain, volume move) or the manager (down-out); carried
+ * out by the volume's attached writer, or by the manager when none is,
+ * which deletes it when done. Nothing in meta carries one out.
+ *
+ * put: create only if absent (-EEXIST when the volume has one; req is not
+ * changed); sets req->mod_revision. get: -ENOENT when none, -EPROTO
+ * (logged) when malformed. delete: only if the request is still the one
+ * read (its mod_revision): 0, -EAGAIN when it changed since, -ENOENT
+ * when it is gone. list: every request, *out malloc'd (caller frees,
+ * NULL when *n is 0), sorted by volume id; malformed ones are skipped
+ * with a warning.
+ */
+enum qbd_change_kind {
+	QBD_CHANGE_KIND_REPLACE = 1,  /* "replace": slot of `from` gets `to` */
+};
+struct qbd_change_request {
+	uint64_t volume_id;     /* the key */
+	enum qbd_change_kind kind;
+	uint64_t from;          /* X: the node whose replica goes */
+	uint64_t to;            /* Y; 0 = "" (placement picks) */
+	enum qbd_change_reason reason;  /* never QBD_REASON_NONE */
+	uint64_t created;       /* unix seconds */
+	uint64_t mod_revision;  /* filled by get/list/put; not in the JSON */
+};
+int qbd_meta_change_put(struct qbd_meta *m, struct qbd_change_request *req);
+int qbd_meta_change_get(struct qbd_meta *m, uint64_t volume_id,
+			struct qbd_change_request *out);
+int qbd_meta_change_delete(struct qbd_meta *m, const struct qbd_change_request *read);
+int qbd_meta_change_list(struct qbd_meta *m, struct qbd_change_request **out,
+			 size_t *n);
+
+/*
+ * Placement: choose `replicas` alive nodes in service (state
+ * QBD_NODE_IN) in distinct zones, preferring the least used. Pure
+ * function (unit-tested). Returns 0 and fills out[], or -ENOSPC when
+ * fewer distinct zones (with such nodes) than replicas exist;
+ * *zones_found tells how many there were.
  */
 int qbd_meta_place(const struct qbd_node_info *nodes, size_t n,
 		   unsigned replicas, uint64_t *out, unsigned *zones_found);

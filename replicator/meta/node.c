@@ -263,7 +263,130 @@ int qbd_meta_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *out
 		}
 		r = r == -ENOENT ? 0 : r;
 	}
+	if (r == 0)
+		r = qbd_meta_node_state_get(m, id, &out->state);
 	return r;
+}
+
+/* ---- node states (an operator's: drain, remove) ---- */
+
+#define NODE_STATE_PREFIX "/qbd/node-state/"
+
+const char *qbd_meta_node_state_name(enum qbd_node_state state)
+{
+	switch (state) {
+	case QBD_NODE_IN:
+		return "in";
+	case QBD_NODE_DRAINING:
+		return "draining";
+	case QBD_NODE_REMOVED:
+		return "removed";
+	}
+	return "?";
+}
+
+int qbd_meta_node_state_parse(const char *text, enum qbd_node_state *state)
+{
+	for (int s = QBD_NODE_IN; s <= QBD_NODE_REMOVED; s++)
+		if (strcmp(text, qbd_meta_node_state_name((enum qbd_node_state)s)) == 0) {
+			*state = (enum qbd_node_state)s;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/* A stored value: "draining" or "removed" ("in" is never stored). */
+static int node_state_value(const char *key, const char *value, enum qbd_node_state *state)
+{
+	if (qbd_meta_node_state_parse(value, state) < 0 || *state == QBD_NODE_IN) {
+		qbd_err("meta", "%s: '%.32s' is not a node state", key, value);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int qbd_meta_node_state_set(struct qbd_meta *m, uint64_t id, enum qbd_node_state state)
+{
+	char key[64], hex[17];
+	json_object *cmp, *suc;
+
+	snprintf(key, sizeof key, NODE_STATE_PREFIX "%s", qbd_id_str(id, hex));
+	if (state == QBD_NODE_DRAINING || state == QBD_NODE_REMOVED)
+		return meta_put(m, key, qbd_meta_node_state_name(state), 0);
+	if (state != QBD_NODE_IN)
+		return -EINVAL;
+	cmp = json_object_new_array();
+	suc = json_object_new_array();
+	json_object_array_add(suc, meta_op_delete(key));
+	return meta_txn(m, cmp, suc, true);
+}
+
+int qbd_meta_node_state_get(struct qbd_meta *m, uint64_t id, enum qbd_node_state *state)
+{
+	char key[64], hex[17];
+	struct kv kv;
+	int r;
+
+	*state = QBD_NODE_IN;
+	snprintf(key, sizeof key, NODE_STATE_PREFIX "%s", qbd_id_str(id, hex));
+	r = meta_get(m, key, &kv);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	r = node_state_value(key, kv.value, state);
+	free(kv.key);
+	free(kv.value);
+	return r;
+}
+
+static int node_state_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct qbd_node_state_entry *)a)->id;
+	uint64_t y = ((const struct qbd_node_state_entry *)b)->id;
+
+	return x < y ? -1 : x > y;
+}
+
+int qbd_meta_node_state_list(struct qbd_meta *m, struct qbd_node_state_entry **out,
+			     size_t *n)
+{
+	struct qbd_node_state_entry *e;
+	struct kv *kvs;
+	size_t nk, cnt = 0;
+	int r = meta_range(m, NODE_STATE_PREFIX, true, &kvs, &nk);
+
+	*out = NULL;
+	*n = 0;
+	if (r < 0)
+		return r;
+	if (nk == 0) {
+		free(kvs);
+		return 0;
+	}
+	if (!(e = calloc(nk, sizeof *e))) {
+		meta_kvs_free(kvs, nk);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < nk; i++) {
+		const char *suffix = kvs[i].key + strlen(NODE_STATE_PREFIX);
+
+		if (strlen(suffix) != 16 || qbd_id_parse(suffix, &e[cnt].id) < 0 ||
+		    node_state_value(kvs[i].key, kvs[i].value, &e[cnt].state) < 0) {
+			qbd_warn("meta", "%s: unreadable node state, skipped", kvs[i].key);
+			continue;
+		}
+		cnt++;
+	}
+	meta_kvs_free(kvs, nk);
+	qsort(e, cnt, sizeof *e, node_state_cmp);
+	if (cnt == 0) {
+		free(e);
+		e = NULL;
+	}
+	*out = e;
+	*n = cnt;
+	return 0;
 }
 
 static int node_cmp(const void *a, const void *b)
@@ -277,7 +400,8 @@ static int node_cmp(const void *a, const void *b)
 int qbd_meta_node_list(struct qbd_meta *m, struct qbd_node_info **out, size_t *n)
 {
 	struct kv *kvs = NULL, *alive = NULL;
-	size_t nk = 0, na = 0, cnt = 0;
+	struct qbd_node_state_entry *states = NULL;
+	size_t nk = 0, na = 0, ns = 0, cnt = 0;
 	struct qbd_node_info *nodes;
 	int r;
 
@@ -286,6 +410,8 @@ int qbd_meta_node_list(struct qbd_meta *m, struct qbd_node_info **out, size_t *n
 	r = meta_range(m, "/qbd/nodes/", true, &kvs, &nk);
 	if (r == 0)
 		r = meta_range(m, "/qbd/alive/", true, &alive, &na);
+	if (r == 0)
+		r = qbd_meta_node_state_list(m, &states, &ns);
 	if (r < 0)
 		goto out;
 	nodes = calloc(nk ? nk : 1, sizeof *nodes);
@@ -303,6 +429,9 @@ int qbd_meta_node_list(struct qbd_meta *m, struct qbd_node_info **out, size_t *n
 		for (size_t j = 0; j < na; j++)
 			if (strcmp(alive[j].key + strlen("/qbd/alive/"), hex) == 0)
 				nodes[cnt].alive = true;
+		for (size_t j = 0; j < ns; j++)
+			if (states[j].id == nodes[cnt].id)
+				nodes[cnt].state = states[j].state;
 		cnt++;
 	}
 	qsort(nodes, cnt, sizeof *nodes, node_cmp);
@@ -311,6 +440,7 @@ int qbd_meta_node_list(struct qbd_meta *m, struct qbd_node_info **out, size_t *n
 out:
 	meta_kvs_free(kvs, nk);
 	meta_kvs_free(alive, na);
+	free(states);
 	return r;
 }
 

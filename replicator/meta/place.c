@@ -21,7 +21,7 @@ int qbd_meta_place(const struct qbd_node_info *nodes, size_t n,
 		const struct qbd_node_info *x = &nodes[i];
 		unsigned z;
 
-		if (!x->alive)
+		if (!x->alive || x->state != QBD_NODE_IN)
 			continue;
 		for (z = 0; z < nz; z++)
 			if (strcmp(best[z]->zone, x->zone) == 0)

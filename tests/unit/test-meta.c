@@ -100,6 +100,28 @@ START_TEST(place_ties_lowest_id)
 }
 END_TEST
 
+START_TEST(place_skips_out_of_service)
+{
+	/* a draining or removed node is never placed on, even the least used */
+	struct qbd_node_info n[] = {
+		node(1, "a", 0, true), node(2, "a", 50, true), node(3, "b", 0, true),
+		node(4, "b", 60, true), node(5, "c", 70, true),
+	};
+	uint64_t out[3];
+	unsigned z;
+
+	n[0].state = QBD_NODE_DRAINING;
+	n[2].state = QBD_NODE_REMOVED;
+	ck_assert_int_eq(qbd_meta_place(n, 5, 3, out, &z), 0);
+	ck_assert_uint_eq(out[0], 2);
+	ck_assert_uint_eq(out[1], 4);
+	ck_assert_uint_eq(out[2], 5);
+	n[4].state = QBD_NODE_DRAINING;
+	ck_assert_int_eq(qbd_meta_place(n, 5, 3, out, &z), -ENOSPC);
+	ck_assert_uint_eq(z, 2);
+}
+END_TEST
+
 /* A volume of three replicas on nodes 0xa1 (a), 0xb1 (b), 0xc1 (c). */
 static struct qbd_volume_info vol3(void)
 {
@@ -321,6 +343,48 @@ START_TEST(volume_config_old_and_bad)
 	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"change\":{\"phase\":\"joint\","
 		"\"slot\":0,\"node\":\"4\",\"reason\":\"whim\"}}", &v), -EPROTO);
 	ck_assert_int_eq(meta_volume_from_json(VREC_HEAD ",\"change\":\"joint\"}", &v), -EPROTO);
+}
+END_TEST
+
+START_TEST(change_request_roundtrip)
+{
+	struct qbd_change_request c = { .volume_id = 0x77, .kind = QBD_CHANGE_KIND_REPLACE,
+					.from = 0xb1, .to = 0xb2, .reason = QBD_REASON_REMOVE,
+					.created = 1765000000 }, d;
+	char *j = meta_change_request_to_json(&c);
+
+	ck_assert_str_eq(j, "{\"kind\":\"replace\",\"from\":\"00000000000000b1\",\"to\":"
+			 "\"00000000000000b2\",\"reason\":\"remove\",\"created\":1765000000}");
+	ck_assert_int_eq(meta_change_request_from_json(j, 0x77, &d), 0);
+	free(j);
+	ck_assert_uint_eq(d.volume_id, 0x77);
+	ck_assert_uint_eq(d.from, 0xb1);
+	ck_assert_uint_eq(d.to, 0xb2);
+	ck_assert_int_eq(d.reason, QBD_REASON_REMOVE);
+	ck_assert_uint_eq(d.created, 1765000000);
+	/* "to" empty: placement picks */
+	c.to = 0;
+	j = meta_change_request_to_json(&c);
+	ck_assert_ptr_nonnull(strstr(j, "\"to\":\"\""));
+	ck_assert_int_eq(meta_change_request_from_json(j, 0x77, &d), 0);
+	ck_assert_uint_eq(d.to, 0);
+	free(j);
+	/* refused: another kind, to == from, no reason, no from */
+	ck_assert_int_eq(meta_change_request_from_json("{\"kind\":\"add\",\"from\":\"1\","
+		"\"to\":\"\",\"reason\":\"move\"}", 1, &d), -EPROTO);
+	ck_assert_int_eq(meta_change_request_from_json("{\"kind\":\"replace\",\"from\":\"1\","
+		"\"to\":\"1\",\"reason\":\"move\"}", 1, &d), -EPROTO);
+	ck_assert_int_eq(meta_change_request_from_json("{\"kind\":\"replace\",\"from\":\"1\","
+		"\"to\":\"\"}", 1, &d), -EPROTO);
+	ck_assert_int_eq(meta_change_request_from_json("{\"kind\":\"replace\","
+		"\"to\":\"\",\"reason\":\"move\"}", 1, &d), -EPROTO);
+	/* the words */
+	enum qbd_node_state st;
+	ck_assert_int_eq(qbd_meta_node_state_parse("draining", &st), 0);
+	ck_assert_int_eq(st, QBD_NODE_DRAINING);
+	ck_assert_int_eq(qbd_meta_node_state_parse("gone", &st), -EINVAL);
+	ck_assert_str_eq(qbd_meta_node_state_name(QBD_NODE_IN), "in");
+	ck_assert_str_eq(qbd_meta_change_reason_name(QBD_REASON_DOWN_OUT), "down-out");
 }
 END_TEST
 
@@ -929,6 +993,121 @@ START_TEST(etcd_attach_compares_config)
 }
 END_TEST
 
+START_TEST(etcd_change_requests)
+{
+	struct qbd_meta *m = etcd_meta("etcd_change_requests");
+	struct qbd_change_request c = { .volume_id = 0x2222, .kind = QBD_CHANGE_KIND_REPLACE,
+					.from = 0xb1, .to = 0xb2, .reason = QBD_REASON_DRAIN,
+					.created = 1765000000 }, d, old, *list;
+	size_t n;
+
+	if (!m)
+		return;
+	ck_assert_int_eq(qbd_meta_change_get(m, 0x2222, &d), -ENOENT);
+	ck_assert_int_eq(qbd_meta_change_put(m, &c), 0);
+	ck_assert_uint_ne(c.mod_revision, 0);
+	/* at most one per volume */
+	d = c;
+	d.to = 0;
+	ck_assert_int_eq(qbd_meta_change_put(m, &d), -EEXIST);
+	ck_assert_int_eq(qbd_meta_change_get(m, 0x2222, &d), 0);
+	ck_assert_uint_eq(d.mod_revision, c.mod_revision);
+	ck_assert_uint_eq(d.from, 0xb1);
+	ck_assert_uint_eq(d.to, 0xb2);
+	ck_assert_int_eq(d.reason, QBD_REASON_DRAIN);
+	ck_assert_uint_eq(d.created, 1765000000);
+	/* another volume's, "to" left to placement; listed by volume id */
+	d = c;
+	d.volume_id = 0x1111;
+	d.to = 0;
+	d.reason = QBD_REASON_MOVE;
+	ck_assert_int_eq(qbd_meta_change_put(m, &d), 0);
+	ck_assert_int_eq(qbd_meta_change_list(m, &list, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(list[0].volume_id, 0x1111);
+	ck_assert_uint_eq(list[0].to, 0);
+	ck_assert_uint_eq(list[1].volume_id, 0x2222);
+	ck_assert_uint_eq(list[1].mod_revision, c.mod_revision);
+	free(list);
+	/* delete compares what was read: a request replaced since stays */
+	old = c;
+	ck_assert_int_eq(qbd_meta_change_delete(m, &c), 0);
+	ck_assert_int_eq(qbd_meta_change_put(m, &c), 0);
+	ck_assert_int_eq(qbd_meta_change_delete(m, &old), -EAGAIN);
+	ck_assert_int_eq(qbd_meta_change_get(m, 0x2222, &d), 0);
+	ck_assert_int_eq(qbd_meta_change_delete(m, &d), 0);
+	ck_assert_int_eq(qbd_meta_change_delete(m, &d), -ENOENT);
+	/* invalid requests are not written */
+	d = c;
+	d.to = d.from;
+	ck_assert_int_eq(qbd_meta_change_put(m, &d), -EINVAL);
+	d = c;
+	d.reason = QBD_REASON_NONE;
+	ck_assert_int_eq(qbd_meta_change_put(m, &d), -EINVAL);
+	/* a malformed one is skipped by list, refused by get */
+	ck_assert_int_eq(meta_put(m, "/qbd/changes/0000000000003333", "{\"kind\":1}", 0), 0);
+	ck_assert_int_eq(qbd_meta_change_get(m, 0x3333, &d), -EPROTO);
+	ck_assert_int_eq(qbd_meta_change_list(m, &list, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(list[0].volume_id, 0x1111);
+	free(list);
+	qbd_meta_close(m);
+}
+END_TEST
+
+START_TEST(etcd_node_states)
+{
+	struct qbd_meta *m = etcd_meta("etcd_node_states");
+	struct qbd_node_info a = node(0x5a1, "a", 0, true), b = node(0x5b1, "b", 0, true);
+	struct qbd_node_info *nodes, got;
+	struct qbd_node_state_entry *st;
+	enum qbd_node_state s;
+	size_t n;
+
+	if (!m)
+		return;
+	ck_assert_int_eq(qbd_meta_node_put(m, &a), 0);
+	ck_assert_int_eq(qbd_meta_node_put(m, &b), 0);
+	ck_assert_int_eq(qbd_meta_node_state_get(m, 0x5a1, &s), 0);
+	ck_assert_int_eq(s, QBD_NODE_IN);
+	ck_assert_int_eq(qbd_meta_node_state_set(m, 0x5a1, QBD_NODE_DRAINING), 0);
+	ck_assert_int_eq(qbd_meta_node_state_set(m, 0x5b1, QBD_NODE_REMOVED), 0);
+	/* a node with no record may have a state (removed, record deleted) */
+	ck_assert_int_eq(qbd_meta_node_state_set(m, 0x5c1, QBD_NODE_REMOVED), 0);
+	ck_assert_int_eq(qbd_meta_node_state_get(m, 0x5a1, &s), 0);
+	ck_assert_int_eq(s, QBD_NODE_DRAINING);
+	ck_assert_int_eq(qbd_meta_node_state_list(m, &st, &n), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(st[0].id, 0x5a1);
+	ck_assert_int_eq(st[0].state, QBD_NODE_DRAINING);
+	ck_assert_int_eq(st[2].state, QBD_NODE_REMOVED);
+	free(st);
+	/* node list and get carry it */
+	ck_assert_int_eq(qbd_meta_node_list(m, &nodes, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (nodes[i].id == 0x5a1)
+			ck_assert_int_eq(nodes[i].state, QBD_NODE_DRAINING);
+		else if (nodes[i].id == 0x5b1)
+			ck_assert_int_eq(nodes[i].state, QBD_NODE_REMOVED);
+	free(nodes);
+	ck_assert_int_eq(qbd_meta_node_get(m, 0x5b1, &got), 0);
+	ck_assert_int_eq(got.state, QBD_NODE_REMOVED);
+	/* back in service: the key goes */
+	ck_assert_int_eq(qbd_meta_node_state_set(m, 0x5a1, QBD_NODE_IN), 0);
+	ck_assert_int_eq(qbd_meta_node_state_get(m, 0x5a1, &s), 0);
+	ck_assert_int_eq(s, QBD_NODE_IN);
+	ck_assert_int_eq(qbd_meta_node_get(m, 0x5a1, &got), 0);
+	ck_assert_int_eq(got.state, QBD_NODE_IN);
+	/* a value that is no state */
+	ck_assert_int_eq(meta_put(m, "/qbd/node-state/00000000000005d1", "in", 0), 0);
+	ck_assert_int_eq(qbd_meta_node_state_get(m, 0x5d1, &s), -EPROTO);
+	ck_assert_int_eq(qbd_meta_node_state_list(m, &st, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	free(st);
+	qbd_meta_close(m);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta");
@@ -941,6 +1120,7 @@ int main(void)
 	tcase_add_test(t1, place_distinct_zones_least_used);
 	tcase_add_test(t1, place_skips_dead_and_reports_zones);
 	tcase_add_test(t1, place_ties_lowest_id);
+	tcase_add_test(t1, place_skips_out_of_service);
 	tcase_add_test(t2, base64_roundtrip);
 	tcase_add_test(t2, volume_names);
 	tcase_add_test(t2, records_roundtrip);
@@ -949,6 +1129,7 @@ int main(void)
 	tcase_add_test(t3, attachment_rejects);
 	tcase_add_test(t2, volume_config_roundtrip);
 	tcase_add_test(t2, volume_config_old_and_bad);
+	tcase_add_test(t2, change_request_roundtrip);
 	suite_add_tcase(s, t2);
 	suite_add_tcase(s, t3);
 	tcase_add_test(t4, endpoints_parse_list);
@@ -967,6 +1148,8 @@ int main(void)
 	tcase_set_timeout(t6, 60);
 	tcase_add_test(t6, etcd_volume_cas);
 	tcase_add_test(t6, etcd_attach_compares_config);
+	tcase_add_test(t6, etcd_change_requests);
+	tcase_add_test(t6, etcd_node_states);
 	suite_add_tcase(s, t6);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
