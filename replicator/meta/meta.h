@@ -406,4 +406,34 @@ int qbd_meta_change_list(struct qbd_meta *m, struct qbd_change_request **out,
 int qbd_meta_place(const struct qbd_node_info *nodes, size_t n,
 		   unsigned replicas, uint64_t *out, unsigned *zones_found);
 
+/*
+ * Placement of a replacement: the node Y to take slot `slot` of volume v
+ * (whose node X = v->nodes[slot] leaves). Pure function (unit-tested).
+ * Y is alive, in service (QBD_NODE_IN), has room (capacity above used,
+ * and a free chunk slot when it publishes its slots), is not a member
+ * of v (nor the node of a change that stands), and its zone is used by
+ * no other member: X's own zone first if a node there qualifies, else a
+ * zone v does not use yet; among those, the least used node (then the
+ * lowest id), as qbd_meta_place. X's zone is that of its record in
+ * nodes[] (unknown when there is none: then any unused zone).
+ *
+ * 0 and *out = Y; -ENOSPC when no node qualifies, with why (always
+ * NUL-terminated, truncated to len) naming each zone considered and why
+ * it was refused ("zone b: used by replica 1; zone c: 0000000000000c1
+ * down, 0000000000000c2 draining"); -EINVAL for a slot out of range.
+ */
+int qbd_meta_place_replacement(const struct qbd_node_info *nodes, size_t n,
+			       const struct qbd_volume_info *v, unsigned slot,
+			       uint64_t *out, char *why, size_t len);
+/*
+ * Whether node `to` may take slot `slot` of v, by the rules above
+ * (an operator's choice: any zone the other members do not use, X's
+ * included). 0, or -EINVAL with the reason in why ("not alive",
+ * "draining", "already holds replica 2", "zone b holds replica 1",
+ * "no such node", "no room").
+ */
+int qbd_meta_place_check(const struct qbd_node_info *nodes, size_t n,
+			 const struct qbd_volume_info *v, unsigned slot,
+			 uint64_t to, char *why, size_t len);
+
 #endif

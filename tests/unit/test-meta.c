@@ -131,6 +131,120 @@ static struct qbd_volume_info vol3(void)
 	return v;
 }
 
+START_TEST(replace_prefers_same_zone)
+{
+	/* X = 0xb1 (zone b, dead). Zone b has 0xb2 (busy) and 0xb3: the
+	 * least used of b wins over the emptier zone d. */
+	struct qbd_node_info n[] = {
+		node(0xa1, "a", 0, true), node(0xb1, "b", 0, false),
+		node(0xb2, "b", 900, true), node(0xb3, "b", 500, true),
+		node(0xc1, "c", 0, true), node(0xd1, "d", 0, true),
+	};
+	struct qbd_volume_info v = vol3();
+	uint64_t y = 0;
+	char why[512];
+
+	ck_assert_int_eq(qbd_meta_place_replacement(n, 6, &v, 1, &y, why, sizeof why), 0);
+	ck_assert_uint_eq(y, 0xb3);
+	/* b3 drained and b2 full: zone b has no room, d (unused) is next */
+	n[3].state = QBD_NODE_DRAINING;
+	n[2].used = n[2].capacity;
+	ck_assert_int_eq(qbd_meta_place_replacement(n, 6, &v, 1, &y, why, sizeof why), 0);
+	ck_assert_uint_eq(y, 0xd1);
+}
+END_TEST
+
+START_TEST(replace_unused_zone_least_used)
+{
+	/* X = 0xa1, alone in zone a: zones d and e are unused; e's best is
+	 * less used than d's; zones b and c hold replicas and are never
+	 * used, however empty. */
+	struct qbd_node_info n[] = {
+		node(0xa1, "a", 0, true), node(0xb1, "b", 0, true), node(0xb2, "b", 0, true),
+		node(0xc1, "c", 0, true), node(0xd1, "d", 300, true), node(0xd2, "d", 200, true),
+		node(0xe1, "e", 100, true), node(0xe2, "e", 100, false),
+	};
+	struct qbd_volume_info v = vol3();
+	uint64_t y = 0;
+	char why[512];
+
+	ck_assert_int_eq(qbd_meta_place_replacement(n, 8, &v, 0, &y, why, sizeof why), 0);
+	ck_assert_uint_eq(y, 0xe1);
+	/* the node joining through a standing change counts as a member:
+	 * its zone (e) is taken, and it is never picked itself */
+	v.change = (struct qbd_volume_change){ .phase = QBD_CHANGE_LEARNER, .slot = 2,
+					       .node = 0xe1, .reason = QBD_REASON_MOVE };
+	ck_assert_int_eq(qbd_meta_place_replacement(n, 8, &v, 0, &y, why, sizeof why), 0);
+	ck_assert_uint_eq(y, 0xd2);
+	/* a slot out of range */
+	ck_assert_int_eq(qbd_meta_place_replacement(n, 8, &v, 3, &y, why, sizeof why), -EINVAL);
+}
+END_TEST
+
+START_TEST(replace_nospc_names_zones)
+{
+	/* X = 0xb1. Zone b: 0xb2 draining, 0xb3 down. Zone d: 0xd1 removed,
+	 * 0xd2 without a free slot. a and c hold replicas. */
+	struct qbd_node_info n[] = {
+		node(0xa1, "a", 0, true), node(0xb1, "b", 0, false),
+		node(0xb2, "b", 0, true), node(0xb3, "b", 0, false),
+		node(0xc1, "c", 0, true), node(0xd1, "d", 0, true), node(0xd2, "d", 0, true),
+	};
+	struct qbd_volume_info v = vol3();
+	uint64_t y = 0;
+	char why[512], small[40];
+
+	n[2].state = QBD_NODE_DRAINING;
+	n[5].state = QBD_NODE_REMOVED;
+	n[6].slots = 10;
+	n[6].free_slots = 0;
+	ck_assert_int_eq(qbd_meta_place_replacement(n, 7, &v, 1, &y, why, sizeof why), -ENOSPC);
+	ck_assert_msg(strcmp(why, "no node can take replica 1 (node 00000000000000b1, zone b); "
+			     "zone b: 00000000000000b1 the node replaced, 00000000000000b2 "
+			     "draining, 00000000000000b3 down; zone a: holds replica 0; "
+			     "zone c: holds replica 2; zone d: 00000000000000d1 removed, "
+			     "00000000000000d2 full; add a node in zone b or in a zone the "
+			     "volume does not use") == 0, "why: %s", why);
+	/* truncated to the buffer, terminated */
+	ck_assert_int_eq(qbd_meta_place_replacement(n, 7, &v, 1, &y, small, sizeof small),
+			 -ENOSPC);
+	ck_assert_uint_eq(strlen(small), sizeof small - 1);
+	/* X without a record: its zone is unknown, no zone is "its" */
+	ck_assert_int_eq(qbd_meta_place_replacement(n + 2, 5, &v, 1, &y, why, sizeof why),
+			 -ENOSPC);
+	ck_assert_ptr_nonnull(strstr(why, "(node 00000000000000b1, no record)"));
+}
+END_TEST
+
+START_TEST(replace_check_operator_choice)
+{
+	struct qbd_node_info n[] = {
+		node(0xa1, "a", 0, true), node(0xb1, "b", 0, true), node(0xb2, "b", 0, true),
+		node(0xc1, "c", 0, true), node(0xc2, "c", 0, true), node(0xd1, "d", 9, true),
+		node(0xd2, "d", 0, false),
+	};
+	struct qbd_volume_info v = vol3();
+	char why[256];
+
+	/* X's own zone, or an unused one */
+	ck_assert_int_eq(qbd_meta_place_check(n, 7, &v, 1, 0xb2, why, sizeof why), 0);
+	ck_assert_int_eq(qbd_meta_place_check(n, 7, &v, 1, 0xd1, why, sizeof why), 0);
+	/* a zone another replica uses */
+	ck_assert_int_eq(qbd_meta_place_check(n, 7, &v, 1, 0xc2, why, sizeof why), -EINVAL);
+	ck_assert_str_eq(why, "node 00000000000000c2: zone c holds replica 2 already");
+	/* a member, a dead node, an unknown one, a draining one */
+	ck_assert_int_eq(qbd_meta_place_check(n, 7, &v, 1, 0xa1, why, sizeof why), -EINVAL);
+	ck_assert_str_eq(why, "node 00000000000000a1: holds replica 0");
+	ck_assert_int_eq(qbd_meta_place_check(n, 7, &v, 1, 0xd2, why, sizeof why), -EINVAL);
+	ck_assert_str_eq(why, "node 00000000000000d2: down");
+	ck_assert_int_eq(qbd_meta_place_check(n, 7, &v, 1, 0xe1, why, sizeof why), -EINVAL);
+	ck_assert_str_eq(why, "node 00000000000000e1: no such node");
+	n[5].state = QBD_NODE_DRAINING;
+	ck_assert_int_eq(qbd_meta_place_check(n, 7, &v, 1, 0xd1, why, sizeof why), -EINVAL);
+	ck_assert_str_eq(why, "node 00000000000000d1: draining");
+}
+END_TEST
+
 START_TEST(base64_roundtrip)
 {
 	const char *cases[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar", "/qbd/nodes/" };
@@ -1121,6 +1235,10 @@ int main(void)
 	tcase_add_test(t1, place_skips_dead_and_reports_zones);
 	tcase_add_test(t1, place_ties_lowest_id);
 	tcase_add_test(t1, place_skips_out_of_service);
+	tcase_add_test(t1, replace_prefers_same_zone);
+	tcase_add_test(t1, replace_unused_zone_least_used);
+	tcase_add_test(t1, replace_nospc_names_zones);
+	tcase_add_test(t1, replace_check_operator_choice);
 	tcase_add_test(t2, base64_roundtrip);
 	tcase_add_test(t2, volume_names);
 	tcase_add_test(t2, records_roundtrip);
