@@ -50,6 +50,8 @@ json_object *cli_node_json(const struct qbd_node_info *n, bool full)
 	json_object_object_add(o, "zone", json_object_new_string(n->zone));
 	json_object_object_add(o, "addr", json_object_new_string(n->addr));
 	json_object_object_add(o, "alive", json_object_new_boolean(n->alive));
+	json_object_object_add(o, "state",
+			       json_object_new_string(qbd_meta_node_state_name(n->state)));
 	if (full) {
 		json_object *sc = json_object_new_object(), *io = json_object_new_object();
 		json_object *or = json_object_new_object();
@@ -98,5 +100,39 @@ json_object *cli_volume_json(const struct qbd_volume_info *v)
 	json_object_object_add(o, "chunk_size", cli_json_u64(v->chunk_size));
 	json_object_object_add(o, "replicas", cli_json_u64(v->replicas));
 	json_object_object_add(o, "write_quorum", cli_json_u64(v->write_quorum));
+	json_object_object_add(o, "cfg", cli_json_u64(v->cfg));
+	return o;
+}
+
+json_object *cli_change_json(const struct qbd_volume_info *v, const struct qbd_node_info *to)
+{
+	const struct qbd_volume_change *c = &v->change;
+	json_object *o;
+
+	if (c->phase == QBD_CHANGE_NONE)
+		return NULL;
+	o = json_object_new_object();
+	json_object_object_add(o, "phase",
+			       json_object_new_string(qbd_meta_change_phase_name(c->phase)));
+	json_object_object_add(o, "slot", json_object_new_int((int)c->slot));
+	json_object_object_add(o, "from", cli_json_id(v->nodes[c->slot]));
+	json_object_object_add(o, "to", cli_json_id(c->node));
+	json_object_object_add(o, "to_zone", to ? json_object_new_string(to->zone) : NULL);
+	json_object_object_add(o, "reason",
+			       json_object_new_string(qbd_meta_change_reason_name(c->reason)));
+	json_object_object_add(o, "started", cli_json_u64(c->started));
+	return o;
+}
+
+json_object *cli_change_request_json(const struct qbd_change_request *r)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "kind", json_object_new_string("replace"));
+	json_object_object_add(o, "from", cli_json_id(r->from));
+	json_object_object_add(o, "to", r->to ? cli_json_id(r->to) : NULL);
+	json_object_object_add(o, "reason",
+			       json_object_new_string(qbd_meta_change_reason_name(r->reason)));
+	json_object_object_add(o, "created", cli_json_u64(r->created));
 	return o;
 }

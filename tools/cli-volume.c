@@ -80,6 +80,7 @@ static const char volume_usage[] =
 	"       qbd volume info NAME [--json]\n"
 	"       qbd volume status NAME [--json]\n"
 	"       qbd volume delete NAME\n"
+	"       qbd volume move NAME --from NODE [--to NODE]\n"
 	"status exits 0 healthy, 3 degraded (>= W replicas usable) or unknown\n"
 	"(attached, no status from the writer yet), 4 failed (fewer than W\n"
 	"usable), 1 on errors, 2 on usage errors.\n";
@@ -105,6 +106,79 @@ static int volume_open(const char *name, struct qbd_meta **m, struct qbd_volume_
 		return EXIT_ERR;
 	}
 	return 0;
+}
+
+/* The change that stands in a volume's record and the change requested
+ * of it, with the records of the nodes they bring in ("?" stand-ins
+ * when unknown). */
+struct volume_change_view {
+	struct qbd_node_info to;        /* the standing change's node */
+	bool has_req;
+	struct qbd_change_request req;
+	struct qbd_node_info req_to;    /* the request's node (id 0: placement picks) */
+};
+
+static char *cli_time(uint64_t t, char *buf, size_t len);
+
+/* Read them. 0, or EXIT_ERR after saying why. */
+static int volume_change_load(struct qbd_meta *m, const struct qbd_volume_info *v,
+			      struct volume_change_view *cv)
+{
+	int r;
+
+	memset(cv, 0, sizeof *cv);
+	if (v->change.phase != QBD_CHANGE_NONE)
+		(void)cli_node_get(m, v->change.node, &cv->to);
+	r = qbd_meta_change_get(m, v->id, &cv->req);
+	if (r == 0) {
+		cv->has_req = true;
+		if (cv->req.to)
+			(void)cli_node_get(m, cv->req.to, &cv->req_to);
+	} else if (r != -ENOENT) {
+		fprintf(stderr, "qbd: volume '%s': cannot read its change request: %s\n",
+			v->name, strerror(-r));
+		return EXIT_ERR;
+	}
+	return 0;
+}
+
+static void volume_change_json(json_object *o, const struct qbd_volume_info *v,
+			       const struct volume_change_view *cv)
+{
+	json_object_object_add(o, "change", cli_change_json(v, cv->to.addr[0] &&
+							strcmp(cv->to.addr, "?") ? &cv->to : NULL));
+	json_object_object_add(o, "change_request",
+			       cv->has_req ? cli_change_request_json(&cv->req) : NULL);
+}
+
+/* The configuration's lines: its number, the change in progress, the
+ * change asked for. */
+static void volume_change_print(const struct qbd_volume_info *v,
+				const struct volume_change_view *cv)
+{
+	char hx[17], hy[17], tbuf[64];
+
+	printf("Configuration: %" PRIu64 "\n", v->cfg);
+	if (v->change.phase != QBD_CHANGE_NONE)
+		printf("Change:        %s: replica %u, node %s -> node %s (zone %s), "
+		       "reason %s, since %s\n", qbd_meta_change_phase_name(v->change.phase),
+		       v->change.slot, qbd_id_str(v->nodes[v->change.slot], hx),
+		       qbd_id_str(v->change.node, hy), cv->to.zone,
+		       qbd_meta_change_reason_name(v->change.reason),
+		       cli_time(v->change.started, tbuf, sizeof tbuf));
+	if (cv->has_req) {
+		char to[128];
+
+		if (cv->req.to)
+			snprintf(to, sizeof to, "node %s (zone %s)", qbd_id_str(cv->req.to, hy),
+				 cv->req_to.zone);
+		else
+			snprintf(to, sizeof to, "a node placement picks");
+		printf("Requested:     replica on node %s -> %s, reason %s, at %s; %s\n",
+		       qbd_id_str(cv->req.from, hx), to,
+		       qbd_meta_change_reason_name(cv->req.reason),
+		       cli_time(cv->req.created, tbuf, sizeof tbuf), CLI_CHANGE_CARRIED_BY);
+	}
 }
 
 /* The lines that open both volume info and volume status. */
@@ -291,6 +365,7 @@ static int volume_info(int argc, char **argv)
 	struct qbd_node_info nodes[QBD_MAX_REPLICAS];
 	const struct qbd_node_info *np[QBD_MAX_REPLICAS];
 	struct replica_usage ru[QBD_MAX_REPLICAS];
+	struct volume_change_view cv;
 	uint64_t epoch = 0, cluster_id = 0, held;
 	char hex[17], sz[32], ub[48];
 	int r;
@@ -300,6 +375,10 @@ static int volume_info(int argc, char **argv)
 	const char *name = argv[optind];
 	if ((r = volume_open(name, &m, &v, &epoch)))
 		return r;
+	if ((r = volume_change_load(m, &v, &cv))) {
+		qbd_meta_close(m);
+		return r;
+	}
 	for (unsigned i = 0; i < v.replicas; i++)
 		(void)cli_node_get(m, v.nodes[i], &nodes[i]);
 	(void)qbd_meta_cluster_id(m, false, &cluster_id);
@@ -317,10 +396,12 @@ static int volume_info(int argc, char **argv)
 		}
 		json_object_object_add(o, "nodes", arr);
 		json_object_object_add(o, "held", cli_json_u64(held));
+		volume_change_json(o, &v, &cv);
 		cli_print_json(o);
 		return EXIT_OK;
 	}
 	volume_print_head(&v, epoch, true);
+	volume_change_print(&v, &cv);
 	printf("Held:          %s of data on all replicas\n", qbd_format_size(held, sz, sizeof sz));
 	printf("Replicas:\n");
 	printf("  #  NODE              ZONE        ADDRESS                 HELD/CHUNKS     STATE\n");
@@ -350,6 +431,7 @@ static char *cli_time(uint64_t t, char *buf, size_t len)
 /* What volume status shows: the volume, its health, its space. */
 struct volume_status_view {
 	struct qbd_volume_info v;
+	struct volume_change_view cv;
 	uint64_t epoch, held;
 	struct vol_health vh;
 	struct replica_usage ru[QBD_MAX_REPLICAS];
@@ -402,6 +484,7 @@ static void volume_status_json(const struct volume_status_view *sv)
 	json_object_object_add(o, "held", cli_json_u64(sv->held));
 	json_object_object_add(o, "usable", json_object_new_int((int)vh->usable));
 	json_object_object_add(o, "health", json_object_new_string(cli_health_name(vh->health)));
+	volume_change_json(o, &sv->v, &sv->cv);
 	cli_print_json(o);
 }
 
@@ -459,6 +542,7 @@ static void volume_status_text(const struct volume_status_view *sv)
 	char sz[32], tbuf[64];
 
 	volume_print_head(v, sv->epoch, false);
+	volume_change_print(v, &sv->cv);
 	if (vh->attached)
 		printf("Attached:      host %s, zone %s, pid %d, epoch %" PRIu64 ", since %s\n",
 		       att->host[0] ? att->host : "?", att->zone[0] ? att->zone : "?", att->pid,
@@ -501,7 +585,7 @@ static int volume_status(int argc, char **argv)
 		return r;
 	if ((r = volume_open(argv[optind], &m, &sv.v, &sv.epoch)))
 		return r;
-	if (cli_volume_health(m, &sv.v, &sv.vh)) {
+	if (cli_volume_health(m, &sv.v, &sv.vh) || volume_change_load(m, &sv.v, &sv.cv)) {
 		qbd_meta_close(m);
 		return EXIT_ERR;
 	}
@@ -606,6 +690,8 @@ int cmd_volume(int argc, char **argv)
 		return volume_status(argc - 1, argv + 1);
 	if (strcmp(argv[1], "delete") == 0)
 		return volume_delete(argc - 1, argv + 1);
+	if (strcmp(argv[1], "move") == 0)
+		return cmd_volume_move(argc - 1, argv + 1);
 	fprintf(stderr, "qbd volume: unknown command '%s'\n%s", argv[1], volume_usage);
 	return EXIT_USAGE;
 }

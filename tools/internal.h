@@ -44,10 +44,19 @@ json_object *cli_json_u64(uint64_t v);
 uint64_t cli_json_get_u64(json_object *o, const char *key);
 json_object *cli_node_json(const struct qbd_node_info *n, bool full);
 json_object *cli_volume_json(const struct qbd_volume_info *v);
+/* The change that stands in v's record (NULL when none; to: Y's record,
+ * NULL when unknown), and a change request, as JSON objects. */
+json_object *cli_change_json(const struct qbd_volume_info *v, const struct qbd_node_info *to);
+json_object *cli_change_request_json(const struct qbd_change_request *r);
 
-/* cli-node.c: qbd node list; a node's record by id */
+/* cli-node.c: qbd node list|drain|undrain|remove, qbd volume move; a
+ * node's record by id */
 int cmd_node(int argc, char **argv);
+int cmd_volume_move(int argc, char **argv);
 int cli_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *node);
+/* What the CLI says of a change it asked for: nobody in the CLI carries
+ * it out. */
+#define CLI_CHANGE_CARRIED_BY "it is carried out by the volume's writer or qbd-managerd"
 
 /* cli-volume.c: qbd volume create|list|info|status|delete */
 int cmd_volume(int argc, char **argv);
