@@ -77,13 +77,14 @@ struct qbd_attach_keeper {
 	bool status_new;
 	uint64_t status_at;          /* loop side: last document built */
 	uint32_t status_sig;         /* loop side: status_sig of that document */
-	unsigned replicas;
-	struct keeper_node nodes[QBD_CORE_MAX_REPLICAS]; /* keeper side */
+	struct qbd_volume *v;        /* the keeper reads only v->info.name and id,
+				      * and v->change (change.c says how) */
+	struct keeper_node nodes[QBD_CORE_MAX_SLOTS]; /* keeper side; id 0: slot unused */
 	uint64_t nodes_at;           /* keeper side: the last look at them */
 	uint32_t down;               /* under mu: replicas not up, as the loop last said */
 	uint32_t addr_new;           /* under mu, read atomically outside:
 				      * addrs[r] waiting for the loop */
-	struct qbd_node_addr addrs[QBD_CORE_MAX_REPLICAS]; /* under mu */
+	struct qbd_node_addr addrs[QBD_CORE_MAX_SLOTS]; /* under mu */
 };
 
 /* Keeper side: read again the node record of each replica in down, and
@@ -93,14 +94,14 @@ struct qbd_attach_keeper {
  * keeper's thread only. */
 static void keeper_nodes(struct qbd_attach_keeper *k, uint32_t down)
 {
-	for (unsigned r = 0; r < k->replicas; r++) {
+	for (unsigned r = 0; r < QBD_CORE_MAX_SLOTS; r++) {
 		struct keeper_node *kn = &k->nodes[r];
 		struct qbd_node_addr a = { .salen = 0 };
 		struct qbd_node_info n;
 		char why[QBD_ADDR_MAX + 96];
 		int err;
 
-		if (!(down & 1u << r))
+		if (!(down & 1u << r) || !kn->id)
 			continue;
 		err = qbd_meta_node_get(k->meta, kn->id, &n);
 		if (err == -ENOENT) {
@@ -192,6 +193,8 @@ static void *keeper_main(void *arg)
 			}
 			/* After the keepalive and the status: a slow etcd or
 			 * DNS answer here must not delay them. */
+			if (!k->superseded)
+				qbd_change_keep(k->v, k, k->meta, k->a.epoch);
 			if (down && !k->superseded && qbd_now_ns() - k->nodes_at >=
 				    QBD_CLIENT_LOOKUP_EVERY_S * 1000000000ull / 2) {
 				k->nodes_at = qbd_now_ns();
@@ -342,11 +345,13 @@ int qbd_attach_start(struct qbd_volume *v)
 
 	/* What the loop has, before the thread exists. The keeper says
 	 * again only what meta_load_node did not. */
-	k->replicas = v->info.replicas;
-	for (unsigned r = 0; r < v->info.replicas; r++) {
+	k->v = v;
+	for (unsigned r = 0; r < v->nslots; r++) {
 		const struct qbd_conn *c = &v->conns[r];
 		struct keeper_node *kn = &k->nodes[r];
 
+		if (!c->v || c->unused)
+			continue;
 		kn->id = c->node.id;
 		if (c->no_addr) {
 			kn->missing = !c->node.addr[0];
@@ -396,14 +401,16 @@ static const char *replica_state(const struct qbd_core_replica_info *ri, uint64_
  * one by one waits for `qbd volume status` to say healthy in between, and
  * a document still saying "up" from before a replica went down would let
  * the next restart take a second copy away. */
-_Static_assert(1 + 3 * QBD_MAX_REPLICAS <= 32, "status_sig: three bits a replica");
+_Static_assert(1 + 3 * QBD_CORE_MAX_SLOTS <= 32, "status_sig: three bits a slot");
 static uint32_t status_sig(struct qbd_volume *v, uint64_t now)
 {
 	uint32_t sig = qbd_core_fenced(v->core);
 
-	for (unsigned r = 0; r < v->info.replicas; r++) {
+	for (unsigned r = 0; r < v->nslots; r++) {
 		struct qbd_core_replica_info ri = { 0 };
 
+		if (v->conns[r].unused)
+			continue;
 		qbd_core_replica_info(v->core, r, &ri);
 		sig |= (uint32_t)ri.up << (1 + 3 * r);
 		sig |= (uint32_t)(ri.stale_chunks != 0) << (2 + 3 * r);
@@ -412,11 +419,26 @@ static uint32_t status_sig(struct qbd_volume *v, uint64_t now)
 	return sig;
 }
 
+/* What slot r is in the configuration the core follows. */
+static const char *slot_role(struct qbd_volume *v, unsigned r)
+{
+	uint32_t voters, joint, learners, bit = 1u << r;
+
+	qbd_core_members(v->core, &voters, &joint, &learners);
+	if (learners & bit)
+		return "learner";
+	if (joint && !(joint & bit))
+		return "leaving";
+	if (joint && !(voters & bit))
+		return "joining";
+	return "voter";
+}
+
 void qbd_attach_status(struct qbd_volume *v)
 {
 	struct qbd_attach_keeper *k = v->keeper;
 	uint64_t now = qbd_now_ns();
-	json_object *o, *arr;
+	json_object *o, *arr, *chg;
 	uint32_t sig, down = 0;
 	bool changed;
 	char *doc;
@@ -436,15 +458,20 @@ void qbd_attach_status(struct qbd_volume *v)
 	json_object_object_add(o, "write_quorum", json_object_new_int((int)v->info.write_quorum));
 	json_object_object_add(o, "chunks", json_object_new_int64((int64_t)v->nchunks));
 	json_object_object_add(o, "fenced", json_object_new_boolean(qbd_core_fenced(v->core)));
-	for (unsigned r = 0; r < v->info.replicas; r++) {
+	/* Entry i is the record's replica i (in core slot rslot[i]); a
+	 * change's learner is in "change". */
+	for (unsigned i = 0; i < v->info.replicas; i++) {
 		struct qbd_core_replica_info ri = { 0 };
-		json_object *e = json_object_new_object();
+		unsigned r = v->rslot[i];
+		json_object *e;
 		char hex[17];
 
+		e = json_object_new_object();
 		qbd_core_replica_info(v->core, r, &ri);
-		down |= (uint32_t)!ri.up << r;
 		snprintf(hex, sizeof(hex), "%016" PRIx64, v->conns[r].node.id);
-		json_object_object_add(e, "index", json_object_new_int((int)r));
+		json_object_object_add(e, "index", json_object_new_int((int)i));
+		json_object_object_add(e, "slot", json_object_new_int((int)r));
+		json_object_object_add(e, "role", json_object_new_string(slot_role(v, r)));
 		json_object_object_add(e, "node", json_object_new_string(hex));
 		json_object_object_add(e, "zone", json_object_new_string(v->conns[r].node.zone));
 		json_object_object_add(e, "addr", json_object_new_string(v->conns[r].node.addr));
@@ -461,6 +488,14 @@ void qbd_attach_status(struct qbd_volume *v)
 		json_object_array_add(arr, e);
 	}
 	json_object_object_add(o, "replicas", arr);
+	for (unsigned r = 0; r < v->nslots; r++) {
+		struct qbd_core_replica_info ri = { 0 };
+
+		if (!v->conns[r].unused && qbd_core_replica_info(v->core, r, &ri) == 0 && !ri.up)
+			down |= 1u << r;
+	}
+	if ((chg = qbd_change_status(v)))
+		json_object_object_add(o, "change", chg);
 	doc = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	if (!doc)
@@ -475,8 +510,22 @@ void qbd_attach_status(struct qbd_volume *v)
 	pthread_mutex_unlock(&k->mu);
 }
 
+void qbd_attach_slot(struct qbd_attach_keeper *k, unsigned r, uint64_t id,
+		     const struct qbd_node_addr *a)
+{
+	struct keeper_node *kn = &k->nodes[r];
+
+	memset(kn, 0, sizeof(*kn));
+	kn->id = id;
+	if (a) {
+		snprintf(kn->addr, sizeof(kn->addr), "%s", a->addr);
+		memcpy(&kn->sa, &a->sa, sizeof(kn->sa));
+		kn->salen = a->salen;
+	}
+}
+
 uint32_t qbd_attach_addrs(struct qbd_volume *v,
-			  struct qbd_node_addr out[QBD_CORE_MAX_REPLICAS])
+			  struct qbd_node_addr out[QBD_CORE_MAX_SLOTS])
 {
 	struct qbd_attach_keeper *k = v->keeper;
 	uint32_t fresh;
@@ -485,7 +534,7 @@ uint32_t qbd_attach_addrs(struct qbd_volume *v,
 		return 0;
 	pthread_mutex_lock(&k->mu);
 	fresh = k->addr_new;
-	for (unsigned r = 0; r < k->replicas; r++)
+	for (unsigned r = 0; r < QBD_CORE_MAX_SLOTS; r++)
 		if (fresh & 1u << r)
 			out[r] = k->addrs[r];
 	__atomic_store_n(&k->addr_new, 0, __ATOMIC_RELAXED);

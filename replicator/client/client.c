@@ -192,16 +192,18 @@ static void tick(struct qbd_volume *v)
 	uint64_t now = qbd_now_ns();
 
 	if (!v->opening && !v->closing) {
-		struct qbd_node_addr addrs[QBD_CORE_MAX_REPLICAS];
+		struct qbd_node_addr addrs[QBD_CORE_MAX_SLOTS];
 		uint32_t fresh = qbd_attach_addrs(v, addrs);
 
-		for (unsigned r = 0; fresh && r < v->info.replicas; r++)
-			if (fresh & 1u << r)
+		for (unsigned r = 0; fresh && r < v->nslots; r++)
+			if ((fresh & 1u << r) && !v->conns[r].unused)
 				conn_take_addr(&v->conns[r], &addrs[r]);
 	}
-	for (unsigned r = 0; r < v->info.replicas; r++) {
+	for (unsigned r = 0; r < v->nslots; r++) {
 		struct qbd_conn *c = &v->conns[r];
 
+		if (!c->v || c->unused)
+			continue;
 		if (c->state == QBD_C_DOWN) {
 			if (!v->opening && !v->closing && !c->no_addr && now >= c->retry_ns)
 				conn_connect(c);
@@ -211,8 +213,10 @@ static void tick(struct qbd_volume *v)
 			conn_fail(c, c->state == QBD_C_UP ? "send failed"
 							  : "handshake timed out");
 	}
-	if (!v->opening && v->core)
+	if (!v->opening && v->core) {
 		qbd_core_tick(v->core, now);
+		qbd_change_tick(v);
+	}
 	if (v->keeper && !v->opening)
 		qbd_attach_status(v);
 }
@@ -298,7 +302,7 @@ uint64_t qbd_size(const struct qbd_volume *v) { return v->info.size; }
 uint32_t qbd_chunk_size(const struct qbd_volume *v) { return v->info.chunk_size; }
 uint64_t qbd_volume_id(const struct qbd_volume *v) { return v->info.id; }
 uint64_t qbd_epoch(const struct qbd_volume *v) { return v->epoch; }
-unsigned qbd_replica_count(const struct qbd_volume *v) { return v->info.replicas; }
+unsigned qbd_replica_count(const struct qbd_volume *v) { return v->nslots; }
 unsigned qbd_write_quorum(const struct qbd_volume *v) { return v->info.write_quorum; }
 int qbd_get_fd(const struct qbd_volume *v) { return v->epfd; }
 unsigned qbd_in_flight(const struct qbd_volume *v) { return v->in_flight; }
@@ -309,9 +313,11 @@ int qbd_replica_status(const struct qbd_volume *v, unsigned i,
 	const struct qbd_conn *c;
 	struct qbd_core_replica_info ri;
 
-	if (i >= v->info.replicas)
+	if (i >= v->nslots)
 		return -EINVAL;
 	c = &v->conns[i];
+	if (!c->v || c->unused)
+		return -ENOENT;
 	memset(out, 0, sizeof(*out));
 	out->node_id = c->node.id;
 	snprintf(out->addr, sizeof(out->addr), "%s", c->node.addr);
@@ -328,8 +334,10 @@ int qbd_replica_status(const struct qbd_volume *v, unsigned i,
 int qbd_replica_counters(const struct qbd_volume *v, unsigned i,
 			 struct qbd_replica_counters *out)
 {
-	if (i >= v->info.replicas)
+	if (i >= v->nslots)
 		return -EINVAL;
+	if (!v->conns[i].v || v->conns[i].unused)
+		return -ENOENT;
 	out->sent_bytes = v->conns[i].tx_bytes;
 	out->received_bytes = v->conns[i].rx_bytes;
 	return 0;

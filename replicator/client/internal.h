@@ -80,6 +80,7 @@ struct qbd_conn {
 				  * resolve: down, not retried until the
 				  * keeper finds an address (attach.c) */
 	bool core_dropped;       /* the core asked for the close */
+	bool unused;             /* a slot no replica holds (it left) */
 	int open_status;         /* last OPEN/HELLO status */
 	uint8_t nonce[QBD_AUTH_NONCE]; /* our challenge in the last HELLO */
 	uint64_t tx_bytes, rx_bytes;   /* since open, for metrics */
@@ -88,6 +89,7 @@ struct qbd_conn {
 };
 
 struct qbd_attach_keeper;
+struct qbd_change;
 
 struct qbd_volume {
 	struct qbd_volume_info info;
@@ -96,7 +98,12 @@ struct qbd_volume {
 	uint64_t nchunks;
 	uint64_t takeover_wait_ns;
 	struct qbd_core *core;
-	struct qbd_conn conns[QBD_CORE_MAX_REPLICAS];
+	/* Slot r of the core is conns[r]; the record's replica i is slot
+	 * rslot[i] (i at open), a change's learner a free slot (change.c). */
+	struct qbd_conn conns[QBD_CORE_MAX_SLOTS];
+	unsigned nslots;         /* slots below it may be in use */
+	unsigned rslot[QBD_MAX_REPLICAS];
+	struct qbd_change *change;
 	int epfd, tfd, efd;
 	bool opening, closing;
 	unsigned in_flight;      /* user ios not completed */
@@ -130,9 +137,30 @@ void qbd_attach_status(struct qbd_volume *v);
  * Takes the keeper's mutex only when there is something: never waits for
  * etcd or DNS. */
 uint32_t qbd_attach_addrs(struct qbd_volume *v,
-			  struct qbd_node_addr out[QBD_CORE_MAX_REPLICAS]);
+			  struct qbd_node_addr out[QBD_CORE_MAX_SLOTS]);
+/* Keeper side: slot r now holds node id (0: no node), with the address
+ * the loop was handed (NULL: none yet; looked up when it is down). */
+void qbd_attach_slot(struct qbd_attach_keeper *k, unsigned r, uint64_t id,
+		     const struct qbd_node_addr *a);
 /* Stop the keeper; clean = a clean detach (flushed, nothing in flight). */
 void qbd_attach_release(struct qbd_volume *v, bool clean);
+
+/* ---- change.c: carrying out a membership change (docs/design.md) ---- */
+
+/* Set up for the record's configuration (at open, before the core):
+ * the core's membership masks, slot R for a change's learner. */
+int qbd_change_new(struct qbd_volume *v, struct qbd_core_cfg *cfg);
+void qbd_change_free(struct qbd_change *ch);
+/* Loop side, each tick: take the keeper's word, take the core's steps. */
+void qbd_change_tick(struct qbd_volume *v);
+/* Keeper side, each round (blocks on etcd): read the record and any
+ * change request, and make the record's next step when the loop is
+ * ready for it. */
+void qbd_change_keep(struct qbd_volume *v, struct qbd_attach_keeper *k,
+		     struct qbd_meta *m, uint64_t epoch);
+/* Loop side: the change as the status document shows it, or NULL. */
+struct json_object;
+struct json_object *qbd_change_status(struct qbd_volume *v);
 
 /* ---- client.c: completions, the core's callbacks, the loop ---- */
 

@@ -80,7 +80,7 @@ static void volume_free(struct qbd_volume *v, bool clean)
 {
 	v->closing = true;
 	qbd_attach_release(v, clean);
-	for (unsigned r = 0; r < QBD_CORE_MAX_REPLICAS; r++)
+	for (unsigned r = 0; r < QBD_CORE_MAX_SLOTS; r++)
 		if (v->conns[r].v)
 			conn_fail(&v->conns[r], "closing");
 	if (v->epfd >= 0)
@@ -90,11 +90,13 @@ static void volume_free(struct qbd_volume *v, bool clean)
 	if (v->efd >= 0)
 		close(v->efd);
 	qbd_core_free(v->core);
+	qbd_change_free(v->change);
 	qbd_secret_clear(&v->secret);
 	free(v);
 }
 
-/* Replica r's node record and address into v->conns[r]. A replica whose
+/* Slot r's node record and address into v->conns[r]: replica r's node,
+ * or for slot R the learner of a change that stands. A replica whose
  * record is gone or whose address does not resolve (its node died for
  * good, or its name left the DNS) starts down, with no_addr set: the
  * volume attaches with the others, and the keeper looks the node up
@@ -103,12 +105,12 @@ static void volume_free(struct qbd_volume *v, bool clean)
 static int meta_load_node(struct qbd_meta *m, struct qbd_volume *v, unsigned r)
 {
 	struct qbd_conn *c = &v->conns[r];
+	uint64_t id = r < v->info.replicas ? v->info.nodes[r] : v->info.change.node;
 	char why[QBD_ADDR_MAX + 96];
-	int err = qbd_meta_node_get(m, v->info.nodes[r], &c->node);
+	int err = qbd_meta_node_get(m, id, &c->node);
 
 	if (err && err != -ENOENT && err != -EPROTO) {
-		qbd_err(COMP, "open: node %016llx: %s", (unsigned long long)v->info.nodes[r],
-			strerror(-err));
+		qbd_err(COMP, "open: node %016llx: %s", (unsigned long long)id, strerror(-err));
 		return err;
 	}
 	if (err) {
@@ -116,7 +118,7 @@ static int meta_load_node(struct qbd_meta *m, struct qbd_volume *v, unsigned r)
 		snprintf(why, sizeof(why), "%s", err == -ENOENT ? "no node record in etcd"
 							       : "its node record is malformed");
 	}
-	c->node.id = v->info.nodes[r];
+	c->node.id = id;
 	if (!err)
 		err = qbd_client_resolve(c->node.addr, &c->sa, &c->salen, why, sizeof(why));
 	if (!err)
@@ -164,6 +166,16 @@ static int meta_load(const struct qbd_open_opts *o, struct qbd_volume *v)
 		if (err)
 			goto out;
 		addressed += !v->conns[r].no_addr;
+	}
+	if (v->info.change.phase != QBD_CHANGE_NONE) {
+		err = meta_load_node(m, v, v->info.replicas);
+		if (err)
+			goto out;
+		qbd_info(COMP, "volume '%s': a change stands (%s): node %016llx replaces slot "
+			 "%u's node %016llx", o->volume,
+			 qbd_meta_change_phase_name(v->info.change.phase),
+			 (unsigned long long)v->info.change.node, v->info.change.slot,
+			 (unsigned long long)v->info.nodes[v->info.change.slot % QBD_MAX_REPLICAS]);
 	}
 	/* Refused before the epoch is taken: a writer that cannot reach
 	 * enough replicas must not fence the one that may. */
@@ -236,14 +248,19 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	cfg.resync_rate = o->resync_rate;
 	cfg.takeover_wait_ns = v->takeover_wait_ns;
 	cfg.pull = true;
-	for (unsigned r = 0; r < v->info.replicas; r++)
+	err = qbd_change_new(v, &cfg);
+	if (err) {
+		qbd_err(COMP, "open '%s': the record's change is malformed", o->volume);
+		goto fail;
+	}
+	for (unsigned r = 0; r < v->nslots; r++)
 		if (o->zone && !strcmp(o->zone, v->conns[r].node.zone))
 			cfg.local |= 1u << r;
 	err = qbd_core_new(&cfg, &client_core_ops, v, &v->core);
 	if (err)
 		goto fail;
 	v->opening = true;
-	for (unsigned r = 0; r < v->info.replicas; r++) {
+	for (unsigned r = 0; r < v->nslots; r++) {
 		struct qbd_conn *c = &v->conns[r];
 
 		c->v = v;
@@ -261,10 +278,10 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 		unsigned pending = 0, up = 0;
 		struct pollfd pfd = { .fd = v->epfd, .events = POLLIN };
 
-		for (unsigned r = 0; r < v->info.replicas; r++) {
+		for (unsigned r = 0; r < v->nslots; r++) {
 			pending += v->conns[r].state != QBD_C_UP &&
 				   !v->conns[r].failed_open;
-			up += v->conns[r].state == QBD_C_UP;
+			up += v->conns[r].state == QBD_C_UP && r < v->info.replicas;
 		}
 		if (!pending || qbd_now_ns() >= deadline)
 			break;
@@ -280,7 +297,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 		poll(&pfd, 1, QBD_CLIENT_TICK_MS);
 		qbd_process(v);
 	}
-	for (unsigned r = 0; r < v->info.replicas; r++) {
+	for (unsigned r = 0; r < v->nslots; r++) {
 		struct qbd_conn *c = &v->conns[r];
 
 		eperm |= c->open_status == -EPERM;
