@@ -1,0 +1,131 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# A node dies for good and is replaced (issue: "a dead node is replaced,
+# not mourned"). Three zones, one volume attached through qbd-nbd, 48 MiB
+# written; then, with fio (nbd engine, verify) writing all along:
+#  1. zone c's chunk server is killed and its store deleted; a new chunk
+#     server starts in zone c (a new node, empty);
+#  2. `qbd node remove` of the dead node: the writer adds the new node as
+#     a learner and rebuilds it from a and b (rate-limited here, so the
+#     copy takes seconds); its status shows the copy moving;
+#  3. the writer is killed mid-rebuild; the next writer carries the change
+#     on from the record and copies only what was left (its total is the
+#     first one's less what was copied: both printed);
+#  4. the record ends at configuration 2 with the new node; the volume is
+#     healthy; `qbd volume verify` finds a, b and the new node identical;
+#  5. zone a's chunk server is stopped: every block still reads back right
+#     from b and the new node.
+# Exit 0 pass, 1 fail, 77 skip.
+. "$(dirname "$0")/lib.sh"
+command -v etcd >/dev/null 2>&1 || skip "no etcd"
+command -v etcdctl >/dev/null 2>&1 || skip "no etcdctl"
+command -v nbdinfo >/dev/null 2>&1 || skip "no nbdinfo (libnbd-bin)"
+command -v fio >/dev/null 2>&1 || skip "fio not installed"
+fio --enghelp 2>/dev/null | grep -qw nbd || skip "fio has no nbd engine"
+init_test "$@"
+S="$BUILD/tests/helpers/nbd-stream"
+[ -x "$S" ] || fail "no tests/helpers/nbd-stream in $BUILD (make all builds it)"
+BLOCKS=12288 # 48 MiB from block 0
+
+node_in() {
+	qbd --json node list >"$TMP/nodes.json" && python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
+print([n["id"] for n in d if n["zone"] == sys.argv[2] and n["alive"]][0])' "$TMP/nodes.json" "$1"
+}
+info_says() {
+	qbd --json volume info v >"$TMP/poll.json" 2>/dev/null && python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/poll.json" "$1"
+}
+health_is() {
+	_rc=0; qbd --json volume status v >"$TMP/st.json" 2>/dev/null || _rc=$?
+	[ "$_rc" -eq "$1" ] && grep -q "\"health\":\"$2\"" "$TMP/st.json"
+}
+# change_says EXPR: the writer's status document has a "change" that
+# satisfies EXPR (Python, over c); its copied and total chunks go to
+# $TMP/change.
+change_says() {
+	etcdctl_ get --print-value-only "/qbd/status/$vid" >"$TMP/doc.json" 2>/dev/null &&
+	python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); c = d.get("change")
+if not c: sys.exit(1)
+open(sys.argv[3], "w").write("%d %d\n" % (c["copied_chunks"], c["total_chunks"]))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/doc.json" "$1" "$TMP/change"
+}
+fio_start() { # name offset: random writes with verify, in the background
+	fio --name="$1" --ioengine=nbd --uri="$uri" --rw=randwrite --bs=4k --iodepth=4 \
+		--offset="$2" --size=8M --io_size=64M --rate_iops=300 \
+		--verify=crc32c --verify_state_save=0 --verify_fatal=1 --do_verify=1 \
+		--output="$TMP/fio-$1.txt" &
+	FIO_PID=$!
+	track_pid $FIO_PID "fio $1"
+}
+fio_end() { # pid name
+	wait_pid "$1"
+	grep -q 'err= 0' "$TMP/fio-$2.txt" || { cat "$TMP/fio-$2.txt" >&2; fail "fio $2 reported errors"; }
+}
+
+start_cluster a b c
+expect_rc 0 qbd volume create v --size 256M
+qbd --json volume info v >"$TMP/info.json"
+vid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$TMP/info.json")
+nc=$(node_in c)
+
+start_nbd v "$TMP/w1.sock" --zone a --resync-rate 6M --metrics "127.0.0.1:$(free_port)"
+w1=$NBD_PID
+uri=$(nbd_uri "$TMP/w1.sock")
+"$S" write "$uri" "$TMP/acked" 0 $BLOCKS 31 || fail "writes failed"
+[ "$(printf 'flush\n' | "$S" cmd "$uri")" = ok ] || fail "flush failed"
+log "48 MiB written and flushed on three replicas"
+
+# ---- 1: zone c dies for good; a new node in zone c ----
+fio_start during1 200M
+f1=$FIO_PID
+kill_chunkd c
+rm -f "$TMP/chunk-c.img"
+start_chunkd c
+wait_for "the new node in zone c alive" 20 nodes_alive 3
+nc2=$(node_in c)
+[ "$nc2" != "$nc" ] || fail "the new chunk server has the dead node's id"
+log "zone c: node $nc dead and its store gone; new node $nc2"
+
+# ---- 2: node remove; the rebuild moves ----
+expect_rc 0 qbd node remove "$nc" --yes
+wait_for "the writer's status to show the copy to the new node moving" 60 \
+	change_says "c['to'] == '$nc2' and c['copied_chunks'] > 2 and c['phase'] == 'learner'"
+read -r done1 total1 <"$TMP/change"
+log "rebuild under way: $done1 of $total1 chunks copied"
+
+# ---- 3: the writer killed mid-rebuild; the next carries on ----
+stop_pid "$w1" KILL
+reap_pid "$f1" >/dev/null 2>&1 || true
+info_says "d['cfg'] == 1" || fail "the change finished before the writer was killed: $(cat "$TMP/poll.json")"
+start_nbd v "$TMP/w2.sock" --zone a --force --resync-rate 6M
+w2=$NBD_PID
+uri=$(nbd_uri "$TMP/w2.sock")
+wait_for "the second writer's status to show the change" 30 change_says "c['total_chunks'] > 0"
+read -r done2 total2 <"$TMP/change"
+log "the second writer: $total2 chunks left to copy (the first had copied $done1 of $total1)"
+[ "$total2" -lt "$total1" ] ||
+	fail "the second writer copies $total2 chunks, not fewer than the first's $total1"
+fio_start during2 220M
+f2=$FIO_PID
+
+# ---- 4: the change completes ----
+wait_for "the record to name the new node (configuration 2)" 120 \
+	info_says "d['cfg'] == 2 and '$nc2' in [n['id'] for n in d['nodes']] and '$nc' not in [n['id'] for n in d['nodes']]"
+fio_end "$f2" during2
+wait_for "volume v healthy" 30 health_is 0 healthy
+"$S" verify "$uri" "$TMP/acked" 0 $BLOCKS 31 || fail "the data does not read back after the rebuild"
+[ "$(printf 'flush\n' | "$S" cmd "$uri")" = ok ] || fail "flush failed"
+stop_pid "$w2"
+expect_rc 0 qbd volume verify v
+log "rebuilt: verify finds a, b and $nc2 identical"
+
+# ---- 5: without a survivor ----
+stop_chunkd a
+start_nbd v "$TMP/w3.sock" --zone b
+w3=$NBD_PID
+"$S" verify "$(nbd_uri "$TMP/w3.sock")" "$TMP/acked" 0 $BLOCKS 31 ||
+	fail "with zone a stopped, the data does not read back from b and the new node"
+stop_pid "$w3"
+log "PASS: node $nc replaced by $nc2 under writes; $done1 of $total1 chunks copied before the writer died, $total2 left for the next"
