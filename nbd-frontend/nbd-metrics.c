@@ -74,6 +74,21 @@ void nbd_metrics_render(struct qbd_mbuf *b, const struct nbd_stats *st,
 			"Replicas each write waits for.",
 			qbd_write_quorum(vol));
 
+	struct qbd_change_progress cp;
+
+	qbd_change_progress(vol, &cp);
+	qbd_mbuf_metric(b, "qbd_volume_change_phase", "gauge",
+			"A membership change this writer carries out: 0 none, 1 copying "
+			"to the new replica, 2 joint.", (uint64_t)cp.phase);
+	qbd_mbuf_metric(b, "qbd_volume_change_copied_bytes", "gauge",
+			"Bytes (whole chunks) copied to the new replica of the change.",
+			cp.copied_bytes);
+	qbd_mbuf_metric(b, "qbd_volume_change_total_bytes", "gauge",
+			"Bytes (whole chunks) the new replica of the change needs in all.",
+			cp.total_bytes);
+	qbd_mbuf_metric(b, "qbd_volume_change_rate_bytes", "gauge",
+			"Copy rate of the change, bytes per second.", cp.rate_bytes);
+
 	struct qbd_replica_status rs[16];
 	struct qbd_replica_counters rc[16];
 	bool ok[16];

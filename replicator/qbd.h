@@ -104,6 +104,10 @@ struct qbd_replica_status {
 	uint64_t resync_done; /* chunks copied to it since it was last current */
 	uint64_t resync_total;/* resync_done + stale_chunks */
 };
+/* Replica slots: the volume's replicas, and while a membership change
+ * stands the new replica too (so at most R + 1, and a slot a replica
+ * left stays empty until the next change): qbd_replica_status and
+ * qbd_replica_counters return -ENOENT for an empty slot. */
 unsigned qbd_replica_count(const struct qbd_volume *v);
 unsigned qbd_write_quorum(const struct qbd_volume *v);
 int qbd_replica_status(const struct qbd_volume *v, unsigned i,
@@ -115,6 +119,16 @@ struct qbd_replica_counters {
 };
 int qbd_replica_counters(const struct qbd_volume *v, unsigned i,
 			 struct qbd_replica_counters *out);
+/* A membership change this writer is carrying out (a replica moving to
+ * another node: docs/design.md). phase 0 when none; the copy's figures
+ * count whole chunks. */
+struct qbd_change_progress {
+	int phase;                /* 0 none, 1 copying to the new replica, 2 joint */
+	uint64_t from_node, to_node;
+	uint64_t copied_bytes, total_bytes;
+	uint64_t rate_bytes;      /* per second, smoothed over the last few seconds */
+};
+int qbd_change_progress(const struct qbd_volume *v, struct qbd_change_progress *out);
 
 /* Event loop integration (see the top of this file). */
 int qbd_get_fd(const struct qbd_volume *v);

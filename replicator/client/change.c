@@ -257,6 +257,24 @@ json_object *qbd_change_status(struct qbd_volume *v)
 	return o;
 }
 
+int qbd_change_progress(const struct qbd_volume *v, struct qbd_change_progress *out)
+{
+	const struct qbd_change *ch = v->change;
+	struct qbd_core_replica_info ri = { 0 };
+
+	memset(out, 0, sizeof(*out));
+	if (!ch || ch->lp == LP_NONE)
+		return 0;
+	qbd_core_replica_info(v->core, ch->y, &ri);
+	out->phase = ch->lp == LP_LEARNER ? 1 : 2;
+	out->from_node = v->conns[ch->x].node.id;
+	out->to_node = v->conns[ch->y].node.id;
+	out->copied_bytes = ri.resync_done * v->info.chunk_size;
+	out->total_bytes = ri.resync_total * v->info.chunk_size;
+	out->rate_bytes = (uint64_t)(ch->rate * v->info.chunk_size);
+	return 0;
+}
+
 /* ---- the keeper ---- */
 
 /* Node id's record and address into *out (node, sa, salen, no_addr). */
