@@ -21,8 +21,65 @@
 
 /* Fill rs[] from the writer's status document. Returns 0, or -EPROTO
  * (with a warning) if it is not a usable document. *updated, *epoch out. */
+/* The document's "change" (a membership change the writer carries out). */
+static void health_parse_change(json_object *o, struct change_progress *c)
+{
+	json_object *ch, *x;
+
+	memset(c, 0, sizeof(*c));
+	if (!json_object_object_get_ex(o, "change", &ch) ||
+	    !json_object_is_type(ch, json_type_object))
+		return;
+	c->have = true;
+	if (json_object_object_get_ex(ch, "phase", &x) && json_object_is_type(x, json_type_string))
+		snprintf(c->phase, sizeof(c->phase), "%s", json_object_get_string(x));
+	if (json_object_object_get_ex(ch, "from", &x) && json_object_is_type(x, json_type_string))
+		snprintf(c->from, sizeof(c->from), "%s", json_object_get_string(x));
+	if (json_object_object_get_ex(ch, "to", &x) && json_object_is_type(x, json_type_string))
+		snprintf(c->to, sizeof(c->to), "%s", json_object_get_string(x));
+	c->copied = cli_json_get_u64(ch, "copied_bytes");
+	c->total = cli_json_get_u64(ch, "total_bytes");
+	c->rate = cli_json_get_u64(ch, "rate_bytes");
+	c->eta_s = json_object_object_get_ex(ch, "eta_s", &x) ? json_object_get_int64(x) : -1;
+}
+
+const char *cli_change_progress_str(const struct change_progress *c, char *buf, size_t len)
+{
+	char a[32], b[32], r[32];
+	unsigned pc = c->total ? (unsigned)((c->copied > c->total ? c->total : c->copied) * 100 /
+					    c->total) : 100;
+
+	qbd_format_size(c->copied, a, sizeof a);
+	qbd_format_size(c->total, b, sizeof b);
+	qbd_format_size(c->rate, r, sizeof r);
+	if (c->eta_s >= 0)
+		snprintf(buf, len, "%s: %s of %s copied (%u%%), %s/s, ETA %" PRId64 " s", c->phase,
+			 a, b, pc, r, c->eta_s);
+	else
+		snprintf(buf, len, "%s: %s of %s copied (%u%%), %s/s", c->phase, a, b, pc, r);
+	return buf;
+}
+
+json_object *cli_change_progress_json(const struct change_progress *c)
+{
+	json_object *o;
+
+	if (!c->have)
+		return NULL;
+	o = json_object_new_object();
+	json_object_object_add(o, "phase", json_object_new_string(c->phase));
+	json_object_object_add(o, "from", json_object_new_string(c->from));
+	json_object_object_add(o, "to", json_object_new_string(c->to));
+	json_object_object_add(o, "copied_bytes", cli_json_u64(c->copied));
+	json_object_object_add(o, "total_bytes", cli_json_u64(c->total));
+	json_object_object_add(o, "rate_bytes", cli_json_u64(c->rate));
+	json_object_object_add(o, "eta_s", json_object_new_int64(c->eta_s));
+	return o;
+}
+
 static int health_parse_status(const char *json, const struct qbd_volume_info *v,
-			       struct replica_status *rs, uint64_t *epoch, uint64_t *updated)
+			       struct replica_status *rs, struct change_progress *chg,
+			       uint64_t *epoch, uint64_t *updated)
 {
 	json_object *o = json_tokener_parse(json), *arr;
 	int r = -EPROTO;
@@ -49,6 +106,7 @@ static int health_parse_status(const char *json, const struct qbd_volume_info *v
 		x->resync_total = cli_json_get_u64(e, "resync_total_chunks");
 		x->waiting_ms = cli_json_get_u64(e, "waiting_ms");
 	}
+	health_parse_change(o, chg);
 	r = 0;
 out:
 	json_object_put(o);
@@ -136,7 +194,7 @@ static void health_apply_status(const struct qbd_volume_info *v, struct vol_heal
 {
 	uint64_t st_epoch = 0;
 
-	if (health_parse_status(st_json, v, h->rs, &st_epoch, &h->st_updated) < 0) {
+	if (health_parse_status(st_json, v, h->rs, &h->chg, &st_epoch, &h->st_updated) < 0) {
 		fprintf(stderr, "qbd: warning: volume '%s': malformed status document "
 			"ignored\n", v->name);
 	} else if (st_epoch != h->att.epoch) {
@@ -149,6 +207,7 @@ static void health_apply_status(const struct qbd_volume_info *v, struct vol_heal
 	}
 	for (unsigned i = 0; i < v->replicas; i++)
 		h->rs[i].reported = false;
+	h->chg.have = false;
 }
 
 /* Count usable and current replicas and name the volume's health. */

@@ -30,6 +30,9 @@ struct cluster_view {
 	unsigned nzones, nodes_up, nodes_down;
 	uint64_t capacity, used;
 	unsigned volumes, attached, healthy, unknown, degraded, failed;
+	json_object *changes;    /* each volume's change in progress */
+	char *change_lines[MAX_PROBLEMS];
+	unsigned nchanges;
 	char *problems[MAX_PROBLEMS];
 	unsigned nproblems, more_problems;
 	int rc;
@@ -53,6 +56,34 @@ static void problem(struct cluster_view *cv, int rc, const char *fmt, ...)
 	if (vasprintf(&s, fmt, ap) >= 0)
 		cv->problems[cv->nproblems++] = s;
 	va_end(ap);
+}
+
+/* A volume whose replica is moving: its line and its JSON. */
+static void change_note(struct cluster_view *cv, const struct qbd_volume_info *v,
+			const struct vol_health *h)
+{
+	json_object *o = json_object_new_object(), *p;
+	char line[192], hx[17], hy[17], *s = NULL;
+
+	json_object_object_add(o, "volume", json_object_new_string(v->name));
+	json_object_object_add(o, "phase", json_object_new_string(
+		qbd_meta_change_phase_name(v->change.phase)));
+	json_object_object_add(o, "slot", json_object_new_int((int)v->change.slot));
+	json_object_object_add(o, "from", cli_json_id(v->nodes[v->change.slot]));
+	json_object_object_add(o, "to", cli_json_id(v->change.node));
+	p = cli_change_progress_json(&h->chg);
+	json_object_object_add(o, "progress", p);
+	if (!cv->changes)
+		cv->changes = json_object_new_array();
+	json_object_array_add(cv->changes, o);
+	if (cv->nchanges == MAX_PROBLEMS)
+		return;
+	if (asprintf(&s, "%s: slot %u, node %s -> %s, %s", v->name, v->change.slot,
+		     qbd_id_str(v->nodes[v->change.slot], hx), qbd_id_str(v->change.node, hy),
+		     h->chg.have ? cli_change_progress_str(&h->chg, line, sizeof line) :
+		     h->attached ? qbd_meta_change_phase_name(v->change.phase) :
+		     "waiting for its writer or qbd-managerd") >= 0)
+		cv->change_lines[cv->nchanges++] = s;
 }
 
 static struct zone_count *zone_of(struct cluster_view *cv, const char *name)
@@ -119,6 +150,8 @@ static int cluster_view_load(struct qbd_meta *m, struct cluster_view *cv)
 			return EXIT_ERR;
 		}
 		cv->attached += h.attached;
+		if (vols[i].change.phase != QBD_CHANGE_NONE)
+			change_note(cv, &vols[i], &h);
 		switch (h.health) {
 		case CLI_HEALTHY:
 			cv->healthy++;
@@ -180,6 +213,8 @@ static void print_json(const struct cluster_view *cv)
 	for (unsigned i = 0; i < cv->nproblems; i++)
 		json_object_array_add(p, json_object_new_string(cv->problems[i]));
 	json_object_object_add(o, "problems", p);
+	json_object_object_add(o, "changes", cv->changes ? json_object_get(cv->changes)
+							 : json_object_new_array());
 	cli_print_json(o);
 }
 
@@ -204,6 +239,8 @@ static void print_text(const struct cluster_view *cv)
 	printf("\n");
 	printf("  space:    %s used of %s (nodes up)\n",
 	       qbd_format_size(cv->used, u, sizeof u), qbd_format_size(cv->capacity, c, sizeof c));
+	for (unsigned i = 0; i < cv->nchanges; i++)
+		printf("%s%s\n", i ? "            " : "\n  moving:   ", cv->change_lines[i]);
 }
 
 static const char status_usage[] =
@@ -233,5 +270,8 @@ int cmd_status(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < cv.nproblems; i++)
 		free(cv.problems[i]);
+	for (unsigned i = 0; i < cv.nchanges; i++)
+		free(cv.change_lines[i]);
+	json_object_put(cv.changes);
 	return r;
 }

@@ -485,6 +485,7 @@ static void volume_status_json(const struct volume_status_view *sv)
 	json_object_object_add(o, "usable", json_object_new_int((int)vh->usable));
 	json_object_object_add(o, "health", json_object_new_string(cli_health_name(vh->health)));
 	volume_change_json(o, &sv->v, &sv->cv);
+	json_object_object_add(o, "change_progress", cli_change_progress_json(&vh->chg));
 	cli_print_json(o);
 }
 
@@ -561,6 +562,11 @@ static void volume_status_text(const struct volume_status_view *sv)
 	for (unsigned i = 0; i < v->replicas; i++)
 		volume_status_replica_row(sv, i);
 	volume_status_silent(sv);
+	if (vh->chg.have) {
+		char line[192];
+
+		printf("Copying:       %s\n", cli_change_progress_str(&vh->chg, line, sizeof line));
+	}
 	if (vh->health == CLI_UNKNOWN)
 		printf("Health:        unknown (no status from the writer yet; %u of %u "
 		       "replicas' nodes alive, write quorum %u)\n", vh->usable, v->replicas,

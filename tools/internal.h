@@ -80,8 +80,20 @@ enum cli_health {
 	CLI_DEGRADED,           /* >= W replicas usable, not all current */
 	CLI_FAILED,             /* < W usable: writes fail */
 };
+/* A membership change's copy, as the writer's status document says it. */
+struct change_progress {
+	bool have;
+	char phase[16], from[17], to[17];
+	uint64_t copied, total, rate;  /* bytes; rate per second */
+	int64_t eta_s;                 /* -1 unknown */
+};
+/* One line: "learner: 12 MiB of 56 MiB copied (21%), 6 MiB/s, ETA 8 s". */
+const char *cli_change_progress_str(const struct change_progress *c, char *buf, size_t len);
+json_object *cli_change_progress_json(const struct change_progress *c);
+
 struct vol_health {
 	struct replica_status rs[QBD_MAX_REPLICAS];
+	struct change_progress chg;    /* from the writer's status document */
 	struct qbd_attachment att;
 	bool attached, have_status;
 	uint64_t st_updated;

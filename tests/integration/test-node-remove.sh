@@ -101,6 +101,15 @@ wait_for "the writer's status to show the copy to the new node moving" 60 \
 read -r done1 total1 <"$TMP/change"
 log "rebuild under way: $done1 of $total1 chunks copied"
 [ "$(metric "$mport" qbd_volume_change_phase)" = 1 ] || fail "qbd-nbd's metrics do not show the copy"
+expect_rc 3 qbd volume status v
+out_has '^Copying: *learner: .* of .* copied ([0-9]*%), .*/s'
+expect_rc 3 qbd --json volume status v
+json_check 'd["change_progress"]["phase"] == "learner" and d["change_progress"]["total_bytes"] > 0 and d["change"]["phase"] == "learner"'
+expect_rc 3 qbd status
+out_has "^  moving:   v: slot [0-9], node $nc -> $nc2, learner: "
+expect_rc 3 qbd --json status
+json_check 'd["changes"][0]["volume"] == "v" and d["changes"][0]["progress"]["copied_bytes"] >= 0'
+log "status: $(qbd volume status v | grep Copying)"
 [ "$(metric "$mport" qbd_volume_change_total_bytes)" -gt 0 ] || fail "qbd-nbd's metrics show nothing to copy"
 
 # ---- 3: the writer killed mid-rebuild; the next carries on ----
