@@ -213,6 +213,12 @@ int qbd_replica_counters(const struct qbd_volume *v, unsigned i,
 	fn_die("metrics rendered without --metrics");
 }
 
+int qbd_change_progress(const struct qbd_volume *v, struct qbd_change_progress *out)
+{
+	(void)v, (void)out;
+	fn_die("metrics rendered without --metrics");
+}
+
 /* What qbd.h allows; anything else is the server's bug. */
 static void fn_check(const struct qbd_volume *v, const struct qbd_io *io)
 {
