@@ -15,22 +15,28 @@
 
 #define B QBD_ENGINE_BLOCK
 
+/* Index of the volume's promise-table entry, or -1 (then *free_i is
+ * the first free entry, or -1 when the table is full). */
+static int promise_find(const struct qbd_engine *e, uint64_t volume, int *free_i)
+{
+	*free_i = -1;
+	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++) {
+		if (e->promises[i].volume == volume)
+			return (int)i;
+		if (*free_i < 0 && e->promises[i].volume == 0)
+			*free_i = (int)i;
+	}
+	return -1;
+}
+
 /* Start one PROMISE: done at once if already promised, else raise it in
  * memory and write the table block holding its entry. */
 static void promise_start(struct qbd_engine *e, struct qbd_engine_req *r)
 {
 	struct eng_priv *p = priv(r);
-	int free_i = -1, idx = -1;
+	int free_i, idx = promise_find(e, r->volume, &free_i);
 	unsigned blk;
 
-	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++) {
-		if (e->promises[i].volume == r->volume) {
-			idx = (int)i;
-			break;
-		}
-		if (free_i < 0 && e->promises[i].volume == 0)
-			free_i = (int)i;
-	}
 	if (idx >= 0 && e->promises[idx].epoch >= r->epoch) {
 		r->version = e->promises[idx].epoch;
 		eng_req_done(e, r, 0);
@@ -59,17 +65,26 @@ static void promise_start(struct qbd_engine *e, struct qbd_engine_req *r)
 	eng_step_go(e, r, ST_PROMISE_WRITE);
 }
 
-/* Delete a volume: synchronous writes of free-slot markers (the slots
- * keep their old data until a first writer zeroes them) and of the
- * promise, then a sync; only then do the chunks leave the activity log.
- * An administrative operation, rare; it blocks the loop for a moment. */
-static int delete_volume(struct qbd_engine *e, uint64_t volume)
+/* Write (blocking, no sync) the promise-table block holding entry i, as
+ * it is in memory; blk is a 4 KiB aligned scratch block. */
+static int promise_entry_write(struct qbd_engine *e, unsigned i, uint8_t *blk)
 {
-	uint8_t *blk;
+	unsigned pb = i / (B / sizeof(struct eng_promise));
+
+	memcpy(blk, (uint8_t *)e->promises + (size_t)pb * B, B);
+	return eng_pwrite(e, blk, B, ENG_PROMISE_OFF + (uint64_t)pb * B);
+}
+
+/* Write (blocking, no sync) a free-slot marker over the metadata block
+ * of every chunk of the volume (the slots keep their old data until a
+ * first writer zeroes them); *n counts them. -EBUSY if a chunk had a
+ * request in the engine (it is left as it is, the others are marked). */
+static int chunks_mark_free(struct qbd_engine *e, uint64_t volume, uint8_t *blk,
+			    unsigned *n)
+{
 	int r = 0, w;
 
-	if (posix_memalign((void **)&blk, B, B))
-		return -ENOMEM;
+	*n = 0;
 	for (unsigned h = 0; h < ENG_HASH; h++)
 		for (struct eng_chunk *c = e->hash[h]; c; c = c->hnext) {
 			if (c->volume != volume)
@@ -85,30 +100,51 @@ static int delete_volume(struct qbd_engine *e, uint64_t volume)
 			} else {
 				e->held_blocks -= eng_meta_held_blocks(c->meta);
 				memcpy(c->meta, blk, B);
+				(*n)++;
 			}
 		}
-	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++)
-		if (e->promises[i].volume == volume) {
-			unsigned pb = i / (B / sizeof(struct eng_promise));
-			memset(&e->promises[i], 0, sizeof e->promises[i]);
-			memcpy(blk, (uint8_t *)e->promises + (size_t)pb * B, B);
-			w = eng_pwrite(e, blk, B, ENG_PROMISE_OFF + (uint64_t)pb * B);
-			if (w < 0)
-				r = w;
-		}
-	w = eng_sync(e);
-	if (w < 0 && r == 0)
-		r = w;
+	return r;
+}
+
+/* Forget the volume's chunks whose free-slot markers were written; their
+ * activity log bits go too when synced (the markers are durable). */
+static void chunks_forget(struct qbd_engine *e, uint64_t volume, bool synced)
+{
 	for (unsigned h = 0; h < ENG_HASH; h++) {
 		struct eng_chunk *c = e->hash[h];
 		while (c) {
 			struct eng_chunk *next = c->hnext;
 			if (c->volume == volume && c->meta->magic == ENG_MAGIC_FREE)
-				eng_chunk_remove(e, c, w == 0);
+				eng_chunk_remove(e, c, synced);
 			c = next;
 		}
 	}
 	eng_al_kick(e);
+}
+
+/* Delete a volume: synchronous writes of free-slot markers and of the
+ * promise, then a sync; only then do the chunks leave the activity log.
+ * An administrative operation, rare; it blocks the loop for a moment. */
+static int delete_volume(struct qbd_engine *e, uint64_t volume)
+{
+	uint8_t *blk;
+	unsigned n;
+	int r, w, idx, free_i;
+
+	if (posix_memalign((void **)&blk, B, B))
+		return -ENOMEM;
+	r = chunks_mark_free(e, volume, blk, &n);
+	idx = promise_find(e, volume, &free_i);
+	if (idx >= 0) {
+		memset(&e->promises[idx], 0, sizeof e->promises[idx]);
+		w = promise_entry_write(e, (unsigned)idx, blk);
+		if (w < 0)
+			r = w;
+	}
+	w = eng_sync(e);
+	if (w < 0 && r == 0)
+		r = w;
+	chunks_forget(e, volume, w == 0);
 	free(blk);
 	if (r < 0)
 		qbd_err("engine", "delete volume %016llx: %s", (unsigned long long)volume,
