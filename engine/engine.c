@@ -11,7 +11,7 @@
  * format.c the on-disk format, recover.c the crash recovery at open,
  * chunk.c the chunk table and each chunk's FIFO, read.c the read path,
  * write.c the write path, al.c the activity log, commit.c the metadata
- * group commit, promise.c promises and volume deletion, ring.c the
+ * group commit, promise.c promises, tombstones and volume deletion, ring.c the
  * io_uring ring and the buffer pool, blockio.c blocking I/O.
  *
  * Ordering: each chunk has a FIFO. A WRITE/ZERO runs alone; READs run
@@ -19,8 +19,8 @@
  * sees exactly the writes submitted before it. The version check happens
  * when a write leaves the FIFO; the chunk's in-memory metadata and
  * version change once its data I/O has completed (a write that fails
- * changes nothing). Chunks run concurrently. PROMISE and DELETE_VOLUME
- * share one FIFO and run one at a time.
+ * changes nothing). Chunks run concurrently. PROMISE, TOMBSTONE and
+ * DELETE_VOLUME share one FIFO and run one at a time.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -324,7 +324,12 @@ int qbd_engine_volumes(const struct qbd_engine *e, struct qbd_engine_volume **ou
 			continue;
 		if (!(v = volumes_entry(&vols, &cnt, &cap, e->promises[i].volume)))
 			goto nomem;
-		v->promised = e->promises[i].epoch;
+		if (e->promises[i].flags & ENG_PROMISE_TOMBSTONE) {
+			v->tombstone = true;
+			v->tombstone_epoch = e->promises[i].epoch;
+		} else {
+			v->promised = e->promises[i].epoch;
+		}
 	}
 	for (unsigned h = 0; h < ENG_HASH; h++)
 		for (const struct eng_chunk *c = e->hash[h]; c; c = c->hnext) {
@@ -363,7 +368,8 @@ uint64_t qbd_engine_promised(const struct qbd_engine *e, uint64_t volume)
 {
 	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++)
 		if (e->promises[i].volume == volume && volume != 0)
-			return e->promises[i].epoch;
+			return e->promises[i].flags & ENG_PROMISE_TOMBSTONE ? 0
+									    : e->promises[i].epoch;
 	return 0;
 }
 
@@ -540,6 +546,7 @@ static void submit_one(struct qbd_engine *e, struct qbd_engine_req *r)
 		eng_flush_enqueue(e, r);
 		return;
 	case QBD_ENGINE_PROMISE:
+	case QBD_ENGINE_TOMBSTONE:
 	case QBD_ENGINE_DELETE_VOLUME:
 		if (r->volume == 0) { /* 0 marks a free promise entry */
 			qbd_warn("engine", "invalid request: op %d for volume 0", (int)r->op);

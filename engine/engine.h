@@ -20,6 +20,9 @@
  *             version field is the chunk's version (0 if not held)
  *   -EINVAL   request outside the chunk, or malformed
  *   -EIO      the device failed
+ *   -EIDRM    PROMISE: the volume has a tombstone here (removed from it)
+ *   -EPERM    PROMISE with F_READD, TOMBSTONE: an epoch below the one the
+ *             store holds for the volume
  */
 #ifndef QBD_ENGINE_H
 #define QBD_ENGINE_H
@@ -153,13 +156,15 @@ struct qbd_engine_volume {
 	uint64_t volume;
 	uint64_t chunks;       /* allocated chunks */
 	uint64_t held;         /* bytes of data they hold (written 4 KiB blocks) */
-	uint64_t promised;     /* highest epoch promised; 0 if none */
+	uint64_t promised;     /* highest epoch promised; 0 if none or a tombstone */
+	bool tombstone;        /* the volume has a tombstone here */
+	uint64_t tombstone_epoch; /* the epoch it was made at */
 };
 
 /*
- * Every volume the store holds a chunk or a promise of, sorted by volume
- * id, with its chunks, held bytes and promise: what DELETE_VOLUME of it
- * would free. *out is malloc'd (NULL when *n is 0), the caller frees it.
+ * Every volume the store holds a chunk, a promise or a tombstone of,
+ * sorted by volume id, with its chunks, held bytes and promise: what
+ * DELETE_VOLUME of it would free. *out is malloc'd (NULL when *n is 0), the caller frees it.
  * 0, or -ENOMEM (then *out is NULL, *n 0). Read-only; walks every chunk
  * of the store (the chunk server's reclaim scan, every minute or so).
  */
@@ -177,8 +182,15 @@ int qbd_engine_volumes(const struct qbd_engine *e, struct qbd_engine_volume **ou
 bool qbd_engine_next_chunk(const struct qbd_engine *e, uint64_t *slot,
 			   uint64_t *volume, uint64_t *chunk);
 
-/* Highest epoch promised for a volume (0 if none). */
+/* Highest epoch promised for a volume (0 if none, and 0 if the volume has
+ * a tombstone: a caller that knows nothing of tombstones sees a volume
+ * promised nothing). */
 uint64_t qbd_engine_promised(const struct qbd_engine *e, uint64_t volume);
+
+/* Whether the volume has a tombstone here (QBD_ENGINE_TOMBSTONE): the
+ * store may serve it under no epoch. *epoch (if not NULL) is set to the
+ * epoch the tombstone was made at (0 when there is none). */
+bool qbd_engine_tombstoned(const struct qbd_engine *e, uint64_t volume, uint64_t *epoch);
 
 /* Current version of a chunk (0 if never written). */
 uint64_t qbd_engine_chunk_version(const struct qbd_engine *e, uint64_t volume,
@@ -221,12 +233,14 @@ enum qbd_engine_op {
 	QBD_ENGINE_DELETE_VOLUME, /* free every chunk and the promise of volume */
 	QBD_ENGINE_BITMAP,        /* which blocks of a range hold data */
 	QBD_ENGINE_SCRUB,         /* verify every written block of a chunk */
+	QBD_ENGINE_TOMBSTONE,     /* the volume may be served under no epoch; free its chunks */
 };
 
 #define QBD_ENGINE_F_FUA    0x1u  /* WRITE/ZERO: durable before completion (as if
 				   * a FLUSH followed it: the two share a sync) */
 #define QBD_ENGINE_F_REPAIR 0x2u  /* WRITE: requires version == expected == new */
 #define QBD_ENGINE_F_RESYNC 0x4u  /* WRITE: replace the whole chunk at new_version */
+#define QBD_ENGINE_F_READD  0x8u  /* PROMISE: clear a tombstone older than epoch */
 
 /*
  * A request. Owned by the caller, who fills the public fields and must keep
@@ -288,7 +302,23 @@ enum qbd_engine_op {
  *       fdatasync: writes in between cost one data I/O each).
  * PROMISE volume, epoch: promised = max(promised, epoch), durable when it
  *       completes. Out: version = promised epoch after the request.
- * DELETE_VOLUME volume: frees its chunks and its promise.
+ *       A volume with a tombstone: -EIDRM, nothing changes (version = the
+ *       tombstone's epoch). With QBD_ENGINE_F_READD (a writer adding this
+ *       node back to the volume as a new replica): if the volume has a
+ *       tombstone made at an epoch below epoch, whatever is left of its
+ *       chunks is freed, then the tombstone gives way to a promise of
+ *       epoch, durably (blocking, like DELETE_VOLUME); at or below the
+ *       tombstone's epoch -EPERM; without a tombstone, a plain PROMISE.
+ * TOMBSTONE volume, epoch: epoch below the volume's promised epoch (or
+ *       its tombstone's) -EPERM, nothing changes. Else the volume's entry
+ *       becomes a tombstone at max(that epoch, epoch), durable (a sync)
+ *       before anything else happens; then its chunks are freed as by
+ *       DELETE_VOLUME (their markers and another sync). A chunk with a
+ *       request in the engine stays: -EBUSY, the tombstone stands, and a
+ *       TOMBSTONE again frees what is left. Blocking for a moment, like
+ *       DELETE_VOLUME. Out: version = the tombstone's epoch. -ENOSPC
+ *       when the volume has no entry and the promise table is full.
+ * DELETE_VOLUME volume: frees its chunks and its promise (or tombstone).
  *
  * Overlapping READ/WRITE/ZERO requests on a chunk are executed in
  * submission order; non-overlapping ones run concurrently.

@@ -46,12 +46,18 @@ struct eng_super {
 } __attribute__((packed, aligned(8)));
 static_assert(sizeof(struct eng_super) == 80, "superblock size");
 
-/* Promise table entry: 64 bytes, 16 per 4 KiB block. */
+/* Promise table entry: 64 bytes, 16 per 4 KiB block. A tombstone keeps
+ * the volume's entry, with the epoch it was made at: the store may serve
+ * the volume under no epoch until an explicit re-add at a higher one
+ * (QBD_ENGINE_TOMBSTONE, QBD_ENGINE_F_READD). Stores written before
+ * tombstones existed have zero flags. */
 struct eng_promise {
 	uint64_t volume;        /* 0 = free */
-	uint64_t epoch;
-	uint8_t pad[48];
+	uint64_t epoch;         /* promised; of a tombstone, the epoch it was made at */
+	uint32_t flags;         /* ENG_PROMISE_TOMBSTONE */
+	uint8_t pad[44];
 } __attribute__((packed, aligned(8)));
+#define ENG_PROMISE_TOMBSTONE 0x1u
 static_assert(sizeof(struct eng_promise) == 64, "promise entry size");
 
 /* Activity log block: bit i of bits set when slot index * ENG_AL_SLOTS + i
@@ -166,7 +172,7 @@ struct qbd_engine {
 	struct qbd_queue flagged;         /* chunks with flags, for qbd_engine_flagged_chunks */
 	struct qbd_queue done;            /* requests whose callback is to run */
 	struct qbd_queue retry;           /* requests parked for want of SQEs */
-	struct qbd_queue prom;            /* PROMISEs and DELETE_VOLUMEs waiting */
+	struct qbd_queue prom;            /* PROMISEs, TOMBSTONEs and DELETE_VOLUMEs waiting */
 	bool prom_busy;                   /* a PROMISE write is running */
 	unsigned busy;
 	unsigned pending_sqes;
@@ -442,8 +448,9 @@ void eng_round_done(struct qbd_engine *e, int err);
  * (blocking). */
 int eng_commit_close(struct qbd_engine *e);
 
-/* promise.c: promises and volume deletion */
-/* Start the PROMISEs and DELETE_VOLUMEs waiting, one at a time. */
+/* promise.c: promises, tombstones and volume deletion */
+/* Start the PROMISEs, TOMBSTONEs and DELETE_VOLUMEs waiting, one at a
+ * time. */
 void eng_promise_run(struct qbd_engine *e);
 
 /* ring.c: the io_uring ring and the buffer pool */

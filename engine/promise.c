@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Promises and volume deletion: PROMISE raises a volume's promised epoch
- * durably in the promise table; DELETE_VOLUME frees a volume's chunks and
- * its promise. Both share one FIFO and run one at a time in submission
- * order, so two writes of one promise-table block never race.
+ * Promises, tombstones and volume deletion: PROMISE raises a volume's
+ * promised epoch durably in the promise table; TOMBSTONE turns the
+ * volume's entry into a tombstone (the store may serve the volume under
+ * no epoch: a replica removed from it) and frees its chunks; PROMISE
+ * with F_READD clears a tombstone for a writer adding the node back;
+ * DELETE_VOLUME frees a volume's chunks and its entry. They share one
+ * FIFO and run one at a time in submission order, so two writes of one
+ * promise-table block never race.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -29,6 +33,16 @@ static int promise_find(const struct qbd_engine *e, uint64_t volume, int *free_i
 	return -1;
 }
 
+static void promise_table_full(const struct qbd_engine *e)
+{
+	unsigned tomb = 0;
+
+	for (unsigned i = 0; i < ENG_PROMISE_ENTRIES; i++)
+		tomb += (e->promises[i].flags & ENG_PROMISE_TOMBSTONE) != 0;
+	qbd_err("engine", "promise table full (%llu volumes, %u of them tombstones)",
+		(unsigned long long)ENG_PROMISE_ENTRIES, tomb);
+}
+
 /* Start one PROMISE: done at once if already promised, else raise it in
  * memory and write the table block holding its entry. */
 static void promise_start(struct qbd_engine *e, struct qbd_engine_req *r)
@@ -37,6 +51,11 @@ static void promise_start(struct qbd_engine *e, struct qbd_engine_req *r)
 	int free_i, idx = promise_find(e, r->volume, &free_i);
 	unsigned blk;
 
+	if (idx >= 0 && (e->promises[idx].flags & ENG_PROMISE_TOMBSTONE)) {
+		r->version = e->promises[idx].epoch;
+		eng_req_done(e, r, -EIDRM);
+		return;
+	}
 	if (idx >= 0 && e->promises[idx].epoch >= r->epoch) {
 		r->version = e->promises[idx].epoch;
 		eng_req_done(e, r, 0);
@@ -45,8 +64,7 @@ static void promise_start(struct qbd_engine *e, struct qbd_engine_req *r)
 	if (idx < 0)
 		idx = free_i;
 	if (idx < 0) {
-		qbd_err("engine", "promise table full (%llu volumes)",
-			(unsigned long long)ENG_PROMISE_ENTRIES);
+		promise_table_full(e);
 		eng_req_done(e, r, -ENOSPC);
 		return;
 	}
@@ -152,20 +170,152 @@ static int delete_volume(struct qbd_engine *e, uint64_t volume)
 	return r;
 }
 
-/* PROMISE and DELETE_VOLUME run one at a time in submission order, so two
- * writes of one promise-table block never race. */
+/* Free (blocking) what is left of a volume's chunks: their markers,
+ * then a sync if there were any. 0, -EBUSY (a chunk had a request in
+ * the engine and stays), or an I/O error. */
+static int chunks_free(struct qbd_engine *e, uint64_t volume, uint8_t *blk)
+{
+	unsigned n;
+	int r = chunks_mark_free(e, volume, blk, &n), w;
+
+	if (n == 0)
+		return r;
+	w = eng_sync(e);
+	if (w < 0 && r == 0)
+		r = w;
+	chunks_forget(e, volume, w == 0);
+	return r;
+}
+
+/*
+ * TOMBSTONE (blocking): the volume's entry becomes a tombstone, made
+ * durable before any of its chunks is freed, so that no crash leaves a
+ * store that holds neither the volume's chunks nor its tombstone (it
+ * would promise the volume afresh, as an empty replica: a removed node
+ * wiped is exactly what the tombstone is there to refuse). If the write
+ * of the tombstone fails, it stands in memory (the safe side) and no
+ * chunk is freed.
+ */
+static int tombstone_volume(struct qbd_engine *e, struct qbd_engine_req *r)
+{
+	int free_i, idx = promise_find(e, r->volume, &free_i), rc = 0;
+	struct eng_promise *pe;
+	uint8_t *blk;
+
+	if (idx >= 0 && r->epoch < e->promises[idx].epoch) {
+		r->version = e->promises[idx].epoch;
+		return -EPERM;
+	}
+	if (idx < 0 && free_i < 0) {
+		promise_table_full(e);
+		return -ENOSPC;
+	}
+	if (posix_memalign((void **)&blk, B, B))
+		return -ENOMEM;
+	pe = &e->promises[idx >= 0 ? idx : free_i];
+	if (idx < 0 || !(pe->flags & ENG_PROMISE_TOMBSTONE) || pe->epoch < r->epoch) {
+		pe->volume = r->volume;
+		pe->epoch = r->epoch;
+		pe->flags = ENG_PROMISE_TOMBSTONE;
+		rc = promise_entry_write(e, (unsigned)(pe - e->promises), blk);
+#ifndef QBD_ENGINE_MUTANT_NO_TOMBSTONE_SYNC
+		if (rc == 0)
+			rc = eng_sync(e);
+#endif
+	}
+	if (rc == 0)
+		rc = chunks_free(e, r->volume, blk);
+	r->version = pe->epoch;
+	free(blk);
+	if (rc < 0)
+		qbd_err("engine", "tombstone of volume %016llx: %s", (unsigned long long)r->volume,
+			strerror(-rc));
+	return rc;
+}
+
+/*
+ * PROMISE with F_READD of a volume with a tombstone, entry idx
+ * (blocking): what is left of its chunks is freed first (a node added
+ * back starts empty), then the tombstone gives way to a promise of the
+ * request's epoch, durably. On failure the tombstone stands.
+ */
+static int readd_volume(struct qbd_engine *e, struct qbd_engine_req *r, unsigned idx)
+{
+	struct eng_promise *pe = &e->promises[idx], was = *pe;
+	uint8_t *blk;
+	int rc;
+
+	r->version = pe->epoch;
+	if (r->epoch <= pe->epoch)
+		return -EPERM;
+	if (posix_memalign((void **)&blk, B, B))
+		return -ENOMEM;
+	rc = chunks_free(e, r->volume, blk);
+	if (rc == 0) {
+		pe->epoch = r->epoch;
+		pe->flags = 0;
+		rc = promise_entry_write(e, idx, blk);
+		if (rc == 0)
+			rc = eng_sync(e);
+		if (rc < 0)
+			*pe = was;
+	}
+	r->version = pe->epoch;
+	free(blk);
+	if (rc < 0)
+		qbd_err("engine", "re-add of volume %016llx at epoch %llu: %s",
+			(unsigned long long)r->volume, (unsigned long long)r->epoch,
+			strerror(-rc));
+	return rc;
+}
+
+/* The entry of the volume's tombstone, or -1. */
+static int tombstone_find(const struct qbd_engine *e, uint64_t volume)
+{
+	int free_i, idx = promise_find(e, volume, &free_i);
+
+	return idx >= 0 && (e->promises[idx].flags & ENG_PROMISE_TOMBSTONE) ? idx : -1;
+}
+
+bool qbd_engine_tombstoned(const struct qbd_engine *e, uint64_t volume, uint64_t *epoch)
+{
+	int idx = volume ? tombstone_find(e, volume) : -1;
+
+	if (epoch)
+		*epoch = idx >= 0 ? e->promises[idx].epoch : 0;
+	return idx >= 0;
+}
+
+/* A request of the FIFO that frees chunks (blocking writes of their
+ * metadata blocks): it waits until no round of the group commit is
+ * writing metadata blocks. */
+static bool frees_chunks(const struct qbd_engine *e, const struct qbd_engine_req *r)
+{
+	return r->op == QBD_ENGINE_DELETE_VOLUME || r->op == QBD_ENGINE_TOMBSTONE ||
+	       (r->op == QBD_ENGINE_PROMISE && (r->flags & QBD_ENGINE_F_READD) &&
+		tombstone_find(e, r->volume) >= 0);
+}
+
+/* PROMISE, TOMBSTONE and DELETE_VOLUME run one at a time in submission
+ * order, so two writes of one promise-table block never race. */
 void eng_promise_run(struct qbd_engine *e)
 {
 	struct qbd_engine_req *r;
 
 	while (!e->prom_busy && (r = reqq_first(&e->prom))) {
+		bool blocking = frees_chunks(e, r);
+
 		/* a round's metadata writes may be in flight for its chunks */
-		if (r->op == QBD_ENGINE_DELETE_VOLUME && e->round_busy)
+		if (blocking && e->round_busy)
 			break;
 		reqq_pop(&e->prom);
-		if (r->op == QBD_ENGINE_PROMISE)
-			promise_start(e, r);
-		else
+		if (r->op == QBD_ENGINE_TOMBSTONE)
+			eng_req_done(e, r, tombstone_volume(e, r));
+		else if (r->op == QBD_ENGINE_DELETE_VOLUME)
 			eng_req_done(e, r, delete_volume(e, r->volume));
+		else if (blocking)
+			eng_req_done(e, r, readd_volume(e, r, (unsigned)tombstone_find(e, r->volume)));
+		else
+			promise_start(e, r);
 	}
 }

@@ -19,6 +19,7 @@
 #include "engine/internal.h"
 
 #define VOL 0x1234ull
+#define OTHER_VOL 0x4321ull
 #define CS (1u << 20)
 
 static char dir[64], path[96];
@@ -1769,6 +1770,163 @@ START_TEST(csum_is_xxh3)
 }
 END_TEST
 
+/* ---- tombstones ---- */
+
+static int eng_volume_op(enum qbd_engine_op op, uint64_t volume, uint64_t epoch,
+			 uint32_t flags, uint64_t *version)
+{
+	struct qbd_engine_req r = { .op = op, .volume = volume, .epoch = epoch,
+				    .flags = flags };
+
+	run(&r);
+	if (version)
+		*version = r.version;
+	return r.res;
+}
+
+static int count_chunk(void *user, uint64_t chunk, uint64_t version, uint32_t flags)
+{
+	(void)chunk;
+	(void)version;
+	(void)flags;
+	(*(unsigned *)user)++;
+	return 0;
+}
+
+static unsigned volume_chunks(uint64_t volume)
+{
+	unsigned n = 0;
+
+	ck_assert_int_eq(qbd_engine_for_each_chunk(e, volume, count_chunk, &n), 0);
+	return n;
+}
+
+/* The tombstone of a volume at the store's promised epoch: its chunks
+ * go, every PROMISE is refused with EIDRM at any epoch, and this holds
+ * across a clean reopen and in the image of a power cut right after it
+ * completed (no clean close: it was durable when acknowledged). One
+ * below the promised epoch is refused and changes nothing. */
+START_TEST(tombstone_refuses_every_promise_and_persists)
+{
+	static uint8_t w[8192];
+	char crashed[128];
+	uint64_t ep, ver;
+
+	fill(w, sizeof w, 21);
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 7, 0, NULL), 0);
+	ck_assert_int_eq(eng_write(3, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	ck_assert_int_eq(eng_flush(), 0);
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_TOMBSTONE, VOL, 6, 0, &ver), -EPERM);
+	ck_assert_uint_eq(ver, 7);
+	ck_assert(!qbd_engine_tombstoned(e, VOL, &ep));
+	ck_assert_uint_eq(ep, 0);
+	ck_assert_uint_eq(qbd_engine_promised(e, VOL), 7);
+	ck_assert_uint_eq(volume_chunks(VOL), 1);
+
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_TOMBSTONE, VOL, 7, 0, &ver), 0);
+	ck_assert_uint_eq(ver, 7);
+	snprintf(crashed, sizeof crashed, "%s/crashed", dir);
+	copy_store(crashed);
+	for (int pass = 0; pass < 3; pass++) {
+		ck_assert_msg(qbd_engine_tombstoned(e, VOL, &ep), "pass %d: no tombstone", pass);
+		ck_assert_uint_eq(ep, 7);
+		ck_assert_uint_eq(qbd_engine_promised(e, VOL), 0);
+		ck_assert_uint_eq(volume_chunks(VOL), 0);
+		ck_assert_uint_eq(qbd_engine_chunk_version(e, VOL, 3), 0);
+		ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 8, 0, &ver), -EIDRM);
+		ck_assert_uint_eq(ver, 7);
+		ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 1000, 0, NULL), -EIDRM);
+		ck_assert(!qbd_engine_tombstoned(e, OTHER_VOL, NULL));
+		qbd_engine_close(e);
+		if (pass == 0) {
+			open_store(0);          /* a clean reopen */
+		} else if (pass == 1) {
+			rename(crashed, path);  /* the power cut's image */
+			open_store(0);
+		}
+	}
+	e = NULL;
+	open_store(0);
+}
+END_TEST
+
+/* A re-add (PROMISE with F_READD) clears a tombstone only at an epoch
+ * above the tombstone's, durably; a plain PROMISE never does. A volume
+ * with no entry can be given a tombstone; DELETE_VOLUME drops one. */
+START_TEST(readd_clears_tombstone_only_above_its_epoch)
+{
+	uint64_t ep, ver;
+
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_TOMBSTONE, VOL, 5, 0, &ver), 0);
+	ck_assert_uint_eq(ver, 5);
+	ck_assert(qbd_engine_tombstoned(e, VOL, &ep));
+	ck_assert_uint_eq(ep, 5);
+	/* a higher TOMBSTONE raises it; a lower one is refused */
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_TOMBSTONE, VOL, 9, 0, &ver), 0);
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_TOMBSTONE, VOL, 8, 0, &ver), -EPERM);
+	ck_assert_uint_eq(ver, 9);
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 10, 0, NULL), -EIDRM);
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 9, QBD_ENGINE_F_READD, &ver),
+			 -EPERM);
+	ck_assert_uint_eq(ver, 9);
+	ck_assert(qbd_engine_tombstoned(e, VOL, NULL));
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 10, QBD_ENGINE_F_READD, &ver),
+			 0);
+	ck_assert_uint_eq(ver, 10);
+	ck_assert(!qbd_engine_tombstoned(e, VOL, NULL));
+	ck_assert_uint_eq(qbd_engine_promised(e, VOL), 10);
+	qbd_engine_close(e);
+	open_store(0);
+	ck_assert(!qbd_engine_tombstoned(e, VOL, NULL));
+	ck_assert_uint_eq(qbd_engine_promised(e, VOL), 10);
+	/* a plain PROMISE again; F_READD without a tombstone is one too */
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 11, 0, &ver), 0);
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 12, QBD_ENGINE_F_READD, &ver),
+			 0);
+	ck_assert_uint_eq(qbd_engine_promised(e, VOL), 12);
+	/* DELETE_VOLUME drops a tombstone (the volume is gone) */
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_TOMBSTONE, VOL, 12, 0, NULL), 0);
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_DELETE_VOLUME, VOL, 0, 0, NULL), 0);
+	ck_assert(!qbd_engine_tombstoned(e, VOL, NULL));
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 1, 0, NULL), 0);
+}
+END_TEST
+
+/* A chunk with a request in the engine when the tombstone runs stays
+ * (-EBUSY) while the tombstone stands; a TOMBSTONE again frees it. The
+ * volume's listing says tombstone, with no promise. */
+START_TEST(tombstone_of_busy_volume_stands_and_frees_later)
+{
+	static uint8_t w[4096];
+	struct qbd_engine_req wr = { .op = QBD_ENGINE_WRITE, .volume = VOL, .chunk = 2,
+				     .length = sizeof w, .buf = w, .new_version = 1 };
+	struct qbd_engine_req t = { .op = QBD_ENGINE_TOMBSTONE, .volume = VOL, .epoch = 3 };
+	struct qbd_engine_volume *v;
+	struct cb_count *c;
+	size_t n;
+
+	fill(w, sizeof w, 5);
+	ck_assert_int_eq(eng_write(1, 0, w, sizeof w, 0, 1, 0), (int)sizeof w);
+	c = submit(&wr);
+	submit(&t);
+	wait_done(c, 2);
+	ck_assert_int_eq(wr.res, (int)sizeof w);
+	ck_assert_int_eq(t.res, -EBUSY);
+	ck_assert(qbd_engine_tombstoned(e, VOL, NULL));
+	ck_assert_uint_eq(volume_chunks(VOL), 1);
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_TOMBSTONE, VOL, 3, 0, NULL), 0);
+	ck_assert_uint_eq(volume_chunks(VOL), 0);
+	ck_assert_int_eq(qbd_engine_volumes(e, &v, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(v[0].volume, VOL);
+	ck_assert(v[0].tombstone);
+	ck_assert_uint_eq(v[0].tombstone_epoch, 3);
+	ck_assert_uint_eq(v[0].promised, 0);
+	ck_assert_uint_eq(v[0].chunks, 0);
+	free(v);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -1830,6 +1988,13 @@ int main(void)
 	tcase_add_test(t, volumes_lists_what_the_store_holds);
 	tcase_add_test(t, no_data_io_for_zeroing_and_holes);
 	tcase_add_test(t, full_filesystem_enospc);
+	suite_add_tcase(s, t);
+	t = tcase_create("tombstone");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, tombstone_refuses_every_promise_and_persists);
+	tcase_add_test(t, readd_clears_tombstone_only_above_its_epoch);
+	tcase_add_test(t, tombstone_of_busy_volume_stands_and_frees_later);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
