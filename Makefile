@@ -134,8 +134,9 @@ SIM_BIN = $(BUILD)/tests/sim/qbd-sim \
 # crash-consistency mechanism disabled (tests/run-tests expects each to fail).
 # Each mutant's #ifdef is in one file of engine/: NO_AL and NO_CLEAN_TRIM
 # in al.c, NO_RECOVERY and NO_SUSPECT in recover.c, NO_HOLE_ZERO in
-# write.c, NO_META_FLUSH in commit.c.
-CRASH_MUTANTS = NO_AL NO_RECOVERY NO_HOLE_ZERO NO_SUSPECT NO_META_FLUSH NO_CLEAN_TRIM
+# write.c, NO_META_FLUSH in commit.c, NO_TOMBSTONE_SYNC in promise.c.
+CRASH_MUTANTS = NO_AL NO_RECOVERY NO_HOLE_ZERO NO_SUSPECT NO_META_FLUSH NO_CLEAN_TRIM \
+	NO_TOMBSTONE_SYNC
 CRASH_BIN = $(BUILD)/tests/crash/qbd-crash \
 	$(patsubst %,$(BUILD)/tests/crash/qbd-crash-mutant-%,$(CRASH_MUTANTS))
 

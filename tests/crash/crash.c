@@ -17,6 +17,11 @@
  *     than the last one submitted; unless the chunk is SUSPECT its whole
  *     contents are exactly those of that version; no chunk is DAMAGED;
  *   - the promise is at least every PROMISE completed before the cut;
+ *   - a volume given a tombstone: tombstoned once the TOMBSTONE has
+ *     completed, with every chunk gone; not tombstoned before it was
+ *     submitted, nor once a re-add (PROMISE with F_READD) has completed;
+ *     and while it has no tombstone its chunks pass the checks above
+ *     (the tombstone is durable before any chunk is freed);
  *   - after a clean close and another open, flags and versions stay.
  *
  * The crash model (docs/design.md, "Crash model"): 4 KiB blocks are
@@ -62,8 +67,11 @@
 #define NBLK (STORE / BLK)
 #define VOL 0x51ull             /* the volume checked */
 #define VOLD 0x52ull            /* a volume written, then deleted */
+#define VOLT 0x53ull            /* a volume written, flushed, given a tombstone,
+				 * perhaps added back */
 #define NCH 4                   /* chunks of VOL */
 #define NCHD 2                  /* chunks of VOLD */
+#define NCHT 2                  /* chunks of VOLT */
 #define MAXOPS 160
 #define MAXEV 8192
 #define QD 6
@@ -146,7 +154,8 @@ static void log_reset(void)
 
 /* ---- the workload and its model ---- */
 
-enum opk { OP_WRITE = 1, OP_ZERO, OP_RESYNC, OP_FLUSH, OP_PROMISE, OP_DELETE };
+enum opk { OP_WRITE = 1, OP_ZERO, OP_RESYNC, OP_FLUSH, OP_PROMISE, OP_DELETE, OP_TOMBSTONE,
+	   OP_READD };
 
 struct op {
 	enum opk kind;
@@ -163,8 +172,8 @@ struct op {
 
 static struct op ops[MAXOPS];
 static unsigned nops;
-static uint8_t model[NCH + NCHD][CS];
-static uint64_t model_ver[NCH + NCHD];
+static uint8_t model[NCH + NCHD + NCHT][CS];
+static uint64_t model_ver[NCH + NCHD + NCHT];
 static uint64_t zero_hash;
 static struct qbd_engine *eng;
 static unsigned inflight;
@@ -186,7 +195,7 @@ static void fail(const char *fmt, ...)
 static const char *op_name(enum opk k)
 {
 	static const char *n[] = { "?", "WRITE", "ZERO", "RESYNC", "FLUSH", "PROMISE",
-				   "DELETE" };
+				   "DELETE", "TOMBSTONE", "READD" };
 	return n[k];
 }
 
@@ -217,7 +226,8 @@ static void drain(void)
 
 static unsigned mslot(uint64_t volume, uint64_t chunk)
 {
-	return volume == VOL ? (unsigned)chunk : NCH + (unsigned)chunk;
+	return volume == VOL ? (unsigned)chunk
+	       : volume == VOLD ? NCH + (unsigned)chunk : NCH + NCHD + (unsigned)chunk;
 }
 
 /* Data of a write: distinct per request and position. */
@@ -255,10 +265,14 @@ static void submit(struct op *o)
 		r->op = QBD_ENGINE_FLUSH;
 		break;
 	case OP_PROMISE:
+	case OP_READD:          /* flags: QBD_ENGINE_F_READD */
 		r->op = QBD_ENGINE_PROMISE;
 		break;
 	case OP_DELETE:
 		r->op = QBD_ENGINE_DELETE_VOLUME;
+		break;
+	case OP_TOMBSTONE:
+		r->op = QBD_ENGINE_TOMBSTONE;
 		break;
 	}
 	if (o->kind == OP_WRITE || o->kind == OP_ZERO || o->kind == OP_RESYNC) {
@@ -284,9 +298,13 @@ static void submit(struct op *o)
 /* Generate and run the workload of a seed. */
 static void workload(uint64_t seed)
 {
-	uint64_t rs = seed * 7919 + 1, epoch = 0;
+	uint64_t rs = seed * 7919 + 1, epoch = 0, tepoch = 0;
 	bool deleted = false;
 	unsigned n = 40 + rng_below(&rs, 40);
+	/* VOLT: written first, then at tomb_at a FLUSH, a PROMISE, its
+	 * TOMBSTONE, and in half the seeds a re-add some ops later */
+	unsigned tomb_at = 12 + rng_below(&rs, 20);
+	unsigned readd_at = rng_below(&rs, 2) ? tomb_at + 3 + rng_below(&rs, 8) : ~0u;
 
 	memset(model, 0, sizeof model);
 	memset(model_ver, 0, sizeof model_ver);
@@ -303,6 +321,25 @@ static void workload(uint64_t seed)
 			o->kind = OP_WRITE;
 			o->volume = VOLD;
 			o->chunk = i;
+		} else if (i < NCHD + NCHT) {
+			o->kind = OP_WRITE;
+			o->volume = VOLT;
+			o->chunk = i - NCHD;
+		} else if (i == tomb_at) {
+			o->kind = OP_FLUSH;     /* VOLT's writes durable */
+		} else if (i == tomb_at + 1) {
+			o->kind = OP_PROMISE;
+			o->volume = VOLT;
+			o->epoch = tepoch = 1 + rng_below(&rs, 3);
+		} else if (i == tomb_at + 2) {
+			o->kind = OP_TOMBSTONE;
+			o->volume = VOLT;
+			o->epoch = tepoch += rng_below(&rs, 2);
+		} else if (i == readd_at) {
+			o->kind = OP_READD;
+			o->volume = VOLT;
+			o->flags = QBD_ENGINE_F_READD;
+			o->epoch = tepoch + 1 + rng_below(&rs, 2);
 		} else if (k < 8) {
 			o->kind = OP_FLUSH;
 		} else if (k < 12) {
@@ -372,13 +409,14 @@ static void workload(uint64_t seed)
 			}
 		}
 		nops++;
-		/* DELETE needs its volume idle; keep QD requests in flight */
-		if (o->kind == OP_DELETE)
+		/* DELETE and TOMBSTONE need their volume idle; keep QD
+		 * requests in flight */
+		if (o->kind == OP_DELETE || o->kind == OP_TOMBSTONE)
 			drain();
 		while (inflight >= QD)
 			pump(true);
 		submit(o);
-		if (o->kind == OP_DELETE || rng_below(&rs, 3) == 0)
+		if (o->kind == OP_DELETE || o->kind == OP_TOMBSTONE || rng_below(&rs, 3) == 0)
 			pump(false);
 	}
 	drain();
@@ -520,7 +558,12 @@ static bool is_chunk_op(const struct op *o, uint64_t volume, uint64_t chunk)
 	       o->volume == volume && o->chunk == chunk;
 }
 
-struct seen { uint64_t version[NCH]; uint32_t flags[NCH]; };
+struct seen {
+	uint64_t version[NCH];
+	uint32_t flags[NCH];
+	bool tomb;              /* VOLT's tombstone */
+	uint64_t tomb_epoch, tomb_promised;
+};
 
 static int seen_cb(void *user, uint64_t chunk, uint64_t version, uint32_t flags)
 {
@@ -551,6 +594,156 @@ static int read_chunk(uint64_t volume, uint64_t chunk, uint8_t *buf, uint64_t *v
 	return r.res;
 }
 
+/* Whether buf (a chunk read) is all zeros. */
+static bool chunk_zero(const uint8_t *buf)
+{
+	for (unsigned b = 0; b < NB; b++)
+		if (XXH3_64bits(buf + b * BLK, BLK) != zero_hash)
+			return false;
+	return true;
+}
+
+/*
+ * One chunk of a volume against the workload: its version and each
+ * block's contents those of a request that may be there, exactly its
+ * version's contents unless SUSPECT (flags: what the engine lists).
+ * gone: the chunk may also have been freed (version 0, all zeros);
+ * must_be_gone: it must have been.
+ */
+static void check_chunk(uint64_t volume, uint64_t ch, uint64_t cut_clock, uint32_t flags,
+			bool gone, bool must_be_gone)
+{
+	static uint8_t *buf;
+	uint64_t ver = 0, hv;
+	long vop = -1, dur = -1;
+	bool ok_ver = false;
+	int r;
+
+	if (!buf)
+		buf = aligned_alloc(BLK, CS);
+	r = read_chunk(volume, ch, buf, &ver);
+	if (r != (int)CS) {
+		fail("volume %llx chunk %" PRIu64 ": read failed: %s",
+		     (unsigned long long)volume, ch, strerror(-r));
+		return;
+	}
+	if ((gone || must_be_gone) && ver == 0 && chunk_zero(buf))
+		return;
+	if (must_be_gone) {
+		fail("volume %llx chunk %" PRIu64 ": version %" PRIu64 " after its TOMBSTONE "
+		     "completed", (unsigned long long)volume, ch, ver);
+		return;
+	}
+	if (flags & QBD_ENGINE_CHUNK_DAMAGED)
+		fail("volume %llx chunk %" PRIu64 ": DAMAGED after recovery",
+		     (unsigned long long)volume, ch);
+	/* versions: the op with this version, at or after the last
+	 * durable op of the chunk, submitted before the cut */
+	for (unsigned i = 0; i < nops; i++) {
+		if (!is_chunk_op(&ops[i], volume, ch))
+			continue;
+		if (op_durable(&ops[i], cut_clock))
+			dur = i;
+	}
+	if (ver == 0 && dur < 0)
+		ok_ver = true;
+	for (unsigned i = 0; i < nops; i++)
+		if (is_chunk_op(&ops[i], volume, ch) && ops[i].newv == ver) {
+			vop = i;
+			ok_ver = (long)i >= dur && ops[i].submit_clock < cut_clock;
+		}
+	if (!ok_ver)
+		fail("volume %llx chunk %" PRIu64 ": version %" PRIu64 " (last durable op %ld)",
+		     (unsigned long long)volume, ch, ver, dur);
+	/* each block: the contents after some op that wrote it, not
+	 * older than the last durable one, submitted before the cut */
+	for (unsigned b = 0; b < NB && !fail_msg[0]; b++) {
+		long bdur = -1;
+		bool ok = false;
+
+		hv = XXH3_64bits(buf + b * BLK, BLK);
+		for (unsigned i = 0; i < nops; i++)
+			if (is_chunk_op(&ops[i], volume, ch) && touches(&ops[i], b) &&
+			    op_durable(&ops[i], cut_clock))
+				bdur = i;
+		if (bdur < 0 && hv == zero_hash)
+			ok = true;
+		for (long i = bdur < 0 ? 0 : bdur; i < (long)nops && !ok; i++)
+			if (is_chunk_op(&ops[i], volume, ch) && touches(&ops[i], b) &&
+			    ops[i].submit_clock < cut_clock && ops[i].after[b] == hv)
+				ok = true;
+		if (!ok)
+			fail("volume %llx chunk %" PRIu64 " block %u: contents of no request "
+			     "that may be there (last durable op %ld)",
+			     (unsigned long long)volume, ch, b, bdur);
+	}
+	/* not SUSPECT: the contents are exactly those of its version */
+	if (!fail_msg[0] && !(flags & QBD_ENGINE_CHUNK_SUSPECT))
+		for (unsigned b = 0; b < NB; b++) {
+			uint64_t want = vop >= 0 ? ops[vop].after[b] : zero_hash;
+			if (XXH3_64bits(buf + b * BLK, BLK) != want) {
+				fail("volume %llx chunk %" PRIu64 " at version %" PRIu64 ", not "
+				     "SUSPECT, but block %u differs from that version",
+				     (unsigned long long)volume, ch, ver, b);
+				break;
+			}
+		}
+}
+
+/* The last op of kind k on volume submitted before the cut (-1: none);
+ * *done: it completed (successfully) before the cut. */
+static long op_before(enum opk k, uint64_t volume, uint64_t cut_clock, bool *done)
+{
+	long found = -1;
+
+	*done = false;
+	for (unsigned i = 0; i < nops; i++)
+		if (ops[i].kind == k && ops[i].volume == volume &&
+		    ops[i].submit_clock < cut_clock)
+			found = i;
+	if (found >= 0)
+		*done = ops[found].done && ops[found].done_clock < cut_clock &&
+			ops[found].res == 0;
+	return found;
+}
+
+/*
+ * VOLT, the volume given a tombstone: tombstoned exactly when the
+ * workload says it must be (the TOMBSTONE completed and no re-add did;
+ * not before the TOMBSTONE was submitted), at the TOMBSTONE's epoch; a
+ * completed re-add leaves its promise. Its chunks: gone once the
+ * TOMBSTONE completed; while there is no tombstone, every chunk as the
+ * workload left it (a chunk freed before its tombstone was durable
+ * fails here); with a tombstone not yet acknowledged, either.
+ */
+static void check_tombstone(uint64_t cut_clock, struct seen *s)
+{
+	struct seen c = { 0 };
+	bool t_done, a_done;
+	long t = op_before(OP_TOMBSTONE, VOLT, cut_clock, &t_done);
+	long a = op_before(OP_READD, VOLT, cut_clock, &a_done);
+
+	s->tomb = qbd_engine_tombstoned(eng, VOLT, &s->tomb_epoch);
+	s->tomb_promised = qbd_engine_promised(eng, VOLT);
+	if (a_done && (s->tomb || s->tomb_promised != ops[a].epoch))
+		fail("re-add at epoch %" PRIu64 " completed, but %s (promised %" PRIu64 ")",
+		     ops[a].epoch, s->tomb ? "the tombstone is there" : "no tombstone",
+		     s->tomb_promised);
+	else if (a < 0 && t_done && !s->tomb)
+		fail("TOMBSTONE (op %ld) completed, but the volume has no tombstone", t);
+	else if (t < 0 && s->tomb)
+		fail("a tombstone before any TOMBSTONE was submitted");
+	else if (s->tomb && s->tomb_epoch != ops[t].epoch)
+		fail("tombstone at epoch %" PRIu64 ", made at %" PRIu64, s->tomb_epoch,
+		     ops[t].epoch);
+	else if (a >= 0 && !s->tomb && s->tomb_promised != ops[a].epoch)
+		fail("neither the tombstone nor the re-add's promise (promised %" PRIu64 ")",
+		     s->tomb_promised);
+	qbd_engine_for_each_chunk(eng, VOLT, seen_cb, &c);
+	for (uint64_t ch = 0; ch < NCHT && !fail_msg[0]; ch++)
+		check_chunk(VOLT, ch, cut_clock, c.flags[ch], s->tomb || a >= 0, t_done);
+}
+
 /* Check the engine opened on a crash image against the workload. */
 static void check_state(uint64_t cut_clock, struct seen *out)
 {
@@ -561,7 +754,7 @@ static void check_state(uint64_t cut_clock, struct seen *out)
 	if (!buf)
 		buf = aligned_alloc(BLK, CS);
 	for (unsigned i = 0; i < nops; i++) {
-		if (ops[i].kind != OP_PROMISE)
+		if (ops[i].kind != OP_PROMISE || ops[i].volume != VOL)
 			continue;
 		if (ops[i].submit_clock < cut_clock)
 			pmax = QBD_MAX(pmax, ops[i].epoch);
@@ -572,68 +765,8 @@ static void check_state(uint64_t cut_clock, struct seen *out)
 		fail("promise %" PRIu64 ", must be in [%" PRIu64 ", %" PRIu64 "]",
 		     promised, pmin, pmax);
 	qbd_engine_for_each_chunk(eng, VOL, seen_cb, &s);
-	for (uint64_t ch = 0; ch < NCH && !fail_msg[0]; ch++) {
-		uint64_t ver = 0, hv;
-		long vop = -1, dur = -1;
-		bool ok_ver = false;
-		int r = read_chunk(VOL, ch, buf, &ver);
-
-		if (r != (int)CS) {
-			fail("chunk %" PRIu64 ": read failed: %s", ch, strerror(-r));
-			break;
-		}
-		if (s.flags[ch] & QBD_ENGINE_CHUNK_DAMAGED)
-			fail("chunk %" PRIu64 ": DAMAGED after recovery", ch);
-		/* versions: the op with this version, at or after the last
-		 * durable op of the chunk, submitted before the cut */
-		for (unsigned i = 0; i < nops; i++) {
-			if (!is_chunk_op(&ops[i], VOL, ch))
-				continue;
-			if (op_durable(&ops[i], cut_clock))
-				dur = i;
-		}
-		if (ver == 0 && dur < 0)
-			ok_ver = true;
-		for (unsigned i = 0; i < nops; i++)
-			if (is_chunk_op(&ops[i], VOL, ch) && ops[i].newv == ver) {
-				vop = i;
-				ok_ver = (long)i >= dur && ops[i].submit_clock < cut_clock;
-			}
-		if (!ok_ver)
-			fail("chunk %" PRIu64 ": version %" PRIu64 " (last durable op %ld)", ch,
-			     ver, dur);
-		/* each block: the contents after some op that wrote it, not
-		 * older than the last durable one, submitted before the cut */
-		for (unsigned b = 0; b < NB && !fail_msg[0]; b++) {
-			long bdur = -1;
-			bool ok = false;
-
-			hv = XXH3_64bits(buf + b * BLK, BLK);
-			for (unsigned i = 0; i < nops; i++)
-				if (is_chunk_op(&ops[i], VOL, ch) && touches(&ops[i], b) &&
-				    op_durable(&ops[i], cut_clock))
-					bdur = i;
-			if (bdur < 0 && hv == zero_hash)
-				ok = true;
-			for (long i = bdur < 0 ? 0 : bdur; i < (long)nops && !ok; i++)
-				if (is_chunk_op(&ops[i], VOL, ch) && touches(&ops[i], b) &&
-				    ops[i].submit_clock < cut_clock && ops[i].after[b] == hv)
-					ok = true;
-			if (!ok)
-				fail("chunk %" PRIu64 " block %u: contents of no request that "
-				     "may be there (last durable op %ld)", ch, b, bdur);
-		}
-		/* not SUSPECT: the contents are exactly those of its version */
-		if (!fail_msg[0] && !(s.flags[ch] & QBD_ENGINE_CHUNK_SUSPECT))
-			for (unsigned b = 0; b < NB; b++) {
-				uint64_t want = vop >= 0 ? ops[vop].after[b] : zero_hash;
-				if (XXH3_64bits(buf + b * BLK, BLK) != want) {
-					fail("chunk %" PRIu64 " at version %" PRIu64 ", not SUSPECT, "
-					     "but block %u differs from that version", ch, ver, b);
-					break;
-				}
-			}
-	}
+	for (uint64_t ch = 0; ch < NCH && !fail_msg[0]; ch++)
+		check_chunk(VOL, ch, cut_clock, s.flags[ch], false, false);
 	/* the deleted volume: whatever is left reads without error */
 	for (uint64_t ch = 0; ch < NCHD && !fail_msg[0]; ch++) {
 		uint64_t ver;
@@ -642,6 +775,8 @@ static void check_state(uint64_t cut_clock, struct seen *out)
 			fail("volume %llx chunk %" PRIu64 ": read failed: %s",
 			     (unsigned long long)VOLD, ch, strerror(-r));
 	}
+	if (!fail_msg[0])
+		check_tombstone(cut_clock, &s);
 	if (out)
 		*out = s;
 }
