@@ -86,7 +86,7 @@ struct chunkd_reclaim {
 };
 
 /* Requests of one message type, for the metrics. */
-#define CHUNKD_OPS 12   /* message types 0..11 (QBD__MSG_TYPE__AUTH) */
+#define CHUNKD_OPS 13   /* message types 0..12 (QBD__MSG_TYPE__TOMBSTONE) */
 struct chunkd_op_stats {
 	uint64_t requests, errors, bytes;
 	struct qbd_hist lat;
@@ -120,6 +120,9 @@ struct chunkd {
 	/* metrics (loop thread; rendered once a second by metrics.c) */
 	struct chunkd_op_stats ops[CHUNKD_OPS];
 	uint64_t fenced;          /* requests refused for an old epoch (EPERM) */
+	uint64_t tomb_logged[8];  /* volumes whose refused OPEN (EIDRM) was logged
+				   * lately, so that a writer retrying is told once */
+	unsigned tomb_logged_next;
 	uint64_t checksum_errors; /* reads answered EBADMSG */
 	uint64_t auth_failures;   /* peers refused: no or wrong secret */
 	uint64_t conns_accepted;
@@ -236,6 +239,8 @@ struct chunkd_edge {
 	uint32_t chunk_size;
 	bool authed;          /* the peer may send more than HELLO and AUTH */
 	uint64_t promised;    /* qbd_engine_promised of m->volume_id */
+	bool tombstoned;      /* qbd_engine_tombstoned of m->volume_id */
+	uint64_t tombstone_epoch; /* ... its epoch */
 	const char *peer;     /* for the log */
 };
 
@@ -256,10 +261,13 @@ bool chunkd_may(bool authed, int type);
  * authentication; v->close), -ENXIO (for another node; v->close),
  * -EINVAL (malformed: unknown type, a reply, no volume, a chunk the
  * wire cannot list, a range outside the chunk, data where none belongs,
- * unknown flags, OPEN or DELETE_VOLUME at epoch 0, ...), -EPERM (an
- * epoch older than x->promised) or -ENOTCONN (a data-path request of an
- * epoch this replica has not promised, or of a volume it promised
- * nothing for). Pure: touches nothing but the log and *v; any thread.
+ * unknown flags, OPEN, DELETE_VOLUME or TOMBSTONE at epoch 0, ...),
+ * -EPERM (an epoch older than x->promised, or than the tombstone's),
+ * -ENOTCONN (a data-path request of an epoch this replica has not
+ * promised, or of a volume it promised nothing for) or -EIDRM (the
+ * volume has a tombstone here: an OPEN that does not add the node back
+ * above the tombstone's epoch, a data-path request not older than the
+ * tombstone). Pure: touches nothing but the log and *v; any thread.
  */
 int chunkd_validate(const struct chunkd_edge *x, const Qbd__Msg *m, const void *data,
 		    struct chunkd_verdict *v);

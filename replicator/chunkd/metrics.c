@@ -27,6 +27,7 @@ static const char *op_name(int type)
 	case QBD__MSG_TYPE__PULL: return "pull";
 	case QBD__MSG_TYPE__USAGE: return "usage";
 	case QBD__MSG_TYPE__AUTH: return "auth";
+	case QBD__MSG_TYPE__TOMBSTONE: return "tombstone";
 	default: return NULL;
 	}
 }

@@ -150,7 +150,14 @@ static void req_on_engine(struct qbd_engine_req *er)
 			  strerror(-er->res));
 	switch (r->type) {
 	case QBD__MSG_TYPE__OPEN:
-		r->reply.epoch = qbd_engine_promised(d->e, r->volume);
+		/* -EIDRM: a tombstone came between the judging and the
+		 * engine; the reply carries its epoch */
+		r->reply.epoch = status == -EIDRM || status == -EPERM
+				 ? er->version : qbd_engine_promised(d->e, r->volume);
+		if (status == 0 && (er->flags & QBD_ENGINE_F_READD))
+			qbd_info(COMP, "volume %016llx: added back at epoch %llu (its tombstone "
+				 "is cleared)", (unsigned long long)r->volume,
+				 (unsigned long long)er->epoch);
 		if (status == 0) {
 			struct chunk_list l = { 0 };
 			status = qbd_engine_for_each_chunk(d->e, r->volume,
@@ -186,6 +193,16 @@ static void req_on_engine(struct qbd_engine_req *er)
 		if (status == 0)
 			r->reply.checksum = XXH3_64bits(r->data, er->length);
 		r->data_len = 0;
+		break;
+	case QBD__MSG_TYPE__TOMBSTONE:
+		r->reply.epoch = er->version;
+		if (status == 0 || status == -EBUSY)
+			qbd_warn(COMP, "volume %016llx: tombstone at epoch %llu (asked at epoch "
+				 "%llu by %s): this node serves the volume no more%s",
+				 (unsigned long long)r->volume, (unsigned long long)er->version,
+				 (unsigned long long)er->epoch, r->c->peer,
+				 status ? "; some chunks were busy and stay until the next "
+					  "TOMBSTONE" : ", its chunks are freed");
 		break;
 	default:
 		break;
@@ -287,11 +304,24 @@ static int req_volume(struct chunkd_req *r, const Qbd__Msg *m, enum qbd_engine_o
 	return 0;
 }
 
-/* OPEN: promise the epoch; the reply lists the chunks held. */
+/* OPEN: promise the epoch; the reply lists the chunks held. With F_ADD
+ * (a writer adding this node to the volume) a tombstone older than the
+ * epoch is cleared first. */
 static int req_open(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg *m)
 {
 	(void)c;
+	if (m->flags & QBD_WIRE_F_ADD)
+		r->er.flags |= QBD_ENGINE_F_READD;
 	return req_volume(r, m, QBD_ENGINE_PROMISE);
+}
+
+/* TOMBSTONE: this node may serve the volume under no epoch (the writer
+ * that removed it from the volume, or an operator, says so); its chunks
+ * are freed once the tombstone is durable. */
+static int req_tombstone(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg *m)
+{
+	(void)c;
+	return req_volume(r, m, QBD_ENGINE_TOMBSTONE);
 }
 
 /* USAGE: read-only, for operators: any epoch. Volume 0 is the store. */
@@ -428,6 +458,7 @@ static req_handler *const req_handlers[CHUNKD_OPS] = {
 	[QBD__MSG_TYPE__CHECKSUM] = req_checksum,
 	[QBD__MSG_TYPE__PULL] = req_pull,
 	[QBD__MSG_TYPE__USAGE] = req_usage,
+	[QBD__MSG_TYPE__TOMBSTONE] = req_tombstone,
 };
 
 /* ---- frames: a buffer for WRITE data, admission, dispatch ---- */
@@ -489,6 +520,25 @@ static struct chunkd_req *req_new(struct chunkd_conn *c, const Qbd__Msg *m, void
 	return r;
 }
 
+/* An OPEN refused for a tombstone: said once per volume (among the last
+ * few), not at every retry of the writer that still lists this node. */
+static void req_log_tombstone(struct chunkd_conn *c, const Qbd__Msg *m,
+			      const struct chunkd_edge *x)
+{
+	struct chunkd *d = c->d;
+
+	for (unsigned i = 0; i < QBD_ARRAY_SIZE(d->tomb_logged); i++)
+		if (d->tomb_logged[i] == m->volume_id)
+			return;
+	d->tomb_logged[d->tomb_logged_next] = m->volume_id;
+	d->tomb_logged_next = (d->tomb_logged_next + 1) % QBD_ARRAY_SIZE(d->tomb_logged);
+	qbd_warn(COMP, "%s: OPEN of volume %016llx at epoch %llu refused (EIDRM): this node "
+		 "was removed from the volume (tombstone at epoch %llu); a writer that still "
+		 "counts it as a replica fences itself", c->peer,
+		 (unsigned long long)m->volume_id, (unsigned long long)m->epoch,
+		 (unsigned long long)x->tombstone_epoch);
+}
+
 /* Judge r (chunkd_validate). False to serve it; true if it was refused
  * and answered here, *ret then being what conn_on_frame returns (1: the
  * connection closes after the reply). */
@@ -502,14 +552,18 @@ static bool req_refused(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__
 		.promised = qbd_engine_promised(d->e, m->volume_id), .peer = c->peer,
 	};
 	struct chunkd_verdict v;
-	int rc = chunkd_validate(&x, m, r->data, &v);
+	int rc;
 
+	x.tombstoned = qbd_engine_tombstoned(d->e, m->volume_id, &x.tombstone_epoch);
+	rc = chunkd_validate(&x, m, r->data, &v);
 	if (rc == 0)
 		return false;
 	if (v.unauthed)
 		c->auth_logged = true;
-	if (rc == -EPERM || rc == -ENOTCONN)
-		r->reply.epoch = x.promised;
+	if (rc == -EIDRM && m->type == QBD__MSG_TYPE__OPEN)
+		req_log_tombstone(c, m, &x);
+	if (rc == -EPERM || rc == -ENOTCONN || rc == -EIDRM)
+		r->reply.epoch = x.tombstoned ? x.tombstone_epoch : x.promised;
 	r->close_after = v.close;
 	*ret = v.close ? 1 : 0;
 	req_reply(r, rc);

@@ -76,6 +76,7 @@ static const char *validate_target(const Qbd__Msg *m)
 		return m->volume_id == 0 ? "no volume" : NULL;
 	case QBD__MSG_TYPE__OPEN:
 	case QBD__MSG_TYPE__DELETE_VOLUME:
+	case QBD__MSG_TYPE__TOMBSTONE:
 		if (m->volume_id == 0)
 			return "no volume";
 		return m->epoch == 0 ? "epoch 0 (epochs start at 1)" : NULL;
@@ -93,9 +94,16 @@ static const char *validate_shape(const struct chunkd_edge *x, const Qbd__Msg *m
 	if (why)
 		return why;
 	switch (m->type) {
+	case QBD__MSG_TYPE__OPEN:
+		if (m->flags & ~QBD_WIRE_F_ADD)
+			return "unknown OPEN flags";
+		return m->data_len != 0 ? "unexpected data" : NULL;
+	case QBD__MSG_TYPE__TOMBSTONE:
+		if (m->flags)
+			return "unknown TOMBSTONE flags";
+		return m->data_len != 0 ? "unexpected data" : NULL;
 	case QBD__MSG_TYPE__HELLO:
 	case QBD__MSG_TYPE__AUTH:
-	case QBD__MSG_TYPE__OPEN:
 	case QBD__MSG_TYPE__FLUSH:
 	case QBD__MSG_TYPE__DELETE_VOLUME:
 	case QBD__MSG_TYPE__PING:
@@ -122,14 +130,50 @@ static const char *validate_shape(const struct chunkd_edge *x, const Qbd__Msg *m
 }
 
 /*
+ * A volume with a tombstone here (this node was removed from it): OPEN
+ * is refused with -EIDRM, unless it adds the node back (F_ADD) at an
+ * epoch above the tombstone's (at or below: -EPERM); a data-path
+ * request older than the tombstone is a deposed writer's (-EPERM, as
+ * ever), any other -EIDRM; TOMBSTONE and DELETE_VOLUME any epoch not
+ * older than the tombstone's; read-only requests any.
+ */
+static int validate_tombstoned(const struct chunkd_edge *x, const Qbd__Msg *m)
+{
+	switch (m->type) {
+	case QBD__MSG_TYPE__PING:
+		if (!m->volume_id)
+			return 0;
+		/* fall through */
+	case QBD__MSG_TYPE__READ:
+	case QBD__MSG_TYPE__WRITE:
+	case QBD__MSG_TYPE__FLUSH:
+	case QBD__MSG_TYPE__PULL:
+		return m->epoch < x->tombstone_epoch ? -EPERM : -EIDRM;
+	case QBD__MSG_TYPE__OPEN:
+		if (!(m->flags & QBD_WIRE_F_ADD))
+			return -EIDRM;
+		return m->epoch > x->tombstone_epoch ? 0 : -EPERM;
+	case QBD__MSG_TYPE__DELETE_VOLUME:
+	case QBD__MSG_TYPE__TOMBSTONE:
+		return m->epoch < x->tombstone_epoch ? -EPERM : 0;
+	default:
+		return 0;
+	}
+}
+
+/*
  * The epoch of m against the volume's promised one: 0, -EPERM (older:
  * a deposed writer) or -ENOTCONN (newer than promised, or nothing
  * promised: the volume is not open here at that epoch). READ, WRITE,
- * FLUSH, PULL and a PING with a volume need the promised epoch itself; OPEN and DELETE_VOLUME any not
- * older; HELLO, AUTH, USAGE and CHECKSUM (read-only, for operators) any.
+ * FLUSH, PULL and a PING with a volume need the promised epoch itself;
+ * OPEN, DELETE_VOLUME and TOMBSTONE any not older; HELLO, AUTH, USAGE
+ * and CHECKSUM (read-only, for operators) any. A volume with a
+ * tombstone: validate_tombstoned.
  */
 static int validate_epoch(const struct chunkd_edge *x, const Qbd__Msg *m)
 {
+	if (x->tombstoned && m->volume_id)
+		return validate_tombstoned(x, m);
 	switch (m->type) {
 	case QBD__MSG_TYPE__PING:
 		if (!m->volume_id)
@@ -144,6 +188,7 @@ static int validate_epoch(const struct chunkd_edge *x, const Qbd__Msg *m)
 		return m->epoch < x->promised ? -EPERM : -ENOTCONN;
 	case QBD__MSG_TYPE__OPEN:
 	case QBD__MSG_TYPE__DELETE_VOLUME:
+	case QBD__MSG_TYPE__TOMBSTONE:
 		return m->epoch < x->promised ? -EPERM : 0;
 	default:
 		return 0;
@@ -191,9 +236,10 @@ int chunkd_validate(const struct chunkd_edge *x, const Qbd__Msg *m, const void *
 	}
 	rc = validate_epoch(x, m);
 	if (rc < 0)
-		qbd_debug(COMP, "%s: %s request %llu vol %016llx: epoch %llu, promised %llu",
+		qbd_debug(COMP, "%s: %s request %llu vol %016llx: epoch %llu, promised %llu%s",
 			  x->peer, name, (unsigned long long)m->request_id,
 			  (unsigned long long)m->volume_id, (unsigned long long)m->epoch,
-			  (unsigned long long)x->promised);
+			  (unsigned long long)(x->tombstoned ? x->tombstone_epoch : x->promised),
+			  x->tombstoned ? " (a tombstone)" : "");
 	return rc;
 }

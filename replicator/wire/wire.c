@@ -74,6 +74,7 @@ const char *qbd_wire_type_name(int type)
 	case QBD__MSG_TYPE__PULL: return "PULL";
 	case QBD__MSG_TYPE__USAGE: return "USAGE";
 	case QBD__MSG_TYPE__AUTH: return "AUTH";
+	case QBD__MSG_TYPE__TOMBSTONE: return "TOMBSTONE";
 	default: return "UNKNOWN";
 	}
 }

@@ -29,6 +29,9 @@
 #define QBD_WIRE_F_BITMAP 0x10u /* READ: reply data = the range's written bitmap,
 				 * one bit per 4 KiB block (LSB first), not its
 				 * bytes; offset and length multiples of 4 KiB */
+#define QBD_WIRE_F_ADD    0x20u /* OPEN: the node is being added to the volume as a
+				 * new replica: clears a tombstone made at an
+				 * epoch below the OPEN's (docs/protocol.md, 2) */
 #define QBD_WIRE_BLOCK 4096u    /* block of the BITMAP bits */
 
 /*

@@ -77,6 +77,7 @@ struct fw {
 	unsigned requests;      /* request frames seen */
 	bool secret, authed;    /* peer of a server with a cluster secret; proved it */
 	uint64_t vol, promised; /* the one volume promised, and its epoch */
+	bool tomb;              /* vol has a tombstone, made at epoch promised */
 	uint64_t digest;
 	unsigned frames;
 };
@@ -339,7 +340,7 @@ static void fw_reply(struct fw *f, const Qbd__Msg *m, const uint8_t *d)
  * rules again, independently. NULL if m may be served, else what is
  * wrong. */
 static const char *fw_served_wrongly(const struct fw *f, const Qbd__Msg *m, const void *data,
-				     uint64_t promised)
+				     uint64_t promised, bool tomb)
 {
 	bool ranged = m->type == QBD__MSG_TYPE__READ || m->type == QBD__MSG_TYPE__WRITE;
 	bool zero = m->flags & QBD_WIRE_F_ZERO;
@@ -347,7 +348,7 @@ static const char *fw_served_wrongly(const struct fw *f, const Qbd__Msg *m, cons
 	if (m->reply || m->cluster_id != FW_CLUSTER ||
 	    (m->node_id != FW_NODE && !(m->type == QBD__MSG_TYPE__HELLO && !m->node_id)))
 		return "a reply, or for another cluster or node";
-	if (m->type < QBD__MSG_TYPE__HELLO || m->type > QBD__MSG_TYPE__AUTH)
+	if (m->type < QBD__MSG_TYPE__HELLO || m->type > QBD__MSG_TYPE__TOMBSTONE)
 		return "an unknown type";
 	if (f->secret && !f->authed && m->type != QBD__MSG_TYPE__HELLO &&
 	    m->type != QBD__MSG_TYPE__AUTH)
@@ -368,6 +369,25 @@ static const char *fw_served_wrongly(const struct fw *f, const Qbd__Msg *m, cons
 	if (m->type == QBD__MSG_TYPE__READ && (m->flags & QBD_WIRE_F_BITMAP) &&
 	    (m->offset % QBD_WIRE_BLOCK || m->length % QBD_WIRE_BLOCK))
 		return "a misaligned BITMAP READ";
+	if ((m->type == QBD__MSG_TYPE__OPEN && (m->flags & ~QBD_WIRE_F_ADD)) ||
+	    (m->type == QBD__MSG_TYPE__TOMBSTONE && m->flags))
+		return "unknown OPEN or TOMBSTONE flags";
+	if (tomb && m->volume_id) {
+		switch (m->type) {
+		case QBD__MSG_TYPE__READ:
+		case QBD__MSG_TYPE__WRITE:
+		case QBD__MSG_TYPE__FLUSH:
+		case QBD__MSG_TYPE__PULL:
+		case QBD__MSG_TYPE__PING:
+			return "a data-path request of a volume with a tombstone";
+		case QBD__MSG_TYPE__OPEN:
+			if (!(m->flags & QBD_WIRE_F_ADD) || m->epoch <= promised)
+				return "an OPEN of a volume with a tombstone";
+			return NULL;
+		default:
+			break;
+		}
+	}
 	switch (m->type) {
 	case QBD__MSG_TYPE__READ:
 	case QBD__MSG_TYPE__WRITE:
@@ -382,6 +402,7 @@ static const char *fw_served_wrongly(const struct fw *f, const Qbd__Msg *m, cons
 		break;
 	case QBD__MSG_TYPE__OPEN:
 	case QBD__MSG_TYPE__DELETE_VOLUME:
+	case QBD__MSG_TYPE__TOMBSTONE:
 		if (!m->volume_id || !m->epoch || m->epoch < promised)
 			return "a promise for no volume, of epoch 0, or older";
 		break;
@@ -403,7 +424,9 @@ static int fw_request(struct fw *f, const Qbd__Msg *m, const void *data)
 	struct chunkd_edge x = {
 		.cluster_id = FW_CLUSTER, .node_id = FW_NODE, .chunk_size = FW_CHUNK,
 		.authed = !f->secret || f->authed,
-		.promised = m->volume_id && m->volume_id == f->vol ? f->promised : 0,
+		.promised = m->volume_id && m->volume_id == f->vol && !f->tomb ? f->promised : 0,
+		.tombstoned = m->volume_id && m->volume_id == f->vol && f->tomb,
+		.tombstone_epoch = m->volume_id && m->volume_id == f->vol && f->tomb ? f->promised : 0,
 		.peer = "fuzz",
 	};
 	struct chunkd_verdict v;
@@ -419,7 +442,7 @@ static int fw_request(struct fw *f, const Qbd__Msg *m, const void *data)
 	fw_mix(f, (uint64_t)(uint32_t)rc << 1 | v.close);
 	if (rc < 0) {
 		if (rc != -EACCES && rc != -ENXIO && rc != -EINVAL && rc != -EPERM &&
-		    rc != -ENOTCONN)
+		    rc != -ENOTCONN && rc != -EIDRM)
 			fuzz_fail("fuzz-wire: chunkd_validate refused a %s with %d",
 				  qbd_wire_type_name(m->type), rc);
 		if (v.close != (rc == -EACCES || rc == -ENXIO))
@@ -427,7 +450,8 @@ static int fw_request(struct fw *f, const Qbd__Msg *m, const void *data)
 				  rc, v.close ? "closes" : "keeps");
 		return v.close ? 1 : 0;
 	}
-	wrong = fw_served_wrongly(f, m, data, x.promised);
+	wrong = fw_served_wrongly(f, m, data, x.tombstoned ? x.tombstone_epoch : x.promised,
+				  x.tombstoned);
 	if (wrong)
 		fuzz_fail("fuzz-wire: chunkd_validate accepted %s: %s (vol %llu chunk %llu "
 			  "off %u len %u data %u epoch %llu, promised %llu)",
@@ -436,12 +460,20 @@ static int fw_request(struct fw *f, const Qbd__Msg *m, const void *data)
 			  (unsigned long long)m->epoch, (unsigned long long)x.promised);
 	if (m->type == QBD__MSG_TYPE__AUTH && f->secret && m->mac.len == QBD_AUTH_MAC)
 		f->authed = true;
-	if (m->type == QBD__MSG_TYPE__OPEN && m->epoch > x.promised) {
+	if (m->type == QBD__MSG_TYPE__OPEN && (x.tombstoned || m->epoch > x.promised)) {
 		f->vol = m->volume_id;
 		f->promised = m->epoch;
+		f->tomb = false;
 	}
-	if (m->type == QBD__MSG_TYPE__DELETE_VOLUME && m->volume_id == f->vol)
+	if (m->type == QBD__MSG_TYPE__TOMBSTONE) {
+		f->vol = m->volume_id;
+		f->promised = QBD_MAX(m->epoch, x.tombstoned ? x.tombstone_epoch : x.promised);
+		f->tomb = true;
+	}
+	if (m->type == QBD__MSG_TYPE__DELETE_VOLUME && m->volume_id == f->vol) {
 		f->vol = f->promised = 0;
+		f->tomb = false;
+	}
 	return 0;
 }
 

@@ -14,6 +14,10 @@
  * function fed held volumes and etcd answers by hand, and the reading of
  * etcd's answer it acts on (meta_volume_scan_from_json): never a
  * partial one.
+ *
+ * Tombstones: a TOMBSTONE request below the promised epoch is refused;
+ * one accepted makes every OPEN of the volume refused with EIDRM (until
+ * an OPEN with F_ADD above the tombstone's epoch) and the data path too.
  */
 #include <check.h>
 #include <errno.h>
@@ -52,10 +56,11 @@
 #define PULL QBD__MSG_TYPE__PULL
 #define USAGE QBD__MSG_TYPE__USAGE
 #define AUTH QBD__MSG_TYPE__AUTH
+#define TOMB QBD__MSG_TYPE__TOMBSTONE
 
 /* Every request type, and those that carry a volume's epoch. */
 static const int all_types[] = { HELLO, OPEN, READ, WRITE, FLUSH, DELETE, PING, CHECKSUM,
-				 PULL, USAGE, AUTH };
+				 PULL, USAGE, AUTH, TOMB };
 #define N_ALL (sizeof all_types / sizeof all_types[0])
 static const int data_path[] = { READ, WRITE, FLUSH, PULL, PING };
 #define N_DATA_PATH (sizeof data_path / sizeof data_path[0])
@@ -90,7 +95,7 @@ static int eng_run(struct qbd_engine_req *r)
  * engine holds and has promised, its space and I/O counters. */
 struct snap {
 	uint64_t file;
-	uint64_t lists[3], promised[3];
+	uint64_t lists[3], promised[3], tomb[3];
 	struct qbd_engine_stats st;
 };
 
@@ -123,6 +128,7 @@ static void snap_take(struct snap *s)
 		ck_assert_int_eq(qbd_engine_for_each_chunk(d->e, vols[i], snap_chunk,
 							   &s->lists[i]), 0);
 		s->promised[i] = qbd_engine_promised(d->e, vols[i]);
+		s->tomb[i] = qbd_engine_tombstoned(d->e, vols[i], NULL) ? 1 : 0;
 	}
 	qbd_engine_stats(d->e, &s->st);
 }
@@ -131,6 +137,7 @@ static bool snap_same(const struct snap *a, const struct snap *b)
 {
 	return a->file == b->file && !memcmp(a->lists, b->lists, sizeof a->lists) &&
 	       !memcmp(a->promised, b->promised, sizeof a->promised) &&
+	       !memcmp(a->tomb, b->tomb, sizeof a->tomb) &&
 	       a->st.used == b->st.used && a->st.chunks == b->st.chunks &&
 	       a->st.held == b->st.held && a->st.free_slots == b->st.free_slots &&
 	       a->st.data_reads == b->st.data_reads && a->st.data_writes == b->st.data_writes &&
@@ -314,6 +321,7 @@ static Qbd__Msg good(int type)
 	case FLUSH:
 	case DELETE:
 	case PING:
+	case TOMB:
 		m.volume_id = VOL;
 		m.epoch = EPOCH;
 		break;
@@ -371,6 +379,7 @@ static int judge(const Qbd__Msg *m, bool authed, struct chunkd_verdict *v)
 		.peer = "test",
 	};
 
+	x.tombstoned = qbd_engine_tombstoned(d->e, m->volume_id, &x.tombstone_epoch);
 	return chunkd_validate(&x, m, data_of(m), v);
 }
 
@@ -387,8 +396,12 @@ static void refused_on_wire(const Qbd__Msg *m, int err, bool close)
 		      qbd_wire_type_name(m->type), a.status, err, strerror(-err));
 	ck_assert_msg(a.closed == close, "%s: connection %s", qbd_wire_type_name(m->type),
 		      close ? "left open" : "closed");
-	if (err == -EPERM || err == -ENOTCONN)
-		ck_assert_uint_eq(a.epoch, qbd_engine_promised(d->e, m->volume_id));
+	if (err == -EPERM || err == -ENOTCONN || err == -EIDRM) {
+		uint64_t te;
+
+		ck_assert_uint_eq(a.epoch, qbd_engine_tombstoned(d->e, m->volume_id, &te)
+					   ? te : qbd_engine_promised(d->e, m->volume_id));
+	}
 	ck_assert_uint_eq(qbd_engine_busy(d->e), 0);
 	snap_take(&after);
 	ck_assert_msg(snap_same(&before, &after), "%s refused with %d changed the store",
@@ -570,7 +583,7 @@ END_TEST
 
 START_TEST(unknown_type_is_refused)
 {
-	static const int bad[] = { QBD__MSG_TYPE__MSG_NONE, AUTH + 1, 99 };
+	static const int bad[] = { QBD__MSG_TYPE__MSG_NONE, TOMB + 1, 99 };
 
 	for (size_t i = 0; i < N(bad); i++) {
 		Qbd__Msg m = good(PING);
@@ -668,6 +681,12 @@ START_TEST(unknown_flags_are_refused)
 	refused(&m, -EINVAL, false);
 	m.flags = 0x80000000u;
 	refused(&m, -EINVAL, false);
+	m = good(OPEN);
+	m.flags = QBD_WIRE_F_FUA;
+	refused(&m, -EINVAL, false);
+	m = good(TOMB);
+	m.flags = QBD_WIRE_F_ADD;          /* an OPEN flag */
+	refused(&m, -EINVAL, false);
 }
 END_TEST
 
@@ -741,7 +760,7 @@ END_TEST
 
 START_TEST(old_epoch_is_fenced)
 {
-	static const int types[] = { READ, WRITE, FLUSH, PULL, PING, OPEN, DELETE };
+	static const int types[] = { READ, WRITE, FLUSH, PULL, PING, OPEN, DELETE, TOMB };
 
 	refused_each(types, N(types), F_EPOCH, EPOCH - 1, -EPERM, false);
 	refused_each(types, N(types), F_EPOCH, 1, -EPERM, false);
@@ -764,7 +783,7 @@ END_TEST
 START_TEST(epoch_zero_is_refused)
 {
 	/* Writers' epochs start at 1: 0 is no promise at all. */
-	static const int types[] = { OPEN, DELETE };
+	static const int types[] = { OPEN, DELETE, TOMB };
 
 	for (size_t i = 0; i < N(types); i++) {
 		Qbd__Msg m = good(types[i]);
@@ -786,6 +805,65 @@ START_TEST(volume_not_open_here_is_not_served_at_epoch_zero)
 		m.epoch = 0;
 		refused(&m, -ENOTCONN, false);
 	}
+}
+END_TEST
+
+/* ---- tombstones ---- */
+
+/* A TOMBSTONE must carry at least the promised epoch: one below is a
+ * deposed writer's (or an operator's mistake) and changes nothing. */
+START_TEST(tombstone_below_promised_epoch_is_refused)
+{
+	Qbd__Msg m = good(TOMB);
+
+	m.epoch = EPOCH - 1;
+	refused(&m, -EPERM, false);
+	m.epoch = 1;
+	refused(&m, -EPERM, false);
+	ck_assert(!qbd_engine_tombstoned(d->e, VOL, NULL));
+	ck_assert_uint_eq(qbd_engine_promised(d->e, VOL), EPOCH);
+}
+END_TEST
+
+/* After a TOMBSTONE, every OPEN of the volume is refused with EIDRM at
+ * any epoch, and logged once; the data path with EIDRM (EPERM below the
+ * tombstone's epoch, as for any deposed writer); nothing of it changes
+ * the store. Only an OPEN with F_ADD above the tombstone's epoch takes
+ * the node back. */
+START_TEST(open_after_tombstone_is_refused_eidrm)
+{
+	static const uint64_t epochs[] = { 1, EPOCH - 1, EPOCH, EPOCH + 1, UINT64_MAX };
+	Qbd__Msg m = good(TOMB);
+	struct answer a = send_frame(&m, false);
+	uint64_t te;
+
+	ck_assert_int_eq(a.status, 0);
+	ck_assert_uint_eq(a.epoch, EPOCH);
+	ck_assert(qbd_engine_tombstoned(d->e, VOL, &te));
+	ck_assert_uint_eq(te, EPOCH);
+	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 1), 0); /* freed */
+	for (size_t i = 0; i < N(epochs); i++) {
+		m = good(OPEN);
+		m.epoch = epochs[i];
+		refused(&m, -EIDRM, false);
+	}
+	ck_assert_uint_eq(d->tomb_logged[0], VOL);
+	ck_assert_uint_eq(d->tomb_logged_next, 1); /* once, not per OPEN */
+	refused_each(data_path, N_DATA_PATH, F_EPOCH, EPOCH, -EIDRM, false);
+	refused_each(data_path, N_DATA_PATH, F_EPOCH, EPOCH + 1, -EIDRM, false);
+	refused_each(data_path, N_DATA_PATH, F_EPOCH, EPOCH - 1, -EPERM, false);
+	m = good(TOMB);
+	m.epoch = EPOCH - 1;
+	refused(&m, -EPERM, false);
+	m = good(OPEN);
+	m.flags = QBD_WIRE_F_ADD;          /* not above the tombstone */
+	refused(&m, -EPERM, false);
+	m.epoch = EPOCH + 1;
+	a = send_frame(&m, false);
+	ck_assert_int_eq(a.status, 0);
+	ck_assert_uint_eq(a.epoch, EPOCH + 1);
+	ck_assert(!qbd_engine_tombstoned(d->e, VOL, NULL));
+	ck_assert_uint_eq(qbd_engine_promised(d->e, VOL), EPOCH + 1);
 }
 END_TEST
 
@@ -1110,6 +1188,12 @@ static Suite *chunkd_suite(void)
 	tcase_add_test(t, volume_not_open_here_is_not_served);
 	tcase_add_test(t, volume_not_open_here_is_not_served_at_epoch_zero);
 	tcase_add_test(t, epoch_zero_is_refused);
+	suite_add_tcase(s, t);
+
+	t = tcase_create("tombstone");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_test(t, tombstone_below_promised_epoch_is_refused);
+	tcase_add_test(t, open_after_tombstone_is_refused_eidrm);
 	suite_add_tcase(s, t);
 
 	t = tcase_create("reclaim");
