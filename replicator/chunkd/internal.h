@@ -77,7 +77,7 @@ struct chunkd_reclaim {
 	struct chunkd_reclaim_judgement *verdicts; /* one per held volume */
 	size_t nheld;
 	size_t next;               /* next held volume to look at for deleting */
-	struct qbd_engine_req req; /* the DELETE_VOLUME in the engine */
+	struct qbd_engine_req req; /* the TOMBSTONE in the engine */
 	uint64_t req_chunks, req_held;     /* what it frees */
 	struct chunkd_reclaim_memory mem;
 	/* numbers: the node record's "orphaned", and the metrics */
@@ -324,7 +324,8 @@ enum chunkd_reclaim_verdict {
 	RECLAIM_WAIT,          /* absent, seen so before; the grace or a later
 				* revision is still to come */
 	RECLAIM_NOW,           /* absent in two answers at least the grace
-				* apart, the later at a later revision: delete */
+				* apart, the later at a later revision: free
+				* its chunks, leave a tombstone */
 };
 struct chunkd_reclaim_judgement {
 	enum chunkd_reclaim_verdict verdict;
@@ -349,6 +350,15 @@ int chunkd_reclaim_decide(struct chunkd_reclaim_memory *mem, uint64_t grace_ns,
 			  size_t nheld, const struct qbd_meta_volume_scan *scan,
 			  uint64_t now_ns, struct chunkd_reclaim_judgement *j);
 void chunkd_reclaim_memory_free(struct chunkd_reclaim_memory *mem);
+/* Keep, in place and in order, the volumes of held[0..n) the reclaim has
+ * something to free of: all but those the store holds nothing of but a
+ * tombstone (what a reclaim leaves). Returns how many. Pure. */
+size_t chunkd_reclaim_holdings(struct qbd_engine_volume *held, size_t n);
+/* Loop thread, a scan judged (d->reclaim.held, .verdicts, .nheld, busy):
+ * submit the TOMBSTONE of the next volume judged RECLAIM_NOW from
+ * .next on, each completion submitting the one after; at the end the
+ * scan's lists are freed and busy cleared. */
+void chunkd_reclaim_next(struct chunkd *d);
 
 /* Start scanning (grace_ms 0: reclaim off, logged); 0 or -errno
  * (logged). Scans begin soon after start-up, then every interval. */

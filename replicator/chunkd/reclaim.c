@@ -9,10 +9,14 @@
  * chunkd_reclaim_decide judges each held volume from that answer and
  * from what earlier scans saw; a volume absent from two answers at least
  * the grace apart, the later at a later etcd revision, of etcd of this
- * store's cluster, is deleted through the engine's DELETE_VOLUME on the
- * loop thread, one at a time, each logged and counted. Why this is safe
- * (a volume being created is never taken for a deleted one) is argued
- * in docs/design.md, "Reclaim".
+ * store's cluster, has its chunks freed through the engine's TOMBSTONE on
+ * the loop thread, one at a time, each logged and counted: the volume's
+ * promise gives way to a tombstone, so that should the judgement ever be
+ * wrong (etcd restored from a backup that still has the volume), a
+ * writer meets a replica that refuses the volume, not an empty one that
+ * would promise it. A volume of which the store holds nothing but a
+ * tombstone is left alone. Why this is safe (a volume being created is
+ * never taken for a deleted one) is argued in docs/design.md, "Reclaim".
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -114,9 +118,17 @@ int chunkd_reclaim_decide(struct chunkd_reclaim_memory *mem, uint64_t grace_ns,
 	return 0;
 }
 
-/* ---- deleting, on the loop thread ---- */
+size_t chunkd_reclaim_holdings(struct qbd_engine_volume *held, size_t n)
+{
+	size_t k = 0;
 
-static void reclaim_next(struct chunkd *d);
+	for (size_t i = 0; i < n; i++)
+		if (!held[i].tombstone || held[i].chunks)
+			held[k++] = held[i];
+	return k;
+}
+
+/* ---- freeing, on the loop thread ---- */
 
 static void reclaim_done(struct chunkd *d)
 {
@@ -148,16 +160,20 @@ static void reclaim_on_deleted(struct qbd_engine_req *er)
 	char sz[32];
 
 	if (er->res < 0) {
-		/* -EBUSY: a request of the volume was in the engine; the
-		 * next scan tries again */
-		qbd_warn(COMP, "volume %016llx: deleting its chunks failed: %s; trying again "
-			 "at the next scan", (unsigned long long)v->volume, strerror(-er->res));
+		/* -EBUSY: a request of the volume was in the engine (the
+		 * tombstone stands); -EPERM: an OPEN raised the promise
+		 * since the listing; the next scan tries again */
+		qbd_warn(COMP, "volume %016llx: its tombstone or freeing its chunks failed: %s; "
+			 "trying again at the next scan", (unsigned long long)v->volume,
+			 strerror(-er->res));
 	} else {
 		qbd_info(COMP, "reclaimed volume %016llx: %llu chunks, %s (%llu bytes) of data "
-			 "freed; absent from etcd since revision %llu, %.0f s ago",
+			 "freed, a tombstone at epoch %llu left; absent from etcd since revision "
+			 "%llu, %.0f s ago",
 			 (unsigned long long)v->volume, (unsigned long long)r->req_chunks,
 			 qbd_format_size(r->req_held, sz, sizeof sz),
-			 (unsigned long long)r->req_held, (unsigned long long)j->first_rev,
+			 (unsigned long long)r->req_held, (unsigned long long)er->version,
+			 (unsigned long long)j->first_rev,
 			 (double)(qbd_now_ns() - j->first_ns) / 1e9);
 		r->numbers.reclaimed++;
 		r->numbers.reclaimed_bytes += r->req_held;
@@ -165,12 +181,13 @@ static void reclaim_on_deleted(struct qbd_engine_req *er)
 		reclaim_numbers_drop(r, v);
 	}
 	r->next++;
-	reclaim_next(d);
+	chunkd_reclaim_next(d);
 }
 
-/* Submit the DELETE_VOLUME of the next volume judged RECLAIM_NOW, or
- * end the scan. */
-static void reclaim_next(struct chunkd *d)
+/* Submit the TOMBSTONE of the next volume judged RECLAIM_NOW (at the
+ * epoch the listing found, so that an OPEN since makes it fail), or end
+ * the scan. */
+void chunkd_reclaim_next(struct chunkd *d)
 {
 	struct chunkd_reclaim *r = &d->reclaim;
 
@@ -182,8 +199,9 @@ static void reclaim_next(struct chunkd *d)
 	}
 	qbd_engine_volume_usage(d->e, r->held[r->next].volume, &r->req_chunks, &r->req_held);
 	memset(&r->req, 0, sizeof r->req);
-	r->req.op = QBD_ENGINE_DELETE_VOLUME;
+	r->req.op = QBD_ENGINE_TOMBSTONE;
 	r->req.volume = r->held[r->next].volume;
+	r->req.epoch = QBD_MAX(r->held[r->next].promised, r->held[r->next].tombstone_epoch);
 	r->req.cb = reclaim_on_deleted;
 	r->req.user = d;
 	qbd_engine_submit(d->e, &r->req);
@@ -266,7 +284,7 @@ static void reclaim_after_scan(uv_work_t *w, int status)
 		return;
 	}
 	reclaim_report(d);
-	reclaim_next(d);
+	chunkd_reclaim_next(d);
 }
 
 static void reclaim_tick(uv_timer_t *t)
@@ -280,6 +298,8 @@ static void reclaim_tick(uv_timer_t *t)
 	/* The store's volumes first, etcd's answer after: a volume whose
 	 * chunks are listed was created before etcd is asked. */
 	rc = qbd_engine_volumes(d->e, &r->held, &r->nheld);
+	if (rc == 0)
+		r->nheld = chunkd_reclaim_holdings(r->held, r->nheld);
 	if (rc == 0 && r->nheld == 0) {
 		/* nothing to ask etcd about, nothing to remember */
 		r->mem.n = 0;

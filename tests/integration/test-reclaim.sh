@@ -97,9 +97,11 @@ log "vol2 written while zone c still holds vol1's chunks"
 wait_for "zone c to reclaim vol1" 120 node_c_check \
 	"n['orphaned']['reclaimed'] == 1 and n['orphaned']['reclaimed_bytes'] == 8 * $MiB and \
 n['orphaned']['held'] == 0 and n['held'] == 4 * $MiB"
-grep -q "reclaimed volume $vid1: 8 chunks, 8.0 MiB" "$TMP/chunkd-c.log" ||
-	fail "zone c's log does not say it reclaimed vol1: $(grep reclaim "$TMP/chunkd-c.log")"
+grep -q "reclaimed volume $vid1: 8 chunks, 8.0 MiB .* freed, a tombstone at epoch" \
+	"$TMP/chunkd-c.log" ||
+	fail "zone c's log does not say it reclaimed vol1, leaving a tombstone: $(grep reclaim "$TMP/chunkd-c.log")"
 log "$(grep "reclaimed volume" "$TMP/chunkd-c.log")"
+scans=$(metric "$mport" qbd_chunkd_reclaim_scans_total)
 [ "$(metric "$mport" qbd_chunkd_reclaimed_volumes_total)" = 1 ] &&
 [ "$(metric "$mport" qbd_chunkd_reclaimed_bytes_total)" = $((8 * MiB)) ] &&
 [ "$(metric "$mport" qbd_chunkd_orphaned_bytes)" = 0 ] ||
@@ -116,4 +118,9 @@ nbdcopy "$(nbd_uri "$TMP/vol2.sock")" "$TMP/read2.bin" || fail "reading vol2 bac
 head -c $((4 * MiB)) "$TMP/read2.bin" | cmp - "$TMP/data2.bin" || fail "vol2 reads back wrong"
 stop_pid "$NBD_PID"
 expect_rc 0 qbd volume verify vol2
+# The tombstone left for vol1 is nothing later scans count as orphaned.
+scans_from() { [ "$(metric "$mport" qbd_chunkd_reclaim_scans_total)" -ge "$1" ]; }
+wait_for "two more scans of zone c" 60 scans_from $((scans + 2))
+[ "$(grep -c "volume $vid1 is not in etcd" "$TMP/chunkd-c.log")" = 1 ] ||
+	fail "zone c saw vol1 absent again after its reclaim: $(grep "$vid1" "$TMP/chunkd-c.log")"
 log "PASS"

@@ -13,7 +13,8 @@
  * Also the reclaim's decision (chunkd_reclaim_decide, reclaim.c), a pure
  * function fed held volumes and etcd answers by hand, and the reading of
  * etcd's answer it acts on (meta_volume_scan_from_json): never a
- * partial one.
+ * partial one; and what the reclaim does with a volume judged gone (a
+ * tombstone, its chunks freed).
  *
  * Tombstones: a TOMBSTONE request below the promised epoch is refused;
  * one accepted makes every OPEN of the volume refused with EIDRM (until
@@ -867,6 +868,46 @@ START_TEST(open_after_tombstone_is_refused_eidrm)
 }
 END_TEST
 
+/* The reclaim frees the chunks of a volume judged gone and leaves a
+ * tombstone in place of its promise, so that an OPEN of it is refused
+ * (EIDRM) rather than promised by an empty replica; a tombstone alone is
+ * nothing a later scan looks at. */
+START_TEST(reclaim_leaves_a_tombstone)
+{
+	struct chunkd_reclaim *r = &d->reclaim;
+	struct qbd_engine_volume *v;
+	Qbd__Msg m = good(OPEN);
+	uint64_t te;
+	size_t n;
+	int i;
+
+	ck_assert_int_eq(qbd_engine_volumes(d->e, &r->held, &r->nheld), 0);
+	ck_assert_uint_eq(r->nheld, 1);
+	ck_assert_uint_eq(chunkd_reclaim_holdings(r->held, r->nheld), 1);
+	r->verdicts = calloc(r->nheld, sizeof *r->verdicts);
+	ck_assert_ptr_nonnull(r->verdicts);
+	r->verdicts[0].verdict = RECLAIM_NOW;
+	r->busy = true;
+	chunkd_reclaim_next(d);
+	for (i = 0; i < 5000 && r->busy; i++) {
+		uv_run(&d->loop, UV_RUN_NOWAIT);
+		poll(NULL, 0, 1);
+	}
+	ck_assert(!r->busy);
+	ck_assert_uint_eq(r->numbers.reclaimed, 1);
+	ck_assert_msg(qbd_engine_tombstoned(d->e, VOL, &te), "the reclaim left no tombstone");
+	ck_assert_uint_eq(te, EPOCH);
+	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 1), 0);
+	m.epoch = EPOCH + 1;
+	refused(&m, -EIDRM, false);
+	ck_assert_int_eq(qbd_engine_volumes(d->e, &v, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert(v[0].tombstone);
+	ck_assert_uint_eq(chunkd_reclaim_holdings(v, n), 0);
+	free(v);
+}
+END_TEST
+
 /* ---- reclaim: the decision ---- */
 
 #define GRACE 1000000000ull   /* 1 s */
@@ -1194,6 +1235,7 @@ static Suite *chunkd_suite(void)
 	tcase_add_checked_fixture(t, setup, teardown);
 	tcase_add_test(t, tombstone_below_promised_epoch_is_refused);
 	tcase_add_test(t, open_after_tombstone_is_refused_eidrm);
+	tcase_add_test(t, reclaim_leaves_a_tombstone);
 	suite_add_tcase(s, t);
 
 	t = tcase_create("reclaim");
