@@ -574,3 +574,11 @@ bool qbd_core_is_flagged(const struct qbd_core *c, unsigned r, uint64_t chunk)
 {
 	return r < c->R && chunk < c->nchunks && bit_get(c->flagged[r], chunk);
 }
+
+void qbd_core_fence(struct qbd_core *c, unsigned r)
+{
+	if (!c->fenced)
+		core_logf(c, L_ERR, "replica %u refuses this writer (epoch %llu) after attach",
+			  r, (unsigned long long)c->cfg.epoch);
+	core_fence(c);
+}

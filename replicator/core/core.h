@@ -308,4 +308,11 @@ bool qbd_core_is_stale(const struct qbd_core *c, unsigned r, uint64_t chunk);
 /* r reported its copy of chunk flagged and no resync replaced it since. */
 bool qbd_core_is_flagged(const struct qbd_core *c, unsigned r, uint64_t chunk);
 
+/* The writer learnt outside any message of the core that replica r
+ * refuses it for good: an OPEN after attach answered EPERM (a newer
+ * epoch promised) or EIDRM (the node was removed from the volume, a
+ * tombstone). The core fences itself as for an EPERM reply: every
+ * request fails with -EPERM from now on. */
+void qbd_core_fence(struct qbd_core *c, unsigned r);
+
 #endif
