@@ -7,7 +7,10 @@
  * the wire's rx callbacks feed replies to the core (READ data straight
  * into its buffer), the OPEN reply's chunk list and a PING's report of
  * flagged chunks. Failing (close, tell the core, retry later) and taking
- * a new address the keeper found (attach.c).
+ * a new address the keeper found (attach.c). A replica that refuses
+ * this writer for good (EIDRM: the node was removed from the volume;
+ * EPERM to an OPEN after attach) is not tried again, and after attach
+ * it fences the writer.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -180,7 +183,7 @@ void conn_fail(struct qbd_conn *c, const char *why)
 			  c->idx, (unsigned long long)c->node.id, c->node.addr, why);
 	conn_close_fd(c);
 	c->state = QBD_C_DOWN;
-	c->retry_ns = qbd_now_ns() + QBD_CLIENT_RETRY_NS;
+	c->retry_ns = c->refused ? UINT64_MAX : qbd_now_ns() + QBD_CLIENT_RETRY_NS;
 	if (v->opening)
 		c->failed_open = true;
 	if (was == QBD_C_UP && v->core && !c->core_dropped)
@@ -251,6 +254,44 @@ fail:
 		c->failed_open = true;
 }
 
+/*
+ * Replica c refuses this writer for good: status -EIDRM (its store has a
+ * tombstone for the volume: the node was removed from it) to any
+ * request, or -EPERM (a newer epoch was promised) to an OPEN after
+ * attach. While attaching, a removed replica just does not count as a
+ * promiser (qbd_open counts those that promised). After attach, the
+ * configuration or the epoch this writer holds is no longer the
+ * volume's: it fences itself, instead of trying the OPEN again for
+ * ever. Either way c is not tried again. Returns -EPROTO (the caller
+ * drops the connection).
+ */
+static int conn_refused(struct qbd_conn *c, const Qbd__Msg *m)
+{
+	struct qbd_volume *v = c->v;
+	bool removed = m->status == -EIDRM;
+	char why[128];
+
+	c->refused = true;
+	snprintf(why, sizeof why, removed ? "removed from volume %016llx (a tombstone at "
+		 "epoch %llu)" : "promised a newer epoch (%llu) than ours for volume %016llx",
+		 removed ? (unsigned long long)v->info.id : (unsigned long long)m->epoch,
+		 removed ? (unsigned long long)m->epoch : (unsigned long long)v->info.id);
+	if (v->opening) {
+		qbd_warn(COMP, "replica %u node %016llx (%s): %s: %s at epoch %llu refused, not counted "
+			 "as a promiser and not tried again", c->idx,
+			 (unsigned long long)c->node.id, c->node.addr, why,
+			 qbd_wire_type_name(m->type), (unsigned long long)v->epoch);
+		return -EPROTO;
+	}
+	qbd_err(COMP, "replica %u node %016llx (%s): %s: %s at epoch %llu refused after "
+		"attach; this writer no longer holds the volume's configuration or epoch "
+		"and is fenced", c->idx, (unsigned long long)c->node.id, c->node.addr, why,
+		qbd_wire_type_name(m->type), (unsigned long long)v->epoch);
+	if (v->core)
+		qbd_core_fence(v->core, c->idx);
+	return -EPROTO;
+}
+
 static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 {
 	struct qbd_volume *v = c->v;
@@ -260,6 +301,8 @@ static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 	int err;
 
 	c->open_status = m->status;
+	if (m->status == -EIDRM || (m->status == -EPERM && !v->opening))
+		return conn_refused(c, m);
 	if (m->status) {
 		qbd_warn(COMP, "replica %u node %016llx: OPEN epoch %llu: %s (promised %llu)",
 			 c->idx, (unsigned long long)c->node.id,
@@ -441,6 +484,8 @@ static int rx_on_frame(void *user, Qbd__Msg *m, void *data)
 	if (m->request_id & QBD_CLIENT_CTL_ID)
 		return 0;
 	status = m->status;
+	if (status == -EIDRM)
+		return conn_refused(c, m);
 	if (m->type == QBD__MSG_TYPE__PING && !status && (m->data_len || m->flagged) &&
 	    conn_on_ping_report(c, m, data) < 0)
 		return -EPROTO;
@@ -551,6 +596,6 @@ void conn_take_addr(struct qbd_conn *c, const struct qbd_node_addr *a)
 	snprintf(c->node.zone, sizeof(c->node.zone), "%s", a->zone);
 	c->no_addr = false;
 	c->retries = 0;
-	if (c->state == QBD_C_DOWN)
+	if (c->state == QBD_C_DOWN && !c->refused)
 		c->retry_ns = 0;
 }

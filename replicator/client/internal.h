@@ -81,6 +81,9 @@ struct qbd_conn {
 				  * keeper finds an address (attach.c) */
 	bool core_dropped;       /* the core asked for the close */
 	bool unused;             /* a slot no replica holds (it left) */
+	bool refused;            /* refused this writer for good (an OPEN
+				  * answered EIDRM, or EPERM after attach):
+				  * not tried again */
 	int open_status;         /* last OPEN/HELLO status */
 	uint8_t nonce[QBD_AUTH_NONCE]; /* our challenge in the last HELLO */
 	uint64_t tx_bytes, rx_bytes;   /* since open, for metrics */

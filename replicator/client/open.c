@@ -214,7 +214,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	unsigned timeout = o->timeout_ms ? o->timeout_ms : 10000;
 	struct qbd_core_cfg cfg = { 0 };
 	uint64_t deadline;
-	bool eperm = false, eacces = false, graced = false;
+	bool eperm = false, eacces = false, eidrm = false, graced = false;
 	unsigned need, unaddressed = 0;
 	int err;
 
@@ -302,6 +302,7 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 
 		eperm |= c->open_status == -EPERM;
 		eacces |= c->open_status == -EACCES;
+		eidrm |= c->open_status == -EIDRM;
 		unaddressed += c->no_addr;
 		if (c->state != QBD_C_UP)
 			conn_fail(c, "not opened in time");
@@ -311,11 +312,12 @@ int qbd_open(const struct qbd_open_opts *o, struct qbd_volume **out)
 	err = qbd_core_open_done(v->core, qbd_now_ns());
 	if (err) {
 		err = eperm ? -EPERM : eacces ? -EACCES : -EIO;
-		qbd_err(COMP, "open '%s': only %u of %u replicas promised epoch %llu, need %u%s%s",
+		qbd_err(COMP, "open '%s': only %u of %u replicas promised epoch %llu, need %u%s%s%s",
 			o->volume, qbd_core_up_count(v->core), v->info.replicas,
 			(unsigned long long)v->epoch, need,
 			eperm ? " (fenced by a newer epoch)" :
 			eacces ? " (authentication refused: see above)" : "",
+			eidrm ? " (some were removed from the volume: see above)" : "",
 			unaddressed ? " (some have no node record or address: see above)" : "");
 		goto fail;
 	}
