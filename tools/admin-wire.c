@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A small blocking client of the qbd wire protocol for administrative
- * requests from the CLI (DELETE_VOLUME, CHECKSUM, USAGE). */
+ * requests from the CLI (DELETE_VOLUME, CHECKSUM, USAGE, TOMBSTONE). */
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -19,7 +19,7 @@ struct admin_rx {
 	int status;
 	int got;
 	int type;
-	uint64_t version, checksum;
+	uint64_t version, checksum, epoch;
 	struct admin_usage usage;
 	size_t nonce_len, mac_len;
 	uint8_t nonce[QBD_AUTH_NONCE], mac[QBD_AUTH_MAC];
@@ -41,6 +41,7 @@ static int admin_on_frame(void *user, Qbd__Msg *m, void *data)
 	a->type = m->type;
 	a->version = m->version;
 	a->checksum = m->checksum;
+	a->epoch = m->epoch;
 	a->usage.chunks = m->chunks;
 	a->usage.held = m->held;
 	a->usage.used = m->used;
@@ -249,5 +250,21 @@ int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
 	m.epoch = epoch;
 	r = admin_call(ac.fd, &ac.rx, &m, NULL);
 	admin_close(&ac);
+	return r;
+}
+
+int admin_tombstone(struct admin_conn *ac, uint64_t volume_id, uint64_t epoch,
+		    uint64_t *tomb_epoch)
+{
+	struct admin_rx a;
+	Qbd__Msg m;
+	int r;
+
+	admin_msg(ac, &m, QBD__MSG_TYPE__TOMBSTONE);
+	m.volume_id = volume_id;
+	m.epoch = epoch;
+	r = admin_call(ac->fd, &ac->rx, &m, &a);
+	if (tomb_epoch && (r == 0 || r == -EPERM || r == -EBUSY))
+		*tomb_epoch = a.epoch;
 	return r;
 }

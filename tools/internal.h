@@ -148,5 +148,12 @@ struct admin_usage {
 	uint64_t capacity, free_slots; /* of the store */
 };
 int admin_usage(struct admin_conn *ac, uint64_t volume_id, struct admin_usage *out);
+/* TOMBSTONE: the replica serves the volume under no epoch from then on
+ * (docs/protocol.md, section 2), its chunks freed; epoch at least its
+ * promised one, else -EPERM. *tomb_epoch (may be NULL) gets the epoch
+ * of its tombstone (0, -EPERM: its promised epoch; -EBUSY: the tombstone
+ * stands, some chunks were busy: ask again). */
+int admin_tombstone(struct admin_conn *ac, uint64_t volume_id, uint64_t epoch,
+		    uint64_t *tomb_epoch);
 
 #endif
