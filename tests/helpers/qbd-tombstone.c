@@ -1,14 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * qbd-tombstone: give a volume a tombstone in a chunk server's store,
- * offline (its chunk server stopped), as the store of a node removed
- * from the volume keeps one: how a test brings a removed node back.
+ * qbd-tombstone: give a volume a tombstone in a chunk server's store, as
+ * the store of a node removed from the volume keeps one.
  *
  *   qbd-tombstone STORE VOLUME_ID [EPOCH]
+ *   qbd-tombstone --etcd URL VOLUME ZONE [EPOCH]
  *
- * VOLUME_ID in hex (as `qbd volume info --json` prints it); EPOCH
- * defaults to the store's promised epoch for the volume. Prints the
- * tombstone's epoch. Exit 0 ok, 1 failure (message on stderr).
+ * The first works on the store offline (its chunk server stopped): how
+ * a test brings a removed node back. VOLUME_ID in hex (as `qbd volume
+ * info --json` prints it); EPOCH defaults to the store's promised epoch.
+ * The second sends TOMBSTONE over the wire (tools/admin-wire.c) to the
+ * chunk server of the volume's replica in ZONE, at EPOCH (default: the
+ * volume's epoch in etcd), as the writer that removed the node does,
+ * with the cluster secret of $QBD_SECRET_FILE if set.
+ * Prints the tombstone's epoch. Exit 0 ok, 1 failure (message on
+ * stderr; for a refusal, its errno name as well).
  */
 #include <errno.h>
 #include <poll.h>
@@ -17,10 +23,59 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "replicator/meta/meta.h"
+#include "tools/internal.h"
 
 static void tomb_cb(struct qbd_engine_req *r)
 {
 	*(int *)r->user = 1;
+}
+
+/* TOMBSTONE over the wire to the replica of volume name in zone. */
+static int tomb_wire(const char *etcd, const char *name, const char *zone, const char *ep)
+{
+	struct qbd_volume_info vi;
+	struct qbd_node_info node;
+	struct admin_conn ac;
+	struct qbd_meta *m;
+	uint64_t cluster, epoch = 0, got = 0;
+	int r;
+	unsigned i;
+
+	admin_secret_file = getenv("QBD_SECRET_FILE");
+	r = qbd_meta_open(etcd, &m);
+	if (r < 0)
+		goto out0;
+	r = qbd_meta_cluster_id(m, false, &cluster);
+	if (r == 0)
+		r = qbd_meta_volume_get(m, name, &vi);
+	if (r == 0)
+		r = ep ? 0 : qbd_meta_epoch_get(m, vi.id, &epoch);
+	for (i = 0; r == 0 && i < vi.replicas; i++) {
+		r = qbd_meta_node_get(m, vi.nodes[i], &node);
+		if (r == 0 && !strcmp(node.zone, zone))
+			break;
+	}
+	if (r == 0 && i == vi.replicas)
+		r = -ENOENT;
+	if (r == 0 && ep)
+		epoch = strtoull(ep, NULL, 0);
+	if (r == 0)
+		r = admin_connect(&node, cluster, &ac);
+	if (r == 0) {
+		r = admin_tombstone(&ac, vi.id, epoch, &got);
+		admin_close(&ac);
+	}
+	qbd_meta_close(m);
+out0:
+	if (r < 0) {
+		fprintf(stderr, "qbd-tombstone: volume %s, replica in zone %s, epoch %llu: %s (%s)\n",
+			name, zone, (unsigned long long)epoch, strerror(-r),
+			r == -EPERM ? "EPERM" : r == -EIDRM ? "EIDRM" : "error");
+		return 1;
+	}
+	printf("%llu\n", (unsigned long long)got);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -31,8 +86,11 @@ int main(int argc, char **argv)
 	char *end;
 	int done = 0, err;
 
+	if (argc >= 5 && argc <= 6 && !strcmp(argv[1], "--etcd"))
+		return tomb_wire(argv[2], argv[3], argv[4], argc == 6 ? argv[5] : NULL);
 	if (argc < 3 || argc > 4) {
-		fprintf(stderr, "usage: qbd-tombstone STORE VOLUME_ID [EPOCH]\n");
+		fprintf(stderr, "usage: qbd-tombstone STORE VOLUME_ID [EPOCH]\n"
+			"       qbd-tombstone --etcd URL VOLUME ZONE [EPOCH]\n");
 		return 1;
 	}
 	o.path = argv[1];

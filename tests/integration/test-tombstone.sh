@@ -7,7 +7,9 @@
 # starts again. A reconnects, its OPEN is refused with EIDRM (logged once
 # by the chunk server), and A fences itself: it writes no more. A new
 # writer B attaches with zones a and b, zone c not counted as a
-# promiser, reads what A wrote and writes.
+# promiser, reads what A wrote and writes. Then zone b gets a TOMBSTONE
+# over the wire (one below the epoch is refused first), and B, refused
+# at its next request to zone b, fences itself too.
 . "$(dirname "$0")/lib.sh"
 init_test "$@"
 command -v qemu-io >/dev/null || skip "qemu-io not installed"
@@ -50,6 +52,28 @@ qio "$(nbd_uri "$TMP/b.sock")" -c 'read -P 0x22 0 65536' ||
 qio "$(nbd_uri "$TMP/b.sock")" -c 'write -P 0x33 0 65536' -c 'flush' \
 	-c 'read -P 0x33 0 65536' || fail "writer B cannot write with zones a and b"
 log "writer B attached with zones a and b: $(grep 'not counted as a promiser' "$TMP/nbd-vol1.log" | sed 's/.*warn client: //')"
+
+# The writer that removes a node tells it so over the wire (TOMBSTONE):
+# below the volume's epoch it is refused (EPERM) and changes nothing; at
+# it, zone b serves vol1 no more, and writer B, which still counts zone b,
+# is refused (EIDRM) at its next request to it and fences itself.
+if qbd-tombstone --etcd "$QBD_ETCD" vol1 b 1 2>"$TMP/tomb.err"; then
+	fail "zone b took a TOMBSTONE below its promised epoch"
+fi
+grep -q "(EPERM)" "$TMP/tomb.err" || fail "not refused with EPERM: $(cat "$TMP/tomb.err")"
+qio "$(nbd_uri "$TMP/b.sock")" -c 'write -P 0x55 0 65536' -c 'flush' ||
+	fail "writer B cannot write after a refused TOMBSTONE"
+epoch_b=$(qbd-tombstone --etcd "$QBD_ETCD" vol1 b) || fail "zone b refused the TOMBSTONE"
+log "zone b has a tombstone for vol1 at epoch $epoch_b (over the wire)"
+wait_for "writer B fenced by zone b's tombstone" 30 \
+	grep -q "removed from volume $vid .* at epoch $epoch_b refused after attach.* is fenced" \
+	"$TMP/nbd-vol1.log"
+if qio "$(nbd_uri "$TMP/b.sock")" -c 'write -P 0x66 0 65536' 2>/dev/null; then
+	fail "writer B could still write after zone b refused it"
+fi
+grep -q "volume $vid: tombstone at epoch $epoch_b" "$TMP/chunkd-b.log" ||
+	fail "zone b's log does not say it: $(grep -i tomb "$TMP/chunkd-b.log")"
+log "writer B is fenced: $(grep "at epoch $epoch_b refused after attach" "$TMP/nbd-vol1.log" | sed 's/.*error client: //')"
 
 stop_pid "$pid_a"
 stop_pid "$pid_b"
