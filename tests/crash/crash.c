@@ -813,6 +813,33 @@ static int write_image(void)
 
 static uint64_t states_checked;
 
+/*
+ * The cut of state st: anywhere in the log from start on; but every
+ * eighth state within the I/O of the TOMBSTONE or the re-add (in turn),
+ * whose few events a uniform cut rarely lands among, and where the
+ * order of the tombstone and the freeing of its chunks matters.
+ */
+static unsigned pick_cut(unsigned st, unsigned start, uint64_t *rs)
+{
+	unsigned cut = start + 1 + rng_below(rs, nev - start), lo = nev, hi = 0;
+	enum opk k = st % 16 == 7 ? OP_TOMBSTONE : OP_READD;
+	const struct op *o = NULL;
+
+	if (st % 8 != 7)
+		return cut;
+	for (unsigned i = 0; i < nops; i++)
+		if (ops[i].kind == k)
+			o = &ops[i];
+	if (!o)
+		return cut;
+	for (unsigned i = start; i < nev; i++)
+		if (evs[i].clock > o->submit_clock && evs[i].clock < o->done_clock) {
+			lo = QBD_MIN(lo, i);
+			hi = i;
+		}
+	return lo <= hi ? lo + 1 + rng_below(rs, hi - lo + 1) : cut;
+}
+
 /* Run one seed: the workload, then states [first_state, first_state + n)
  * (or only `only` if >= 0). Returns false on a failure. */
 static bool run_seed(uint64_t seed, unsigned nstates, long only, const char *keep)
@@ -859,7 +886,7 @@ static bool run_seed(uint64_t seed, unsigned nstates, long only, const char *kee
 
 		if (only >= 0 && st != (unsigned)only)
 			continue;
-		cut = start + 1 + rng_below(&rs, nev - start);
+		cut = pick_cut(st, start, &rs);
 		cut_clock = cut < nev ? evs[cut].clock : UINT64_MAX;
 		build_state(cut, mode, &rs);
 		fail_msg[0] = 0;
@@ -894,7 +921,7 @@ static bool run_seed(uint64_t seed, unsigned nstates, long only, const char *kee
 				uint64_t rs2 = seed * 1000003 + st;
 				int fd;
 
-				rng_below(&rs2, nev - start);
+				pick_cut(st, start, &rs2);
 				build_state(cut, mode, &rs2);
 				fd = open(keep, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 				if (fd != -1) {
