@@ -436,4 +436,62 @@ int qbd_meta_place_check(const struct qbd_node_info *nodes, size_t n,
 			 const struct qbd_volume_info *v, unsigned slot,
 			 uint64_t to, char *why, size_t len);
 
+/*
+ * The manager (qbd-managerd; replicator/meta/manager.c, docs/design.md
+ * "Manager"). Its instances elect one leader through the key
+ * /qbd/manager = {"host","pid","since"}, put under the candidate's lease
+ * only if the key does not exist (its create_revision is 0): the key
+ * goes when the leader revokes its lease or the lease expires.
+ */
+#define QBD_MANAGER_KEY "/qbd/manager"
+struct qbd_manager_leader {
+	char host[64];
+	int pid;
+	uint64_t since;           /* unix seconds it became the leader */
+	int64_t lease;            /* the key's lease (get; campaign: the caller's) */
+	uint64_t create_revision; /* the key's (get; campaign sets it) */
+};
+/* Become the leader: create /qbd/manager (host, pid, since of *me) under
+ * me->lease only if it is absent. 0: this caller leads (me->
+ * create_revision set; also when a resent attempt of ours created it);
+ * -EBUSY another holds it; -EAGAIN it vanished meanwhile (try again);
+ * other errors as the other calls. */
+int qbd_meta_manager_campaign(struct qbd_meta *m, struct qbd_manager_leader *me);
+/* The leader's key: 0 and *out, -ENOENT when nobody leads. */
+int qbd_meta_manager_get(struct qbd_meta *m, struct qbd_manager_leader *out);
+
+/*
+ * Everything the manager decides from, read by one read-only transaction
+ * (so at one etcd revision): node records with their alive key and
+ * state, volume records, change requests, and which volumes have an
+ * attachment record. Never partial: -EPROTO (logged) when any range is
+ * missing, truncated, or holds an entry that cannot be read; other
+ * errors as the other calls. On success the arrays are malloc'd (free
+ * with qbd_meta_cluster_view_free, which accepts a zeroed struct); nodes
+ * are in etcd's key order, not sorted.
+ */
+struct qbd_meta_cluster_view {
+	uint64_t revision;
+	struct qbd_node_info *nodes;        /* alive and state filled */
+	size_t nn;
+	struct qbd_volume_info *vols;       /* with their mod_revision */
+	size_t nv;
+	struct qbd_change_request *changes; /* with their mod_revision */
+	size_t nc;
+	uint64_t *attached;                 /* volume ids with an attachment */
+	size_t na;
+};
+int qbd_meta_cluster_view(struct qbd_meta *m, struct qbd_meta_cluster_view *out);
+void qbd_meta_cluster_view_free(struct qbd_meta_cluster_view *v);
+
+/* Write a change request (req, as qbd_meta_change_put) for node
+ * req->from that the manager decided is out, in one transaction that
+ * also compares that /qbd/alive/<from> is absent and that /qbd/manager is
+ * under `lease` (the caller still leads). 0 (req->mod_revision set);
+ * -EEXIST the volume has a request; -EAGAIN the node is alive again or
+ * the caller no longer leads (read again, decide again); -EINVAL a
+ * malformed req; other errors as the other calls. */
+int qbd_meta_manager_request(struct qbd_meta *m, struct qbd_change_request *req,
+			     int64_t lease);
+
 #endif
