@@ -8,6 +8,7 @@
  *   [chunkd.NAME]      the chunk server instance NAME (qbd-chunkd@NAME)
  *   [nbd]              defaults of every qbd-nbd of this node
  *   [nbd.VOLUME]       the daemon of one volume (qbd-nbd@VOLUME)
+ *   [qbd-managerd]     the manager (qbd-managerd.service)
  *
  * A value is looked up in [PROGRAM.INSTANCE], then [PROGRAM], then
  * [cluster]; flags and the environment override the file. Every entry
