@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # qbd build: one non-recursive Makefile.
 #
-#   make                 build qbd, qbd-chunkd, qbd-nbd, libqbd.{a,so}
+#   make                 build qbd, qbd-chunkd, qbd-nbd, qbd-managerd,
+#                        libqbd.{a,so}
 #   make check           install missing packages, build with ASan/UBSan
 #                        into build-check/, run unit and integration tests
 #   make demo            install missing packages, build, run the demo
@@ -54,7 +55,8 @@ PROTO_C    = $(BUILD)/gen/replicator/wire/proto/qbd.pb-c.c
 PROTO_H    = $(BUILD)/gen/replicator/wire/proto/qbd.pb-c.h
 
 # Programs have one *-main.c each; everything else goes into libraries.
-MAINS      = replicator/chunkd/chunkd-main.c nbd-frontend/nbd-main.c tools/qbd-main.c
+MAINS      = replicator/chunkd/chunkd-main.c nbd-frontend/nbd-main.c tools/qbd-main.c \
+             replicator/manager/managerd.c
 COMMON_SRC = $(wildcard common/*.c)
 ENGINE_SRC = $(wildcard engine/*.c)
 WIRE_SRC   = $(wildcard replicator/wire/*.c)
@@ -62,6 +64,7 @@ CORE_SRC   = $(wildcard replicator/core/*.c)
 META_SRC   = $(wildcard replicator/meta/*.c)
 CLIENT_SRC = $(wildcard replicator/client/*.c)
 CHUNKD_SRC = $(filter-out $(MAINS),$(wildcard replicator/chunkd/*.c))
+MANAGER_SRC = $(filter-out $(MAINS),$(wildcard replicator/manager/*.c))
 NBD_SRC    = $(filter-out $(MAINS),$(wildcard nbd-frontend/*.c))
 TOOLS_SRC  = $(filter-out $(MAINS),$(wildcard tools/*.c))
 
@@ -77,6 +80,7 @@ A_CORE   = $(BUILD)/lib/libcore.a
 A_META   = $(BUILD)/lib/libmeta.a
 A_CLIENT = $(BUILD)/lib/libclient.a
 A_CHUNKD = $(BUILD)/lib/libchunkd.a
+A_MANAGER = $(BUILD)/lib/libmanager.a
 A_NBD    = $(BUILD)/lib/libnbdfe.a
 A_TOOLS  = $(BUILD)/lib/libtools.a
 
@@ -87,6 +91,7 @@ $(A_CORE):   $(call obj,$(CORE_SRC))
 $(A_META):   $(call obj,$(META_SRC))
 $(A_CLIENT): $(call obj,$(CLIENT_SRC))
 $(A_CHUNKD): $(call obj,$(CHUNKD_SRC))
+$(A_MANAGER): $(call obj,$(MANAGER_SRC))
 $(A_NBD):    $(call obj,$(NBD_SRC))
 $(A_TOOLS):  $(call obj,$(TOOLS_SRC))
 $(BUILD)/lib/%.a:
@@ -100,8 +105,10 @@ LIBQBD_A   = $(A_CLIENT) $(A_CORE) $(A_META) $(A_WIRE) $(A_COMMON)
 LIBQBD_OBJ = $(call obj,$(CLIENT_SRC) $(CORE_SRC) $(META_SRC) $(WIRE_SRC) $(COMMON_SRC)) $(PB_OBJ)
 CHUNKD_A   = $(A_CHUNKD) $(A_ENGINE) $(A_META) $(A_WIRE) $(A_COMMON)
 NBD_A      = $(A_NBD) $(LIBQBD_A)
+# qbd-managerd: a writer like any other (libqbd), and meta for the rest.
+MANAGER_A  = $(A_MANAGER) $(LIBQBD_A)
 TOOLS_A    = $(A_TOOLS) $(A_NBD) $(LIBQBD_A)
-ALL_A      = $(A_TOOLS) $(A_NBD) $(A_CHUNKD) $(A_ENGINE) $(LIBQBD_A)
+ALL_A      = $(A_TOOLS) $(A_NBD) $(A_CHUNKD) $(A_MANAGER) $(A_ENGINE) $(LIBQBD_A)
 
 UNIT_SRC   = $(wildcard tests/unit/test-*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
@@ -140,7 +147,7 @@ CRASH_MUTANTS = NO_AL NO_RECOVERY NO_HOLE_ZERO NO_SUSPECT NO_META_FLUSH NO_CLEAN
 CRASH_BIN = $(BUILD)/tests/crash/qbd-crash \
 	$(patsubst %,$(BUILD)/tests/crash/qbd-crash-mutant-%,$(CRASH_MUTANTS))
 
-PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd
+PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd $(BUILD)/qbd-managerd
 LIBS_OUT = $(BUILD)/libqbd.a $(BUILD)/libqbd.so
 
 .PHONY: all check check-unit check-integration check-model soak demo install clean deps unit-bins
@@ -169,6 +176,8 @@ $(BUILD)/qbd-chunkd: $(BUILD)/replicator/chunkd/chunkd-main.o $(CHUNKD_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 $(BUILD)/qbd-nbd: $(BUILD)/nbd-frontend/nbd-main.o $(NBD_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(NL_LIBS)
+$(BUILD)/qbd-managerd: $(BUILD)/replicator/manager/managerd.o $(MANAGER_A)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 $(BUILD)/qbd: $(BUILD)/tools/qbd-main.o $(TOOLS_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(NL_LIBS)
 

@@ -1,0 +1,137 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# qbd-managerd (docs/design.md, "Manager"):
+#  1. election: two instances, one leads (/qbd/manager names it, its
+#     metric says 1, the other's 0, and the other never claims to lead
+#     while the leader lives); the leader is killed with SIGKILL and the
+#     other takes over once the dead one's lease has expired (a 4 s
+#     lease here: within lease + the follower's 2 s retry);
+#  2. a volume nobody has attached, with a `qbd volume move` request, is
+#     moved by the manager: the record at configuration 2 with the new
+#     node, `qbd volume verify` identical, the data written before reads
+#     back;
+#  3. down-out: a chunk server is killed; after its alive key expires and
+#     down-out (5 s) passes, the manager writes a down-out change request
+#     for each of its volumes and carries it out: the volume ends on
+#     three live nodes, identical, and its data reads back.
+# Exit 0 pass, 1 fail, 77 skip.
+. "$(dirname "$0")/lib.sh"
+command -v etcd >/dev/null 2>&1 || skip "no etcd"
+command -v nbdinfo >/dev/null 2>&1 || skip "no nbdinfo (libnbd-bin)"
+init_test "$@"
+S="$BUILD/tests/helpers/nbd-stream"
+[ -x "$S" ] || fail "no tests/helpers/nbd-stream in $BUILD (make all builds it)"
+TTL=4
+
+info_says() {
+	qbd --json volume info v >"$TMP/poll.json" 2>/dev/null && python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/poll.json" "$1"
+}
+# (qbd node list exits 3 while a node is down: its JSON is whole.)
+node_in() {
+	qbd --json node list >"$TMP/nodes.json" || :
+	python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
+print([n["id"] for n in d if n["zone"] == sys.argv[2]][0])' \
+		"$TMP/nodes.json" "$1"
+}
+# start_manager NAME: one qbd-managerd; sets MGR_PID_<name>, MGR_PORT_<name>.
+start_manager() {
+	_mp=$(free_port)
+	qbd-managerd --etcd "$QBD_ETCD" --metrics "127.0.0.1:$_mp" --lease-ttl $TTL \
+		--down-out 5s --give-up 30s >>"$TMP/manager-$1.log" 2>&1 &
+	_mpid=$!
+	track_pid $_mpid "qbd-managerd $1"
+	eval "MGR_PID_$1=$_mpid MGR_PORT_$1=$_mp"
+	wait_for "manager $1's metrics" 20 has_metric "$_mp" qbd_managerd_leader
+}
+has_metric() { [ -n "$(metric "$1" "$2")" ]; }
+metric_is() { [ "$(metric "$1" "$2")" = "$3" ]; }
+leader_is() { [ "$(metric "$1" qbd_managerd_leader)" = 1 ]; }
+two_leaders() { leader_is "$MGR_PORT_1" && leader_is "$MGR_PORT_2"; }
+logged() { grep -q -- "$2" "$TMP/manager-$1.log"; }
+key_names() { etcdctl_ get --print-value-only /qbd/manager | grep -q "\"pid\":$1[,}]"; }
+no_attachment() { [ -z "$(etcdctl_ get --prefix --keys-only /qbd/attachments/)" ]; }
+a_change_request() { [ -n "$(etcdctl_ get --prefix --keys-only /qbd/changes/)" ]; }
+downout_request() {
+	etcdctl_ get --prefix --print-value-only /qbd/changes/ | grep -q '"reason":"down-out"'
+}
+
+T0=$(date +%s)
+since() { echo "$(( $(date +%s) - T0 ))s"; }
+start_cluster a b c
+# Created before d exists: its replicas are on a, b and c.
+expect_rc 0 qbd volume create v --size 64M
+start_chunkd d
+wait_for "4 chunk servers alive" 20 nodes_alive 4
+na=$(node_in a); nc=$(node_in c); nd=$(node_in d)
+
+# ---- 1: election ----
+start_manager 1
+wait_for "manager 1 to lead" 20 leader_is "$MGR_PORT_1"
+start_manager 2
+wait_for "manager 2 to follow" 20 logged 2 "following: the leader is on host"
+key_names "$MGR_PID_1" || fail "/qbd/manager does not name manager 1: $(etcdctl_ get /qbd/manager)"
+# Two follower retries (2 s each) with both alive: never two leaders.
+if poll_until 5 two_leaders; then fail "two leaders at once"; fi
+logged 2 "this instance leads" && fail "manager 2 claimed to lead while manager 1 led"
+leader_is "$MGR_PORT_1" || fail "manager 1 no longer leads"
+t0=$(date +%s)
+stop_pid "$MGR_PID_1" KILL
+wait_for "manager 2 to take over" $((TTL + 10)) leader_is "$MGR_PORT_2"
+took=$(( $(date +%s) - t0 ))
+# The lease expires at most TTL after the kill, the follower tries every
+# 2 s, the metric is rendered every second, and date counts whole seconds.
+[ $took -le $((TTL + 5)) ] || fail "took over after ${took}s, want lease ($TTL s) + retry"
+key_names "$MGR_PID_2" || fail "/qbd/manager does not name manager 2"
+log "1: one leader; after kill -9 the other took over in ${took}s (lease ${TTL}s) [$(since)]"
+
+# ---- 2: the manager moves a volume nobody has attached ----
+start_nbd v "$TMP/w1.sock" --zone a
+uri1=$(nbd_uri "$TMP/w1.sock")
+"$S" write "$uri1" "$TMP/acked1" 0 3000 21 || fail "writes failed"
+[ "$(printf 'flush\n' | "$S" cmd "$uri1")" = ok ] || fail "flush failed"
+stop_pid "$NBD_PID"
+wait_for "no attachment" 20 no_attachment
+expect_rc 0 qbd volume move v --from "$nc" --to "$nd"
+wait_for "the manager to move c's replica to d (configuration 2)" 60 \
+	info_says "d['cfg'] == 2 and '$nd' in [n['id'] for n in d['nodes']] and '$nc' not in [n['id'] for n in d['nodes']] and not d.get('change')"
+wait_for "the manager to detach" 30 no_attachment
+logged 2 "volume 'v' is attached nowhere: carrying out its change" ||
+	fail "the manager did not say it carried the change out"
+logged 2 "joins as a learner" || fail "no learner joined in the manager's log"
+wait_for "the change counted done" 10 metric_is "$MGR_PORT_2" qbd_managerd_changes_done_total 1
+a_change_request && fail "the move's request is still there"
+expect_rc 0 qbd volume verify v
+start_nbd v "$TMP/w2.sock" --zone a
+"$S" verify "$(nbd_uri "$TMP/w2.sock")" "$TMP/acked1" 0 3000 21 ||
+	fail "data written before the move does not read back"
+stop_pid "$NBD_PID"
+wait_for "no attachment" 20 no_attachment
+log "2: the manager moved v's replica from c to d; verify identical; data reads back [$(since)]"
+
+# ---- 3: down-out ----
+# c holds no replica now; stopped, it cannot be chosen, and a fifth node
+# in zone e is the only one placement can pick for a's slot.
+stop_chunkd c
+start_chunkd e
+wait_for "chunk server e alive" 20 nodes_alive 4
+ne=$(node_in e)
+kill_chunkd a
+wait_for "a down-out change request for v" 40 downout_request
+logged 2 "has been down longer than 5 s: volume 'v' gets a change request" ||
+	fail "the manager did not log the down-out request"
+log "3: a down-out request for v [$(since)]"
+wait_for "the manager to replace a's replica (configuration 3)" 60 \
+	info_says "d['cfg'] == 3 and '$na' not in [n['id'] for n in d['nodes']] and '$ne' in [n['id'] for n in d['nodes']] and not d.get('change')"
+wait_for "the manager to detach" 30 no_attachment
+[ "$(metric "$MGR_PORT_2" qbd_managerd_downout_requests_total)" = 1 ] ||
+	fail "down-out requests metric: $(metric "$MGR_PORT_2" qbd_managerd_downout_requests_total), want 1"
+expect_rc 0 qbd volume verify v
+start_nbd v "$TMP/w3.sock" --zone b
+"$S" verify "$(nbd_uri "$TMP/w3.sock")" "$TMP/acked1" 0 3000 21 ||
+	fail "after down-out, the data does not read back"
+stop_pid "$NBD_PID"
+stop_pid "$MGR_PID_2"
+logged 2 "stepped down: lease revoked" || fail "the leader did not revoke its lease at SIGTERM"
+log "PASS: election and failover, a detached volume moved, down-out carried out [$(since)]"
