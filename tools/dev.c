@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * qbd dev up|down|status: a development cluster on loopback: an etcd
- * cluster of three members, one per zone (or one member), and one
- * qbd-chunkd per zone, started in their own sessions so they outlive the
- * CLI, recorded by PID in STATE/pids and stopped by PID.
+ * cluster of three members, one per zone (or one member), one
+ * qbd-chunkd per zone and one qbd-managerd, started in their own
+ * sessions so they outlive the CLI, recorded by PID in STATE/pids and
+ * stopped by PID.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -90,6 +91,14 @@ static bool dev_is_etcd(const char *name)
 	return strncmp(name, "etcd", 4) == 0;
 }
 
+/* The program a recorded name runs: etcd-*, chunkd-*, managerd. */
+static const char *dev_program(const char *name)
+{
+	if (dev_is_etcd(name))
+		return "etcd";
+	return strcmp(name, "managerd") == 0 ? "qbd-managerd" : "qbd-chunkd";
+}
+
 /* The first line of /proc/PID/FILE into buf ("" when unreadable). */
 static bool proc_read_line(pid_t pid, const char *file, char *buf, size_t len)
 {
@@ -107,11 +116,12 @@ static bool proc_read_line(pid_t pid, const char *file, char *buf, size_t len)
 }
 
 /* Is pid alive (not a zombie) and still the program it was started as:
- * its comm, or the base name of its argv[0], is etcd / qbd-chunkd? */
+ * its comm, or the base name of its argv[0], is etcd / qbd-chunkd /
+ * qbd-managerd? */
 static bool proc_is(pid_t pid, const char *name)
 {
 	char comm[64], cmd[PATH_MAX], st[256];
-	const char *want = dev_is_etcd(name) ? "etcd" : "qbd-chunkd";
+	const char *want = dev_program(name);
 	const char *base, *paren;
 
 	if (pid <= 1)
@@ -162,9 +172,10 @@ static int dev_down(const char *state)
 		printf("no cluster recorded in %s\n", state);
 		return EXIT_OK;
 	}
-	/* Chunk servers first, one by one, etcd last (they revoke their
-	 * leases there); the etcd members all at once, so that none waits
-	 * for a quorum the others already took away. */
+	/* The manager and the chunk servers first (newest first: the
+	 * manager, then the chunk servers), one by one, etcd last (they
+	 * revoke their leases there); the etcd members all at once, so that
+	 * none waits for a quorum the others already took away. */
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = n - 1; i >= 0; i--) {
 			bool etcd = dev_is_etcd(p[i].name);
@@ -206,6 +217,7 @@ struct dev_cluster {
 	char secret[PATH_MAX];       /* the cluster secret file */
 	struct dev_proc p[DEV_MAX];  /* started so far */
 	int n, nz;                   /* processes; of those, chunk servers */
+	pid_t manager;               /* qbd-managerd, once started */
 	int alive;                   /* chunk servers alive at the last look */
 	FILE *pids;                  /* STATE/pids, each PID as it starts */
 	struct qbd_meta *m;
@@ -437,6 +449,31 @@ static void dev_start_chunkds(struct dev_cluster *dc, const char *zones_arg,
 	}
 }
 
+/* One qbd-managerd, recorded in STATE/pids as "managerd"; down_out:
+ * its --down-out, or NULL for its default. */
+static void dev_start_manager(struct dev_cluster *dc, const char *down_out)
+{
+	char prog[PATH_MAX], log[PATH_MAX];
+	struct dev_proc *p = &dc->p[dc->n];
+	char *margv[] = { prog, "--etcd", dc->url, "--secret-file", dc->secret,
+			  down_out ? "--down-out" : NULL, (char *)down_out, NULL };
+
+	if (dc->n >= DEV_MAX)
+		return;
+	cli_sibling_path("qbd-managerd", prog, sizeof prog);
+	snprintf(log, sizeof log, "%s/managerd.log", dc->state);
+	snprintf(p->name, sizeof p->name, "managerd");
+	p->pid = spawn(margv, log);
+	if (p->pid < 0) {
+		fprintf(stderr, "qbd: fork: %s\n", strerror(errno));
+		return;
+	}
+	fprintf(dc->pids, "%s %d\n", p->name, (int)p->pid);
+	fflush(dc->pids);
+	dc->n++;
+	dc->manager = p->pid;
+}
+
 /* STATE/env: what a shell sources to use the cluster. */
 static void dev_write_env(const struct dev_cluster *dc)
 {
@@ -473,10 +510,21 @@ static int dev_wait_chunkds(struct dev_cluster *dc)
 	return EXIT_OK;
 }
 
-static void dev_print_up(const struct dev_cluster *dc)
+/* The manager still runs once the chunk servers are up (a bad
+ * --down-out makes it exit at once: its log says why). */
+static int dev_check_manager(const struct dev_cluster *dc)
 {
-	printf("dev cluster up in %s: etcd %s (%d member%s), %d chunk servers\n",
-	       dc->state, dc->url, dc->members, dc->members == 1 ? "" : "s", dc->nz);
+	if (dc->manager > 0 && proc_is(dc->manager, "managerd"))
+		return EXIT_OK;
+	fprintf(stderr, "qbd: qbd-managerd did not start (see %s/managerd.log)\n", dc->state);
+	return EXIT_ERR;
+}
+
+static void dev_print_up(const struct dev_cluster *dc, const char *down_out)
+{
+	printf("dev cluster up in %s: etcd %s (%d member%s), %d chunk servers, a manager "
+	       "(down-out %s)\n", dc->state, dc->url, dc->members, dc->members == 1 ? "" : "s",
+	       dc->nz, down_out ? down_out : "10m");
 	for (size_t i = 0; i < dc->nn; i++)
 		printf("  zone %-6s %s\n", dc->nodes[i].zone, dc->nodes[i].addr);
 	printf("use it with: . %s/env; export QBD_ETCD QBD_SECRET_FILE\n", dc->state);
@@ -485,7 +533,7 @@ static void dev_print_up(const struct dev_cluster *dc)
 /* Start etcd and a chunk server per zone, wait until all are up; on a
  * failure after etcd started, stop whatever did start. */
 static int dev_up(const char *state, const char *zones_arg, const char *size,
-		  const char *scrub, int members)
+		  const char *scrub, int members, const char *down_out)
 {
 	struct dev_cluster dc = { .state = state, .members = members };
 	int rc;
@@ -506,16 +554,20 @@ static int dev_up(const char *state, const char *zones_arg, const char *size,
 	rc = dev_wait_etcd(&dc);
 	if (rc == EXIT_OK)
 		rc = dev_make_secret(&dc);
-	if (rc == EXIT_OK)
+	if (rc == EXIT_OK) {
 		dev_start_chunkds(&dc, zones_arg, size, scrub);
+		dev_start_manager(&dc, down_out);
+	}
 	fclose(dc.pids);
 	if (rc == EXIT_OK) {
 		dev_write_env(&dc);
 		rc = dev_wait_chunkds(&dc);
 	}
+	if (rc == EXIT_OK)
+		rc = dev_check_manager(&dc);
 	qbd_meta_close(dc.m);
 	if (rc == EXIT_OK)
-		dev_print_up(&dc);
+		dev_print_up(&dc, down_out);
 	else if (dc.m)
 		dev_down(state);
 	free(dc.nodes);
@@ -524,8 +576,9 @@ static int dev_up(const char *state, const char *zones_arg, const char *size,
 
 static const char dev_usage[] =
 	"usage: qbd dev up --state DIR [--zones a,b,c] [--size SIZE] [--scrub-rate RATE]\n"
-	"                  [--etcd-members N]\n"
-	"       (N etcd members, default 3, one per zone; 1 for a single one)\n"
+	"                  [--etcd-members N] [--down-out DURATION]\n"
+	"       (N etcd members, default 3, one per zone; 1 for a single one;\n"
+	"       --down-out: the manager's, e.g. 30s; default its own, 10m)\n"
 	"       qbd dev down --state DIR\n"
 	"       qbd dev status --state DIR\n";
 
@@ -537,11 +590,13 @@ int cmd_dev(int argc, char **argv)
 		{ "size", required_argument, NULL, 'S' },
 		{ "scrub-rate", required_argument, NULL, 'r' },
 		{ "etcd-members", required_argument, NULL, 'e' },
+		{ "down-out", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	/* the chunk servers' default scrub rate unless asked (bench: 0) */
 	const char *state = NULL, *zones = "a,b,c", *size = "2G", *scrub = "4M";
+	const char *down_out = NULL;
 	const char *sub;
 	int c, members = 3;
 	char *end;
@@ -562,6 +617,7 @@ int cmd_dev(int argc, char **argv)
 		case 'z': zones = optarg; break;
 		case 'S': size = optarg; break;
 		case 'r': scrub = optarg; break;
+		case 'd': down_out = optarg; break;
 		case 'e':
 			members = (int)strtol(optarg, &end, 10);
 			if (end == optarg || *end || members < 1 || members > DEV_ETCD_MAX) {
@@ -579,7 +635,7 @@ int cmd_dev(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (strcmp(sub, "up") == 0)
-		return dev_up(state, zones, size, scrub, members);
+		return dev_up(state, zones, size, scrub, members, down_out);
 	if (strcmp(sub, "down") == 0)
 		return dev_down(state);
 	if (strcmp(sub, "status") == 0)

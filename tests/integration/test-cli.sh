@@ -138,12 +138,13 @@ if [ -x "$BUILD/qbd-chunkd" ]; then
 	[ "$(grep -c '^etcd-[123] [0-9]' "$DEV/pids")" -eq 3 ] ||
 		fail "want 3 etcd members in $DEV/pids: $(cat "$DEV/pids")"
 	grep -q '^chunkd-b [0-9]' "$DEV/pids" || fail "no chunkd-b in $DEV/pids"
+	grep -q '^managerd [0-9]' "$DEV/pids" || fail "no managerd in $DEV/pids"
 	u='http://127\.0\.0\.1:[0-9]*'
 	grep -q "^QBD_ETCD=$u,$u,$u\$" "$DEV/env" || fail "bad $DEV/env: $(cat "$DEV/env")"
 	expect_rc 1 qbd dev up --state "$DEV" --zones a,b --size 256M
 	grep -q 'already running' "$TMP/err" || fail "second dev up: $(cat "$TMP/err")"
 	expect_rc 0 qbd dev status --state "$DEV"
-	[ "$(grep -c ' up$' "$TMP/out")" -eq 5 ] || fail "dev status: $(cat "$TMP/out")"
+	[ "$(grep -c ' up$' "$TMP/out")" -eq 6 ] || fail "dev status: $(cat "$TMP/out")"
 	expect_rc 0 qbd --etcd "$(sed -n 's/^QBD_ETCD=//p' "$DEV/env")" node list --json
 	json_check 'len(d)==2 and all(x["alive"] for x in d)'
 	pids=$(awk '{print $2}' "$DEV/pids")
