@@ -17,7 +17,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 prefix="$TMP/prefix"
 make -s -C "$top" BUILD="$BUILD" PREFIX="$prefix" SYSCONFDIR="$prefix/etc" install \
 	>"$TMP/install.log" 2>&1 || { cat "$TMP/install.log" >&2; fail "make install failed"; }
-for u in qbd-chunkd@.service qbd-nbd@.service; do
+for u in qbd-chunkd@.service qbd-nbd@.service qbd-managerd.service; do
 	f="$prefix/lib/systemd/system/$u"
 	[ -f "$f" ] || fail "make install did not install $u"
 	grep -q "^ExecStart=$prefix/bin/qbd-" "$f" || fail "$u: ExecStart not pointing at $prefix/bin"
@@ -27,6 +27,7 @@ for u in qbd-chunkd@.service qbd-nbd@.service; do
 done
 [ -f "$prefix/etc/qbd/qbd.conf.example" ] || fail "qbd.conf.example not installed"
 systemd-analyze verify "$TMP/qbd-chunkd@x.service" "$TMP/qbd-nbd@x.service" \
+	"$TMP/qbd-managerd.service" \
 	>"$TMP/verify.log" 2>&1 || { cat "$TMP/verify.log" >&2; fail "systemd-analyze verify"; }
 [ -s "$TMP/verify.log" ] && { cat "$TMP/verify.log" >&2; fail "systemd-analyze verify warned"; }
 log "units: installed, systemd-analyze verify clean"
