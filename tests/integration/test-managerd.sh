@@ -35,11 +35,12 @@ d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
 print([n["id"] for n in d if n["zone"] == sys.argv[2]][0])' \
 		"$TMP/nodes.json" "$1"
 }
-# start_manager NAME: one qbd-managerd; sets MGR_PID_<name>, MGR_PORT_<name>.
+# start_manager NAME: one qbd-managerd (down-out and give-up from
+# [qbd-managerd] of the test's qbd.conf); sets MGR_PID_<name>, MGR_PORT_<name>.
 start_manager() {
 	_mp=$(free_port)
 	qbd-managerd --etcd "$QBD_ETCD" --metrics "127.0.0.1:$_mp" --lease-ttl $TTL \
-		--down-out 5s --give-up 30s >>"$TMP/manager-$1.log" 2>&1 &
+		>>"$TMP/manager-$1.log" 2>&1 &
 	_mpid=$!
 	track_pid $_mpid "qbd-managerd $1"
 	eval "MGR_PID_$1=$_mpid MGR_PORT_$1=$_mp"
@@ -57,9 +58,21 @@ downout_request() {
 	etcdctl_ get --prefix --print-value-only /qbd/changes/ | grep -q '"reason":"down-out"'
 }
 
+# Settings: qbd.conf's [qbd-managerd], checked; a bad one named.
+cat >>"$TMP/qbd.conf" <<CONF
+[qbd-managerd]
+down-out = 5s
+give-up = 30s
+CONF
+
 T0=$(date +%s)
 since() { echo "$(( $(date +%s) - T0 ))s"; }
 start_cluster a b c
+expect_rc 0 qbd-managerd --check-config
+printf '[qbd-managerd]\ndown-out = soon\n' >"$TMP/bad.conf"
+expect_rc 1 qbd-managerd --config "$TMP/bad.conf" --etcd http://127.0.0.1:1 --check-config
+grep -q "bad.conf:2 (down-out in \[qbd-managerd\]): 'soon'" "$TMP/err" ||
+	fail "no precise message for a bad down-out: $(cat "$TMP/err")"
 # Created before d exists: its replicas are on a, b and c.
 expect_rc 0 qbd volume create v --size 64M
 start_chunkd d
