@@ -178,3 +178,18 @@ void mgr_downout_round(struct mgr *m, const struct qbd_meta_cluster_view *view,
 		mgr_poll(m);
 	}
 }
+
+void mgr_downout_look(struct mgr *m)
+{
+	struct qbd_meta_cluster_view view;
+	int64_t lease;
+
+	if (!m->o.down_out_s || !mgr_elect_leading(m->el, &lease))
+		return;
+	if (qbd_meta_cluster_view(m->m, &view) < 0) {
+		m->view_errors++;
+		return;
+	}
+	mgr_downout_round(m, &view, lease);
+	qbd_meta_cluster_view_free(&view);
+}

@@ -257,6 +257,8 @@ static enum drive_end drive_loop(struct mgr *m, struct qbd_volume *h,
 		if (now - checked < CHECK_EVERY_NS)
 			continue;
 		checked = now;
+		/* A copy may take hours: down-out of other nodes goes on. */
+		mgr_downout_look(m);
 		end = drive_check(m, h, vol, &rec);
 		if (end != DRIVE_GOING)
 			return end;

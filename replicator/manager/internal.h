@@ -119,6 +119,11 @@ size_t mgr_downout_decide(const struct qbd_meta_cluster_view *view, uint64_t now
 void mgr_downout_round(struct mgr *m, const struct qbd_meta_cluster_view *view,
 		       int64_t lease);
 
+/* A look at etcd for down-out alone (a view, then mgr_downout_round),
+ * while a change is being carried out; nothing when not leading or
+ * when the view cannot be read (counted). */
+void mgr_downout_look(struct mgr *m);
+
 /* ---- drive.c: changes of volumes nobody has attached ---- */
 
 /* Carry out (at most) one change of a volume nobody has attached:
