@@ -309,8 +309,11 @@ static int req_volume(struct chunkd_req *r, const Qbd__Msg *m, enum qbd_engine_o
  * epoch is cleared first. */
 static int req_open(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg *m)
 {
-	(void)c;
-	if (m->flags & QBD_WIRE_F_ADD)
+	uint64_t tomb;
+
+	/* Only where there is a tombstone to clear: a new replica's OPEN
+	 * carries ADD on every node it reaches. */
+	if ((m->flags & QBD_WIRE_F_ADD) && qbd_engine_tombstoned(c->d->e, m->volume_id, &tomb))
 		r->er.flags |= QBD_ENGINE_F_READD;
 	return req_volume(r, m, QBD_ENGINE_PROMISE);
 }

@@ -92,6 +92,7 @@ int qbd_change_new(struct qbd_volume *v, struct qbd_core_cfg *cfg)
 	/* The learner is slot R, as attach.c's reread and open.c expect. */
 	ch->y = ch->ky = R;
 	ch->x = c->slot;
+	v->conns[R].adding = true;
 	ch->slots |= 1u << R;
 	v->nslots = R + 1;
 	ch->idle = false;
@@ -135,6 +136,7 @@ static void loop_add(struct qbd_volume *v, struct qbd_change *ch, const struct q
 	c->sa = a->sa;
 	c->salen = a->salen;
 	c->no_addr = a->no_addr;
+	c->adding = true;
 	qbd_wire_rx_init(&c->rx);
 	if (y >= v->nslots)
 		v->nslots = y + 1;
@@ -162,11 +164,26 @@ static int loop_leave(struct qbd_volume *v, struct qbd_change *ch)
 		 " in slot %u holds the replica", v->info.name, ch->x, c->node.id,
 		 v->conns[ch->y].node.id, ch->y);
 	c->core_dropped = true; /* the core let it go already */
+	if (c->state == QBD_C_UP) {
+		/* X may serve the volume under no epoch from now on: its
+		 * store keeps a tombstone and frees the chunks (a down X
+		 * gets it from its reclaim, when it is back). Sent before
+		 * the close; the answer is not waited for. */
+		Qbd__Msg m = QBD__MSG__INIT;
+
+		m.type = QBD__MSG_TYPE__TOMBSTONE;
+		if (conn_queue(c, &m, QBD_CLIENT_CTL_ID | ++c->next_ctl, NULL, 0) == 0 &&
+		    conn_flush_queue(c) >= 0)
+			qbd_info(COMP, "volume '%s': node %016" PRIx64 " told to keep a tombstone "
+				 "for the volume", v->info.name, c->node.id);
+	}
+	c->adding = false;
 	conn_fail(c, "left the volume's configuration");
 	c->unused = true;
 	for (unsigned i = 0; i < v->info.replicas; i++)
 		if (v->rslot[i] == ch->x)
 			v->rslot[i] = ch->y;
+	v->conns[ch->y].adding = false;
 	ch->lp = LP_NONE;
 	return 0;
 }

@@ -196,6 +196,11 @@ static void conn_send_ctl(struct qbd_conn *c, int type)
 	Qbd__Msg m = QBD__MSG__INIT;
 
 	m.type = type;
+	/* A change's new replica: a node removed from the volume before
+	 * keeps a tombstone that only an OPEN with ADD (at an epoch above
+	 * it) replaces. */
+	if (type == QBD__MSG_TYPE__OPEN && c->adding)
+		m.flags = QBD_WIRE_F_ADD;
 	if (conn_queue(c, &m, QBD_CLIENT_CTL_ID | ++c->next_ctl, NULL, 0) < 0) {
 		conn_fail(c, "cannot send handshake");
 		return;

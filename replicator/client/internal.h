@@ -81,6 +81,7 @@ struct qbd_conn {
 				  * keeper finds an address (attach.c) */
 	bool core_dropped;       /* the core asked for the close */
 	bool unused;             /* a slot no replica holds (it left) */
+	bool adding;             /* a change's new replica: OPEN with ADD */
 	bool refused;            /* refused this writer for good (an OPEN
 				  * answered EIDRM, or EPERM after attach):
 				  * not tried again */

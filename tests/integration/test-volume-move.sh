@@ -63,6 +63,10 @@ wait_pid $wpid
 grep -q "joins as a learner" "$TMP/nbd-v.log" || fail "the writer did not say the learner joined"
 grep -q "has left" "$TMP/nbd-v.log" || fail "the writer did not say c's slot left"
 log "the writer moved the replica from c to d"
+# c was told to keep a tombstone for the volume (and free its chunks).
+wait_for "c to keep a tombstone for the volume" 10 \
+	grep -q "tombstone at epoch [0-9]* (asked at epoch" "$TMP/chunkd-c.log"
+grep -q "told to keep a tombstone" "$TMP/nbd-v.log" || fail "the writer did not send c its tombstone"
 
 # ---- 1: data ----
 "$S" verify "$uri1" "$TMP/acked1" 0 3000 21 || fail "data written before the move does not read back"
