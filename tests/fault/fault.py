@@ -53,7 +53,8 @@ except ImportError:
 HERE = os.path.dirname(os.path.abspath(__file__))
 BS = 4096
 SUBNET = "10.201.0"
-ADDR = {"a": SUBNET + ".1", "b": SUBNET + ".2", "c": SUBNET + ".3", "meta": SUBNET + ".10"}
+ADDR = {"a": SUBNET + ".1", "b": SUBNET + ".2", "c": SUBNET + ".3", "meta": SUBNET + ".10",
+        "d": SUBNET + ".4"}  # d: a fourth zone, for the membership scenarios
 ZONES = ["a", "b", "c"]
 CHUNKD_PORT = 7800
 PROXY_PORT = 7801
@@ -220,6 +221,7 @@ class Cluster:
         self.proxied = set()
         self.writers = {}    # name -> socket path
         self.writer_env = {}
+        self.etcd_zones = False  # one etcd member per zone (a, b, c) instead of "meta"
 
     def bin(self, name):
         return os.path.join(self.o.build, name)
@@ -233,7 +235,27 @@ class Cluster:
                                                        (r.stderr or r.stdout).strip()[-400:]))
         return r
 
+    def start_etcd3(self):
+        """Three etcd members, one in each zone's namespace (as qbd dev up
+        runs them), and every program given the three endpoints."""
+        peers = ",".join("qbdf-%s=http://%s:2380" % (z, ADDR[z]) for z in ZONES)
+        for z in ZONES:
+            ip = ADDR[z]
+            self.procs.start("etcd-" + z, self.net.ns(z), [
+                "etcd", "--name", "qbdf-" + z, "--data-dir", os.path.join(self.tmp, "etcd-" + z),
+                "--listen-client-urls", "http://%s:%d" % (ip, ETCD_PORT),
+                "--advertise-client-urls", "http://%s:%d" % (ip, ETCD_PORT),
+                "--listen-peer-urls", "http://%s:2380" % ip,
+                "--initial-advertise-peer-urls", "http://%s:2380" % ip,
+                "--initial-cluster", peers, "--initial-cluster-state", "new",
+                "--initial-cluster-token", "qbdf"])
+        self.etcd = ",".join("http://%s:%d" % (ADDR[z], ETCD_PORT) for z in ZONES)
+        wait_until("etcd (three members)", 60,
+                   lambda: self.qbd("node", "list", check=False).returncode == 0, 0.25)
+
     def start_etcd(self):
+        if self.etcd_zones:
+            return self.start_etcd3()
         ip = ADDR["meta"]
         self.procs.start("etcd", self.net.ns("meta"), [
             "etcd", "--name", "qbdf", "--data-dir", os.path.join(self.tmp, "etcd"),
@@ -281,10 +303,10 @@ class Cluster:
         self.qbd("volume", "create", volume, "--size", "%dM" % size_mb, "--replicas", "3",
                  "--write-quorum", "2")
 
-    def start_writer(self, name, zone, volume, force=False):
+    def start_writer(self, name, zone, volume, force=False, extra=()):
         sock = os.path.join(self.tmp, name + ".sock")
         argv = [self.nbd_bin(), "--etcd", self.etcd, "--volume", volume, "--socket", sock,
-                "--zone", zone, "--run-dir", self.tmp]
+                "--zone", zone, "--run-dir", self.tmp] + list(extra)
         if force:
             argv.append("--force")
         p = self.procs.start(name, self.net.ns(zone), argv, self.writer_env)
@@ -597,6 +619,9 @@ class Run:
         self.d = o.duration
         self.notes = []
         self.resync_s = None
+        self.reprotect_s = None  # a membership change: request to cfg + 1 and healthy
+        self.extra_ns = []       # namespaces beyond a, b, c and meta ("d")
+        self.writer_a_args = []  # more arguments for the first writer
         self.checks = []     # (what, ok)
 
     def check(self, what, ok):
@@ -637,10 +662,11 @@ class Run:
         return None
 
     def execute(self):
-        self.net.up(ZONES + ["meta"])
         getattr(self, "setup_" + self.name.replace("-", "_"), lambda: None)()
+        self.net.up(ZONES + self.extra_ns + ["meta"])
         self.c.up(self.volume, VOLUME_BLOCKS * BS >> 20)
-        sock = self.c.start_writer("writer-a", "a", self.volume)
+        getattr(self, "up_" + self.name.replace("-", "_"), lambda: None)()
+        sock = self.c.start_writer("writer-a", "a", self.volume, extra=self.writer_a_args)
         self.current = sock
         wl = self.wl = Workload(self.seed, op_timeout=self.o.duration + 30)
         # 4 clients on the volume's 64 chunks of 1 MiB: client i owns the
@@ -858,13 +884,283 @@ class Run:
         self.current = self.c.start_writer("writer-b", "b", self.volume, force=True)
         self.notes.append("the writer killed (-9); a writer in zone b took over (--force)")
 
+    # -- membership changes (docs/protocol.md section 11): a fourth zone d,
+    # whose chunk server starts after the volume was placed on a, b, c;
+    # the writer carries out each change asked of it --
+
+    def vinfo(self, volume=None):
+        r = self.c.qbd("--json", "volume", "info", volume or self.volume, check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def vstatus(self, volume=None):
+        r = self.c.qbd("--json", "volume", "status", volume or self.volume, check=False)
+        try:
+            return r.returncode, json.loads(r.stdout)
+        except ValueError:
+            return r.returncode, None
+
+    def node_list(self):
+        r = self.c.qbd("node", "list", "--json")
+        d = json.loads(r.stdout)
+        return d["nodes"] if isinstance(d, dict) else d
+
+    def node_of(self, zone):
+        return [n["id"] for n in self.node_list() if n["zone"] == zone][0]
+
+    @staticmethod
+    def ids(info):
+        return [n["id"] if isinstance(n, dict) else n for n in info["nodes"]]
+
+    def start_zone_d(self):
+        self.c.start_chunkd("d")
+        wait_until("4 chunk servers alive", 30, lambda: self.c.nodes_alive(4))
+        self.nid = {z: self.node_of(z) for z in ZONES + ["d"]}
+        info = self.vinfo()
+        self.check("the volume starts on a, b, c at configuration 1",
+                   info and info.get("cfg", 1) == 1 and
+                   sorted(self.ids(info)) == sorted(self.nid[z] for z in ZONES))
+
+    def reprotected(self, volume, cfg, x, y=None):
+        """The record at configuration cfg without node x (with y when
+        given), no change standing, and the volume healthy."""
+        info = self.vinfo(volume)
+        if not info or info.get("cfg", 1) != cfg or info.get("change"):
+            return False
+        ids = self.ids(info)
+        if x in ids or (y and y not in ids):
+            return False
+        return self.vstatus(volume)[0] == 0
+
+    def wait_reprotect(self, since, volume=None, cfg=2, x=None, y=None, timeout=150):
+        """Seconds from since until reprotected, or None (a failed check)."""
+        volume = volume or self.volume
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.reprotected(volume, cfg, x, y):
+                return time.monotonic() - since
+            time.sleep(0.25)
+        self.check("volume %s re-protected (configuration %d without node %s) within %d s: "
+                   "record %s" % (volume, cfg, x, timeout, json.dumps(self.vinfo(volume))), False)
+        return None
+
+    def wait_change_standing(self, timeout=30):
+        """Until the record holds a change (learner or joint): its phase."""
+        seen = {}
+
+        def standing():
+            info = self.vinfo()
+            if info and info.get("change"):
+                seen["phase"] = info["change"].get("phase")
+                return True
+            return False
+        wait_until("the change to stand in the record", timeout, standing, 0.05)
+        return seen["phase"]
+
+    def log_of(self, name):
+        return open(os.path.join(self.dir, name + ".log"), errors="replace").read()
+
+    def setup_replace_during_takeover(self):
+        self.extra_ns = ["d"]
+        # The first writer copies slowly (64 chunks at 8 MiB/s), so that
+        # it is cut off while its learner is still being filled.
+        self.writer_a_args = ["--resync-rate", "8M"]
+
+    def up_replace_during_takeover(self):
+        self.start_zone_d()
+
+    def fault_replace_during_takeover(self, t0):
+        how = self.rng.choice(["killed", "cut off"])
+        self.sleep_to(t0, 0.2)
+        t = time.monotonic()
+        self.c.qbd("volume", "move", self.volume, "--from", self.nid["c"], "--to", self.nid["d"])
+        phase = self.wait_change_standing()
+        time.sleep(1.0)  # a part of the learner copied
+        info = self.vinfo()
+        if how == "killed":
+            self.procs.kill("writer-a")
+        else:
+            self.net.isolate("a")
+        self.current = self.c.start_writer("writer-b", "b", self.volume, force=True)
+        self.failover = time.monotonic()
+        self.notes.append("qbd volume move c -> d; the writer %s in the change's %s phase "
+                          "(record: %s), a writer in zone b took over (--force)" %
+                          (how, (info.get("change") or {}).get("phase", phase),
+                           json.dumps(info.get("change") if info else None)))
+        self.reprotect_s = self.wait_reprotect(t, x=self.nid["c"], y=self.nid["d"])
+        if how == "cut off":
+            self.net.heal("a")
+            self.mark_healed()
+            # Healed, the first writer must not move the record any more.
+            time.sleep(3.0)
+            info = self.vinfo()
+            self.check("with zone a healed, the record stays at configuration 2 with d",
+                       info and info.get("cfg") == 2 and self.nid["d"] in self.ids(info))
+        self.check("the writer that took over finished the change (its log: 'has left')",
+                   "has left" in self.log_of("writer-b"))
+        self.check("the change request is gone once done",
+                   (self.vinfo() or {}).get("change_request") is None)
+
+    def setup_removed_node_returns(self):
+        self.extra_ns = ["d"]
+        self.writer_a_args = ["--resync-rate", "8M"]
+
+    def up_removed_node_returns(self):
+        self.start_zone_d()
+
+    def fault_removed_node_returns(self, t0):
+        self.sleep_to(t0, 0.2)
+        t = time.monotonic()
+        self.c.qbd("volume", "move", self.volume, "--from", self.nid["c"], "--to", self.nid["d"])
+        phase = self.wait_change_standing()
+        rc = self.procs.stop("chunkd-c")
+        self.check("chunk server c exits 0 on SIGTERM (exit %s)" % rc, rc == 0)
+        self.reprotect_s = self.wait_reprotect(t, x=self.nid["c"], y=self.nid["d"])
+        self.c.start_chunkd("c")
+        wait_until("chunk server c alive again", 30, lambda: self.c.nodes_alive(4))
+        back = time.monotonic()
+        # A new writer attaches (takes over) with c back: the record it
+        # reads has a, b, d, and nothing may reach c.
+        self.current = self.c.start_writer("writer-b", "b", self.volume, force=True)
+        self.failover = time.monotonic()
+        wait_until("volume healthy under writer-b", 60, lambda: self.vstatus()[0] == 0, 0.25)
+        rc, st = self.vstatus()
+        used = [r["id"] for r in (st or {}).get("replica_status", [])]
+        self.check("the writer's replicas are a, b, d, not c (%s)" % used,
+                   self.nid["c"] not in used and self.nid["d"] in used)
+        self.check("writer-b never named c's address (%s) in its log" % ADDR["c"],
+                   ("%s:%d" % (ADDR["c"], CHUNKD_PORT)) not in self.log_of("writer-b"))
+        node_c = [n for n in self.node_list() if n["id"] == self.nid["c"]][0]
+        self.check("node c still holds its chunks until reclaim (used %s bytes)" %
+                   node_c.get("used"), (node_c.get("used") or 0) > 0)
+        self.notes.append("qbd volume move c -> d (%s phase when c stopped); c stopped "
+                          "(SIGTERM) mid-move, the move completed without it, c restarted "
+                          "%.1f s later; a writer in zone b then took over" %
+                          (phase, back - t))
+
+    def setup_zone_lost_with_etcd(self):
+        self.extra_ns = ["d"]
+        self.c.etcd_zones = True
+
+    def etcd_leader_zone(self):
+        """The zone whose etcd member leads, or None."""
+        r = run(["ip", "netns", "exec", self.net.ns("meta"), "etcdctl", "--endpoints",
+                 self.c.etcd, "endpoint", "status", "-w", "json"], check=False)
+        try:
+            st = json.loads(r.stdout)
+        except ValueError:
+            return None
+        for z, e in zip(ZONES, st):
+            if e["Status"]["leader"] == e["Status"]["header"]["member_id"]:
+                return z
+        return None
+
+    def up_zone_lost_with_etcd(self):
+        self.start_zone_d()
+        # Every other seed, zone c's member leads when it is lost: the
+        # others must elect a new leader first.
+        if self.rng.random() < 0.5 and self.etcd_leader_zone() != "c":
+            r = run(["ip", "netns", "exec", self.net.ns("meta"), "etcdctl", "--endpoints",
+                     self.c.etcd, "endpoint", "status", "-w", "json"])
+            ids = {z: e["Status"]["header"]["member_id"]
+                   for z, e in zip(ZONES, json.loads(r.stdout))}
+            run(["ip", "netns", "exec", self.net.ns("meta"), "etcdctl", "--endpoints",
+                 self.c.etcd, "move-leader", "%x" % ids["c"]])
+
+    def fault_zone_lost_with_etcd(self, t0):
+        self.sleep_to(t0, 0.2)
+        leader = self.etcd_leader_zone()
+        self.procs.kill("chunkd-c")
+        self.procs.kill("etcd-c")
+        lost = time.monotonic()
+        self.sleep_to(t0, 0.3)
+        t = time.monotonic()
+        self.current = self.c.start_writer("writer-b", "b", self.volume, force=True)
+        self.failover = time.monotonic()
+        attach_s = self.failover - t
+        t = time.monotonic()
+        r = self.c.qbd("volume", "move", self.volume, "--from", self.nid["c"], check=False)
+        self.check("qbd volume move of zone c's replica, zone c and its etcd member lost "
+                   "(exit %d: %s)" % (r.returncode, (r.stderr or r.stdout).strip()[-200:]),
+                   r.returncode == 0)
+        self.reprotect_s = self.wait_reprotect(t, x=self.nid["c"], y=self.nid["d"])
+        self.notes.append("three etcd members (a, b, c; the leader in %s); zone c's chunk "
+                          "server and etcd member killed (-9); %.1f s later a writer in zone b attached "
+                          "(--force) in %.1f s; qbd volume move of c's replica (placement: d)" %
+                          (leader, t - lost - attach_s, attach_s))
+
+    def setup_drain_under_load(self):
+        self.extra_ns = ["d"]
+
+    def up_drain_under_load(self):
+        # A second volume on a, b, c with a writer of its own (no load):
+        # the drain must move both.
+        self.volume2 = "fault2"
+        self.c.qbd("volume", "create", self.volume2, "--size", "16M", "--replicas", "3",
+                   "--write-quorum", "2")
+        self.c.start_writer("writer2", "b", self.volume2)
+        self.start_zone_d()
+
+    def fault_drain_under_load(self, t0):
+        self.sleep_to(t0, 0.2)
+        c = self.nid["c"]
+        t = time.monotonic()
+        self.c.qbd("node", "drain", c)
+        states = []
+        done = {}
+        end = time.monotonic() + 150
+        while time.monotonic() < end and len(done) < 2:
+            st = [n.get("state") for n in self.node_list() if n["id"] == c][0]
+            if not states or states[-1] != st:
+                states.append(st)
+            for v in (self.volume, self.volume2):
+                if v not in done and self.reprotected(v, 2, c, self.nid["d"]):
+                    done[v] = time.monotonic() - t
+            time.sleep(0.25)
+        final = [n for n in self.node_list() if n["id"] == c][0]
+        self.check("the second volume's replicas identical (qbd volume verify %s)" %
+                   self.volume2, len(done) == 2 and self.c.verify(self.volume2))
+        self.check("both volumes moved off c (%s)" % done, len(done) == 2)
+        self.reprotect_s = max(done.values()) if len(done) == 2 else None
+        self.check("qbd node list showed c draining, then empty (%s; at the end %s, %s "
+                   "replicas)" % (" -> ".join(states), final.get("state"), final.get("replicas")),
+                   "draining" in states and final.get("state") == "empty" and
+                   final.get("replicas") == 0)
+        self.notes.append("qbd node drain c under load, two volumes attached (one loaded); "
+                          "node c's state: %s" % " -> ".join(states))
+
+    def setup_node_lost_remove(self):
+        self.extra_ns = ["d"]
+
+    def up_node_lost_remove(self):
+        self.start_zone_d()
+
+    def fault_node_lost_remove(self, t0):
+        # node-lost-forever with the operator's qbd node remove in place of
+        # the manager's down-out (not built yet).
+        self.sleep_to(t0, 0.2)
+        self.procs.kill("chunkd-c")
+        os.unlink(os.path.join(self.tmp, "chunk-c.img"))
+        self.sleep_to(t0, 0.3)
+        t = time.monotonic()
+        self.c.qbd("node", "remove", self.nid["c"], "--yes")
+        self.reprotect_s = self.wait_reprotect(t, x=self.nid["c"], y=self.nid["d"])
+        self.notes.append("zone c's chunk server killed (-9) and its store deleted; then "
+                          "qbd node remove c --yes: rebuilt on d under load")
+
 
 SCENARIOS = ["zone-lost", "zone-back", "writer-partition", "writer-pause", "rolling-restart",
-             "flapping", "eio", "slow-zone", "etcd-down", "writer-kill", "one-way", "clock-step"]
+             "flapping", "eio", "slow-zone", "etcd-down", "writer-kill", "one-way", "clock-step",
+             "replace-during-takeover", "removed-node-returns", "zone-lost-with-etcd",
+             "drain-under-load", "node-lost-remove"]
+# Membership changes carried out by the writer (docs/protocol.md section
+# 11); each reports its time to re-protect: from the operator's command to
+# the record at the next configuration and the volume healthy.
+MEMBERSHIP = ["replace-during-takeover", "removed-node-returns", "zone-lost-with-etcd",
+              "drain-under-load", "node-lost-remove"]
 # Scenarios where the clients must see no error at all (one replica is
 # lost, slow or failing at a time; the writer stays).
 NO_ERRORS = ["zone-lost", "zone-back", "rolling-restart", "flapping", "eio", "slow-zone",
-             "etcd-down", "one-way", "clock-step"]
+             "etcd-down", "one-way", "clock-step", "drain-under-load", "node-lost-remove"]
 # The short version in make check: what the issue names, once each.
 SHORT = ["zone-lost", "zone-back", "writer-partition", "writer-pause", "rolling-restart",
          "flapping", "eio"]
@@ -873,7 +1169,8 @@ SHORT = ["zone-lost", "zone-back", "writer-partition", "writer-pause", "rolling-
 def run_one(o, scenario, seed, results):
     r = Run(o, scenario, seed, results)
     out = {"scenario": scenario, "seed": seed, "acked": 0, "flushes": 0, "lost": None, "stale": 0,
-           "errors": 0, "stall_s": None, "resync_s": None, "ok": False, "notes": r.notes,
+           "errors": 0, "stall_s": None, "resync_s": None, "reprotect_s": None, "ok": False,
+           "notes": r.notes,
            "checks": r.checks}
     t_start = time.monotonic()
     try:
@@ -922,8 +1219,11 @@ def run_one(o, scenario, seed, results):
             log = open(os.path.join(r.dir, "writer-a.log"), errors="replace").read()
             r.check("the writer did not find its attachment lease expired",
                     "lease expired" not in log)
+        out["reprotect_s"] = r.reprotect_s
+        if scenario in MEMBERSHIP:
+            r.check("time to re-protect measured", r.reprotect_s is not None)
         if scenario in ("zone-back", "flapping", "rolling-restart", "eio", "slow-zone",
-                        "writer-partition", "one-way"):
+                        "writer-partition", "one-way") + tuple(MEMBERSHIP):
             # Resynced under load (the watcher of mark_healed), then,
             # the load stopped, identical (qbd volume verify compares
             # chunk checksums on an idle volume).
@@ -963,13 +1263,14 @@ def fmt(x, f="%.1f"):
 
 def table(rows):
     lines = ["| scenario | seed | writes acked | flushes acked | writes lost | stale reads | "
-             "client errors | longest stall (s) | time to resync (s) | result |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "client errors | longest stall (s) | time to resync (s) | "
+             "time to re-protect (s) | result |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
-        lines.append("| %s | %d | %d | %d | %s | %d | %d | %s | %s | %s |" % (
+        lines.append("| %s | %d | %d | %d | %s | %d | %d | %s | %s | %s | %s |" % (
             r["scenario"], r["seed"], r["acked"], r["flushes"], fmt(r["lost"], "%d"),
-            r["stale"], r["errors"],
-            fmt(r["stall_s"], "%.2f"), fmt(r["resync_s"]), "pass" if r["ok"] else "FAIL"))
+            r["stale"], r["errors"], fmt(r["stall_s"], "%.2f"), fmt(r["resync_s"]),
+            fmt(r.get("reprotect_s")), "pass" if r["ok"] else "FAIL"))
     return lines
 
 
@@ -1029,10 +1330,10 @@ def main(argv):
             r = run_one(o, n, seed, results)
             rows.append(r)
             say("%-16s seed %d: %s: %d writes acked, %s lost, %d stale, %d client errors, "
-                "longest stall %s s, resync %s s (%.0f s)" % (
+                "longest stall %s s, resync %s s, re-protect %s s (%.0f s)" % (
                     n, seed, "pass" if r["ok"] else "FAIL", r["acked"], fmt(r["lost"], "%d"),
                     r["stale"], r["errors"], fmt(r["stall_s"], "%.2f"), fmt(r["resync_s"]),
-                    r["seconds"]))
+                    fmt(r["reprotect_s"]), r["seconds"]))
     lines = table(rows)
     print("\n".join(lines))
     worst = max((r["stall_s"] or 0 for r in rows), default=0)
