@@ -236,6 +236,16 @@ bench:
 	$(MAKE) all
 	bench/run --build $(BUILD) $(BENCH_ARGS)
 
+# make bench-rebuild [BENCH_REBUILD_ARGS=--quick]: a node removed under
+# an attached volume with 4 GiB written, the rebuild against cp on the
+# same disk, and QD1 write latency during it (bench/rebuild). Not part of
+# make check.
+.PHONY: bench-rebuild
+bench-rebuild:
+	tools/install-deps --bench
+	$(MAKE) all
+	bench/rebuild --build $(BUILD) $(BENCH_REBUILD_ARGS)
+
 deps:
 	tools/install-deps
 
