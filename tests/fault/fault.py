@@ -9,7 +9,10 @@
 Each run of a scenario builds its own network: a namespace per zone (a, b,
 c) holding that zone's chunk server and, when the scenario puts one there,
 a writer (qbd-nbd); a namespace for etcd ("meta"); all joined by veth pairs
-to a bridge in a namespace of their own. Faults are nftables rules in a
+to a bridge in a namespace of their own. The membership scenarios (issue
+18) add a fourth zone d, whose chunk server starts after the volume was
+placed, and zone-lost-with-etcd runs three etcd members, one in each of
+zones a, b, c, in place of "meta"'s. Faults are nftables rules in a
 zone's namespace (isolation, flapping), signals to processes by PID (kill
 -9, SIGSTOP, SIGTERM), a userspace TCP proxy that holds bytes (latency;
 this kernel has no netem), the engine's EIO switch (QBD_ENGINE_FAULT_EIO),
