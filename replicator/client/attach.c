@@ -510,6 +510,17 @@ void qbd_attach_status(struct qbd_volume *v)
 	pthread_mutex_unlock(&k->mu);
 }
 
+void qbd_attach_wake(struct qbd_volume *v)
+{
+	struct qbd_attach_keeper *k = v->keeper;
+
+	if (!k || !k->started)
+		return;
+	pthread_mutex_lock(&k->mu);
+	pthread_cond_signal(&k->cv);
+	pthread_mutex_unlock(&k->mu);
+}
+
 void qbd_attach_slot(struct qbd_attach_keeper *k, unsigned r, uint64_t id,
 		     const struct qbd_node_addr *a)
 {

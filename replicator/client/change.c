@@ -194,7 +194,7 @@ void qbd_change_tick(struct qbd_volume *v)
 	struct qbd_core_replica_info ri;
 	struct qbd_conn add;
 	unsigned add_slot = 0, add_x = 0;
-	bool do_add, do_leave, ready = false;
+	bool do_add, do_leave, ready = false, wake;
 
 	if (!ch || !v->core || qbd_core_fenced(v->core))
 		return;
@@ -225,11 +225,16 @@ void qbd_change_tick(struct qbd_volume *v)
 		}
 	}
 	pthread_mutex_lock(&ch->mu);
+	wake = (ready && !ch->ready) || (!do_leave && ch->leave);
 	ch->ready = ready;
 	ch->idle = ch->lp == LP_NONE;
 	if (!do_leave)
 		ch->leave = false;
 	pthread_mutex_unlock(&ch->mu);
+	/* The record's next step is due: the keeper need not wait for its
+	 * next round (2 s) to make it. */
+	if (wake)
+		qbd_attach_wake(v);
 }
 
 json_object *qbd_change_status(struct qbd_volume *v)
@@ -437,6 +442,9 @@ static void keep_step(struct qbd_change *ch, struct qbd_attach_keeper *k,
 	if (next.change.phase == QBD_CHANGE_JOINT) {
 		qbd_info(COMP, "volume '%s': configuration: joint (slot %u's node %016" PRIx64
 			 " and node %016" PRIx64 ")", rec->name, slot, xid, rec->change.node);
+		/* The core is still ready (nothing made it less so since):
+		 * the final step at once, from the record just written. */
+		keep_step(ch, k, m, &next, epoch);
 		return;
 	}
 	qbd_info(COMP, "volume '%s': configuration %" PRIu64 ": node %016" PRIx64 " replaced "

@@ -142,6 +142,9 @@ void qbd_attach_status(struct qbd_volume *v);
  * etcd or DNS. */
 uint32_t qbd_attach_addrs(struct qbd_volume *v,
 			  struct qbd_node_addr out[QBD_CORE_MAX_SLOTS]);
+/* Loop side: wake the keeper now rather than at its next round (a
+ * change's next step is due). Never waits for etcd. */
+void qbd_attach_wake(struct qbd_volume *v);
 /* Keeper side: slot r now holds node id (0: no node), with the address
  * the loop was handed (NULL: none yet; looked up when it is down). */
 void qbd_attach_slot(struct qbd_attach_keeper *k, unsigned r, uint64_t id,
