@@ -271,21 +271,36 @@ int qbd_meta_volume_cas(struct qbd_meta *m, const struct qbd_volume_info *read,
 int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v);
 
 /*
- * Which volumes exist, for a chunk server's reclaim of the chunks of
- * deleted ones (docs/design.md, "Reclaim"): one read-only transaction
- * reads /qbd/cluster and every key of /qbd/volumes/, /qbd/volume-ids/
- * and /qbd/epochs/, so all of it is etcd's state at one revision. A
- * volume exists when any of its keys does (creation puts the three in
- * one transaction, deletion removes them in one). Never a partial
- * answer: -EPROTO when any part is missing, truncated ("more"), or
- * unreadable (a record or key that names no id), other errors as the
- * other calls. On success out->ids is malloc'd (NULL when n is 0):
- * free it with qbd_meta_volume_scan_free (accepts a zeroed struct).
+ * Which volumes exist, and which nodes each one's configuration lists,
+ * for a chunk server's reclaim of the chunks of deleted volumes and of
+ * replicas moved away (docs/design.md, "Reclaim"): one read-only
+ * transaction reads /qbd/cluster and every key of /qbd/volumes/,
+ * /qbd/volume-ids/ and /qbd/epochs/, so all of it is etcd's state at
+ * one revision. A volume exists when any of its keys does (creation puts
+ * the three in one transaction, deletion removes them in one). Never a
+ * partial answer: -EPROTO when any part is missing, truncated ("more"),
+ * or unreadable (a record or key that names no id), other errors as the
+ * other calls. On success out->ids and out->members are malloc'd (NULL
+ * when n is 0): free them with qbd_meta_volume_scan_free (accepts a
+ * zeroed struct).
  */
+struct qbd_meta_volume_members {
+	uint64_t cfg;           /* the record's configuration number; 0: not
+				 * known (no record read, only the volume's id
+				 * or epoch key; or two records with its id):
+				 * every node counts as listed */
+	unsigned n;             /* nodes listed */
+	uint64_t nodes[QBD_MAX_REPLICAS + 1];  /* nodes[0..replicas), then,
+						* while a change stands, the
+						* change's new node */
+};
 struct qbd_meta_volume_scan {
 	uint64_t revision;      /* etcd's revision the answer is from */
 	uint64_t cluster_id;    /* /qbd/cluster's id; 0 when absent */
 	uint64_t *ids;          /* every volume id found, sorted, unique */
+	struct qbd_meta_volume_members *members;  /* members[i]: ids[i]'s;
+						   * NULL (n 0, or a caller's
+						   * answer): none known */
 	size_t n;
 };
 int qbd_meta_volume_scan(struct qbd_meta *m, struct qbd_meta_volume_scan *out);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Volume records (create, get, list, delete), the reclaim scan of a
- * chunk server (which volumes exist), clean marks and epochs.
+ * chunk server (which volumes exist, which nodes each one's
+ * configuration lists), clean marks and epochs.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -393,19 +394,62 @@ static json_object *scan_range_op(const char *key, bool prefix, bool keys_only)
 	return op;
 }
 
-static int scan_add(struct qbd_meta_volume_scan *s, size_t *cap, uint64_t id)
+/* A volume record's configuration, while the ranges are read. */
+struct scan_rec {
+	uint64_t id;
+	struct qbd_meta_volume_members m;
+};
+
+/* What the ranges gather: the ids into s, the records' configurations
+ * into recs (matched to the ids once these are sorted). */
+struct scan_acc {
+	struct qbd_meta_volume_scan *s;
+	size_t cap;
+	struct scan_rec *recs;
+	size_t nrecs, rcap;
+};
+
+static int scan_add(struct scan_acc *a, uint64_t id)
 {
-	if (s->n == *cap) {
-		size_t nc = *cap ? *cap * 2 : 64;
+	struct qbd_meta_volume_scan *s = a->s;
+
+	if (s->n == a->cap) {
+		size_t nc = a->cap ? a->cap * 2 : 64;
 		uint64_t *ni = realloc(s->ids, nc * sizeof *ni);
 
 		if (!ni)
 			return -ENOMEM;
 		s->ids = ni;
-		*cap = nc;
+		a->cap = nc;
 	}
 	s->ids[s->n++] = id;
 	return 0;
+}
+
+/* The nodes v's configuration lists: its voters, and the change's new
+ * node while a change stands. */
+static int scan_add_record(struct scan_acc *a, const struct qbd_volume_info *v)
+{
+	struct scan_rec *r;
+
+	if (a->nrecs == a->rcap) {
+		size_t nc = a->rcap ? a->rcap * 2 : 64;
+		struct scan_rec *nr = realloc(a->recs, nc * sizeof *nr);
+
+		if (!nr)
+			return -ENOMEM;
+		a->recs = nr;
+		a->rcap = nc;
+	}
+	r = &a->recs[a->nrecs++];
+	memset(r, 0, sizeof *r);
+	r->id = v->id;
+	r->m.cfg = v->cfg ? v->cfg : 1;
+	for (unsigned i = 0; i < v->replicas && i < QBD_MAX_REPLICAS; i++)
+		r->m.nodes[r->m.n++] = v->nodes[i];
+	if (v->change.phase != QBD_CHANGE_NONE)
+		r->m.nodes[r->m.n++] = v->change.node;
+	return scan_add(a, v->id);
 }
 
 static int u64_cmp(const void *a, const void *b)
@@ -415,10 +459,46 @@ static int u64_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static int scan_rec_cmp(const void *a, const void *b)
+{
+	return u64_cmp(&((const struct scan_rec *)a)->id, &((const struct scan_rec *)b)->id);
+}
+
+/* Sort and unique the ids, then give each its record's configuration:
+ * none (cfg 0, every node listed) for an id without a record, or with
+ * two records (not expected: creation checks; neither is believed). */
+static int scan_finish(struct scan_acc *a)
+{
+	struct qbd_meta_volume_scan *s = a->s;
+	size_t u = 0, k = 0;
+
+	if (s->n == 0)
+		return 0;
+	qsort(s->ids, s->n, sizeof *s->ids, u64_cmp);
+	for (size_t i = 1; i < s->n; i++)
+		if (s->ids[i] != s->ids[u])
+			s->ids[++u] = s->ids[i];
+	s->n = u + 1;
+	if (!(s->members = calloc(s->n, sizeof *s->members)))
+		return -ENOMEM;
+	if (a->nrecs)
+		qsort(a->recs, a->nrecs, sizeof *a->recs, scan_rec_cmp);
+	for (size_t i = 0; i < a->nrecs; i++) {
+		bool twice = (i > 0 && a->recs[i - 1].id == a->recs[i].id) ||
+			     (i + 1 < a->nrecs && a->recs[i + 1].id == a->recs[i].id);
+
+		/* every record's id is among the ids, both lists are sorted */
+		while (k < s->n && s->ids[k] < a->recs[i].id)
+			k++;
+		if (!twice && k < s->n && s->ids[k] == a->recs[i].id)
+			s->members[k] = a->recs[i].m;
+	}
+	return 0;
+}
+
 /* One key/value of range `which` into the scan: the cluster id, or the
  * volume id the key or the record names. */
-static int scan_entry(struct qbd_meta_volume_scan *s, size_t *cap, int which,
-		      const char *key, const char *value)
+static int scan_entry(struct scan_acc *a, int which, const char *key, const char *value)
 {
 	const char *suffix = key + strlen(scan_keys[which]);
 	struct qbd_volume_info v;
@@ -432,7 +512,7 @@ static int scan_entry(struct qbd_meta_volume_scan *s, size_t *cap, int which,
 		int r = -EPROTO;
 
 		if (o && json_object_object_get_ex(o, "id", &i) &&
-		    qbd_id_parse(json_object_get_string(i), &s->cluster_id) == 0)
+		    qbd_id_parse(json_object_get_string(i), &a->s->cluster_id) == 0)
 			r = 0;
 		json_object_put(o);
 		return r;
@@ -440,18 +520,17 @@ static int scan_entry(struct qbd_meta_volume_scan *s, size_t *cap, int which,
 	case SCAN_VOLUMES:
 		if (meta_volume_from_json(value, &v) < 0)
 			return -EPROTO;
-		return scan_add(s, cap, v.id);
+		return scan_add_record(a, &v);
 	default:
 		if (strlen(suffix) != 16 || qbd_id_parse(suffix, &id) < 0)
 			return -EPROTO;
-		return scan_add(s, cap, id);
+		return scan_add(a, id);
 	}
 }
 
 /* One range's answer: whole ("more" unset, "count" the entries given),
  * each entry readable. */
-static int scan_range(struct qbd_meta_volume_scan *s, size_t *cap, int which,
-		      json_object *rr)
+static int scan_range(struct scan_acc *a, int which, json_object *rr)
 {
 	json_object *kvs = NULL, *more;
 	size_t len = 0;
@@ -483,7 +562,7 @@ static int scan_range(struct qbd_meta_volume_scan *s, size_t *cap, int which,
 		if (json_object_object_get_ex(e, "value", &v))
 			value = meta_b64_decode(json_object_get_string(v), &vl);
 		if (key && (value || which == SCAN_IDS || which == SCAN_EPOCHS))
-			r = scan_entry(s, cap, which, key, value ? value : "");
+			r = scan_entry(a, which, key, value ? value : "");
 		if (r == -EPROTO)
 			qbd_err("meta", "volume scan: %s: unreadable entry %.80s",
 				scan_keys[which], key ? key : "(no key)");
@@ -497,8 +576,8 @@ static int scan_range(struct qbd_meta_volume_scan *s, size_t *cap, int which,
 
 static int meta_volume_scan_parse(json_object *resp, struct qbd_meta_volume_scan *out)
 {
+	struct scan_acc a = { .s = out };
 	json_object *hdr, *arr;
-	size_t cap = 0, u = 0;
 	int r;
 
 	memset(out, 0, sizeof *out);
@@ -519,18 +598,15 @@ static int meta_volume_scan_parse(json_object *resp, struct qbd_meta_volume_scan
 			r = -EPROTO;
 			goto fail;
 		}
-		if ((r = scan_range(out, &cap, i, rr)) < 0)
+		if ((r = scan_range(&a, i, rr)) < 0)
 			goto fail;
 	}
-	if (out->n) {
-		qsort(out->ids, out->n, sizeof *out->ids, u64_cmp);
-		for (size_t i = 1; i < out->n; i++)
-			if (out->ids[i] != out->ids[u])
-				out->ids[++u] = out->ids[i];
-		out->n = u + 1;
-	}
+	if ((r = scan_finish(&a)) < 0)
+		goto fail;
+	free(a.recs);
 	return 0;
 fail:
+	free(a.recs);
 	qbd_meta_volume_scan_free(out);
 	return r;
 }
@@ -573,6 +649,7 @@ int qbd_meta_volume_scan(struct qbd_meta *m, struct qbd_meta_volume_scan *out)
 void qbd_meta_volume_scan_free(struct qbd_meta_volume_scan *s)
 {
 	free(s->ids);
+	free(s->members);
 	memset(s, 0, sizeof *s);
 }
 

@@ -1119,8 +1119,15 @@ START_TEST(scan_answer_is_read_whole)
 	ck_assert_uint_eq(a.n, 2);
 	ck_assert_uint_eq(a.ids[0], 0x10);
 	ck_assert_uint_eq(a.ids[1], 0x20);
+	/* 0x10's record lists node 1 (no "cfg": configuration 1); 0x20 has
+	 * no record: its members are not known */
+	ck_assert_uint_eq(a.members[0].cfg, 1);
+	ck_assert_uint_eq(a.members[0].n, 1);
+	ck_assert_uint_eq(a.members[0].nodes[0], 1);
+	ck_assert_uint_eq(a.members[1].cfg, 0);
 	qbd_meta_volume_scan_free(&a);
 	ck_assert_ptr_null(a.ids);
+	ck_assert_ptr_null(a.members);
 	/* an empty etcd: no cluster id, no volumes */
 	ck_assert_int_eq(meta_volume_scan_from_json(
 		"{\"header\":{\"revision\":\"3\"},\"succeeded\":true,\"responses\":["
@@ -1130,6 +1137,29 @@ START_TEST(scan_answer_is_read_whole)
 	ck_assert_uint_eq(a.revision, 3);
 	ck_assert_uint_eq(a.cluster_id, 0);
 	ck_assert_uint_eq(a.n, 0);
+	qbd_meta_volume_scan_free(&a);
+}
+END_TEST
+
+/* A record with a change standing lists its voters and the change's new
+ * node, with its configuration number. */
+START_TEST(scan_answer_lists_each_configuration)
+{
+	struct qbd_meta_volume_scan a;
+
+	ck_assert_int_eq(meta_volume_scan_from_json(scan_json("\"revision\":\"42\"", "", "2",
+		NULL, "{\"name\":\"v1\",\"id\":\"0000000000000010\",\"size\":4096,"
+		"\"chunk_size\":1048576,\"replicas\":3,\"write_quorum\":2,"
+		"\"nodes\":[\"1\",\"2\",\"3\"],\"cfg\":4,\"change\":{\"phase\":\"joint\","
+		"\"slot\":2,\"node\":\"0000000000000009\",\"reason\":\"move\","
+		"\"started\":1}}"), &a), 0);
+	ck_assert_uint_eq(a.n, 2);
+	ck_assert_uint_eq(a.members[0].cfg, 4);
+	ck_assert_uint_eq(a.members[0].n, 4);
+	ck_assert_uint_eq(a.members[0].nodes[0], 1);
+	ck_assert_uint_eq(a.members[0].nodes[2], 3);
+	ck_assert_uint_eq(a.members[0].nodes[3], 9);
+	ck_assert_uint_eq(a.members[1].cfg, 0);
 	qbd_meta_volume_scan_free(&a);
 }
 END_TEST
@@ -1246,6 +1276,7 @@ static Suite *chunkd_suite(void)
 	tcase_add_test(t, revision_going_back_starts_anew);
 	tcase_add_test(t, volume_no_longer_held_is_forgotten);
 	tcase_add_test(t, scan_answer_is_read_whole);
+	tcase_add_test(t, scan_answer_lists_each_configuration);
 	tcase_add_test(t, partial_scan_answer_is_refused);
 	tcase_add_test(t, node_record_carries_orphaned_numbers);
 	suite_add_tcase(s, t);
