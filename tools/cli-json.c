@@ -81,6 +81,8 @@ json_object *cli_node_json(const struct qbd_node_info *n, bool full)
 		json_object_object_add(or, "volumes", cli_json_u64(n->orphaned.volumes));
 		json_object_object_add(or, "chunks", cli_json_u64(n->orphaned.chunks));
 		json_object_object_add(or, "held", cli_json_u64(n->orphaned.held));
+		json_object_object_add(or, "moved", cli_json_u64(n->orphaned.moved));
+		json_object_object_add(or, "moved_held", cli_json_u64(n->orphaned.moved_held));
 		json_object_object_add(or, "found", cli_json_u64(n->orphaned.found));
 		json_object_object_add(or, "reclaimed", cli_json_u64(n->orphaned.reclaimed));
 		json_object_object_add(or, "reclaimed_bytes",

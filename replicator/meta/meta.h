@@ -90,8 +90,13 @@ struct qbd_node_io {
  * as its last reclaim scan found it, and what it reclaimed since it
  * started (docs/design.md, "Reclaim"). */
 struct qbd_node_orphaned {
-	uint64_t volumes;          /* volumes found deleted, not yet reclaimed */
+	uint64_t volumes;          /* volumes found deleted, or whose
+				    * configuration no longer lists this node,
+				    * not yet reclaimed */
 	uint64_t chunks, held;     /* their chunks, and bytes of data */
+	uint64_t moved, moved_held;/* of those, the volumes that exist but no
+				    * longer list this node (a replica moved
+				    * away), and their bytes of data */
 	uint64_t found;            /* such volumes found since start-up */
 	uint64_t reclaimed;        /* volumes reclaimed since start-up */
 	uint64_t reclaimed_bytes;  /* bytes of data they held */

@@ -136,6 +136,9 @@ char *meta_node_to_json(const struct qbd_node_info *n)
 	json_object_object_add(or, "volumes", json_object_new_int64((int64_t)n->orphaned.volumes));
 	json_object_object_add(or, "chunks", json_object_new_int64((int64_t)n->orphaned.chunks));
 	json_object_object_add(or, "held", json_object_new_int64((int64_t)n->orphaned.held));
+	json_object_object_add(or, "moved", json_object_new_int64((int64_t)n->orphaned.moved));
+	json_object_object_add(or, "moved_held",
+			       json_object_new_int64((int64_t)n->orphaned.moved_held));
 	json_object_object_add(or, "found", json_object_new_int64((int64_t)n->orphaned.found));
 	json_object_object_add(or, "reclaimed",
 			       json_object_new_int64((int64_t)n->orphaned.reclaimed));
@@ -201,6 +204,8 @@ int meta_node_from_json(const char *json, struct qbd_node_info *n)
 		n->orphaned.volumes = meta_jint(v, "volumes");
 		n->orphaned.chunks = meta_jint(v, "chunks");
 		n->orphaned.held = meta_jint(v, "held");
+		n->orphaned.moved = meta_jint(v, "moved");
+		n->orphaned.moved_held = meta_jint(v, "moved_held");
 		n->orphaned.found = meta_jint(v, "found");
 		n->orphaned.reclaimed = meta_jint(v, "reclaimed");
 		n->orphaned.reclaimed_bytes = meta_jint(v, "reclaimed_bytes");

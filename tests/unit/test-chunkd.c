@@ -1204,6 +1204,7 @@ START_TEST(node_record_carries_orphaned_numbers)
 	char *j;
 
 	n.orphaned = (struct qbd_node_orphaned){ .volumes = 2, .chunks = 9, .held = 36864,
+						 .moved = 1, .moved_held = 4096,
 						 .found = 3, .reclaimed = 1,
 						 .reclaimed_bytes = 8192 };
 	j = meta_node_to_json(&n);
