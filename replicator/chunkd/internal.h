@@ -45,11 +45,14 @@ struct chunkd_scrub {
 /* ---- reclaim.c's memory between scans (declared here for struct chunkd) ---- */
 
 /* A volume this store holds and etcd did not have at its first
- * sighting: when, and at which revision. */
+ * sighting, or had with a configuration that does not list this node:
+ * when, at which revision, and which. */
 struct chunkd_orphan {
 	uint64_t volume;
 	uint64_t first_ns;     /* monotonic time of the first sighting */
 	uint64_t first_rev;    /* etcd's revision of that answer */
+	uint64_t cfg;          /* 0: absent; else not a member, at this
+				* configuration number */
 };
 
 /* What the decision remembers from one scan to the next. */
@@ -315,40 +318,53 @@ void chunkd_peers_close(struct chunkd *d);
 int chunkd_scrub_start(struct chunkd *d, uint64_t rate);
 void chunkd_scrub_stop(struct chunkd *d);
 
-/* ---- reclaim.c: the chunks of volumes deleted while this node was away ---- */
+/* ---- reclaim.c: the chunks of volumes deleted, or of replicas moved
+ * away, while this node was away ---- */
 
-/* What a scan makes of one volume the store holds. */
+/* What a scan makes of one volume the store holds. A volume is "gone"
+ * when etcd does not have it (deleted) or has it with a configuration
+ * that does not list this node (not a member: its replica moved away). */
 enum chunkd_reclaim_verdict {
-	RECLAIM_KEEP = 1,      /* etcd has it: the volume exists */
-	RECLAIM_FOUND,         /* absent; first seen so in this scan */
-	RECLAIM_WAIT,          /* absent, seen so before; the grace or a later
+	RECLAIM_KEEP = 1,      /* etcd has it and lists this node, or cannot
+				* say which nodes it lists */
+	RECLAIM_FOUND,         /* gone; first seen so in this scan (or gone
+				* otherwise than at the last sighting) */
+	RECLAIM_WAIT,          /* gone, seen so before; the grace or a later
 				* revision is still to come */
-	RECLAIM_NOW,           /* absent in two answers at least the grace
-				* apart, the later at a later revision: free
-				* its chunks, leave a tombstone */
+	RECLAIM_NOW,           /* gone the same way in two answers at least
+				* the grace apart, the later at a later
+				* revision: free its chunks, leave a
+				* tombstone */
 };
 struct chunkd_reclaim_judgement {
 	enum chunkd_reclaim_verdict verdict;
 	uint64_t first_ns, first_rev;  /* the first sighting (not for KEEP) */
+	uint64_t cfg;                  /* 0: absent from etcd; else not a
+					* member at this configuration */
 };
 
 /*
  * The decision of one scan, pure (no I/O, no log, no clock: any thread,
  * unit-tested). held[0..nheld) are the volumes the store holds, sorted
  * by volume (qbd_engine_volumes), listed BEFORE etcd was asked for scan;
- * scan is etcd's answer at one revision; mem what the earlier scans
- * left, updated here (sightings of volumes no longer held or present
- * again are forgotten); now_ns the monotonic time of the answer. Fills
- * j[0..nheld). Returns 0; -EACCES (scan names another cluster than
- * cluster_id, or none) or -ESTALE (its revision is older than an answer
- * judged before: etcd went back) with every j KEEP and mem emptied, so
- * that nothing is reclaimed on the word of that etcd until two of its
- * own answers agree; -ENOMEM (mem unchanged, every j KEEP).
+ * scan is etcd's answer at one revision (scan->members NULL: every
+ * volume it has counts as listing node_id); node_id this store's node;
+ * mem what the earlier scans left, updated here (sightings of volumes no
+ * longer held, present and listing node_id again, or gone otherwise,
+ * absent instead of not a member or at another configuration number,
+ * are forgotten or started anew); now_ns the monotonic time of the
+ * answer. Fills j[0..nheld). Returns 0; -EACCES (scan names another
+ * cluster than cluster_id, or none) or -ESTALE (its revision is older
+ * than an answer judged before: etcd went back) with every j KEEP and
+ * mem emptied, so that nothing is reclaimed on the word of that etcd
+ * until two of its own answers agree; -ENOMEM (mem unchanged, every j
+ * KEEP).
  */
 int chunkd_reclaim_decide(struct chunkd_reclaim_memory *mem, uint64_t grace_ns,
-			  uint64_t cluster_id, const struct qbd_engine_volume *held,
-			  size_t nheld, const struct qbd_meta_volume_scan *scan,
-			  uint64_t now_ns, struct chunkd_reclaim_judgement *j);
+			  uint64_t cluster_id, uint64_t node_id,
+			  const struct qbd_engine_volume *held, size_t nheld,
+			  const struct qbd_meta_volume_scan *scan, uint64_t now_ns,
+			  struct chunkd_reclaim_judgement *j);
 void chunkd_reclaim_memory_free(struct chunkd_reclaim_memory *mem);
 /* Keep, in place and in order, the volumes of held[0..n) the reclaim has
  * something to free of: all but those the store holds nothing of but a

@@ -2,14 +2,19 @@
 /*
  * Reclaim: the chunks (and promise) of a volume deleted while this node
  * was down stay in its store, since `qbd volume delete` could not reach
- * it; this finds and deletes them. Every interval the loop thread lists
- * the volumes the store holds (qbd_engine_volumes), then asks etcd which
- * volumes exist (qbd_meta_volume_scan, one read-only transaction, in
- * libuv's thread pool with an etcd handle of its own: the call blocks).
+ * it, and so do those of a replica moved away to another node while
+ * this one was down (the writer that made the change could not send it
+ * its tombstone); this finds and deletes them. Every interval the loop
+ * thread lists the volumes the store holds (qbd_engine_volumes), then
+ * asks etcd which volumes exist and which nodes their configurations
+ * list (qbd_meta_volume_scan, one read-only transaction, in libuv's
+ * thread pool with an etcd handle of its own: the call blocks).
  * chunkd_reclaim_decide judges each held volume from that answer and
- * from what earlier scans saw; a volume absent from two answers at least
- * the grace apart, the later at a later etcd revision, of etcd of this
- * store's cluster, has its chunks freed through the engine's TOMBSTONE on
+ * from what earlier scans saw; a volume absent from two answers (or
+ * present in two with the same configuration number and a configuration
+ * that does not list this node) at least the grace apart, the later at a
+ * later etcd revision, of etcd of this store's cluster, has its chunks
+ * freed through the engine's TOMBSTONE on
  * the loop thread, one at a time, each logged and counted: the volume's
  * promise gives way to a tombstone, so that should the judgement ever be
  * wrong (etcd restored from a backup that still has the volume), a
@@ -35,7 +40,8 @@
 
 /* ---- the decision (pure) ---- */
 
-static bool scan_has(const struct qbd_meta_volume_scan *scan, uint64_t volume)
+/* Where volume is in the answer's ids, or scan->n when absent. */
+static size_t scan_find(const struct qbd_meta_volume_scan *scan, uint64_t volume)
 {
 	size_t lo = 0, hi = scan->n;
 
@@ -43,13 +49,32 @@ static bool scan_has(const struct qbd_meta_volume_scan *scan, uint64_t volume)
 		size_t mid = lo + (hi - lo) / 2;
 
 		if (scan->ids[mid] == volume)
-			return true;
+			return mid;
 		if (scan->ids[mid] < volume)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return false;
+	return scan->n;
+}
+
+/* The configuration number at which the answer's k-th volume does not
+ * list node, or 0 when it does (as a voter or as a change's new node)
+ * or the answer cannot say: then the volume is kept. */
+static uint64_t scan_not_member(const struct qbd_meta_volume_scan *scan, size_t k,
+				uint64_t node)
+{
+	const struct qbd_meta_volume_members *m;
+
+	if (!scan->members || node == 0)
+		return 0;
+	m = &scan->members[k];
+	if (m->cfg == 0)
+		return 0;
+	for (unsigned i = 0; i < m->n && i < QBD_ARRAY_SIZE(m->nodes); i++)
+		if (m->nodes[i] == node)
+			return 0;
+	return m->cfg;
 }
 
 static void decide_keep_all(struct chunkd_reclaim_judgement *j, size_t nheld)
@@ -66,9 +91,10 @@ void chunkd_reclaim_memory_free(struct chunkd_reclaim_memory *mem)
 }
 
 int chunkd_reclaim_decide(struct chunkd_reclaim_memory *mem, uint64_t grace_ns,
-			  uint64_t cluster_id, const struct qbd_engine_volume *held,
-			  size_t nheld, const struct qbd_meta_volume_scan *scan,
-			  uint64_t now_ns, struct chunkd_reclaim_judgement *j)
+			  uint64_t cluster_id, uint64_t node_id,
+			  const struct qbd_engine_volume *held, size_t nheld,
+			  const struct qbd_meta_volume_scan *scan, uint64_t now_ns,
+			  struct chunkd_reclaim_judgement *j)
 {
 	struct chunkd_orphan *next;
 	size_t n = 0, m = 0;
@@ -83,19 +109,25 @@ int chunkd_reclaim_decide(struct chunkd_reclaim_memory *mem, uint64_t grace_ns,
 		mem->last_rev = scan->revision;
 		return -ESTALE;
 	}
-	/* The new memory: a sighting per held volume absent now. */
+	/* The new memory: a sighting per held volume gone now. */
 	next = nheld ? malloc(nheld * sizeof *next) : NULL;
 	if (nheld && !next)
 		return -ENOMEM;
 	for (size_t i = 0; i < nheld; i++) {
-		uint64_t vol = held[i].volume;
+		uint64_t vol = held[i].volume, cfg = 0;
+		size_t k = scan_find(scan, vol);
 
-		if (scan_has(scan, vol))
+		/* present: kept unless its configuration leaves this node out */
+		if (k < scan->n && (cfg = scan_not_member(scan, k, node_id)) == 0)
 			continue;
 		/* held and mem are both sorted by volume */
 		while (m < mem->n && mem->v[m].volume < vol)
 			m++;
-		if (m < mem->n && mem->v[m].volume == vol) {
+		/* the same sighting again: absent both times, or not a member
+		 * at the same configuration number both times (one that moved
+		 * on between the two starts anew; a configuration that lists
+		 * this node again, seen in between, made it present) */
+		if (m < mem->n && mem->v[m].volume == vol && mem->v[m].cfg == cfg) {
 			const struct chunkd_orphan *o = &mem->v[m];
 			bool aged = now_ns >= o->first_ns && now_ns - o->first_ns >= grace_ns;
 
@@ -105,10 +137,12 @@ int chunkd_reclaim_decide(struct chunkd_reclaim_memory *mem, uint64_t grace_ns,
 		} else {
 			j[i].verdict = RECLAIM_FOUND;
 			next[n] = (struct chunkd_orphan){ .volume = vol, .first_ns = now_ns,
-							  .first_rev = scan->revision };
+							  .first_rev = scan->revision,
+							  .cfg = cfg };
 		}
 		j[i].first_ns = next[n].first_ns;
 		j[i].first_rev = next[n].first_rev;
+		j[i].cfg = cfg;
 		n++;
 	}
 	free(mem->v);
@@ -142,13 +176,29 @@ static void reclaim_done(struct chunkd *d)
 	r->busy = false;
 }
 
-static void reclaim_numbers_drop(struct chunkd_reclaim *r, const struct qbd_engine_volume *v)
+static void reclaim_numbers_drop(struct chunkd_reclaim *r, const struct qbd_engine_volume *v,
+				 const struct chunkd_reclaim_judgement *j)
 {
 	struct qbd_node_orphaned *o = &r->numbers;
 
 	o->volumes -= o->volumes ? 1 : 0;
 	o->chunks -= QBD_MIN(o->chunks, v->chunks);
 	o->held -= QBD_MIN(o->held, v->held);
+	if (j->cfg) {
+		o->moved -= o->moved ? 1 : 0;
+		o->moved_held -= QBD_MIN(o->moved_held, v->held);
+	}
+}
+
+/* Why a volume is judged gone, for the log: "absent from etcd" or "not
+ * a member at configuration N". */
+static const char *reclaim_why(const struct chunkd_reclaim_judgement *j, char *buf,
+			       size_t len)
+{
+	if (j->cfg == 0)
+		return "absent from etcd";
+	snprintf(buf, len, "not a member at configuration %llu", (unsigned long long)j->cfg);
+	return buf;
 }
 
 static void reclaim_on_deleted(struct qbd_engine_req *er)
@@ -157,7 +207,7 @@ static void reclaim_on_deleted(struct qbd_engine_req *er)
 	struct chunkd_reclaim *r = &d->reclaim;
 	const struct qbd_engine_volume *v = &r->held[r->next];
 	const struct chunkd_reclaim_judgement *j = &r->verdicts[r->next];
-	char sz[32];
+	char sz[32], why[64];
 
 	if (er->res < 0) {
 		/* -EBUSY: a request of the volume was in the engine (the
@@ -168,17 +218,17 @@ static void reclaim_on_deleted(struct qbd_engine_req *er)
 			 strerror(-er->res));
 	} else {
 		qbd_info(COMP, "reclaimed volume %016llx: %llu chunks, %s (%llu bytes) of data "
-			 "freed, a tombstone at epoch %llu left; absent from etcd since revision "
-			 "%llu, %.0f s ago",
+			 "freed, a tombstone at epoch %llu left; %s since revision %llu, "
+			 "%.0f s ago",
 			 (unsigned long long)v->volume, (unsigned long long)r->req_chunks,
 			 qbd_format_size(r->req_held, sz, sizeof sz),
 			 (unsigned long long)r->req_held, (unsigned long long)er->version,
-			 (unsigned long long)j->first_rev,
+			 reclaim_why(j, why, sizeof why), (unsigned long long)j->first_rev,
 			 (double)(qbd_now_ns() - j->first_ns) / 1e9);
 		r->numbers.reclaimed++;
 		r->numbers.reclaimed_bytes += r->req_held;
 		r->reclaimed_chunks += r->req_chunks;
-		reclaim_numbers_drop(r, v);
+		reclaim_numbers_drop(r, v, j);
 	}
 	r->next++;
 	chunkd_reclaim_next(d);
@@ -225,23 +275,40 @@ static void reclaim_report(struct chunkd *d)
 	struct qbd_node_orphaned *o = &r->numbers;
 	char sz[32];
 
-	o->volumes = o->chunks = o->held = 0;
+	o->volumes = o->chunks = o->held = o->moved = o->moved_held = 0;
 	for (size_t i = 0; i < r->nheld; i++) {
 		const struct qbd_engine_volume *v = &r->held[i];
+		const struct chunkd_reclaim_judgement *j = &r->verdicts[i];
 
-		if (r->verdicts[i].verdict == RECLAIM_KEEP)
+		if (j->verdict == RECLAIM_KEEP)
 			continue;
 		o->volumes++;
 		o->chunks += v->chunks;
 		o->held += v->held;
-		if (r->verdicts[i].verdict != RECLAIM_FOUND)
+		if (j->cfg) {
+			o->moved++;
+			o->moved_held += v->held;
+		}
+		if (j->verdict != RECLAIM_FOUND)
 			continue;
 		o->found++;
-		qbd_info(COMP, "volume %016llx is not in etcd (revision %llu) but this store "
-			 "holds %llu chunks, %s of it: reclaimed if still absent in %.0f s",
-			 (unsigned long long)v->volume, (unsigned long long)r->verdicts[i].first_rev,
-			 (unsigned long long)v->chunks, qbd_format_size(v->held, sz, sizeof sz),
-			 (double)r->grace_ns / 1e9);
+		if (j->cfg)
+			qbd_info(COMP, "volume %016llx: its configuration %llu (revision %llu) "
+				 "does not list this node, but this store holds %llu chunks, %s "
+				 "of it: not a member, reclaimed if still so at that configuration "
+				 "in %.0f s",
+				 (unsigned long long)v->volume, (unsigned long long)j->cfg,
+				 (unsigned long long)j->first_rev, (unsigned long long)v->chunks,
+				 qbd_format_size(v->held, sz, sizeof sz),
+				 (double)r->grace_ns / 1e9);
+		else
+			qbd_info(COMP, "volume %016llx is not in etcd (revision %llu) but this "
+				 "store holds %llu chunks, %s of it: reclaimed if still absent in "
+				 "%.0f s",
+				 (unsigned long long)v->volume, (unsigned long long)j->first_rev,
+				 (unsigned long long)v->chunks,
+				 qbd_format_size(v->held, sz, sizeof sz),
+				 (double)r->grace_ns / 1e9);
 	}
 }
 
@@ -259,8 +326,9 @@ static void reclaim_after_scan(uv_work_t *w, int status)
 	}
 	r->scans++;
 	if (rc == 0)
-		rc = chunkd_reclaim_decide(&r->mem, r->grace_ns, d->cluster_id, r->held, r->nheld,
-					   &r->scan, qbd_now_ns(), r->verdicts);
+		rc = chunkd_reclaim_decide(&r->mem, r->grace_ns, d->cluster_id, d->node_id,
+					   r->held, r->nheld, &r->scan, qbd_now_ns(),
+					   r->verdicts);
 	switch (rc) {
 	case 0:
 		break;
@@ -304,6 +372,7 @@ static void reclaim_tick(uv_timer_t *t)
 		/* nothing to ask etcd about, nothing to remember */
 		r->mem.n = 0;
 		r->numbers.volumes = r->numbers.chunks = r->numbers.held = 0;
+		r->numbers.moved = r->numbers.moved_held = 0;
 		return;
 	}
 	if (rc == 0 && !(r->verdicts = calloc(r->nheld ? r->nheld : 1, sizeof *r->verdicts)))

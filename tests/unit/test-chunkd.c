@@ -913,6 +913,7 @@ END_TEST
 #define GRACE 1000000000ull   /* 1 s */
 #define VA 0xa1ull            /* held here; etcd does not have it */
 #define VB 0xb2ull            /* held here; etcd has it */
+#define ME 0xc3ull            /* this store's node */
 
 /* An etcd answer at revision rev with the volume ids given (sorted). */
 static struct qbd_meta_volume_scan answer(uint64_t rev, const uint64_t *ids, size_t n)
@@ -932,7 +933,7 @@ static const uint64_t ids_ab[] = { VA, VB };
 static int decide(struct chunkd_reclaim_memory *mem, struct qbd_meta_volume_scan a,
 		 uint64_t now, struct chunkd_reclaim_judgement j[2])
 {
-	return chunkd_reclaim_decide(mem, GRACE, CLUSTER, held_ab, 2, &a, now, j);
+	return chunkd_reclaim_decide(mem, GRACE, CLUSTER, ME, held_ab, 2, &a, now, j);
 }
 
 /* A volume absent from two answers the grace apart, the later at a
@@ -1017,7 +1018,7 @@ START_TEST(other_cluster_reclaims_nothing)
 	ck_assert_int_eq(decide(&mem, answer(21, ids_b, 1), 4 * GRACE, j), 0);
 	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
 	/* and a store without a cluster id acts on nothing */
-	ck_assert_int_eq(chunkd_reclaim_decide(&mem, GRACE, 0, held_ab, 2, &a, 5 * GRACE, j),
+	ck_assert_int_eq(chunkd_reclaim_decide(&mem, GRACE, 0, ME, held_ab, 2, &a, 5 * GRACE, j),
 			 -EACCES);
 	chunkd_reclaim_memory_free(&mem);
 }
@@ -1050,10 +1051,151 @@ START_TEST(volume_no_longer_held_is_forgotten)
 	struct qbd_meta_volume_scan a = answer(11, ids_b, 1);
 
 	ck_assert_int_eq(decide(&mem, answer(10, ids_b, 1), 0, j), 0);
-	ck_assert_int_eq(chunkd_reclaim_decide(&mem, GRACE, CLUSTER, held_ab + 1, 1, &a,
+	ck_assert_int_eq(chunkd_reclaim_decide(&mem, GRACE, CLUSTER, ME, held_ab + 1, 1, &a,
 					       GRACE / 2, j), 0);
 	ck_assert_uint_eq(mem.n, 0);
 	ck_assert_int_eq(decide(&mem, answer(12, ids_b, 1), 2 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* ---- reclaim: a replica moved away (the volume exists, its
+ * configuration does not list this node) ---- */
+
+/* An answer at rev in which VA and VB both exist: VB's configuration
+ * lists this node, VA's is va (configuration number and nodes). */
+static struct qbd_meta_volume_scan answer_va(uint64_t rev, struct qbd_meta_volume_members va)
+{
+	static struct qbd_meta_volume_members m[2];
+
+	m[0] = va;
+	m[1] = (struct qbd_meta_volume_members){ .cfg = 1, .n = 3, .nodes = { 1, ME, 2 } };
+	return (struct qbd_meta_volume_scan){ .revision = rev, .cluster_id = CLUSTER,
+					      .ids = (uint64_t *)ids_ab, .members = m,
+					      .n = 2 };
+}
+
+/* VA at configuration cfg on nodes 1, 2 and 4 (not this one). */
+static struct qbd_meta_volume_members moved(uint64_t cfg)
+{
+	return (struct qbd_meta_volume_members){ .cfg = cfg, .n = 3, .nodes = { 1, 2, 4 } };
+}
+
+/* Not a member in two answers at least the grace apart, the later at a
+ * later revision, with the same configuration number: reclaimed. */
+START_TEST(not_member_twice_same_cfg_is_reclaimed)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+
+	ck_assert_int_eq(decide(&mem, answer_va(10, moved(2)), 100, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_uint_eq(j[0].cfg, 2);
+	ck_assert_uint_eq(j[0].first_rev, 10);
+	ck_assert_int_eq(j[1].verdict, RECLAIM_KEEP);
+	ck_assert_int_eq(decide(&mem, answer_va(11, moved(2)), 100 + GRACE - 1, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_WAIT);
+	ck_assert_int_eq(decide(&mem, answer_va(12, moved(2)), 100 + GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_NOW);
+	ck_assert_uint_eq(j[0].cfg, 2);
+	ck_assert_uint_eq(j[0].first_ns, 100);
+	ck_assert_uint_eq(j[0].first_rev, 10);
+	ck_assert_int_eq(j[1].verdict, RECLAIM_KEEP);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* A configuration number that moved on between two sightings starts the
+ * count again: a change completed in between (the node added back and
+ * moved away again, say) is not the configuration first seen. Neither
+ * does a not-a-member sighting count toward an absent one, nor the other
+ * way round. */
+START_TEST(not_member_at_another_cfg_starts_anew)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+
+	ck_assert_int_eq(decide(&mem, answer_va(10, moved(2)), 0, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_int_eq(decide(&mem, answer_va(11, moved(3)), 2 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_uint_eq(j[0].cfg, 3);
+	ck_assert_uint_eq(j[0].first_rev, 11);
+	ck_assert_int_eq(decide(&mem, answer_va(12, moved(3)), 3 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_NOW);
+	/* absent, then not a member, then absent: each starts anew */
+	chunkd_reclaim_memory_free(&mem);
+	ck_assert_int_eq(decide(&mem, answer(20, ids_b, 1), 0, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_uint_eq(j[0].cfg, 0);
+	ck_assert_int_eq(decide(&mem, answer_va(21, moved(2)), 2 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_uint_eq(j[0].cfg, 2);
+	ck_assert_int_eq(decide(&mem, answer(22, ids_b, 1), 4 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_uint_eq(j[0].cfg, 0);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* A node the configuration lists, as a voter or as the new node of a
+ * change standing, is never reclaimed however long and often it is
+ * seen; nor is one of a volume whose nodes the answer cannot say. A
+ * listing between two not-a-member sightings forgets the first. */
+START_TEST(member_is_never_reclaimed)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+	const struct qbd_meta_volume_members voter = { .cfg = 2, .n = 3, .nodes = { 1, ME, 4 } };
+	const struct qbd_meta_volume_members learner = { .cfg = 2, .n = 4,
+							 .nodes = { 1, 2, 4, ME } };
+	const struct qbd_meta_volume_members unknown = { 0 };
+	struct qbd_meta_volume_scan a;
+
+	for (uint64_t i = 0; i < 4; i++) {
+		ck_assert_int_eq(decide(&mem, answer_va(10 + 3 * i, voter), i * 2 * GRACE, j), 0);
+		ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+		ck_assert_int_eq(decide(&mem, answer_va(11 + 3 * i, learner), 10 * GRACE + i * 2 * GRACE,
+					j), 0);
+		ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+		ck_assert_int_eq(decide(&mem, answer_va(12 + 3 * i, unknown), 20 * GRACE + i * 2 * GRACE,
+					j), 0);
+		ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+		ck_assert_uint_eq(mem.n, 0);
+	}
+	/* an answer without configurations (members NULL) keeps them all */
+	a = answer_va(40, moved(2));
+	a.members = NULL;
+	ck_assert_int_eq(decide(&mem, a, 30 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+	/* not a member, then added back as a learner, then not again */
+	ck_assert_int_eq(decide(&mem, answer_va(41, moved(2)), 31 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_int_eq(decide(&mem, answer_va(42, learner), 33 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+	ck_assert_uint_eq(mem.n, 0);
+	ck_assert_int_eq(decide(&mem, answer_va(43, moved(2)), 35 * GRACE, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	ck_assert_uint_eq(j[0].first_rev, 43);
+	chunkd_reclaim_memory_free(&mem);
+}
+END_TEST
+
+/* Not a member, as told by another cluster's etcd, decides nothing. */
+START_TEST(not_member_other_cluster_reclaims_nothing)
+{
+	struct chunkd_reclaim_memory mem = { 0 };
+	struct chunkd_reclaim_judgement j[2];
+	struct qbd_meta_volume_scan a;
+
+	ck_assert_int_eq(decide(&mem, answer_va(10, moved(2)), 0, j), 0);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
+	a = answer_va(11, moved(2));
+	a.cluster_id = CLUSTER + 1;
+	ck_assert_int_eq(decide(&mem, a, 2 * GRACE, j), -EACCES);
+	ck_assert_int_eq(j[0].verdict, RECLAIM_KEEP);
+	ck_assert_int_eq(decide(&mem, answer_va(12, moved(2)), 3 * GRACE, j), 0);
 	ck_assert_int_eq(j[0].verdict, RECLAIM_FOUND);
 	chunkd_reclaim_memory_free(&mem);
 }
@@ -1276,6 +1418,10 @@ static Suite *chunkd_suite(void)
 	tcase_add_test(t, other_cluster_reclaims_nothing);
 	tcase_add_test(t, revision_going_back_starts_anew);
 	tcase_add_test(t, volume_no_longer_held_is_forgotten);
+	tcase_add_test(t, not_member_twice_same_cfg_is_reclaimed);
+	tcase_add_test(t, not_member_at_another_cfg_starts_anew);
+	tcase_add_test(t, member_is_never_reclaimed);
+	tcase_add_test(t, not_member_other_cluster_reclaims_nothing);
 	tcase_add_test(t, scan_answer_is_read_whole);
 	tcase_add_test(t, scan_answer_lists_each_configuration);
 	tcase_add_test(t, partial_scan_answer_is_refused);
