@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* qbd node ...: the chunk servers etcd knows, their zones, space and
  * state. The space is what each chunk server publishes in its node
- * record, orphaned space included (held by volumes etcd no longer has:
- * its reclaim scan counts it, docs/design.md "Reclaim"), so listing
- * the nodes contacts none of them.
+ * record, orphaned space included (held by volumes etcd no longer has,
+ * or whose configuration no longer lists the node: its reclaim scan
+ * counts it, docs/design.md "Reclaim"), so listing the nodes contacts
+ * none of them.
  *
  * qbd node drain|undrain|remove and qbd volume move ask for membership
  * changes (docs/protocol.md section 11): they set a node's state and
@@ -190,6 +191,28 @@ static const char *node_zone(struct cli_cluster *c, uint64_t id)
 
 /* ---- qbd node list ---- */
 
+/* Under the table, what each node's ORPHANED space is: volumes deleted
+ * while it was down, and volumes whose configuration no longer lists it
+ * (its replica moved away while it was down); its chunk server reclaims
+ * both after the grace. Nothing for a node with none. */
+static void node_list_orphaned(const struct cli_cluster *c)
+{
+	for (size_t i = 0; i < c->nn; i++) {
+		const struct qbd_node_orphaned *o = &c->nodes[i].orphaned;
+		uint64_t moved = QBD_MIN(o->moved, o->volumes);
+		char hex[17], h[32], mh[32];
+
+		if (o->volumes == 0)
+			continue;
+		printf("orphaned on %s (zone %s): %s in %" PRIu64 " volume%s: %" PRIu64
+		       " deleted, %" PRIu64 " not a member (moved away, %s)\n",
+		       qbd_id_str(c->nodes[i].id, hex), c->nodes[i].zone,
+		       qbd_format_size(o->held, h, sizeof h), o->volumes,
+		       o->volumes == 1 ? "" : "s", o->volumes - moved, moved,
+		       qbd_format_size(o->moved_held, mh, sizeof mh));
+	}
+}
+
 static int node_list(int argc, char **argv)
 {
 	struct qbd_meta *m;
@@ -236,6 +259,7 @@ static int node_list(int argc, char **argv)
 			       qbd_format_size(n->scrub.bytes, sb, sizeof sb),
 			       n->scrub.bad_blocks);
 		}
+		node_list_orphaned(&c);
 	}
 	/* Exit status: every node up, some down, none up. */
 	size_t up = 0;
