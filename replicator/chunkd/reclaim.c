@@ -373,6 +373,7 @@ static void reclaim_tick(uv_timer_t *t)
 		r->mem.n = 0;
 		r->numbers.volumes = r->numbers.chunks = r->numbers.held = 0;
 		r->numbers.moved = r->numbers.moved_held = 0;
+		reclaim_done(d);  /* the list of tombstones only */
 		return;
 	}
 	if (rc == 0 && !(r->verdicts = calloc(r->nheld ? r->nheld : 1, sizeof *r->verdicts)))
