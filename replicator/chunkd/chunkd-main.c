@@ -46,8 +46,9 @@ static void usage(FILE *f)
 		"  --scrub-rate RATE    background scrub, bytes/s (e.g. 4M; default 4M; 0 = off)\n"
 		"  --buffers N          request buffers registered with the ring, a chunk\n"
 		"                       (1 MiB) of locked memory each (default 32; 0 = none)\n"
-		"  --reclaim-grace TIME the chunks of a volume deleted while this node was\n"
-		"                       away are deleted once etcd has not had it for TIME\n"
+		"  --reclaim-grace TIME the chunks of a volume deleted, or moved off this\n"
+		"                       node, while it was away are deleted once etcd has\n"
+		"                       not had it (or listed this node) for TIME\n"
 		"                       (e.g. 90s, 10m; default 5m; 0 = never)\n"
 		"  --log-level L        error|warn|info|debug\n");
 }

@@ -395,8 +395,8 @@ int chunkd_reclaim_start(struct chunkd *d, const struct qbd_chunkd_opts *o)
 	int rc;
 
 	if (o->reclaim_grace_ms == 0) {
-		qbd_info(COMP, "off: the chunks of volumes deleted while this node was away "
-			 "stay until deleted by hand");
+		qbd_info(COMP, "off: the chunks of volumes deleted, or moved off this node, "
+			 "while it was away stay until deleted by hand");
 		return 0;
 	}
 	r->grace_ns = o->reclaim_grace_ms * 1000000ull;
