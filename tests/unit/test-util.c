@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests for common/util.c and common/queue.h. */
+/* Unit tests for common/util.c, common/queue.h and common/sparse.c. */
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/queue.h"
+#include "common/sparse.h"
 #include "common/util.h"
 
 START_TEST(parse_size_units)
@@ -162,6 +163,72 @@ START_TEST(queue_two_links_and_take)
 }
 END_TEST
 
+/* A chunk of 16 blocks of 64 bytes, blocks 1, 7 and 15 written (each
+ * filled with its number + 1), the rest zeros. */
+#define SP_BLOCK 64u
+#define SP_CHUNK (16u * SP_BLOCK)
+
+static void sp_chunk(uint8_t *chunk, uint8_t *bm)
+{
+	static const unsigned written[] = { 1, 7, 15 };
+
+	memset(chunk, 0, SP_CHUNK);
+	memset(bm, 0, 2);
+	for (unsigned i = 0; i < 3; i++) {
+		memset(chunk + written[i] * SP_BLOCK, (int)written[i] + 1, SP_BLOCK);
+		bm[written[i] / 8] |= (uint8_t)(1u << (written[i] % 8));
+	}
+}
+
+START_TEST(sparse_pack_keeps_only_written_blocks)
+{
+	uint8_t buf[2 + SP_CHUNK], chunk[SP_CHUNK], back[SP_CHUNK];
+	size_t kept;
+
+	sp_chunk(chunk, buf);
+	memcpy(buf + 2, chunk, SP_CHUNK);
+	ck_assert_uint_eq(qbd_sparse_bitmap_bytes(SP_CHUNK, SP_BLOCK), 2);
+	kept = qbd_sparse_pack(buf + 2, buf, SP_CHUNK, SP_BLOCK);
+	/* Three blocks cross, not sixteen. */
+	ck_assert_uint_eq(kept, 3 * SP_BLOCK);
+	ck_assert_uint_eq(buf[2], 2);
+	ck_assert_uint_eq(buf[2 + SP_BLOCK], 8);
+	ck_assert_uint_eq(buf[2 + 2 * SP_BLOCK], 16);
+	memset(back, 0xee, sizeof back);
+	ck_assert_int_eq(qbd_sparse_expand(buf, 2 + kept, back, SP_CHUNK, SP_BLOCK), 0);
+	ck_assert_mem_eq(back, chunk, SP_CHUNK);
+}
+END_TEST
+
+START_TEST(sparse_expand_refuses_bad_forms)
+{
+	uint8_t buf[2 + SP_CHUNK], chunk[SP_CHUNK], out[SP_CHUNK];
+	size_t kept;
+
+	sp_chunk(chunk, buf);
+	memcpy(buf + 2, chunk, SP_CHUNK);
+	kept = qbd_sparse_pack(buf + 2, buf, SP_CHUNK, SP_BLOCK);
+	memset(out, 0xee, sizeof out);
+	/* a block short, a block too many, no bitmap */
+	ck_assert_int_eq(qbd_sparse_expand(buf, 2 + kept - SP_BLOCK, out, SP_CHUNK, SP_BLOCK),
+			 -EINVAL);
+	ck_assert_int_eq(qbd_sparse_expand(buf, 2 + kept + SP_BLOCK, out, SP_CHUNK, SP_BLOCK),
+			 -EINVAL);
+	ck_assert_int_eq(qbd_sparse_expand(buf, 1, out, SP_CHUNK, SP_BLOCK), -EINVAL);
+	ck_assert_uint_eq(out[0], 0xee);
+	/* A bit past the last block (a 12-block chunk has 4 spare bits). */
+	buf[1] = 0x10;
+	buf[0] = 0;
+	ck_assert_int_eq(qbd_sparse_expand(buf, 2 + SP_BLOCK, out, 12 * SP_BLOCK, SP_BLOCK),
+			 -EINVAL);
+	/* Nothing written: the bitmap alone, all zeros out. */
+	buf[0] = buf[1] = 0;
+	ck_assert_int_eq(qbd_sparse_expand(buf, 2, out, SP_CHUNK, SP_BLOCK), 0);
+	for (unsigned i = 0; i < SP_CHUNK; i++)
+		ck_assert_uint_eq(out[i], 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("util");
@@ -178,6 +245,10 @@ int main(void)
 	tcase_add_test(tc, queue_fifo_order);
 	tcase_add_test(tc, queue_remove_anywhere);
 	tcase_add_test(tc, queue_two_links_and_take);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("sparse");
+	tcase_add_test(tc, sparse_pack_keeps_only_written_blocks);
+	tcase_add_test(tc, sparse_expand_refuses_bad_forms);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
