@@ -178,7 +178,8 @@ static void conn_send_corked(struct chunkd_conn *c)
 		for (; r && k < CHUNKD_BATCH; r = r->batch_next, k++) {
 			bufs[n++] = uv_buf_init((char *)r->hdr, r->hdr_len);
 			if (r->data_len)
-				bufs[n++] = uv_buf_init(r->data, r->data_len);
+				bufs[n++] = uv_buf_init((char *)r->data + r->data_off,
+							r->data_len);
 			last = r;
 		}
 		c->cork_head = r;

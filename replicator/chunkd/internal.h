@@ -216,6 +216,9 @@ struct chunkd_req {
 	uint32_t length;
 	void *data;            /* READ/WRITE buffer or OPEN bulk; free() */
 	uint32_t data_len;     /* bytes of data sent with the reply */
+	uint32_t data_off;     /* where in data they start */
+	bool sparse;           /* READ with F_SPARSE: BITMAP, then READ */
+	uint64_t sparse_version; /* the version its BITMAP found */
 	bool close_after;
 	uint64_t wseq;         /* WRITE: arrival order; FLUSH: last write before it */
 	struct qbd_qlink ql;   /* on its connection's wq (WRITE) or fq (FLUSH) */

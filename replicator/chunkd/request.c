@@ -18,6 +18,7 @@
 
 #include "internal.h"
 #include "common/log.h"
+#include "common/sparse.h"
 #include "common/util.h"
 #include "engine/engine.h"
 #include "replicator/wire/wire.h"
@@ -135,6 +136,35 @@ static void conn_write_done(struct chunkd_conn *c, struct chunkd_req *r)
 	conn_run_flushes(c);
 }
 
+/* A SPARSE READ's bitmap is in: read the chunk itself after it (the
+ * chunk's FIFO keeps the two in order). */
+static void read_sparse_data(struct chunkd_req *r)
+{
+	uint32_t bmb = qbd_sparse_bitmap_bytes(r->c->d->chunk_size, QBD_WIRE_BLOCK);
+
+	r->sparse_version = r->er.version;
+	r->er.buf = (uint8_t *)r->data + QBD_ALIGN_UP(bmb, QBD_WIRE_BLOCK);
+	req_submit(r, QBD_ENGINE_READ);
+}
+
+/* A SPARSE READ's chunk is in: keep its written blocks only, after the
+ * bitmap (common/sparse.h). 0, or -EAGAIN when a write came between the
+ * bitmap and the read (the versions differ; the writer tries again). */
+static int read_sparse_pack(struct chunkd_req *r)
+{
+	uint32_t cs = r->c->d->chunk_size;
+	uint32_t bmb = qbd_sparse_bitmap_bytes(cs, QBD_WIRE_BLOCK);
+	uint32_t pad = QBD_ALIGN_UP(bmb, QBD_WIRE_BLOCK);
+	uint8_t *base = r->data;
+
+	if (r->er.version != r->sparse_version)
+		return -EAGAIN;
+	r->data_off = pad - bmb;
+	r->data_len = bmb + (uint32_t)qbd_sparse_pack(base + pad, base + r->data_off, cs,
+						      QBD_WIRE_BLOCK);
+	return 0;
+}
+
 static void req_on_engine(struct qbd_engine_req *er)
 {
 	struct chunkd_req *r = er->user;
@@ -170,6 +200,17 @@ static void req_on_engine(struct qbd_engine_req *er)
 		}
 		break;
 	case QBD__MSG_TYPE__READ:
+		if (r->sparse && er->op == QBD_ENGINE_BITMAP && status == 0) {
+			read_sparse_data(r);
+			return;
+		}
+		if (r->sparse && status == 0) {
+			status = read_sparse_pack(r);
+			r->reply.version = er->version;
+			r->reply.flags = qbd_engine_chunk_flags(d->e, er->volume, er->chunk) &
+					 QBD_WIRE_CHUNK_FLAGS;
+			break;
+		}
 		r->reply.version = er->version;
 		/* The chunk's flags: a PULL refuses a flagged source (a
 		 * chunk server that restarted after the writer chose it). */
@@ -392,6 +433,22 @@ static int req_read(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg 
 	bool bitmap = m->flags & QBD_WIRE_F_BITMAP;
 
 	req_range(r, m);
+	if (m->flags & QBD_WIRE_F_SPARSE) {
+		/* The bitmap, then the chunk 4 KiB-aligned after it (the
+		 * engine reads into it without a bounce copy). */
+		uint32_t bmb = qbd_sparse_bitmap_bytes(c->d->chunk_size, QBD_WIRE_BLOCK);
+		uint32_t pad = QBD_ALIGN_UP(bmb, QBD_WIRE_BLOCK);
+
+		if (posix_memalign(&r->data, QBD_ENGINE_BLOCK, pad + c->d->chunk_size)) {
+			r->data = NULL;
+			req_reply(r, -ENOMEM);
+			return 0;
+		}
+		r->sparse = true;
+		r->er.buf = (uint8_t *)r->data + pad - bmb;
+		req_submit(r, QBD_ENGINE_BITMAP);
+		return 0;
+	}
 	r->data = bitmap ? malloc(m->length / QBD_WIRE_BLOCK / 8 + 1)
 			 : chunkd_buf_alloc(c->d, m->length);
 	if (!r->data) {
@@ -408,6 +465,20 @@ static int req_read(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg 
 static int req_write(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg *m)
 {
 	req_range(r, m);
+	if (m->flags & QBD_WIRE_F_SPARSE) {
+		/* The whole chunk for the RESYNC write, holes zeroed (the
+		 * form was checked by chunkd_validate). */
+		void *whole = chunkd_buf_alloc(c->d, c->d->chunk_size);
+
+		if (!whole) {
+			req_reply(r, -ENOMEM);
+			return 0;
+		}
+		qbd_sparse_expand(r->data, m->data_len, whole, c->d->chunk_size,
+				  QBD_WIRE_BLOCK);
+		chunkd_buf_free(c->d, r->data);
+		r->data = whole;
+	}
 	r->er.buf = r->data;
 	r->er.expected_version = m->expected_version;
 	r->er.new_version = m->new_version;

@@ -17,6 +17,7 @@
 
 #include "internal.h"
 #include "common/log.h"
+#include "common/sparse.h"
 #include "replicator/wire/wire.h"
 
 #define COMP "chunkd"
@@ -26,13 +27,17 @@ bool chunkd_may(bool authed, int type)
 	return authed || type == QBD__MSG_TYPE__HELLO || type == QBD__MSG_TYPE__AUTH;
 }
 
-/* READ: a range in the chunk; a BITMAP one in whole blocks; no data. */
-static const char *validate_read(const Qbd__Msg *m)
+/* READ: a range in the chunk; a BITMAP one in whole blocks; a SPARSE
+ * one of the whole chunk; no data. */
+static const char *validate_read(const struct chunkd_edge *x, const Qbd__Msg *m)
 {
 	if (m->data_len != 0)
 		return "READ with data";
-	if (m->flags & ~QBD_WIRE_F_BITMAP)
+	if (m->flags & ~(QBD_WIRE_F_BITMAP | QBD_WIRE_F_SPARSE))
 		return "unknown READ flags";
+	if ((m->flags & QBD_WIRE_F_SPARSE) &&
+	    ((m->flags & QBD_WIRE_F_BITMAP) || m->offset != 0 || m->length != x->chunk_size))
+		return "SPARSE READ not of the whole chunk, or with BITMAP";
 	if ((m->flags & QBD_WIRE_F_BITMAP) &&
 	    (m->offset % QBD_WIRE_BLOCK || m->length % QBD_WIRE_BLOCK))
 		return "BITMAP READ of a range not in whole 4 KiB blocks";
@@ -40,15 +45,24 @@ static const char *validate_read(const Qbd__Msg *m)
 }
 
 /* WRITE: its data, or none when zeroing; RESYNC only of the whole chunk
- * and on its own. */
+ * and on its own; SPARSE only with RESYNC, its data a well-formed sparse
+ * form of the chunk (common/sparse.h). */
 static const char *validate_write(const struct chunkd_edge *x, const Qbd__Msg *m,
 				  const void *data)
 {
-	if (m->flags & ~(QBD_WIRE_F_ZERO | QBD_WIRE_F_FUA | QBD_WIRE_F_REPAIR | QBD_WIRE_F_RESYNC))
+	if (m->flags & ~(QBD_WIRE_F_ZERO | QBD_WIRE_F_FUA | QBD_WIRE_F_REPAIR | QBD_WIRE_F_RESYNC |
+			 QBD_WIRE_F_SPARSE))
 		return "unknown WRITE flags";
 	if ((m->flags & QBD_WIRE_F_ZERO) && m->data_len != 0)
 		return "zeroing WRITE with data";
-	if (!(m->flags & QBD_WIRE_F_ZERO) && (m->data_len != m->length || data == NULL))
+	if ((m->flags & QBD_WIRE_F_SPARSE) && !(m->flags & QBD_WIRE_F_RESYNC))
+		return "SPARSE WRITE without RESYNC";
+	if ((m->flags & QBD_WIRE_F_SPARSE) &&
+	    (data == NULL || qbd_sparse_check(data, m->data_len, x->chunk_size,
+					      QBD_WIRE_BLOCK) < 0))
+		return "SPARSE data is not the chunk's bitmap plus the blocks it marks";
+	if (!(m->flags & (QBD_WIRE_F_ZERO | QBD_WIRE_F_SPARSE)) &&
+	    (m->data_len != m->length || data == NULL))
 		return "WRITE data length differs from length";
 	if ((m->flags & QBD_WIRE_F_RESYNC) && (m->flags & (QBD_WIRE_F_ZERO | QBD_WIRE_F_REPAIR)))
 		return "RESYNC combined with ZERO or REPAIR";
@@ -122,7 +136,7 @@ static const char *validate_shape(const struct chunkd_edge *x, const Qbd__Msg *m
 			return "zero length";
 		if ((uint64_t)m->offset + m->length > x->chunk_size)
 			return "range outside the chunk";
-		return m->type == QBD__MSG_TYPE__READ ? validate_read(m)
+		return m->type == QBD__MSG_TYPE__READ ? validate_read(x, m)
 						       : validate_write(x, m, data);
 	default:
 		return "unknown message type";

@@ -32,6 +32,10 @@
 #define QBD_WIRE_F_ADD    0x20u /* OPEN: the node is being added to the volume as a
 				 * new replica: clears a tombstone made at an
 				 * epoch below the OPEN's (docs/protocol.md, 2) */
+#define QBD_WIRE_F_SPARSE 0x40u /* READ of the whole chunk: reply data = its
+				 * sparse form (common/sparse.h: written
+				 * bitmap, then the written blocks); WRITE
+				 * with RESYNC: data in that form */
 #define QBD_WIRE_BLOCK 4096u    /* block of the BITMAP bits */
 
 /*
