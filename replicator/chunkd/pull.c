@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Replica-to-replica resync. The writer sends PULL(chunk, new_version,
- * source) to a stale replica; this chunk server reads the whole chunk
- * from the source chunk server with the writer's epoch (so a deposed
- * writer's pull is refused by a source that promised a newer one), checks
- * that the source holds new_version with its chunk unflagged (a source
- * that crashed and restarted after the writer chose it may hold the
- * version with older contents, SUSPECT), and stores the bytes as a RESYNC
- * write. The bytes never go through the writer, which may sit in another
- * zone.
+ * source) to a stale replica; this chunk server reads the chunk from the
+ * source chunk server with the writer's epoch (so a deposed writer's pull
+ * is refused by a source that promised a newer one), checks that the
+ * source holds new_version with its chunk unflagged (a source that
+ * crashed and restarted after the writer chose it may hold the version
+ * with older contents, SUSPECT), and stores the bytes as a RESYNC write.
+ * The bytes never go through the writer, which may sit in another zone,
+ * and only the written blocks cross: the read is SPARSE (the source's
+ * written bitmap, then those blocks), expanded here to the whole chunk
+ * with its holes zeroed, which the RESYNC write stores as holes (and
+ * blocks this copy held beyond them are zeroed). The reply's length says
+ * how many bytes crossed, for the writer's counters.
  *
  * Connections to other chunk servers (struct peer) are made on demand,
  * kept for later pulls, and dropped on any error. Each pull has 5 seconds;
@@ -21,6 +25,7 @@
 
 #include "internal.h"
 #include "common/log.h"
+#include "common/sparse.h"
 #include "common/util.h"
 
 #define COMP "pull"
@@ -52,6 +57,7 @@ struct pull {
 	struct peer *p;
 	uint64_t id, volume, epoch, chunk, version;
 	uint64_t start_ns;
+	uint8_t *sp;                 /* the sparse form received */
 	bool sent, writing;
 	uv_write_t w;
 	uint8_t hdr[QBD_WIRE_FRAME_MAX_PREFIX];
@@ -75,6 +81,12 @@ static void pull_unlink(struct pull *pl)
 	pl->next = NULL;
 }
 
+static void pull_free(struct pull *pl)
+{
+	free(pl->sp);
+	free(pl);
+}
+
 /* Answer the writer (err != 0) and free the pull once its write is done. */
 static void pull_fail(struct pull *pl, int err)
 {
@@ -83,7 +95,7 @@ static void pull_fail(struct pull *pl, int err)
 		pl->r = NULL;
 	}
 	if (!pl->writing)
-		free(pl);
+		pull_free(pl);
 }
 
 static void peer_on_close(uv_handle_t *h)
@@ -124,7 +136,7 @@ static void pull_on_written(uv_write_t *w, int status)
 
 	pl->writing = false;
 	if (!pl->r) {           /* answered meanwhile */
-		free(pl);
+		pull_free(pl);
 		return;
 	}
 	if (status < 0)
@@ -148,6 +160,7 @@ static void pull_send(struct pull *pl)
 	m.chunk = pl->chunk;
 	m.offset = 0;
 	m.length = p->d->chunk_size;
+	m.flags = QBD_WIRE_F_SPARSE;
 	h = qbd_wire_encode(&m, pl->hdr, sizeof(pl->hdr));
 	if (h < 0) {
 		pull_unlink(pl);
@@ -175,13 +188,14 @@ static struct pull *pull_find(struct peer *p, uint64_t id)
 static void *peer_on_header(void *user, const Qbd__Msg *m)
 {
 	struct peer *p = user;
+	uint32_t bmb = qbd_sparse_bitmap_bytes(p->d->chunk_size, QBD_WIRE_BLOCK);
 	struct pull *pl;
 
 	if (!m->reply || m->type != QBD__MSG_TYPE__READ || m->status ||
-	    m->data_len != p->d->chunk_size)
+	    m->data_len < bmb || m->data_len - bmb > p->d->chunk_size)
 		return m->data_len ? QBD_WIRE_DISCARD : NULL;
 	pl = pull_find(p, m->request_id);
-	return pl && pl->r ? pl->r->data : QBD_WIRE_DISCARD;
+	return pl && pl->r ? pl->sp : QBD_WIRE_DISCARD;
 }
 
 static void peer_on_auth_written(uv_write_t *w, int status)
@@ -277,6 +291,8 @@ static int peer_on_frame(void *user, Qbd__Msg *m, void *data)
 	pull_unlink(pl);
 	r = pl->r;
 	st = m->status;
+	if (r && data)
+		r->reply.length = m->data_len; /* crossed, whatever comes of it */
 	if (st == -ENOTCONN)
 		st = -EAGAIN;       /* the source has not seen this epoch */
 	else if (!st && (!data || m->version != pl->version))
@@ -285,13 +301,21 @@ static int peer_on_frame(void *user, Qbd__Msg *m, void *data)
 		st = -ESTALE;       /* flagged: the source restarted since the
 				     * writer chose it, say; its copy need not
 				     * match the version */
+	else if (!st && r && qbd_sparse_expand(data, m->data_len, r->data, p->d->chunk_size,
+					       QBD_WIRE_BLOCK) < 0) {
+		qbd_warn(COMP, "peer %016llx (%s): chunk %llu: %u bytes that are not the "
+			 "chunk's written bitmap plus the blocks it marks",
+			 (unsigned long long)p->node_id, p->addr,
+			 (unsigned long long)m->chunk, m->data_len);
+		st = -EPROTO;
+	}
 	if (st || !r) {
 		pull_fail(pl, st ? st : -ECANCELED);
 		return 0;
 	}
 	pl->r = NULL;
 	if (!pl->writing)
-		free(pl);
+		pull_free(pl);
 	/* Store it: a RESYNC write of the whole chunk at that version. */
 	r->er.volume = r->volume;
 	r->er.chunk = m->chunk;
@@ -438,6 +462,7 @@ void chunkd_pull(struct chunkd *d, struct chunkd_req *r, const Qbd__Msg *m)
 		req_reply(r, -EINVAL);
 		return;
 	}
+	r->reply.length = 0; /* bytes copied (none yet) */
 	if (qbd_engine_chunk_version(d->e, m->volume_id, m->chunk) == m->new_version &&
 	    !qbd_engine_chunk_flags(d->e, m->volume_id, m->chunk)) {
 		/* Already there (an answer was lost, say): nothing to copy. A
@@ -453,8 +478,12 @@ void chunkd_pull(struct chunkd *d, struct chunkd_req *r, const Qbd__Msg *m)
 	}
 	p = peer_get(d, m->source_node, m->source_addr);
 	pl = p ? calloc(1, sizeof(*pl)) : NULL;
-	if (!pl) {
-		req_reply(r, -EHOSTUNREACH);
+	if (pl)
+		pl->sp = malloc(qbd_sparse_bitmap_bytes(d->chunk_size, QBD_WIRE_BLOCK) +
+				(size_t)d->chunk_size);
+	if (!pl || !pl->sp) {
+		free(pl);
+		req_reply(r, p ? -ENOMEM : -EHOSTUNREACH);
 		return;
 	}
 	pl->r = r;
