@@ -93,7 +93,8 @@ void qbd_unplug(struct qbd_volume *v)
 _Static_assert(QBD_CORE_F_ZERO == QBD_WIRE_F_ZERO && QBD_CORE_F_FUA == QBD_WIRE_F_FUA &&
 	       QBD_CORE_F_REPAIR == QBD_WIRE_F_REPAIR &&
 	       QBD_CORE_F_RESYNC == QBD_WIRE_F_RESYNC &&
-	       QBD_CORE_F_BITMAP == QBD_WIRE_F_BITMAP,
+	       QBD_CORE_F_BITMAP == QBD_WIRE_F_BITMAP &&
+	       QBD_CORE_F_SPARSE == QBD_WIRE_F_SPARSE,
 	       "core message flags are the wire's");
 _Static_assert(QBD_BLOCK_SIZE == QBD_WIRE_BLOCK, "bitmap blocks");
 
@@ -112,7 +113,7 @@ static void core_send(void *user, const struct qbd_core_msg *cm)
 	switch (cm->type) {
 	case QBD_CM_READ:
 		m.type = QBD__MSG_TYPE__READ;
-		m.flags = cm->flags; /* BITMAP for BLOCK_STATUS */
+		m.flags = cm->flags; /* BITMAP for BLOCK_STATUS, SPARSE for resync */
 		break;
 	case QBD_CM_WRITE:
 		m.type = QBD__MSG_TYPE__WRITE;
@@ -121,7 +122,7 @@ static void core_send(void *user, const struct qbd_core_msg *cm)
 		m.flags = cm->flags;
 		if (!(cm->flags & QBD_WIRE_F_ZERO)) {
 			data = cm->data;
-			len = cm->length;
+			len = (cm->flags & QBD_CORE_F_SPARSE) ? cm->data_len : cm->length;
 		}
 		break;
 	case QBD_CM_FLUSH:

@@ -371,6 +371,8 @@ void *qbd_core_reply_buf(struct qbd_core *c, unsigned r, uint64_t id, uint32_t l
 	if (!s || (s->p->kind != P_READ && s->p->kind != P_RSREAD &&
 		   s->p->kind != P_PROBE && s->p->kind != P_RSBUMP))
 		return NULL;
+	if (s->p->kind == P_RSREAD)
+		return core_resync_reply_buf(s->p, len);
 	if (s->p->bitmap)
 		return core_bitmap_bytes(c, s->p->len) == len ? s->p->owned : NULL;
 	return s->p->len == len ? s->p->buf : NULL;

@@ -71,6 +71,11 @@
 #define QBD_CORE_F_BITMAP 16u /* READ: the reply's data is the range's written
 			       * bitmap, one bit per block (LSB first), not
 			       * its bytes */
+#define QBD_CORE_F_SPARSE 64u /* READ of the whole chunk: the reply's data is
+			       * its sparse form (its written bitmap, then
+			       * its written blocks: common/sparse.h);
+			       * WRITE with RESYNC: data_len bytes in that
+			       * form. What resync copies. */
 
 /* Chunk flags a replica reports (the engine's QBD_ENGINE_CHUNK_* values,
  * on the wire in OPEN and PING replies). A flagged copy is not current,
@@ -90,9 +95,10 @@ struct qbd_chunk_version {
 
 /*
  * PING: no data; a replica answers 0 only while it accepts our epoch.
- * PULL: the replica copies the whole chunk from replica `source` (which
- * must hold new_version) and stores it at new_version (a RESYNC write):
+ * PULL: the replica copies the chunk from replica `source` (which must
+ * hold new_version) and stores it at new_version (a RESYNC write):
  * resync replica to replica, the bytes never pass through the writer.
+ * Only the written blocks cross (a SPARSE read of the source).
  */
 enum qbd_core_msg_type { QBD_CM_READ = 1, QBD_CM_WRITE, QBD_CM_FLUSH, QBD_CM_PING,
 			 QBD_CM_PULL };
@@ -106,7 +112,9 @@ struct qbd_core_msg {
 	uint32_t offset, length;
 	uint64_t expected_version, new_version;
 	uint32_t flags;           /* QBD_CORE_F_* */
-	const void *data;         /* WRITE: length bytes, NULL with ZERO */
+	const void *data;         /* WRITE: length bytes (data_len with
+				   * SPARSE), NULL with ZERO */
+	uint32_t data_len;        /* WRITE with SPARSE: bytes of data */
 	unsigned source;          /* PULL: the replica to copy from */
 };
 

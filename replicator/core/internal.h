@@ -101,6 +101,7 @@ struct part {
 	struct cwait *cw;
 	uint32_t rs_targets;
 	uint64_t src_version;    /* version the resync read must find */
+	uint32_t rs_len;         /* resync: bytes of the sparse form in buf */
 	uint64_t pv[MAXR];       /* probe: versions reported */
 	uint32_t pok;            /* probe: replicas that reported one */
 	uint32_t pbad;           /* probe: of those, the ones whose block failed its checksum */
@@ -296,5 +297,8 @@ void core_probe_reply(struct part *p, unsigned r, int status, uint64_t version,
 void core_resync_read_reply(struct part *p, unsigned r, int status,
 			    uint64_t version);
 void core_resync_write_reply(struct part *p, unsigned r, int status);
+/* Where the sparse form of a resync read's reply of len bytes goes, or
+ * NULL (a length no sparse form of the chunk has). */
+void *core_resync_reply_buf(struct part *p, uint32_t len);
 
 #endif

@@ -58,6 +58,7 @@ void core_part_send(struct part *p, unsigned r, enum qbd_core_msg_type type,
 		.replica = r, .type = type, .chunk = p->chunk, .offset = off,
 		.length = len, .expected_version = p->expected,
 		.new_version = p->newv, .flags = flags, .data = data,
+		.data_len = (flags & QBD_CORE_F_SPARSE) ? p->rs_len : len,
 		.source = p->replica >= 0 ? (unsigned)p->replica : 0,
 	};
 

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Resync: replicas stale for a chunk get the whole chunk copied from a
- * current one, version-checked, with writes of the chunk held meanwhile:
- * pulled by each target from a current replica (PULL), or read and
- * written through the writer (RSREAD, RSWRITE). A flagged target first
+ * Resync: replicas stale for a chunk get the chunk copied from a current
+ * one, version-checked, with writes of the chunk held meanwhile: pulled
+ * by each target from a current replica (PULL), or read and written
+ * through the writer (RSREAD, RSWRITE). Either way only the chunk's
+ * written blocks cross the network, in its sparse form (the written
+ * bitmap, then those blocks: a SPARSE READ of the source, a SPARSE
+ * RESYNC write to the target, which stores the holes as holes). A flagged target first
  * gets the chunk's version moved on (the bump). With no current replica
  * up, the up ones are probed and the chunk restored from the best copy
  * under a fresh version (probe_done). Scheduling: chunks requests wait
@@ -55,7 +58,9 @@ static void resync_read(struct part *p)
 	}
 	p->replica = r;
 	p->tried |= 1u << r;
-	core_part_send(p, (unsigned)r, QBD_CM_READ, 0, c->cfg.chunk_size, 0, NULL);
+	p->rs_len = 0;
+	core_part_send(p, (unsigned)r, QBD_CM_READ, 0, c->cfg.chunk_size,
+		       QBD_CORE_F_SPARSE, NULL);
 }
 
 /* Read the source chunk at p->src_version, then write it to the targets at
@@ -65,8 +70,9 @@ static void resync_begin(struct qbd_core *c, struct part *p)
 {
 	if (p->replica >= 0) {
 		p->tried |= 1u << p->replica;
+		p->rs_len = 0;
 		core_part_send(p, (unsigned)p->replica, QBD_CM_READ, 0,
-			       c->cfg.chunk_size, 0, NULL);
+			       c->cfg.chunk_size, QBD_CORE_F_SPARSE, NULL);
 		return;
 	}
 	resync_read(p);
@@ -442,8 +448,9 @@ static void resync_start(struct qbd_core *c, uint64_t ch)
 	if (w->resyncing)
 		return;
 	p = core_part_new(c, NULL, P_RSREAD, ch);
-	if (p)
-		p->owned = malloc(c->cfg.chunk_size);
+	if (p) /* the sparse form at most: the bitmap and every block */
+		p->owned = malloc(core_bitmap_bytes(c, c->cfg.chunk_size) +
+				  (size_t)c->cfg.chunk_size);
 	if (!p || !p->owned) {
 		if (p)
 			free(p);
@@ -485,8 +492,41 @@ void core_probe_reply(struct part *p, unsigned r, int status, uint64_t version,
 		probe_done(p);
 }
 
-/* The source answered the resync's READ of the whole chunk: write it to
- * the targets still stale (RESYNC, FUA), or try another source. */
+void *core_resync_reply_buf(struct part *p, uint32_t len)
+{
+	const struct qbd_core *c = p->c;
+	uint32_t bmb = core_bitmap_bytes(c, c->cfg.chunk_size);
+
+	if (len < bmb || len - bmb > c->cfg.chunk_size || (len - bmb) % c->cfg.block_size)
+		return NULL;
+	p->rs_len = len;
+	return p->owned;
+}
+
+/* Is the sparse form in p->buf (p->rs_len bytes) the bitmap plus exactly
+ * the blocks it marks, with no bit past the last block? */
+static bool resync_sparse_ok(const struct part *p)
+{
+	const struct qbd_core *c = p->c;
+	uint32_t nb = c->cfg.chunk_size / c->cfg.block_size;
+	uint32_t bmb = core_bitmap_bytes(c, c->cfg.chunk_size);
+	uint64_t marked = 0;
+
+	if (p->rs_len < bmb)
+		return false;
+	for (uint32_t i = 0; i < bmb * 8; i++) {
+		bool on = (p->buf[i / 8] >> (i % 8)) & 1u;
+
+		if (on && i >= nb)
+			return false;
+		marked += on;
+	}
+	return p->rs_len == bmb + marked * c->cfg.block_size;
+}
+
+/* The source answered the resync's SPARSE READ of the chunk: write its
+ * sparse form to the targets still stale (RESYNC, FUA), or try another
+ * source. */
 void core_resync_read_reply(struct part *p, unsigned r, int status,
 			    uint64_t version)
 {
@@ -496,6 +536,11 @@ void core_resync_read_reply(struct part *p, unsigned r, int status,
 
 	if (status == -EPERM)
 		core_fence(c);
+	if (status == 0 && !resync_sparse_ok(p)) {
+		core_logf(c, L_WARN, "resync of chunk %llu: replica %u sent %u bytes that are "
+			  "not the chunk's sparse form", (unsigned long long)ch, r, p->rs_len);
+		status = -EPROTO;
+	}
 	if (status == 0 && version != p->src_version) {
 		/* Writes are held, so a current replica has V[c]. */
 		if (p->src_version == c->version[ch])
@@ -534,7 +579,8 @@ void core_resync_read_reply(struct part *p, unsigned r, int status,
 	for (unsigned t = 0; t < c->R; t++)
 		if (targets & (1u << t))
 			core_part_send(p, t, QBD_CM_WRITE, 0, c->cfg.chunk_size,
-				       QBD_CORE_F_RESYNC | QBD_CORE_F_FUA, p->buf);
+				       QBD_CORE_F_RESYNC | QBD_CORE_F_FUA | QBD_CORE_F_SPARSE,
+				       p->buf);
 }
 
 /* Target r answered the resync's RESYNC write. */

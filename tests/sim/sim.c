@@ -190,6 +190,7 @@ struct msg {
 	unsigned source;         /* PULL */
 	int status;
 	uint8_t *data;
+	uint32_t dlen;           /* bytes of data (a sparse form's vary) */
 	struct qbd_chunk_version *list;
 	size_t nlist;
 	uint64_t flagged;        /* PING reply: flagged chunks in all */
@@ -360,10 +361,12 @@ static struct msg *msg_dup(const struct msg *m)
 	d->list = NULL;
 	d->nlist = 0;
 	if (m->data) {
-		d->data = malloc(m->len);
+		size_t n = m->dlen ? m->dlen : m->len;
+
+		d->data = malloc(n);
 		if (!d->data)
 			abort();
-		memcpy(d->data, m->data, m->len);
+		memcpy(d->data, m->data, n);
 	}
 	return d;
 }
@@ -452,6 +455,54 @@ static void rep_written_from_data(struct rep *rp, uint64_t ch)
 			any |= p[i] != 0;
 		rp->written[ch * (C.cs / UNIT) + u] = any;
 	}
+}
+
+/* Bytes of a chunk's written bitmap (a unit per bit). */
+static uint32_t sparse_bm_bytes(void)
+{
+	return (C.cs / UNIT + 7) / 8;
+}
+
+/* The sparse form of rp's copy of ch (its written bitmap, then its
+ * written units), as the chunk server answers a SPARSE READ; into
+ * m->data, m->dlen. Only written units are read: a corrupt one fails it
+ * with -EBADMSG (the engine reads holes without I/O). */
+static int rep_read_sparse(struct rep *rp, uint64_t ch, struct msg *m)
+{
+	uint32_t bmb = sparse_bm_bytes(), k = 0;
+	const uint8_t *w = rp->written + ch * (C.cs / UNIT);
+
+	for (uint32_t u = 0; u < C.cs / UNIT; u++)
+		if (w[u] && rp->corrupt[ch * (C.cs / UNIT) + u])
+			return -EBADMSG;
+	m->data = calloc(1, bmb + C.cs);
+	if (!m->data)
+		abort();
+	for (uint32_t u = 0; u < C.cs / UNIT; u++) {
+		if (!w[u])
+			continue;
+		m->data[u / 8] |= (uint8_t)(1u << (u % 8));
+		memcpy(m->data + bmb + (size_t)k++ * UNIT, rp->data + ch * C.cs + (size_t)u * UNIT,
+		       UNIT);
+	}
+	m->dlen = bmb + k * UNIT;
+	return 0;
+}
+
+/* The chunk a sparse form stands for, into cd (holes as zeros); the
+ * form must be exact. */
+static void sparse_expand(const uint8_t *sp, uint32_t len, uint8_t *cd)
+{
+	uint32_t bmb = sparse_bm_bytes(), k = 0;
+
+	for (uint32_t u = 0; u < C.cs / UNIT; u++) {
+		if ((sp[u / 8] >> (u % 8)) & 1u)
+			memcpy(cd + (size_t)u * UNIT, sp + bmb + (size_t)k++ * UNIT, UNIT);
+		else
+			memset(cd + (size_t)u * UNIT, 0, UNIT);
+	}
+	if (bmb + k * UNIT != len)
+		fail("a sparse form of %u bytes carries %u units", len, k);
 }
 
 /* What the replica wrote is on disk now (FLUSH, FUA: fdatasync). */
@@ -573,6 +624,14 @@ static void rep_handle(int ci, unsigned r, unsigned slot, unsigned gen, struct m
 			      m->chunk, m->off, m->len, rp->ver[m->chunk]);
 			break;
 		}
+		if (m->flags & QBD_CORE_F_SPARSE) {
+			st = rep_read_sparse(rp, m->chunk, m);
+			if (st == -EBADMSG)
+				rp->damaged[m->chunk] = 1;
+			trace("r%u: c%d sparse read chunk %" PRIu64 " at %#" PRIx64 ": %d, %u bytes",
+			      r, ci, m->chunk, rp->ver[m->chunk], st, st ? 0 : m->dlen);
+			break;
+		}
 		for (uint32_t u = m->off / UNIT; u < (m->off + m->len) / UNIT; u++)
 			if (rp->corrupt[m->chunk * (C.cs / UNIT) + u])
 				st = -EBADMSG;
@@ -594,7 +653,10 @@ static void rep_handle(int ci, unsigned r, unsigned slot, unsigned gen, struct m
 			if (rp->ver[m->chunk] != m->newv && now < rp->full_until) {
 				st = -ENOSPC;
 			} else if (rp->ver[m->chunk] != m->newv) {
-				memcpy(cd, m->data, C.cs);
+				if (m->flags & QBD_CORE_F_SPARSE)
+					sparse_expand(m->data, m->dlen, cd);
+				else
+					memcpy(cd, m->data, C.cs);
 				memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
 				rep_written_from_data(rp, m->chunk);
 				rp->ver[m->chunk] = m->newv;
@@ -670,8 +732,10 @@ static void rep_handle(int ci, unsigned r, unsigned slot, unsigned gen, struct m
 		struct rep *src = &reps[m->source];
 		bool bad = false;
 
+		/* A SPARSE read of the source: its written units only. */
 		for (uint32_t u = 0; u < C.cs / UNIT; u++)
-			bad |= src->corrupt[m->chunk * (C.cs / UNIT) + u];
+			bad |= src->written[m->chunk * (C.cs / UNIT) + u] &&
+			       src->corrupt[m->chunk * (C.cs / UNIT) + u];
 		if (rp->ver[m->chunk] == m->newv)
 			st = 0;     /* it holds that version already */
 		else if (now < rp->full_until)
@@ -695,7 +759,14 @@ static void rep_handle(int ci, unsigned r, unsigned slot, unsigned gen, struct m
 		else if (src->ver[m->chunk] != m->newv)
 			st = -ESTALE;
 		if (!st && rp->ver[m->chunk] != m->newv) {
-			memcpy(cd, src->data + m->chunk * C.cs, C.cs);
+			for (uint32_t u = 0; u < C.cs / UNIT; u++) {
+				uint64_t su = m->chunk * (C.cs / UNIT) + u;
+
+				if (src->written[su])
+					memcpy(cd + (size_t)u * UNIT, src->data + su * UNIT, UNIT);
+				else
+					memset(cd + (size_t)u * UNIT, 0, UNIT);
+			}
 			memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
 			rep_written_from_data(rp, m->chunk);
 			rp->ver[m->chunk] = m->newv;
@@ -1004,10 +1075,11 @@ static void cli_send(void *user, const struct qbd_core_msg *cm)
 	m->flags = cm->flags;
 	m->source = cm->type == QBD_CM_PULL ? (unsigned)cl->slot_node[cm->source] : 0;
 	if (cm->type == QBD_CM_WRITE && cm->data) {
-		m->data = malloc(cm->length);
+		m->dlen = (cm->flags & QBD_CORE_F_SPARSE) ? cm->data_len : cm->length;
+		m->data = malloc(m->dlen);
 		if (!m->data)
 			abort();
-		memcpy(m->data, cm->data, cm->length);
+		memcpy(m->data, cm->data, m->dlen);
 	} else if (cm->type == QBD_CM_WRITE) {
 		m->flags |= QBD_CORE_F_ZERO;
 	}
@@ -1315,7 +1387,8 @@ static void cli_reply(int ci, unsigned r, unsigned gen, struct msg *m)
 	}
 	if (cn->state == C_UP) {
 		if (m->type == QBD_CM_READ && m->status == 0) {
-			uint32_t n = m->flags & QBD_CORE_F_BITMAP ? (m->len / UNIT + 7) / 8 : m->len;
+			uint32_t n = m->flags & QBD_CORE_F_BITMAP ? (m->len / UNIT + 7) / 8 :
+				     m->flags & QBD_CORE_F_SPARSE ? m->dlen : m->len;
 			void *b = qbd_core_reply_buf(cl->core, r, m->id, n);
 
 			if (b && m->data)
@@ -1718,7 +1791,9 @@ static void fault(void)
 		for (unsigned x = 1; x < C.R; x++)
 			good_copy |= reps[E.node[x]].ver[ch] == reps[r0].ver[ch] &&
 				     !reps[E.node[x]].corrupt[u];
-		if (!reps[r0].ver[ch] || !good_copy)
+		/* The engine checks written blocks only: a hole reads as
+		 * zeros without I/O, so damage there is never seen. */
+		if (!reps[r0].ver[ch] || !good_copy || !reps[r0].written[u])
 			return;
 		trace("FAULT r%u: unit %" PRIu64 " corrupted", r0, u);
 		reps[r0].corrupt[u] = 1;

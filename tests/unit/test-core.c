@@ -86,6 +86,17 @@ static int find(enum qbd_core_msg_type t, unsigned r, unsigned from)
 	return -1;
 }
 
+/* The answer to a resync's SPARSE read i of a chunk of CS bytes (one
+ * block): its bitmap (block 0 written), then the block. */
+static void sparse_reply_buf(unsigned i)
+{
+	uint8_t *b = qbd_core_reply_buf(c, sent[i].replica, sent[i].id, 1 + CS);
+
+	ck_assert_ptr_nonnull(b);
+	b[0] = 1;
+	memset(b + 1, 0xab, CS);
+}
+
 static void reply(int i, int status, uint64_t version)
 {
 	ck_assert_int_ge(i, 0);
@@ -171,9 +182,10 @@ START_TEST(recovery_before_read)
 	rd = find(QBD_CM_READ, 0, 0);
 	ck_assert_int_ge(rd, 0);
 	ck_assert_uint_eq(sent[rd].length, CS);
+	ck_assert_uint_eq(sent[rd].flags, QBD_CORE_F_SPARSE);
 	qbd_core_submit(c, QBD_CORE_READ, 0, 3 * CS, 512, buf, (void *)6, MS);
 	ck_assert_int_eq(find(QBD_CM_READ, 0, (unsigned)rd + 1), -1); /* waits */
-	ck_assert(qbd_core_reply_buf(c, 0, sent[rd].id, CS) != NULL);
+	sparse_reply_buf((unsigned)rd);
 	reply(rd, 0, hi.version);
 	wr = find(QBD_CM_WRITE, 1, 0);
 	ck_assert_int_ge(wr, 0);
@@ -460,7 +472,9 @@ static unsigned reply_all(unsigned from, uint64_t v)
 	unsigned end = nsent;
 
 	for (unsigned i = from; i < end; i++) {
-		if (sent[i].type == QBD_CM_READ)
+		if (sent[i].type == QBD_CM_READ && (sent[i].flags & QBD_CORE_F_SPARSE))
+			sparse_reply_buf(i);
+		else if (sent[i].type == QBD_CM_READ)
 			qbd_core_reply_buf(c, sent[i].replica, sent[i].id, sent[i].length);
 		reply((int)i, 0, sent[i].type == QBD_CM_WRITE ? sent[i].new_version : v);
 	}
@@ -502,7 +516,8 @@ START_TEST(suspect_copy_is_copied_again_at_a_new_version)
 	i = reply_all(i, (2ull << 40) | 1);
 	wr = find(QBD_CM_WRITE, 0, 0);
 	ck_assert_int_ge(wr, 0);
-	ck_assert_uint_eq(sent[wr].flags, QBD_CORE_F_RESYNC | QBD_CORE_F_FUA);
+	ck_assert_uint_eq(sent[wr].flags,
+			  QBD_CORE_F_RESYNC | QBD_CORE_F_FUA | QBD_CORE_F_SPARSE);
 	ck_assert_uint_eq(sent[wr].new_version, (2ull << 40) | 1);
 	reply_all(i, 0);
 	ck_assert(!qbd_core_is_stale(c, 0, 1));
