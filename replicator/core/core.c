@@ -539,6 +539,7 @@ int qbd_core_replica_info(const struct qbd_core *c, unsigned r,
 	out->resync_total = c->rs_done[r] + c->nstale[r];
 	out->in_flight = c->outstanding[r];
 	out->pulled = c->pulled[r];
+	out->resync_bytes = c->rs_bytes[r];
 	out->flagged = c->nflagged[r];
 	out->flagged_total = c->flagged_total[r];
 	out->last_reply = c->last_reply[r];

@@ -289,6 +289,10 @@ struct qbd_core_replica_info {
 	uint64_t resync_done;     /* chunks copied since it was last current */
 	uint64_t resync_total;    /* resync_done + stale_chunks */
 	uint64_t pulled;          /* chunks it copied from another replica (PULL), ever */
+	uint64_t resync_bytes;    /* bytes of chunk data resync copied to it, ever:
+				   * written blocks and their bitmaps, the
+				   * ones it pulled (as its replies say) and
+				   * the ones sent through the writer */
 	unsigned in_flight;       /* messages awaiting a reply */
 	uint64_t flagged;         /* chunks it reported SUSPECT or DAMAGED, not yet copied again */
 	uint64_t flagged_total;   /* flagged chunks in its latest PING report */
@@ -301,6 +305,18 @@ struct qbd_core_replica_info {
 };
 int qbd_core_replica_info(const struct qbd_core *c, unsigned r,
 			  struct qbd_core_replica_info *out);
+/* A PULL reply from r to message id says bytes crossed the network to it
+ * (the source's sparse form); call before qbd_core_reply of that reply.
+ * Counted in resync_bytes, and the rate limit is charged with them
+ * rather than with a whole chunk. Unknown ids are ignored. */
+void qbd_core_pull_copied(struct qbd_core *c, unsigned r, uint64_t id,
+			  uint64_t bytes, uint64_t now);
+/* The background resync's rate from now on: bytes per second, 0 =
+ * unlimited (qbd_core_cfg.resync_rate at first). Copies in progress
+ * finish; chunks that requests wait for and attach's recovery are never
+ * limited. */
+void qbd_core_set_resync_rate(struct qbd_core *c, uint64_t rate, uint64_t now);
+uint64_t qbd_core_resync_rate(const struct qbd_core *c);
 bool qbd_core_fenced(const struct qbd_core *c);
 unsigned qbd_core_up_count(const struct qbd_core *c);
 /* User requests not completed. */

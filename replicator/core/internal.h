@@ -102,6 +102,8 @@ struct part {
 	uint32_t rs_targets;
 	uint64_t src_version;    /* version the resync read must find */
 	uint32_t rs_len;         /* resync: bytes of the sparse form in buf */
+	bool rs_charged;         /* resync: a chunk's worth taken from the rate's
+				  * tokens, not yet settled with the bytes */
 	uint64_t pv[MAXR];       /* probe: versions reported */
 	uint32_t pok;            /* probe: replicas that reported one */
 	uint32_t pbad;           /* probe: of those, the ones whose block failed its checksum */
@@ -148,6 +150,8 @@ struct qbd_core {
 	uint64_t flagged_total[MAXR]; /* in the latest PING report */
 	uint64_t rs_done[MAXR];
 	uint64_t pulled[MAXR];
+	uint64_t rs_bytes[MAXR]; /* bytes of chunk data resync sent to each */
+	unsigned rs_src_next;    /* where the next choice of a source starts */
 	uint64_t rs_backoff[MAXR];
 	uint64_t rs_cursor[MAXR];
 	bool up[MAXR];

@@ -18,6 +18,49 @@
 
 #include "replicator/core/internal.h"
 
+/*
+ * A source for a copy of ch: an up replica current for it, not in
+ * exclude; the least busy (fewest of our messages in flight, so client
+ * I/O on a replica steers copies away from it), ties taken in turn from
+ * where the previous choice left off. So the copies of a rebuild are
+ * spread over every current replica, through the writer or pulled,
+ * instead of all reading the nearest one. -1 when there is none.
+ */
+static int resync_source(struct qbd_core *c, uint64_t ch, uint32_t exclude)
+{
+	uint32_t ok = core_up_set(c) & core_current_set(c, ch) & ~exclude;
+	int best = -1;
+
+	for (unsigned i = 0; i < c->R; i++) {
+		unsigned r = (c->rs_src_next + i) % c->R;
+
+		if ((ok & (1u << r)) && (best < 0 || c->outstanding[r] < c->outstanding[best]))
+			best = (int)r;
+	}
+	if (best >= 0)
+		c->rs_src_next = (unsigned)best + 1;
+	return best;
+}
+
+/* The rate limit charged a chunk's worth when p started; now that the
+ * bytes that cross are known, charge those instead (a sparse copy of a
+ * chunk with one written block costs a block). */
+static void resync_charge(struct part *p, uint64_t bytes)
+{
+	struct qbd_core *c = p->c;
+	uint64_t cap = (uint64_t)c->cfg.chunk_size * c->cfg.resync_parallel;
+
+	if (!c->cfg.resync_rate)
+		return;
+	if (p->rs_charged) {
+		p->rs_charged = false;
+		c->rs_tokens += c->cfg.chunk_size;
+		if (c->rs_tokens > cap)
+			c->rs_tokens = cap;
+	}
+	c->rs_tokens = c->rs_tokens > bytes ? c->rs_tokens - bytes : 0;
+}
+
 /* A resync of ch landed on r: it holds V[c], and a RESYNC write clears
  * the replica's flags. */
 static void resync_landed(struct qbd_core *c, unsigned r, uint64_t ch)
@@ -50,7 +93,7 @@ static void resync_end(struct part *p)
 static void resync_read(struct part *p)
 {
 	struct qbd_core *c = p->c;
-	int r = core_read_pick(c, p->chunk, p->tried | p->rs_targets);
+	int r = resync_source(c, p->chunk, p->tried | p->rs_targets);
 
 	if (r < 0 || c->fenced) {
 		resync_end(p);
@@ -260,7 +303,7 @@ static void resync_go(struct qbd_core *c, struct part *p)
 	if (c->cfg.pull && core_read_pick(c, ch, targets) >= 0) {
 		/* Each target copies from a current replica itself. */
 		p->kind = P_RSPULL;
-		p->replica = core_read_pick(c, ch, targets);
+		p->replica = resync_source(c, ch, targets);
 		p->targets = p->pending = targets;
 #ifdef QBD_CORE_MUTANT_NO_RESYNC
 		for (unsigned t = 0; t < c->R; t++)
@@ -427,8 +470,9 @@ void core_bump_write_reply(struct part *p, unsigned r, int status)
 	resync_go(c, p);
 }
 
-/* Copy chunk ch to the up replicas stale for it. */
-static void resync_start(struct qbd_core *c, uint64_t ch)
+/* Copy chunk ch to the up replicas stale for it; charged: the rate
+ * limit's tokens paid a chunk's worth for it (resync_charge settles). */
+static void resync_start(struct qbd_core *c, uint64_t ch, bool charged)
 {
 	struct cwait *w;
 	struct part *p;
@@ -464,6 +508,7 @@ static void resync_start(struct qbd_core *c, uint64_t ch)
 	p->buf = p->owned;
 	p->len = c->cfg.chunk_size;
 	p->rs_targets = targets;
+	p->rs_charged = charged;
 	p->src_version = p->newv = c->version[ch];
 	if (!resync_bump(c, p))
 		resync_go(c, p);
@@ -567,6 +612,7 @@ void core_resync_read_reply(struct part *p, unsigned r, int status,
 	p->kind = P_RSWRITE;
 	p->rs_targets = p->targets = p->pending = targets;
 	p->expected = 0;
+	resync_charge(p, (uint64_t)p->rs_len * popc(targets));
 #ifdef QBD_CORE_MUTANT_NO_RESYNC
 	for (unsigned t = 0; t < c->R; t++)
 		if (targets & (1u << t))
@@ -577,10 +623,12 @@ void core_resync_read_reply(struct part *p, unsigned r, int status,
 	/* FUA: a copy that a crash could take back in part must not count
 	 * as current (a restore after a power loss trusts versions). */
 	for (unsigned t = 0; t < c->R; t++)
-		if (targets & (1u << t))
+		if (targets & (1u << t)) {
+			c->rs_bytes[t] += p->rs_len;
 			core_part_send(p, t, QBD_CM_WRITE, 0, c->cfg.chunk_size,
 				       QBD_CORE_F_RESYNC | QBD_CORE_F_FUA | QBD_CORE_F_SPARSE,
 				       p->buf);
+		}
 }
 
 /* Target r answered the resync's RESYNC write. */
@@ -636,7 +684,7 @@ static void resync_waited(struct qbd_core *c)
 		for (struct cwait *w = c->ctab[b], *nx; w; w = nx) {
 			nx = w->next;
 			if (w->head && !w->resyncing && c->rs_active < 2 * par)
-				resync_start(c, w->chunk);
+				resync_start(c, w->chunk, false);
 		}
 }
 
@@ -648,7 +696,7 @@ static void resync_urgent(struct qbd_core *c)
 		uint64_t ch = c->urgent[c->urgent_pos++];
 
 		if (!core_wq(c, core_current_set(c, ch)))
-			resync_start(c, ch);
+			resync_start(c, ch, false);
 	}
 }
 
@@ -685,7 +733,7 @@ static void resync_background(struct qbd_core *c)
 				return;
 			if (!next_stale(c, r, &ch))
 				break;
-			resync_start(c, ch);
+			resync_start(c, ch, c->cfg.resync_rate != 0);
 			if (c->rs_active > before && c->cfg.resync_rate)
 				c->rs_tokens -= cs;
 		}
@@ -702,4 +750,37 @@ void core_resync_schedule(struct qbd_core *c)
 	if (c->cfg.resync_rate)
 		resync_refill(c);
 	resync_background(c);
+}
+
+void qbd_core_pull_copied(struct qbd_core *c, unsigned r, uint64_t id,
+			  uint64_t bytes, uint64_t now)
+{
+	struct sub *s = r < c->R ? core_sub_find(c, r, id) : NULL;
+
+	c->now = now;
+	if (!s || s->p->kind != P_RSPULL)
+		return;
+	c->rs_bytes[r] += bytes;
+	resync_charge(s->p, bytes);
+}
+
+void qbd_core_set_resync_rate(struct qbd_core *c, uint64_t rate, uint64_t now)
+{
+	c->now = now;
+	if (rate == c->cfg.resync_rate)
+		return;
+	if (c->cfg.resync_rate) {
+		resync_refill(c); /* what the old rate earned until now */
+	} else {
+		c->rs_tokens = 0;   /* unlimited until now: start from nothing */
+		c->rs_last = now;
+	}
+	core_logf(c, L_INFO, "resync rate %llu bytes/s (was %llu; 0 = unlimited)",
+		  (unsigned long long)rate, (unsigned long long)c->cfg.resync_rate);
+	c->cfg.resync_rate = rate;
+}
+
+uint64_t qbd_core_resync_rate(const struct qbd_core *c)
+{
+	return c->cfg.resync_rate;
 }

@@ -804,6 +804,148 @@ START_TEST(joint_attach_needs_both_promise_quorums)
 }
 END_TEST
 
+/* ---- resync: what it copies, from where, how fast ---- */
+
+#define RCS (16u * 4096u)   /* a chunk of 16 blocks */
+
+/* A core whose replicas 0 and 1 hold chunks 0..7 at version v and whose
+ * replica 2 holds nothing: it is stale for all eight. */
+static uint64_t open_rebuild(bool pull, uint64_t rate, unsigned parallel)
+{
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = RCS, .epoch = 2, .pull = pull,
+				    .resync_rate = rate, .resync_parallel = parallel };
+	uint64_t v = (1ull << 40) | 3;
+	struct qbd_chunk_version l[8];
+
+	for (unsigned i = 0; i < 8; i++)
+		l[i] = (struct qbd_chunk_version){ i, v, 0 };
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, l, 8, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 1, l, 8, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 2, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+	for (unsigned i = 0; i < 8; i++)
+		ck_assert(qbd_core_is_stale(c, 2, i));
+	return v;
+}
+
+/* Through the writer: the source's sparse form (one written block, 2
+ * bytes of bitmap) goes to the target as it came, a SPARSE RESYNC of
+ * 4098 bytes, not a chunk of 64 KiB; the counters say so. */
+START_TEST(resync_copies_only_written_blocks)
+{
+	uint64_t v = open_rebuild(false, 0, 1);
+	struct qbd_core_replica_info ri;
+	uint8_t *b;
+	int rd, wr;
+
+	qbd_core_tick(c, MS);
+	rd = find(QBD_CM_READ, 0, 0) >= 0 ? find(QBD_CM_READ, 0, 0) : find(QBD_CM_READ, 1, 0);
+	ck_assert_int_ge(rd, 0);
+	ck_assert_uint_eq(sent[rd].flags, QBD_CORE_F_SPARSE);
+	ck_assert_uint_eq(sent[rd].length, RCS);
+	/* Lengths no sparse form of the chunk has are refused. */
+	ck_assert_ptr_null(qbd_core_reply_buf(c, sent[rd].replica, sent[rd].id, 1));
+	ck_assert_ptr_null(qbd_core_reply_buf(c, sent[rd].replica, sent[rd].id, 2 + 100));
+	ck_assert_ptr_null(qbd_core_reply_buf(c, sent[rd].replica, sent[rd].id, 2 + RCS + 4096));
+	b = qbd_core_reply_buf(c, sent[rd].replica, sent[rd].id, 2 + 4096);
+	ck_assert_ptr_nonnull(b);
+	b[0] = 0;
+	b[1] = 0x80;            /* block 15 written */
+	memset(b + 2, 0x5a, 4096);
+	reply(rd, 0, v);
+	wr = find(QBD_CM_WRITE, 2, 0);
+	ck_assert_int_ge(wr, 0);
+	ck_assert_uint_eq(sent[wr].flags,
+			  QBD_CORE_F_RESYNC | QBD_CORE_F_FUA | QBD_CORE_F_SPARSE);
+	ck_assert_uint_eq(sent[wr].length, RCS);
+	ck_assert_uint_eq(sent[wr].data_len, 2 + 4096);
+	ck_assert_uint_eq(((const uint8_t *)sent[wr].data)[1], 0x80);
+	ck_assert_uint_eq(((const uint8_t *)sent[wr].data)[2 + 4095], 0x5a);
+	reply(wr, 0, v);
+	ck_assert(!qbd_core_is_stale(c, 2, sent[wr].chunk));
+	ck_assert_int_eq(qbd_core_replica_info(c, 2, &ri), 0);
+	ck_assert_uint_eq(ri.resync_bytes, 2 + 4096);
+	ck_assert_uint_eq(ri.resync_done, 1);
+}
+END_TEST
+
+/* A reply that is not the bitmap plus the blocks it marks (a bit for a
+ * block that did not come) is no copy: another source is read. */
+START_TEST(resync_refuses_a_malformed_sparse_form)
+{
+	uint64_t v = open_rebuild(false, 0, 1);
+	unsigned from;
+	uint8_t *b;
+	int rd, rd2;
+
+	qbd_core_tick(c, MS);
+	rd = find(QBD_CM_READ, 0, 0) >= 0 ? find(QBD_CM_READ, 0, 0) : find(QBD_CM_READ, 1, 0);
+	b = qbd_core_reply_buf(c, sent[rd].replica, sent[rd].id, 2 + 4096);
+	b[0] = 3;               /* two blocks marked, one sent */
+	b[1] = 0;
+	from = nsent;
+	reply(rd, 0, v);
+	ck_assert_int_lt(find(QBD_CM_WRITE, 2, 0), 0);
+	rd2 = find(QBD_CM_READ, sent[rd].replica ^ 1u, from);
+	ck_assert_int_ge(rd2, 0);
+	ck_assert_uint_eq(sent[rd2].chunk, sent[rd].chunk);
+}
+END_TEST
+
+/* Pulls of a rebuild read from both current replicas in turn, not all
+ * from one; the bytes each target reports are counted. */
+START_TEST(resync_sources_spread_over_current_replicas)
+{
+	uint64_t v = open_rebuild(true, 0, 8);
+	struct qbd_core_replica_info ri;
+	unsigned from[3] = { 0 }, pulls = 0;
+
+	qbd_core_tick(c, MS);
+	for (unsigned i = 0; i < nsent; i++) {
+		if (sent[i].type != QBD_CM_PULL)
+			continue;
+		ck_assert_uint_eq(sent[i].replica, 2);
+		ck_assert_uint_lt(sent[i].source, 2);
+		from[sent[i].source]++;
+		pulls++;
+	}
+	ck_assert_uint_eq(pulls, 8);
+	ck_assert_uint_eq(from[0], 4);
+	ck_assert_uint_eq(from[1], 4);
+	for (unsigned i = 0, end = nsent; i < end; i++)
+		if (sent[i].type == QBD_CM_PULL) {
+			qbd_core_pull_copied(c, 2, sent[i].id, 2 + 4096, MS);
+			reply((int)i, 0, v);
+		}
+	ck_assert_int_eq(qbd_core_replica_info(c, 2, &ri), 0);
+	ck_assert_uint_eq(ri.pulled, 8);
+	ck_assert_uint_eq(ri.resync_bytes, 8 * (2 + 4096));
+	ck_assert_uint_eq(qbd_core_resync_backlog(c), 0);
+}
+END_TEST
+
+/* The rate changes while attached: at 1 byte/s nothing starts; set to
+ * unlimited, the next tick starts the parallel copies. */
+START_TEST(resync_rate_changes_at_run_time)
+{
+	unsigned pulls = 0;
+
+	open_rebuild(true, 1, 4);
+	qbd_core_tick(c, MS);
+	qbd_core_tick(c, 1000 * MS);
+	ck_assert_int_lt(find(QBD_CM_PULL, 2, 0), 0);
+	ck_assert_uint_eq(qbd_core_resync_rate(c), 1);
+	qbd_core_set_resync_rate(c, 0, 1001 * MS);
+	ck_assert_uint_eq(qbd_core_resync_rate(c), 0);
+	qbd_core_tick(c, 1100 * MS);
+	for (unsigned i = 0; i < nsent; i++)
+		pulls += sent[i].type == QBD_CM_PULL;
+	ck_assert_uint_eq(pulls, 4);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("core");
@@ -833,6 +975,13 @@ int main(void)
 	tcase_add_test(t, write_without_space_on_some_fails_and_marks_them);
 	tcase_add_test(t, membership_change_steps);
 	tcase_add_test(t, joint_attach_needs_both_promise_quorums);
+	suite_add_tcase(s, t);
+	t = tcase_create("resync");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_test(t, resync_copies_only_written_blocks);
+	tcase_add_test(t, resync_refuses_a_malformed_sparse_form);
+	tcase_add_test(t, resync_sources_spread_over_current_replicas);
+	tcase_add_test(t, resync_rate_changes_at_run_time);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
