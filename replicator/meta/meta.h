@@ -380,6 +380,21 @@ int qbd_meta_status_put(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch,
 			const char *json, int64_t lease);
 int qbd_meta_status_get(struct qbd_meta *m, uint64_t volume_id, char **json);
 
+/* /qbd/volume-settings/<volume id hex16>: settings that may change while
+ * the volume is attached, apart from its record. rebuild_rate: bytes per
+ * second of its background resync (0 = unlimited); without it the
+ * writer's own setting (qbd.conf resync-rate) applies. get: an absent
+ * key is all settings unset (0); -EPROTO for a document it cannot read.
+ * put: a document with nothing set deletes the key. */
+struct qbd_volume_settings {
+	bool has_rebuild_rate;
+	uint64_t rebuild_rate;
+};
+int qbd_meta_volume_settings_get(struct qbd_meta *m, uint64_t volume_id,
+				 struct qbd_volume_settings *out);
+int qbd_meta_volume_settings_put(struct qbd_meta *m, uint64_t volume_id,
+				 const struct qbd_volume_settings *s);
+
 /*
  * Change requests: /qbd/changes/<volume id hex16>, at most one per
  * volume, as JSON {"kind":"replace","from":"<X hex16>","to":"<Y hex16>"
