@@ -667,6 +667,12 @@ static int volume_delete(int argc, char **argv)
 		qbd_meta_close(m);
 		return EXIT_ERR;
 	}
+	if (r == 0) {
+		/* Its settings go with it (nothing else reads them). */
+		struct qbd_volume_settings none = { .has_rebuild_rate = false };
+
+		qbd_meta_volume_settings_put(m, v.id, &none);
+	}
 	qbd_meta_close(m);
 	if (r < 0) {
 		fprintf(stderr, "qbd: cannot delete volume '%s': %s\n", argv[1], strerror(-r));

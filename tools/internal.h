@@ -61,6 +61,9 @@ int cli_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *node);
 /* cli-volume.c: qbd volume create|list|info|status|delete */
 int cmd_volume(int argc, char **argv);
 
+/* cli-settings.c: qbd volume set NAME [--rebuild-rate RATE] */
+int cmd_volume_set(int argc, char **argv);
+
 /* cli-health.c: a volume's health, as etcd and its writer's status
  * document tell. */
 struct replica_status {

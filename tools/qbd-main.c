@@ -34,6 +34,8 @@ static const char usage[] =
 	"  volume move NAME --from NODE [--to NODE]\n"
 	"                                 move one replica (drain, remove and move ask for\n"
 	"                                 changes the volume's writer or qbd-managerd makes)\n"
+	"  volume set NAME [--rebuild-rate RATE|default]\n"
+	"                                 the attached writer's resync rate, at run time\n"
 	"  attach NAME [--device /dev/nbdN] [--connections N] [--zone Z] [--force]\n"
 	"                                 attach as a block device on this node\n"
 	"  detach DEVICE|NAME [--force]   flush and disconnect it\n"
@@ -219,6 +221,9 @@ int main(int argc, char **argv)
 	if (strcmp(argv[i], "volume") == 0 && i + 1 < argc &&
 	    strcmp(argv[i + 1], "verify") == 0)
 		return cmd_volume_verify(argc - i - 1, argv + i + 1);
+	if (strcmp(argv[i], "volume") == 0 && i + 1 < argc &&
+	    strcmp(argv[i + 1], "set") == 0)
+		return cmd_volume_set(argc - i - 1, argv + i + 1);
 	if (strcmp(argv[i], "volume") == 0)
 		return cmd_volume(argc - i, argv + i);
 	if (strcmp(argv[i], "attach") == 0 || strcmp(argv[i], "detach") == 0 ||
