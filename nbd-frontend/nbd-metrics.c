@@ -73,6 +73,10 @@ void nbd_metrics_render(struct qbd_mbuf *b, const struct nbd_stats *st,
 	qbd_mbuf_metric(b, "qbd_volume_write_quorum", "gauge",
 			"Replicas each write waits for.",
 			qbd_write_quorum(vol));
+	qbd_mbuf_metric(b, "qbd_volume_resync_rate_bytes", "gauge",
+			"Background resync's rate limit in bytes per second (0 = unlimited): "
+			"the volume's rebuild rate, or this writer's resync-rate.",
+			qbd_resync_rate(vol));
 
 	struct qbd_change_progress cp;
 
@@ -119,12 +123,15 @@ void nbd_metrics_render(struct qbd_mbuf *b, const struct nbd_stats *st,
 		  "Chunks copied to the replica since it was last current." },
 		{ "qbd_replica_sent_bytes_total", "counter",
 		  "Bytes sent to the replica (requests and their data)." },
+		{ "qbd_replica_resync_bytes_total", "counter",
+		  "Bytes of chunk data resync copied to the replica (written blocks "
+		  "and their bitmaps; pulled or through this writer)." },
 	};
 	for (unsigned k = 0; k < sizeof per / sizeof per[0]; k++) {
 		qbd_mbuf_head(b, per[k].name, per[k].type, per[k].help);
 		for (unsigned i = 0; i < n; i++) {
-			uint64_t v = k == 0 ? rs[i].stale_chunks : k == 1 ? rs[i].resync_done
-									  : rc[i].sent_bytes;
+			uint64_t v = k == 0 ? rs[i].stale_chunks : k == 1 ? rs[i].resync_done :
+				     k == 2 ? rc[i].sent_bytes : rs[i].resync_bytes;
 			if (ok[i])
 				qbd_mbuf_printf(b, "%s{replica=\"%u\",zone=\"%s\"} %llu\n", per[k].name,
 						i, rs[i].zone, (unsigned long long)v);

@@ -103,12 +103,19 @@ struct qbd_replica_status {
 	uint64_t stale_chunks;/* chunks this replica is known to lack */
 	uint64_t resync_done; /* chunks copied to it since it was last current */
 	uint64_t resync_total;/* resync_done + stale_chunks */
+	uint64_t resync_bytes;/* bytes of chunk data resync copied to it (written
+			       * blocks and bitmaps), since the volume was opened */
 };
 /* Replica slots: the volume's replicas, and while a membership change
  * stands the new replica too (so at most R + 1, and a slot a replica
  * left stays empty until the next change): qbd_replica_status and
  * qbd_replica_counters return -ENOENT for an empty slot. */
 unsigned qbd_replica_count(const struct qbd_volume *v);
+/* The background resync's rate now: bytes per second, 0 = unlimited
+ * (qbd_open_opts.resync_rate, or the volume's rebuild rate in etcd,
+ * `qbd volume set --rebuild-rate`, which the writer follows at run
+ * time). */
+uint64_t qbd_resync_rate(const struct qbd_volume *v);
 unsigned qbd_write_quorum(const struct qbd_volume *v);
 int qbd_replica_status(const struct qbd_volume *v, unsigned i,
 		       struct qbd_replica_status *out);

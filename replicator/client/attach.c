@@ -85,7 +85,43 @@ struct qbd_attach_keeper {
 	uint32_t addr_new;           /* under mu, read atomically outside:
 				      * addrs[r] waiting for the loop */
 	struct qbd_node_addr addrs[QBD_CORE_MAX_SLOTS]; /* under mu */
+	uint64_t rate_own;           /* the writer's own resync rate (qbd.conf) */
+	uint64_t rate_seen;          /* keeper side: the rate last handed over */
+	uint64_t rate;               /* under mu: the rate for the loop */
+	bool rate_new;               /* under mu, read atomically outside */
+	bool settings_failed;        /* keeper side: said once */
 };
+
+/* Keeper side: the volume's rebuild rate in etcd (`qbd volume set
+ * --rebuild-rate`), or the writer's own when it has none; handed to the
+ * loop when it changed. An unreadable setting keeps the rate as it is
+ * (said once). Blocks on etcd: the keeper's thread only. */
+static void keeper_settings(struct qbd_attach_keeper *k)
+{
+	struct qbd_volume_settings s;
+	uint64_t rate;
+	int err = qbd_meta_volume_settings_get(k->meta, k->a.volume_id, &s);
+
+	if (err) {
+		if (!k->settings_failed)
+			qbd_warn(COMP, "volume %s: reading its settings in etcd: %s (the "
+				 "rebuild rate stays as it is)", k->a.volume, strerror(-err));
+		k->settings_failed = true;
+		return;
+	}
+	k->settings_failed = false;
+	rate = s.has_rebuild_rate ? s.rebuild_rate : k->rate_own;
+	if (rate == k->rate_seen)
+		return;
+	qbd_info(COMP, "volume %s: rebuild rate %" PRIu64 " bytes/s%s (was %" PRIu64 ")",
+		 k->a.volume, rate, !rate ? " (unlimited)" : s.has_rebuild_rate ?
+		 " (the volume's setting)" : " (this writer's resync-rate)", k->rate_seen);
+	k->rate_seen = rate;
+	pthread_mutex_lock(&k->mu);
+	k->rate = rate;
+	__atomic_store_n(&k->rate_new, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&k->mu);
+}
 
 /* Keeper side: read again the node record of each replica in down, and
  * hand the loop the address of each that changed and resolves. A record
@@ -191,6 +227,8 @@ static void *keeper_main(void *arg)
 				if (err && err != -ESTALE)
 					qbd_debug(COMP, "status: %s", strerror(-err));
 			}
+			if (!k->superseded)
+				keeper_settings(k);
 			/* After the keepalive and the status: a slow etcd or
 			 * DNS answer here must not delay them. */
 			if (!k->superseded)
@@ -287,6 +325,7 @@ int qbd_attach_take(struct qbd_volume *v, const struct qbd_open_opts *o,
 		snprintf(k->a.host, sizeof(k->a.host), "?");
 	k->a.host[sizeof(k->a.host) - 1] = 0;
 	snprintf(k->a.zone, sizeof(k->a.zone), "%s", o->zone ? o->zone : "");
+	k->rate_own = k->rate_seen = o->resync_rate;
 	k->a.pid = (int)getpid();
 	k->a.since = (uint64_t)time(NULL);
 	err = qbd_meta_lease_grant(m, LEASE_TTL, &k->lease);
@@ -458,6 +497,8 @@ void qbd_attach_status(struct qbd_volume *v)
 	json_object_object_add(o, "write_quorum", json_object_new_int((int)v->info.write_quorum));
 	json_object_object_add(o, "chunks", json_object_new_int64((int64_t)v->nchunks));
 	json_object_object_add(o, "fenced", json_object_new_boolean(qbd_core_fenced(v->core)));
+	json_object_object_add(o, "resync_rate",
+			       json_object_new_int64((int64_t)qbd_core_resync_rate(v->core)));
 	/* Entry i is the record's replica i (in core slot rslot[i]); a
 	 * change's learner is in "change". */
 	for (unsigned i = 0; i < v->info.replicas; i++) {
@@ -485,6 +526,7 @@ void qbd_attach_status(struct qbd_volume *v)
 		json_object_object_add(e, "resync_done_chunks", json_object_new_int64((int64_t)ri.resync_done));
 		json_object_object_add(e, "resync_total_chunks", json_object_new_int64((int64_t)ri.resync_total));
 		json_object_object_add(e, "pulled_chunks", json_object_new_int64((int64_t)ri.pulled));
+		json_object_object_add(e, "resync_bytes", json_object_new_int64((int64_t)ri.resync_bytes));
 		json_object_array_add(arr, e);
 	}
 	json_object_object_add(o, "replicas", arr);
@@ -551,6 +593,19 @@ uint32_t qbd_attach_addrs(struct qbd_volume *v,
 	__atomic_store_n(&k->addr_new, 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&k->mu);
 	return fresh;
+}
+
+bool qbd_attach_rate(struct qbd_volume *v, uint64_t *rate)
+{
+	struct qbd_attach_keeper *k = v->keeper;
+
+	if (!k || !k->started || !__atomic_load_n(&k->rate_new, __ATOMIC_ACQUIRE))
+		return false;
+	pthread_mutex_lock(&k->mu);
+	*rate = k->rate;
+	k->rate_new = false;
+	pthread_mutex_unlock(&k->mu);
+	return true;
 }
 
 void qbd_attach_release(struct qbd_volume *v, bool clean)

@@ -218,8 +218,13 @@ static void tick(struct qbd_volume *v)
 		qbd_core_tick(v->core, now);
 		qbd_change_tick(v);
 	}
-	if (v->keeper && !v->opening)
+	if (v->keeper && !v->opening) {
+		uint64_t rate;
+
+		if (qbd_attach_rate(v, &rate))
+			qbd_core_set_resync_rate(v->core, rate, now);
 		qbd_attach_status(v);
+	}
 }
 
 void qbd_process(struct qbd_volume *v)
@@ -328,8 +333,14 @@ int qbd_replica_status(const struct qbd_volume *v, unsigned i,
 		out->stale_chunks = ri.stale_chunks;
 		out->resync_done = ri.resync_done;
 		out->resync_total = ri.resync_total;
+		out->resync_bytes = ri.resync_bytes;
 	}
 	return 0;
+}
+
+uint64_t qbd_resync_rate(const struct qbd_volume *v)
+{
+	return v->core ? qbd_core_resync_rate(v->core) : 0;
 }
 
 int qbd_replica_counters(const struct qbd_volume *v, unsigned i,

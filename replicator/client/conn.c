@@ -505,9 +505,15 @@ static int rx_on_frame(void *user, Qbd__Msg *m, void *data)
 		 * probe trusts a copy by them. */
 		qbd_core_read_reply(c->v->core, c->idx, m->request_id, status,
 				    m->version, m->flags, qbd_now_ns());
-	else
+	else {
+		if (m->type == QBD__MSG_TYPE__PULL)
+			/* The bytes that crossed to it (the source's
+			 * written blocks), for counters and the rate. */
+			qbd_core_pull_copied(c->v->core, c->idx, m->request_id, m->length,
+					     qbd_now_ns());
 		qbd_core_reply(c->v->core, c->idx, m->request_id, status, m->version,
 			       qbd_now_ns());
+	}
 	return 0;
 }
 

@@ -149,6 +149,10 @@ void qbd_attach_wake(struct qbd_volume *v);
  * the loop was handed (NULL: none yet; looked up when it is down). */
 void qbd_attach_slot(struct qbd_attach_keeper *k, unsigned r, uint64_t id,
 		     const struct qbd_node_addr *a);
+/* Loop side: true with *rate when the keeper found a new resync rate for
+ * the volume (its rebuild rate in etcd, or the writer's own when that
+ * is unset) since the last call. Never waits for etcd. */
+bool qbd_attach_rate(struct qbd_volume *v, uint64_t *rate);
 /* Stop the keeper; clean = a clean detach (flushed, nothing in flight). */
 void qbd_attach_release(struct qbd_volume *v, bool clean);
 

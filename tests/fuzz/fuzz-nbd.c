@@ -200,6 +200,12 @@ uint64_t qbd_epoch(const struct qbd_volume *v)
 	fn_die("metrics rendered without --metrics");
 }
 
+uint64_t qbd_resync_rate(const struct qbd_volume *v)
+{
+	(void)v;
+	fn_die("metrics rendered without --metrics");
+}
+
 int qbd_replica_status(const struct qbd_volume *v, unsigned i, struct qbd_replica_status *out)
 {
 	(void)v, (void)i, (void)out;
