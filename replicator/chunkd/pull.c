@@ -17,7 +17,10 @@
  * Connections to other chunk servers (struct peer) are made on demand,
  * kept for later pulls, and dropped on any error. Each pull has 5 seconds;
  * any failure is answered to the writer, which then copies the chunk
- * through itself. Peer addresses must be numeric (IPv4 or IPv6).
+ * through itself. A peer's address is numeric (IPv4 or IPv6) or a host
+ * name, resolved with uv_getaddrinfo in libuv's thread pool (never on
+ * the loop), again for each new connection: a name that stops resolving
+ * fails the pull with a message naming it.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -37,6 +40,8 @@ struct peer {
 	struct chunkd *d;
 	uv_tcp_t tcp;
 	uv_connect_t creq;
+	uv_getaddrinfo_t gai;        /* resolving a host name */
+	bool resolving;              /* gai in flight: tcp is closed after it */
 	uint64_t node_id;
 	char addr[QBD_ADDR_MAX];
 	bool up, closing;
@@ -127,6 +132,11 @@ static void peer_fail(struct peer *p, int err, const char *why)
 		pull_fail(pl, err);
 	}
 	p->tail = NULL;
+	if (p->resolving) {
+		/* peer_on_resolved closes it (at once if cancelled). */
+		uv_cancel((uv_req_t *)&p->gai);
+		return;
+	}
 	uv_close((uv_handle_t *)&p->tcp, peer_on_close);
 }
 
@@ -409,23 +419,59 @@ static void peers_on_tick(uv_timer_t *t)
 	}
 }
 
+/* Connect p to sa. false after failing p. */
+static bool peer_connect(struct peer *p, const struct sockaddr *sa)
+{
+	if (uv_tcp_connect(&p->creq, &p->tcp, sa, peer_on_connect) < 0) {
+		peer_fail(p, -EHOSTUNREACH, "connect failed");
+		return false;
+	}
+	return true;
+}
+
+/* The host name of p's address resolved (in libuv's thread pool): connect
+ * to its first address, or fail p saying the name did not resolve. */
+static void peer_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct peer *p = QBD_CONTAINER_OF(req, struct peer, gai);
+	char why[QBD_ADDR_MAX + 96];
+
+	p->resolving = false;
+	if (p->closing) {
+		uv_freeaddrinfo(res);
+		uv_close((uv_handle_t *)&p->tcp, peer_on_close);
+		return;
+	}
+	if (status < 0 || !res) {
+		snprintf(why, sizeof(why), "address '%s' does not resolve: %s", p->addr,
+			 status < 0 ? uv_strerror(status) : "no address");
+		uv_freeaddrinfo(res);
+		peer_fail(p, -EHOSTUNREACH, why);
+		return;
+	}
+	peer_connect(p, res->ai_addr);
+	uv_freeaddrinfo(res);
+}
+
 static struct peer *peer_get(struct chunkd *d, uint64_t node_id, const char *addr)
 {
 	struct sockaddr_storage sa;
-	char host[QBD_ADDR_MAX];
+	char host[QBD_ADDR_MAX], port_s[8];
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	bool numeric;
 	uint16_t port;
 	struct peer *p;
 
 	for (p = d->peers; p; p = p->next)
 		if (p->node_id == node_id && !strcmp(p->addr, addr))
 			return p;
-	if (qbd_parse_hostport(addr, host, sizeof(host), &port) < 0 ||
-	    (uv_ip4_addr(host, port, (struct sockaddr_in *)&sa) != 0 &&
-	     uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa) != 0)) {
-		qbd_warn(COMP, "peer %016llx: address '%s' is not numeric HOST:PORT",
+	if (qbd_parse_hostport(addr, host, sizeof(host), &port) < 0) {
+		qbd_warn(COMP, "peer %016llx: address '%s' is not HOST:PORT",
 			 (unsigned long long)node_id, addr);
 		return NULL;
 	}
+	numeric = uv_ip4_addr(host, port, (struct sockaddr_in *)&sa) == 0 ||
+		  uv_ip6_addr(host, port, (struct sockaddr_in6 *)&sa) == 0;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
@@ -440,14 +486,21 @@ static struct peer *peer_get(struct chunkd *d, uint64_t node_id, const char *add
 	uv_tcp_nodelay(&p->tcp, 1);
 	p->next = d->peers;
 	d->peers = p;
-	if (uv_tcp_connect(&p->creq, &p->tcp, (struct sockaddr *)&sa, peer_on_connect) < 0) {
-		peer_fail(p, -EHOSTUNREACH, "connect failed");
-		return NULL;
-	}
 	if (!d->peer_timer_on) {
 		uv_timer_init(&d->loop, &d->peer_timer);
 		uv_timer_start(&d->peer_timer, peers_on_tick, 1000, 1000);
 		d->peer_timer_on = true;
+	}
+	if (numeric)
+		return peer_connect(p, (struct sockaddr *)&sa) ? p : NULL;
+	/* A name: resolved off the loop; the pulls wait in p meanwhile
+	 * (and its timer counts: a resolver that hangs fails them). */
+	snprintf(port_s, sizeof(port_s), "%u", port);
+	p->resolving = true;
+	if (uv_getaddrinfo(&d->loop, &p->gai, peer_on_resolved, host, port_s, &hints) < 0) {
+		p->resolving = false;
+		peer_fail(p, -EHOSTUNREACH, "cannot start resolving its address");
+		return NULL;
 	}
 	return p;
 }
