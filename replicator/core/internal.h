@@ -181,7 +181,9 @@ struct qbd_core {
 	struct part *fl_head, *fl_tail; /* flushes waiting for it */
 	unsigned pending_ios;
 	unsigned rs_active;
-	uint64_t rs_tokens, rs_last;
+	int64_t rs_tokens;       /* bytes the rate allows now; below 0 after
+				  * copies that cost more than was saved */
+	uint64_t rs_last;
 	uint64_t now;
 };
 

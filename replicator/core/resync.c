@@ -48,7 +48,7 @@ static int resync_source(struct qbd_core *c, uint64_t ch, uint32_t exclude)
 static void resync_charge(struct part *p, uint64_t bytes)
 {
 	struct qbd_core *c = p->c;
-	uint64_t cap = (uint64_t)c->cfg.chunk_size * c->cfg.resync_parallel;
+	int64_t cap = (int64_t)c->cfg.chunk_size * c->cfg.resync_parallel;
 
 	if (!c->cfg.resync_rate)
 		return;
@@ -58,7 +58,7 @@ static void resync_charge(struct part *p, uint64_t bytes)
 		if (c->rs_tokens > cap)
 			c->rs_tokens = cap;
 	}
-	c->rs_tokens = c->rs_tokens > bytes ? c->rs_tokens - bytes : 0;
+	c->rs_tokens -= (int64_t)(bytes < (uint64_t)cap ? bytes : (uint64_t)cap);
 }
 
 /* A resync of ch landed on r: it holds V[c], and a RESYNC write clears
@@ -701,13 +701,15 @@ static void resync_urgent(struct qbd_core *c)
 }
 
 /* The rate limit's tokens (bytes), refilled for the time since the last
- * call, at most parallel chunks' worth. */
+ * call, at most parallel chunks' worth saved up. */
 static void resync_refill(struct qbd_core *c)
 {
-	uint64_t dt = c->now - c->rs_last;
-	uint64_t cap = (uint64_t)c->cfg.chunk_size * c->cfg.resync_parallel;
+	int64_t cap = (int64_t)c->cfg.chunk_size * c->cfg.resync_parallel;
+	double add = (double)c->cfg.resync_rate * (double)(c->now - c->rs_last) / 1e9;
 
-	c->rs_tokens += (uint64_t)((double)c->cfg.resync_rate * (double)dt / 1e9);
+	/* (bounded before the conversion: a debt is never more than the
+	 * copies in flight, a few caps) */
+	c->rs_tokens += add > 8.0 * (double)cap ? 8 * cap : (int64_t)add;
 	if (c->rs_tokens > cap)
 		c->rs_tokens = cap;
 	c->rs_last = c->now;
@@ -729,13 +731,17 @@ static void resync_background(struct qbd_core *c)
 			uint64_t ch;
 			unsigned before = c->rs_active;
 
-			if (c->cfg.resync_rate && c->rs_tokens < cs)
+			/* A copy starts while the rate has saved anything
+			 * at all: it is charged a chunk's worth, settled
+			 * with the bytes it moved (resync_charge), so a
+			 * rate below a chunk a second still makes progress. */
+			if (c->cfg.resync_rate && c->rs_tokens <= 0)
 				return;
 			if (!next_stale(c, r, &ch))
 				break;
 			resync_start(c, ch, c->cfg.resync_rate != 0);
 			if (c->rs_active > before && c->cfg.resync_rate)
-				c->rs_tokens -= cs;
+				c->rs_tokens -= (int64_t)cs;
 		}
 	}
 }

@@ -934,12 +934,12 @@ START_TEST(resync_rate_changes_at_run_time)
 
 	open_rebuild(true, 1, 4);
 	qbd_core_tick(c, MS);
-	qbd_core_tick(c, 1000 * MS);
+	qbd_core_tick(c, 500 * MS);
 	ck_assert_int_lt(find(QBD_CM_PULL, 2, 0), 0);
 	ck_assert_uint_eq(qbd_core_resync_rate(c), 1);
-	qbd_core_set_resync_rate(c, 0, 1001 * MS);
+	qbd_core_set_resync_rate(c, 0, 501 * MS);
 	ck_assert_uint_eq(qbd_core_resync_rate(c), 0);
-	qbd_core_tick(c, 1100 * MS);
+	qbd_core_tick(c, 600 * MS);
 	for (unsigned i = 0; i < nsent; i++)
 		pulls += sent[i].type == QBD_CM_PULL;
 	ck_assert_uint_eq(pulls, 4);
