@@ -705,7 +705,11 @@ static void resync_urgent(struct qbd_core *c)
 static void resync_refill(struct qbd_core *c)
 {
 	int64_t cap = (int64_t)c->cfg.chunk_size * c->cfg.resync_parallel;
-	double add = (double)c->cfg.resync_rate * (double)(c->now - c->rs_last) / 1e9;
+	double add;
+
+	if (!c->rs_last)
+		c->rs_last = c->now; /* the first call: nothing saved before it */
+	add = (double)c->cfg.resync_rate * (double)(c->now - c->rs_last) / 1e9;
 
 	/* (bounded before the conversion: a debt is never more than the
 	 * copies in flight, a few caps) */
