@@ -113,9 +113,9 @@ static void keeper_settings(struct qbd_attach_keeper *k)
 	rate = s.has_rebuild_rate ? s.rebuild_rate : k->rate_own;
 	if (rate == k->rate_seen)
 		return;
-	qbd_info(COMP, "volume %s: rebuild rate %" PRIu64 " bytes/s%s (was %" PRIu64 ")",
-		 k->a.volume, rate, !rate ? " (unlimited)" : s.has_rebuild_rate ?
-		 " (the volume's setting)" : " (this writer's resync-rate)", k->rate_seen);
+	qbd_info(COMP, "volume %s: rebuild rate %" PRIu64 " bytes/s%s, %s (was %" PRIu64 ")",
+		 k->a.volume, rate, rate ? "" : " (unlimited)", s.has_rebuild_rate ?
+		 "the volume's setting" : "this writer's resync-rate", k->rate_seen);
 	k->rate_seen = rate;
 	pthread_mutex_lock(&k->mu);
 	k->rate = rate;

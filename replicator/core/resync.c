@@ -785,7 +785,7 @@ void qbd_core_set_resync_rate(struct qbd_core *c, uint64_t rate, uint64_t now)
 		c->rs_tokens = 0;   /* unlimited until now: start from nothing */
 		c->rs_last = now;
 	}
-	core_logf(c, L_INFO, "resync rate %llu bytes/s (was %llu; 0 = unlimited)",
+	core_logf(c, L_DEBUG, "resync rate %llu bytes/s (was %llu; 0 = unlimited)",
 		  (unsigned long long)rate, (unsigned long long)c->cfg.resync_rate);
 	c->cfg.resync_rate = rate;
 }
