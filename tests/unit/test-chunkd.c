@@ -908,6 +908,78 @@ START_TEST(reclaim_leaves_a_tombstone)
 }
 END_TEST
 
+/* ---- sparse resync copies (QBD_WIRE_F_SPARSE) ---- */
+
+/* A SPARSE RESYNC write of chunk 1 (written whole at setup) marking
+ * blocks 0 and 15 of 16: the chunk ends with those two blocks at the new
+ * version and every block it held besides reads as zeros, a hole. */
+START_TEST(sparse_resync_write_leaves_holes_where_the_source_has_them)
+{
+	Qbd__Msg m = good(WRITE);
+	uint8_t back[CS], bm[2], want[CS];
+	struct qbd_engine_req r = { .op = QBD_ENGINE_READ, .volume = VOL, .chunk = 1,
+				    .length = CS, .buf = back };
+	struct qbd_engine_req b = { .op = QBD_ENGINE_BITMAP, .volume = VOL, .chunk = 1,
+				    .length = CS, .buf = bm };
+	struct answer a;
+
+	wdata[0] = 0x01;
+	wdata[1] = 0x80;
+	m.chunk = 1;
+	m.offset = 0;
+	m.length = CS;
+	m.data_len = 2 + 2 * 4096;
+	m.flags = QBD_WIRE_F_RESYNC | QBD_WIRE_F_SPARSE | QBD_WIRE_F_FUA;
+	passes(&m);
+	a = send_frame(&m, false);
+	ck_assert_int_eq(a.status, 0);
+	memset(want, 0, sizeof want);
+	memcpy(want, wdata + 2, 4096);
+	memcpy(want + 15 * 4096, wdata + 2 + 4096, 4096);
+	ck_assert_int_eq(eng_run(&r), (int)CS);
+	ck_assert_uint_eq(r.version, V2);
+	ck_assert_mem_eq(back, want, CS);
+	ck_assert_int_eq(eng_run(&b), 0);
+	ck_assert_uint_eq(bm[0], 0x01);
+	ck_assert_uint_eq(bm[1], 0x80);
+}
+END_TEST
+
+/* A sparse form that is not the bitmap plus exactly the blocks it marks,
+ * SPARSE without RESYNC, and SPARSE reads of part of a chunk or with
+ * BITMAP are refused, changing nothing. */
+START_TEST(malformed_sparse_requests_are_refused)
+{
+	Qbd__Msg m = good(WRITE);
+
+	wdata[0] = 0x07;                     /* three blocks marked */
+	wdata[1] = 0;
+	m.chunk = 1;
+	m.offset = 0;
+	m.length = CS;
+	m.flags = QBD_WIRE_F_RESYNC | QBD_WIRE_F_SPARSE;
+	m.data_len = 2 + 2 * 4096;           /* two sent */
+	refused(&m, -EINVAL, false);
+	m.data_len = 2 + 4 * 4096;           /* four sent */
+	refused(&m, -EINVAL, false);
+	m.data_len = 1;                      /* not even the bitmap */
+	refused(&m, -EINVAL, false);
+	m.data_len = 2 + 3 * 4096;
+	passes(&m);
+	m.flags = QBD_WIRE_F_SPARSE;         /* not a RESYNC */
+	refused(&m, -EINVAL, false);
+	m = good(READ);
+	m.flags = QBD_WIRE_F_SPARSE;         /* part of the chunk */
+	refused(&m, -EINVAL, false);
+	m.offset = 0;
+	m.length = CS;
+	m.flags = QBD_WIRE_F_SPARSE | QBD_WIRE_F_BITMAP;
+	refused(&m, -EINVAL, false);
+	m.flags = QBD_WIRE_F_SPARSE;
+	passes(&m);
+}
+END_TEST
+
 /* ---- reclaim: the decision ---- */
 
 #define GRACE 1000000000ull   /* 1 s */
@@ -1391,6 +1463,8 @@ static Suite *chunkd_suite(void)
 	tcase_add_test(t, unknown_flags_are_refused);
 	tcase_add_test(t, resync_of_part_or_mixed_is_refused);
 	tcase_add_test(t, pull_of_part_or_without_source_is_refused);
+	tcase_add_test(t, sparse_resync_write_leaves_holes_where_the_source_has_them);
+	tcase_add_test(t, malformed_sparse_requests_are_refused);
 	tcase_add_test(t, chunk_beyond_the_wire_is_refused);
 	tcase_add_test(t, volume_zero_is_refused);
 	suite_add_tcase(s, t);
