@@ -196,6 +196,7 @@ struct msg {
 	uint64_t flagged;        /* PING reply: flagged chunks in all */
 	uint32_t cflags;         /* READ reply: the chunk's flags */
 	bool join;               /* OPEN of a learner: may replace a tombstone */
+	uint32_t copied;         /* PULL reply: bytes that crossed (its length) */
 };
 
 struct ev {
@@ -759,13 +760,16 @@ static void rep_handle(int ci, unsigned r, unsigned slot, unsigned gen, struct m
 		else if (src->ver[m->chunk] != m->newv)
 			st = -ESTALE;
 		if (!st && rp->ver[m->chunk] != m->newv) {
+			m->copied = sparse_bm_bytes();
 			for (uint32_t u = 0; u < C.cs / UNIT; u++) {
 				uint64_t su = m->chunk * (C.cs / UNIT) + u;
 
-				if (src->written[su])
+				if (src->written[su]) {
 					memcpy(cd + (size_t)u * UNIT, src->data + su * UNIT, UNIT);
-				else
+					m->copied += UNIT;
+				} else {
 					memset(cd + (size_t)u * UNIT, 0, UNIT);
+				}
 			}
 			memset(rp->corrupt + m->chunk * (C.cs / UNIT), 0, C.cs / UNIT);
 			rep_written_from_data(rp, m->chunk);
@@ -1402,8 +1406,11 @@ static void cli_reply(int ci, unsigned r, unsigned gen, struct msg *m)
 		if (m->type == QBD_CM_READ)
 			qbd_core_read_reply(cl->core, r, m->id, m->status, m->version,
 					    m->cflags, now);
-		else
+		else {
+			if (m->type == QBD_CM_PULL)
+				qbd_core_pull_copied(cl->core, r, m->id, m->copied, now);
 			qbd_core_reply(cl->core, r, m->id, m->status, m->version, now);
+		}
 	}
 	msg_free(m);
 }
