@@ -6,12 +6,14 @@
  * through the writer (RSREAD, RSWRITE). Either way only the chunk's
  * written blocks cross the network, in its sparse form (the written
  * bitmap, then those blocks: a SPARSE READ of the source, a SPARSE
- * RESYNC write to the target, which stores the holes as holes). A flagged target first
- * gets the chunk's version moved on (the bump). With no current replica
- * up, the up ones are probed and the chunk restored from the best copy
- * under a fresh version (probe_done). Scheduling: chunks requests wait
- * for first, then attach's recovery list, then every stale chunk at the
- * configured rate.
+ * RESYNC write to the target, which stores the holes as holes). Copies
+ * read from the current replicas in turn (resync_source). A flagged
+ * target first gets the chunk's version moved on (the bump). With no
+ * current replica up, the up ones are probed and the chunk restored from
+ * the best copy under a fresh version (probe_done). Scheduling: chunks
+ * requests wait for first, then attach's recovery list, then every stale
+ * chunk at the configured rate (bytes of data a second, changed at run
+ * time by qbd_core_set_resync_rate).
  */
 #include <errno.h>
 #include <stdlib.h>
