@@ -105,9 +105,11 @@ static void fw_mix_bytes(struct fw *f, const uint8_t *p, size_t n)
 
 /* ---- the core's shell ---- */
 
+static bool fw_sparse_form(const uint8_t *data, uint32_t len);
+
 /* What the core sends must make sense whatever the replies said: to a
- * replica, inside a chunk of the volume, WRITE data unless zeroing, a PULL
- * from another replica. */
+ * replica, inside a chunk of the volume, WRITE data unless zeroing (a
+ * sparse form that adds up, with SPARSE), a PULL from another replica. */
 static void fw_send(void *user, const struct qbd_core_msg *m)
 {
 	struct fw *f = user;
@@ -118,6 +120,8 @@ static void fw_send(void *user, const struct qbd_core_msg *m)
 	    (ranged && (m->chunk >= FW_NCHUNKS ||
 			(uint64_t)m->offset + m->length > FW_CHUNK)) ||
 	    (m->type == QBD_CM_WRITE && !(m->flags & QBD_CORE_F_ZERO) && !m->data) ||
+	    (m->type == QBD_CM_WRITE && (m->flags & QBD_CORE_F_SPARSE) &&
+	     !fw_sparse_form(m->data, m->data_len)) ||
 	    (m->type == QBD_CM_PULL && (m->source >= FW_R || m->source == m->replica))) {
 		fuzz_fail("fuzz-wire: the core sent message %llu (type %d) to replica %u: "
 			  "chunk %llu offset %u length %u source %u",
@@ -336,6 +340,24 @@ static void fw_reply(struct fw *f, const Qbd__Msg *m, const uint8_t *d)
 
 /* ---- the chunk server's side ---- */
 
+/* Is data (len bytes) a chunk's sparse form: its bitmap, one bit per
+ * 4 KiB block, then exactly the blocks it marks? */
+static bool fw_sparse_form(const uint8_t *data, uint32_t len)
+{
+	uint32_t blocks = FW_CHUNK / QBD_WIRE_BLOCK, bm = (blocks + 7) / 8, n = 0;
+
+	if (!data || len < bm)
+		return false;
+	for (uint32_t b = 0; b < bm * 8; b++) {
+		if (!(data[b / 8] & (1u << (b % 8))))
+			continue;
+		if (b >= blocks)
+			return false;
+		n++;
+	}
+	return len == bm + n * QBD_WIRE_BLOCK;
+}
+
 /* What chunkd_validate accepted must be what the handlers rely on; the
  * rules again, independently. NULL if m may be served, else what is
  * wrong. */
@@ -360,9 +382,15 @@ static const char *fw_served_wrongly(const struct fw *f, const Qbd__Msg *m, cons
 	if ((ranged || m->type == QBD__MSG_TYPE__PULL || m->type == QBD__MSG_TYPE__CHECKSUM) &&
 	    m->chunk > QBD_WIRE_MAX_CHUNK)
 		return "a chunk the wire cannot list";
-	if (m->type == QBD__MSG_TYPE__WRITE &&
+	if (m->type == QBD__MSG_TYPE__WRITE && !(m->flags & QBD_WIRE_F_SPARSE) &&
 	    (zero ? m->data_len != 0 : (!data || m->data_len != m->length)))
 		return "WRITE data that is not its range's";
+	if (m->type == QBD__MSG_TYPE__WRITE && (m->flags & QBD_WIRE_F_SPARSE) &&
+	    (!(m->flags & QBD_WIRE_F_RESYNC) || zero || !fw_sparse_form(data, m->data_len)))
+		return "a SPARSE WRITE that is not a RESYNC of a sparse form";
+	if (m->type == QBD__MSG_TYPE__READ && (m->flags & QBD_WIRE_F_SPARSE) &&
+	    (m->offset || m->length != FW_CHUNK || (m->flags & QBD_WIRE_F_BITMAP)))
+		return "a SPARSE READ of part of the chunk, or with BITMAP";
 	if (m->type == QBD__MSG_TYPE__PULL &&
 	    (m->offset || m->length != FW_CHUNK || !m->source_addr || !*m->source_addr))
 		return "a PULL of part of the chunk, or without a source";
