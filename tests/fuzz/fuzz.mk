@@ -33,7 +33,7 @@ fuzz_obj = $(patsubst %.c,$(FUZZ_BUILD)/%.o,$(1))
 
 # What each target links besides its own file.
 FUZZ_SRC_wire = replicator/wire/wire.c $(wildcard replicator/core/*.c) \
-	replicator/chunkd/validate.c common/log.c common/util.c
+	replicator/chunkd/validate.c common/log.c common/sparse.c common/util.c
 FUZZ_OBJ_wire = $(call fuzz_obj,tests/fuzz/fuzz-wire.c $(FUZZ_SRC_wire)) \
 	$(FUZZ_BUILD)/gen/replicator/wire/proto/qbd.pb-c.o
 FUZZ_SRC_nbd  = nbd-frontend/server.c nbd-frontend/conn.c nbd-frontend/handshake.c \
