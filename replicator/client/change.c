@@ -272,6 +272,9 @@ json_object *qbd_change_status(struct qbd_volume *v)
 			       json_object_new_int64((int64_t)(done * v->info.chunk_size)));
 	json_object_object_add(o, "total_bytes",
 			       json_object_new_int64((int64_t)(total * v->info.chunk_size)));
+	/* What crossed to the learner: its written blocks and bitmaps (the
+	 * byte figures above count whole chunks). */
+	json_object_object_add(o, "resync_bytes", json_object_new_int64((int64_t)ri.resync_bytes));
 	json_object_object_add(o, "rate_bytes",
 			       json_object_new_int64((int64_t)(ch->rate * v->info.chunk_size)));
 	json_object_object_add(o, "eta_s", json_object_new_int64(
