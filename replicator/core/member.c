@@ -42,6 +42,7 @@ static void slot_reset(struct qbd_core *c, unsigned r)
 	memset(c->damaged[r], 0, bytes);
 	c->nstale[r] = c->nflagged[r] = c->flagged_total[r] = 0;
 	c->rs_done[r] = c->pulled[r] = c->rs_backoff[r] = c->rs_cursor[r] = 0;
+	c->rs_bytes[r] = 0;
 	c->confirmed[r] = c->last_reply[r] = 0;
 	c->up[r] = c->pinging[r] = false;
 }
