@@ -585,3 +585,74 @@ void qbd_core_fence(struct qbd_core *c, unsigned r)
 			  r, (unsigned long long)c->cfg.epoch);
 	core_fence(c);
 }
+
+/* p (n_old elements of size bytes) reallocated for n, the new elements
+ * zeroed; NULL (p untouched) without memory. */
+static void *grow_array(void *p, size_t size, uint64_t n_old, uint64_t n)
+{
+	uint8_t *q;
+
+	if (n > SIZE_MAX / size)
+		return NULL;
+	q = realloc(p, n * size);
+	if (q)
+		memset(q + n_old * size, 0, (n - n_old) * size);
+	return q;
+}
+
+/* Grow array field f of c from o to n elements, or return -ENOMEM. */
+#define GROW(f, o, n)							\
+	do {								\
+		void *g_ = grow_array((f), sizeof(*(f)), (o), (n));	\
+		if (!g_)						\
+			return -ENOMEM;					\
+		(f) = g_;						\
+	} while (0)
+
+/*
+ * The volume grew (qbd volume resize): chunks [c->nchunks, nchunks) are
+ * new. Nothing was ever written there (libqbd refuses requests beyond
+ * the size, and a volume never shrinks), so each new chunk is at version
+ * 0 on every replica: current everywhere, stale and flagged nowhere,
+ * committed at 0. Only the per-chunk arrays and bitmaps grow (every
+ * slot's, a learner's too, and a change flush's snapshots); every other
+ * state, a membership change in progress included, stays. A failure leaves c->nchunks as it was (arrays already grown
+ * only have room to spare, zeroed).
+ */
+int qbd_core_grow(struct qbd_core *c, uint64_t nchunks)
+{
+	uint64_t old = c->nchunks, ow = (old + 63) / 64, nw = (nchunks + 63) / 64;
+	const size_t nslots = sizeof(c->stale) / sizeof(c->stale[0]);
+
+	if (nchunks < old)
+		return -EINVAL;
+	if (nchunks == old)
+		return 0;
+	GROW(c->version, old, nchunks);
+	GROW(c->acked, old, nchunks);
+	GROW(c->wr_inflight, old, nchunks);
+	GROW(c->wr_subs, old, nchunks);
+	GROW(c->gen, old, nchunks);
+	/* Bitmaps: the bits past the old last chunk are clear (only chunks
+	 * in range are ever set), so the last old word needs nothing. */
+	GROW(c->dirty_bm, ow, nw);
+	for (size_t r = 0; r < nslots; r++) {
+		if (c->stale[r])
+			GROW(c->stale[r], ow, nw);
+		if (c->flagged[r])
+			GROW(c->flagged[r], ow, nw);
+		if (c->damaged[r])
+			GROW(c->damaged[r], ow, nw);
+		/* A change flush's snapshot: a new chunk was never written,
+		 * so at the snapshot it was as a never-written chunk is. */
+		if (c->cf_stale[r])
+			GROW(c->cf_stale[r], ow, nw);
+	}
+	c->nchunks = nchunks;
+	c->cfg.nchunks = nchunks;
+	core_logf(c, L_INFO, "volume grew from %llu to %llu chunks",
+		  (unsigned long long)old, (unsigned long long)nchunks);
+	return 0;
+}
+
+#undef GROW

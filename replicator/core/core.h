@@ -339,4 +339,13 @@ bool qbd_core_is_flagged(const struct qbd_core *c, unsigned r, uint64_t chunk);
  * request fails with -EPERM from now on. */
 void qbd_core_fence(struct qbd_core *c, unsigned r);
 
+/*
+ * The volume grew to nchunks chunks (a resize while attached): the new
+ * chunks are at version 0 on every replica (never written: a volume never
+ * shrinks, so nothing can be left there), current everywhere, and may be
+ * read and written from the call on. Requests in flight are untouched.
+ * 0, -EINVAL (fewer chunks than now), -ENOMEM (nothing changed).
+ */
+int qbd_core_grow(struct qbd_core *c, uint64_t nchunks);
+
 #endif

@@ -946,6 +946,99 @@ START_TEST(resync_rate_changes_at_run_time)
 }
 END_TEST
 
+START_TEST(grow_adds_chunks_current_everywhere)
+{
+	struct qbd_chunk_version cv;
+	unsigned n0;
+	uint64_t v;
+	int w;
+
+	open_core(3, 2, 1, 7);
+	/* Replica 1 misses a write of chunk 0: stale for it. */
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)1, MS);
+	v = sent[0].new_version;
+	reply(find(QBD_CM_WRITE, 0, 0), 0, v);
+	reply(find(QBD_CM_WRITE, 1, 0), -EIO, 0);
+	reply(find(QBD_CM_WRITE, 2, 0), 0, v);
+	ck_assert_int_eq(results[1], 0);
+	ck_assert(qbd_core_is_stale(c, 1, 0));
+	/* Beyond the end: refused, until the volume grows. */
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 8 * CS, 512, buf, (void *)2, MS);
+	ck_assert_int_eq(results[2], -EINVAL);
+	ck_assert_int_eq(qbd_core_grow(c, 4), -EINVAL);
+	ck_assert_int_eq(qbd_core_grow(c, 8), 0);
+	ck_assert_int_eq(qbd_core_grow(c, 200), 0);
+	/* What was known stays known; the new chunks are nowhere stale. */
+	ck_assert(qbd_core_is_stale(c, 1, 0));
+	ck_assert_uint_eq(qbd_core_chunk_version(c, 0), v);
+	for (unsigned r = 0; r < 3; r++)
+		for (uint64_t ch = 8; ch < 200; ch++) {
+			ck_assert(!qbd_core_is_stale(c, r, ch));
+			ck_assert(!qbd_core_is_flagged(c, r, ch));
+			ck_assert_uint_eq(qbd_core_chunk_version(c, ch), 0);
+		}
+	/* A write there goes to every replica, replica 1 included. */
+	n0 = nsent;
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 150 * CS, 512, buf, (void *)3, MS);
+	ck_assert_uint_eq(nsent, n0 + 3);
+	for (unsigned r = 0; r < 3; r++) {
+		w = find(QBD_CM_WRITE, r, n0);
+		ck_assert_int_ge(w, 0);
+		ck_assert_uint_eq(sent[w].chunk, 150);
+		ck_assert_uint_eq(sent[w].expected_version, 0);
+		reply(w, 0, sent[w].new_version);
+	}
+	ck_assert_int_eq(results[3], 0);
+	ck_assert_uint_ne(qbd_core_chunk_version(c, 150), 0);
+	/* A replica that comes back may list a new chunk. */
+	qbd_core_replica_down(c, 2, MS);
+	cv = (struct qbd_chunk_version){ .chunk = 150,
+					 .version = qbd_core_chunk_version(c, 150) };
+	ck_assert_int_eq(qbd_core_replica_open(c, 2, &cv, 1, MS), 0);
+	ck_assert(!qbd_core_is_stale(c, 2, 150));
+	ck_assert(qbd_core_is_stale(c, 2, 0));
+	/* The last chunk of the new size is in range, the next one not. */
+	qbd_core_submit(c, QBD_CORE_ZERO, 0, 199 * CS, CS, NULL, (void *)4, MS);
+	qbd_core_submit(c, QBD_CORE_ZERO, 0, 200 * CS, CS, NULL, (void *)5, MS);
+	ck_assert_int_eq(results[5], -EINVAL);
+}
+END_TEST
+
+/* Growth in the middle of a membership change: the learner's bitmaps
+ * and the change flush's snapshots grow with the rest (a sanitizer build
+ * sees any that did not). */
+START_TEST(grow_during_a_membership_change)
+{
+	unsigned n0;
+	uint64_t v;
+	int i, ready;
+
+	open_core(3, 2, 1, 7);
+	ck_assert_int_eq(qbd_core_learner_add(c, 3, MS), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 3, NULL, 0, MS), 0);
+	ck_assert_int_eq(qbd_core_grow(c, 64), 0);
+	ck_assert(!qbd_core_is_stale(c, 3, 50));
+	ck_assert_int_eq(qbd_core_joint_begin(c, 2, 3, MS), 0);
+	nsent = 0;
+	ck_assert_int_eq(qbd_core_change_ready(c, 2 * MS), 0); /* the change flush goes out */
+	n0 = nsent;
+	ck_assert_uint_gt(n0, 0);
+	ck_assert_int_eq(qbd_core_grow(c, 200), 0);
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 150 * CS, 512, buf, (void *)1, 3 * MS);
+	ck_assert_int_ge(find(QBD_CM_WRITE, 3, n0), 0); /* the learner gets it too */
+	v = sent[find(QBD_CM_WRITE, 0, n0)].new_version;
+	for (unsigned r = 0; r < 4; r++)
+		if ((i = find(QBD_CM_WRITE, r, n0)) >= 0)
+			reply(i, 0, v);
+	ck_assert_int_eq(results[1], 0);
+	for (unsigned r = 0; r < 4; r++)
+		if ((i = find(QBD_CM_FLUSH, r, 0)) >= 0 && i < (int)n0)
+			reply(i, 0, 0);
+	ready = qbd_core_change_ready(c, 4 * MS);
+	ck_assert_int_ge(ready, 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("core");
@@ -975,6 +1068,8 @@ int main(void)
 	tcase_add_test(t, write_without_space_on_some_fails_and_marks_them);
 	tcase_add_test(t, membership_change_steps);
 	tcase_add_test(t, joint_attach_needs_both_promise_quorums);
+	tcase_add_test(t, grow_adds_chunks_current_everywhere);
+	tcase_add_test(t, grow_during_a_membership_change);
 	suite_add_tcase(s, t);
 	t = tcase_create("resync");
 	tcase_add_checked_fixture(t, setup, teardown);
