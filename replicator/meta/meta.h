@@ -276,6 +276,21 @@ int qbd_meta_volume_cas(struct qbd_meta *m, const struct qbd_volume_info *read,
 int qbd_meta_volume_delete(struct qbd_meta *m, const struct qbd_volume_info *v);
 
 /*
+ * Grow volume `name` (whose id must be `id`) to size bytes: the record
+ * read, its size set, qbd_meta_volume_cas on the mod_revision read (no
+ * epoch: growth fences no writer), read again and retried when another
+ * change of the record came first; every other field as read. 0 also
+ * when the size is already `size`; *old_size (may be NULL) gets the size
+ * found first. -EINVAL when size is smaller than the record's or not a
+ * multiple of 4096 (a volume never shrinks: docs/design.md, "Resize"),
+ * -ENOENT when the volume is gone or its name now names another one,
+ * -EAGAIN after ten lost races. An attached writer takes the new size
+ * from the record (its keeper reads it every 2 s).
+ */
+int qbd_meta_volume_grow(struct qbd_meta *m, const char *name, uint64_t id,
+			 uint64_t size, uint64_t *old_size);
+
+/*
  * Which volumes exist, and which nodes each one's configuration lists,
  * for a chunk server's reclaim of the chunks of deleted volumes and of
  * replicas moved away (docs/design.md, "Reclaim"): one read-only

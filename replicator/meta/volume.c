@@ -751,3 +751,37 @@ int qbd_meta_epoch_bump(struct qbd_meta *m, uint64_t volume_id, uint64_t *epoch)
 	return -EAGAIN;
 }
 
+/* ---- growing a volume ---- */
+
+int qbd_meta_volume_grow(struct qbd_meta *m, const char *name, uint64_t id,
+			 uint64_t size, uint64_t *old_size)
+{
+	bool first = true;
+
+	for (int tries = 0; tries < 10; tries++) {
+		struct qbd_volume_info read, next;
+		int r = qbd_meta_volume_get(m, name, &read);
+
+		if (r < 0)
+			return r;
+		if (read.id != id)
+			return -ENOENT; /* deleted, and the name taken again */
+		if (size < read.size || size % 4096)
+			return -EINVAL;
+		if (first && old_size)
+			*old_size = read.size; /* as we first found it */
+		first = false;
+		if (size == read.size)
+			return 0; /* also after a resend whose success was lost */
+		next = read;
+		next.size = size;
+		/* No epoch compare: a larger size needs no writer fenced. A
+		 * writer that has not seen it refuses requests past the old
+		 * end, one that has serves them; neither can lose or show
+		 * anything, since nothing was ever written there. */
+		r = qbd_meta_volume_cas(m, &read, &next, 0);
+		if (r != -EAGAIN)
+			return r;
+	}
+	return -EAGAIN;
+}
