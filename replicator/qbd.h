@@ -14,8 +14,9 @@
  *
  * What libqbd starts: one thread per handle, the attachment keeper, from
  * qbd_open until qbd_close. Every 2 s it renews the writer's attachment
- * in etcd (a 10 s lease) and publishes the writer's status document for
- * `qbd volume status`, over an etcd connection of its own. It runs no
+ * in etcd (a 10 s lease), publishes the writer's status document for
+ * `qbd volume status` and reads the volume's record for a new size, over
+ * an etcd connection of its own. It runs no
  * callback and touches no memory of the caller; the data path never
  * waits for it (qbd_process only hands it a string under a mutex), and
  * when etcd is away the data path goes on (logged). It inherits the
@@ -89,6 +90,10 @@ int qbd_open(const struct qbd_open_opts *opts, struct qbd_volume **out);
  */
 int qbd_close(struct qbd_volume *v);
 
+/* The volume's size in bytes. It grows, never shrinks, while the handle
+ * is open when the volume is resized (`qbd volume resize`): the keeper
+ * reads the record every 2 s and qbd_process takes the new size; a
+ * caller that serves the volume compares it after qbd_process. */
 uint64_t qbd_size(const struct qbd_volume *v);
 uint32_t qbd_chunk_size(const struct qbd_volume *v);
 uint64_t qbd_volume_id(const struct qbd_volume *v);

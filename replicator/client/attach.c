@@ -18,6 +18,10 @@
  * port or host) is found there. The address goes to the loop the other
  * way, under the same mutex; the loop connects to it at its next retry.
  *
+ * And it reads the volume's record as often: a size grown by `qbd volume
+ * resize` goes to the loop (an atomic), which grows the core and the
+ * handle's size at its next tick (qbd_attach_grow), without a detach.
+ *
  * A clean close deletes the record and marks the epoch clean, so that the
  * next writer knows no earlier one may still be reading; after a crash or
  * a forced takeover the next writer waits out the read lease instead
@@ -90,6 +94,11 @@ struct qbd_attach_keeper {
 	uint64_t rate;               /* under mu: the rate for the loop */
 	bool rate_new;               /* under mu, read atomically outside */
 	bool settings_failed;        /* keeper side: said once */
+	uint64_t size_seen;          /* keeper side: the record's size as last read */
+	uint64_t size_at;            /* keeper side: when it was read */
+	bool size_odd;               /* keeper side: a smaller size was said */
+	uint64_t size_new;           /* atomic: a grown size for the loop, 0 none */
+	uint64_t status_size;        /* loop side: the size in the last document */
 };
 
 /* Keeper side: the volume's rebuild rate in etcd (`qbd volume set
@@ -179,6 +188,37 @@ static void keeper_nodes(struct qbd_attach_keeper *k, uint32_t down)
 	}
 }
 
+/* Keeper side: read the volume's record; a size larger than the one the
+ * loop has goes to it (qbd_attach_grow). A smaller one cannot come from
+ * `qbd volume resize` (it only grows) and is said once and ignored.
+ * Blocks on etcd: the keeper's thread only. */
+static void keeper_size(struct qbd_attach_keeper *k)
+{
+	struct qbd_volume_info vi;
+	int err = qbd_meta_volume_get(k->meta, k->a.volume, &vi);
+
+	if (err || vi.id != k->a.volume_id) {
+		if (err)
+			qbd_debug(COMP, "volume %s: reading its record: %s", k->a.volume,
+				  strerror(-err));
+		return;
+	}
+	if (vi.size < k->size_seen) {
+		if (!k->size_odd)
+			qbd_warn(COMP, "volume %s: its record says %" PRIu64 " bytes, less than "
+				 "the %" PRIu64 " served; keeping those", k->a.volume, vi.size,
+				 k->size_seen);
+		k->size_odd = true;
+		return;
+	}
+	k->size_odd = false;
+	if (vi.size == k->size_seen)
+		return;
+	qbd_info(COMP, "volume %s: grown to %" PRIu64 " bytes in etcd", k->a.volume, vi.size);
+	k->size_seen = vi.size;
+	__atomic_store_n(&k->size_new, vi.size, __ATOMIC_RELEASE);
+}
+
 static void *keeper_main(void *arg)
 {
 	struct qbd_attach_keeper *k = arg;
@@ -237,6 +277,11 @@ static void *keeper_main(void *arg)
 				    QBD_CLIENT_LOOKUP_EVERY_S * 1000000000ull / 2) {
 				k->nodes_at = qbd_now_ns();
 				keeper_nodes(k, down);
+			}
+			if (!k->superseded && qbd_now_ns() - k->size_at >=
+				    QBD_CLIENT_SIZE_EVERY_S * 1000000000ull / 2) {
+				k->size_at = qbd_now_ns();
+				keeper_size(k);
 			}
 		}
 		free(doc);
@@ -385,6 +430,7 @@ int qbd_attach_start(struct qbd_volume *v)
 	/* What the loop has, before the thread exists. The keeper says
 	 * again only what meta_load_node did not. */
 	k->v = v;
+	k->size_seen = v->info.size;
 	for (unsigned r = 0; r < v->nslots; r++) {
 		const struct qbd_conn *c = &v->conns[r];
 		struct keeper_node *kn = &k->nodes[r];
@@ -485,17 +531,21 @@ void qbd_attach_status(struct qbd_volume *v)
 	if (!k || !k->started)
 		return;
 	sig = status_sig(v, now);
-	changed = sig != k->status_sig || !k->status_at;
+	/* A new size is published at once too: `qbd volume resize` waits
+	 * for it. */
+	changed = sig != k->status_sig || !k->status_at || v->info.size != k->status_size;
 	if (!changed && now - k->status_at < STATUS_EVERY_NS)
 		return;
 	k->status_at = now;
 	k->status_sig = sig;
+	k->status_size = v->info.size;
 	o = json_object_new_object();
 	arr = json_object_new_array();
 	json_object_object_add(o, "epoch", json_object_new_int64((int64_t)v->epoch));
 	json_object_object_add(o, "updated", json_object_new_int64((int64_t)time(NULL)));
 	json_object_object_add(o, "write_quorum", json_object_new_int((int)v->info.write_quorum));
 	json_object_object_add(o, "chunks", json_object_new_int64((int64_t)v->nchunks));
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)v->info.size));
 	json_object_object_add(o, "fenced", json_object_new_boolean(qbd_core_fenced(v->core)));
 	json_object_object_add(o, "resync_rate",
 			       json_object_new_int64((int64_t)qbd_core_resync_rate(v->core)));
@@ -606,6 +656,31 @@ bool qbd_attach_rate(struct qbd_volume *v, uint64_t *rate)
 	k->rate_new = false;
 	pthread_mutex_unlock(&k->mu);
 	return true;
+}
+
+void qbd_attach_grow(struct qbd_volume *v)
+{
+	struct qbd_attach_keeper *k = v->keeper;
+	uint64_t size, nchunks;
+	int err;
+
+	if (!k || !k->started)
+		return;
+	size = __atomic_load_n(&k->size_new, __ATOMIC_ACQUIRE);
+	if (size <= v->info.size)
+		return;
+	nchunks = (size + v->info.chunk_size - 1) / v->info.chunk_size;
+	err = qbd_core_grow(v->core, nchunks);
+	if (err) {
+		/* Tried again at the next tick. */
+		qbd_err(COMP, "volume %s: growing to %" PRIu64 " bytes: %s", v->info.name, size,
+			strerror(-err));
+		return;
+	}
+	qbd_info(COMP, "volume %s: grew from %" PRIu64 " to %" PRIu64 " bytes (%" PRIu64
+		 " chunks)", v->info.name, v->info.size, size, nchunks);
+	v->info.size = size;
+	v->nchunks = nchunks;
 }
 
 void qbd_attach_release(struct qbd_volume *v, bool clean)

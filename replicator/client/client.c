@@ -199,6 +199,7 @@ static void tick(struct qbd_volume *v)
 		for (unsigned r = 0; fresh && r < v->nslots; r++)
 			if ((fresh & 1u << r) && !v->conns[r].unused)
 				conn_take_addr(&v->conns[r], &addrs[r]);
+		qbd_attach_grow(v);
 	}
 	for (unsigned r = 0; r < v->nslots; r++) {
 		struct qbd_conn *c = &v->conns[r];

@@ -39,6 +39,8 @@
 #define QBD_CLIENT_TICK_MS 100
 /* The keeper reads a down replica's node record again this often. */
 #define QBD_CLIENT_LOOKUP_EVERY_S 2
+/* The keeper reads the volume's record (its size) this often. */
+#define QBD_CLIENT_SIZE_EVERY_S 2
 #define QBD_CLIENT_CTL_ID (1ull << 63)  /* request ids of HELLO/OPEN */
 
 #define QBD_TX_IOV 64            /* iovecs per sendmsg (two per message) */
@@ -153,6 +155,10 @@ void qbd_attach_slot(struct qbd_attach_keeper *k, unsigned r, uint64_t id,
  * the volume (its rebuild rate in etcd, or the writer's own when that
  * is unset) since the last call. Never waits for etcd. */
 bool qbd_attach_rate(struct qbd_volume *v, uint64_t *rate);
+/* Loop side: take a size the keeper found grown in etcd (qbd volume
+ * resize): the core grows first (qbd_core_grow), then the handle's size;
+ * a failure is logged and tried again at the next call. Never waits. */
+void qbd_attach_grow(struct qbd_volume *v);
 /* Stop the keeper; clean = a clean detach (flushed, nothing in flight). */
 void qbd_attach_release(struct qbd_volume *v, bool clean);
 
