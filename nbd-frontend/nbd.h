@@ -10,6 +10,7 @@
 #define QBD_NBD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct qbd_volume;
 struct nbd_server;
@@ -38,6 +39,12 @@ struct nbd_serve_opts {
 	 * nbd_server_adopt and nbd_server_stop. */
 	void (*on_conn_end)(struct nbd_server *s, int index, bool disc,
 			    void *arg);
+	/* Loop thread, optional: the volume grew to size bytes (qbd volume
+	 * resize while attached). New connections are offered the new size
+	 * from then on, and requests up to it are served on every
+	 * connection (e.g. tell the kernel). Called only after on_ready
+	 * returned 0. */
+	void (*on_resize)(struct nbd_server *s, uint64_t size, void *arg);
 	void *arg;
 	/* Stop (drain, return 0) once every adopted connection has ended
 	 * and at least one ended with NBD_CMD_DISC. */

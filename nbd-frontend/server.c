@@ -51,6 +51,21 @@ static void server_on_connection(uv_stream_t *l, int status)
 	conn_update_reading(c);
 }
 
+/* The volume grew (libqbd took a new size from etcd during
+ * qbd_process): offer it to new connections, accept requests up to it on
+ * every connection (an NBD client fixes the size at its handshake, so a
+ * client already connected sees it when it connects again), and tell the
+ * owner (the kernel device). */
+static void server_resized(struct nbd_server *s, uint64_t size)
+{
+	qbd_info("nbd", "export %s grew from %llu to %llu bytes; new connections see "
+		 "the new size", s->name, (unsigned long long)s->size,
+		 (unsigned long long)size);
+	s->size = size;
+	if (s->started && s->o.on_resize)
+		s->o.on_resize(s, size, s->o.arg);
+}
+
 static void server_on_qbd(uv_poll_t *p, int status, int events)
 {
 	struct nbd_server *s = p->data;
@@ -60,6 +75,8 @@ static void server_on_qbd(uv_poll_t *p, int status, int events)
 	/* The replies of one pass go out in one write per connection. */
 	s->corked = true;
 	qbd_process(s->vol);
+	if (qbd_size(s->vol) > s->size)
+		server_resized(s, qbd_size(s->vol));
 	conn_uncork_all(s);
 }
 
