@@ -251,6 +251,52 @@ int nbd_kernel_reconfigure(const struct nbd_kernel_cfg *cfg, const int *fds,
 	return r;
 }
 
+/*
+ * NBD_CMD_RECONFIGURE with the device's index, its backend identifier
+ * and NBD_ATTR_SIZE_BYTES only: the kernel sets the new capacity (since
+ * Linux 5.3, nbd_genl_size_set) and announces it (a KOBJ_CHANGE uevent);
+ * sockets, timeouts and flags stay. An older kernel ignores the size and
+ * still answers 0, so sysfs is read back to tell.
+ */
+int nbd_kernel_resize(const struct nbd_kernel_cfg *cfg)
+{
+	struct nbd_kernel_dev d;
+	struct nl_result res;
+	struct nl_sock *sk;
+	struct nl_msg *msg;
+	int family, r;
+
+	r = nl_open(&sk, &family);
+	if (r) {
+		qbd_err(COMP, "resize /dev/nbd%d: no nbd netlink family", cfg->index);
+		return r;
+	}
+	msg = nlmsg_alloc();
+	if (!msg || !genlmsg_put(msg, NL_AUTO_PORT, NL_AUTO_SEQ, family, 0, 0,
+				 NBD_CMD_RECONFIGURE, NBD_GENL_VERSION) ||
+	    nla_put_u32(msg, NBD_ATTR_INDEX, (uint32_t)cfg->index) < 0 ||
+	    nla_put_string(msg, NBD_ATTR_BACKEND_IDENTIFIER, cfg->backend) < 0 ||
+	    nla_put_u64(msg, NBD_ATTR_SIZE_BYTES, cfg->size) < 0) {
+		nlmsg_free(msg);
+		nl_socket_free(sk);
+		return -ENOMEM;
+	}
+	r = nl_call(sk, msg, &res);
+	nl_socket_free(sk);
+	if (r) {
+		qbd_err(COMP, "resize /dev/nbd%d to %" PRIu64 " bytes: %s", cfg->index,
+			cfg->size, strerror(-r));
+		return r;
+	}
+	if (nbd_kernel_dev_get(cfg->index, &d) == 0 && d.size != cfg->size) {
+		qbd_err(COMP, "resize /dev/nbd%d: the kernel kept %" PRIu64 " bytes (its nbd "
+			"driver takes a new size from Linux 5.3 on); detach and attach again",
+			cfg->index, d.size);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
 int nbd_kernel_disconnect(int index)
 {
 	struct nl_result res;

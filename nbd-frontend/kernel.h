@@ -51,6 +51,12 @@ int nbd_kernel_connect(const struct nbd_kernel_cfg *cfg, const int *fds,
 int nbd_kernel_reconfigure(const struct nbd_kernel_cfg *cfg, const int *fds,
 			   unsigned n_fds);
 
+/* NBD_CMD_RECONFIGURE of a connected device with cfg->size only: the
+ * device grows (or shrinks) to it at once, mounted or not; its sockets
+ * and timeouts stay. Needs Linux 5.3 or later: -EOPNOTSUPP when the
+ * kernel kept its old size. cfg->index and cfg->backend as connected. */
+int nbd_kernel_resize(const struct nbd_kernel_cfg *cfg);
+
 /* NBD_CMD_DISCONNECT: the kernel sends NBD_CMD_DISC on every socket and
  * shuts them down. */
 int nbd_kernel_disconnect(int index);

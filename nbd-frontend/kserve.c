@@ -132,6 +132,7 @@ static int kserve_on_ready(struct nbd_server *s, void *arg)
 	int r, index = k->cfg.index;
 
 	(void)s;
+	k->cfg.size = qbd_size(k->vol);
 	if (k->o->reattach)
 		r = nbd_kernel_reconfigure(&k->cfg, k->kernel_fds, k->n);
 	else
@@ -180,6 +181,23 @@ static void kserve_on_conn_end(struct nbd_server *s, int index, bool disc, void 
 	if (r == 0)
 		qbd_warn(COMP, "/dev/nbd%d: the kernel dropped connection %d; replaced it",
 			 k->cfg.index, index);
+}
+
+/* Loop thread: the volume grew while attached (qbd volume resize). The
+ * device takes the new size at once by RECONFIGURE, mounted or not; a
+ * filesystem on it is grown by its own tool (resize2fs, xfs_growfs). A
+ * kernel that cannot (before Linux 5.3) keeps the old size until the
+ * next attach; the volume is grown either way. */
+static void kserve_on_resize(struct nbd_server *s, uint64_t size, void *arg)
+{
+	struct kserve *k = arg;
+
+	(void)s;
+	if (!k->connected)
+		return;
+	k->cfg.size = size;
+	if (nbd_kernel_resize(&k->cfg) == 0)
+		qbd_info(COMP, "/dev/nbd%d: now %" PRIu64 " bytes", k->cfg.index, size);
 }
 
 int nbd_kernel_serve(struct qbd_volume *vol, const struct nbd_kernel_serve_opts *o)
@@ -235,6 +253,7 @@ int nbd_kernel_serve(struct qbd_volume *vol, const struct nbd_kernel_serve_opts 
 	so.n_fds = k.n;
 	so.on_ready = kserve_on_ready;
 	so.on_conn_end = kserve_on_conn_end;
+	so.on_resize = kserve_on_resize;
 	so.arg = &k;
 	so.stop_after_disc = true;
 	so.metrics = o->metrics;
