@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* qbd volume create|list|info|status|delete: volumes in etcd, the space they
- * take on their replicas, and their health as cli-health.c judges it. */
+/* qbd volume create|list|info|status|resize|delete: volumes in etcd, the
+ * space they take on their replicas, and their health as cli-health.c
+ * judges it. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -79,11 +80,14 @@ static const char volume_usage[] =
 	"       qbd volume list [--json]\n"
 	"       qbd volume info NAME [--json]\n"
 	"       qbd volume status NAME [--json]\n"
+	"       qbd volume resize NAME --size SIZE [--timeout S]\n"
 	"       qbd volume delete NAME\n"
 	"       qbd volume move NAME --from NODE [--to NODE]\n"
 	"status exits 0 healthy, 3 degraded (>= W replicas usable) or unknown\n"
 	"(attached, no status from the writer yet), 4 failed (fewer than W\n"
-	"usable), 1 on errors, 2 on usage errors.\n";
+	"usable), 1 on errors, 2 on usage errors.\n"
+	"resize only grows; while attached it waits (default 30 s) until the\n"
+	"writer serves the new size.\n";
 
 /* Open etcd and read volume name (and its epoch, unless epoch is NULL).
  * 0 with *m open (the caller closes it), or an exit status after saying
@@ -428,11 +432,34 @@ static char *cli_time(uint64_t t, char *buf, size_t len)
 	return buf;
 }
 
+/* The size the writer serves, from its status document, when the
+ * document is of epoch `epoch` or later (a writer after it read the
+ * record anew); 0 when there is none, or it is older, or says no size
+ * (a writer from before resize). */
+static uint64_t volume_writer_size(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch)
+{
+	json_object *o, *e, *sz;
+	uint64_t size = 0;
+	char *doc;
+
+	if (qbd_meta_status_get(m, volume_id, &doc) < 0)
+		return 0;
+	o = json_tokener_parse(doc);
+	if (o && json_object_object_get_ex(o, "epoch", &e) &&
+	    (uint64_t)json_object_get_int64(e) >= epoch &&
+	    json_object_object_get_ex(o, "size", &sz))
+		size = (uint64_t)json_object_get_int64(sz);
+	json_object_put(o);
+	free(doc);
+	return size;
+}
+
 /* What volume status shows: the volume, its health, its space. */
 struct volume_status_view {
 	struct qbd_volume_info v;
 	struct volume_change_view cv;
 	uint64_t epoch, held;
+	uint64_t writer_size;   /* the size the writer serves; 0 unknown */
 	struct vol_health vh;
 	struct replica_usage ru[QBD_MAX_REPLICAS];
 };
@@ -457,6 +484,8 @@ static void volume_status_json(const struct volume_status_view *sv)
 	}
 	json_object_object_add(o, "status_updated",
 			       vh->have_status ? cli_json_u64(vh->st_updated) : NULL);
+	json_object_object_add(o, "writer_size",
+			       sv->writer_size ? cli_json_u64(sv->writer_size) : NULL);
 	for (unsigned i = 0; i < sv->v.replicas; i++) {
 		const struct replica_status *x = &vh->rs[i];
 		json_object *e = cli_node_json(&x->node, false);
@@ -554,6 +583,9 @@ static void volume_status_text(const struct volume_status_view *sv)
 		printf("Status:        updated %s\n", cli_time(vh->st_updated, tbuf, sizeof tbuf));
 	else if (vh->attached)
 		printf("Status:        no status from the writer yet\n");
+	if (vh->attached && sv->writer_size && sv->writer_size != v->size)
+		printf("Serving:       %s (the writer has not taken the new size yet)\n",
+		       qbd_format_size(sv->writer_size, sz, sizeof sz));
 	printf("Held:          %s of data on all replicas\n",
 	       qbd_format_size(sv->held, sz, sizeof sz));
 	printf("Replicas:\n");
@@ -595,6 +627,8 @@ static int volume_status(int argc, char **argv)
 		qbd_meta_close(m);
 		return EXIT_ERR;
 	}
+	if (sv.vh.attached)
+		sv.writer_size = volume_writer_size(m, sv.v.id, sv.vh.att.epoch);
 	(void)qbd_meta_cluster_id(m, false, &cluster_id);
 	qbd_meta_close(m);
 	for (unsigned i = 0; i < sv.v.replicas; i++)
@@ -605,6 +639,164 @@ static int volume_status(int argc, char **argv)
 	else
 		volume_status_text(&sv);
 	return sv.vh.rc;
+}
+
+/* Wait up to timeout_s for the writer attached at `epoch` to serve size
+ * bytes (its status document says so, at once after it took the size:
+ * replicator/client/attach.c); true when it does. */
+static bool volume_resize_wait(struct qbd_meta *m, uint64_t volume_id, uint64_t epoch,
+			       uint64_t size, unsigned timeout_s)
+{
+	uint64_t end = qbd_now_ns() + timeout_s * 1000000000ull;
+
+	for (;;) {
+		if (volume_writer_size(m, volume_id, epoch) >= size)
+			return true;
+		if (qbd_now_ns() >= end)
+			return false;
+		usleep(200 * 1000);
+	}
+}
+
+static void volume_resize_json(const struct qbd_volume_info *v, uint64_t old_size,
+			       uint64_t size, bool attached, bool served)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(v->name));
+	json_object_object_add(o, "old_size", cli_json_u64(old_size));
+	json_object_object_add(o, "size", cli_json_u64(size));
+	json_object_object_add(o, "attached", json_object_new_boolean(attached));
+	json_object_object_add(o, "served", json_object_new_boolean(served));
+	cli_print_json(o);
+}
+
+/*
+ * qbd volume resize NAME --size SIZE: grow the volume's record by
+ * compare-and-swap (qbd_meta_volume_grow); an attached writer takes the
+ * size from etcd within 2 s, grows /dev/nbdX, and offers it to new NBD
+ * connections; we wait for its status document to say so. A smaller size
+ * is refused, attached or not: the chunks past the new end would keep
+ * their data on every replica (and on one that is down, out of reach),
+ * and a later grow would show it again (docs/design.md, "Resize").
+ */
+static int volume_resize(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "size", required_argument, NULL, 's' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct qbd_volume_info v;
+	struct qbd_attachment att;
+	struct qbd_meta *m;
+	uint64_t size = 0, old_size = 0;
+	unsigned timeout_s = 30;
+	char a[32], b[32];
+	bool attached, served = false;
+	const char *name;
+	int c, r;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			if (qbd_parse_size(optarg, &size) < 0 || size == 0 || size % 4096) {
+				fprintf(stderr, "qbd: --size '%s': need a positive multiple "
+					"of 4096 bytes, e.g. 20G\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 't':
+			timeout_s = (unsigned)atoi(optarg);
+			if (timeout_s < 1 || timeout_s > 3600) {
+				fprintf(stderr, "qbd: --timeout must be 1..3600 seconds\n");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			fputs(volume_usage, stdout);
+			return EXIT_OK;
+		default:
+			fputs(volume_usage, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1 || size == 0) {
+		fputs(volume_usage, stderr);
+		return EXIT_USAGE;
+	}
+	name = argv[optind];
+	if ((r = volume_open(name, &m, &v, NULL)))
+		return r;
+	r = qbd_meta_attachment_get(m, v.id, &att);
+	if (r < 0 && r != -ENOENT) {
+		fprintf(stderr, "qbd: volume '%s': cannot read its attachment: %s\n", name,
+			strerror(-r));
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	attached = r == 0;
+	if (size < v.size) {
+		if (attached)
+			fprintf(stderr, "qbd: volume %s is attached on host %s (pid %d): it cannot "
+				"shrink while attached (%s to %s)\n", name, att.host[0] ? att.host : "?",
+				att.pid, qbd_format_size(v.size, a, sizeof a),
+				qbd_format_size(size, b, sizeof b));
+		else
+			fprintf(stderr, "qbd: volume %s: cannot shrink from %s to %s: a volume only "
+				"grows (its old data past the new end could come back); copy it to "
+				"a smaller volume instead\n", name, qbd_format_size(v.size, a, sizeof a),
+				qbd_format_size(size, b, sizeof b));
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	if ((size + v.chunk_size - 1) / v.chunk_size - 1 > QBD_WIRE_MAX_CHUNK) {
+		fprintf(stderr, "qbd: --size: at most %llu chunks of %u bytes\n",
+			(unsigned long long)QBD_WIRE_MAX_CHUNK + 1, v.chunk_size);
+		qbd_meta_close(m);
+		return EXIT_USAGE;
+	}
+	r = qbd_meta_volume_grow(m, name, v.id, size, &old_size);
+	if (r < 0) {
+		fprintf(stderr, "qbd: volume '%s': cannot grow it: %s\n", name,
+			r == -ENOENT ? "it was deleted meanwhile" :
+			r == -EINVAL ? "its size changed meanwhile; look again" :
+			r == -EAGAIN ? "its record kept changing; try again" : strerror(-r));
+		qbd_meta_close(m);
+		return EXIT_ERR;
+	}
+	/* The attachment now: a writer that attached meanwhile read the new
+	 * size at its open, and publishes it too. */
+	r = qbd_meta_attachment_get(m, v.id, &att);
+	attached = r == 0;
+	if (attached)
+		served = volume_resize_wait(m, v.id, att.epoch, size, timeout_s);
+	qbd_meta_close(m);
+	if (cli_json)
+		volume_resize_json(&v, old_size, size, attached, served);
+	if (attached && !served) {
+		fprintf(stderr, "qbd: volume %s: grown to %s in etcd, but its writer (host %s, "
+			"pid %d) has not served the new size within %u s; it takes it from etcd "
+			"(a qbd-nbd from before resize only at its next attach)\n", name,
+			qbd_format_size(size, b, sizeof b), att.host[0] ? att.host : "?", att.pid,
+			timeout_s);
+		return EXIT_ERR;
+	}
+	if (cli_json)
+		return EXIT_OK;
+	if (old_size == size)
+		printf("volume %s is %s already\n", name, qbd_format_size(size, b, sizeof b));
+	else if (attached)
+		printf("volume %s: grown from %s to %s; its writer on host %s serves it (a "
+		       "device grows at once, NBD socket clients see it when they connect "
+		       "again)\n", name, qbd_format_size(old_size, a, sizeof a),
+		       qbd_format_size(size, b, sizeof b), att.host[0] ? att.host : "?");
+	else
+		printf("volume %s: grown from %s to %s\n", name,
+		       qbd_format_size(old_size, a, sizeof a), qbd_format_size(size, b, sizeof b));
+	return EXIT_OK;
 }
 
 static int volume_delete(int argc, char **argv)
@@ -700,6 +892,8 @@ int cmd_volume(int argc, char **argv)
 		return volume_info(argc - 1, argv + 1);
 	if (strcmp(argv[1], "status") == 0)
 		return volume_status(argc - 1, argv + 1);
+	if (strcmp(argv[1], "resize") == 0)
+		return volume_resize(argc - 1, argv + 1);
 	if (strcmp(argv[1], "delete") == 0)
 		return volume_delete(argc - 1, argv + 1);
 	if (strcmp(argv[1], "move") == 0)
