@@ -19,6 +19,11 @@
 #             store while the volume is attached and mounted; the writer
 #             resyncs it (qbd volume status healthy), then, detached, qbd
 #             volume verify finds the three replicas identical.
+#   resize    (after attach) attach, mount, qbd volume resize to 768M while
+#             mounted: the device shows the new size without a detach,
+#             the new region reads as zeros, resize2fs grows ext4
+#             online, the files stay intact and more can be written; a
+#             shrink is refused while attached; umount, e2fsck clean.
 #   cli       two connections, the backend id, idempotent attach, a busy
 #             device, qbd mapped, locked memory and the I/O flusher flag,
 #             a daemon stalled past the request timeout (new sockets),
@@ -26,10 +31,10 @@
 #
 # $ATTACH: qbd (the test), or nbd-client (qbd-nbd on a unix socket,
 # connected to the kernel by Debian's nbd-client: checks the harness, the
-# kernel driver and qbd-nbd without qbd attach; the reattach phase is
-# skipped).
+# kernel driver and qbd-nbd without qbd attach; the reattach and resize
+# phases are skipped).
 
-PHASES="attach reattach resync cli"
+PHASES="attach reattach resync resize cli"
 ATTACH=qbd
 GUEST_LIMIT=840
 [ -f /etc/qbd-kernel.conf ] && . /etc/qbd-kernel.conf
@@ -353,6 +358,56 @@ phase_resync() {
 	fi
 }
 
+# Grow the volume under a mounted ext4: qbd volume resize returns once
+# the writer serves the new size, which the daemon has already handed to
+# the kernel (NBD_CMD_RECONFIGURE with NBD_ATTR_SIZE_BYTES); resize2fs
+# then grows the filesystem online.
+phase_resize() {
+	if [ "$ATTACH" != qbd ]; then
+		step "resize phase skipped: nbd-client's device does not follow a resize (ATTACH=$ATTACH)"
+		return 0
+	fi
+	step "resize: attach $VOL --zone a, mount, grow the volume to 768M while mounted"
+	attach_ok "$VOL" a
+	sysfs=/sys/block/${DEV#/dev/}/size
+	before=$(($(cat "$sysfs") * 512))
+	run timeout 60 mount -t ext4 "$DEV" /mnt/v
+	sums_of /mnt/v >/root/sums-resize
+	fs_kb() { df -k /mnt/v | awk 'NR == 2 { print $2 }'; }
+	fs_before=$(fs_kb)
+	dmesg -c >/dev/null
+	run timeout 120 qbd volume resize "$VOL" --size 768M
+	sed 's/^/    /' /tmp/out
+	wait_until "$DEV to show 768 MiB" 10 test "$(cat "$sysfs")" = $((768 * 2048))
+	grep -q "now 805306368 bytes" "$QBD_RUN_DIR/$VOL.log" ||
+		fail "the daemon did not say it resized $DEV: $(tail -n 3 "$QBD_RUN_DIR/$VOL.log")"
+	note "$DEV: $((before / 1048576)) MiB -> $(($(cat "$sysfs") / 2048)) MiB, still mounted"
+	if timeout 60 qbd volume resize "$VOL" --size 256M >/tmp/out 2>&1; then
+		fail "a shrink of the attached $VOL succeeded"
+	fi
+	grep -q "cannot shrink while attached" /tmp/out || fail "shrink refusal said: $(cat /tmp/out)"
+	# The kernel serves the new region (never written: zeros).
+	nz=$(dd if="$DEV" bs=1M skip=700 count=8 iflag=direct 2>/dev/null | tr -d '\000' | wc -c)
+	[ "$nz" = 0 ] || fail "the new region of $DEV does not read as zeros ($nz bytes not zero)"
+
+	step "resize2fs $DEV while mounted"
+	run timeout 300 resize2fs "$DEV"
+	fs_after=$(fs_kb)
+	[ "$fs_after" -gt $((fs_before + 200 * 1024)) ] ||
+		fail "ext4 did not grow: $fs_before kB before, $fs_after kB after"
+	note "ext4: $((fs_before / 1024)) MiB -> $((fs_after / 1024)) MiB ($(dmesg | grep -o 'resiz[a-z]* filesystem to [0-9]*' | tail -n 1))"
+	(cd /mnt/v && sha256sum -c /root/sums-resize) >/tmp/verify.out 2>&1 ||
+		fail "checksums differ after the resize: $(grep -v ': OK$' /tmp/verify.out | head -n 3 | tr '\n' ' ')"
+	run dd if=/dev/urandom of=/mnt/v/after-resize bs=1M count=8 conv=fsync
+	step "resize: umount, e2fsck -fn, detach"
+	run timeout 120 umount /mnt/v
+	run timeout 300 e2fsck -fn "$DEV"
+	if kernel_errors >/tmp/kerr.log; then
+		problem "kernel logged errors in the resize phase: $(head -n 3 /tmp/kerr.log | tr '\n' ' ')"
+	fi
+	detach_ok "$DEV" "$VOL"
+}
+
 # The CLI and the daemon's kernel side: two connections, the backend id,
 # idempotent attach, a busy device, qbd mapped, locked memory and the I/O
 # flusher flag, a daemon stalled past the kernel's request timeout (the
@@ -448,6 +503,7 @@ for p in $PHASES; do
 	attach) phase_attach ;;
 	reattach) phase_reattach ;;
 	resync) phase_resync ;;
+	resize) phase_resize ;;
 	cli) phase_cli ;;
 	*) fail "unknown phase '$p'" ;;
 	esac
