@@ -575,6 +575,7 @@ struct fake {
 	int range_code, txn_code;
 	const char *range_body, *txn_body;
 	int ranges, txns;            /* requests seen, read after a call */
+	char last_txn[4096];         /* the body of the last txn request */
 };
 
 static const char range_ok[] =
@@ -613,6 +614,8 @@ static void fake_serve(struct fake *f, int c)
 			 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", code,
 			 strlen(body), body);
 
+	if (txn && hdr_end)
+		snprintf(f->last_txn, sizeof f->last_txn, "%s", hdr_end + 4);
 	__atomic_add_fetch(txn ? &f->txns : &f->ranges, 1, __ATOMIC_SEQ_CST);
 	if (write(c, out, (size_t)n) != n)
 		return;
@@ -1222,6 +1225,104 @@ START_TEST(etcd_node_states)
 }
 END_TEST
 
+static struct qbd_meta *open_one(int port)
+{
+	char url[64];
+	struct qbd_meta *m;
+
+	snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+	ck_assert_int_eq(qbd_meta_open(url, &m), 0);
+	return m;
+}
+
+/* The range answer for a volume record of 8 MiB after seven membership
+ * changes (cfg 7), at mod_revision 42. Caller frees. */
+static char *grow_range_body(void)
+{
+	static const char rec[] =
+		"{\"name\":\"v\",\"id\":\"00000000000000aa\",\"size\":8388608,"
+		"\"chunk_size\":1048576,\"replicas\":3,\"write_quorum\":2,\"nodes\":"
+		"[\"0000000000000001\",\"0000000000000002\",\"0000000000000003\"],\"cfg\":7}";
+	char *v = meta_b64_encode(rec, strlen(rec)), *body = malloc(1024);
+
+	ck_assert_ptr_nonnull(v);
+	snprintf(body, 1024, "{\"header\":{\"revision\":\"50\"},\"kvs\":[{\"key\":\"eA==\","
+		 "\"value\":\"%s\",\"mod_revision\":\"42\"}],\"count\":\"1\"}", v);
+	free(v);
+	return body;
+}
+
+START_TEST(volume_grow_compares_the_revision_read)
+{
+	char *body = grow_range_body();
+	struct fake f = { .range_code = 200, .range_body = body,
+			  .txn_code = 200, .txn_body = txn_ok };
+	json_object *req, *cmp, *put, *x, *rec;
+	struct qbd_meta *m;
+	uint64_t old = 0;
+	size_t len;
+	char *value;
+
+	fake_start(&f);
+	m = open_one(f.port);
+	ck_assert_int_eq(qbd_meta_volume_grow(m, "v", 0xaa, 16 << 20, &old), 0);
+	ck_assert_uint_eq(old, 8 << 20);
+	ck_assert_int_eq(txns(&f), 1);
+	/* One compare: the record's mod_revision as read. */
+	req = json_tokener_parse(f.last_txn);
+	ck_assert_ptr_nonnull(req);
+	ck_assert(json_object_object_get_ex(req, "compare", &cmp));
+	ck_assert_uint_eq(json_object_array_length(cmp), 1);
+	x = json_object_array_get_idx(cmp, 0);
+	ck_assert_str_eq(json_object_get_string(json_object_object_get(x, "target")), "MOD");
+	ck_assert_int_eq(json_object_get_int64(json_object_object_get(x, "mod_revision")), 42);
+	/* The put: the new size, the rest of the record as read. */
+	ck_assert(json_object_object_get_ex(req, "success", &put));
+	x = json_object_object_get(json_object_array_get_idx(put, 0), "requestPut");
+	value = meta_b64_decode(json_object_get_string(json_object_object_get(x, "value")), &len);
+	ck_assert_ptr_nonnull(value);
+	rec = json_tokener_parse(value);
+	ck_assert_int_eq(json_object_get_int64(json_object_object_get(rec, "size")), 16 << 20);
+	ck_assert_int_eq(json_object_get_int(json_object_object_get(rec, "cfg")), 7);
+	ck_assert_str_eq(json_object_get_string(json_object_object_get(rec, "id")),
+			 "00000000000000aa");
+	json_object_put(rec);
+	free(value);
+	json_object_put(req);
+	/* Refused without a transaction: smaller, unaligned, another id;
+	 * the same size is done already. */
+	ck_assert_int_eq(qbd_meta_volume_grow(m, "v", 0xaa, 4 << 20, NULL), -EINVAL);
+	ck_assert_int_eq(qbd_meta_volume_grow(m, "v", 0xaa, (16 << 20) + 512, NULL), -EINVAL);
+	ck_assert_int_eq(qbd_meta_volume_grow(m, "v", 0xab, 16 << 20, NULL), -ENOENT);
+	ck_assert_int_eq(qbd_meta_volume_grow(m, "v", 0xaa, 8 << 20, &old), 0);
+	ck_assert_uint_eq(old, 8 << 20);
+	ck_assert_int_eq(txns(&f), 1);
+	qbd_meta_close(m);
+	fake_stop(&f);
+	free(body);
+}
+END_TEST
+
+START_TEST(volume_grow_retries_a_lost_race)
+{
+	/* Every compare fails (the record keeps changing): read again and
+	 * retry, then give up with -EAGAIN. */
+	char *body = grow_range_body();
+	struct fake f = { .range_code = 200, .range_body = body,
+			  .txn_code = 200, .txn_body = "{\"header\":{\"revision\":\"51\"}}" };
+	struct qbd_meta *m;
+
+	fake_start(&f);
+	m = open_one(f.port);
+	ck_assert_int_eq(qbd_meta_volume_grow(m, "v", 0xaa, 16 << 20, NULL), -EAGAIN);
+	ck_assert_int_eq(txns(&f), 10);
+	ck_assert_int_ge(reads(&f), 10); /* read before each try */
+	qbd_meta_close(m);
+	fake_stop(&f);
+	free(body);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta");
@@ -1261,6 +1362,8 @@ int main(void)
 	tcase_add_test(t5, failover_attach_not_resent);
 	tcase_add_test(t5, failover_attach_no_leader_resent);
 	tcase_add_test(t5, failover_epoch_bump_resent);
+	tcase_add_test(t5, volume_grow_compares_the_revision_read);
+	tcase_add_test(t5, volume_grow_retries_a_lost_race);
 	suite_add_tcase(s, t5);
 	tcase_add_unchecked_fixture(t6, etcd_setup, etcd_teardown);
 	tcase_set_timeout(t6, 60);
