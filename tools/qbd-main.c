@@ -31,6 +31,7 @@ static const char usage[] =
 	"  volume create NAME --size SIZE [--replicas R] [--write-quorum W]\n"
 	"  volume list | info NAME | status NAME | delete NAME\n"
 	"  volume verify NAME             compare every chunk on all replicas\n"
+	"  volume resize NAME --size SIZE grow it, attached or not; never shrinks\n"
 	"  volume move NAME --from NODE [--to NODE]\n"
 	"                                 move one replica (drain, remove and move ask for\n"
 	"                                 changes the volume's writer or qbd-managerd makes)\n"
