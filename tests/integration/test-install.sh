@@ -27,7 +27,7 @@ done
 
 # Only the public API is exported.
 extra=$(nm -D --defined-only "$stage/usr/lib/libqbd.so.0" | awk '$2 ~ /[TDB]/ {print $3}' | sed 's/@.*//' |
-	grep -v '^qbd_\(open\|close\|size\|chunk_size\|volume_id\|epoch\|replica_count\|write_quorum\|replica_status\|replica_counters\|change_progress\|get_fd\|process\|plug\|unplug\|in_flight\|submit\|pread\|pwrite\|flush\|trim\|write_zeroes\|block_status\)$' || true)
+	grep -v '^qbd_\(open\|close\|size\|chunk_size\|volume_id\|epoch\|replica_count\|write_quorum\|replica_status\|replica_counters\|change_progress\|resync_rate\|get_fd\|process\|plug\|unplug\|in_flight\|submit\|pread\|pwrite\|flush\|trim\|write_zeroes\|block_status\)$' || true)
 [ -z "$extra" ] || fail "libqbd.so exports more than its API: $extra"
 
 cat >"$TMP/use.c" <<'C'
