@@ -711,20 +711,32 @@ static long op_before(enum opk k, uint64_t volume, uint64_t cut_clock, bool *don
  * VOLT, the volume given a tombstone: tombstoned exactly when the
  * workload says it must be (the TOMBSTONE completed and no re-add did;
  * not before the TOMBSTONE was submitted), at the TOMBSTONE's epoch; a
- * completed re-add leaves its promise. Its chunks: gone once the
- * TOMBSTONE completed; while there is no tombstone, every chunk as the
- * workload left it (a chunk freed before its tombstone was durable
- * fails here); with a tombstone not yet acknowledged, either.
+ * completed re-add leaves its promise. With no tombstone, the promise
+ * is the re-add's, or (only while the TOMBSTONE has not completed: its
+ * tombstone may never have reached the disk) the one VOLT had before:
+ * its PROMISE's epoch, or 0 if that PROMISE had not completed. A
+ * submitted re-add proves nothing by itself: the engine runs the
+ * TOMBSTONE and the re-add in turn, and may not have started either
+ * at the cut (the TOMBSTONE waits for a round of the group commit, and
+ * the workload goes on submitting meanwhile). Its chunks: gone once the
+ * TOMBSTONE completed; with the tombstone or the re-add's promise
+ * there, perhaps gone; with neither, every chunk as the workload left
+ * it (a chunk freed before its tombstone was durable fails here).
  */
 static void check_tombstone(uint64_t cut_clock, struct seen *s)
 {
 	struct seen c = { 0 };
-	bool t_done, a_done;
+	bool t_done, a_done, p_done, readded, before;
 	long t = op_before(OP_TOMBSTONE, VOLT, cut_clock, &t_done);
 	long a = op_before(OP_READD, VOLT, cut_clock, &a_done);
+	long p = op_before(OP_PROMISE, VOLT, cut_clock, &p_done);
 
 	s->tomb = qbd_engine_tombstoned(eng, VOLT, &s->tomb_epoch);
 	s->tomb_promised = qbd_engine_promised(eng, VOLT);
+	/* no tombstone, and the promise the re-add's / the one before */
+	readded = !s->tomb && a >= 0 && s->tomb_promised == ops[a].epoch;
+	before = !s->tomb && ((p >= 0 && s->tomb_promised == ops[p].epoch) ||
+			      (!p_done && s->tomb_promised == 0));
 	if (a_done && (s->tomb || s->tomb_promised != ops[a].epoch))
 		fail("re-add at epoch %" PRIu64 " completed, but %s (promised %" PRIu64 ")",
 		     ops[a].epoch, s->tomb ? "the tombstone is there" : "no tombstone",
@@ -736,12 +748,13 @@ static void check_tombstone(uint64_t cut_clock, struct seen *s)
 	else if (s->tomb && s->tomb_epoch != ops[t].epoch)
 		fail("tombstone at epoch %" PRIu64 ", made at %" PRIu64, s->tomb_epoch,
 		     ops[t].epoch);
-	else if (a >= 0 && !s->tomb && s->tomb_promised != ops[a].epoch)
-		fail("neither the tombstone nor the re-add's promise (promised %" PRIu64 ")",
-		     s->tomb_promised);
+	else if (!s->tomb && !readded && (t_done || !before))
+		fail("neither the tombstone nor %s promise (promised %" PRIu64 ", TOMBSTONE "
+		     "%s)", t_done ? "the re-add's" : "the re-add's or the previous",
+		     s->tomb_promised, t_done ? "completed" : t >= 0 ? "submitted" : "not submitted");
 	qbd_engine_for_each_chunk(eng, VOLT, seen_cb, &c);
 	for (uint64_t ch = 0; ch < NCHT && !fail_msg[0]; ch++)
-		check_chunk(VOLT, ch, cut_clock, c.flags[ch], s->tomb || a >= 0, t_done);
+		check_chunk(VOLT, ch, cut_clock, c.flags[ch], s->tomb || readded, t_done);
 }
 
 /* Check the engine opened on a crash image against the workload. */
