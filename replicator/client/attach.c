@@ -95,7 +95,6 @@ struct qbd_attach_keeper {
 	bool rate_new;               /* under mu, read atomically outside */
 	bool settings_failed;        /* keeper side: said once */
 	uint64_t size_seen;          /* keeper side: the record's size as last read */
-	uint64_t size_at;            /* keeper side: when it was read */
 	bool size_odd;               /* keeper side: a smaller size was said */
 	uint64_t size_new;           /* atomic: a grown size for the loop, 0 none */
 	uint64_t status_size;        /* loop side: the size in the last document */
@@ -192,31 +191,35 @@ static void keeper_nodes(struct qbd_attach_keeper *k, uint32_t down)
  * loop has goes to it (qbd_attach_grow). A smaller one cannot come from
  * `qbd volume resize` (it only grows) and is said once and ignored.
  * Blocks on etcd: the keeper's thread only. */
-static void keeper_size(struct qbd_attach_keeper *k)
+/* Keeper side: the volume record as etcd holds it now, for this round's
+ * size and membership steps (one read serves both). 0, or -errno (said
+ * at debug level: the next round reads again). */
+static int keeper_record(struct qbd_attach_keeper *k, struct qbd_volume_info *vi)
 {
-	struct qbd_volume_info vi;
-	int err = qbd_meta_volume_get(k->meta, k->a.volume, &vi);
+	int err = qbd_meta_volume_get(k->meta, k->a.volume, vi);
 
-	if (err || vi.id != k->a.volume_id) {
-		if (err)
-			qbd_debug(COMP, "volume %s: reading its record: %s", k->a.volume,
-				  strerror(-err));
-		return;
-	}
-	if (vi.size < k->size_seen) {
+	if (err)
+		qbd_debug(COMP, "volume %s: reading its record: %s", k->a.volume, strerror(-err));
+	return err ? err : vi->id == k->a.volume_id ? 0 : -ENOENT;
+}
+
+/* Keeper side: a size the record grew to, for the loop. */
+static void keeper_size(struct qbd_attach_keeper *k, const struct qbd_volume_info *vi)
+{
+	if (vi->size < k->size_seen) {
 		if (!k->size_odd)
 			qbd_warn(COMP, "volume %s: its record says %" PRIu64 " bytes, less than "
-				 "the %" PRIu64 " served; keeping those", k->a.volume, vi.size,
+				 "the %" PRIu64 " served; keeping those", k->a.volume, vi->size,
 				 k->size_seen);
 		k->size_odd = true;
 		return;
 	}
 	k->size_odd = false;
-	if (vi.size == k->size_seen)
+	if (vi->size == k->size_seen)
 		return;
-	qbd_info(COMP, "volume %s: grown to %" PRIu64 " bytes in etcd", k->a.volume, vi.size);
-	k->size_seen = vi.size;
-	__atomic_store_n(&k->size_new, vi.size, __ATOMIC_RELEASE);
+	qbd_info(COMP, "volume %s: grown to %" PRIu64 " bytes in etcd", k->a.volume, vi->size);
+	k->size_seen = vi->size;
+	__atomic_store_n(&k->size_new, vi->size, __ATOMIC_RELEASE);
 }
 
 static void *keeper_main(void *arg)
@@ -226,8 +229,10 @@ static void *keeper_main(void *arg)
 	pthread_mutex_lock(&k->mu);
 	while (!k->stop) {
 		struct timespec ts;
+		struct qbd_volume_info rec;
 		char *doc = NULL;
 		uint32_t down;
+		bool have_rec;
 		int err;
 
 		clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -271,18 +276,16 @@ static void *keeper_main(void *arg)
 				keeper_settings(k);
 			/* After the keepalive and the status: a slow etcd or
 			 * DNS answer here must not delay them. */
-			if (!k->superseded)
-				qbd_change_keep(k->v, k, k->meta, k->a.epoch);
+			have_rec = !k->superseded && keeper_record(k, &rec) == 0;
+			if (have_rec)
+				qbd_change_keep(k->v, k, k->meta, &rec, k->a.epoch);
 			if (down && !k->superseded && qbd_now_ns() - k->nodes_at >=
 				    QBD_CLIENT_LOOKUP_EVERY_S * 1000000000ull / 2) {
 				k->nodes_at = qbd_now_ns();
 				keeper_nodes(k, down);
 			}
-			if (!k->superseded && qbd_now_ns() - k->size_at >=
-				    QBD_CLIENT_SIZE_EVERY_S * 1000000000ull / 2) {
-				k->size_at = qbd_now_ns();
-				keeper_size(k);
-			}
+			if (have_rec)
+				keeper_size(k, &rec);
 		}
 		free(doc);
 		pthread_mutex_lock(&k->mu);

@@ -237,51 +237,6 @@ void qbd_change_tick(struct qbd_volume *v)
 		qbd_attach_wake(v);
 }
 
-json_object *qbd_change_status(struct qbd_volume *v)
-{
-	struct qbd_change *ch = v->change;
-	struct qbd_core_replica_info ri = { 0 };
-	uint64_t now = qbd_now_ns(), total, done;
-	json_object *o;
-	char hex[17];
-
-	if (!ch || ch->lp == LP_NONE)
-		return NULL;
-	qbd_core_replica_info(v->core, ch->y, &ri);
-	total = ri.resync_total;
-	done = ri.resync_done;
-	if (ch->rate_at && now > ch->rate_at) {
-		double r = (double)(done - ch->rate_done) * 1e9 / (double)(now - ch->rate_at);
-
-		ch->rate = ch->rate ? 0.7 * ch->rate + 0.3 * r : r;
-	}
-	ch->rate_at = now;
-	ch->rate_done = done;
-	o = json_object_new_object();
-	json_object_object_add(o, "phase", json_object_new_string(
-		ch->lp == LP_LEARNER ? "learner" : "joint"));
-	json_object_object_add(o, "slot", json_object_new_int((int)ch->x));
-	snprintf(hex, sizeof(hex), "%016" PRIx64, v->conns[ch->x].node.id);
-	json_object_object_add(o, "from", json_object_new_string(hex));
-	snprintf(hex, sizeof(hex), "%016" PRIx64, v->conns[ch->y].node.id);
-	json_object_object_add(o, "to", json_object_new_string(hex));
-	json_object_object_add(o, "learner_slot", json_object_new_int((int)ch->y));
-	json_object_object_add(o, "copied_chunks", json_object_new_int64((int64_t)done));
-	json_object_object_add(o, "total_chunks", json_object_new_int64((int64_t)total));
-	json_object_object_add(o, "copied_bytes",
-			       json_object_new_int64((int64_t)(done * v->info.chunk_size)));
-	json_object_object_add(o, "total_bytes",
-			       json_object_new_int64((int64_t)(total * v->info.chunk_size)));
-	/* What crossed to the learner: its written blocks and bitmaps (the
-	 * byte figures above count whole chunks). */
-	json_object_object_add(o, "resync_bytes", json_object_new_int64((int64_t)ri.resync_bytes));
-	json_object_object_add(o, "rate_bytes",
-			       json_object_new_int64((int64_t)(ch->rate * v->info.chunk_size)));
-	json_object_object_add(o, "eta_s", json_object_new_int64(
-		ch->rate > 0.01 ? (int64_t)((double)(total - done) / ch->rate) : -1));
-	return o;
-}
-
 int qbd_change_progress(const struct qbd_volume *v, struct qbd_change_progress *out)
 {
 	const struct qbd_change *ch = v->change;
@@ -298,6 +253,50 @@ int qbd_change_progress(const struct qbd_volume *v, struct qbd_change_progress *
 	out->total_bytes = ri.resync_total * v->info.chunk_size;
 	out->rate_bytes = (uint64_t)(ch->rate * v->info.chunk_size);
 	return 0;
+}
+
+json_object *qbd_change_status(struct qbd_volume *v)
+{
+	struct qbd_change *ch = v->change;
+	struct qbd_change_progress p;
+	struct qbd_core_replica_info ri = { 0 };
+	uint64_t now = qbd_now_ns(), cs = v->info.chunk_size;
+	json_object *o;
+	char hex[17];
+
+	if (!ch || ch->lp == LP_NONE)
+		return NULL;
+	/* The smoothed rate moves here, once per status document. */
+	qbd_core_replica_info(v->core, ch->y, &ri);
+	if (ch->rate_at && now > ch->rate_at) {
+		double r = (double)(ri.resync_done - ch->rate_done) * 1e9 /
+			   (double)(now - ch->rate_at);
+
+		ch->rate = ch->rate ? 0.7 * ch->rate + 0.3 * r : r;
+	}
+	ch->rate_at = now;
+	ch->rate_done = ri.resync_done;
+	qbd_change_progress(v, &p);
+	o = json_object_new_object();
+	json_object_object_add(o, "phase", json_object_new_string(
+		p.phase == 1 ? "learner" : "joint"));
+	json_object_object_add(o, "slot", json_object_new_int((int)ch->x));
+	snprintf(hex, sizeof(hex), "%016" PRIx64, p.from_node);
+	json_object_object_add(o, "from", json_object_new_string(hex));
+	snprintf(hex, sizeof(hex), "%016" PRIx64, p.to_node);
+	json_object_object_add(o, "to", json_object_new_string(hex));
+	json_object_object_add(o, "learner_slot", json_object_new_int((int)ch->y));
+	json_object_object_add(o, "copied_chunks", json_object_new_int64((int64_t)(p.copied_bytes / cs)));
+	json_object_object_add(o, "total_chunks", json_object_new_int64((int64_t)(p.total_bytes / cs)));
+	json_object_object_add(o, "copied_bytes", json_object_new_int64((int64_t)p.copied_bytes));
+	json_object_object_add(o, "total_bytes", json_object_new_int64((int64_t)p.total_bytes));
+	/* What crossed to the learner: its written blocks and bitmaps (the
+	 * byte figures above count whole chunks). */
+	json_object_object_add(o, "resync_bytes", json_object_new_int64((int64_t)ri.resync_bytes));
+	json_object_object_add(o, "rate_bytes", json_object_new_int64((int64_t)p.rate_bytes));
+	json_object_object_add(o, "eta_s", json_object_new_int64(
+		ch->rate > 0.01 ? (int64_t)((double)(ri.resync_total - ri.resync_done) / ch->rate) : -1));
+	return o;
 }
 
 /* ---- the keeper ---- */
@@ -464,17 +463,13 @@ static void keep_step(struct qbd_change *ch, struct qbd_attach_keeper *k,
 }
 
 void qbd_change_keep(struct qbd_volume *v, struct qbd_attach_keeper *k,
-		     struct qbd_meta *m, uint64_t epoch)
+		     struct qbd_meta *m, const struct qbd_volume_info *rec,
+		     uint64_t epoch)
 {
 	struct qbd_change *ch = v->change;
-	struct qbd_volume_info rec;
 	bool idle, pending;
-	int err;
 
 	if (!ch)
-		return;
-	err = qbd_meta_volume_get(m, v->info.name, &rec);
-	if (err || rec.id != v->info.id)
 		return;
 	pthread_mutex_lock(&ch->mu);
 	idle = ch->idle;
@@ -482,10 +477,10 @@ void qbd_change_keep(struct qbd_volume *v, struct qbd_attach_keeper *k,
 	pthread_mutex_unlock(&ch->mu);
 	if (pending)
 		return; /* the loop has not taken the last step yet */
-	if (rec.change.phase == QBD_CHANGE_NONE) {
+	if (rec->change.phase == QBD_CHANGE_NONE) {
 		if (idle)
-			keep_start(ch, k, m, &rec, epoch);
+			keep_start(ch, k, m, rec, epoch);
 		return;
 	}
-	keep_step(ch, k, m, &rec, epoch);
+	keep_step(ch, k, m, rec, epoch);
 }

@@ -39,8 +39,6 @@
 #define QBD_CLIENT_TICK_MS 100
 /* The keeper reads a down replica's node record again this often. */
 #define QBD_CLIENT_LOOKUP_EVERY_S 2
-/* The keeper reads the volume's record (its size) this often. */
-#define QBD_CLIENT_SIZE_EVERY_S 2
 #define QBD_CLIENT_CTL_ID (1ull << 63)  /* request ids of HELLO/OPEN */
 
 #define QBD_TX_IOV 64            /* iovecs per sendmsg (two per message) */
@@ -170,11 +168,12 @@ int qbd_change_new(struct qbd_volume *v, struct qbd_core_cfg *cfg);
 void qbd_change_free(struct qbd_change *ch);
 /* Loop side, each tick: take the keeper's word, take the core's steps. */
 void qbd_change_tick(struct qbd_volume *v);
-/* Keeper side, each round (blocks on etcd): read the record and any
- * change request, and make the record's next step when the loop is
- * ready for it. */
+/* Keeper side, each round (blocks on etcd): given the record as read
+ * this round, read any change request, and make the record's next step
+ * when the loop is ready for it. */
 void qbd_change_keep(struct qbd_volume *v, struct qbd_attach_keeper *k,
-		     struct qbd_meta *m, uint64_t epoch);
+		     struct qbd_meta *m, const struct qbd_volume_info *rec,
+		     uint64_t epoch);
 /* Loop side: the change as the status document shows it, or NULL. */
 struct json_object;
 struct json_object *qbd_change_status(struct qbd_volume *v);
