@@ -1145,8 +1145,7 @@ class Run:
         self.start_zone_d()
 
     def fault_node_lost_remove(self, t0):
-        # node-lost-forever with the operator's qbd node remove in place of
-        # the manager's down-out (not built yet).
+        # What node-lost-forever does by itself, done by the operator.
         self.sleep_to(t0, 0.2)
         self.procs.kill("chunkd-c")
         os.unlink(os.path.join(self.tmp, "chunk-c.img"))
@@ -1158,19 +1157,52 @@ class Run:
                           "qbd node remove c --yes: rebuilt on d under load")
 
 
+    # node-lost-forever: nobody types anything. qbd-managerd (down-out 5 s)
+    # finds node c down past down-out and files the change; the attached
+    # writer carries it out onto d under load.
+    DOWN_OUT_S = 5
+
+    def setup_node_lost_forever(self):
+        self.extra_ns = ["d"]
+
+    def up_node_lost_forever(self):
+        self.start_zone_d()
+        self.procs.start("managerd", self.net.ns("meta"), [
+            self.c.bin("qbd-managerd"), "--etcd", self.c.etcd, "--down-out",
+            "%ds" % self.DOWN_OUT_S, "--lease-ttl", "3", "--log-level", "info"])
+        wait_until("qbd-managerd leading", 30,
+                   lambda: "this instance leads" in self.log_of("managerd"), 0.25)
+
+    def fault_node_lost_forever(self, t0):
+        self.sleep_to(t0, 0.2)
+        self.procs.kill("chunkd-c")
+        os.unlink(os.path.join(self.tmp, "chunk-c.img"))
+        t = time.monotonic()
+        self.reprotect_s = self.wait_reprotect(t, x=self.nid["c"], y=self.nid["d"], timeout=180)
+        log = self.log_of("managerd")
+        self.check("qbd-managerd wrote the down-out request (its log)",
+                   "has been down longer than" in log and self.nid["c"] in log)
+        rc = self.procs.stop("managerd")
+        self.check("qbd-managerd exits 0 on SIGTERM (exit %s)" % rc, rc == 0)
+        self.notes.append("zone c's chunk server killed (-9) and its store deleted; "
+                          "qbd-managerd (down-out %d s) filed the change, the writer rebuilt "
+                          "on d under load; re-protect counts from the kill (lease expiry + "
+                          "down-out + copy)" % self.DOWN_OUT_S)
+
 SCENARIOS = ["zone-lost", "zone-back", "writer-partition", "writer-pause", "rolling-restart",
              "flapping", "eio", "slow-zone", "etcd-down", "writer-kill", "one-way", "clock-step",
              "replace-during-takeover", "removed-node-returns", "zone-lost-with-etcd",
-             "drain-under-load", "node-lost-remove"]
+             "drain-under-load", "node-lost-remove", "node-lost-forever"]
 # Membership changes carried out by the writer (docs/protocol.md section
 # 11); each reports its time to re-protect: from the operator's command to
 # the record at the next configuration and the volume healthy.
 MEMBERSHIP = ["replace-during-takeover", "removed-node-returns", "zone-lost-with-etcd",
-              "drain-under-load", "node-lost-remove"]
+              "drain-under-load", "node-lost-remove", "node-lost-forever"]
 # Scenarios where the clients must see no error at all (one replica is
 # lost, slow or failing at a time; the writer stays).
 NO_ERRORS = ["zone-lost", "zone-back", "rolling-restart", "flapping", "eio", "slow-zone",
-             "etcd-down", "one-way", "clock-step", "drain-under-load", "node-lost-remove"]
+             "etcd-down", "one-way", "clock-step", "drain-under-load", "node-lost-remove",
+             "node-lost-forever"]
 # The short version in make check: what the issue names, once each.
 SHORT = ["zone-lost", "zone-back", "writer-partition", "writer-pause", "rolling-restart",
          "flapping", "eio"]
