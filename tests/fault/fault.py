@@ -946,38 +946,65 @@ class Run:
                    "record %s" % (volume, cfg, x, timeout, json.dumps(self.vinfo(volume))), False)
         return None
 
-    def wait_change_standing(self, timeout=30):
-        """Until the record holds a change (learner or joint): its phase."""
+    def wait_change_standing(self, timeout=30, want=None):
+        """Until the record holds a change (learner or joint; the phase
+        want when given): its phase."""
         seen = {}
 
         def standing():
             info = self.vinfo()
-            if info and info.get("change"):
+            if info and info.get("change") and info["change"].get("phase") == (
+                    want or info["change"].get("phase")):
                 seen["phase"] = info["change"].get("phase")
                 return True
             return False
-        wait_until("the change to stand in the record", timeout, standing, 0.05)
+        wait_until("the change to stand in the record" + (" (%s)" % want if want else ""),
+                   timeout, standing, 0.05)
         return seen["phase"]
 
     def log_of(self, name):
         return open(os.path.join(self.dir, name + ".log"), errors="replace").read()
+
+    # Seeds 1, 2 (mod 4) cut the first writer off in the learner phase,
+    # seeds 3, 4 in the joint phase; odd seeds kill it, even ones cut its
+    # zone off.
+    ETCD_PROXY_PORT = 2390
+
+    def joint_cut(self):
+        return self.seed % 4 in (3, 0)
 
     def setup_replace_during_takeover(self):
         self.extra_ns = ["d"]
         # The first writer copies slowly (64 chunks at 8 MiB/s), so that
         # it is cut off while its learner is still being filled.
         self.writer_a_args = ["--resync-rate", "8M"]
+        if self.joint_cut():
+            # The joint configuration stands in the record from one
+            # compare-and-swap of the first writer's keeper to its next,
+            # a few milliseconds; its etcd 400 ms away each way holds it
+            # there for a second or more, long enough to be seen.
+            self.writer_a_args += ["--etcd", "http://%s:%d" % (ADDR["a"], self.ETCD_PROXY_PORT)]
 
     def up_replace_during_takeover(self):
         self.start_zone_d()
+        if self.joint_cut():
+            self.procs.start("etcd-proxy-a", self.net.ns("a"), [
+                "/usr/bin/python3", os.path.join(HERE, "delay.py"),
+                "%s:%d" % (ADDR["a"], self.ETCD_PROXY_PORT), "%s:%d" % (ADDR["meta"], ETCD_PORT),
+                "400"])
+            wait_until("etcd proxy in zone a", 20,
+                       lambda: port_open(self.net.ns("a"), ADDR["a"], self.ETCD_PROXY_PORT))
 
     def fault_replace_during_takeover(self, t0):
         how = "killed" if self.seed % 2 else "cut off"  # odd seeds: kill -9
         self.sleep_to(t0, 0.2)
         t = time.monotonic()
         self.c.qbd("volume", "move", self.volume, "--from", self.nid["c"], "--to", self.nid["d"])
-        phase = self.wait_change_standing()
-        time.sleep(1.0)  # a part of the learner copied
+        if self.joint_cut():
+            phase = self.wait_change_standing(want="joint", timeout=60)
+        else:
+            phase = self.wait_change_standing()
+            time.sleep(1.0)  # a part of the learner copied
         info = self.vinfo()
         if how == "killed":
             self.procs.kill("writer-a")
