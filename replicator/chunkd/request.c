@@ -194,7 +194,12 @@ static void req_on_engine(struct qbd_engine_req *er)
 							   chunk_list_add, &l);
 			r->data = l.p;
 			r->data_len = status == 0 ? (uint32_t)l.len : 0;
-			if (status < 0)
+			if (status == -EMSGSIZE)
+				qbd_err(COMP, "OPEN %016llx: the volume holds more chunks here than "
+					"one reply lists (%u entries of %u bytes): refused",
+					(unsigned long long)r->volume,
+					QBD_WIRE_MAX_DATA / QBD_WIRE_ENTRY, QBD_WIRE_ENTRY);
+			else if (status < 0)
 				qbd_err(COMP, "OPEN %llu: chunk list: %s",
 					(unsigned long long)r->volume, strerror(-status));
 		}

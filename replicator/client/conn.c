@@ -309,10 +309,18 @@ static int conn_on_open_reply(struct qbd_conn *c, Qbd__Msg *m, void *data)
 	if (m->status == -EIDRM || (m->status == -EPERM && !v->opening))
 		return conn_refused(c, m);
 	if (m->status) {
-		qbd_warn(COMP, "replica %u node %016llx: OPEN epoch %llu: %s (promised %llu)",
+		/* The two limits of a chunk server an OPEN can meet, named. */
+		const char *limit =
+			m->status == -ENOSPC ? ": its promise table is full (the chunk server's "
+					       "log says how many volumes it holds)" :
+			m->status == -EMSGSIZE ? ": the volume's chunk list there is longer than "
+						 "one OPEN reply carries (64 MiB of entries, "
+						 "4 Mi chunks)" : "";
+
+		qbd_warn(COMP, "replica %u node %016llx: OPEN epoch %llu: %s (promised %llu)%s",
 			 c->idx, (unsigned long long)c->node.id,
 			 (unsigned long long)v->epoch, strerror(-m->status),
-			 (unsigned long long)m->epoch);
+			 (unsigned long long)m->epoch, limit);
 		return -EPROTO;
 	}
 	if (m->data_len % QBD_WIRE_ENTRY || (m->data_len && !d)) {
