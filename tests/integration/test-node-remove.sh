@@ -10,7 +10,9 @@
 #     copy takes seconds); its status shows the copy moving;
 #  3. the writer is killed mid-rebuild; the next writer carries the change
 #     on from the record and copies only what was left (its total is the
-#     first one's less what was copied: both printed);
+#     first one's less what was copied: both printed); then the new
+#     node's chunk server is restarted mid-copy, and the copy goes on
+#     from what it holds, not from zero;
 #  4. the record ends at configuration 2 with the new node; the volume is
 #     healthy; `qbd volume verify` finds a, b and the new node identical;
 #  5. zone a's chunk server is stopped: every block still reads back right
@@ -119,6 +121,8 @@ log "status: $(qbd volume status v | grep Copying)"
 stop_pid "$f1" KILL
 stop_pid "$w1" KILL
 info_says "d['cfg'] == 1" || fail "the change finished before the writer was killed: $(cat "$TMP/poll.json")"
+# Slow (1 MiB/s) until the learner's restart below, then its own 6M.
+expect_rc 0 qbd volume set v --rebuild-rate 1M
 start_nbd v "$TMP/w2.sock" --zone a --force --resync-rate 6M
 w2=$NBD_PID
 uri=$(nbd_uri "$TMP/w2.sock")
@@ -128,6 +132,24 @@ wait_for "the second writer to count only what the learner lacks (fewer than $to
 	change_says "0 < c['total_chunks'] < $total1"
 read -r done2 total2 <"$TMP/change"
 log "the second writer: $total2 chunks left to copy (the first had copied $done1 of $total1)"
+
+# ---- 3b: the new replica's chunk server restarted mid-copy ----
+# What it holds was copied with FUA: its OPEN after the restart lists it,
+# and the writer copies only the rest.
+wait_for "a part of the second writer's copy done" 30 change_says "c['copied_chunks'] >= 2"
+read -r done3 total3 <"$TMP/change"
+ups() { grep -c "node $nc2 .* up at epoch" "$TMP/nbd-v.log"; }
+ups0=$(ups)
+stop_chunkd c
+start_chunkd c
+learner_up() { [ "$(ups)" -gt "$ups0" ]; }
+wait_for "the writer to reconnect to the learner" 30 learner_up
+held=$(grep "node $nc2 .* up at epoch" "$TMP/nbd-v.log" | tail -n 1 |
+	sed -n 's/.* \([0-9]*\) chunks listed.*/\1/p')
+[ -n "$held" ] && [ "$held" -ge "$done3" ] ||
+	fail "the restarted learner listed '$held' chunks, fewer than the $done3 copied to it"
+expect_rc 0 qbd volume set v --rebuild-rate default
+log "the learner's chunk server restarted with $done3 of $total3 copied: its OPEN listed $held chunks, copied on from there"
 fio_start during2 220M
 f2=$FIO_PID
 
@@ -149,4 +171,4 @@ w3=$NBD_PID
 "$S" verify "$(nbd_uri "$TMP/w3.sock")" "$TMP/acked" 0 $BLOCKS 31 ||
 	fail "with zone a stopped, the data does not read back from b and the new node"
 stop_pid "$w3"
-log "PASS: node $nc replaced by $nc2 under writes; $done1 of $total1 chunks copied before the writer died, $total2 left for the next"
+log "PASS: node $nc replaced by $nc2 under writes; $done1 of $total1 chunks copied before the writer died, $total2 left for the next; the learner restarted listing $held chunks"
