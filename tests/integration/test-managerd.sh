@@ -7,9 +7,10 @@
 #     other takes over once the dead one's lease has expired (a 4 s
 #     lease here: within lease + the follower's 2 s retry);
 #  2. a volume nobody has attached, with a `qbd volume move` request, is
-#     moved by the manager: the record at configuration 2 with the new
-#     node, `qbd volume verify` identical, the data written before reads
-#     back;
+#     moved by the manager: the leader is killed mid-copy, and the next
+#     one (a third instance) carries the change on, copying only what the
+#     learner lacks; the record at configuration 2 with the new node,
+#     `qbd volume verify` identical, the data written before reads back;
 #  3. down-out: a chunk server is killed; after its alive key expires and
 #     down-out (5 s) passes, the manager writes a down-out change request
 #     for each of its volumes and carries it out: the volume ends on
@@ -54,6 +55,17 @@ logged() { grep -q -- "$2" "$TMP/manager-$1.log"; }
 key_names() { etcdctl_ get --print-value-only /qbd/manager | grep -q "\"pid\":$1[,}]"; }
 no_attachment() { [ -z "$(etcdctl_ get --prefix --keys-only /qbd/attachments/)" ]; }
 a_change_request() { [ -n "$(etcdctl_ get --prefix --keys-only /qbd/changes/)" ]; }
+# change_says EXPR: the status document of v's writer (the manager's) has
+# a "change" satisfying EXPR (Python, over c); its copied and total chunks
+# go to $TMP/change.
+change_says() {
+	etcdctl_ get --print-value-only "/qbd/status/$vid" >"$TMP/doc.json" 2>/dev/null &&
+	python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); c = d.get("change")
+if not c: sys.exit(1)
+open(sys.argv[3], "w").write("%d %d\n" % (c["copied_chunks"], c["total_chunks"]))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/doc.json" "$1" "$TMP/change"
+}
 downout_request() {
 	etcdctl_ get --prefix --print-value-only /qbd/changes/ | grep -q '"reason":"down-out"'
 }
@@ -108,14 +120,32 @@ uri1=$(nbd_uri "$TMP/w1.sock")
 [ "$(printf 'flush\n' | "$S" cmd "$uri1")" = ok ] || fail "flush failed"
 stop_pid "$NBD_PID"
 wait_for "no attachment" 20 no_attachment
+# The leader is killed mid-copy; the next one carries the change on from
+# what the learner holds. The copy is slow (1 MiB/s) until then.
+start_manager 3
+vid=$(qbd --json volume info v | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+expect_rc 0 qbd volume set v --rebuild-rate 1M
 expect_rc 0 qbd volume move v --from "$nc" --to "$nd"
-wait_for "the manager to move c's replica to d (configuration 2)" 60 \
-	info_says "d['cfg'] == 2 and '$nd' in [n['id'] for n in d['nodes']] and '$nc' not in [n['id'] for n in d['nodes']] and not d.get('change')"
-wait_for "the manager to detach" 30 no_attachment
+wait_for "manager 2's copy under way" 30 change_says "c['copied_chunks'] >= 2"
+read -r done1 total1 <"$TMP/change"
 logged 2 "volume 'v' is attached nowhere: carrying out its change" ||
 	fail "the manager did not say it carried the change out"
 logged 2 "joins as a learner" || fail "no learner joined in the manager's log"
-wait_for "the change counted done" 10 metric_is "$MGR_PORT_2" qbd_managerd_changes_done_total 1
+stop_pid "$MGR_PID_2" KILL
+wait_for "manager 3 to take over" $((TTL + 10)) leader_is "$MGR_PORT_3"
+# Its writer attaches once the dead one's attachment has expired; until
+# the learner's OPEN is in, it counts every chunk.
+wait_for "manager 3's writer to copy only what the learner lacks (fewer than $total1 chunks)" 60 \
+	change_says "0 < c['total_chunks'] < $total1"
+read -r done2 total2 <"$TMP/change"
+expect_rc 0 qbd volume set v --rebuild-rate default
+wait_for "the manager to move c's replica to d (configuration 2)" 60 \
+	info_says "d['cfg'] == 2 and '$nd' in [n['id'] for n in d['nodes']] and '$nc' not in [n['id'] for n in d['nodes']] and not d.get('change')"
+wait_for "the manager to detach" 30 no_attachment
+logged 3 "volume 'v' is attached nowhere: carrying out its change" ||
+	fail "manager 3 did not say it carried the change on"
+wait_for "the change counted done" 10 metric_is "$MGR_PORT_3" qbd_managerd_changes_done_total 1
+log "2a: manager 2 killed with $done1 of $total1 chunks copied; manager 3 had $total2 left to copy [$(since)]"
 a_change_request && fail "the move's request is still there"
 expect_rc 0 qbd volume verify v
 start_nbd v "$TMP/w2.sock" --zone a
@@ -134,19 +164,19 @@ wait_for "chunk server e alive" 20 nodes_alive 4
 ne=$(node_in e)
 kill_chunkd a
 wait_for "a down-out change request for v" 40 downout_request
-logged 2 "has been down longer than 5 s: volume 'v' gets a change request" ||
+logged 3 "has been down longer than 5 s: volume 'v' gets a change request" ||
 	fail "the manager did not log the down-out request"
 log "3: a down-out request for v [$(since)]"
 wait_for "the manager to replace a's replica (configuration 3)" 60 \
 	info_says "d['cfg'] == 3 and '$na' not in [n['id'] for n in d['nodes']] and '$ne' in [n['id'] for n in d['nodes']] and not d.get('change')"
 wait_for "the manager to detach" 30 no_attachment
-[ "$(metric "$MGR_PORT_2" qbd_managerd_downout_requests_total)" = 1 ] ||
-	fail "down-out requests metric: $(metric "$MGR_PORT_2" qbd_managerd_downout_requests_total), want 1"
+[ "$(metric "$MGR_PORT_3" qbd_managerd_downout_requests_total)" = 1 ] ||
+	fail "down-out requests metric: $(metric "$MGR_PORT_3" qbd_managerd_downout_requests_total), want 1"
 expect_rc 0 qbd volume verify v
 start_nbd v "$TMP/w3.sock" --zone b
 "$S" verify "$(nbd_uri "$TMP/w3.sock")" "$TMP/acked1" 0 3000 21 ||
 	fail "after down-out, the data does not read back"
 stop_pid "$NBD_PID"
-stop_pid "$MGR_PID_2"
-logged 2 "stepped down: lease revoked" || fail "the leader did not revoke its lease at SIGTERM"
+stop_pid "$MGR_PID_3"
+logged 3 "stepped down: lease revoked" || fail "the leader did not revoke its lease at SIGTERM"
 log "PASS: election and failover, a detached volume moved, down-out carried out [$(since)]"
