@@ -804,6 +804,131 @@ START_TEST(joint_attach_needs_both_promise_quorums)
 }
 END_TEST
 
+/* A core in the joint phase of replacing slot 2 by slot 3: S = {0, 1, 2},
+ * S' = {0, 1, 3}, W = 2, all four replicas up and holding nothing. */
+static void open_joint(void)
+{
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 2, .voters = 7,
+				    .joint = 0xb };
+
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	for (unsigned r = 0; r < 4; r++)
+		ck_assert_int_eq(qbd_core_replica_open(c, r, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+}
+
+/* Replies to the writes of chunk ch sent from message `from` on, by the
+ * replicas in `set`. */
+static void reply_writes(uint64_t ch, unsigned from, uint32_t set)
+{
+	for (unsigned i = from; i < nsent; i++)
+		if (sent[i].type == QBD_CM_WRITE && sent[i].chunk == ch &&
+		    (set & (1u << sent[i].replica)))
+			reply((int)i, 0, sent[i].new_version);
+}
+
+/* Replies to the flushes sent from message `from` on, by the replicas in
+ * `set`. */
+static void reply_flushes(unsigned from, uint32_t set)
+{
+	for (unsigned i = from; i < nsent; i++)
+		if (sent[i].type == QBD_CM_FLUSH && (set & (1u << sent[i].replica)))
+			reply((int)i, 0, 0);
+}
+
+/* The joint rule counts in each set: W replicas of S' alone (or of S
+ * alone) complete no write, no flush and no attach (docs/protocol.md
+ * section 11). {1, 3} is W of S' but 1 of S; {1, 2} is W of S but 1 of
+ * S'. */
+START_TEST(joint_rule_needs_w_of_each_set)
+{
+	struct qbd_core_cfg cfg = { .replicas = 3, .write_quorum = 2, .nchunks = 8,
+				    .chunk_size = CS, .epoch = 2, .voters = 7,
+				    .joint = 0xb };
+	unsigned n0;
+
+	open_joint();
+	/* Write to chunk 0, acknowledged by 1 and 3: waits for S. */
+	n0 = nsent;
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 0, 512, buf, (void *)1, MS);
+	ck_assert_uint_eq(nsent, n0 + 4);
+	reply_writes(0, n0, 0xa);
+	ck_assert_int_eq(results[1], 0x7f7f7f7f);
+	ck_assert_uint_eq(ncomplete, 0);
+	reply_writes(0, n0, 0x1);                  /* 0: 2 of S, 2 of S' */
+	ck_assert_int_eq(results[1], 0);
+	reply_writes(0, n0, 0x4);
+	/* Write to chunk 1, acknowledged by 1 and 2: waits for S'. */
+	n0 = nsent;
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, CS, 512, buf, (void *)2, MS);
+	reply_writes(1, n0, 0x6);
+	ck_assert_int_eq(results[2], 0x7f7f7f7f);
+	reply_writes(1, n0, 0x8);                  /* 3: 2 of S' */
+	ck_assert_int_eq(results[2], 0);
+	reply_writes(1, n0, 0x1);
+	/* And the other way round: the second ack is 2, then 0. */
+	n0 = nsent;
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 2 * CS, 512, buf, (void *)3, MS);
+	reply_writes(2, n0, 0xa);
+	ck_assert_int_eq(results[3], 0x7f7f7f7f);
+	reply_writes(2, n0, 0x4);
+	ck_assert_int_eq(results[3], 0);
+	reply_writes(2, n0, 0x1);
+	n0 = nsent;
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 3 * CS, 512, buf, (void *)4, MS);
+	reply_writes(3, n0, 0x6);
+	ck_assert_int_eq(results[4], 0x7f7f7f7f);
+	reply_writes(3, n0, 0x1);
+	ck_assert_int_eq(results[4], 0);
+	reply_writes(3, n0, 0x8);
+	ck_assert_uint_eq(ncomplete, 4);
+
+	/* A flush (chunks 0..3 current on all four) flushed by 1 and 3 waits
+	 * for S; 0 completes it. */
+	n0 = nsent;
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)5, MS);
+	ck_assert_uint_eq(nsent, n0 + 4);
+	reply_flushes(n0, 0xa);
+	ck_assert_int_eq(results[5], 0x7f7f7f7f);
+	reply_flushes(n0, 0x1);
+	ck_assert_int_eq(results[5], 0);
+	reply_flushes(n0, 0x4);
+	/* A flush (another write first) flushed by 1 and 2 waits for S'. */
+	n0 = nsent;
+	qbd_core_submit(c, QBD_CORE_WRITE, 0, 4 * CS, 512, buf, (void *)6, MS);
+	reply_writes(4, n0, 0xf);
+	ck_assert_int_eq(results[6], 0);
+	n0 = nsent;
+	qbd_core_submit(c, QBD_CORE_FLUSH, 0, 0, 0, NULL, (void *)7, MS);
+	reply_flushes(n0, 0x6);
+	ck_assert_int_eq(results[7], 0x7f7f7f7f);
+	reply_flushes(n0, 0x8);
+	ck_assert_int_eq(results[7], 0);
+	reply_flushes(n0, 0x1);
+	ck_assert_uint_eq(ncomplete, 7);
+	qbd_core_free(c);
+	c = NULL;
+
+	/* Attach: A = max(W, R - W + 1) = 2 promises in each set. {1, 3}
+	 * is A of S' only, {1, 2} A of S only. */
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 1, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 3, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), -EIO);
+	ck_assert_int_eq(qbd_core_replica_open(c, 0, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+	qbd_core_free(c);
+	c = NULL;
+	ck_assert_int_eq(qbd_core_new(&cfg, &ops, NULL, &c), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 1, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_replica_open(c, 2, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), -EIO);
+	ck_assert_int_eq(qbd_core_replica_open(c, 3, NULL, 0, 0), 0);
+	ck_assert_int_eq(qbd_core_open_done(c, 0), 0);
+}
+END_TEST
+
 /* ---- resync: what it copies, from where, how fast ---- */
 
 #define RCS (16u * 4096u)   /* a chunk of 16 blocks */
@@ -1068,6 +1193,7 @@ int main(void)
 	tcase_add_test(t, write_without_space_on_some_fails_and_marks_them);
 	tcase_add_test(t, membership_change_steps);
 	tcase_add_test(t, joint_attach_needs_both_promise_quorums);
+	tcase_add_test(t, joint_rule_needs_w_of_each_set);
 	tcase_add_test(t, grow_adds_chunks_current_everywhere);
 	tcase_add_test(t, grow_during_a_membership_change);
 	suite_add_tcase(s, t);
