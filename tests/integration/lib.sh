@@ -376,3 +376,27 @@ start_etcd_member() {
 	track_pid $_epid "etcd-$1" $ETCD_TERM_STATUS
 	eval "ETCD_PID_$1=$_epid"
 }
+
+# Volume records and nodes, as the CLI shows them (the volume: v unless
+# named).
+# info_says EXPR [VOLUME]: `qbd --json volume info` satisfies EXPR
+# (Python, over d); the output stays in $TMP/poll.json.
+info_says() {
+	qbd --json volume info "${2:-v}" >"$TMP/poll.json" 2>/dev/null && python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/poll.json" "$1"
+}
+# health_is RC WORD [VOLUME]: `qbd --json volume status` exits RC and
+# says health WORD; the output stays in $TMP/st.json.
+health_is() {
+	_rc=0; qbd --json volume status "${3:-v}" >"$TMP/st.json" 2>/dev/null || _rc=$?
+	[ "$_rc" -eq "$1" ] && grep -q "\"health\":\"$2\"" "$TMP/st.json"
+}
+# node_in ZONE: the id of the (first listed) node registered in ZONE.
+# `qbd node list` exits non-zero while a node is down; its list counts.
+node_in() {
+	qbd --json node list >"$TMP/nodes.json" || :
+	python3 -c 'import json,sys
+d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
+print([n["id"] for n in d if n["zone"] == sys.argv[2]][0])' \
+		"$TMP/nodes.json" "$1"
+}

@@ -29,11 +29,6 @@ S="$BUILD/tests/helpers/nbd-stream"
 [ -x "$S" ] || fail "no tests/helpers/nbd-stream in $BUILD (make all builds it)"
 LOG="$TMP/nbd-v.log"
 
-# health_is RC WORD: volume v's status exits RC and says WORD (--json).
-health_is() {
-	_rc=0; qbd --json volume status v >"$TMP/poll.json" 2>/dev/null || _rc=$?
-	[ "$_rc" -eq "$1" ] && grep -q "\"health\":\"$2\"" "$TMP/poll.json"
-}
 # status_says RC EXPR: volume v's status exits RC and its --json output
 # satisfies EXPR (Python, over d).
 status_says() {

@@ -19,17 +19,6 @@ init_test "$@"
 S="$BUILD/tests/helpers/nbd-stream"
 [ -x "$S" ] || fail "no tests/helpers/nbd-stream in $BUILD (make all builds it)"
 
-info_says() {
-	qbd --json volume info v >"$TMP/poll.json" 2>/dev/null && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/poll.json" "$1"
-}
-node_in() {
-	qbd --json node list >"$TMP/nodes.json" || :
-	python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
-print([n["id"] for n in d if n["zone"] == sys.argv[2]][0])' \
-		"$TMP/nodes.json" "$1"
-}
 attached_by() {
 	etcdctl_ get --prefix --print-value-only /qbd/attachments/ | grep -q "\"pid\":$1[,}]"
 }

@@ -24,18 +24,6 @@ S="$BUILD/tests/helpers/nbd-stream"
 [ -x "$S" ] || fail "no tests/helpers/nbd-stream in $BUILD (make all builds it)"
 TTL=4
 
-info_says() {
-	qbd --json volume info v >"$TMP/poll.json" 2>/dev/null && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/poll.json" "$1"
-}
-# (qbd node list exits 3 while a node is down: its JSON is whole.)
-node_in() {
-	qbd --json node list >"$TMP/nodes.json" || :
-	python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
-print([n["id"] for n in d if n["zone"] == sys.argv[2]][0])' \
-		"$TMP/nodes.json" "$1"
-}
 # start_manager NAME: one qbd-managerd (down-out and give-up from
 # [qbd-managerd] of the test's qbd.conf); sets MGR_PID_<name>, MGR_PORT_<name>.
 start_manager() {

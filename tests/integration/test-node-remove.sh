@@ -29,19 +29,6 @@ S="$BUILD/tests/helpers/nbd-stream"
 [ -x "$S" ] || fail "no tests/helpers/nbd-stream in $BUILD (make all builds it)"
 BLOCKS=12288 # 48 MiB from block 0
 
-node_in() {
-	qbd --json node list >"$TMP/nodes.json" && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
-print([n["id"] for n in d if n["zone"] == sys.argv[2] and n["alive"]][0])' "$TMP/nodes.json" "$1"
-}
-info_says() {
-	qbd --json volume info v >"$TMP/poll.json" 2>/dev/null && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/poll.json" "$1"
-}
-health_is() {
-	_rc=0; qbd --json volume status v >"$TMP/st.json" 2>/dev/null || _rc=$?
-	[ "$_rc" -eq "$1" ] && grep -q "\"health\":\"$2\"" "$TMP/st.json"
-}
 # change_says EXPR: the writer's status document has a "change" that
 # satisfies EXPR (Python, over c); its copied and total chunks go to
 # $TMP/change.

@@ -22,18 +22,6 @@ command -v nbdcopy >/dev/null 2>&1 || skip "no nbdcopy (libnbd-bin)"
 command -v qemu-io >/dev/null 2>&1 || skip "no qemu-io"
 init_test "$@"
 
-# info_says EXPR: `qbd --json volume info v` satisfies EXPR (Python, over d).
-info_says() {
-	qbd --json volume info v >"$TMP/poll.json" 2>/dev/null && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/poll.json" "$1"
-}
-# node_in ZONE: the id of the node registered in ZONE.
-node_in() {
-	qbd --json node list >"$TMP/nodes.json" && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
-print([n["id"] for n in d if n["zone"] == sys.argv[2]][0])' \
-		"$TMP/nodes.json" "$1"
-}
 # qio URI COMMANDS...: qemu-io on the volume; fails unless every command
 # succeeded.
 qio() {

@@ -22,17 +22,6 @@ init_test "$@"
 grace=${QBD_TEST_RECLAIM_GRACE:-6s}
 MiB=1048576
 
-# info_says EXPR: `qbd --json volume info v` satisfies EXPR (Python, over d).
-info_says() {
-	qbd --json volume info v >"$TMP/poll.json" 2>/dev/null && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/poll.json" "$1"
-}
-# node_in ZONE: the id of the node registered in ZONE.
-node_in() {
-	qbd --json node list >"$TMP/nodes.json" && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1]))
-print([n["id"] for n in d if n["zone"] == sys.argv[2]][0])' "$TMP/nodes.json" "$1"
-}
 # node_says ZONE EXPR: EXPR holds for ZONE's node record (n).
 node_says() {
 	qbd --json node list >"$TMP/nodes.json" 2>/dev/null && python3 -c 'import json,sys

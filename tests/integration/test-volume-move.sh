@@ -20,23 +20,6 @@ init_test "$@"
 S="$BUILD/tests/helpers/nbd-stream"
 [ -x "$S" ] || fail "no tests/helpers/nbd-stream in $BUILD (make all builds it)"
 
-# info_says EXPR: `qbd --json volume info v` satisfies EXPR (Python, over d).
-info_says() {
-	qbd --json volume info v >"$TMP/poll.json" 2>/dev/null && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/poll.json" "$1"
-}
-health_is() {
-	_rc=0; qbd --json volume status v >"$TMP/st.json" 2>/dev/null || _rc=$?
-	[ "$_rc" -eq "$1" ] && grep -q "\"health\":\"$2\"" "$TMP/st.json"
-}
-# node_in ZONE: the id of the node registered in ZONE.
-node_in() {
-	qbd --json node list >"$TMP/nodes.json" && python3 -c 'import json,sys
-d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
-print([n["id"] for n in d if n["zone"] == sys.argv[2]][0])' \
-		"$TMP/nodes.json" "$1"
-}
-
 start_cluster a b c
 expect_rc 0 qbd volume create v --size 64M
 na=$(node_in a); nb=$(node_in b); nc=$(node_in c)

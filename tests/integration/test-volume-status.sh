@@ -22,12 +22,6 @@ init_test "$@"
 [ -x "$BUILD/qbd-chunkd" ] || fail "no qbd-chunkd in $BUILD (run make)"
 [ -x "$BUILD/qbd-nbd" ] || fail "no qbd-nbd in $BUILD (run make)"
 
-# health_is RC WORD: volume v's status exits RC and says WORD (--json).
-health_is() {
-	_rc=0; qbd --json volume status v >"$TMP/poll.json" 2>/dev/null || _rc=$?
-	[ "$_rc" -eq "$1" ] && grep -q "\"health\":\"$2\"" "$TMP/poll.json"
-}
-
 start_cluster a b c
 expect_rc 0 qbd volume create v --size 64M
 expect_rc 0 qbd volume info v --json
