@@ -246,7 +246,9 @@ static int readd_volume(struct qbd_engine *e, struct qbd_engine_req *r, unsigned
 	int rc;
 
 	r->version = pe->epoch;
-	if (r->epoch <= pe->epoch)
+	/* At the tombstone's own epoch: the writer that removed the node,
+	 * the only one at that epoch, adds it back (its record says so). */
+	if (r->epoch < pe->epoch)
 		return -EPERM;
 	if (posix_memalign((void **)&blk, B, B))
 		return -ENOMEM;

@@ -272,7 +272,7 @@ bool chunkd_may(bool authed, int type);
  * -ENOTCONN (a data-path request of an epoch this replica has not
  * promised, or of a volume it promised nothing for) or -EIDRM (the
  * volume has a tombstone here: an OPEN that does not add the node back
- * above the tombstone's epoch, a data-path request not older than the
+ * at or above the tombstone's epoch, a data-path request not older than the
  * tombstone). Pure: touches nothing but the log and *v; any thread.
  */
 int chunkd_validate(const struct chunkd_edge *x, const Qbd__Msg *m, const void *data,

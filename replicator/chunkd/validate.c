@@ -146,7 +146,8 @@ static const char *validate_shape(const struct chunkd_edge *x, const Qbd__Msg *m
 /*
  * A volume with a tombstone here (this node was removed from it): OPEN
  * is refused with -EIDRM, unless it adds the node back (F_ADD) at an
- * epoch above the tombstone's (at or below: -EPERM); a data-path
+ * epoch not below the tombstone's (below: -EPERM; at it: the writer that
+ * removed the node adds it back); a data-path
  * request older than the tombstone is a deposed writer's (-EPERM, as
  * ever), any other -EIDRM; TOMBSTONE and DELETE_VOLUME any epoch not
  * older than the tombstone's; read-only requests any.
@@ -166,7 +167,7 @@ static int validate_tombstoned(const struct chunkd_edge *x, const Qbd__Msg *m)
 	case QBD__MSG_TYPE__OPEN:
 		if (!(m->flags & QBD_WIRE_F_ADD))
 			return -EIDRM;
-		return m->epoch > x->tombstone_epoch ? 0 : -EPERM;
+		return m->epoch >= x->tombstone_epoch ? 0 : -EPERM;
 	case QBD__MSG_TYPE__DELETE_VOLUME:
 	case QBD__MSG_TYPE__TOMBSTONE:
 		return m->epoch < x->tombstone_epoch ? -EPERM : 0;

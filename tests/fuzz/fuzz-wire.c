@@ -409,7 +409,7 @@ static const char *fw_served_wrongly(const struct fw *f, const Qbd__Msg *m, cons
 		case QBD__MSG_TYPE__PING:
 			return "a data-path request of a volume with a tombstone";
 		case QBD__MSG_TYPE__OPEN:
-			if (!(m->flags & QBD_WIRE_F_ADD) || m->epoch <= promised)
+			if (!(m->flags & QBD_WIRE_F_ADD) || m->epoch < promised)
 				return "an OPEN of a volume with a tombstone";
 			return NULL;
 		default:

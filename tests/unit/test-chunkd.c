@@ -18,7 +18,7 @@
  *
  * Tombstones: a TOMBSTONE request below the promised epoch is refused;
  * one accepted makes every OPEN of the volume refused with EIDRM (until
- * an OPEN with F_ADD above the tombstone's epoch) and the data path too.
+ * an OPEN with F_ADD at or above the tombstone's epoch) and the data path too.
  */
 #include <check.h>
 #include <errno.h>
@@ -829,8 +829,8 @@ END_TEST
 /* After a TOMBSTONE, every OPEN of the volume is refused with EIDRM at
  * any epoch, and logged once; the data path with EIDRM (EPERM below the
  * tombstone's epoch, as for any deposed writer); nothing of it changes
- * the store. Only an OPEN with F_ADD above the tombstone's epoch takes
- * the node back. */
+ * the store. Only an OPEN with F_ADD at or above the tombstone's epoch
+ * takes the node back. */
 START_TEST(open_after_tombstone_is_refused_eidrm)
 {
 	static const uint64_t epochs[] = { 1, EPOCH - 1, EPOCH, EPOCH + 1, UINT64_MAX };
@@ -857,14 +857,15 @@ START_TEST(open_after_tombstone_is_refused_eidrm)
 	m.epoch = EPOCH - 1;
 	refused(&m, -EPERM, false);
 	m = good(OPEN);
-	m.flags = QBD_WIRE_F_ADD;          /* not above the tombstone */
+	m.flags = QBD_WIRE_F_ADD;          /* below the tombstone */
+	m.epoch = EPOCH - 1;
 	refused(&m, -EPERM, false);
-	m.epoch = EPOCH + 1;
+	m.epoch = EPOCH;                   /* the writer that removed it */
 	a = send_frame(&m, false);
 	ck_assert_int_eq(a.status, 0);
-	ck_assert_uint_eq(a.epoch, EPOCH + 1);
+	ck_assert_uint_eq(a.epoch, EPOCH);
 	ck_assert(!qbd_engine_tombstoned(d->e, VOL, NULL));
-	ck_assert_uint_eq(qbd_engine_promised(d->e, VOL), EPOCH + 1);
+	ck_assert_uint_eq(qbd_engine_promised(d->e, VOL), EPOCH);
 }
 END_TEST
 

@@ -1851,9 +1851,9 @@ START_TEST(tombstone_refuses_every_promise_and_persists)
 END_TEST
 
 /* A re-add (PROMISE with F_READD) clears a tombstone only at an epoch
- * above the tombstone's, durably; a plain PROMISE never does. A volume
+ * not below the tombstone's, durably; a plain PROMISE never does. A volume
  * with no entry can be given a tombstone; DELETE_VOLUME drops one. */
-START_TEST(readd_clears_tombstone_only_above_its_epoch)
+START_TEST(readd_clears_tombstone_only_at_or_above_its_epoch)
 {
 	uint64_t ep, ver;
 
@@ -1866,15 +1866,17 @@ START_TEST(readd_clears_tombstone_only_above_its_epoch)
 	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_TOMBSTONE, VOL, 8, 0, &ver), -EPERM);
 	ck_assert_uint_eq(ver, 9);
 	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 10, 0, NULL), -EIDRM);
-	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 9, QBD_ENGINE_F_READD, &ver),
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 8, QBD_ENGINE_F_READD, &ver),
 			 -EPERM);
 	ck_assert_uint_eq(ver, 9);
 	ck_assert(qbd_engine_tombstoned(e, VOL, NULL));
-	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 10, QBD_ENGINE_F_READD, &ver),
+	/* at the tombstone's epoch: the writer that removed the node */
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 9, QBD_ENGINE_F_READD, &ver),
 			 0);
-	ck_assert_uint_eq(ver, 10);
+	ck_assert_uint_eq(ver, 9);
 	ck_assert(!qbd_engine_tombstoned(e, VOL, NULL));
-	ck_assert_uint_eq(qbd_engine_promised(e, VOL), 10);
+	ck_assert_uint_eq(qbd_engine_promised(e, VOL), 9);
+	ck_assert_int_eq(eng_volume_op(QBD_ENGINE_PROMISE, VOL, 10, 0, &ver), 0);
 	qbd_engine_close(e);
 	open_store(0);
 	ck_assert(!qbd_engine_tombstoned(e, VOL, NULL));
@@ -1993,7 +1995,7 @@ int main(void)
 	tcase_add_checked_fixture(t, setup, teardown);
 	tcase_set_timeout(t, 60);
 	tcase_add_test(t, tombstone_refuses_every_promise_and_persists);
-	tcase_add_test(t, readd_clears_tombstone_only_above_its_epoch);
+	tcase_add_test(t, readd_clears_tombstone_only_at_or_above_its_epoch);
 	tcase_add_test(t, tombstone_of_busy_volume_stands_and_frees_later);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
