@@ -83,6 +83,9 @@ void chunkd_conn_close(struct chunkd_conn *c)
 		c->next->prev = c->prev;
 	c->next = c->prev = NULL;
 	uv_close((uv_handle_t *)&c->tcp, conn_on_close);
+	/* Its requests waiting behind client I/O are answered (freed) now,
+	 * those in the engine when they complete. */
+	chunkd_admit_drop_conn(c->d, c);
 }
 
 /* Into rbuf, or for the rest of a large payload straight into its buffer:

@@ -42,6 +42,20 @@ struct chunkd_scrub {
 	struct qbd_node_scrub stats;
 };
 
+/* ---- admit.c's state (declared here for struct chunkd) ---- */
+
+/* Background I/O behind client I/O: what the admission counts and the
+ * background requests it holds back (admit.c). */
+struct chunkd_admit {
+	unsigned fg_inflight;     /* foreground requests in the engine */
+	unsigned bg_inflight;     /* background requests in the engine */
+	uint64_t fg_last_ns;      /* last foreground request submitted or completed */
+	struct qbd_queue waiting; /* background requests held back, FIFO (chunkd_req.aql) */
+	unsigned nwaiting;
+	uint64_t waited;          /* background requests that waited (metric) */
+	struct qbd_hist wait;     /* how long they waited (metric) */
+};
+
 /* ---- reclaim.c's memory between scans (declared here for struct chunkd) ---- */
 
 /* A volume this store holds and etcd did not have at its first
@@ -117,6 +131,7 @@ struct chunkd {
 	bool peer_timer_on;
 	struct chunkd_scrub scrub;
 	struct chunkd_reclaim reclaim;
+	struct chunkd_admit admit;
 	uv_timer_t stats_timer;  /* copies the numbers into node (under ka_mu) */
 	bool stopping;
 	uint64_t stop_start_ns;
@@ -222,6 +237,14 @@ struct chunkd_req {
 	bool close_after;
 	uint64_t wseq;         /* WRITE: arrival order; FLUSH: last write before it */
 	struct qbd_qlink ql;   /* on its connection's wq (WRITE) or fq (FLUSH) */
+	/* Admission (admit.c): background (else foreground), as judged at
+	 * its last req_submit. */
+	bool bg;
+	bool admitted;         /* background, let in once: a second engine
+				* request of it (a SPARSE READ's data) goes
+				* straight in */
+	uint64_t wait_ns;      /* when it started waiting */
+	struct qbd_qlink aql;  /* on d->admit.waiting */
 	struct chunkd_req *batch_next; /* corked, then sent with r->w: the rest of its write */
 	unsigned hdr_len;
 	uv_write_t w;
@@ -233,8 +256,50 @@ struct chunkd_req {
  * (chunkd_validate) and handed to the handler of its type. */
 extern const struct qbd_wire_rx_ops chunkd_rx_ops;
 /* Submit r's engine request (r->er filled); the reply follows its
- * completion. */
+ * completion. A background request may wait first (admit.c). */
 void req_submit(struct chunkd_req *r, enum qbd_engine_op op);
+/* Hand r's engine request (r->er filled, op set) to the engine now. */
+void req_engine_submit(struct chunkd_req *r);
+/* Judge again the epoch of r, which waited for admission since it was
+ * judged at arrival, against its volume's promise and tombstone now
+ * (chunkd_validate_epoch). 0 to submit it; else r was answered with
+ * the error (and, a WRITE, left its connection's write queue), as a
+ * refused request is. */
+int req_rejudge(struct chunkd_req *r);
+/* Answer r, never submitted, with status: a WRITE leaves its
+ * connection's write queue first (the FLUSHes behind it go on). */
+void req_unsubmitted_reply(struct chunkd_req *r, int status);
+
+/* ---- admit.c: background I/O behind client I/O ---- */
+
+/* While the chunk server is busy with clients, at most this many
+ * background requests are in the engine. */
+#define CHUNKD_BG_BUSY_MAX 1u
+/* Busy: a foreground request in the engine, or one submitted or
+ * completed this recently (a client at queue depth 1 leaves gaps of a
+ * round trip between its requests; they count as busy). */
+#define CHUNKD_BUSY_WINDOW_NS (2u * 1000000u)
+
+/* Whether a request is background: copies and checks the chunk server
+ * serves for the cluster, not for a client waiting on it. The source
+ * side of a resync (a READ with F_SPARSE: sparse), a resync landing (a
+ * WRITE with QBD_ENGINE_F_RESYNC), a PULL's store write (type PULL),
+ * a CHECKSUM (`qbd volume verify`). Everything else is foreground.
+ * Pure. */
+bool chunkd_is_background(int type, bool sparse, uint32_t engine_flags);
+/* Whether one more background request may go into the engine now, given
+ * what a counts (its waiting queue aside) at now_ns. Pure. */
+bool chunkd_admit_may(const struct chunkd_admit *a, uint64_t now_ns);
+/* req_submit's door: r (r->er filled, op set) goes into the engine now
+ * or waits its turn; foreground requests always go in. */
+void chunkd_admit_submit(struct chunkd *d, struct chunkd_req *r);
+/* r's engine request completed (before its completion is handled). */
+void chunkd_admit_done(struct chunkd *d, struct chunkd_req *r);
+/* Let in the waiting background requests that may go now: after every
+ * completion of a request of the chunk server's. */
+void chunkd_admit_run(struct chunkd *d);
+/* Answer (and so free) the waiting requests of c, which is closing. */
+void chunkd_admit_drop_conn(struct chunkd *d, struct chunkd_conn *c);
 
 /* ---- validate.c: the one place that judges a request at the edge ---- */
 
@@ -277,6 +342,11 @@ bool chunkd_may(bool authed, int type);
  */
 int chunkd_validate(const struct chunkd_edge *x, const Qbd__Msg *m, const void *data,
 		    struct chunkd_verdict *v);
+/* The last of chunkd_validate's steps on its own: m's epoch against
+ * x->promised and x's tombstone (m's type, volume_id, epoch and flags
+ * count). 0, -EPERM, -ENOTCONN or -EIDRM, as chunkd_validate answers.
+ * Pure, logs nothing. */
+int chunkd_validate_epoch(const struct chunkd_edge *x, const Qbd__Msg *m);
 
 /* ---- keepalive.c: the node's etcd record and lease ---- */
 

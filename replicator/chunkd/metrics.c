@@ -73,6 +73,17 @@ static void chunkd_metrics_render(struct chunkd *d)
 		qbd_hist_render(&b, "qbd_chunkd_request_seconds", lab, &d->ops[t].lat);
 	}
 
+	qbd_mbuf_metric(&b, "qbd_chunkd_background_waited_total", "counter",
+			"Background requests (resync copies, CHECKSUM) that waited behind client "
+			"I/O before the engine.",
+			d->admit.waited);
+	qbd_mbuf_metric(&b, "qbd_chunkd_background_waiting", "gauge",
+			"Background requests waiting behind client I/O now.",
+			d->admit.nwaiting);
+	qbd_mbuf_head(&b, "qbd_chunkd_background_wait_seconds", "histogram",
+		      "Time a background request waited behind client I/O before the engine.");
+	qbd_hist_render(&b, "qbd_chunkd_background_wait_seconds", "", &d->admit.wait);
+
 	qbd_mbuf_metric(&b, "qbd_chunkd_fenced_requests_total", "counter",
 			"Requests refused because a newer writer's epoch was promised (EPERM).",
 			d->fenced);

@@ -126,7 +126,10 @@ static void conn_run_flushes(struct chunkd_conn *c)
 		if (w && w->wseq <= f->wseq)
 			break;
 		qbd_queue_remove(&c->fq, &f->ql);
-		req_submit(f, QBD_ENGINE_FLUSH);
+		if (c->closing)  /* nobody to answer: not worth a sync */
+			req_reply(f, -ECONNRESET);
+		else
+			req_submit(f, QBD_ENGINE_FLUSH);
 	}
 }
 
@@ -171,6 +174,7 @@ static void req_on_engine(struct qbd_engine_req *er)
 	struct chunkd *d = r->c->d;
 	int status = er->res < 0 ? er->res : 0;
 
+	chunkd_admit_done(d, r);
 	if (r->type == QBD__MSG_TYPE__WRITE)
 		conn_write_done(r->c, r);
 
@@ -254,6 +258,7 @@ static void req_on_engine(struct qbd_engine_req *er)
 		break;
 	}
 	req_reply(r, status);
+	chunkd_admit_run(d);
 }
 
 void req_submit(struct chunkd_req *r, enum qbd_engine_op op)
@@ -261,7 +266,60 @@ void req_submit(struct chunkd_req *r, enum qbd_engine_op op)
 	r->er.op = op;
 	r->er.cb = req_on_engine;
 	r->er.user = r;
+	chunkd_admit_submit(r->c->d, r);
+}
+
+void req_engine_submit(struct chunkd_req *r)
+{
 	qbd_engine_submit(r->c->d->e, &r->er);
+}
+
+void req_unsubmitted_reply(struct chunkd_req *r, int status)
+{
+	if (r->type == QBD__MSG_TYPE__WRITE)
+		conn_write_done(r->c, r);
+	req_reply(r, status);
+}
+
+static bool conn_authed(const struct chunkd_conn *c);
+
+/* What a request about volume, on c, is judged against now. */
+static void req_edge(struct chunkd_conn *c, uint64_t volume, struct chunkd_edge *x)
+{
+	struct chunkd *d = c->d;
+
+	memset(x, 0, sizeof *x);
+	x->cluster_id = d->cluster_id;
+	x->node_id = d->node_id;
+	x->chunk_size = d->chunk_size;
+	x->authed = conn_authed(c);
+	x->promised = qbd_engine_promised(d->e, volume);
+	x->tombstoned = qbd_engine_tombstoned(d->e, volume, &x->tombstone_epoch);
+	x->peer = c->peer;
+}
+
+int req_rejudge(struct chunkd_req *r)
+{
+	struct chunkd_edge x;
+	Qbd__Msg m;
+	int rc;
+
+	qbd__msg__init(&m);
+	m.type = r->type;
+	m.volume_id = r->volume;
+	m.epoch = r->epoch;
+	req_edge(r->c, r->volume, &x);
+	rc = chunkd_validate_epoch(&x, &m);
+	if (rc == 0)
+		return 0;
+	qbd_debug(COMP, "%s: %s of volume %016llx at epoch %llu refused after waiting behind "
+		  "client I/O: %s %llu now", r->c->peer, qbd_wire_type_name(r->type),
+		  (unsigned long long)r->volume, (unsigned long long)r->epoch,
+		  x.tombstoned ? "a tombstone at epoch" : "promised epoch",
+		  (unsigned long long)(x.tombstoned ? x.tombstone_epoch : x.promised));
+	r->reply.epoch = x.tombstoned ? x.tombstone_epoch : x.promised;
+	req_unsubmitted_reply(r, rc);
+	return rc;
 }
 
 
@@ -624,16 +682,11 @@ static void req_log_tombstone(struct chunkd_conn *c, const Qbd__Msg *m,
 static bool req_refused(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg *m,
 			int *ret)
 {
-	struct chunkd *d = c->d;
-	struct chunkd_edge x = {
-		.cluster_id = d->cluster_id, .node_id = d->node_id,
-		.chunk_size = d->chunk_size, .authed = conn_authed(c),
-		.promised = qbd_engine_promised(d->e, m->volume_id), .peer = c->peer,
-	};
+	struct chunkd_edge x;
 	struct chunkd_verdict v;
 	int rc;
 
-	x.tombstoned = qbd_engine_tombstoned(d->e, m->volume_id, &x.tombstone_epoch);
+	req_edge(c, m->volume_id, &x);
 	rc = chunkd_validate(&x, m, r->data, &v);
 	if (rc == 0)
 		return false;

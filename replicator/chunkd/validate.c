@@ -183,9 +183,10 @@ static int validate_tombstoned(const struct chunkd_edge *x, const Qbd__Msg *m)
  * FLUSH, PULL and a PING with a volume need the promised epoch itself;
  * OPEN, DELETE_VOLUME and TOMBSTONE any not older; HELLO, AUTH, USAGE
  * and CHECKSUM (read-only, for operators) any. A volume with a
- * tombstone: validate_tombstoned.
+ * tombstone: validate_tombstoned. Also judged again when a background
+ * request that waited is admitted (admit.c, request.c's req_rejudge).
  */
-static int validate_epoch(const struct chunkd_edge *x, const Qbd__Msg *m)
+int chunkd_validate_epoch(const struct chunkd_edge *x, const Qbd__Msg *m)
 {
 	if (x->tombstoned && m->volume_id)
 		return validate_tombstoned(x, m);
@@ -249,7 +250,7 @@ int chunkd_validate(const struct chunkd_edge *x, const Qbd__Msg *m, const void *
 			 (unsigned long long)m->chunk, m->offset, m->length, m->data_len, why);
 		return -EINVAL;
 	}
-	rc = validate_epoch(x, m);
+	rc = chunkd_validate_epoch(x, m);
 	if (rc < 0)
 		qbd_debug(COMP, "%s: %s request %llu vol %016llx: epoch %llu, promised %llu%s",
 			  x->peer, name, (unsigned long long)m->request_id,

@@ -16,6 +16,9 @@
  * partial one; and what the reclaim does with a volume judged gone (a
  * tombstone, its chunks freed).
  *
+ * Background I/O behind client I/O (admit.c): which requests wait,
+ * when they go in, the epoch judged again, a closed connection's freed.
+ *
  * Tombstones: a TOMBSTONE request below the promised epoch is refused;
  * one accepted makes every OPEN of the volume refused with EIDRM (until
  * an OPEN with F_ADD at or above the tombstone's epoch) and the data path too.
@@ -1434,10 +1437,268 @@ START_TEST(node_record_carries_orphaned_numbers)
 }
 END_TEST
 
+/* ---- background I/O behind client I/O (admit.c) ---- */
+
+/* Which requests are background, and when one more may go in. */
+START_TEST(admission_decision)
+{
+	struct chunkd_admit a = { 0 };
+	const uint64_t now = 10ull * 1000000000ull;
+
+	ck_assert(chunkd_is_background(READ, true, 0));
+	ck_assert(!chunkd_is_background(READ, false, 0));
+	ck_assert(chunkd_is_background(WRITE, false, QBD_ENGINE_F_RESYNC | QBD_ENGINE_F_FUA));
+	ck_assert(!chunkd_is_background(WRITE, false, QBD_ENGINE_F_FUA));
+	ck_assert(!chunkd_is_background(WRITE, false, QBD_ENGINE_F_REPAIR));
+	ck_assert(chunkd_is_background(PULL, false, QBD_ENGINE_F_RESYNC));
+	ck_assert(chunkd_is_background(CHECKSUM, false, 0));
+	for (int t = 0; t < CHUNKD_OPS; t++)
+		if (t != READ && t != WRITE && t != PULL && t != CHECKSUM)
+			ck_assert_msg(!chunkd_is_background(t, false, 0), "%d background", t);
+	/* Idle: any number goes in. */
+	a.bg_inflight = 5;
+	ck_assert(chunkd_admit_may(&a, now));
+	/* A foreground request in the engine: one background at most. */
+	a.fg_inflight = 1;
+	a.fg_last_ns = now - 60ull * 1000000000ull;
+	ck_assert(!chunkd_admit_may(&a, now));
+	a.bg_inflight = CHUNKD_BG_BUSY_MAX - 1;
+	ck_assert(chunkd_admit_may(&a, now));
+	/* None in the engine, one seen within the window: still busy. */
+	a.bg_inflight = CHUNKD_BG_BUSY_MAX;
+	a.fg_inflight = 0;
+	a.fg_last_ns = now - CHUNKD_BUSY_WINDOW_NS / 2;
+	ck_assert(!chunkd_admit_may(&a, now));
+	a.fg_last_ns = now - CHUNKD_BUSY_WINDOW_NS;
+	ck_assert(chunkd_admit_may(&a, now));
+	/* A clock before the last one seen (never negative). */
+	a.fg_last_ns = now + 1;
+	ck_assert(!chunkd_admit_may(&a, now));
+}
+END_TEST
+
+/* A connection the test sends frames on and reads the answers of, in
+ * order. */
+struct client {
+	int fd;
+	struct chunkd_conn *c;
+	struct qbd_wire_rx rx;
+	int n;
+	int type[8], status[8];
+	uint64_t epoch[8];
+};
+
+static void *cl_on_header(void *user, const Qbd__Msg *m)
+{
+	(void)user;
+	(void)m;
+	return QBD_WIRE_DISCARD;
+}
+
+static int cl_on_frame(void *user, Qbd__Msg *m, void *data)
+{
+	struct client *cl = user;
+
+	(void)data;
+	ck_assert_int_lt(cl->n, 8);
+	cl->type[cl->n] = m->type;
+	cl->status[cl->n] = m->status;
+	cl->epoch[cl->n] = m->epoch;
+	cl->n++;
+	return 0;
+}
+
+static const struct qbd_wire_rx_ops cl_ops = { cl_on_header, cl_on_frame };
+
+static void cl_open(struct client *cl)
+{
+	memset(cl, 0, sizeof *cl);
+	qbd_wire_rx_init(&cl->rx);
+	cl->c = conn_open(&cl->fd);
+}
+
+static void cl_send(struct client *cl, const Qbd__Msg *m)
+{
+	uint8_t out[QBD_WIRE_FRAME_MAX_PREFIX + sizeof wdata];
+	ssize_t h = qbd_wire_encode(m, out, sizeof out);
+	size_t len, sent = 0;
+
+	ck_assert_int_gt(h, 0);
+	memcpy(out + h, wdata, m->data_len);
+	len = (size_t)h + m->data_len;
+	for (int i = 0; i < 5000 && sent < len; i++) {
+		ssize_t n = send(cl->fd, out + sent, len - sent, MSG_NOSIGNAL);
+
+		if (n > 0)
+			sent += (size_t)n;
+		uv_run(&d->loop, UV_RUN_NOWAIT);
+	}
+	ck_assert_uint_eq(sent, len);
+}
+
+/* Run the server for about ms milliseconds or until n answers came. */
+static void cl_run(struct client *cl, int n, int ms)
+{
+	uint8_t in[4096];
+
+	for (int i = 0; i < ms && cl->n < n; i++) {
+		ssize_t k;
+
+		uv_run(&d->loop, UV_RUN_NOWAIT);
+		while ((k = recv(cl->fd, in, sizeof in, 0)) > 0)
+			ck_assert_int_eq(qbd_wire_rx_feed(&cl->rx, in, (size_t)k, &cl_ops, cl), 0);
+		if (cl->n < n)
+			poll(NULL, 0, 1);
+	}
+}
+
+static void cl_close(struct client *cl)
+{
+	qbd_wire_rx_reset(&cl->rx);
+	close(cl->fd);
+	for (int i = 0; i < 100 && d->conns; i++) {
+		uv_run(&d->loop, UV_RUN_NOWAIT);
+		poll(NULL, 0, 1);
+	}
+	ck_assert_msg(!d->conns, "the connection outlived its peer");
+}
+
+/* Make the server look busy with clients: a foreground request and the
+ * background ones allowed meanwhile in the engine (counted only). */
+static void pretend_busy(void)
+{
+	d->admit.fg_inflight = 1;
+	d->admit.bg_inflight = CHUNKD_BG_BUSY_MAX;
+}
+
+static void pretend_idle(void)
+{
+	d->admit.fg_inflight = 0;
+	d->admit.bg_inflight = 0;
+	d->admit.fg_last_ns = 0;
+}
+
+/* A RESYNC write of chunk 2, whole, at EPOCH. */
+static Qbd__Msg resync_write(void)
+{
+	Qbd__Msg m = good(WRITE);
+
+	m.offset = 0;
+	m.length = CS;
+	m.data_len = CS;
+	m.flags = QBD_WIRE_F_RESYNC | QBD_WIRE_F_FUA;
+	return m;
+}
+
+/* While busy, a RESYNC write waits (counted) and a FLUSH after it on its
+ * connection waits for it, a plain READ does not; once idle it is
+ * admitted and stored, then the FLUSH answered. */
+START_TEST(background_waits_behind_client_io)
+{
+	struct client cl;
+	Qbd__Msg w = resync_write(), f = good(FLUSH), r = good(READ);
+
+	cl_open(&cl);
+	pretend_busy();
+	cl_send(&cl, &w);
+	cl_send(&cl, &f);
+	cl_send(&cl, &r);
+	cl_run(&cl, 1, 2000);
+	ck_assert_int_eq(cl.n, 1);
+	ck_assert_int_eq(cl.type[0], READ);  /* the client's read went by */
+	ck_assert_int_eq(cl.status[0], 0);
+	cl_run(&cl, 2, 50);
+	ck_assert_int_eq(cl.n, 1);           /* the write waits, the FLUSH with it */
+	ck_assert_uint_eq(d->admit.nwaiting, 1);
+	ck_assert_uint_eq(d->admit.waited, 1);
+	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 2), 0);
+	pretend_idle();
+	chunkd_admit_run(d);
+	cl_run(&cl, 3, 2000);
+	ck_assert_int_eq(cl.n, 3);
+	ck_assert_int_eq(cl.type[1], WRITE);
+	ck_assert_int_eq(cl.status[1], 0);
+	ck_assert_int_eq(cl.type[2], FLUSH);
+	ck_assert_int_eq(cl.status[2], 0);
+	ck_assert_uint_eq(d->admit.nwaiting, 0);
+	ck_assert_uint_eq(d->admit.wait.count, 1);
+	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 2), V2);
+	ck_assert_uint_eq(d->admit.fg_inflight, 0);
+	ck_assert_uint_eq(d->admit.bg_inflight, 0);
+	cl_close(&cl);
+}
+END_TEST
+
+/* A RESYNC write that waited while a newer writer was promised is judged
+ * again when admitted: refused (EPERM, the new epoch), the store left
+ * as it was. */
+START_TEST(background_epoch_is_judged_again_when_admitted)
+{
+	struct qbd_engine_req promise = { .op = QBD_ENGINE_PROMISE, .volume = VOL,
+					  .epoch = EPOCH + 1 };
+	struct client cl;
+	Qbd__Msg w = resync_write();
+	struct snap before, after;
+
+	cl_open(&cl);
+	pretend_busy();
+	cl_send(&cl, &w);
+	cl_run(&cl, 1, 50);
+	ck_assert_int_eq(cl.n, 0);
+	ck_assert_uint_eq(d->admit.nwaiting, 1);
+	ck_assert_int_eq(eng_run(&promise), 0);
+	snap_take(&before);
+	pretend_idle();
+	chunkd_admit_run(d);
+	cl_run(&cl, 1, 2000);
+	ck_assert_int_eq(cl.n, 1);
+	ck_assert_msg(cl.status[0] == -EPERM, "a RESYNC write of a deposed writer admitted "
+		      "after waiting: answered %d, want EPERM", cl.status[0]);
+	ck_assert_uint_eq(cl.epoch[0], EPOCH + 1);
+	ck_assert_uint_eq(qbd_engine_busy(d->e), 0);
+	snap_take(&after);
+	ck_assert_msg(snap_same(&before, &after), "a refused RESYNC write changed the store");
+	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 2), 0);
+	cl_close(&cl);
+}
+END_TEST
+
+/* A connection closed while its requests wait frees them (the FLUSH
+ * behind them too): nothing is left waiting or leaked, nothing written. */
+START_TEST(closing_frees_waiting_requests)
+{
+	struct client cl;
+	Qbd__Msg w = resync_write(), f = good(FLUSH), c = good(CHECKSUM);
+
+	cl_open(&cl);
+	pretend_busy();
+	cl_send(&cl, &w);
+	cl_send(&cl, &f);
+	cl_send(&cl, &c);
+	cl_run(&cl, 1, 50);
+	ck_assert_int_eq(cl.n, 0);
+	ck_assert_uint_eq(d->admit.nwaiting, 2);
+	ck_assert_uint_eq(cl.c->inflight, 3);
+	cl_close(&cl);
+	ck_assert_uint_eq(d->admit.nwaiting, 0);
+	ck_assert(qbd_queue_empty(&d->admit.waiting));
+	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 2), 0);
+	pretend_idle();
+}
+END_TEST
+
 static Suite *chunkd_suite(void)
 {
 	Suite *s = suite_create("chunkd");
 	TCase *t;
+
+	t = tcase_create("admission");
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_test(t, admission_decision);
+	tcase_add_test(t, background_waits_behind_client_io);
+	tcase_add_test(t, background_epoch_is_judged_again_when_admitted);
+	tcase_add_test(t, closing_frees_waiting_requests);
+	suite_add_tcase(s, t);
 
 	t = tcase_create("good");
 	tcase_add_checked_fixture(t, setup, teardown);
