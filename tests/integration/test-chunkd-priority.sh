@@ -12,6 +12,8 @@
 #   background requests that waited behind the client's writes, and the
 #   wait histogram counts as many admitted;
 # - none is left waiting once the resync is done;
+# - SIGTERM to zone c's chunk server in the middle of a second such
+#   resync, once requests waited there, drains it and it exits 0;
 # - `qbd volume verify` finds the three replicas identical.
 #
 # Exit 0 pass, 1 fail, 77 skip.
@@ -127,6 +129,46 @@ done
 [ "$waiting" -eq 0 ] || fail "$waiting background requests still waiting after the resync"
 [ "$admitted" -gt 0 ] && [ "$admitted" -le "$waited" ] ||
 	fail "$waited waited but $admitted were admitted"
+
+# SIGTERM in the middle of a resync, once requests have waited: the
+# chunk server drains and exits 0 (under the sanitizers, with nothing
+# leaked), then comes back and is resynced.
+stop_chunkd c
+wait_for "the writer to see zone c down" 20 st 'z["c"]["state"] == "down"'
+fill three
+rm -f "$TMP/client.stop"
+"$PYNBD" - "$uri" "$TMP/client.stop" <<'PY' >"$TMP/client.out" 2>&1 &
+import os
+import sys
+import nbd
+uri, stop = sys.argv[1], sys.argv[2]
+h = nbd.NBD()
+h.connect_uri(uri)
+n = 0
+while not os.path.exists(stop):
+    h.pwrite(b"%08d" % n * 512, (64 << 20) + (n % 4096) * 4096)
+    n += 1
+h.flush()
+h.shutdown()
+PY
+CLIENT_PID=$!
+track_pid $CLIENT_PID client
+start_chunkd c
+c_waited() {
+	_w=$(metric "$MPORT_c" qbd_chunkd_background_waited_total 2>/dev/null)
+	[ "${_w:-0}" -gt 0 ]
+}
+if poll_until 30 c_waited; then
+	log "zone c: SIGTERM after $(metric "$MPORT_c" qbd_chunkd_background_waited_total) requests waited"
+else
+	log "zone c: no request waited there this time; SIGTERM all the same"
+fi
+stop_chunkd c
+start_chunkd c
+wait_for "zone c back and resynced again" 60 \
+	st 'z["c"]["state"] == "up" and z["c"]["stale_chunks"] == 0'
+touch "$TMP/client.stop"
+wait_pid "$CLIENT_PID" 0 30
 
 stop_pid "$NBD_PID"
 expect_rc 0 qbd volume verify vol1
