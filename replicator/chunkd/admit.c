@@ -28,7 +28,10 @@
  * (chunkd_validate_epoch) before it is submitted, and answers the error
  * without touching the store when the epoch no longer holds. A waiting
  * WRITE stays on its connection's write queue (request.c), so a FLUSH
- * received after it still waits for it. A connection that closes
+ * received after it still waits for it; and since the FLUSH is a
+ * client's, its arrival lets such writes of its connection in at once
+ * (chunkd_admit_flush): a FLUSH waits for the engine, never for this
+ * queue. A connection that closes
  * answers (and so frees) its waiting requests (chunkd_admit_drop_conn):
  * each request is owned by the waiting queue until it leaves it, for the
  * engine or for its reply.
@@ -83,6 +86,7 @@ void chunkd_admit_submit(struct chunkd *d, struct chunkd_req *r)
 		return;
 	}
 	r->wait_ns = now;
+	r->waiting = true;
 	qbd_queue_push(&a->waiting, &r->aql);
 	a->nwaiting++;
 	a->waited++;
@@ -100,25 +104,54 @@ void chunkd_admit_done(struct chunkd *d, struct chunkd_req *r)
 	a->fg_last_ns = qbd_now_ns();
 }
 
+/* Take r off the waiting queue and into the engine, unless its epoch no
+ * longer holds or its connection closed (answered then). */
+static void admit_one(struct chunkd *d, struct chunkd_req *r, uint64_t now)
+{
+	struct chunkd_admit *a = &d->admit;
+
+	qbd_queue_remove(&a->waiting, &r->aql);
+	r->waiting = false;
+	a->nwaiting--;
+	qbd_hist_add(&a->wait, now - r->wait_ns);
+	if (r->c->closing) {
+		req_unsubmitted_reply(r, -ECONNRESET);
+		return;
+	}
+	if (req_rejudge(r) != 0)
+		return;  /* answered: its epoch no longer holds */
+	r->admitted = true;
+	a->bg_inflight++;
+	req_engine_submit(r);
+}
+
 void chunkd_admit_run(struct chunkd *d)
 {
 	struct chunkd_admit *a = &d->admit;
 	uint64_t now = qbd_now_ns();
-	struct chunkd_req *r;
 
-	while (a->waiting.head && chunkd_admit_may(a, now)) {
-		r = QBD_QUEUE_ENTRY(qbd_queue_pop(&a->waiting), struct chunkd_req, aql);
-		a->nwaiting--;
-		qbd_hist_add(&a->wait, now - r->wait_ns);
-		if (r->c->closing) {
-			req_unsubmitted_reply(r, -ECONNRESET);
+	while (a->waiting.head && chunkd_admit_may(a, now))
+		admit_one(d, QBD_QUEUE_ENTRY(a->waiting.head, struct chunkd_req, aql), now);
+}
+
+void chunkd_admit_flush(struct chunkd *d, struct chunkd_conn *c, uint64_t wseq)
+{
+	struct qbd_qlink *l = c->wq.head, *next;
+	uint64_t now = qbd_now_ns();
+
+	for (; l; l = next) {
+		struct chunkd_req *r = QBD_QUEUE_ENTRY(l, struct chunkd_req, ql);
+
+		next = l->next;  /* admit_one may take r off wq (refused) */
+		if (r->wseq > wseq)
+			break;
+		if (!r->waiting)
 			continue;
-		}
-		if (req_rejudge(r) != 0)
-			continue;  /* answered: its epoch no longer holds */
-		r->admitted = true;
-		a->bg_inflight++;
-		req_engine_submit(r);
+		admit_one(d, r, now);
+		/* A reply that failed to send closes c, whose waiting
+		 * requests (next among them) are then freed. */
+		if (c->closing)
+			break;
 	}
 }
 
@@ -134,6 +167,7 @@ void chunkd_admit_drop_conn(struct chunkd *d, struct chunkd_conn *c)
 		if (r->c != c)
 			continue;
 		qbd_queue_remove(&a->waiting, l);
+		r->waiting = false;
 		a->nwaiting--;
 		req_unsubmitted_reply(r, -ECONNRESET);
 	}

@@ -243,6 +243,7 @@ struct chunkd_req {
 	bool admitted;         /* background, let in once: a second engine
 				* request of it (a SPARSE READ's data) goes
 				* straight in */
+	bool waiting;          /* on d->admit.waiting */
 	uint64_t wait_ns;      /* when it started waiting */
 	struct qbd_qlink aql;  /* on d->admit.waiting */
 	struct chunkd_req *batch_next; /* corked, then sent with r->w: the rest of its write */
@@ -298,6 +299,10 @@ void chunkd_admit_done(struct chunkd *d, struct chunkd_req *r);
 /* Let in the waiting background requests that may go now: after every
  * completion of a request of the chunk server's. */
 void chunkd_admit_run(struct chunkd *d);
+/* A FLUSH of c arrived, covering its WRITEs up to wseq: those of them
+ * waiting here go into the engine now (judged again first), so that a
+ * client's FLUSH waits for the engine, never for this queue. */
+void chunkd_admit_flush(struct chunkd *d, struct chunkd_conn *c, uint64_t wseq);
 /* Answer (and so free) the waiting requests of c, which is closing. */
 void chunkd_admit_drop_conn(struct chunkd *d, struct chunkd_conn *c);
 

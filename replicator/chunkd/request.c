@@ -562,6 +562,7 @@ static int req_flush(struct chunkd_conn *c, struct chunkd_req *r, const Qbd__Msg
 {
 	req_range(r, m);
 	r->wseq = c->next_wseq;
+	chunkd_admit_flush(c->d, c, r->wseq);
 	if (qbd_queue_empty(&c->wq)) {
 		req_submit(r, QBD_ENGINE_FLUSH);
 		return 0;
