@@ -63,6 +63,7 @@ WIRE_SRC   = $(wildcard replicator/wire/*.c)
 CORE_SRC   = $(wildcard replicator/core/*.c)
 META_SRC   = $(wildcard replicator/meta/*.c)
 CLIENT_SRC = $(wildcard replicator/client/*.c)
+ADMIN_SRC  = $(wildcard replicator/admin/*.c)
 CHUNKD_SRC = $(filter-out $(MAINS),$(wildcard replicator/chunkd/*.c))
 MANAGER_SRC = $(filter-out $(MAINS),$(wildcard replicator/manager/*.c))
 NBD_SRC    = $(filter-out $(MAINS),$(wildcard nbd-frontend/*.c))
@@ -79,6 +80,7 @@ A_ENGINE = $(BUILD)/lib/libengine.a
 A_CORE   = $(BUILD)/lib/libcore.a
 A_META   = $(BUILD)/lib/libmeta.a
 A_CLIENT = $(BUILD)/lib/libclient.a
+A_ADMIN  = $(BUILD)/lib/libadmin.a
 A_CHUNKD = $(BUILD)/lib/libchunkd.a
 A_MANAGER = $(BUILD)/lib/libmanager.a
 A_NBD    = $(BUILD)/lib/libnbdfe.a
@@ -90,6 +92,7 @@ $(A_ENGINE): $(call obj,$(ENGINE_SRC))
 $(A_CORE):   $(call obj,$(CORE_SRC))
 $(A_META):   $(call obj,$(META_SRC))
 $(A_CLIENT): $(call obj,$(CLIENT_SRC))
+$(A_ADMIN):  $(call obj,$(ADMIN_SRC))
 $(A_CHUNKD): $(call obj,$(CHUNKD_SRC))
 $(A_MANAGER): $(call obj,$(MANAGER_SRC))
 $(A_NBD):    $(call obj,$(NBD_SRC))
@@ -107,8 +110,8 @@ CHUNKD_A   = $(A_CHUNKD) $(A_ENGINE) $(A_META) $(A_WIRE) $(A_COMMON)
 NBD_A      = $(A_NBD) $(LIBQBD_A)
 # qbd-managerd: a writer like any other (libqbd), and meta for the rest.
 MANAGER_A  = $(A_MANAGER) $(LIBQBD_A)
-TOOLS_A    = $(A_TOOLS) $(A_NBD) $(LIBQBD_A)
-ALL_A      = $(A_TOOLS) $(A_NBD) $(A_CHUNKD) $(A_MANAGER) $(A_ENGINE) $(LIBQBD_A)
+TOOLS_A    = $(A_TOOLS) $(A_ADMIN) $(A_NBD) $(LIBQBD_A)
+ALL_A      = $(A_TOOLS) $(A_ADMIN) $(A_NBD) $(A_CHUNKD) $(A_MANAGER) $(A_ENGINE) $(LIBQBD_A)
 
 UNIT_SRC   = $(wildcard tests/unit/test-*.c)
 UNIT_BIN   = $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "replicator/admin/admin.h"
 #include "replicator/meta/meta.h"
 #include "replicator/wire/wire.h"
 
@@ -125,38 +126,5 @@ int cmd_kernel(int argc, char **argv);
 
 /* dev.c: qbd dev up|down|status */
 int cmd_dev(int argc, char **argv);
-
-/* admin-wire.c: blocking administrative requests to one chunk server.
- * 0 or -errno. */
-struct admin_conn {
-	int fd;
-	uint64_t cluster_id, node_id, next_id;
-	struct qbd_wire_rx rx;
-};
-/* The CLI's cluster secret file (NULL: none), set before admin_connect. */
-extern const char *admin_secret_file;
-int admin_connect(const struct qbd_node_info *node, uint64_t cluster_id,
-		  struct admin_conn *ac);
-void admin_close(struct admin_conn *ac);
-/* Version and XXH3-64 of a chunk's bytes on that replica. */
-int admin_checksum(struct admin_conn *ac, uint64_t volume_id, uint64_t chunk,
-		   uint64_t *version, uint64_t *checksum);
-int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
-			uint64_t volume_id, uint64_t epoch);
-/* Space a volume takes on that replica (volume 0: the whole store). */
-struct admin_usage {
-	uint64_t chunks;        /* chunks allocated */
-	uint64_t held;          /* bytes of data in written blocks */
-	uint64_t used;          /* bytes of chunk slots */
-	uint64_t capacity, free_slots; /* of the store */
-};
-int admin_usage(struct admin_conn *ac, uint64_t volume_id, struct admin_usage *out);
-/* TOMBSTONE: the replica serves the volume under no epoch from then on
- * (docs/protocol.md, section 2), its chunks freed; epoch at least its
- * promised one, else -EPERM. *tomb_epoch (may be NULL) gets the epoch
- * of its tombstone (0, -EPERM: its promised epoch; -EBUSY: the tombstone
- * stands, some chunks were busy: ask again). */
-int admin_tombstone(struct admin_conn *ac, uint64_t volume_id, uint64_t epoch,
-		    uint64_t *tomb_epoch);
 
 #endif

@@ -9,7 +9,7 @@
  * The first works on the store offline (its chunk server stopped): how
  * a test brings a removed node back. VOLUME_ID in hex (as `qbd volume
  * info --json` prints it); EPOCH defaults to the store's promised epoch.
- * The second sends TOMBSTONE over the wire (tools/admin-wire.c) to the
+ * The second sends TOMBSTONE over the wire (replicator/admin/wire.c) to the
  * chunk server of the volume's replica in ZONE, at EPOCH (default: the
  * volume's epoch in etcd), as the writer that removed the node does,
  * with the cluster secret of $QBD_SECRET_FILE if set.
@@ -23,8 +23,8 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "replicator/admin/admin.h"
 #include "replicator/meta/meta.h"
-#include "tools/internal.h"
 
 static void tomb_cb(struct qbd_engine_req *r)
 {

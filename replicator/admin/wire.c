@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A small blocking client of the qbd wire protocol for administrative
- * requests from the CLI (DELETE_VOLUME, CHECKSUM, USAGE, TOMBSTONE). */
+ * requests (DELETE_VOLUME, CHECKSUM, USAGE, TOMBSTONE) from the CLI and
+ * the CSI driver. */
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -13,7 +14,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "replicator/wire/wire.h"
-#include "internal.h"
+#include "admin.h"
 
 struct admin_rx {
 	int status;
@@ -99,7 +100,7 @@ static void admin_msg(struct admin_conn *ac, Qbd__Msg *m, int type)
 	m->request_id = ac->next_id++;
 }
 
-/* The cluster secret of the CLI (admin_secret_file), read once. */
+/* The cluster secret (admin_secret_file), read once. */
 static const struct qbd_secret *admin_secret(void)
 {
 	static struct qbd_secret s;
