@@ -5,12 +5,19 @@
  *
  *   wire.c     blocking administrative requests to one chunk server
  *              (DELETE_VOLUME, CHECKSUM, USAGE, TOMBSTONE)
+ *   volume.c   create, delete and grow a volume, as `qbd volume
+ *              create|delete|resize` do
  *
- * Functions return 0 or -errno.
+ * Functions return 0 or -errno. Those of volume.c never print and never
+ * exit: with an error they put one line in the caller's why[len] (always
+ * NUL-terminated, no trailing newline, no "qbd: " prefix) that says what
+ * an operator can act on.
  */
 #ifndef QBD_ADMIN_H
 #define QBD_ADMIN_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "replicator/meta/meta.h"
@@ -48,5 +55,75 @@ int admin_usage(struct admin_conn *ac, uint64_t volume_id, struct admin_usage *o
  * stands, some chunks were busy: ask again). */
 int admin_tombstone(struct admin_conn *ac, uint64_t volume_id, uint64_t epoch,
 		    uint64_t *tomb_epoch);
+
+/* ---- volume.c: volume operations (etcd through m, opened by the caller) ---- */
+
+/* The chunk size of every volume. */
+#define ADMIN_CHUNK_SIZE (1u << 20)
+
+/* The write quorum a volume of `replicas` gets when none is given: a
+ * majority. */
+unsigned admin_default_write_quorum(unsigned replicas);
+
+/* Whether a new volume's parameters are sound: name (letters, digits,
+ * '.', '_', '-'), size (a positive multiple of 4096 within the chunk
+ * limit of the wire), 1..QBD_MAX_REPLICAS replicas, write quorum
+ * 1..replicas (0: the default). 0, or -EINVAL with the reason. Pure. */
+int admin_volume_check(const char *name, uint64_t size, unsigned replicas,
+		       unsigned write_quorum, char *why, size_t len);
+
+/* Create volume name (write_quorum 0: the default) on nodes placement
+ * picks; *out gets the record created. -EEXIST with *out the existing
+ * record (compare its size, replicas and quorum for idempotency);
+ * -EINVAL (admin_volume_check); -ENOSPC when too few zones have a live
+ * node in service (why names those found); -ENOTSUP when a chosen node
+ * uses another chunk size; other -errno from etcd. */
+int admin_volume_create(struct qbd_meta *m, const char *name, uint64_t size,
+			unsigned replicas, unsigned write_quorum,
+			struct qbd_volume_info *out, char *why, size_t len);
+
+/* What deleting a volume did on one of its replicas. */
+struct admin_replica_result {
+	uint64_t node;          /* its node id */
+	int err;                /* 0 cleaned, else why not */
+	bool no_record;         /* err: the node has no record in etcd */
+};
+struct admin_delete_result {
+	unsigned replicas;      /* entries of replica[] filled (0 when the
+				 * delete stopped before the replicas) */
+	struct admin_replica_result replica[QBD_MAX_REPLICAS];
+};
+/* One line on a replica that was not cleaned (r->err != 0), for the
+ * caller to print or log as a warning; returns buf. */
+const char *admin_replica_warning(const struct admin_replica_result *r, char *buf,
+				  size_t len);
+
+/* Delete volume name: refuse while attached, bump its epoch (fencing
+ * any writer), ask each replica's chunk server to DELETE_VOLUME (a
+ * replica that cannot be reached is not an error: its chunk server
+ * reclaims the space once back; res->replica[] says which, print or log
+ * admin_replica_warning of each), delete the record, then its settings.
+ * -ENOENT when there is no such volume; -EBUSY when attached (why names
+ * the host, pid and epoch), before or while the replicas were cleaned;
+ * other -errno from etcd. res may be NULL. */
+int admin_volume_delete(struct qbd_meta *m, const char *name,
+			struct admin_delete_result *res, char *why, size_t len);
+
+struct admin_grow_result {
+	struct qbd_volume_info v;   /* the record as read before the grow */
+	uint64_t old_size;          /* == size: it was that size already */
+	bool attached;              /* a writer is attached after the grow */
+	struct qbd_attachment att;  /* its attachment (attached) */
+};
+/* Grow volume name to size bytes in etcd (compare-and-swap on its
+ * record; docs/design.md, "Resize") and return: an attached writer
+ * takes the new size from etcd by itself, nothing here waits for it.
+ * -ENOENT when there is no such volume (or it went meanwhile); -EINVAL
+ * for a size smaller than the volume's (a volume only grows) or not a
+ * positive multiple of 4096; -EFBIG past the chunk limit of the wire
+ * (why: "at most N chunks of C bytes"); -EAGAIN when the record changed
+ * meanwhile; other -errno from etcd. out may be NULL. */
+int admin_volume_grow(struct qbd_meta *m, const char *name, uint64_t size,
+		      struct admin_grow_result *out, char *why, size_t len);
 
 #endif
