@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* qbd volume create|list|info|status|resize|delete: volumes in etcd, the
  * space they take on their replicas, and their health as cli-health.c
- * judges it. */
+ * judges it. Create, delete and resize are replicator/admin's volume
+ * operations; here are their options and what they print. */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -15,8 +16,6 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "internal.h"
-
-#define CHUNK_SIZE (1u << 20)
 
 /* ---- space a volume takes on its replicas (USAGE requests) ---- */
 
@@ -210,12 +209,10 @@ static int volume_create(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct qbd_volume_info v = { .chunk_size = CHUNK_SIZE, .replicas = 3 };
+	struct qbd_volume_info v = { .chunk_size = ADMIN_CHUNK_SIZE, .replicas = 3 };
 	struct qbd_meta *m;
-	struct qbd_node_info *nodes;
-	size_t n;
-	unsigned zones;
 	const char *name;
+	char why[512];
 	int c, r;
 
 	optind = 1;
@@ -262,60 +259,18 @@ static int volume_create(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (v.write_quorum == 0)
-		v.write_quorum = v.replicas / 2 + 1;
+		v.write_quorum = admin_default_write_quorum(v.replicas);
 	if (v.write_quorum > v.replicas) {
 		fprintf(stderr, "qbd: --write-quorum must be 1..%u\n", v.replicas);
 		return EXIT_USAGE;
 	}
-	snprintf(v.name, sizeof v.name, "%s", name);
-	v.id = qbd_random_u64();
 	if ((r = cli_meta(&m)))
 		return r;
-	r = qbd_meta_node_list(m, &nodes, &n);
-	if (r < 0) {
-		fprintf(stderr, "qbd: cannot list nodes: %s\n", strerror(-r));
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	r = qbd_meta_place(nodes, n, v.replicas, v.nodes, &zones);
-	if (r == -ENOSPC) {
-		/* nodes are sorted by zone: each distinct live zone once */
-		char list[256] = "";
-		const char *last = NULL;
-		size_t l = 0;
-		for (size_t i = 0; i < n && l < sizeof list; i++) {
-			if (!nodes[i].alive || nodes[i].state != QBD_NODE_IN ||
-			    (last && strcmp(last, nodes[i].zone) == 0))
-				continue;
-			last = nodes[i].zone;
-			l += (size_t)snprintf(list + l, sizeof list - l, "%s%s",
-					      l ? ", " : "", nodes[i].zone);
-		}
-		fprintf(stderr, "qbd: need %u zones with a live node, found %u%s%s%s\n",
-			v.replicas, zones, zones ? " (" : "", list, zones ? ")" : "");
-		free(nodes);
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	for (unsigned i = 0; i < v.replicas; i++)
-		for (size_t j = 0; j < n; j++)
-			if (nodes[j].id == v.nodes[i] && nodes[j].chunk_size &&
-			    nodes[j].chunk_size != CHUNK_SIZE) {
-				fprintf(stderr, "qbd: node %s has chunk size %u, volumes use %u\n",
-					nodes[j].addr, nodes[j].chunk_size, CHUNK_SIZE);
-				free(nodes);
-				qbd_meta_close(m);
-				return EXIT_ERR;
-			}
-	free(nodes);
-	r = qbd_meta_volume_create(m, &v);
+	r = admin_volume_create(m, name, v.size, v.replicas, v.write_quorum, &v, why,
+				sizeof why);
 	qbd_meta_close(m);
-	if (r == -EEXIST) {
-		fprintf(stderr, "qbd: volume '%s' already exists\n", name);
-		return EXIT_ERR;
-	}
 	if (r < 0) {
-		fprintf(stderr, "qbd: cannot create volume '%s': %s\n", name, strerror(-r));
+		fprintf(stderr, "qbd: %s\n", why);
 		return EXIT_ERR;
 	}
 	char sz[32], hex[17];
@@ -414,12 +369,6 @@ static int volume_info(int argc, char **argv)
 		       nodes[i].zone, nodes[i].addr, cli_usage_str(&ru[i], ub, sizeof ub),
 		       nodes[i].alive ? "up" : "down");
 	return EXIT_OK;
-}
-
-static void cli_print_attached(const char *name, const struct qbd_attachment *a)
-{
-	fprintf(stderr, "qbd: volume %s is attached on host %s (pid %d, epoch %" PRIu64
-		"); detach it first\n", name, a->host[0] ? a->host : "?", a->pid, a->epoch);
 }
 
 static char *cli_time(uint64_t t, char *buf, size_t len)
@@ -688,13 +637,12 @@ static int volume_resize(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	struct qbd_volume_info v;
-	struct qbd_attachment att;
+	struct admin_grow_result g;
 	struct qbd_meta *m;
-	uint64_t size = 0, old_size = 0;
+	uint64_t size = 0;
 	unsigned timeout_s = 30;
-	char a[32], b[32];
-	bool attached, served = false;
+	char a[32], b[32], why[512];
+	bool served = false;
 	const char *name;
 	int c, r;
 
@@ -728,59 +676,28 @@ static int volume_resize(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	name = argv[optind];
-	if ((r = volume_open(name, &m, &v, NULL)))
+	if ((r = cli_meta(&m)))
 		return r;
-	r = qbd_meta_attachment_get(m, v.id, &att);
-	if (r < 0 && r != -ENOENT) {
-		fprintf(stderr, "qbd: volume '%s': cannot read its attachment: %s\n", name,
-			strerror(-r));
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	attached = r == 0;
-	if (size < v.size) {
-		if (attached)
-			fprintf(stderr, "qbd: volume %s is attached on host %s (pid %d): it cannot "
-				"shrink while attached (%s to %s)\n", name, att.host[0] ? att.host : "?",
-				att.pid, qbd_format_size(v.size, a, sizeof a),
-				qbd_format_size(size, b, sizeof b));
-		else
-			fprintf(stderr, "qbd: volume %s: cannot shrink from %s to %s: a volume only "
-				"grows (its old data past the new end could come back); copy it to "
-				"a smaller volume instead\n", name, qbd_format_size(v.size, a, sizeof a),
-				qbd_format_size(size, b, sizeof b));
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	if ((size + v.chunk_size - 1) / v.chunk_size - 1 > QBD_WIRE_MAX_CHUNK) {
-		fprintf(stderr, "qbd: --size: at most %llu chunks of %u bytes\n",
-			(unsigned long long)QBD_WIRE_MAX_CHUNK + 1, v.chunk_size);
-		qbd_meta_close(m);
-		return EXIT_USAGE;
-	}
-	r = qbd_meta_volume_grow(m, name, v.id, size, &old_size);
+	r = admin_volume_grow(m, name, size, &g, why, sizeof why);
 	if (r < 0) {
-		fprintf(stderr, "qbd: volume '%s': cannot grow it: %s\n", name,
-			r == -ENOENT ? "it was deleted meanwhile" :
-			r == -EINVAL ? "its size changed meanwhile; look again" :
-			r == -EAGAIN ? "its record kept changing; try again" : strerror(-r));
 		qbd_meta_close(m);
-		return EXIT_ERR;
+		fprintf(stderr, "qbd: %s%s\n", r == -EFBIG ? "--size: " : "", why);
+		return r == -EFBIG ? EXIT_USAGE : EXIT_ERR;
 	}
-	/* The attachment now: a writer that attached meanwhile read the new
-	 * size at its open, and publishes it too. */
-	r = qbd_meta_attachment_get(m, v.id, &att);
-	attached = r == 0;
+	const struct qbd_attachment *att = &g.att;
+	const bool attached = g.attached;
+	const uint64_t old_size = g.old_size;
+
 	if (attached)
-		served = volume_resize_wait(m, v.id, att.epoch, size, timeout_s);
+		served = volume_resize_wait(m, g.v.id, att->epoch, size, timeout_s);
 	qbd_meta_close(m);
 	if (cli_json)
-		volume_resize_json(&v, old_size, size, attached, served);
+		volume_resize_json(&g.v, old_size, size, attached, served);
 	if (attached && !served) {
 		fprintf(stderr, "qbd: volume %s: grown to %s in etcd, but its writer (host %s, "
 			"pid %d) has not served the new size within %u s; it takes it from etcd "
 			"(a qbd-nbd from before resize only at its next attach)\n", name,
-			qbd_format_size(size, b, sizeof b), att.host[0] ? att.host : "?", att.pid,
+			qbd_format_size(size, b, sizeof b), att->host[0] ? att->host : "?", att->pid,
 			timeout_s);
 		return EXIT_ERR;
 	}
@@ -792,7 +709,7 @@ static int volume_resize(int argc, char **argv)
 		printf("volume %s: grown from %s to %s; its writer on host %s serves it (a "
 		       "device grows at once, NBD socket clients see it when they connect "
 		       "again)\n", name, qbd_format_size(old_size, a, sizeof a),
-		       qbd_format_size(size, b, sizeof b), att.host[0] ? att.host : "?");
+		       qbd_format_size(size, b, sizeof b), att->host[0] ? att->host : "?");
 	else
 		printf("volume %s: grown from %s to %s\n", name,
 		       qbd_format_size(old_size, a, sizeof a), qbd_format_size(size, b, sizeof b));
@@ -801,76 +718,27 @@ static int volume_resize(int argc, char **argv)
 
 static int volume_delete(int argc, char **argv)
 {
+	struct admin_delete_result res;
 	struct qbd_meta *m;
-	struct qbd_volume_info v;
-	uint64_t epoch, cluster;
+	char why[512], line[512];
 	int r;
 
 	if ((r = cli_simple_opts(argc, argv, 1, volume_usage)) >= 0)
 		return r;
-	argv += optind - 1; /* argv[1] is the name, as below */
-	if ((r = volume_open(argv[1], &m, &v, NULL)))
+	const char *name = argv[optind];
+	if ((r = cli_meta(&m)))
 		return r;
-	struct qbd_attachment att;
-	r = qbd_meta_attachment_get(m, v.id, &att);
-	if (r == 0) {
-		cli_print_attached(argv[1], &att);
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	if (r != -ENOENT) {
-		fprintf(stderr, "qbd: volume '%s': cannot read its attachment: %s\n",
-			argv[1], strerror(-r));
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	r = qbd_meta_cluster_id(m, false, &cluster);
-	if (r < 0) {
-		fprintf(stderr, "qbd: cannot read the cluster id (/qbd/cluster): %s\n",
-			r == -ENOENT ? "not set (no chunk server ever registered)" :
-			strerror(-r));
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	r = qbd_meta_epoch_bump(m, v.id, &epoch); /* fences any writer first */
-	if (r < 0) {
-		fprintf(stderr, "qbd: volume '%s': cannot bump its epoch: %s\n", argv[1],
-			strerror(-r));
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	for (unsigned i = 0; i < v.replicas; i++) {
-		struct qbd_node_info node;
-		char hex[17];
-		int g = qbd_meta_node_get(m, v.nodes[i], &node), d = g;
-		if (d == 0)
-			d = admin_delete_volume(&node, cluster, v.id, epoch);
-		if (d < 0)
-			fprintf(stderr, "qbd: warning: replica on node %s not cleaned: %s "
-				"(that chunk server reclaims the space itself once it is "
-				"back: its reclaim-grace after it finds the volume gone)\n",
-				qbd_id_str(v.nodes[i], hex),
-				g == -ENOENT ? "no node record in etcd" : strerror(-d));
-	}
-	r = qbd_meta_volume_delete(m, &v);
-	if (r == -EBUSY && qbd_meta_attachment_get(m, v.id, &att) == 0) {
-		/* a writer attached while we were cleaning replicas */
-		cli_print_attached(argv[1], &att);
-		qbd_meta_close(m);
-		return EXIT_ERR;
-	}
-	if (r == 0) {
-		/* Its settings go with it (nothing else reads them). */
-		struct qbd_volume_settings none = { .has_rebuild_rate = false };
-
-		qbd_meta_volume_settings_put(m, v.id, &none);
-	}
+	r = admin_volume_delete(m, name, &res, why, sizeof why);
 	qbd_meta_close(m);
+	for (unsigned i = 0; i < res.replicas; i++)
+		if (res.replica[i].err)
+			fprintf(stderr, "qbd: warning: %s\n",
+				admin_replica_warning(&res.replica[i], line, sizeof line));
 	if (r < 0) {
-		fprintf(stderr, "qbd: cannot delete volume '%s': %s\n", argv[1], strerror(-r));
+		fprintf(stderr, "qbd: %s\n", why);
 		return EXIT_ERR;
 	}
-	printf("deleted volume %s\n", argv[1]);
+	printf("deleted volume %s\n", name);
 	return EXIT_OK;
 }
 
