@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # qbd build: one non-recursive Makefile.
 #
-#   make                 build qbd, qbd-chunkd, qbd-nbd, qbd-managerd,
+#   make                 build qbd, qbd-chunkd, qbd-nbd, qbd-managerd, qbd-csi,
 #                        libqbd.{a,so}
 #   make check           install missing packages, build with ASan/UBSan
 #                        into build-check/, run unit and integration tests
@@ -40,6 +40,11 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
 # Generic netlink (kernel attach): only qbd-nbd and the CLI need it.
 NL_LIBS    := $(shell pkg-config --libs libnl-genl-3.0 2>/dev/null)
+# gRPC's core library: only qbd-csi (csi/) needs it.
+GRPC_CFLAGS := $(shell pkg-config --cflags grpc 2>/dev/null)
+GRPC_LIBS   := $(shell pkg-config --libs grpc 2>/dev/null)
+# The version qbd-csi reports (--version, GetPluginInfo's vendor_version).
+VERSION  = 0.1.0
 
 ALL_CFLAGS = -std=gnu11 -fPIC -D_GNU_SOURCE $(WARN) $(CFLAGS) \
 	-I. -Icommon -I$(BUILD)/gen $(PKG_CFLAGS)
@@ -53,10 +58,14 @@ LIBS = $(PKG_LIBS) -lm
 PROTO      = replicator/wire/proto/qbd.proto
 PROTO_C    = $(BUILD)/gen/replicator/wire/proto/qbd.pb-c.c
 PROTO_H    = $(BUILD)/gen/replicator/wire/proto/qbd.pb-c.h
+# The CSI messages (csi/proto/csi.proto), for qbd-csi only.
+CSI_PROTO   = csi/proto/csi.proto
+CSI_PROTO_C = $(BUILD)/gen/csi/proto/csi.pb-c.c
+CSI_PROTO_H = $(BUILD)/gen/csi/proto/csi.pb-c.h
 
 # Programs have one *-main.c each; everything else goes into libraries.
 MAINS      = replicator/chunkd/chunkd-main.c nbd-frontend/nbd-main.c tools/qbd-main.c \
-             replicator/manager/managerd.c
+             replicator/manager/managerd.c csi/csi-main.c
 COMMON_SRC = $(wildcard common/*.c)
 ENGINE_SRC = $(wildcard engine/*.c)
 WIRE_SRC   = $(wildcard replicator/wire/*.c)
@@ -68,9 +77,11 @@ CHUNKD_SRC = $(filter-out $(MAINS),$(wildcard replicator/chunkd/*.c))
 MANAGER_SRC = $(filter-out $(MAINS),$(wildcard replicator/manager/*.c))
 NBD_SRC    = $(filter-out $(MAINS),$(wildcard nbd-frontend/*.c))
 TOOLS_SRC  = $(filter-out $(MAINS),$(wildcard tools/*.c))
+CSI_SRC    = $(filter-out $(MAINS),$(wildcard csi/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 PB_OBJ     = $(BUILD)/gen/replicator/wire/proto/qbd.pb-c.o
+CSI_PB_OBJ = $(BUILD)/gen/csi/proto/csi.pb-c.o
 
 # One archive per module; programs and tests link the ones they need, in
 # dependency order (a module only uses modules to its right).
@@ -85,6 +96,7 @@ A_CHUNKD = $(BUILD)/lib/libchunkd.a
 A_MANAGER = $(BUILD)/lib/libmanager.a
 A_NBD    = $(BUILD)/lib/libnbdfe.a
 A_TOOLS  = $(BUILD)/lib/libtools.a
+A_CSI    = $(BUILD)/lib/libcsi.a
 
 $(A_COMMON): $(call obj,$(COMMON_SRC))
 $(A_WIRE):   $(call obj,$(WIRE_SRC)) $(PB_OBJ)
@@ -97,6 +109,7 @@ $(A_CHUNKD): $(call obj,$(CHUNKD_SRC))
 $(A_MANAGER): $(call obj,$(MANAGER_SRC))
 $(A_NBD):    $(call obj,$(NBD_SRC))
 $(A_TOOLS):  $(call obj,$(TOOLS_SRC))
+$(A_CSI):    $(call obj,$(CSI_SRC)) $(CSI_PB_OBJ)
 $(BUILD)/lib/%.a:
 	@mkdir -p $(dir $@)
 	@rm -f $@
@@ -111,6 +124,8 @@ NBD_A      = $(A_NBD) $(LIBQBD_A)
 # qbd-managerd: a writer like any other (libqbd), and meta for the rest.
 MANAGER_A  = $(A_MANAGER) $(LIBQBD_A)
 TOOLS_A    = $(A_TOOLS) $(A_ADMIN) $(A_NBD) $(LIBQBD_A)
+# qbd-csi: gRPC and the CSI messages, meta for etcd.
+CSI_A      = $(A_CSI) $(A_META) $(A_WIRE) $(A_COMMON)
 ALL_A      = $(A_TOOLS) $(A_ADMIN) $(A_NBD) $(A_CHUNKD) $(A_MANAGER) $(A_ENGINE) $(LIBQBD_A)
 
 UNIT_SRC   = $(wildcard tests/unit/test-*.c)
@@ -152,7 +167,7 @@ CRASH_MUTANTS = NO_AL NO_RECOVERY NO_HOLE_ZERO NO_SUSPECT NO_META_FLUSH NO_CLEAN
 CRASH_BIN = $(BUILD)/tests/crash/qbd-crash \
 	$(patsubst %,$(BUILD)/tests/crash/qbd-crash-mutant-%,$(CRASH_MUTANTS))
 
-PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd $(BUILD)/qbd-managerd
+PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd $(BUILD)/qbd-managerd $(BUILD)/qbd-csi
 LIBS_OUT = $(BUILD)/libqbd.a $(BUILD)/libqbd.so
 
 .PHONY: all check check-unit check-integration check-model soak demo install clean deps unit-bins
@@ -162,12 +177,20 @@ $(PROTO_C) $(PROTO_H): $(PROTO)
 	@mkdir -p $(dir $(PROTO_C))
 	protoc-c --c_out=$(BUILD)/gen $(PROTO)
 
+$(CSI_PROTO_C) $(CSI_PROTO_H): $(CSI_PROTO)
+	@mkdir -p $(dir $(CSI_PROTO_C))
+	protoc-c --c_out=$(BUILD)/gen $(CSI_PROTO)
+
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(ALL_CFLAGS) -Wno-unused-parameter -c -o $@ $<
 
 $(BUILD)/%.o: %.c $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# csi/ includes the generated CSI header and gRPC's.
+$(call obj,$(CSI_SRC) csi/csi-main.c): $(CSI_PROTO_H)
+$(call obj,$(CSI_SRC) csi/csi-main.c): ALL_CFLAGS += $(GRPC_CFLAGS) -DQBD_VERSION='"$(VERSION)"'
 
 $(BUILD)/libqbd.a: $(LIBQBD_OBJ)
 	@rm -f $@
@@ -183,6 +206,8 @@ $(BUILD)/qbd-nbd: $(BUILD)/nbd-frontend/nbd-main.o $(NBD_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(NL_LIBS)
 $(BUILD)/qbd-managerd: $(BUILD)/replicator/manager/managerd.o $(MANAGER_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+$(BUILD)/qbd-csi: $(BUILD)/csi/csi-main.o $(CSI_A)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(GRPC_LIBS)
 $(BUILD)/qbd: $(BUILD)/tools/qbd-main.o $(TOOLS_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(NL_LIBS)
 

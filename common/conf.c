@@ -183,7 +183,7 @@ static int in_list(const char *key, const char *const *keys)
 
 static int known_section(const char *s)
 {
-	static const char *const progs[] = { "chunkd", "nbd", "qbd-managerd", NULL };
+	static const char *const progs[] = { "chunkd", "nbd", "qbd-managerd", "csi", NULL };
 
 	if (strcmp(s, "cluster") == 0)
 		return 1;
@@ -210,7 +210,7 @@ int qbd_conf_check_keys(const struct qbd_conf *c, const char *program,
 
 		if (!known_section(e->section)) {
 			fprintf(stderr, "%s:%d: unknown section [%s] (want [cluster], [chunkd], "
-				"[chunkd.NAME], [nbd], [nbd.VOLUME] or [qbd-managerd])\n", c->path, e->line,
+				"[chunkd.NAME], [nbd], [nbd.VOLUME], [qbd-managerd] or [csi])\n", c->path, e->line,
 				e->section);
 			bad++;
 			continue;

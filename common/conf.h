@@ -9,6 +9,7 @@
  *   [nbd]              defaults of every qbd-nbd of this node
  *   [nbd.VOLUME]       the daemon of one volume (qbd-nbd@VOLUME)
  *   [qbd-managerd]     the manager (qbd-managerd.service)
+ *   [csi]              the CSI driver (qbd-csi)
  *
  * A value is looked up in [PROGRAM.INSTANCE], then [PROGRAM], then
  * [cluster]; flags and the environment override the file. Every entry

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qbd-csi, the Container Storage Interface driver (docs/design.md, "The
+ * CSI driver"): private declarations, one section per file.
+ */
+#ifndef QBD_CSI_INTERNAL_H
+#define QBD_CSI_INTERNAL_H
+
+#include <grpc/status.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "csi/proto/csi.pb-c.h"
+
+#define CSI_COMP "csi"
+/* The driver's name, as the CSIDriver object and StorageClasses name it. */
+#define CSI_DRIVER_NAME "qbd.csi.io"
+#ifndef QBD_VERSION
+#define QBD_VERSION "unknown"
+#endif
+
+/* Which services an instance serves (--mode); Identity always. */
+enum csi_mode {
+	CSI_MODE_CONTROLLER = 1,
+	CSI_MODE_NODE = 2,
+	CSI_MODE_ALL = 3,
+};
+
+struct csi_opts {
+	const char *endpoint;   /* as given: unix:///path, unix:path or a path */
+	const char *etcd;       /* endpoint list for the meta library */
+	enum csi_mode mode;
+	const char *node_id;
+	const char *zone;
+};
+
+/* ---- grpc.c: the server, its threads and its method table ---- */
+
+/* One call being served; handlers see it only through the functions
+ * below. */
+struct csi_call;
+
+/*
+ * A handler: req is the decoded request (of the method's request type,
+ * freed by the caller). It returns GRPC_STATUS_OK after csi_reply, or a
+ * status code through csi_fail. It may block (etcd, the kernel): it runs
+ * on a worker thread.
+ */
+typedef grpc_status_code (*csi_handler_fn)(struct csi_call *c, const ProtobufCMessage *req);
+
+/* One entry of the method table. */
+struct csi_method {
+	const char *name;                            /* "/csi.v1.Identity/Probe" */
+	const ProtobufCMessageDescriptor *request;   /* how to decode */
+	const ProtobufCMessageDescriptor *response;  /* what csi_reply must get */
+	csi_handler_fn handler;
+};
+
+/* The response of a call: encoded at once (the handler keeps ownership of
+ * resp). Returns GRPC_STATUS_OK, or GRPC_STATUS_INTERNAL (logged) if resp
+ * is not of the method's response type. */
+grpc_status_code csi_reply(struct csi_call *c, const ProtobufCMessage *resp);
+/* A failed call: code and an operator's message; returns code. */
+grpc_status_code csi_fail(struct csi_call *c, grpc_status_code code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* The settings and the method's full name, for handlers and their logs. */
+const struct csi_opts *csi_call_opts(const struct csi_call *c);
+const char *csi_call_method(const struct csi_call *c);
+
+struct csi_server;
+
+/*
+ * Listen on o->endpoint and serve the methods of tables (each ending with
+ * a NULL name; the array ends with NULL) until csi_server_stop. 0, or
+ * -errno with the reason logged. *out owned by the caller.
+ */
+int csi_server_start(const struct csi_opts *o, const struct csi_method *const *tables,
+		     struct csi_server **out);
+/* Stop admitting calls, cancel those in flight, wait for the handlers
+ * that run, release everything and remove the socket. */
+void csi_server_stop(struct csi_server *s);
+/* The socket path of an endpoint ("unix:///run/csi.sock", "unix:x.sock",
+ * "/run/csi.sock") into path; -EINVAL with the reason in why. */
+int csi_endpoint_path(const char *endpoint, char *path, size_t len, char *why, size_t wlen);
+
+/* ---- inflight.c: the volumes an operation is running on ---- */
+
+/*
+ * Mark volume id busy for the call: GRPC_STATUS_OK, or (through
+ * csi_fail) GRPC_STATUS_ABORTED "an operation on volume X is in
+ * progress" when another call holds it, as the spec asks of a second
+ * operation on one volume. csi_volume_end releases it.
+ */
+grpc_status_code csi_volume_begin(struct csi_call *c, const char *id);
+void csi_volume_end(const char *id);
+
+/* ---- identity.c: GetPluginInfo, GetPluginCapabilities, Probe ---- */
+
+extern const struct csi_method csi_identity_methods[];
+/* Open the etcd client Probe uses (does not contact etcd); 0 or -errno. */
+int csi_identity_init(const struct csi_opts *o);
+void csi_identity_fini(void);
+
+#endif

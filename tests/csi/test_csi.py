@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""qbd-csi over its socket, with python3-grpcio (tests/csi/csi_client.py).
+
+    test_csi.py SOCKET [CASE...]
+
+Runs the named cases (default: every case in DEFAULT, which need nothing
+from outside), one function each, and prints one line per case and the
+summary `csi: N passed, M failed`; exit 1 on any failure. Cases that
+need the harness to act first (etcd stopped) are named by it.
+`test_csi.py SOCKET --bench N` times N Probes instead.
+"""
+import concurrent.futures
+import os
+import sys
+import threading
+import time
+import traceback
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import csi_client  # noqa: E402
+
+pb = csi_client.pb
+OK, code = grpc.StatusCode.OK, grpc.StatusCode
+VERSION_FILE = os.path.join(csi_client.TOP, 'Makefile')
+
+
+class Fail(Exception):
+    pass
+
+
+def expect(cond, what):
+    if not cond:
+        raise Fail(what)
+
+
+def want_status(c, fn, req, want):
+    got, details, resp = c.call_status(fn, req)
+    expect(got == want, '%s: got %s (%s), want %s' % (fn, got, details, want))
+    return details, resp
+
+
+def make_version():
+    for line in open(VERSION_FILE):
+        if line.startswith('VERSION'):
+            return line.split('=', 1)[1].strip()
+    raise Fail('no VERSION in the Makefile')
+
+
+# ---- Identity ----
+
+def case_plugin_info(c):
+    r = c.Identity.GetPluginInfo(pb.GetPluginInfoRequest(), timeout=10)
+    expect(r.name == 'qbd.csi.io', 'name %r' % r.name)
+    expect(r.vendor_version == make_version(),
+           'vendor_version %r, want %r' % (r.vendor_version, make_version()))
+
+
+def case_capabilities(c):
+    r = c.Identity.GetPluginCapabilities(pb.GetPluginCapabilitiesRequest(), timeout=10)
+    S, E = pb.PluginCapability.Service, pb.PluginCapability.VolumeExpansion
+    got = set()
+    for cap in r.capabilities:
+        kind = cap.WhichOneof('type')
+        if kind == 'service':
+            got.add(('service', S.Type.Name(cap.service.type)))
+        elif kind == 'volume_expansion':
+            got.add(('expansion', E.Type.Name(cap.volume_expansion.type)))
+        else:
+            raise Fail('a capability without a type: %s' % cap)
+    want = {('service', 'CONTROLLER_SERVICE'),
+            ('service', 'VOLUME_ACCESSIBILITY_CONSTRAINTS'),
+            ('expansion', 'ONLINE')}
+    expect(got == want and len(r.capabilities) == 3, 'capabilities %s, want %s' % (got, want))
+
+
+def probe_ready(c):
+    r = c.Identity.Probe(pb.ProbeRequest(), timeout=10)
+    expect(r.HasField('ready'), 'Probe without ready')
+    return r.ready.value
+
+
+def poll_probe(c, want, limit=15):
+    end = time.monotonic() + limit
+    while True:
+        got = probe_ready(c)
+        if got == want:
+            return
+        expect(time.monotonic() < end, 'Probe says ready=%s for %d s, want %s' % (got, limit, want))
+        time.sleep(0.2)
+
+
+def case_probe_ready(c):
+    poll_probe(c, True)
+
+
+def case_probe_not_ready(c):
+    """etcd stopped by the harness: ready=false, answered, not an error."""
+    poll_probe(c, False)
+
+
+def case_unknown_method(c):
+    for m in ('/csi.v1.Identity/NoSuchMethod', '/other.v1.Service/Probe'):
+        try:
+            c.raw(m, b'')
+        except grpc.RpcError as e:
+            expect(e.code() == code.UNIMPLEMENTED, '%s: %s (%s)' % (m, e.code(), e.details()))
+            continue
+        raise Fail('%s answered' % m)
+
+
+def case_garbage_request(c):
+    # 0x0f: field 1 with wire type 7, which does not exist; then a
+    # length-delimited field 1 claiming 5 bytes of which 2 follow.
+    for m, body in (('/csi.v1.Identity/Probe', b'\x0f'),
+                    ('/csi.v1.Identity/GetPluginInfo', b'\x0a\x05ab')):
+        try:
+            c.raw(m, body)
+        except grpc.RpcError as e:
+            expect(e.code() == code.INVALID_ARGUMENT, '%s: %s (%s)' % (m, e.code(), e.details()))
+            continue
+        raise Fail('%s accepted %r' % (m, body))
+    expect(probe_ready(c), 'Probe after garbage')
+
+
+def case_concurrent_probes(c, n=20):
+    start = threading.Barrier(n)
+
+    def one(_):
+        start.wait()
+        return probe_ready(c)
+
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        got = list(ex.map(one, range(n)))
+    expect(got == [True] * n, '%d Probes: %s' % (n, got))
+
+
+DEFAULT = ['plugin_info', 'capabilities', 'probe_ready', 'unknown_method',
+           'garbage_request', 'concurrent_probes']
+
+
+def bench(c, n):
+    probe_ready(c)
+    t = time.monotonic()
+    for _ in range(n):
+        c.Identity.Probe(pb.ProbeRequest(), timeout=10)
+    d = time.monotonic() - t
+    print('csi: %d Probes in %.3f s: %.0f us each' % (n, d, d / n * 1e6))
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    c = csi_client.Client(sys.argv[1])
+    if sys.argv[2:3] == ['--bench']:
+        bench(c, int(sys.argv[3]))
+        return
+    names = sys.argv[2:] or DEFAULT
+    passed = failed = 0
+    for n in names:
+        fn = globals().get('case_' + n)
+        if not fn:
+            print('csi: no case %s' % n)
+            failed += 1
+            continue
+        try:
+            fn(c)
+            print('csi: %s: ok' % n)
+            passed += 1
+        except Fail as e:
+            print('csi: %s: FAIL: %s' % (n, e))
+            failed += 1
+        except Exception:
+            print('csi: %s: FAIL:' % n)
+            traceback.print_exc()
+            failed += 1
+    c.close()
+    print('csi: %d passed, %d failed' % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == '__main__':
+    main()
