@@ -146,8 +146,10 @@ static void check_settings(const struct qbd_setting s[S_N], struct csi_opts *o,
 			o->mode = CSI_MODE_CONTROLLER;
 		else if (strcmp(s[S_MODE].value, "node") == 0)
 			o->mode = CSI_MODE_NODE;
-		else if (strcmp(s[S_MODE].value, "all") != 0)
+		else if (strcmp(s[S_MODE].value, "all") != 0) {
 			bad(&s[S_MODE], "want controller, node or all");
+			o->mode = 0;    /* nothing more to say about node mode */
+		}
 	}
 	o->node_id = s[S_NODEID].value;
 	o->zone = s[S_ZONE].value;
