@@ -137,6 +137,35 @@ def case_concurrent_probes(c, n=20):
     expect(got == [True] * n, '%d Probes: %s' % (n, got))
 
 
+def case_probes_until_stopped(c, n=20):
+    """Probes from n threads while the harness stops the driver: each
+    thread probes until a call fails, which must be a stop's failure."""
+    codes, lock, going = {}, threading.Lock(), [0]
+
+    def loop(_):
+        ok = 0
+        while True:
+            try:
+                c.Identity.Probe(pb.ProbeRequest(), timeout=10)
+                ok += 1
+                if ok == 1:
+                    with lock:
+                        going[0] += 1
+                        if going[0] == n:   # the harness waits for this line
+                            print('csi: %d threads probing' % n, flush=True)
+            except grpc.RpcError as e:
+                with lock:
+                    codes[e.code()] = codes.get(e.code(), 0) + 1
+                return ok
+
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        answered = sum(ex.map(loop, range(n)))
+    print('csi: %d Probes answered before the stop; then %s' %
+          (answered, {k.name: v for k, v in codes.items()}))
+    expect(answered > 0, 'no Probe answered')
+    expect(set(codes) <= {code.UNAVAILABLE, code.CANCELLED}, 'a stop failed calls with %s' % codes)
+
+
 DEFAULT = ['plugin_info', 'capabilities', 'probe_ready', 'unknown_method',
            'garbage_request', 'concurrent_probes']
 

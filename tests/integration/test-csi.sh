@@ -8,7 +8,8 @@
 #     is UNIMPLEMENTED, an undecodable request INVALID_ARGUMENT; 20
 #     concurrent Probes all answered;
 #  3. etcd stopped: Probe answers ready=false; etcd back: ready=true;
-#  4. SIGTERM: qbd-csi exits 0 and has removed its socket.
+#  4. SIGTERM while 20 clients probe: qbd-csi exits 0 and has removed
+#     its socket; the clients' calls end UNAVAILABLE or CANCELLED.
 # Exit 0 pass, 1 fail, 77 skip.
 . "$(dirname "$0")/lib.sh"
 command -v etcd >/dev/null 2>&1 || skip "no etcd"
@@ -62,8 +63,15 @@ start_etcd_member a
 csi_test probe_ready
 grep -q "ready: etcd answers again" "$TMP/csi.log" || fail "no log of etcd back"
 
-# 4. SIGTERM: exit 0, socket removed
+# 4. SIGTERM while 20 threads probe: exit 0, socket removed; the
+# clients' calls fail UNAVAILABLE or CANCELLED, none is left hanging.
+PATH=/usr/bin:$PATH /usr/bin/python3 "$T" "$SOCK" probes_until_stopped >"$TMP/load.log" 2>&1 &
+LOAD_PID=$!
+track_pid $LOAD_PID "test_csi.py probes_until_stopped"
+wait_for "20 threads probing" 30 grep -q "20 threads probing" "$TMP/load.log"
 stop_pid $CSI_PID
+wait_pid $LOAD_PID 0 30
+cat "$TMP/load.log" >&2
 [ ! -e "$SOCK" ] || fail "qbd-csi left its socket $SOCK"
 grep -q "stopped" "$TMP/csi.log" || fail "qbd-csi did not log its stop"
 log "PASS"
