@@ -80,9 +80,16 @@ int csi_server_start(const struct csi_opts *o, const struct csi_method *const *t
 /* Stop admitting calls, cancel those in flight, wait for the handlers
  * that run, release everything and remove the socket. */
 void csi_server_stop(struct csi_server *s);
+
+/* ---- endpoint.c: the socket ---- */
+
 /* The socket path of an endpoint ("unix:///run/csi.sock", "unix:x.sock",
  * "/run/csi.sock") into path; -EINVAL with the reason in why. */
 int csi_endpoint_path(const char *endpoint, char *path, size_t len, char *why, size_t wlen);
+/* Make way for the socket at path: a socket nobody accepts on (left by a
+ * driver that died) is removed; a live one (-EADDRINUSE) or a file that
+ * is not a socket (-EEXIST) is an error, logged. */
+int csi_socket_clear(const char *path);
 
 /* ---- inflight.c: the volumes an operation is running on ---- */
 
