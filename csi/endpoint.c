@@ -47,9 +47,24 @@ int csi_endpoint_path(const char *endpoint, char *path, size_t len, char *why, s
 int csi_socket_clear(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[sizeof sa.sun_path], *slash;
 	struct stat st;
 	int fd, r;
 
+	/* Its directory first, for a clearer word than bind's. */
+	snprintf(dir, sizeof dir, "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash) {
+		slash[slash == dir] = 0;    /* "/x.sock": the directory is "/" */
+		if (stat(dir, &st) < 0) {
+			qbd_err(CSI_COMP, "the socket's directory %s: %s", dir, strerror(errno));
+			return -ENOENT;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			qbd_err(CSI_COMP, "the socket's directory %s is not a directory", dir);
+			return -ENOENT;
+		}
+	}
 	if (lstat(path, &st) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	if (!S_ISSOCK(st.st_mode)) {

@@ -30,6 +30,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -376,6 +377,16 @@ static void *cq_main(void *arg)
 
 /* ---- the server ---- */
 
+/* gRPC's own messages as qbd's log lines: its errors as warnings (the
+ * driver says what they mean for it), the rest at debug. */
+static void grpc_log(gpr_log_func_args *a)
+{
+	if (a->severity == GPR_LOG_SEVERITY_ERROR)
+		qbd_warn("grpc", "%s (%s:%d)", a->message, a->file, a->line);
+	else
+		qbd_debug("grpc", "%s (%s:%d)", a->message, a->file, a->line);
+}
+
 static void server_free(struct csi_server *s)
 {
 	if (s->server)
@@ -403,6 +414,7 @@ int csi_server_start(const struct csi_opts *o, const struct csi_method *const *t
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	s->tail = &s->head;
+	gpr_set_log_function(grpc_log);
 	grpc_init();
 	err = csi_endpoint_path(o->endpoint, s->path, sizeof s->path, why, sizeof why);
 	if (err) {
@@ -411,7 +423,7 @@ int csi_server_start(const struct csi_opts *o, const struct csi_method *const *t
 	}
 	err = csi_socket_clear(s->path);
 	if (err) {
-		if (err != -EEXIST && err != -EADDRINUSE)
+		if (err != -EEXIST && err != -EADDRINUSE && err != -ENOENT)
 			qbd_err(CSI_COMP, "%s: %s", s->path, strerror(-err));
 		goto fail;
 	}

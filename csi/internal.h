@@ -87,8 +87,9 @@ void csi_server_stop(struct csi_server *s);
  * "/run/csi.sock") into path; -EINVAL with the reason in why. */
 int csi_endpoint_path(const char *endpoint, char *path, size_t len, char *why, size_t wlen);
 /* Make way for the socket at path: a socket nobody accepts on (left by a
- * driver that died) is removed; a live one (-EADDRINUSE) or a file that
- * is not a socket (-EEXIST) is an error, logged. */
+ * driver that died) is removed; a live one (-EADDRINUSE), a file that
+ * is not a socket (-EEXIST) or a missing directory (-ENOENT) is an
+ * error, logged. */
 int csi_socket_clear(const char *path);
 
 /* ---- inflight.c: the volumes an operation is running on ---- */

@@ -32,6 +32,10 @@ printf '[csi]\nmode = sideways\n' >"$QBD_CONFIG"
 expect_rc 1 qbd-csi --endpoint "$SOCK" --etcd http://127.0.0.1:1
 grep -q "qbd.conf:2 (mode in \\[csi\\]): 'sideways'" "$TMP/err" || fail "qbd.conf's bad mode not named: $(cat "$TMP/err")"
 : >"$QBD_CONFIG"
+expect_rc 1 qbd-csi --endpoint "unix://$TMP/no-such-dir/csi.sock" --etcd http://127.0.0.1:1 \
+	--mode controller
+grep -q "the socket's directory $TMP/no-such-dir: No such file" "$TMP/err" ||
+	fail "no reason for a missing directory: $(cat "$TMP/err")"
 expect_rc 0 qbd-csi --version
 out_has "qbd-csi "
 

@@ -89,6 +89,7 @@ START_TEST(socket_clear)
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(path, sizeof path, "%s/csi.sock", dir);
+	ck_assert_int_eq(csi_socket_clear("/nonexistent-qbd-dir/csi.sock"), -ENOENT);
 	ck_assert_int_eq(csi_socket_clear(path), 0);              /* absent */
 	f = fopen(path, "w");                                     /* not a socket */
 	ck_assert_ptr_nonnull(f);
