@@ -544,4 +544,42 @@ void qbd_meta_cluster_view_free(struct qbd_meta_cluster_view *v);
 int qbd_meta_manager_request(struct qbd_meta *m, struct qbd_change_request *req,
 			     int64_t lease);
 
+/*
+ * The CSI driver's records (csi/, docs/design.md "The CSI driver"):
+ *   /qbd/csi/publish/<volume name>  {"node","readonly","since"}: the node
+ *                                   ControllerPublishVolume let attach it
+ *   /qbd/csi/nodes/<node id>        {"zone","since"}: a node plugin, as
+ *                                   it registers itself at start
+ * A node id is the container orchestrator's name of the node (1..253
+ * characters, no '/', no control characters): qbd_meta_csi_node_id_ok.
+ *
+ * publish get: -ENOENT when the volume is published nowhere. put: the
+ * record, replacing any. delete: only if the record still names node
+ * (NULL: whichever): 0 also when there is none, -EAGAIN when it names
+ * another node (left in place). list: every record, *out malloc'd
+ * (caller frees; NULL when *n is 0), sorted by volume name; an
+ * unreadable record is skipped with a warning.
+ * node get: -ENOENT when that node never registered. put: the record.
+ */
+#define QBD_CSI_NODE_MAX 254
+struct qbd_csi_publish {
+	char volume[QBD_NAME_MAX];
+	char node[QBD_CSI_NODE_MAX];
+	bool readonly;
+	uint64_t since;         /* unix seconds */
+};
+struct qbd_csi_node {
+	char node[QBD_CSI_NODE_MAX];
+	char zone[QBD_ZONE_MAX];
+	uint64_t since;         /* unix seconds */
+};
+bool qbd_meta_csi_node_id_ok(const char *node);
+int qbd_meta_csi_publish_get(struct qbd_meta *m, const char *volume,
+			     struct qbd_csi_publish *out);
+int qbd_meta_csi_publish_put(struct qbd_meta *m, const struct qbd_csi_publish *p);
+int qbd_meta_csi_publish_delete(struct qbd_meta *m, const char *volume, const char *node);
+int qbd_meta_csi_publish_list(struct qbd_meta *m, struct qbd_csi_publish **out, size_t *n);
+int qbd_meta_csi_node_get(struct qbd_meta *m, const char *node, struct qbd_csi_node *out);
+int qbd_meta_csi_node_put(struct qbd_meta *m, const struct qbd_csi_node *n);
+
 #endif
