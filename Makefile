@@ -124,8 +124,8 @@ NBD_A      = $(A_NBD) $(LIBQBD_A)
 # qbd-managerd: a writer like any other (libqbd), and meta for the rest.
 MANAGER_A  = $(A_MANAGER) $(LIBQBD_A)
 TOOLS_A    = $(A_TOOLS) $(A_ADMIN) $(A_NBD) $(LIBQBD_A)
-# qbd-csi: gRPC and the CSI messages, meta for etcd.
-CSI_A      = $(A_CSI) $(A_META) $(A_WIRE) $(A_COMMON)
+# qbd-csi: gRPC and the CSI messages, meta for etcd, admin for volumes.
+CSI_A      = $(A_CSI) $(A_ADMIN) $(A_META) $(A_WIRE) $(A_COMMON)
 ALL_A      = $(A_TOOLS) $(A_ADMIN) $(A_NBD) $(A_CHUNKD) $(A_MANAGER) $(A_ENGINE) $(LIBQBD_A)
 
 UNIT_SRC   = $(wildcard tests/unit/test-*.c)

@@ -176,7 +176,8 @@ static void check_settings(const struct qbd_setting s[S_N], struct csi_opts *o,
 /* Serve until SIGTERM or SIGINT. */
 static int run(const struct csi_opts *o)
 {
-	static const struct csi_method *const tables[] = { csi_identity_methods, NULL };
+	const struct csi_method *tables[4] = { csi_identity_methods };
+	int nt = 1;
 	struct csi_server *srv;
 	sigset_t sigs;
 	char ctx[320];
@@ -197,14 +198,24 @@ static int run(const struct csi_opts *o)
 	err = csi_identity_init(o);
 	if (err)
 		return err;
+	if (o->mode & CSI_MODE_CONTROLLER) {
+		err = csi_controller_init(o);
+		if (err) {
+			csi_identity_fini();
+			return err;
+		}
+		tables[nt++] = csi_controller_methods;
+	}
 	err = csi_server_start(o, tables, &srv);
 	if (err) {
+		csi_controller_fini();
 		csi_identity_fini();
 		return err;
 	}
 	if (sigwait(&sigs, &sig) == 0)
 		qbd_info(CSI_COMP, "signal %d: stopping", sig);
 	csi_server_stop(srv);
+	csi_controller_fini();
 	csi_identity_fini();
 	qbd_info(CSI_COMP, "stopped");
 	return 0;

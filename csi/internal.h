@@ -110,4 +110,21 @@ extern const struct csi_method csi_identity_methods[];
 int csi_identity_init(const struct csi_opts *o);
 void csi_identity_fini(void);
 
+/* ---- controller.c: the Controller service ---- */
+
+/* The topology segment of a volume's zones (CreateVolume's
+ * accessible_topology) and of a node's (NodeGetInfo). */
+#define CSI_TOPOLOGY_ZONE_KEY "topology.qbd.io/zone"
+/* publish_context of ControllerPublishVolume: the qbd volume's name. */
+#define CSI_PUBLISH_CONTEXT_VOLUME "volume"
+/* A node plugin registers itself (qbd_meta_csi_node_put: its zone) at
+ * start under this prefix + its node id; ControllerPublishVolume to a
+ * node without a registration is NOT_FOUND. */
+#define CSI_NODES_PREFIX "/qbd/csi/nodes/"
+
+extern const struct csi_method csi_controller_methods[];
+/* 0 or -errno (does not contact etcd). */
+int csi_controller_init(const struct csi_opts *o);
+void csi_controller_fini(void);
+
 #endif
