@@ -296,27 +296,44 @@ def node_free_by_zone():
     return free
 
 
+def capacity_formula(free, replicas, zone=None):
+    """GetCapacity's answer (docs/design.md, "Controller")."""
+    if zone is not None:
+        if zone not in free:
+            return 0
+        others = sorted((v for k, v in free.items() if k != zone), reverse=True)
+        if replicas == 1:
+            return free[zone]
+        return min(free[zone], others[replicas - 2]) if len(others) >= replicas - 1 else 0
+    z = sorted(free.values(), reverse=True)
+    return z[replicas - 1] if len(z) >= replicas else 0
+
+
 def case_capacity(c):
     G = c.Controller.GetCapacity
 
-    def get(zone=None, params=None):
-        req = pb.GetCapacityRequest(parameters=params or {}, volume_capabilities=[cap()])
+    def get(zone=None, replicas=None):
+        req = pb.GetCapacityRequest(volume_capabilities=[cap()])
+        if replicas:
+            req.parameters['replicas'] = str(replicas)
         if zone:
             req.accessible_topology.segments[ZONE_KEY] = zone
         return G(req).available_capacity
 
     free = node_free_by_zone()
-    expect(sorted(free) == ['a', 'b', 'c'], 'zones %s' % free)
-    small = sorted(free.values(), reverse=True)
-    overall, in_a = get(), get('a')
-    expect(overall > 0 and overall == small[2], 'overall %d, want the 3rd zone %s' %
-           (overall, free))
-    others = sorted((v for k, v in free.items() if k != 'a'), reverse=True)
-    expect(in_a == min(free['a'], others[1]), 'zone a %d, want min(a, 2nd other) of %s' %
-           (in_a, free))
-    expect(get(params={'replicas': '1'}) == small[0], 'one replica')
-    expect(get('a', params={'replicas': '1'}) == free['a'], 'zone a, one replica')
-    expect(get(params={'replicas': '4'}) == 0, 'four replicas in three zones')
+    expect(sorted(free) == ['a', 'b', 'c'] and len(set(free.values())) == 3,
+           'zones of three sizes: %s' % free)
+    expect(get() > 0 and get() == capacity_formula(free, 3), 'overall %d, free %s' %
+           (get(), free))
+    for r in (1, 2, 3):
+        for z in (None, 'a', 'b', 'c'):
+            want = capacity_formula(free, r, z)
+            expect(want > 0 and get(z, r) == want, 'zone %s, %d replicas: %d, want %d (%s)' %
+                   (z, r, get(z, r), want, free))
+    # The zone matters: c with 2 replicas is bounded by b, not by c.
+    expect(get('c', 2) == free['b'] < free['c'], 'zone c, 2 replicas: %d (%s)' %
+           (get('c', 2), free))
+    expect(get(replicas=4) == 0, 'four replicas in three zones')
     expect(get('nowhere') == 0, 'an unknown zone')
     r = G(pb.GetCapacityRequest(volume_capabilities=[cap(Mode.MULTI_NODE_MULTI_WRITER)]))
     expect(r.available_capacity == 0, 'an unsupported mode: %d' % r.available_capacity)

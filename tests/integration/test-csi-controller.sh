@@ -22,7 +22,11 @@ SOCK="$TMP/csi/csi.sock"
 mkdir -p "$TMP/csi"
 
 start_etcd_cluster a
-for z in a b c; do start_chunkd "$z"; done
+# Zones of three sizes, so that GetCapacity's formula shows which zone
+# it took.
+CHUNKD_SIZE=1G; start_chunkd a
+CHUNKD_SIZE=2G; start_chunkd b
+CHUNKD_SIZE=3G; start_chunkd c
 wait_for "3 chunk servers alive in etcd" 20 nodes_alive 3
 etcdctl_ put /qbd/csi/nodes/node-a '{"zone":"a","since":1}' >/dev/null
 etcdctl_ put /qbd/csi/nodes/node-b '{"zone":"b","since":1}' >/dev/null
