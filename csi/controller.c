@@ -162,7 +162,8 @@ static int caps_check(Cap *const *caps, size_t n, char *why, size_t len)
 
 /* The StorageClass's parameters. */
 struct params {
-	unsigned replicas, write_quorum;  /* write_quorum 0: the default */
+	unsigned replicas, write_quorum;  /* given, or the defaults */
+	bool has_replicas, has_write_quorum;
 	bool has_rebuild_rate;
 	uint64_t rebuild_rate;
 };
@@ -189,8 +190,6 @@ typedef Csi__V1__CreateVolumeRequest__ParametersEntry Entry;
 
 static int params_parse(Entry *const *e, size_t n, struct params *p, char *why, size_t len)
 {
-	bool has_wq = false;
-
 	memset(p, 0, sizeof *p);
 	p->replicas = CSI_DEFAULT_REPLICAS;
 	for (size_t i = 0; i < n; i++) {
@@ -201,10 +200,11 @@ static int params_parse(Entry *const *e, size_t n, struct params *p, char *why, 
 		if (strcmp(k, "replicas") == 0) {
 			if (param_uint(k, v, 1, QBD_MAX_REPLICAS, &p->replicas, why, len) < 0)
 				return -EINVAL;
+			p->has_replicas = true;
 		} else if (strcmp(k, "writeQuorum") == 0) {
 			if (param_uint(k, v, 1, QBD_MAX_REPLICAS, &p->write_quorum, why, len) < 0)
 				return -EINVAL;
-			has_wq = true;
+			p->has_write_quorum = true;
 		} else if (strcmp(k, "rebuildRate") == 0) {
 			if (qbd_parse_size(v, &p->rebuild_rate) < 0) {
 				snprintf(why, len, "parameter rebuildRate='%s': want bytes per "
@@ -218,12 +218,12 @@ static int params_parse(Entry *const *e, size_t n, struct params *p, char *why, 
 			return -EINVAL;
 		}
 	}
-	if (has_wq && p->write_quorum > p->replicas) {
+	if (p->has_write_quorum && p->write_quorum > p->replicas) {
 		snprintf(why, len, "parameter writeQuorum=%u: above replicas=%u", p->write_quorum,
 			 p->replicas);
 		return -EINVAL;
 	}
-	if (!has_wq)
+	if (!p->has_write_quorum)
 		p->write_quorum = admin_default_write_quorum(p->replicas);
 	return 0;
 }
@@ -691,8 +691,8 @@ static grpc_status_code validate(struct csi_call *c, const ProtobufCMessage *req
 	} else if (params_parse((Entry *const *)q->parameters, q->n_parameters, &p, why,
 				sizeof why) < 0) {
 		r.message = why;
-	} else if (q->n_parameters && (p.replicas != v.replicas ||
-				       p.write_quorum != v.write_quorum)) {
+	} else if ((p.has_replicas && p.replicas != v.replicas) ||
+		   (p.has_write_quorum && p.write_quorum != v.write_quorum)) {
 		snprintf(why, sizeof why, "volume %s has %u replicas and write quorum %u, the "
 			 "parameters say %u and %u", v.name, v.replicas, v.write_quorum,
 			 p.replicas, p.write_quorum);

@@ -245,6 +245,10 @@ def case_validate(c):
     _, r = want_status(c, V, pb.ValidateVolumeCapabilitiesRequest(
         volume_id='pvc-val', volume_capabilities=[cap()], parameters={'replicas': '2'}), code.OK)
     expect(not r.HasField('confirmed') and 'replicas' in r.message, 'other replicas: %s' % r)
+    _, r = want_status(c, V, pb.ValidateVolumeCapabilitiesRequest(
+        volume_id='pvc-val', volume_capabilities=[cap()],
+        parameters={'replicas': '3', 'csi.storage.k8s.io/fstype': 'ext4'}), code.OK)
+    expect(r.HasField('confirmed'), 'its own parameters: %s' % r)
     want_status(c, V, pb.ValidateVolumeCapabilitiesRequest(
         volume_id='pvc-none', volume_capabilities=[cap()]), code.NOT_FOUND)
     want_status(c, V, pb.ValidateVolumeCapabilitiesRequest(volume_id='pvc-val'),
