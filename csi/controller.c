@@ -104,7 +104,7 @@ static grpc_status_code etcd_fail(struct csi_call *c, int err, const char *what)
 	if (err == -ECONNREFUSED || err == -EHOSTUNREACH || err == -ETIMEDOUT)
 		return csi_fail(c, GRPC_STATUS_UNAVAILABLE, "%s: etcd does not answer (%s)", what,
 				strerror(-err));
-	if (err == -EAGAIN)
+	if (err == -EAGAIN || err == -EBUSY)
 		return csi_fail(c, GRPC_STATUS_ABORTED, "%s: the record changed meanwhile; retry",
 				what);
 	return csi_fail(c, GRPC_STATUS_INTERNAL, "%s: %s", what, strerror(-err));

@@ -89,17 +89,16 @@ int qbd_meta_csi_publish_put(struct qbd_meta *m, const struct qbd_csi_publish *p
 	return r;
 }
 
-int qbd_meta_csi_publish_delete(struct qbd_meta *m, const char *volume, const char *node)
+/* One attempt: -ESTALE when the record changed between the read and
+ * the delete. */
+static int publish_delete_once(struct qbd_meta *m, const char *key, const char *volume,
+			       const char *node)
 {
-	char key[sizeof PUBLISH_PREFIX + QBD_NAME_MAX];
 	struct qbd_csi_publish p;
 	json_object *cmp, *suc;
 	struct kv kv;
 	int r;
 
-	if (!qbd_meta_volume_name_ok(volume))
-		return -EINVAL;
-	snprintf(key, sizeof key, PUBLISH_PREFIX "%s", volume);
 	r = meta_get(m, key, &kv);
 	if (r == -ENOENT)
 		return 0;
@@ -114,12 +113,26 @@ int qbd_meta_csi_publish_delete(struct qbd_meta *m, const char *volume, const ch
 		json_object_array_add(cmp, meta_cmp_mod(key, kv.mod_revision));
 		json_object_array_add(suc, meta_op_delete(key));
 		r = meta_txn(m, cmp, suc, true);
-		if (r == -EAGAIN)    /* changed meanwhile: decide again */
-			r = qbd_meta_csi_publish_delete(m, volume, node);
+		if (r == -EAGAIN)
+			r = -ESTALE;
 	}
 	free(kv.key);
 	free(kv.value);
 	return r;
+}
+
+int qbd_meta_csi_publish_delete(struct qbd_meta *m, const char *volume, const char *node)
+{
+	char key[sizeof PUBLISH_PREFIX + QBD_NAME_MAX];
+	int r = -ESTALE;
+
+	if (!qbd_meta_volume_name_ok(volume))
+		return -EINVAL;
+	snprintf(key, sizeof key, PUBLISH_PREFIX "%s", volume);
+	/* Changed meanwhile: read it again and decide again. */
+	for (int i = 0; i < 10 && r == -ESTALE; i++)
+		r = publish_delete_once(m, key, volume, node);
+	return r == -ESTALE ? -EBUSY : r;
 }
 
 int qbd_meta_csi_publish_list(struct qbd_meta *m, struct qbd_csi_publish **out, size_t *n)

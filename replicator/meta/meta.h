@@ -556,7 +556,8 @@ int qbd_meta_manager_request(struct qbd_meta *m, struct qbd_change_request *req,
  * publish get: -ENOENT when the volume is published nowhere. put: the
  * record, replacing any. delete: only if the record still names node
  * (NULL: whichever): 0 also when there is none, -EAGAIN when it names
- * another node (left in place). list: every record, *out malloc'd
+ * another node (left in place), -EBUSY when it changed under ten
+ * attempts in a row. list: every record, *out malloc'd
  * (caller frees; NULL when *n is 0), sorted by volume name; an
  * unreadable record is skipped with a warning.
  * node get: -ENOENT when that node never registered. put: the record.
