@@ -27,7 +27,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: qbd-csi --endpoint unix:///PATH [--etcd URL[,URL...]] [--mode MODE]\n"
 		"               [--node-id NAME] [--zone ZONE] [--config FILE] [--check-config]\n"
-		"               [--log-level L]\n"
+		"               [--state-dir DIR] [--log-level L]\n"
 		"Serve the CSI API (Identity, and Controller and/or Node) on a unix socket.\n"
 		"  --endpoint EP        unix:///ABSOLUTE/PATH, unix:PATH or a path\n"
 		"                       (default: $CSI_ENDPOINT)\n"
@@ -36,6 +36,8 @@ static void usage(FILE *f)
 		"  --node-id NAME       this node's name as the CO knows it (node mode;\n"
 		"                       default: the host name)\n"
 		"  --zone ZONE          this node's zone (node mode; required there)\n"
+		"  --state-dir DIR      node mode: where staged volumes are recorded\n"
+		"                       (default " CSI_STATE_DIR_DEFAULT ")\n"
 		"  --config FILE        settings file (default " QBD_CONF_DEFAULT ", or $QBD_CONFIG;\n"
 		"                       the default may be absent); [csi] and [cluster];\n"
 		"                       flags and the environment override it\n"
@@ -44,9 +46,9 @@ static void usage(FILE *f)
 		"  --help, --version\n");
 }
 
-enum { S_ENDPOINT, S_ETCD, S_MODE, S_NODEID, S_ZONE, S_LOGLEVEL, S_N };
+enum { S_ENDPOINT, S_ETCD, S_MODE, S_NODEID, S_ZONE, S_STATEDIR, S_LOGLEVEL, S_N };
 static const char *const names[S_N + 1] = {
-	"endpoint", "etcd", "mode", "node-id", "zone", "log-level", NULL,
+	"endpoint", "etcd", "mode", "node-id", "zone", "state-dir", "log-level", NULL,
 };
 static const char *const envs[S_N] = {
 	[S_ENDPOINT] = "CSI_ENDPOINT", [S_ETCD] = "QBD_ETCD", [S_LOGLEVEL] = "QBD_LOG_LEVEL",
@@ -75,6 +77,7 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
 		{ "mode", required_argument, NULL, S_MODE },
 		{ "node-id", required_argument, NULL, S_NODEID },
 		{ "zone", required_argument, NULL, S_ZONE },
+		{ "state-dir", required_argument, NULL, S_STATEDIR },
 		{ "log-level", required_argument, NULL, S_LOGLEVEL },
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 'C' },
@@ -153,6 +156,8 @@ static void check_settings(const struct qbd_setting s[S_N], struct csi_opts *o,
 	}
 	o->node_id = s[S_NODEID].value;
 	o->zone = s[S_ZONE].value;
+	o->state_dir = s[S_STATEDIR].value && *s[S_STATEDIR].value ? s[S_STATEDIR].value :
+		       CSI_STATE_DIR_DEFAULT;
 	if (!(o->mode & CSI_MODE_NODE))
 		return;
 	if (!o->node_id) {
@@ -205,6 +210,15 @@ static int run(const struct csi_opts *o)
 			return err;
 		}
 		tables[nt++] = csi_controller_methods;
+	}
+	if (o->mode & CSI_MODE_NODE) {
+		err = csi_node_init(o);
+		if (err) {
+			csi_controller_fini();
+			csi_identity_fini();
+			return err;
+		}
+		tables[nt++] = csi_node_methods;
 	}
 	err = csi_server_start(o, tables, &srv);
 	if (err) {

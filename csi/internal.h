@@ -10,6 +10,7 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "csi/proto/csi.pb-c.h"
 
@@ -33,6 +34,7 @@ struct csi_opts {
 	enum csi_mode mode;
 	const char *node_id;
 	const char *zone;
+	const char *state_dir;  /* node mode: the staging records (node.c) */
 };
 
 /* ---- grpc.c: the server, its threads and its method table ---- */
@@ -126,5 +128,54 @@ extern const struct csi_method csi_controller_methods[];
 /* 0 or -errno (does not contact etcd). */
 int csi_controller_init(const struct csi_opts *o);
 void csi_controller_fini(void);
+
+/* ---- node.c: the Node service; node-fs.c: its pure decisions ---- */
+
+/* The topology segment of a node's zone (NodeGetInfo, the controller's
+ * accessibility). */
+#define CSI_TOPOLOGY_ZONE CSI_TOPOLOGY_ZONE_KEY
+#define CSI_STATE_DIR_DEFAULT "/var/lib/qbd-csi"
+
+extern const struct csi_method csi_node_methods[];
+/* Make the state directory, find the qbd CLI; 0 or -errno (logged). */
+int csi_node_init(const struct csi_opts *o);
+
+/* What the first blocks of a device hold: nothing (all zeros: mkfs may
+ * run), a filesystem of a known type (type set), or something else
+ * (type says what): never formatted. */
+enum csi_fs_probe { CSI_FS_EMPTY, CSI_FS_FOUND, CSI_FS_DATA };
+/* How many bytes csi_fs_probe wants (btrfs's superblock is at 64 KiB). */
+#define CSI_FS_PROBE_BYTES (128u * 1024)
+enum csi_fs_probe csi_fs_probe(const uint8_t *buf, size_t n, char *type, size_t tlen);
+/* A capability's mount_flags (and readonly) as mount(2)'s flags and the
+ * filesystem's data string; -EINVAL with why for a flag the driver keeps
+ * to itself (bind, remount, move) or one holding a comma. */
+int csi_mount_flags(char *const *flags, size_t n, bool readonly, unsigned long *ms,
+		    char *data, size_t dlen, char *why, size_t wlen);
+
+struct csi_mountinfo {
+	unsigned major, minor;
+	char root[1024], mountpoint[1024], fstype[64], source[1024];
+	bool readonly;
+};
+/* One line of /proc/self/mountinfo (octal escapes undone); -EINVAL. */
+int csi_mountinfo_parse(const char *line, struct csi_mountinfo *mi);
+
+/* The staging record: what NodeStageVolume did, kept in the state
+ * directory so that Unstage, Publish, Stats and Expand find the device
+ * after a restart of the plugin. */
+struct csi_stage {
+	char volume_id[256];
+	char volume[128];       /* the qbd volume name */
+	char device[64];        /* /dev/nbdN */
+	char staging[1024];
+	bool block;
+	char fs_type[32];       /* mount access: the filesystem */
+};
+/* DIR/<volume id, escaped>.json; the id's characters outside [A-Za-z0-9._-]
+ * (and a leading '.') as %XX. */
+void csi_state_file(char *out, size_t len, const char *dir, const char *volume_id);
+char *csi_stage_to_json(const struct csi_stage *s);   /* malloc'd, or NULL */
+int csi_stage_from_json(const char *text, struct csi_stage *s);   /* 0 or -EINVAL */
 
 #endif
