@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Unit tests for csi/endpoint.c and csi/inflight.c, without gRPC: the
+/* Unit tests for csi/endpoint.c, csi/inflight.c and csi/node-fs.c, without gRPC: the
  * call handlers see is this file's, with its own csi_fail. (Named apart
  * from the integration test test-csi.sh.) */
 #include <check.h>
@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -169,6 +170,153 @@ START_TEST(inflight_race)
 }
 END_TEST
 
+/* ---- node-fs.c: the Node service's decisions ---- */
+
+static uint8_t probe_buf[CSI_FS_PROBE_BYTES];
+
+static enum csi_fs_probe probe(char *type)
+{
+	return csi_fs_probe(probe_buf, sizeof probe_buf, type, 64);
+}
+
+START_TEST(fs_probe_mkfs_rule)
+{
+	char type[64];
+
+	memset(probe_buf, 0, sizeof probe_buf);
+	ck_assert_int_eq(probe(type), CSI_FS_EMPTY);
+	/* ext2, ext3 (journal), ext4 (extents) */
+	probe_buf[1024 + 56] = 0x53;
+	probe_buf[1024 + 57] = 0xEF;
+	ck_assert_int_eq(probe(type), CSI_FS_FOUND);
+	ck_assert_str_eq(type, "ext2");
+	probe_buf[1024 + 0x5c] = 0x4;
+	ck_assert_int_eq(probe(type), CSI_FS_FOUND);
+	ck_assert_str_eq(type, "ext3");
+	probe_buf[1024 + 0x60] = 0x40;
+	ck_assert_int_eq(probe(type), CSI_FS_FOUND);
+	ck_assert_str_eq(type, "ext4");
+	memset(probe_buf, 0, sizeof probe_buf);
+	memcpy(probe_buf, "XFSB", 4);
+	ck_assert_int_eq(probe(type), CSI_FS_FOUND);
+	ck_assert_str_eq(type, "xfs");
+	memset(probe_buf, 0, sizeof probe_buf);
+	memcpy(probe_buf + 0x10040, "_BHRfS_M", 8);
+	ck_assert_int_eq(probe(type), CSI_FS_FOUND);
+	ck_assert_str_eq(type, "btrfs");
+	/* a partition table, or any byte that is not zero: never formatted */
+	memset(probe_buf, 0, sizeof probe_buf);
+	probe_buf[510] = 0x55;
+	probe_buf[511] = 0xAA;
+	ck_assert_int_eq(probe(type), CSI_FS_DATA);
+	memset(probe_buf, 0, sizeof probe_buf);
+	probe_buf[CSI_FS_PROBE_BYTES - 1] = 1;
+	ck_assert_int_eq(probe(type), CSI_FS_DATA);
+	ck_assert_ptr_nonnull(strstr(type, "131071"));
+	/* a short read (a tiny device) of zeros is empty, of data is data */
+	memset(probe_buf, 0, sizeof probe_buf);
+	ck_assert_int_eq(csi_fs_probe(probe_buf, 512, type, sizeof type), CSI_FS_EMPTY);
+	probe_buf[3] = 7;
+	ck_assert_int_eq(csi_fs_probe(probe_buf, 512, type, sizeof type), CSI_FS_DATA);
+}
+END_TEST
+
+START_TEST(mount_flags)
+{
+	char *f1[] = { "noatime", "discard", "errors=remount-ro", "defaults", "nodev" };
+	char *f2[] = { "ro" };
+	char *f3[] = { "bind" };
+	char *f4[] = { "noatime,nodev" };
+	char data[256], why[256];
+	unsigned long ms;
+
+	ck_assert_int_eq(csi_mount_flags(f1, 5, false, &ms, data, sizeof data, why, sizeof why), 0);
+	ck_assert_uint_eq(ms, MS_NOATIME | MS_NODEV);
+	ck_assert_str_eq(data, "discard,errors=remount-ro");
+	ck_assert_int_eq(csi_mount_flags(f2, 1, false, &ms, data, sizeof data, why, sizeof why), 0);
+	ck_assert_uint_eq(ms, MS_RDONLY);
+	ck_assert_str_eq(data, "");
+	ck_assert_int_eq(csi_mount_flags(NULL, 0, true, &ms, data, sizeof data, why, sizeof why), 0);
+	ck_assert_uint_eq(ms, MS_RDONLY);
+	ck_assert_int_eq(csi_mount_flags(f3, 1, false, &ms, data, sizeof data, why, sizeof why),
+			 -EINVAL);
+	ck_assert_ptr_nonnull(strstr(why, "'bind'"));
+	ck_assert_int_eq(csi_mount_flags(f4, 1, false, &ms, data, sizeof data, why, sizeof why),
+			 -EINVAL);
+	ck_assert_int_eq(csi_mount_flags(f1, 5, false, &ms, data, 8, why, sizeof why), -E2BIG);
+}
+END_TEST
+
+START_TEST(mountinfo_line)
+{
+	struct csi_mountinfo mi;
+
+	ck_assert_int_eq(csi_mountinfo_parse("36 35 43:1 / /var/lib/kubelet/a\\040b rw,noatime "
+					     "shared:1 - ext4 /dev/nbd1 rw,errors=continue\n", &mi), 0);
+	ck_assert_uint_eq(mi.major, 43);
+	ck_assert_uint_eq(mi.minor, 1);
+	ck_assert_str_eq(mi.mountpoint, "/var/lib/kubelet/a b");
+	ck_assert_str_eq(mi.fstype, "ext4");
+	ck_assert_str_eq(mi.source, "/dev/nbd1");
+	ck_assert(!mi.readonly);
+	ck_assert_int_eq(csi_mountinfo_parse("40 36 43:1 /d /t ro,relatime - ext4 /dev/nbd1 ro\n",
+					     &mi), 0);
+	ck_assert(mi.readonly);
+	ck_assert_str_eq(mi.root, "/d");
+	ck_assert_int_eq(csi_mountinfo_parse("garbage\n", &mi), -EINVAL);
+	ck_assert_int_eq(csi_mountinfo_parse("1 2 3:4 / /x rw shared:1\n", &mi), -EINVAL);
+}
+END_TEST
+
+START_TEST(stage_record)
+{
+	struct csi_stage s = { 0 }, t;
+	char path[512];
+	char *j;
+
+	csi_state_file(path, sizeof path, "/var/lib/qbd-csi", "pvc-1a.b_c");
+	ck_assert_str_eq(path, "/var/lib/qbd-csi/pvc-1a.b_c.json");
+	csi_state_file(path, sizeof path, "/s", "../a/b c");
+	ck_assert_str_eq(path, "/s/%2e.%2fa%2fb%20c.json");
+	snprintf(s.volume_id, sizeof s.volume_id, "pvc-1");
+	snprintf(s.volume, sizeof s.volume, "vol1");
+	snprintf(s.device, sizeof s.device, "/dev/nbd3");
+	snprintf(s.staging, sizeof s.staging, "/var/lib/kubelet/x \"y\"");
+	snprintf(s.fs_type, sizeof s.fs_type, "ext4");
+	j = csi_stage_to_json(&s);
+	ck_assert_ptr_nonnull(j);
+	ck_assert_int_eq(csi_stage_from_json(j, &t), 0);
+	free(j);
+	ck_assert_str_eq(t.volume_id, "pvc-1");
+	ck_assert_str_eq(t.volume, "vol1");
+	ck_assert_str_eq(t.device, "/dev/nbd3");
+	ck_assert_str_eq(t.staging, s.staging);
+	ck_assert_str_eq(t.fs_type, "ext4");
+	ck_assert(!t.block);
+	s.block = true;
+	s.fs_type[0] = 0;
+	j = csi_stage_to_json(&s);
+	ck_assert_int_eq(csi_stage_from_json(j, &t), 0);
+	free(j);
+	ck_assert(t.block);
+	/* what a restart must not trust */
+	ck_assert_int_eq(csi_stage_from_json("", &t), -EINVAL);
+	ck_assert_int_eq(csi_stage_from_json("[]", &t), -EINVAL);
+	ck_assert_int_eq(csi_stage_from_json("{\"volume_id\":\"v\",\"volume\":\"v\","
+					     "\"device\":\"/etc/passwd\",\"staging_target_path\":"
+					     "\"/s\",\"access\":\"mount\"}", &t), -EINVAL);
+	ck_assert_int_eq(csi_stage_from_json("{\"volume_id\":\"v\",\"volume\":\"v\","
+					     "\"device\":\"/dev/nbd0\",\"staging_target_path\":"
+					     "\"/s\",\"access\":\"file\"}", &t), -EINVAL);
+	ck_assert_int_eq(csi_stage_from_json("{\"volume_id\":\"v\",\"volume\":\"v\","
+					     "\"device\":\"/dev/nbd0\",\"access\":\"block\"}", &t),
+			 -EINVAL);
+	ck_assert_int_eq(csi_stage_from_json("{\"volume_id\":\"v\",\"volume\":\"v\","
+					     "\"device\":\"/dev/nbd0\",\"staging_target_path\":"
+					     "\"/s\",\"access\":\"block\"}", &t), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("csi");
@@ -182,6 +330,12 @@ int main(void)
 	tc = tcase_create("inflight");
 	tcase_add_test(tc, inflight_one_per_volume);
 	tcase_add_test(tc, inflight_race);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("node");
+	tcase_add_test(tc, fs_probe_mkfs_rule);
+	tcase_add_test(tc, mount_flags);
+	tcase_add_test(tc, mountinfo_line);
+	tcase_add_test(tc, stage_record);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
