@@ -28,13 +28,22 @@
 #             device, qbd mapped, locked memory and the I/O flusher flag,
 #             a daemon stalled past the request timeout (new sockets),
 #             detach refused while mounted, detach by name and device.
+#   csi       qbd-csi's Node service moves a pod's filesystem from node a
+#             (zone a) to node b (zone b), both in this kernel in
+#             namespaces of their own (tests/kernel/csi_phase.py, driven
+#             with python3-grpcio): stage + publish on a (mkfs), files
+#             written, node a's writer stopped (SIGSTOP) with the
+#             filesystem mounted; stage + publish on b (takeover with
+#             --force): every file intact, e2fsck clean; the old writer,
+#             resumed, cannot write; qbd volume resize + NodeExpandVolume
+#             while published. Prints the zone move's time and its parts.
 #
 # $ATTACH: qbd (the test), or nbd-client (qbd-nbd on a unix socket,
 # connected to the kernel by Debian's nbd-client: checks the harness, the
 # kernel driver and qbd-nbd without qbd attach; the reattach and resize
 # phases are skipped).
 
-PHASES="attach reattach resync resize cli"
+PHASES="attach reattach resync resize cli csi"
 ATTACH=qbd
 GUEST_LIMIT=840
 [ -f /etc/qbd-kernel.conf ] && . /etc/qbd-kernel.conf
@@ -496,6 +505,22 @@ phase_cli() {
 	[ -z "$(pidof qbd-nbd)" ] || fail "a qbd-nbd is left after detach: $(pidof qbd-nbd)"
 }
 
+phase_csi() {
+	if [ "$ATTACH" != qbd ]; then
+		step "csi phase skipped: it needs qbd attach (ATTACH=$ATTACH)"
+		return 0
+	fi
+	command -v qbd-csi >/dev/null 2>&1 && [ -x /usr/bin/python3 ] ||
+		fail "the csi phase needs qbd-csi and python3 in the initramfs (tests/kernel/run)"
+	mkdir -p /var/lib
+	/usr/bin/python3 /qbd/tests/kernel/csi_phase.py csivol || {
+		for f in /tmp/csi-a.log /tmp/csi-b.log /run/qbd-a/csivol.log /run/qbd-b/csivol.log; do
+			[ -f "$f" ] && { echo "---- tail of $f"; tail -n 30 "$f"; }
+		done
+		fail "$(cat /tmp/fail-reason 2>/dev/null || echo "csi_phase.py failed")"
+	}
+}
+
 T_START=$(uptime_s)
 setup_cluster
 for p in $PHASES; do
@@ -505,6 +530,7 @@ for p in $PHASES; do
 	resync) phase_resync ;;
 	resize) phase_resize ;;
 	cli) phase_cli ;;
+	csi) phase_csi ;;
 	*) fail "unknown phase '$p'" ;;
 	esac
 done
