@@ -397,6 +397,14 @@ static grpc_status_code check_cap(struct csi_call *c, const Csi__V1__VolumeCapab
 	    strcmp(fs, "ext2") != 0 && strcmp(fs, "xfs") != 0)
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
 				"fs_type '%s': the driver makes and grows ext4, ext3, ext2 or xfs", fs);
+	if (!cap_block(vc) && vc->mount) {
+		char data[1024], why[256];
+		unsigned long ms;
+
+		if (csi_mount_flags(vc->mount->mount_flags, vc->mount->n_mount_flags, false, &ms,
+				    data, sizeof data, why, sizeof why) < 0)
+			return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
+	}
 	return GRPC_STATUS_OK;
 }
 
@@ -537,8 +545,9 @@ static grpc_status_code stage_mount(struct csi_call *c, const struct csi_stage *
 				"%s is a mount of %s (%u:%u), not of %s: unstage what is there first",
 				s->staging, mi.source, mi.major, mi.minor, s->device);
 	}
-	if (csi_mount_flags(vc->mount->mount_flags, vc->mount->n_mount_flags, false, &ms, data,
-			    sizeof data, why, sizeof why) < 0)
+	if (csi_mount_flags(vc->mount ? vc->mount->mount_flags : NULL,
+			    vc->mount ? vc->mount->n_mount_flags : 0, false, &ms, data, sizeof data,
+			    why, sizeof why) < 0)
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
 	r = dev_probe(s->device, type, sizeof type, &pr);
 	if (r < 0)

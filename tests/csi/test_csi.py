@@ -166,6 +166,57 @@ def case_probes_until_stopped(c, n=20):
     expect(set(codes) <= {code.UNAVAILABLE, code.CANCELLED}, 'a stop failed calls with %s' % codes)
 
 
+# ---- Node, on a host where nothing attaches (the kernel test attaches) ----
+
+def node_cap(fs='ext4', flags=(), mode=None):
+    A = pb.VolumeCapability.AccessMode
+    return pb.VolumeCapability(
+        mount=pb.VolumeCapability.MountVolume(fs_type=fs, mount_flags=list(flags)),
+        access_mode=A(mode=mode or A.SINGLE_NODE_WRITER))
+
+
+def case_node_calls(c):
+    """Node calls that need no NBD device: info, capabilities, the
+    arguments' codes, idempotent unpublish and unstage of nothing."""
+    r = c.Node.NodeGetInfo(pb.NodeGetInfoRequest(), timeout=10)
+    expect(r.node_id == 'node-a', 'node_id %r' % r.node_id)
+    expect(dict(r.accessible_topology.segments) == {'topology.qbd.io/zone': 'a'},
+           'topology %s' % r.accessible_topology)
+    R = pb.NodeServiceCapability.RPC.Type
+    r = c.Node.NodeGetCapabilities(pb.NodeGetCapabilitiesRequest(), timeout=10)
+    got = {R.Name(x.rpc.type) for x in r.capabilities}
+    want = {'STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION'}
+    expect(got == want, 'node capabilities %s' % got)
+    st = '/nonexistent-qbd/staging'
+    bad = [
+        pb.NodeStageVolumeRequest(staging_target_path=st, volume_capability=node_cap()),
+        pb.NodeStageVolumeRequest(volume_id='v', volume_capability=node_cap()),
+        pb.NodeStageVolumeRequest(volume_id='v', staging_target_path=st),
+        pb.NodeStageVolumeRequest(volume_id='v', staging_target_path=st,
+                                  volume_capability=node_cap(fs='vfat')),
+        pb.NodeStageVolumeRequest(volume_id='v', staging_target_path=st,
+                                  volume_capability=node_cap(flags=['bind'])),
+        pb.NodeStageVolumeRequest(
+            volume_id='v', staging_target_path=st, volume_capability=node_cap(
+                mode=pb.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER)),
+    ]
+    for req in bad:
+        want_status(c, c.Node.NodeStageVolume, req, code.INVALID_ARGUMENT)
+    want_status(c, c.Node.NodeUnstageVolume, pb.NodeUnstageVolumeRequest(volume_id='v'),
+                code.INVALID_ARGUMENT)
+    want_status(c, c.Node.NodePublishVolume, pb.NodePublishVolumeRequest(
+        volume_id='not-staged', staging_target_path=st, target_path='/nonexistent-qbd/t',
+        volume_capability=node_cap()), code.FAILED_PRECONDITION)
+    want_status(c, c.Node.NodeUnpublishVolume, pb.NodeUnpublishVolumeRequest(
+        volume_id='v', target_path='/nonexistent-qbd/t'), OK)
+    want_status(c, c.Node.NodeUnstageVolume, pb.NodeUnstageVolumeRequest(
+        volume_id='v', staging_target_path=st), OK)
+    want_status(c, c.Node.NodeGetVolumeStats, pb.NodeGetVolumeStatsRequest(
+        volume_id='v', volume_path='/nonexistent-qbd/t'), code.NOT_FOUND)
+    want_status(c, c.Node.NodeExpandVolume, pb.NodeExpandVolumeRequest(
+        volume_id='v', volume_path='/nonexistent-qbd/t'), code.NOT_FOUND)
+
+
 DEFAULT = ['plugin_info', 'capabilities', 'probe_ready', 'unknown_method',
            'garbage_request', 'concurrent_probes']
 

@@ -7,6 +7,10 @@
 #  2. Identity: plugin info, capabilities, Probe ready; an unknown method
 #     is UNIMPLEMENTED, an undecodable request INVALID_ARGUMENT; 20
 #     concurrent Probes all answered;
+#  2b. Node calls that need no NBD device: info, capabilities, bad
+#     arguments (INVALID_ARGUMENT), publish of what is not staged
+#     (FAILED_PRECONDITION), unpublish and unstage of nothing (OK), stats
+#     and expand of an unknown path (NOT_FOUND);
 #  3. etcd stopped: Probe answers ready=false; etcd back: ready=true;
 #  4. SIGTERM while 20 clients probe: qbd-csi exits 0 and has removed
 #     its socket; the clients' calls end UNAVAILABLE or CANCELLED.
@@ -47,6 +51,7 @@ wait_for "3 chunk servers alive in etcd" 20 nodes_alive 3
 /usr/bin/python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$SOCK"
 [ -S "$SOCK" ] || fail "no stale socket made"
 qbd-csi --endpoint "unix://$SOCK" --etcd "$QBD_ETCD" --mode all --node-id node-a --zone a \
+	--state-dir "$TMP/csi-state" \
 	>>"$TMP/csi.log" 2>&1 &
 CSI_PID=$!
 track_pid $CSI_PID qbd-csi
@@ -58,6 +63,10 @@ grep -q "another server listens on $SOCK" "$TMP/err" || fail "second driver: $(c
 
 # 2. Identity, bad calls, concurrency
 csi_test
+
+# Node calls that need no NBD device (the kernel test attaches).
+csi_test node_calls
+[ -d "$TMP/csi-state" ] || fail "qbd-csi made no state directory"
 
 # 3. Probe follows etcd
 stop_pid "$ETCD_PID_a"
