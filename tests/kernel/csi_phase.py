@@ -340,6 +340,27 @@ def main():
          (u[1].used, u[1].total, u[2].used, u[2].total, st.volume_condition.abnormal,
           st.volume_condition.message))
     expect(u[1].total >= (kb1 - 1024) * 1024, 'stats total %d' % u[1].total)
+    expect(not st.volume_condition.abnormal, 'abnormal with every replica up: %s' %
+           st.volume_condition.message)
+
+    step('csi: kill -9 the chunk server of zone c: NodeGetVolumeStats says abnormal')
+    state = os.environ.get('QBD_DEV_STATE', '/tmp/qbd-dev')
+    pid = [ln.split()[1] for ln in open(state + '/pids') if ln.split()[:1] == ['chunkd-c']][-1]
+    os.kill(int(pid), signal.SIGKILL)
+    sh('dd if=/dev/urandom of=%s/after-c bs=4k count=16 conv=fsync 2>/dev/null' % b.target,
+       ns=b.ns)
+    deadline = time.monotonic() + 120
+    while True:
+        st = b.c.Node.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
+            volume_id=VOL, volume_path=b.target))
+        if st.volume_condition.abnormal or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    expect(st.volume_condition.abnormal, 'still normal 120 s after zone c\'s chunk server '
+           'died: %s' % st.volume_condition.message)
+    expect('zone c' in st.volume_condition.message,
+           'the condition does not name zone c: %s' % st.volume_condition.message)
+    note('condition: %s' % st.volume_condition.message)
 
     step('csi: unpublish, umount, e2fsck -fn, unstage on node b (twice: idempotent)')
     b.unpublish()

@@ -36,7 +36,8 @@
 #             filesystem mounted; stage + publish on b (takeover with
 #             --force): every file intact, e2fsck clean; the old writer,
 #             resumed, cannot write; qbd volume resize + NodeExpandVolume
-#             while published. Prints the zone move's time and its parts.
+#             while published; zone c's chunk server killed: the volume
+#             condition turns abnormal. Prints the zone move's time and parts.
 #
 # $ATTACH: qbd (the test), or nbd-client (qbd-nbd on a unix socket,
 # connected to the kernel by Debian's nbd-client: checks the harness, the
