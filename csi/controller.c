@@ -60,7 +60,7 @@ int csi_controller_init(const struct csi_opts *o)
 	}
 	/* DELETE_VOLUME to the chunk servers authenticates with the
 	 * cluster's secret, as the CLI's does. */
-	admin_secret_file = getenv(QBD_AUTH_SECRET_ENV);
+	admin_secret_file = o->secret_file;
 	return 0;
 }
 

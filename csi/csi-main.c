@@ -27,7 +27,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: qbd-csi --endpoint unix:///PATH [--etcd URL[,URL...]] [--mode MODE]\n"
 		"               [--node-id NAME] [--zone ZONE] [--config FILE] [--check-config]\n"
-		"               [--state-dir DIR] [--log-level L]\n"
+		"               [--state-dir DIR] [--secret-file PATH] [--log-level L]\n"
 		"Serve the CSI API (Identity, and Controller and/or Node) on a unix socket.\n"
 		"  --endpoint EP        unix:///ABSOLUTE/PATH, unix:PATH or a path\n"
 		"                       (default: $CSI_ENDPOINT)\n"
@@ -42,16 +42,20 @@ static void usage(FILE *f)
 		"                       the default may be absent); [csi] and [cluster];\n"
 		"                       flags and the environment override it\n"
 		"  --check-config       check the settings, print what is wrong, exit 0 or 1\n"
+		"  --secret-file PATH   cluster secret, mode 0600 ($QBD_SECRET_FILE; [cluster]\n"
+		"                       secret-file): DeleteVolume reaches the chunk servers\n"
 		"  --log-level L        error|warn|info|debug\n"
 		"  --help, --version\n");
 }
 
-enum { S_ENDPOINT, S_ETCD, S_MODE, S_NODEID, S_ZONE, S_STATEDIR, S_LOGLEVEL, S_N };
+enum { S_ENDPOINT, S_ETCD, S_MODE, S_NODEID, S_ZONE, S_STATEDIR, S_LOGLEVEL, S_SECRET, S_N };
 static const char *const names[S_N + 1] = {
-	"endpoint", "etcd", "mode", "node-id", "zone", "state-dir", "log-level", NULL,
+	"endpoint", "etcd", "mode", "node-id", "zone", "state-dir", "log-level", "secret-file",
+	NULL,
 };
 static const char *const envs[S_N] = {
 	[S_ENDPOINT] = "CSI_ENDPOINT", [S_ETCD] = "QBD_ETCD", [S_LOGLEVEL] = "QBD_LOG_LEVEL",
+	[S_SECRET] = "QBD_SECRET_FILE",
 };
 
 static int problems;
@@ -79,6 +83,7 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
 		{ "zone", required_argument, NULL, S_ZONE },
 		{ "state-dir", required_argument, NULL, S_STATEDIR },
 		{ "log-level", required_argument, NULL, S_LOGLEVEL },
+		{ "secret-file", required_argument, NULL, S_SECRET },
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", no_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
@@ -154,6 +159,7 @@ static void check_settings(const struct qbd_setting s[S_N], struct csi_opts *o,
 			o->mode = 0;    /* nothing more to say about node mode */
 		}
 	}
+	o->secret_file = s[S_SECRET].value;
 	o->node_id = s[S_NODEID].value;
 	o->zone = s[S_ZONE].value;
 	o->state_dir = s[S_STATEDIR].value && *s[S_STATEDIR].value ? s[S_STATEDIR].value :
@@ -255,7 +261,8 @@ int main(int argc, char **argv)
 	problems += qbd_conf_check_keys(conf, "csi", names);
 	qbd_conf_export_tls(conf);
 	for (int i = 0; i < S_N; i++)
-		qbd_conf_resolve(conf, "csi", NULL, names[i], cl.flag[i], envs[i], i == S_ETCD,
+		qbd_conf_resolve(conf, "csi", NULL, names[i], cl.flag[i], envs[i],
+				 i == S_ETCD || i == S_SECRET,
 				 &s[i]);
 	check_settings(s, &o, host, sizeof host);
 	if (problems) {

@@ -35,6 +35,7 @@ struct csi_opts {
 	const char *node_id;
 	const char *zone;
 	const char *state_dir;  /* node mode: the staging records (node.c) */
+	const char *secret_file; /* the cluster secret, or NULL (links unauthenticated) */
 };
 
 /* ---- grpc.c: the server, its threads and its method table ---- */
