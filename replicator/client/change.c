@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,12 +171,25 @@ static int loop_leave(struct qbd_volume *v, struct qbd_change *ch)
 		 * gets it from its reclaim, when it is back). Sent before
 		 * the close; the answer is not waited for. */
 		Qbd__Msg m = QBD__MSG__INIT;
+		uint64_t until = qbd_now_ns() + QBD_CLIENT_TOMB_FLUSH_NS;
+		int rc;
 
 		m.type = QBD__MSG_TYPE__TOMBSTONE;
-		if (conn_queue(c, &m, QBD_CLIENT_CTL_ID | ++c->next_ctl, NULL, 0) == 0 &&
-		    conn_flush_queue(c) >= 0)
+		rc = conn_queue(c, &m, QBD_CLIENT_CTL_ID | ++c->next_ctl, NULL, 0);
+		/* The close below drops what is still queued (writes to X
+		 * may fill its socket): wait, bounded, once per change,
+		 * until the TOMBSTONE is in the socket. */
+		while (rc == 0 && (rc = conn_flush_queue(c)) >= 0 && c->q_head &&
+		       qbd_now_ns() < until)
+			poll(&(struct pollfd){ .fd = c->fd, .events = POLLOUT }, 1, 10);
+		if (rc >= 0 && !c->q_head)
 			qbd_info(COMP, "volume '%s': node %016" PRIx64 " told to keep a tombstone "
 				 "for the volume", v->info.name, c->node.id);
+		else
+			qbd_warn(COMP, "volume '%s': node %016" PRIx64 ": its tombstone could not "
+				 "be sent (%s); its reclaim makes one once it finds it left the "
+				 "volume", v->info.name, c->node.id,
+				 rc < 0 ? strerror(-rc) : "its socket stayed full");
 	}
 	c->adding = false;
 	conn_fail(c, "left the volume's configuration");

@@ -40,6 +40,9 @@
 /* The keeper reads a down replica's node record again this often. */
 #define QBD_CLIENT_LOOKUP_EVERY_S 2
 #define QBD_CLIENT_CTL_ID (1ull << 63)  /* request ids of HELLO/OPEN */
+/* How long the loop waits, once per membership change, for a leaving
+ * replica's TOMBSTONE to get into its socket before the close. */
+#define QBD_CLIENT_TOMB_FLUSH_NS (500000000ull)
 
 #define QBD_TX_IOV 64            /* iovecs per sendmsg (two per message) */
 
