@@ -4,9 +4,9 @@
  * the qbd CLI and the CSI driver so that each has one implementation.
  *
  *   wire.c     blocking administrative requests to one chunk server
- *              (DELETE_VOLUME, CHECKSUM, USAGE, TOMBSTONE)
- *   volume.c   create, delete and grow a volume, as `qbd volume
- *              create|delete|resize` do
+ *              (DELETE_VOLUME, CHECKSUM, USAGE, TOMBSTONE, OPEN)
+ *   volume.c   create, delete, grow and fence a volume, as `qbd volume
+ *              create|delete|resize|fence` do
  *
  * Functions return 0 or -errno. Those of volume.c never print and never
  * exit: with an error they put one line in the caller's why[len] (always
@@ -55,6 +55,15 @@ int admin_usage(struct admin_conn *ac, uint64_t volume_id, struct admin_usage *o
  * stands, some chunks were busy: ask again). */
 int admin_tombstone(struct admin_conn *ac, uint64_t volume_id, uint64_t epoch,
 		    uint64_t *tomb_epoch);
+/* OPEN(epoch) of the volume on that node, as a writer's attach sends it:
+ * the replica promises epoch (durably) and from then on refuses every
+ * request of an older epoch with EPERM (docs/protocol.md, section 2).
+ * 0 promised; -EPERM it promised a newer epoch already, -EIDRM it holds
+ * a tombstone of the volume (both refuse older epochs too); *promised
+ * (may be NULL) then gets the reply's epoch (its promise, or its
+ * tombstone's). Other -errno: not reached, or refused. */
+int admin_promise(const struct qbd_node_info *node, uint64_t cluster_id,
+		  uint64_t volume_id, uint64_t epoch, uint64_t *promised);
 
 /* ---- volume.c: volume operations (etcd through m, opened by the caller) ---- */
 
@@ -125,5 +134,66 @@ struct admin_grow_result {
  * meanwhile; other -errno from etcd. out may be NULL. */
 int admin_volume_grow(struct qbd_meta *m, const char *name, uint64_t size,
 		      struct admin_grow_result *out, char *why, size_t len);
+
+/*
+ * Fence volume name out of service (Kubernetes' non-graceful node
+ * shutdown: its writer's node is dead or cut off, and the volume is to
+ * be attached elsewhere at once; docs/protocol.md, section 3a): bump its
+ * epoch in etcd (which fences every writer before it there: no
+ * configuration change, status or lease renewal of theirs goes through
+ * any more), read its configuration again (frozen from then on: every
+ * change compares the epoch), send OPEN at the new epoch to every node
+ * of it (the voters of S, and the change's node Y while one stands),
+ * each of which then refuses the old writer's every request with EPERM,
+ * and delete the old writer's attachment record (only one of an older
+ * epoch), so that the next attach needs no --force; it then waits out
+ * the old writer's read lease (no /qbd/clean record at the fence's
+ * epoch), as after a crash.
+ *
+ * The fence holds when the replicas that promised (0, or EPERM/EIDRM:
+ * they refuse older epochs too) leave the old writer fewer than W of a
+ * voter set its every write needs: at least R - W + 1 of S (with a joint
+ * change, of S or of S'). Then 0. Otherwise -EIO, why naming how many
+ * promised and how many were needed, and the attachment record is left
+ * in place (the old writer may still reach its quorum; fence again once
+ * the replicas are reachable). Nobody attached: it just bumps and
+ * promises. -ENOENT no such volume; other -errno from etcd (nothing
+ * done when the bump failed). res (may be NULL) says what was done.
+ */
+struct admin_fence_replica {
+	uint64_t node;          /* its node id */
+	bool voter_s;           /* a voter of S (nodes[]) */
+	bool voter_s2;          /* a voter of S' (joint change) */
+	int err;                /* admin_promise: 0, -EPERM, -EIDRM, other */
+	bool no_record;         /* err: the node has no record in etcd */
+	uint64_t promised;      /* its reply's epoch (0, EPERM, EIDRM) */
+};
+struct admin_fence_result {
+	struct qbd_volume_info v;    /* the record, as read after the bump */
+	uint64_t epoch;              /* the epoch of the fence (0: no bump) */
+	bool attached;               /* a writer's record of an older epoch */
+	struct qbd_attachment att;   /* its record (attached) */
+	bool detached;               /* that record was deleted */
+	bool newer;                  /* a writer of a newer epoch holds the
+				      * attachment (newer_att): left alone */
+	struct qbd_attachment newer_att;
+	unsigned replicas;           /* entries of replica[] filled */
+	struct admin_fence_replica replica[QBD_MAX_REPLICAS + 1];
+	unsigned refusing;           /* replicas that refuse the old epoch */
+	unsigned needed;             /* R - W + 1 */
+	bool holds;                  /* the fence holds (the rule above) */
+};
+/* Whether a replica counts as fencing (it refuses the old epoch). */
+bool admin_fence_refuses(const struct admin_fence_replica *r);
+/* Set res->refusing, needed and holds from res->v and res->replica[]
+ * by the rule above (refusing: of the set that holds, or of S when
+ * none does). Pure. */
+void admin_fence_judge(struct admin_fence_result *res);
+/* One line on a replica that did not promise, for the caller to print;
+ * returns buf. */
+const char *admin_fence_warning(const struct admin_fence_replica *r, char *buf,
+				size_t len);
+int admin_volume_fence(struct qbd_meta *m, const char *name,
+		       struct admin_fence_result *res, char *why, size_t len);
 
 #endif

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Volume operations of the CLI and the CSI driver: create, delete, grow.
+/* Volume operations of the CLI and the CSI driver: create, delete, grow,
+ * fence.
  * They never print: each error is -errno and one line in why. */
 #include <errno.h>
 #include <inttypes.h>
@@ -285,5 +286,151 @@ int admin_volume_grow(struct qbd_meta *m, const char *name, uint64_t size,
 	/* The attachment now: a writer that attached meanwhile read the new
 	 * size at its open, and publishes it too. */
 	out->attached = qbd_meta_attachment_get(m, v->id, att) == 0;
+	return 0;
+}
+
+bool admin_fence_refuses(const struct admin_fence_replica *r)
+{
+	return r->err == 0 || r->err == -EPERM || r->err == -EIDRM;
+}
+
+const char *admin_fence_warning(const struct admin_fence_replica *r, char *buf,
+				size_t len)
+{
+	char hex[17];
+
+	snprintf(buf, len, "replica on node %s not told the new epoch: %s", qbd_id_str(r->node, hex),
+		 r->no_record ? "no node record in etcd" : strerror(-r->err));
+	return buf;
+}
+
+void admin_fence_judge(struct admin_fence_result *res)
+{
+	const struct qbd_volume_info *v = &res->v;
+	unsigned in_s = 0, in_s2 = 0;
+
+	for (unsigned i = 0; i < res->replicas; i++) {
+		const struct admin_fence_replica *x = &res->replica[i];
+
+		if (!admin_fence_refuses(x))
+			continue;
+		in_s += x->voter_s;
+		in_s2 += x->voter_s2;
+	}
+	/* The old writer needs W of S for every write and flush (also with
+	 * a learner, which counts toward nothing; with a joint change W of
+	 * S and W of S'): a set of which R - W + 1 refuse its epoch leaves
+	 * it at most W - 1. */
+	res->needed = v->replicas - v->write_quorum + 1;
+	res->refusing = in_s;
+	res->holds = in_s >= res->needed;
+	if (!res->holds && v->change.phase == QBD_CHANGE_JOINT && in_s2 >= res->needed) {
+		res->refusing = in_s2;
+		res->holds = true;
+	}
+}
+
+/* The nodes of v's configuration into res->replica[] (not yet told):
+ * the voters of S, then the change's node Y while a change stands. */
+static void admin_fence_nodes(const struct qbd_volume_info *v, struct admin_fence_result *res)
+{
+	const bool joint = v->change.phase == QBD_CHANGE_JOINT;
+
+	res->replicas = 0;
+	for (unsigned i = 0; i < v->replicas; i++)
+		res->replica[res->replicas++] = (struct admin_fence_replica){
+			.node = v->nodes[i], .voter_s = true,
+			.voter_s2 = joint && i != v->change.slot, .err = -EINPROGRESS };
+	if (v->change.phase != QBD_CHANGE_NONE)
+		res->replica[res->replicas++] = (struct admin_fence_replica){
+			.node = v->change.node, .voter_s2 = joint, .err = -EINPROGRESS };
+}
+
+int admin_volume_fence(struct qbd_meta *m, const char *name,
+		       struct admin_fence_result *res, char *why, size_t len)
+{
+	struct admin_fence_result none;
+	struct qbd_attachment att;
+	uint64_t cluster;
+	int r;
+
+	if (!res)
+		res = &none;
+	memset(res, 0, sizeof *res);
+	if ((r = admin_volume_read(m, name, &res->v, why, len)))
+		return r;
+	r = qbd_meta_cluster_id(m, false, &cluster);
+	if (r < 0)
+		return admin_why(why, len, r, "cannot read the cluster id (/qbd/cluster): %s",
+				 r == -ENOENT ? "not set (no chunk server ever registered)" :
+				 strerror(-r));
+	const uint64_t id = res->v.id;
+
+	r = qbd_meta_epoch_bump(m, id, &res->epoch); /* fences any writer first */
+	if (r < 0) {
+		res->epoch = 0;
+		return admin_why(why, len, r, "volume '%s': cannot bump its epoch: %s", name,
+				 strerror(-r));
+	}
+	/* The configuration as of the bump: no change goes through after it
+	 * (each compares the epoch), and a writer's rule is never looser
+	 * than its record (docs/protocol.md, section 11). */
+	r = qbd_meta_volume_get(m, name, &res->v);
+	if (r == 0 && res->v.id != id)
+		r = -ENOENT;
+	if (r < 0)
+		return admin_why(why, len, r, "volume '%s': fenced in etcd at epoch %" PRIu64
+				 ", then cannot read its record: %s", name, res->epoch,
+				 r == -ENOENT ? "it was deleted meanwhile" : strerror(-r));
+	admin_fence_nodes(&res->v, res);
+	for (unsigned i = 0; i < res->replicas; i++) {
+		struct admin_fence_replica *x = &res->replica[i];
+		struct qbd_node_info node;
+		int g = qbd_meta_node_get(m, x->node, &node);
+
+		x->no_record = g == -ENOENT;
+		x->err = g == 0 ? admin_promise(&node, cluster, id, res->epoch, &x->promised) : g;
+	}
+	admin_fence_judge(res);
+	/* The writer's record, after the replicas: until they are told, a
+	 * new writer that needs no --force must not attach. */
+	r = qbd_meta_attachment_get(m, id, &att);
+	if (r < 0 && r != -ENOENT)
+		return admin_why(why, len, r, "volume '%s': fenced at epoch %" PRIu64 ", but "
+				 "cannot read its attachment: %s", name, res->epoch, strerror(-r));
+	if (r == 0 && att.epoch > res->epoch) {
+		res->newer = true;
+		res->newer_att = att;
+	} else if (r == 0) {
+		res->attached = true;
+		res->att = att;
+	}
+	if (!res->holds)
+		return admin_why(why, len, -EIO, "volume '%s': fence at epoch %" PRIu64 " does not "
+				 "hold: %u of %u replicas promised it, %u needed (R=%u, W=%u): the "
+				 "old writer may still reach its write quorum through the others%s; "
+				 "fence again once they are reachable", name, res->epoch,
+				 res->refusing, res->v.replicas, res->needed, res->v.replicas,
+				 res->v.write_quorum,
+				 res->attached ? " (its attachment record is left in place)" : "");
+	if (res->attached) {
+		r = qbd_meta_detach(m, &res->att);
+		if (r == -ESTALE) {
+			/* a newer writer's record replaced it meanwhile */
+			if (qbd_meta_attachment_get(m, id, &att) == 0) {
+				res->newer = true;
+				res->newer_att = att;
+			}
+			r = 0;
+		} else if (r == 0) {
+			res->detached = true;
+		}
+		if (r < 0)
+			return admin_why(why, len, r, "volume '%s': fenced at epoch %" PRIu64 ", but "
+					 "its attachment record (host %s, pid %d) could not be "
+					 "removed: %s", name, res->epoch,
+					 res->att.host[0] ? res->att.host : "?", res->att.pid,
+					 strerror(-r));
+	}
 	return 0;
 }

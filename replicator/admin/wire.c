@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A small blocking client of the qbd wire protocol for administrative
- * requests (DELETE_VOLUME, CHECKSUM, USAGE, TOMBSTONE) from the CLI and
- * the CSI driver. */
+ * requests (DELETE_VOLUME, CHECKSUM, USAGE, TOMBSTONE, and the OPEN of a
+ * fence) from the CLI and the CSI driver. */
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -250,6 +250,29 @@ int admin_delete_volume(const struct qbd_node_info *node, uint64_t cluster_id,
 	m.volume_id = volume_id;
 	m.epoch = epoch;
 	r = admin_call(ac.fd, &ac.rx, &m, NULL);
+	admin_close(&ac);
+	return r;
+}
+
+int admin_promise(const struct qbd_node_info *node, uint64_t cluster_id,
+		  uint64_t volume_id, uint64_t epoch, uint64_t *promised)
+{
+	struct admin_conn ac;
+	struct admin_rx a;
+	Qbd__Msg m;
+	int r;
+
+	r = admin_connect(node, cluster_id, &ac);
+	if (r < 0)
+		return r;
+	/* A plain OPEN, as a writer's: the reply's chunk list is dropped
+	 * unread (admin_on_header). */
+	admin_msg(&ac, &m, QBD__MSG_TYPE__OPEN);
+	m.volume_id = volume_id;
+	m.epoch = epoch;
+	r = admin_call(ac.fd, &ac.rx, &m, &a);
+	if (promised && (r == 0 || r == -EPERM || r == -EIDRM))
+		*promised = a.epoch;
 	admin_close(&ac);
 	return r;
 }

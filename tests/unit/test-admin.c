@@ -85,6 +85,79 @@ START_TEST(replica_warning_words)
 }
 END_TEST
 
+/* A fence of a volume of R replicas, W write quorum, with a change of
+ * slot 2 to a node Y in phase ph; told[i]: the answer of replica i
+ * (then Y's). */
+static void fence_setup(struct admin_fence_result *res, unsigned r, unsigned w,
+			enum qbd_change_phase ph, const int *told)
+{
+	memset(res, 0, sizeof *res);
+	res->v.replicas = r;
+	res->v.write_quorum = w;
+	res->v.change.phase = ph;
+	res->v.change.slot = 2;
+	for (unsigned i = 0; i < r; i++)
+		res->replica[res->replicas++] = (struct admin_fence_replica){
+			.node = i + 1, .voter_s = true,
+			.voter_s2 = ph == QBD_CHANGE_JOINT && i != 2, .err = told[i] };
+	if (ph != QBD_CHANGE_NONE)
+		res->replica[res->replicas++] = (struct admin_fence_replica){
+			.node = 9, .voter_s2 = ph == QBD_CHANGE_JOINT, .err = told[r] };
+}
+
+START_TEST(fence_needs_r_minus_w_plus_one)
+{
+	struct admin_fence_result res;
+	const int down = -ECONNREFUSED;
+
+	/* R=3, W=2: two that refuse the old epoch leave it one: enough */
+	fence_setup(&res, 3, 2, QBD_CHANGE_NONE, (int[]){ 0, 0, down });
+	admin_fence_judge(&res);
+	ck_assert(res.holds);
+	ck_assert_uint_eq(res.needed, 2);
+	ck_assert_uint_eq(res.refusing, 2);
+	/* a newer promise or a tombstone refuses it too */
+	fence_setup(&res, 3, 2, QBD_CHANGE_NONE, (int[]){ -EPERM, -EIDRM, down });
+	admin_fence_judge(&res);
+	ck_assert(res.holds);
+	/* one is not: the old writer still reaches W=2 */
+	fence_setup(&res, 3, 2, QBD_CHANGE_NONE, (int[]){ 0, down, -ETIMEDOUT });
+	admin_fence_judge(&res);
+	ck_assert(!res.holds);
+	ck_assert_uint_eq(res.refusing, 1);
+	/* W=3: one is enough; W=1: every replica must refuse */
+	fence_setup(&res, 3, 3, QBD_CHANGE_NONE, (int[]){ down, 0, down });
+	admin_fence_judge(&res);
+	ck_assert(res.holds);
+	fence_setup(&res, 3, 1, QBD_CHANGE_NONE, (int[]){ 0, 0, down });
+	admin_fence_judge(&res);
+	ck_assert(!res.holds);
+	ck_assert_uint_eq(res.needed, 3);
+}
+END_TEST
+
+START_TEST(fence_counts_voters_only)
+{
+	struct admin_fence_result res;
+	const int down = -ECONNREFUSED;
+
+	/* a learner counts toward no quorum of the old writer */
+	fence_setup(&res, 3, 2, QBD_CHANGE_LEARNER, (int[]){ 0, down, down, 0 });
+	admin_fence_judge(&res);
+	ck_assert(!res.holds);
+	/* joint: the old writer needs W of S and of S' = {1, 2, Y}: two of
+	 * either set are enough */
+	fence_setup(&res, 3, 2, QBD_CHANGE_JOINT, (int[]){ down, 0, down, 0 });
+	admin_fence_judge(&res);
+	ck_assert(res.holds);
+	ck_assert_uint_eq(res.refusing, 2);
+	/* node 3 (leaving) and Y: one of each set, not enough in either */
+	fence_setup(&res, 3, 2, QBD_CHANGE_JOINT, (int[]){ down, down, 0, 0 });
+	admin_fence_judge(&res);
+	ck_assert(!res.holds);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("admin");
@@ -97,6 +170,8 @@ int main(void)
 	tcase_add_test(tc, check_refuses_with_the_reason);
 	tcase_add_test(tc, check_truncates_why);
 	tcase_add_test(tc, replica_warning_words);
+	tcase_add_test(tc, fence_needs_r_minus_w_plus_one);
+	tcase_add_test(tc, fence_counts_voters_only);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
