@@ -82,6 +82,7 @@ static const char volume_usage[] =
 	"       qbd volume resize NAME --size SIZE [--timeout S]\n"
 	"       qbd volume delete NAME\n"
 	"       qbd volume move NAME --from NODE [--to NODE]\n"
+	"       qbd volume fence NAME | --node NODE [--json]\n"
 	"status exits 0 healthy, 3 degraded (>= W replicas usable) or unknown\n"
 	"(attached, no status from the writer yet), 4 failed (fewer than W\n"
 	"usable), 1 on errors, 2 on usage errors.\n"
@@ -766,6 +767,8 @@ int cmd_volume(int argc, char **argv)
 		return volume_delete(argc - 1, argv + 1);
 	if (strcmp(argv[1], "move") == 0)
 		return cmd_volume_move(argc - 1, argv + 1);
+	if (strcmp(argv[1], "fence") == 0)
+		return cmd_volume_fence(argc - 1, argv + 1);
 	fprintf(stderr, "qbd volume: unknown command '%s'\n%s", argv[1], volume_usage);
 	return EXIT_USAGE;
 }

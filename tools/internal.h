@@ -62,6 +62,9 @@ int cli_node_get(struct qbd_meta *m, uint64_t id, struct qbd_node_info *node);
 /* cli-volume.c: qbd volume create|list|info|status|delete */
 int cmd_volume(int argc, char **argv);
 
+/* cli-fence.c: qbd volume fence NAME | --node NODE */
+int cmd_volume_fence(int argc, char **argv);
+
 /* cli-settings.c: qbd volume set NAME [--rebuild-rate RATE] */
 int cmd_volume_set(int argc, char **argv);
 
