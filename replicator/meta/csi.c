@@ -3,7 +3,7 @@
  * The CSI driver's records (meta.h, "The CSI driver's records"): which
  * node ControllerPublishVolume let attach a volume, and the node plugins
  * that registered themselves. The driver's own keys, under /qbd/csi/;
- * nothing else in qbd reads them.
+ * besides the driver only `qbd volume fence --node` reads them.
  */
 #include <errno.h>
 #include <json-c/json.h>
