@@ -98,6 +98,8 @@ expect_rc 0 qbd volume fence vol3
 out_has "volume vol3: fenced at epoch 1; no writer attached; replicas told: 3 of 3"
 expect_rc 0 qbd volume fence vol3
 out_has "volume vol3: fenced at epoch 2; no writer attached"
+expect_rc 0 qbd --json volume fence vol3
+json_check 'd["volume"] == "vol3" and d["fenced"] and d["epoch"] == 3 and d["writer"] is None'
 expect_rc 1 qbd volume fence nosuch
 grep -q "no such volume" "$TMP/err" || fail "no clear error for a missing volume: $(cat "$TMP/err")"
 expect_rc 2 qbd volume fence
@@ -145,5 +147,7 @@ expect_rc 1 qbd volume fence vol3
 cat "$TMP/err" >&2
 grep -q "does not hold: 1 of 3 replicas promised it, 2 needed" "$TMP/err" ||
 	fail "no clear error when the fence does not hold: $(cat "$TMP/err")"
+expect_rc 1 qbd --json volume fence vol3
+json_check 'not d["fenced"] and d["refusing"] == 1 and d["needed"] == 2 and "does not hold" in d["error"]'
 log "with 2 of 3 replicas down the fence does not hold: exit 1"
 log "PASS"
