@@ -397,6 +397,7 @@ void qbd_core_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
 
 	if (s)
 		core_sub_result(c, s, status, version, NO_CFLAGS);
+	core_resync_kicked(c);
 }
 
 void qbd_core_read_reply(struct qbd_core *c, unsigned r, uint64_t id, int status,
@@ -410,6 +411,7 @@ void qbd_core_read_reply(struct qbd_core *c, unsigned r, uint64_t id, int status
 	core_sub_result(c, s, status, version,
 			s->p->kind == P_PROBE && !(chunk_flags & ~QBD_CORE_CHUNK_FLAGS)
 				? (int64_t)chunk_flags : NO_CFLAGS);
+	core_resync_kicked(c);
 }
 
 void qbd_core_tick(struct qbd_core *c, uint64_t now)

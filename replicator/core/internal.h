@@ -184,6 +184,8 @@ struct qbd_core {
 	int64_t rs_tokens;       /* bytes the rate allows now; below 0 after
 				  * copies that cost more than was saved */
 	uint64_t rs_last;
+	bool rs_kick;            /* a copy landed: start the next at the end
+				  * of this reply, not at the next tick */
 	uint64_t now;
 };
 
@@ -295,6 +297,7 @@ void core_repair_reply(struct part *p, unsigned r, int status);
 
 /* resync.c: resync, probes and restores */
 void core_resync_schedule(struct qbd_core *c);
+void core_resync_kicked(struct qbd_core *c);
 void core_pull_reply(struct part *p, unsigned r, int status);
 void core_bump_read_reply(struct part *p, unsigned r, int status, uint64_t version);
 void core_bump_write_reply(struct part *p, unsigned r, int status);

@@ -73,15 +73,25 @@ static void resync_landed(struct qbd_core *c, unsigned r, uint64_t ch)
 }
 
 /* Resync p is over (whatever became of it): targets still stale wait a
- * second before the next try, and the chunk's waiting parts run. */
+ * second before the next try, and the chunk's waiting parts run. When
+ * every target took the copy, the next copy starts as soon as the reply
+ * that ended this one is handled (core_resync_kicked), so that a rebuild
+ * goes at the pace of its copies, not of the 100 ms tick; a failure, or
+ * a probe that found nothing to restore, leaves the next try to the tick
+ * and the backoff (never a loop of messages at the pace of replies). */
 static void resync_end(struct part *p)
 {
 	struct qbd_core *c = p->c;
 	struct cwait *w = p->cw;
+	bool failed = !p->rs_targets; /* a probe that restored nothing */
 
 	for (unsigned r = 0; r < c->R; r++)
-		if ((p->rs_targets & (1u << r)) && bit_get(c->stale[r], p->chunk))
+		if ((p->rs_targets & (1u << r)) && bit_get(c->stale[r], p->chunk)) {
 			c->rs_backoff[r] = c->now + 1000000000ull;
+			failed = true;
+		}
+	if (!failed)
+		c->rs_kick = true;
 	core_commit_check(c, p->chunk);
 	p->done = true;
 	c->rs_active--;
@@ -750,6 +760,15 @@ static void resync_background(struct qbd_core *c)
 				c->rs_tokens -= (int64_t)cs;
 		}
 	}
+}
+
+/* A copy landed during the reply just handled: start what may start. */
+void core_resync_kicked(struct qbd_core *c)
+{
+	if (!c->rs_kick)
+		return;
+	c->rs_kick = false;
+	core_resync_schedule(c);
 }
 
 /* Start the resyncs that may start now (after attach, until fenced). */

@@ -1051,6 +1051,56 @@ START_TEST(resync_sources_spread_over_current_replicas)
 }
 END_TEST
 
+/* A rebuild goes at the pace of its copies: each pull that lands starts
+ * the next at once, with no tick between (the writer ticks every 100 ms:
+ * a tick-paced rebuild copies parallel chunks per tick, 40 MiB/s with 1
+ * MiB chunks and four at a time, whatever the disks can do). */
+START_TEST(resync_next_copy_starts_when_one_lands)
+{
+	uint64_t v = open_rebuild(true, 0, 2);
+	unsigned pulls = 0, answered = 0;
+
+	qbd_core_tick(c, MS);
+	for (unsigned i = 0; i < nsent; i++) /* nsent grows as replies start pulls */
+		if (sent[i].type == QBD_CM_PULL) {
+			ck_assert_uint_le(i == 0 ? 0 : pulls - answered, 2); /* two at a time */
+			pulls++;
+			qbd_core_pull_copied(c, 2, sent[i].id, 2 + 4096, 2 * MS);
+			reply((int)i, 0, v);
+			answered++;
+		}
+	ck_assert_uint_eq(pulls, 8);
+	ck_assert_uint_eq(qbd_core_resync_backlog(c), 0);
+	for (unsigned ch = 0; ch < 8; ch++)
+		ck_assert(!qbd_core_is_stale(c, 2, ch));
+}
+END_TEST
+
+/* A failed copy is not retried at once: the replica backs off, and the
+ * tick, not the failing reply, starts the next try. */
+START_TEST(resync_failed_copy_waits_for_the_tick)
+{
+	open_rebuild(true, 0, 1);
+	unsigned before;
+	int p;
+
+	qbd_core_tick(c, MS);
+	p = find(QBD_CM_PULL, 2, 0);
+	ck_assert_int_ge(p, 0);
+	before = nsent;
+	reply(p, -EIO, 0);      /* then the writer reads it from each source */
+	for (unsigned i = before; i < nsent; i++) {
+		ck_assert_uint_ne(sent[i].type, QBD_CM_PULL);
+		if (sent[i].type == QBD_CM_READ)
+			reply((int)i, -EIO, 0);
+	}
+	ck_assert_uint_ge(nsent, before + 2); /* both sources were read */
+	ck_assert_uint_eq(qbd_core_resync_backlog(c), 8);
+	qbd_core_tick(c, 2000 * MS); /* the backoff is over */
+	ck_assert_int_ge(find(QBD_CM_PULL, 2, before), 0);
+}
+END_TEST
+
 /* The rate changes while attached: at 1 byte/s nothing starts; set to
  * unlimited, the next tick starts the parallel copies. */
 START_TEST(resync_rate_changes_at_run_time)
@@ -1203,6 +1253,8 @@ int main(void)
 	tcase_add_test(t, resync_refuses_a_malformed_sparse_form);
 	tcase_add_test(t, resync_sources_spread_over_current_replicas);
 	tcase_add_test(t, resync_rate_changes_at_run_time);
+	tcase_add_test(t, resync_next_copy_starts_when_one_lands);
+	tcase_add_test(t, resync_failed_copy_waits_for_the_tick);
 	suite_add_tcase(s, t);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
