@@ -2,7 +2,7 @@
 # qbd build: one non-recursive Makefile.
 #
 #   make                 build qbd, qbd-chunkd, qbd-nbd, qbd-managerd, qbd-csi,
-#                        libqbd.{a,so}
+#                        qbd-operator, libqbd.{a,so}
 #   make check           install missing packages, build with ASan/UBSan
 #                        into build-check/, run unit and integration tests
 #   make demo            install missing packages, build, run the demo
@@ -65,7 +65,7 @@ CSI_PROTO_H = $(BUILD)/gen/csi/proto/csi.pb-c.h
 
 # Programs have one *-main.c each; everything else goes into libraries.
 MAINS      = replicator/chunkd/chunkd-main.c nbd-frontend/nbd-main.c tools/qbd-main.c \
-             replicator/manager/managerd.c csi/csi-main.c
+             replicator/manager/managerd.c csi/csi-main.c operator/operator-main.c
 COMMON_SRC = $(wildcard common/*.c)
 ENGINE_SRC = $(wildcard engine/*.c)
 WIRE_SRC   = $(wildcard replicator/wire/*.c)
@@ -78,6 +78,7 @@ MANAGER_SRC = $(filter-out $(MAINS),$(wildcard replicator/manager/*.c))
 NBD_SRC    = $(filter-out $(MAINS),$(wildcard nbd-frontend/*.c))
 TOOLS_SRC  = $(filter-out $(MAINS),$(wildcard tools/*.c))
 CSI_SRC    = $(filter-out $(MAINS),$(wildcard csi/*.c))
+OPERATOR_SRC = $(filter-out $(MAINS),$(wildcard operator/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 PB_OBJ     = $(BUILD)/gen/replicator/wire/proto/qbd.pb-c.o
@@ -97,6 +98,7 @@ A_MANAGER = $(BUILD)/lib/libmanager.a
 A_NBD    = $(BUILD)/lib/libnbdfe.a
 A_TOOLS  = $(BUILD)/lib/libtools.a
 A_CSI    = $(BUILD)/lib/libcsi.a
+A_OPERATOR = $(BUILD)/lib/liboperator.a
 
 $(A_COMMON): $(call obj,$(COMMON_SRC))
 $(A_WIRE):   $(call obj,$(WIRE_SRC)) $(PB_OBJ)
@@ -110,6 +112,7 @@ $(A_MANAGER): $(call obj,$(MANAGER_SRC))
 $(A_NBD):    $(call obj,$(NBD_SRC))
 $(A_TOOLS):  $(call obj,$(TOOLS_SRC))
 $(A_CSI):    $(call obj,$(CSI_SRC)) $(CSI_PB_OBJ)
+$(A_OPERATOR): $(call obj,$(OPERATOR_SRC))
 $(BUILD)/lib/%.a:
 	@mkdir -p $(dir $@)
 	@rm -f $@
@@ -126,6 +129,8 @@ MANAGER_A  = $(A_MANAGER) $(LIBQBD_A)
 TOOLS_A    = $(A_TOOLS) $(A_ADMIN) $(A_NBD) $(LIBQBD_A)
 # qbd-csi: gRPC and the CSI messages, meta for etcd, admin for volumes.
 CSI_A      = $(A_CSI) $(A_ADMIN) $(A_META) $(A_WIRE) $(A_COMMON)
+# qbd-operator: the API server over libcurl and json-c; qbd through its CLI.
+OPERATOR_A = $(A_OPERATOR) $(A_COMMON)
 ALL_A      = $(A_TOOLS) $(A_ADMIN) $(A_NBD) $(A_CHUNKD) $(A_MANAGER) $(A_ENGINE) $(LIBQBD_A)
 
 UNIT_SRC   = $(wildcard tests/unit/test-*.c)
@@ -148,6 +153,7 @@ TEST_A_test-kernel = $(A_NBD) $(A_COMMON)
 # csi/endpoint.c and inflight.c only; the test has its own csi_fail, so
 # nothing of gRPC is linked.
 TEST_A_test-csi-unit = $(A_CSI) $(A_COMMON)
+TEST_A_test-operator = $(OPERATOR_A)
 test_a = $(or $(TEST_A_$(1)),$(ALL_A))
 
 # Deterministic simulation of the quorum core, and builds of it with one
@@ -170,7 +176,8 @@ CRASH_MUTANTS = NO_AL NO_RECOVERY NO_HOLE_ZERO NO_SUSPECT NO_META_FLUSH NO_CLEAN
 CRASH_BIN = $(BUILD)/tests/crash/qbd-crash \
 	$(patsubst %,$(BUILD)/tests/crash/qbd-crash-mutant-%,$(CRASH_MUTANTS))
 
-PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd $(BUILD)/qbd-managerd $(BUILD)/qbd-csi
+PROGS = $(BUILD)/qbd $(BUILD)/qbd-chunkd $(BUILD)/qbd-nbd $(BUILD)/qbd-managerd $(BUILD)/qbd-csi \
+        $(BUILD)/qbd-operator
 LIBS_OUT = $(BUILD)/libqbd.a $(BUILD)/libqbd.so
 
 .PHONY: all check check-unit check-integration check-model soak demo install clean deps unit-bins
@@ -211,6 +218,8 @@ $(BUILD)/qbd-managerd: $(BUILD)/replicator/manager/managerd.o $(MANAGER_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 $(BUILD)/qbd-csi: $(BUILD)/csi/csi-main.o $(CSI_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(GRPC_LIBS)
+$(BUILD)/qbd-operator: $(BUILD)/operator/operator-main.o $(OPERATOR_A)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 $(BUILD)/qbd: $(BUILD)/tools/qbd-main.o $(TOOLS_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(NL_LIBS)
 
