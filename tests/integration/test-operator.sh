@@ -1,0 +1,152 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# qbd-operator against a FAKE API server (fake-kube-api.py: objects in
+# memory, list, watch, create, update, delete; no validation, no
+# controllers, no garbage collector: not Kubernetes) and a fake qbd CLI
+# that records its arguments. The operator must:
+#  - create the QbdCluster's objects and write its status;
+#  - fence the writers of a node tainted out-of-service, once;
+#  - run `qbd node remove` with the address of a storage node deleted,
+#    and delete that zone's DaemonSets;
+#  - after its watches got 410 Gone, list again and still see changes;
+#  - delete what it owns when the QbdCluster is deleted;
+#  - exit 0 on SIGTERM.
+. "$(dirname "$0")/lib.sh"
+init_test "$@"
+PY=/usr/bin/python3
+[ -x $PY ] || skip "no /usr/bin/python3"
+top=$(cd "$(dirname "$0")/../.." && pwd)
+NS=qbd-system
+TOKEN=test-token-$$
+
+echo "$TOKEN" >"$TMP/token"
+: >"$TMP/actions.log"
+$PY "$top/tests/integration/fake-kube-api.py" --port-file "$TMP/port" --log "$TMP/actions.log" \
+	--token "$TOKEN" >"$TMP/fake-api.log" 2>&1 &
+track_pid $! fake-api $TERM_DEATH
+wait_for "the fake API server" 10 test -s "$TMP/port"
+API=http://127.0.0.1:$(cat "$TMP/port")
+
+# fake: POST /fake/... with a JSON body
+fake() { # PATH [BODY]
+	curl -sf -X POST -H 'Content-Type: application/json' --data-binary "${2:-{\}}" "$API$1" \
+		>/dev/null || fail "fake API $1"
+}
+node_json() { # NAME ZONE STORAGE(true|false) IP [TAINTED]
+	taints='[]'
+	[ -n "${5:-}" ] && taints='[{"key":"node.kubernetes.io/out-of-service","value":"nodeshutdown","effect":"NoExecute"}]'
+	storage=''
+	[ "$3" = true ] && storage=',"qbd.io/storage":"true"'
+	printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"%s","labels":{"topology.kubernetes.io/zone":"%s"%s}},"spec":{"taints":%s},"status":{"addresses":[{"type":"InternalIP","address":"%s"}],"conditions":[{"type":"Ready","status":"True"}]}}' \
+		"$1" "$2" "$storage" "$taints" "$4"
+}
+put_node() { fake "/fake/put?c=/api/v1/nodes" "$(node_json "$@")"; }
+
+put_node a1 zone-a true 10.0.0.1
+put_node b1 zone-b true 10.0.0.2
+put_node c1 zone-c true 10.0.0.3
+put_node w1 zone-a false 10.0.1.1
+fake "/fake/put?c=/api/v1/namespaces/$NS/secrets" \
+	'{"apiVersion":"v1","kind":"Secret","metadata":{"name":"qbd-secret"},"data":{"secret":"eA=="}}'
+fake "/fake/put?c=/apis/qbd.io/v1alpha1/namespaces/$NS/qbdclusters" "{
+  \"apiVersion\": \"qbd.io/v1alpha1\", \"kind\": \"QbdCluster\",
+  \"metadata\": {\"name\": \"qbd\", \"namespace\": \"$NS\"},
+  \"spec\": {\"etcd\": {\"endpoints\": [\"http://etcd-a:2379\", \"http://etcd-b:2379\"]},
+    \"storage\": {\"nodeSelector\": {\"qbd.io/storage\": \"true\"},
+                  \"stores\": [{\"path\": \"/var/lib/qbd\", \"size\": \"10G\"}]},
+    \"secretName\": \"qbd-secret\"}}"
+
+# the qbd CLI: records its arguments
+cat >"$TMP/fake-qbd" <<EOF
+#!/bin/sh
+echo "\$*" >>"$TMP/qbd.calls"
+EOF
+chmod +x "$TMP/fake-qbd"
+: >"$TMP/qbd.calls"
+
+qbd-operator --api "$API" --token-file "$TMP/token" --ca-file "" --namespace $NS \
+	--qbd "$TMP/fake-qbd" --secret-file "$TMP/secret" --resync 30s --log-level debug \
+	>"$TMP/operator.log" 2>&1 &
+OP=$!
+track_pid $OP qbd-operator
+
+count() { # VERB [KIND [NAME]]: how many such actions the fake recorded
+	$PY - "$TMP/actions.log" "$@" <<'EOF'
+import json, sys
+log, verb = sys.argv[1], sys.argv[2]
+kind = sys.argv[3] if len(sys.argv) > 3 else None
+name = sys.argv[4] if len(sys.argv) > 4 else None
+n = 0
+for line in open(log):
+    a = json.loads(line)
+    if a["verb"] == verb and (not kind or a["kind"] == kind) and (not name or a["name"] == name):
+        n += 1
+print(n)
+EOF
+}
+count_is() { [ "$(count "$2" ${3:-} ${4:-})" -eq "$1" ]; }
+count_ge() { [ "$(count "$2" ${3:-} ${4:-})" -ge "$1" ]; }
+calls() { grep -c -x -- "$1" "$TMP/qbd.calls" || true; }
+calls_is() { [ "$(calls "$2")" -eq "$1" ]; }
+
+# ---- first install: ConfigMap, 3 chunkd DaemonSets, 3 node plugin
+# DaemonSets (zones a, b, c), managerd, CSI controller, CSIDriver,
+# StorageClass; then the status
+wait_for "the objects created" 30 count_is 11 create
+wait_for "the status written" 30 count_ge 1 status
+for o in "ConfigMap qbd-config" "DaemonSet qbd-chunkd-zone-a" "DaemonSet qbd-chunkd-zone-c" \
+	"DaemonSet qbd-csi-node-zone-b" "Deployment qbd-managerd" "Deployment qbd-csi-controller" \
+	"CSIDriver qbd.csi.io" "StorageClass qbd"; do
+	count_is 1 create $o || fail "not created: $o"
+done
+curl -sf "$API/fake/get?c=/apis/qbd.io/v1alpha1/namespaces/$NS/qbdclusters&name=qbd" >"$TMP/out"
+$PY - "$TMP/out" <<'EOF' || fail "status: $(cat "$TMP/out")"
+import json, sys
+st = json.load(open(sys.argv[1]))["status"]
+ready = [c for c in st["conditions"] if c["type"] == "Ready"][0]
+assert ready["status"] == "False", ready
+assert [n["name"] for n in st["storageNodes"]] == ["a1", "b1", "c1"], st
+assert st["storageNodes"][1]["addresses"] == ["10.0.0.2:7800"], st
+EOF
+log "install: 11 objects created, status written"
+[ ! -s "$TMP/qbd.calls" ] || fail "qbd ran at install: $(cat "$TMP/qbd.calls")"
+
+# ---- a node tainted out-of-service: its writers fenced, once
+put_node w1 zone-a false 10.0.1.1 tainted
+want_fence="--etcd http://etcd-a:2379,http://etcd-b:2379 --secret-file $TMP/secret volume fence --node w1"
+wait_for "qbd volume fence --node w1" 30 calls_is 1 "$want_fence"
+log "fenced: $(head -1 "$TMP/qbd.calls")"
+# another change: a loop runs, the fence is not repeated
+put_node a1 zone-a true 10.0.0.1
+nloops=$(grep -c 'plan:' "$TMP/operator.log" || true)
+wait_for "another loop" 30 sh -c "[ \$(grep -c 'plan:' '$TMP/operator.log') -gt $nloops ]"
+calls_is 1 "$want_fence" || fail "fenced again: $(cat "$TMP/qbd.calls")"
+
+# ---- storage node b1 deleted: qbd node remove of its chunk server,
+# zone-b's DaemonSets deleted
+fake "/fake/delete?c=/api/v1/nodes&name=b1"
+want_remove="--etcd http://etcd-a:2379,http://etcd-b:2379 --secret-file $TMP/secret node remove 10.0.0.2:7800 --yes"
+wait_for "qbd node remove 10.0.0.2:7800" 30 calls_is 1 "$want_remove"
+wait_for "zone-b's DaemonSets deleted" 30 count_is 1 delete DaemonSet qbd-chunkd-zone-b
+wait_for "zone-b's node plugin deleted" 30 count_is 1 delete DaemonSet qbd-csi-node-zone-b
+log "node b1 deleted: $(tail -1 "$TMP/qbd.calls")"
+
+# ---- watches expired (410 Gone): listed again, changes still seen
+fake /fake/expire
+wait_for "the watches listing again" 30 grep -q "gone: listing again" "$TMP/operator.log"
+put_node d1 zone-d true 10.0.0.4
+wait_for "zone-d's chunk servers after the relist" 30 count_is 1 create DaemonSet qbd-chunkd-zone-d
+
+# ---- the QbdCluster deleted: what it owns is deleted (the cluster-scoped
+# objects have no owner reference, so only the operator deletes them)
+fake "/fake/delete?c=/apis/qbd.io/v1alpha1/namespaces/$NS/qbdclusters&name=qbd"
+wait_for "the StorageClass deleted" 30 count_is 1 delete StorageClass qbd
+wait_for "the CSIDriver deleted" 30 count_is 1 delete CSIDriver qbd.csi.io
+wait_for "the ConfigMap deleted" 30 count_is 1 delete ConfigMap qbd-config
+calls_is 1 "$want_fence" || fail "qbd calls: $(cat "$TMP/qbd.calls")"
+[ "$(wc -l <"$TMP/qbd.calls")" -eq 2 ] || fail "qbd calls: $(cat "$TMP/qbd.calls")"
+
+# ---- SIGTERM: a clean exit, 0
+stop_pid $OP TERM 0
+grep -q "stopped" "$TMP/operator.log" || fail "no 'stopped' in the log"
+log "PASS"
