@@ -10,6 +10,7 @@
  *                create, update, delete)
  *   apply.c      carrying out a plan: API calls, qbd commands, events,
  *                the status
+ *   lease.c      leader election through a coordination.k8s.io Lease
  *   operator-main.c  options, --render, watches, the loop, SIGTERM
  */
 #ifndef QBD_OPERATOR_INTERNAL_H
@@ -203,5 +204,26 @@ int op_apply(struct kube *k, const struct op_apply_conf *c, json_object *cluster
 	     struct op_plan *p);
 void op_post_event(struct kube *k, json_object *cluster, const char *type, const char *reason,
 		   const char *message);
+
+/* ---- lease.c ---- */
+
+struct op_lease {
+	char ns[256], name[128], identity[256];
+	int duration_s;
+	double renewed_at;      /* monotonic s of the last write that won; 0 none */
+	/* the record as last seen, and when it was first seen so */
+	char seen_holder[256], seen_renew[64];
+	double seen_at;
+};
+
+void op_lease_init(struct op_lease *l, const char *ns, const char *name, const char *identity,
+		   int duration_s);
+/* Acquire or renew: 1 this process holds the Lease, 0 another does (or
+ * won the race), -EIO the API server did not answer. */
+int op_lease_try(struct kube *k, struct op_lease *l);
+/* Renewed recently enough to act (two thirds of the duration). */
+bool op_lease_held(const struct op_lease *l);
+/* Give it up at a clean stop, so that another candidate takes over at once. */
+void op_lease_release(struct kube *k, struct op_lease *l);
 
 #endif

@@ -35,7 +35,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: qbd-operator [--namespace NS] [--api URL --token-file F --ca-file F]\n"
 		"                    [--qbd PATH] [--secret-file PATH] [--resync PERIOD]\n"
-		"                    [--log-level L]\n"
+		"                    [--leader-election [--lease-duration PERIOD]] [--log-level L]\n"
 		"       qbd-operator --render CLUSTER.json [--nodes NODES.json] [--status]\n"
 		"Reconcile the QbdCluster of a namespace into qbd's workloads, and heal:\n"
 		"fence the writers of a node tainted " OP_TAINT_OUT_OF_SERVICE ", run\n"
@@ -50,6 +50,11 @@ static void usage(FILE *f)
 		"  --secret-file PATH the cluster secret for the qbd CLI (default\n"
 		"                     " OP_SECRET_PATH ")\n"
 		"  --resync PERIOD    reconcile at least this often: 30s, 5m, 1h (default 60s)\n"
+		"  --leader-election  act only while holding the Lease qbd-operator in the\n"
+		"                     namespace (identity $POD_NAME, else host_pid); exit 1\n"
+		"                     when it is lost\n"
+		"  --lease-duration P how long a Lease not renewed stays its holder's\n"
+		"                     (default 15s; renewed every third of it)\n"
 		"  --render F         print the objects the QbdCluster in JSON file F asks for\n"
 		"                     (kubectl create --dry-run=client -o json -f X.yaml),\n"
 		"                     as a YAML stream, and exit; --nodes: a NodeList in JSON\n"
@@ -405,9 +410,93 @@ static void *signal_thread(void *arg)
 	return NULL;
 }
 
+/* ---- leader election ---- */
+
+static struct op_lease lease;   /* under mu once the renew thread runs */
+static bool leading;            /* --leader-election */
+static int lost_lease;
+
+static void *renew_thread(void *arg)
+{
+	const struct kube_conf *kc = arg;
+	struct kube *k;
+	char err[256];
+	int every = lease.duration_s / 3 > 0 ? lease.duration_s / 3 : 1;
+
+	if (kube_open(kc, &k, err, sizeof err) < 0) {
+		qbd_err(OP_COMP, "leader: %s", err);
+		return NULL;
+	}
+	while (!stopping) {
+		struct op_lease tmp;
+		int r;
+
+		nap(every * 1000);
+		if (stopping)
+			break;
+		pthread_mutex_lock(&mu);
+		tmp = lease;
+		pthread_mutex_unlock(&mu);
+		r = op_lease_try(k, &tmp);
+		pthread_mutex_lock(&mu);
+		lease = tmp;
+		if (r == 0) {
+			lost_lease = 1;
+			stopping = 1;
+			pthread_cond_broadcast(&cv);
+		}
+		pthread_mutex_unlock(&mu);
+		if (r == 0)
+			qbd_err(OP_COMP, "leader: another candidate holds the Lease %s/%s now: "
+				"stopping", lease.ns, lease.name);
+		else if (r < 0)
+			qbd_warn(OP_COMP, "leader: renewing the Lease: %s", kube_error(k));
+	}
+	kube_close(k);
+	return NULL;
+}
+
+/* Wait until this process holds the Lease (or is stopped: false). */
+static bool lead(struct kube *k)
+{
+	bool said = false;
+
+	for (;;) {
+		int r = op_lease_try(k, &lease);
+
+		if (r == 1) {
+			qbd_info(OP_COMP, "leader: holding the Lease %s/%s as %s", lease.ns,
+				 lease.name, lease.identity);
+			return true;
+		}
+		if (r < 0)
+			qbd_warn(OP_COMP, "leader: the Lease: %s", kube_error(k));
+		else if (!said)
+			qbd_info(OP_COMP, "leader: the Lease %s/%s is held by %s: waiting",
+				 lease.ns, lease.name, lease.seen_holder);
+		said = said || r == 0;
+		nap(lease.duration_s / 5 > 0 ? lease.duration_s / 5 * 1000 : 1000);
+		if (stopping)
+			return false;
+	}
+}
+
+static bool still_leading(void)
+{
+	bool held;
+
+	if (!leading)
+		return true;
+	pthread_mutex_lock(&mu);
+	held = op_lease_held(&lease);
+	pthread_mutex_unlock(&mu);
+	return held;
+}
+
 static int run(const struct kube_conf *kc, const char *ns, const struct op_apply_conf *ac,
 	       int resync)
 {
+	pthread_t renew;
 	struct watcher w[16];
 	size_t nw = 0;
 	pthread_t sigt;
@@ -428,6 +517,15 @@ static int run(const struct kube_conf *kc, const char *ns, const struct op_apply
 		return 1;
 	}
 	pthread_create(&sigt, NULL, signal_thread, &sigs);
+	if (leading) {
+		if (!lead(k)) {
+			pthread_join(sigt, NULL);
+			kube_close(k);
+			qbd_info(OP_COMP, "stopped");
+			return 0;
+		}
+		pthread_create(&renew, NULL, renew_thread, (void *)kc);
+	}
 
 	/* The watched kinds: its resource, Nodes, what it owns, its Pods. */
 	memset(w, 0, sizeof w);
@@ -460,10 +558,30 @@ static int run(const struct kube_conf *kc, const char *ns, const struct op_apply
 		pthread_mutex_unlock(&mu);
 		if (stopping)
 			break;
+		if (!still_leading()) {
+			qbd_err(OP_COMP, "leader: the Lease was not renewed in time: stopping");
+			lost_lease = 1;
+			break;
+		}
 		next = time(NULL) + (reconcile_once(k, ns, ac) < 0 ? RETRY_S : resync);
 	}
+	pthread_mutex_lock(&mu);
+	stopping = 1;
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
 	for (size_t i = 0; i < nw; i++)
 		pthread_join(w[i].thread, NULL);
+	if (leading) {
+		pthread_join(renew, NULL);
+		if (!lost_lease)
+			op_lease_release(k, &lease);
+	}
+	/* A lost Lease leaves the signal thread waiting: exit from here. */
+	if (lost_lease) {
+		kube_close(k);
+		qbd_info(OP_COMP, "stopped: leadership lost");
+		return 1;
+	}
 	pthread_join(sigt, NULL);
 	kube_close(k);
 	qbd_info(OP_COMP, "stopped");
@@ -483,6 +601,8 @@ int main(int argc, char **argv)
 		{ "render", required_argument, NULL, 'R' },
 		{ "nodes", required_argument, NULL, 'N' },
 		{ "status", no_argument, NULL, 'S' },
+		{ "leader-election", no_argument, NULL, 'L' },
+		{ "lease-duration", required_argument, NULL, 'D' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -491,7 +611,9 @@ int main(int argc, char **argv)
 	struct op_apply_conf ac = { .qbd = "qbd", .secret_file = OP_SECRET_PATH };
 	const char *ns = getenv("POD_NAMESPACE"), *render_file = NULL, *nodes_file = NULL;
 	char api[512];
-	int c, resync = 60, rc;
+	int c, resync = 60, lease_s = 15, rc;
+	const char *pod = getenv("POD_NAME");
+	char ident[300];
 	bool with_status = false;
 
 	qbd_log_init(PROG);
@@ -508,6 +630,13 @@ int main(int argc, char **argv)
 		case 'R': render_file = optarg; break;
 		case 'N': nodes_file = optarg; break;
 		case 'S': with_status = true; break;
+		case 'L': leading = true; break;
+		case 'D':
+			if ((lease_s = parse_period(optarg)) < 3) {
+				fprintf(stderr, PROG ": --lease-duration '%s': want 3s or more\n", optarg);
+				return 1;
+			}
+			break;
 		case 'r':
 			if ((resync = parse_period(optarg)) < 0) {
 				fprintf(stderr, PROG ": --resync '%s': want 30s, 5m, 1h (at most a day)\n",
@@ -550,6 +679,15 @@ int main(int argc, char **argv)
 			 p && *p ? p : "443");
 		kc.api = api;
 	}
+	if (pod && *pod)
+		snprintf(ident, sizeof ident, "%s", pod);
+	else {
+		char host[256] = "";
+
+		gethostname(host, sizeof host - 1);
+		snprintf(ident, sizeof ident, "%s_%d", host, (int)getpid());
+	}
+	op_lease_init(&lease, ns, OP_MANAGED_BY, ident, lease_s);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	rc = run(&kc, ns, &ac, resync);
 	curl_global_cleanup();

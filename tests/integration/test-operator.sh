@@ -10,6 +10,8 @@
 #    and delete that zone's DaemonSets;
 #  - after its watches got 410 Gone, list again and still see changes;
 #  - delete what it owns when the QbdCluster is deleted;
+#  - with --leader-election, wait while another holds the Lease, take it
+#    over once its holder stopped renewing, and release it at SIGTERM;
 #  - exit 0 on SIGTERM.
 . "$(dirname "$0")/lib.sh"
 init_test "$@"
@@ -64,9 +66,16 @@ EOF
 chmod +x "$TMP/fake-qbd"
 : >"$TMP/qbd.calls"
 
-qbd-operator --api "$API" --token-file "$TMP/token" --ca-file "" --namespace $NS \
+# Leader election: a Lease another candidate held, and renewed just now
+# (it will not again: the operator takes it over after --lease-duration).
+fake "/fake/put?c=/apis/coordination.k8s.io/v1/namespaces/$NS/leases" \
+	"{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\",\"metadata\":{\"name\":\"qbd-operator\"},
+	  \"spec\":{\"holderIdentity\":\"other\",\"leaseDurationSeconds\":3,
+	  \"renewTime\":\"$(date -u +%Y-%m-%dT%H:%M:%S.000000Z)\",\"leaseTransitions\":0}}"
+
+POD_NAME=operator-1 qbd-operator --api "$API" --token-file "$TMP/token" --ca-file "" --namespace $NS \
 	--qbd "$TMP/fake-qbd" --secret-file "$TMP/secret" --resync 30s --log-level debug \
-	>"$TMP/operator.log" 2>&1 &
+	--leader-election --lease-duration 3s >"$TMP/operator.log" 2>&1 &
 OP=$!
 track_pid $OP qbd-operator
 
@@ -92,7 +101,18 @@ calls_is() { [ "$(calls "$2")" -eq "$1" ]; }
 # ---- first install: ConfigMap, 3 chunkd DaemonSets, 3 node plugin
 # DaemonSets (zones a, b, c), managerd, CSI controller, CSIDriver,
 # StorageClass; then the status
+wait_for "the operator waiting for the Lease" 10 grep -q "held by other: waiting" "$TMP/operator.log"
+wait_for "the Lease taken over" 30 grep -q "took the Lease $NS/qbd-operator over from other" "$TMP/operator.log"
 wait_for "the objects created" 30 count_is 11 create
+# nothing was created before the takeover
+first_create=$(grep -n " create " "$TMP/operator.log" | head -1 | cut -d: -f1)
+took=$(grep -n "took the Lease" "$TMP/operator.log" | cut -d: -f1)
+[ "$first_create" -gt "$took" ] || fail "created objects before holding the Lease"
+lease_holder() {
+	curl -sf "$API/fake/get?c=/apis/coordination.k8s.io/v1/namespaces/$NS/leases&name=qbd-operator" |
+		$PY -c 'import json,sys; print(json.load(sys.stdin)["spec"]["holderIdentity"])'
+}
+[ "$(lease_holder)" = operator-1 ] || fail "Lease holder: $(lease_holder)"
 wait_for "the status written" 30 count_ge 1 status
 for o in "ConfigMap qbd-config" "DaemonSet qbd-chunkd-zone-a" "DaemonSet qbd-chunkd-zone-c" \
 	"DaemonSet qbd-csi-node-zone-b" "Deployment qbd-managerd" "Deployment qbd-csi-controller" \
@@ -149,4 +169,5 @@ calls_is 1 "$want_fence" || fail "qbd calls: $(cat "$TMP/qbd.calls")"
 # ---- SIGTERM: a clean exit, 0
 stop_pid $OP TERM 0
 grep -q "stopped" "$TMP/operator.log" || fail "no 'stopped' in the log"
+[ "$(lease_holder)" = "" ] || fail "the Lease was not released: holder $(lease_holder)"
 log "PASS"
