@@ -153,7 +153,7 @@ TEST_A_test-kernel = $(A_NBD) $(A_COMMON)
 # csi/endpoint.c and inflight.c only; the test has its own csi_fail, so
 # nothing of gRPC is linked.
 TEST_A_test-csi-unit = $(A_CSI) $(A_COMMON)
-TEST_A_test-operator = $(OPERATOR_A)
+TEST_A_test-operator-unit = $(OPERATOR_A)
 test_a = $(or $(TEST_A_$(1)),$(ALL_A))
 
 # Deterministic simulation of the quorum core, and builds of it with one

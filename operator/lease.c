@@ -115,14 +115,14 @@ int op_lease_try(struct kube *k, struct op_lease *l)
 			  jint(cur, "spec.leaseTransitions", 0) + (mine ? 0 : 1), rv);
 	r = kube_request(k, "PUT", path, body, &status, NULL);
 	json_object_put(body);
+	if (r == 0 && status < 300 && !mine)
+		qbd_info(OP_COMP, "leader: took the Lease %s/%s over from %s", l->ns, l->name,
+			 holder && *holder ? holder : "nobody");
 	json_object_put(cur);
 	if (r < 0)
 		return -EIO;
 	if (status >= 300)
 		return 0;
-	if (!mine)
-		qbd_info(OP_COMP, "leader: took the Lease %s/%s over from %s", l->ns, l->name,
-			 holder && *holder ? holder : "nobody");
 	l->renewed_at = t;
 	return 1;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * qbd-operator's reconcile step (operator/reconcile.c), case by case: each
+ * qbd-operator's reconcile step (operator/reconcile.c), case by case (named
+ * apart from the integration test test-operator.sh): each
  * case builds a world (the QbdCluster, Nodes, the objects it owns, Pods,
  * Secrets), runs op_reconcile and asserts the plan. A tiny stand-in for
  * the API server applies a plan to the world (create, update, delete, the
