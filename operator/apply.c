@@ -6,6 +6,7 @@
  * step is decided again from what is observed then.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,13 +57,102 @@ static int do_action(struct kube *k, const struct op_action *a)
 	return -EIO;
 }
 
-/* Run the qbd CLI; its exit status, or -1. */
-static int run_qbd(const struct op_apply_conf *c, const char *etcd, const struct op_qbd *q)
+/* What can be read from fd now, appended to *buf. */
+static void drain(int fd, char **buf, size_t *len, size_t *cap)
 {
-	const char *argv[16];
-	int n = 0, status;
-	pid_t pid;
+	for (;;) {
+		ssize_t n;
+
+		if (*cap - *len < 4096) {
+			*cap = *cap ? *cap * 2 : 16384;
+			*buf = realloc(*buf, *cap + 1);
+		}
+		n = read(fd, *buf + *len, *cap - *len);
+		if (n <= 0)
+			break;
+		*len += (size_t)n;
+	}
+}
+
+/* Run argv (the qbd CLI), its stdout into *out when out is given (the
+ * caller frees it); its exit status, or -1. Killed after
+ * QBD_CMD_TIMEOUT_S. */
+static int run_cmd(const char *const *argv, char **out)
+{
+	int pfd[2] = { -1, -1 }, status;
+	size_t len = 0, cap = 0;
+	char *buf = NULL;
 	time_t deadline;
+	pid_t pid;
+
+	if (out && pipe2(pfd, O_CLOEXEC) < 0) {
+		qbd_err(OP_COMP, "pipe: %m");
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		qbd_err(OP_COMP, "fork: %m");
+		if (out) {
+			close(pfd[0]);
+			close(pfd[1]);
+		}
+		return -1;
+	}
+	if (pid == 0) {
+		sigset_t none;
+
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (out)
+			dup2(pfd[1], 1);
+		execvp(argv[0], (char *const *)argv);
+		fprintf(stderr, "qbd-operator: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	deadline = time(NULL) + QBD_CMD_TIMEOUT_S;
+	if (out) {
+		close(pfd[1]);
+		fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+	}
+	for (;;) {
+		pid_t w;
+
+		if (out)
+			drain(pfd[0], &buf, &len, &cap);
+		w = waitpid(pid, &status, WNOHANG);
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR) {
+			status = -1;
+			break;
+		}
+		if (time(NULL) > deadline) {
+			qbd_warn(OP_COMP, "%s did not finish in %d s: killed", argv[0],
+				 QBD_CMD_TIMEOUT_S);
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			status = -1;
+			break;
+		}
+		usleep(20 * 1000);
+	}
+	if (out) {
+		drain(pfd[0], &buf, &len, &cap);
+		close(pfd[0]);
+		if (!buf)
+			buf = malloc(1);
+		buf[len] = 0;
+		*out = buf;
+	}
+	return status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* argv of the qbd CLI with the cluster's etcd and the secret, then the
+ * command's words (NULL-terminated); n: the words' count. */
+static void qbd_argv(const struct op_apply_conf *c, const char *etcd, const char **argv,
+		     const char *const *words)
+{
+	int n = 0;
 
 	argv[n++] = c->qbd;
 	if (etcd && *etcd) {
@@ -73,53 +163,69 @@ static int run_qbd(const struct op_apply_conf *c, const char *etcd, const struct
 		argv[n++] = "--secret-file";
 		argv[n++] = c->secret_file;
 	}
-	if (q->kind == OP_FENCE_NODE) {
-		argv[n++] = "volume";
-		argv[n++] = "fence";
-		argv[n++] = "--node";
-		argv[n++] = q->arg;
-	} else {
-		argv[n++] = "node";
-		argv[n++] = "remove";
-		argv[n++] = q->arg;
-		argv[n++] = "--yes";
-	}
+	while (*words)
+		argv[n++] = *words++;
 	argv[n] = NULL;
+}
+
+/* Whether qbd has a node at addr that is not removed yet: 1 yes, 0 no, -1
+ * cannot tell (`qbd node list --json`: exit 0, 3 some down, 4 none up). */
+static int qbd_has_node(const struct op_apply_conf *c, const char *etcd, const char *addr)
+{
+	const char *argv[16];
+	char *out = NULL;
+	json_object *list;
+	int rc, found = 0;
+
+	qbd_argv(c, etcd, argv, (const char *const[]){ "node", "list", "--json", NULL });
+	rc = run_cmd(argv, &out);
+	list = rc == 0 || rc == 3 || rc == 4 ? json_tokener_parse(out) : NULL;
+	free(out);
+	if (!list || !json_object_is_type(list, json_type_array)) {
+		json_object_put(list);
+		return -1;
+	}
+	for (size_t i = 0; i < jlen(list); i++) {
+		const char *a = jstr(jat(list, i), "addr"), *st = jstr(jat(list, i), "state");
+
+		if (a && strcmp(a, addr) == 0 && !(st && strcmp(st, "removed") == 0))
+			found = 1;
+	}
+	json_object_put(list);
+	return found;
+}
+
+/* One qbd action: 0 done, else its failure (logged). */
+static int run_qbd(const struct op_apply_conf *c, const char *etcd, const struct op_qbd *q)
+{
+	const char *argv[16];
+	int rc;
+
+	if (q->kind == OP_REMOVE_NODE) {
+		int has = qbd_has_node(c, etcd, q->arg);
+
+		if (has == 0) {
+			qbd_info(OP_COMP, "node %s: qbd has no node %s in service: nothing to remove",
+				 q->node, q->arg);
+			return 0;
+		}
+		if (has < 0) {
+			qbd_warn(OP_COMP, "node %s: qbd node list failed: %s not removed yet",
+				 q->node, q->arg);
+			return -1;
+		}
+	}
 	qbd_info(OP_COMP, "running %s %s %s%s (node %s)", c->qbd, q->kind == OP_FENCE_NODE ?
 		 "volume fence --node" : "node remove", q->arg,
 		 q->kind == OP_FENCE_NODE ? "" : " --yes", q->node);
-	pid = fork();
-	if (pid < 0) {
-		qbd_err(OP_COMP, "fork: %m");
-		return -1;
-	}
-	if (pid == 0) {
-		sigset_t all;
-
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		execvp(argv[0], (char *const *)argv);
-		fprintf(stderr, "qbd-operator: cannot run %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	deadline = time(NULL) + QBD_CMD_TIMEOUT_S;
-	for (;;) {
-		pid_t w = waitpid(pid, &status, WNOHANG);
-
-		if (w == pid)
-			break;
-		if (w < 0 && errno != EINTR)
-			return -1;
-		if (time(NULL) > deadline) {
-			qbd_warn(OP_COMP, "%s did not finish in %d s: killed", c->qbd,
-				 QBD_CMD_TIMEOUT_S);
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			return -1;
-		}
-		usleep(50 * 1000);
-	}
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	if (q->kind == OP_FENCE_NODE)
+		qbd_argv(c, etcd, argv, (const char *const[]){ "volume", "fence", "--node", q->arg,
+							      NULL });
+	else
+		qbd_argv(c, etcd, argv, (const char *const[]){ "node", "remove", q->arg, "--yes",
+							      NULL });
+	rc = run_cmd(argv, NULL);
+	return rc;
 }
 
 static void rfc3339(char *out, size_t len)
@@ -159,11 +265,50 @@ void op_post_event(struct kube *k, json_object *cluster, const char *type, const
 	json_object_put(ev);
 }
 
+/* The status subresource, replaced; on 409 (the QbdCluster changed since
+ * it was listed) read again and retried: the status records what the qbd
+ * commands did, which must not be done twice. */
+static int write_status(struct kube *k, json_object *cluster, json_object *status)
+{
+	char path[1024];
+	json_object *body = NULL;
+	long code = 0;
+
+	kube_path(OP_GROUP_VERSION, OP_KIND, jstr(cluster, "metadata.namespace"),
+		  jstr(cluster, "metadata.name"), path, sizeof path);
+	json_object_deep_copy(cluster, &body, NULL);
+	for (int attempt = 0; attempt < 3; attempt++) {
+		char spath[1100];
+		json_object *fresh = NULL;
+
+		json_object_object_add(body, "status", json_object_get(status));
+		snprintf(spath, sizeof spath, "%s/status", path);
+		if (kube_request(k, "PUT", spath, body, &code, NULL) < 0)
+			break;
+		if (code < 300) {
+			json_object_put(body);
+			qbd_debug(OP_COMP, "status written");
+			return 0;
+		}
+		if (code != 409)
+			break;
+		if (kube_request(k, "GET", path, NULL, &code, &fresh) < 0 || code != 200) {
+			json_object_put(fresh);
+			break;
+		}
+		json_object_put(body);
+		body = fresh;
+	}
+	qbd_warn(OP_COMP, "status: %s", kube_error(k));
+	json_object_put(body);
+	return -EIO;
+}
+
 int op_apply(struct kube *k, const struct op_apply_conf *c, json_object *cluster,
 	     struct op_plan *p)
 {
 	int failed = 0;
-	char path[1024], msg[600];
+	char msg[600];
 
 	for (size_t i = 0; i < p->nacts; i++)
 		if (do_action(k, &p->acts[i]) < 0)
@@ -192,22 +337,7 @@ int op_apply(struct kube *k, const struct op_apply_conf *c, json_object *cluster
 			      "NodeRemoveFailed", msg);
 		op_plan_qbd_failed(p, i);
 	}
-	if (p->status && p->status_changed) {
-		json_object *body = NULL;
-		long status;
-
-		json_object_deep_copy(cluster, &body, NULL);
-		json_object_object_add(body, "status", json_object_get(p->status));
-		kube_path(OP_GROUP_VERSION, OP_KIND, jstr(cluster, "metadata.namespace"),
-			  jstr(cluster, "metadata.name"), path, sizeof path);
-		strncat(path, "/status", sizeof path - strlen(path) - 1);
-		if (kube_request(k, "PUT", path, body, &status, NULL) < 0 || status >= 300) {
-			qbd_warn(OP_COMP, "status: %s", kube_error(k));
-			failed++;
-		} else {
-			qbd_debug(OP_COMP, "status written");
-		}
-		json_object_put(body);
-	}
+	if (p->status && p->status_changed && write_status(k, cluster, p->status) < 0)
+		failed++;
 	return failed ? -EIO : 0;
 }

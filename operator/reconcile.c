@@ -416,13 +416,37 @@ static void diff_objects(struct op_plan *p, json_object *desired, json_object *o
 	delete_owned(p, owned, cluster_name, desired);
 }
 
-/* qbd node remove for storage nodes gone; events for zone moves. */
+/* qbd node remove for storage nodes gone; events for zone moves. More
+ * than half of the storage nodes (two or more) gone at once looks like a
+ * list gone wrong rather than machines retired: none is removed, they
+ * stay remembered, and *held says so. */
 static json_object *heal_storage_nodes(struct op_plan *p, json_object *old_status,
-				       json_object *nodes, const struct op_render *r, int port)
+				       json_object *nodes, const struct op_render *r, int port,
+				       char *held, size_t heldlen)
 {
 	json_object *prev = jget(old_status, "storageNodes"), *now_sn = json_object_new_array();
+	size_t gone = 0, hl = 0;
 
-	for (size_t i = 0; i < jlen(prev); i++) {
+	held[0] = 0;
+	for (size_t i = 0; i < jlen(prev); i++)
+		if (jstr(jat(prev, i), "name") && !find_node(nodes, jstr(jat(prev, i), "name")))
+			gone++;
+	if (gone >= 2 && gone * 2 > jlen(prev)) {
+		hl = (size_t)snprintf(held, heldlen, "%zu of %zu storage nodes are gone at once, "
+				      "not removed from qbd (run qbd node remove by hand if they "
+				      "are gone for good):", gone, jlen(prev));
+		for (size_t i = 0; i < jlen(prev); i++) {
+			json_object *e = jat(prev, i);
+			const char *name = jstr(e, "name");
+
+			if (!name || find_node(nodes, name))
+				continue;
+			if (hl < heldlen)
+				hl += (size_t)snprintf(held + hl, heldlen - hl, " %s", name);
+			json_object_array_add(now_sn, json_object_get(e));
+		}
+	}
+	for (size_t i = 0; i < jlen(prev) && !*held; i++) {
 		json_object *e = jat(prev, i), *addrs = jget(e, "addresses");
 		const char *name = jstr(e, "name");
 
@@ -486,7 +510,8 @@ static json_object *fence_nodes(struct op_plan *p, json_object *old_status, json
 
 static json_object *conditions_and_zones(json_object *cluster, const struct op_observed *obs,
 					 const struct op_render *r, json_object *old_status,
-					 const char *now, const char *skipped, json_object *st)
+					 const char *now, const char *skipped, const char *held,
+					 json_object *st)
 {
 	long long gen = jint(cluster, "metadata.generation", -1);
 	long long replicas = jint(cluster, "spec.volumeDefaults.replicas", 3);
@@ -558,7 +583,9 @@ static json_object *conditions_and_zones(json_object *cluster, const struct op_o
 			 "controller %s; node plugin ready on %d of %d nodes with a zone",
 			 ctl >= 1 ? "ready" : "not ready", nodes_ready, zoned);
 	}
-	if (nzones_sn < replicas)
+	if (*held)
+		set_cond(&degr, "Degraded", true, "NodesGone", "%s", held);
+	else if (nzones_sn < replicas)
 		set_cond(&degr, "Degraded", true, "TooFewZones", "%d zone%s with storage nodes; "
 			 "volumes of the default class need %lld", nzones_sn,
 			 nzones_sn == 1 ? "" : "s", replicas);
@@ -608,7 +635,7 @@ int op_reconcile(json_object *cluster, const struct op_observed *obs, const char
 	json_object *old_status, *desired, *st, *fenced, *sn, *ez;
 	struct op_render r = { .cluster = cluster };
 	const char *secrets[2], *bad = NULL;
-	char why[1024], msg[1200];
+	char why[1024], msg[1200], held[1024];
 	int port;
 
 	memset(p, 0, sizeof *p);
@@ -660,9 +687,9 @@ int op_reconcile(json_object *cluster, const struct op_observed *obs, const char
 
 	st = jobj("observedGeneration", jget(cluster, "metadata.generation") ?
 		  ji(jint(cluster, "metadata.generation", 0)) : NULL, NULL);
+	sn = heal_storage_nodes(p, old_status, obs->nodes, &r, port, held, sizeof held);
 	json_object_object_add(st, "conditions", conditions_and_zones(cluster, obs, &r,
-		old_status, now, why, st));
-	sn = heal_storage_nodes(p, old_status, obs->nodes, &r, port);
+		old_status, now, why, held, st));
 	fenced = fence_nodes(p, old_status, obs->nodes);
 	json_object_object_add(st, "storageNodes", sn);
 	json_object_object_add(st, "fencedNodes", fenced);

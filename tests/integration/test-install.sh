@@ -10,7 +10,8 @@ stage="$TMP/stage"
 
 make -s -C "$top" BUILD="$BUILD" PREFIX=/usr DESTDIR="$stage" install >"$TMP/install.log" 2>&1 ||
 	{ cat "$TMP/install.log" >&2; fail "make install failed"; }
-for f in usr/bin/qbd usr/bin/qbd-chunkd usr/bin/qbd-nbd usr/bin/qbd-managerd usr/bin/qbd-csi usr/lib/libqbd.a \
+for f in usr/bin/qbd usr/bin/qbd-chunkd usr/bin/qbd-nbd usr/bin/qbd-managerd usr/bin/qbd-csi \
+	usr/bin/qbd-operator usr/lib/libqbd.a \
 	usr/lib/libqbd.so.0 usr/lib/libqbd.so usr/include/qbd.h; do
 	[ -e "$stage/$f" ] || fail "make install did not install $f"
 done
@@ -21,7 +22,7 @@ for u in qbd-chunkd@.service qbd-nbd@.service qbd-managerd.service; do
 		fail "make install did not install $u for /usr/bin"
 done
 [ -f "$stage/etc/qbd/qbd.conf.example" ] || fail "make install did not install qbd.conf.example"
-for p in qbd qbd-chunkd qbd-nbd qbd-managerd qbd-csi; do
+for p in qbd qbd-chunkd qbd-nbd qbd-managerd qbd-csi qbd-operator; do
 	"$stage/usr/bin/$p" --help >/dev/null 2>&1 || fail "installed $p --help failed"
 done
 

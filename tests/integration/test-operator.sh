@@ -7,7 +7,8 @@
 #  - create the QbdCluster's objects and write its status;
 #  - fence the writers of a node tainted out-of-service, once;
 #  - run `qbd node remove` with the address of a storage node deleted,
-#    and delete that zone's DaemonSets;
+#    and delete that zone's DaemonSets; not for an address qbd does not
+#    know (`qbd node list --json`);
 #  - after its watches got 410 Gone, list again and still see changes;
 #  - delete what it owns when the QbdCluster is deleted;
 #  - with --leader-election, wait while another holds the Lease, take it
@@ -58,10 +59,16 @@ fake "/fake/put?c=/apis/qbd.io/v1alpha1/namespaces/$NS/qbdclusters" "{
                   \"stores\": [{\"path\": \"/var/lib/qbd\", \"size\": \"10G\"}]},
     \"secretName\": \"qbd-secret\"}}"
 
-# the qbd CLI: records its arguments
+# the qbd CLI: records its arguments; its node list knows a1, b1 and c1
+# (not d1, added later)
 cat >"$TMP/fake-qbd" <<EOF
 #!/bin/sh
 echo "\$*" >>"$TMP/qbd.calls"
+case "\$*" in
+*"node list --json"*)
+	echo '[{"addr":"10.0.0.1:7800","state":"in"},{"addr":"10.0.0.2:7800","state":"in"},{"addr":"10.0.0.3:7800","state":"in"}]'
+	exit 3 ;;
+esac
 EOF
 chmod +x "$TMP/fake-qbd"
 : >"$TMP/qbd.calls"
@@ -157,6 +164,11 @@ wait_for "the watches listing again" 30 grep -q "gone: listing again" "$TMP/oper
 put_node d1 zone-d true 10.0.0.4
 wait_for "zone-d's chunk servers after the relist" 30 count_is 1 create DaemonSet qbd-chunkd-zone-d
 
+# ---- storage node d1 deleted, which qbd never knew: nothing to remove
+fake "/fake/delete?c=/api/v1/nodes&name=d1"
+wait_for "d1 found unknown to qbd" 30 grep -q "qbd has no node 10.0.0.4:7800 in service" "$TMP/operator.log"
+! grep -q "node remove 10.0.0.4" "$TMP/qbd.calls" || fail "qbd node remove of an address qbd does not know"
+
 # ---- the QbdCluster deleted: what it owns is deleted (the cluster-scoped
 # objects have no owner reference, so only the operator deletes them)
 fake "/fake/delete?c=/apis/qbd.io/v1alpha1/namespaces/$NS/qbdclusters&name=qbd"
@@ -164,7 +176,7 @@ wait_for "the StorageClass deleted" 30 count_is 1 delete StorageClass qbd
 wait_for "the CSIDriver deleted" 30 count_is 1 delete CSIDriver qbd.csi.io
 wait_for "the ConfigMap deleted" 30 count_is 1 delete ConfigMap qbd-config
 calls_is 1 "$want_fence" || fail "qbd calls: $(cat "$TMP/qbd.calls")"
-[ "$(wc -l <"$TMP/qbd.calls")" -eq 2 ] || fail "qbd calls: $(cat "$TMP/qbd.calls")"
+[ "$(grep -c -v "node list --json" "$TMP/qbd.calls")" -eq 2 ] || fail "qbd calls: $(cat "$TMP/qbd.calls")"
 
 # ---- SIGTERM: a clean exit, 0
 stop_pid $OP TERM 0

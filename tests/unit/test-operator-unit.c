@@ -513,6 +513,33 @@ START_TEST(storage_node_deleted)
 }
 END_TEST
 
+START_TEST(most_storage_nodes_gone_at_once)
+{
+	struct world w;
+	struct op_plan p;
+
+	world_init(&w);
+	settle(&w);
+	/* two of three at once: held, not removed, remembered */
+	del_node(&w, "a1");
+	del_node(&w, "b1");
+	loop(&w, &p);
+	ck_assert_uint_eq(p.nqbd, 0);
+	ck_assert_int_eq(jlen(jget(p.status, "storageNodes")), 3);
+	ck_assert_str_eq(jstr(cond(p.status, "Degraded"), "status"), "True");
+	ck_assert_str_eq(jstr(cond(p.status, "Degraded"), "reason"), "NodesGone");
+	ck_assert_ptr_nonnull(strstr(jstr(cond(p.status, "Degraded"), "message"), " a1 b1"));
+	op_plan_free(&p);
+	/* one comes back: the other is one of three, removed */
+	json_object_array_add(w.nodes, node("a1", "zone-a", true, "10.0.0.1"));
+	loop(&w, &p);
+	ck_assert_uint_eq(p.nqbd, 1);
+	ck_assert_uint_eq(count_qbd(&p, OP_REMOVE_NODE, "10.0.0.2:7800"), 1);
+	op_plan_free(&p);
+	world_free(&w);
+}
+END_TEST
+
 START_TEST(storage_node_with_two_stores_deleted)
 {
 	struct world w;
@@ -679,6 +706,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, node_out_of_service);
 	tcase_add_test(tc, fence_failed_is_retried);
 	tcase_add_test(tc, storage_node_deleted);
+	tcase_add_test(tc, most_storage_nodes_gone_at_once);
 	tcase_add_test(tc, storage_node_with_two_stores_deleted);
 	tcase_add_test(tc, resource_deleted);
 	tcase_add_test(tc, missing_secret);
