@@ -13,7 +13,7 @@
 #  - delete what it owns when the QbdCluster is deleted;
 #  - with --leader-election, wait while another holds the Lease, take it
 #    over once its holder stopped renewing, and release it at SIGTERM;
-#  - exit 0 on SIGTERM.
+#  - exit 0 on SIGTERM; exit 1 when another candidate took its Lease.
 . "$(dirname "$0")/lib.sh"
 init_test "$@"
 PY=/usr/bin/python3
@@ -182,4 +182,21 @@ calls_is 1 "$want_fence" || fail "qbd calls: $(cat "$TMP/qbd.calls")"
 stop_pid $OP TERM 0
 grep -q "stopped" "$TMP/operator.log" || fail "no 'stopped' in the log"
 [ "$(lease_holder)" = "" ] || fail "the Lease was not released: holder $(lease_holder)"
+
+# ---- a second operator takes the released Lease at once; when another
+# candidate holds the Lease (its renewal lost), it stops acting: exit 1
+POD_NAME=operator-2 qbd-operator --api "$API" --token-file "$TMP/token" --ca-file "" --namespace $NS \
+	--qbd "$TMP/fake-qbd" --secret-file "$TMP/secret" --leader-election --lease-duration 3s \
+	>"$TMP/operator-2.log" 2>&1 &
+OP2=$!
+track_pid $OP2 qbd-operator-2
+wait_for "operator-2 holding the Lease" 10 sh -c '[ "$(curl -sf "$0" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)[\"spec\"][\"holderIdentity\"])")" = operator-2 ]' \
+	"$API/fake/get?c=/apis/coordination.k8s.io/v1/namespaces/$NS/leases&name=qbd-operator"
+fake "/fake/put?c=/apis/coordination.k8s.io/v1/namespaces/$NS/leases" \
+	"{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\",\"metadata\":{\"name\":\"qbd-operator\"},
+	  \"spec\":{\"holderIdentity\":\"thief\",\"leaseDurationSeconds\":3,
+	  \"renewTime\":\"$(date -u +%Y-%m-%dT%H:%M:%S.000000Z)\",\"leaseTransitions\":5}}"
+wait_pid $OP2 1 20
+grep -q "another candidate holds the Lease" "$TMP/operator-2.log" || fail "operator-2: $(tail -3 "$TMP/operator-2.log")"
+[ "$(lease_holder)" = thief ] || fail "operator-2 released a Lease it did not hold"
 log "PASS"
