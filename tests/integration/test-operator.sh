@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # qbd-operator against a FAKE API server (fake-kube-api.py: objects in
 # memory, list, watch, create, update, delete; no validation, no
-# controllers, no garbage collector: not Kubernetes) and a fake qbd CLI
-# that records its arguments. The operator must:
+# controllers, no garbage collector: not Kubernetes) and a qbd CLI that
+# records its arguments: the real one for `volume fence` (against a real
+# etcd, where there is nothing to fence: the arguments are the real
+# CLI's), a fake one for `node list` and `node remove`. The operator must:
 #  - create the QbdCluster's objects and write its status;
 #  - fence the writers of a node tainted out-of-service, once;
 #  - run `qbd node remove` with the address of a storage node deleted,
@@ -22,6 +24,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 NS=qbd-system
 TOKEN=test-token-$$
 
+start_etcd    # the cluster's etcd, for the real qbd volume fence
 echo "$TOKEN" >"$TMP/token"
 : >"$TMP/actions.log"
 $PY "$top/tests/integration/fake-kube-api.py" --port-file "$TMP/port" --log "$TMP/actions.log" \
@@ -54,17 +57,19 @@ fake "/fake/put?c=/api/v1/namespaces/$NS/secrets" \
 fake "/fake/put?c=/apis/qbd.io/v1alpha1/namespaces/$NS/qbdclusters" "{
   \"apiVersion\": \"qbd.io/v1alpha1\", \"kind\": \"QbdCluster\",
   \"metadata\": {\"name\": \"qbd\", \"namespace\": \"$NS\"},
-  \"spec\": {\"etcd\": {\"endpoints\": [\"http://etcd-a:2379\", \"http://etcd-b:2379\"]},
+  \"spec\": {\"etcd\": {\"endpoints\": [\"$QBD_ETCD\"]},
     \"storage\": {\"nodeSelector\": {\"qbd.io/storage\": \"true\"},
                   \"stores\": [{\"path\": \"/var/lib/qbd\", \"size\": \"10G\"}]},
     \"secretName\": \"qbd-secret\"}}"
 
-# the qbd CLI: records its arguments; its node list knows a1, b1 and c1
-# (not d1, added later)
+# the qbd CLI: records its arguments; fence is the real qbd's; node list
+# knows a1, b1 and c1 (not d1, added later)
 cat >"$TMP/fake-qbd" <<EOF
 #!/bin/sh
 echo "\$*" >>"$TMP/qbd.calls"
 case "\$*" in
+*"volume fence"*)
+	exec "$BUILD/qbd" "\$@" >>"$TMP/qbd-fence.out" 2>&1 ;;
 *"node list --json"*)
 	echo '[{"addr":"10.0.0.1:7800","state":"in"},{"addr":"10.0.0.2:7800","state":"in"},{"addr":"10.0.0.3:7800","state":"in"}]'
 	exit 3 ;;
@@ -140,9 +145,11 @@ log "install: 11 objects created, status written"
 
 # ---- a node tainted out-of-service: its writers fenced, once
 put_node w1 zone-a false 10.0.1.1 tainted
-want_fence="--etcd http://etcd-a:2379,http://etcd-b:2379 --secret-file $TMP/secret volume fence --node w1"
+want_fence="--etcd $QBD_ETCD --secret-file $TMP/secret volume fence --node w1"
 wait_for "qbd volume fence --node w1" 30 calls_is 1 "$want_fence"
-log "fenced: $(head -1 "$TMP/qbd.calls")"
+wait_for "the real qbd's answer" 10 grep -q "node w1: nothing to fence" "$TMP/qbd-fence.out"
+log "fenced: $(head -1 "$TMP/qbd.calls"): $(cat "$TMP/qbd-fence.out")"
+! grep -q "FenceFailed" "$TMP/operator.log" || fail "the fence failed: $(grep FenceFailed "$TMP/operator.log")"
 # another change: a loop runs, the fence is not repeated
 put_node a1 zone-a true 10.0.0.1
 nloops=$(grep -c 'plan:' "$TMP/operator.log" || true)
@@ -152,7 +159,7 @@ calls_is 1 "$want_fence" || fail "fenced again: $(cat "$TMP/qbd.calls")"
 # ---- storage node b1 deleted: qbd node remove of its chunk server,
 # zone-b's DaemonSets deleted
 fake "/fake/delete?c=/api/v1/nodes&name=b1"
-want_remove="--etcd http://etcd-a:2379,http://etcd-b:2379 --secret-file $TMP/secret node remove 10.0.0.2:7800 --yes"
+want_remove="--etcd $QBD_ETCD --secret-file $TMP/secret node remove 10.0.0.2:7800 --yes"
 wait_for "qbd node remove 10.0.0.2:7800" 30 calls_is 1 "$want_remove"
 wait_for "zone-b's DaemonSets deleted" 30 count_is 1 delete DaemonSet qbd-chunkd-zone-b
 wait_for "zone-b's node plugin deleted" 30 count_is 1 delete DaemonSet qbd-csi-node-zone-b
