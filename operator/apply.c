@@ -307,12 +307,34 @@ static int write_status(struct kube *k, json_object *cluster, json_object *statu
 int op_apply(struct kube *k, const struct op_apply_conf *c, json_object *cluster,
 	     struct op_plan *p)
 {
-	int failed = 0;
+	int failed = 0, waited = 0;
 	char msg[600];
 
-	for (size_t i = 0; i < p->nacts; i++)
-		if (do_action(k, &p->acts[i]) < 0)
+	for (size_t i = 0; i < p->nacts; i++) {
+		const struct op_action *a = &p->acts[i];
+
+		if (a->when_healthy) {
+			const char *argv[16];
+			char *out = NULL;
+			int rc;
+
+			qbd_argv(c, p->etcd, argv, (const char *const[]){ "status", NULL });
+			rc = run_cmd(argv, &out);      /* its report is not the operator's */
+			free(out);
+			if (rc != 0) {
+				qbd_info(OP_COMP, "restart of %s %s waits: qbd status exits %d (not "
+					 "healthy)", a->kind, a->name, rc);
+				waited++;
+				continue;
+			}
+			snprintf(msg, sizeof msg, "restarting chunk server pod %s (its DaemonSet "
+				 "changed; the cluster is healthy)", a->name);
+			qbd_info(OP_COMP, "%s", msg);
+			op_post_event(k, cluster, "Normal", "RestartingChunkServer", msg);
+		}
+		if (do_action(k, a) < 0)
 			failed++;
+	}
 	for (size_t i = 0; i < p->nevents; i++) {
 		const struct op_event *e = &p->events[i];
 
@@ -339,5 +361,5 @@ int op_apply(struct kube *k, const struct op_apply_conf *c, json_object *cluster
 	}
 	if (p->status && p->status_changed && write_status(k, cluster, p->status) < 0)
 		failed++;
-	return failed ? -EIO : 0;
+	return failed ? -EIO : waited ? -EAGAIN : 0;
 }

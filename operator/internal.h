@@ -34,6 +34,8 @@
 /* The hash of the rendered object: an update is decided by comparing it,
  * never by diffing objects the API server has defaulted. */
 #define OP_ANN_HASH "qbd.io/spec-hash"
+/* On a chunk server DaemonSet's pod template: the hash of its pod spec. */
+#define OP_ANN_TEMPLATE "qbd.io/template-hash"
 #define OP_LABEL_ZONE "topology.kubernetes.io/zone"
 #define OP_TAINT_OUT_OF_SERVICE "node.kubernetes.io/out-of-service"
 /* Where the pods (and the operator) find the cluster secret. */
@@ -113,6 +115,9 @@ struct op_action {
 	enum op_verb verb;
 	const char *api_version, *kind, *ns, *name;   /* point into body */
 	json_object *body;      /* create/update: the object; delete: the observed one */
+	/* Only if `qbd status` says the cluster is healthy (exit 0) just
+	 * before: a chunk server's restart. */
+	bool when_healthy;
 };
 
 enum op_qbd_kind { OP_FENCE_NODE, OP_REMOVE_NODE };
@@ -198,8 +203,9 @@ struct op_apply_conf {
 	const char *secret_file;        /* passed when readable */
 };
 
-/* Carry out the plan; the status last. 0, or -EIO if anything failed
- * (logged; the next loop decides again). */
+/* Carry out the plan; the status last. 0, -EIO if anything failed
+ * (logged; the next loop decides again), -EAGAIN if a restart waits for
+ * qbd to be healthy (the next loop soon). */
 int op_apply(struct kube *k, const struct op_apply_conf *c, json_object *cluster,
 	     struct op_plan *p);
 void op_post_event(struct kube *k, json_object *cluster, const char *type, const char *reason,

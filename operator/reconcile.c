@@ -31,6 +31,7 @@ static void plan_act(struct op_plan *p, enum op_verb verb, json_object *body)
 
 	p->acts = realloc(p->acts, (p->nacts + 1) * sizeof *p->acts);
 	a = &p->acts[p->nacts++];
+	memset(a, 0, sizeof *a);
 	a->verb = verb;
 	a->body = body;
 	a->api_version = jstr(body, "apiVersion");
@@ -416,6 +417,56 @@ static void diff_objects(struct op_plan *p, json_object *desired, json_object *o
 	delete_owned(p, owned, cluster_name, desired);
 }
 
+/* The chunk server DaemonSets update OnDelete: after an update their pods
+ * are restarted here, one at a time across all zones, each only once every
+ * chunk server is back and ready, and (apply.c) `qbd status` says the
+ * cluster is healthy, so that volumes keep their write quorum. A pod is
+ * outdated when its template hash differs from its DaemonSet's; nothing is
+ * restarted while a DaemonSet's own update is still in the plan. */
+static void restart_chunk_servers(struct op_plan *p, json_object *desired, json_object *pods,
+				  const struct op_render *r)
+{
+	json_object *victim = NULL;
+	size_t total = 0, ready = 0;
+
+	for (size_t i = 0; i < jlen(pods); i++) {
+		json_object *pod = jat(pods, i), *ds = NULL, *own;
+		const char *dsname, *want, *have;
+
+		if (!has_label(pod, "app.kubernetes.io/name", "qbd-chunkd"))
+			continue;
+		total++;
+		if (!being_deleted(pod) && condition_true(pod, "Ready"))
+			ready++;
+		own = jat(jget(pod, "metadata.ownerReferences"), 0);
+		dsname = jstr(own, "name");
+		if (!dsname || !jstr(own, "kind") || strcmp(jstr(own, "kind"), "DaemonSet") != 0)
+			continue;
+		for (size_t j = 0; j < jlen(desired) && !ds; j++)
+			if (strcmp(jstr(jat(desired, j), "kind"), "DaemonSet") == 0 &&
+			    strcmp(jstr(jat(desired, j), "metadata.name"), dsname) == 0)
+				ds = jat(desired, j);
+		if (!ds)
+			continue;
+		for (size_t a = 0; a < p->nacts; a++)
+			if (strcmp(p->acts[a].kind, "DaemonSet") == 0 &&
+			    strcmp(p->acts[a].name, dsname) == 0)
+				return;         /* its update first */
+		want = json_object_get_string(jget_key(jget(ds, "spec.template.metadata.annotations"),
+						       OP_ANN_TEMPLATE));
+		have = json_object_get_string(jget_key(jget(pod, "metadata.annotations"),
+						       OP_ANN_TEMPLATE));
+		if (want && (!have || strcmp(want, have) != 0) &&
+		    (!victim || strcmp(jstr(pod, "metadata.name"),
+				       jstr(victim, "metadata.name")) < 0))
+			victim = pod;
+	}
+	if (!victim || ready != total || total != r->nsn)
+		return;
+	plan_act(p, OP_DELETE, json_object_get(victim));
+	p->acts[p->nacts - 1].when_healthy = true;
+}
+
 /* qbd node remove for storage nodes gone; events for zone moves. More
  * than half of the storage nodes (two or more) gone at once looks like a
  * list gone wrong rather than machines retired: none is removed, they
@@ -684,6 +735,7 @@ int op_reconcile(json_object *cluster, const struct op_observed *obs, const char
 	p->etcd = op_etcd_endpoints(&r);
 	desired = op_render_objects(&r);
 	diff_objects(p, desired, obs->owned, r.name);
+	restart_chunk_servers(p, desired, obs->pods, &r);
 
 	st = jobj("observedGeneration", jget(cluster, "metadata.generation") ?
 		  ji(jint(cluster, "metadata.generation", 0)) : NULL, NULL);

@@ -424,6 +424,16 @@ static json_object *chunkd_daemonset(const struct op_render *r, const char *zone
 				NULL),
 			NULL),
 		NULL));
+	/* Its pods carry the hash of the pod spec they were made from: one
+	 * that differs from the DaemonSet's is restarted (reconcile.c). */
+	{
+		json_object *tmpl = jget(o, "spec.template");
+		char h[17];
+
+		jhash(jget(tmpl, "spec"), h);
+		json_object_object_add(jget(tmpl, "metadata"), "annotations",
+				       jobj(OP_ANN_TEMPLATE, js(h), NULL));
+	}
 	return o;
 }
 

@@ -81,6 +81,9 @@ def record(coll, typ, obj):
 
 def put(coll, obj, typ=None):
     meta = obj.setdefault("metadata", {})
+    parts = coll.split("/")
+    if "namespaces" in parts:
+        meta["namespace"] = parts[parts.index("namespaces") + 1]
     objs = store.setdefault(coll, {})
     old = objs.get(meta["name"])
     meta.setdefault("uid", old["metadata"]["uid"] if old else str(uuid.uuid4()))

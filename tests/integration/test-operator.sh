@@ -7,6 +7,7 @@
 # etcd, where there is nothing to fence: the arguments are the real
 # CLI's), a fake one for `node list` and `node remove`. The operator must:
 #  - create the QbdCluster's objects and write its status;
+#  - restart an outdated chunk server pod only once `qbd status` exits 0;
 #  - fence the writers of a node tainted out-of-service, once;
 #  - run `qbd node remove` with the address of a storage node deleted,
 #    and delete that zone's DaemonSets; not for an address qbd does not
@@ -70,6 +71,8 @@ echo "\$*" >>"$TMP/qbd.calls"
 case "\$*" in
 *"volume fence"*)
 	exec "$BUILD/qbd" "\$@" >>"$TMP/qbd-fence.out" 2>&1 ;;
+*" status")
+	exit \$(cat "$TMP/status-rc") ;;
 *"node list --json"*)
 	echo '[{"addr":"10.0.0.1:7800","state":"in"},{"addr":"10.0.0.2:7800","state":"in"},{"addr":"10.0.0.3:7800","state":"in"}]'
 	exit 3 ;;
@@ -77,6 +80,7 @@ esac
 EOF
 chmod +x "$TMP/fake-qbd"
 : >"$TMP/qbd.calls"
+echo 3 >"$TMP/status-rc"        # qbd status: degraded
 
 # Leader election: a Lease another candidate held, and renewed just now
 # (it will not again: the operator takes it over after --lease-duration).
@@ -108,6 +112,13 @@ EOF
 count_is() { [ "$(count "$2" ${3:-} ${4:-})" -eq "$1" ]; }
 count_ge() { [ "$(count "$2" ${3:-} ${4:-})" -ge "$1" ]; }
 calls() { grep -c -x -- "$1" "$TMP/qbd.calls" || true; }
+# another_loop: a change (node a1 written again), then wait for the loop
+# it causes to have run
+another_loop() {
+	_nl=$(grep -c 'plan:' "$TMP/operator.log" || true)
+	put_node a1 zone-a true 10.0.0.1
+	wait_for "another loop" 30 sh -c "[ \$(grep -c 'plan:' '$TMP/operator.log') -gt $_nl ]"
+}
 calls_is() { [ "$(calls "$2")" -eq "$1" ]; }
 
 # ---- first install: ConfigMap, 3 chunkd DaemonSets, 3 node plugin
@@ -143,17 +154,36 @@ EOF
 log "install: 11 objects created, status written"
 [ ! -s "$TMP/qbd.calls" ] || fail "qbd ran at install: $(cat "$TMP/qbd.calls")"
 
+# ---- chunk server pods from an older template, all ready: restarted one
+# at a time, each only once qbd status exits 0 (healthy)
+for z in a b c; do
+	fake "/fake/put?c=/api/v1/namespaces/$NS/pods" "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",
+	  \"metadata\":{\"name\":\"qbd-chunkd-zone-$z-x\",\"labels\":{\"app.kubernetes.io/name\":\"qbd-chunkd\",
+	    \"app.kubernetes.io/part-of\":\"qbd\",\"topology.kubernetes.io/zone\":\"zone-$z\"},
+	    \"annotations\":{\"qbd.io/template-hash\":\"0000000000000000\"},
+	    \"ownerReferences\":[{\"apiVersion\":\"apps/v1\",\"kind\":\"DaemonSet\",\"name\":\"qbd-chunkd-zone-$z\",\"uid\":\"x\"}]},
+	  \"spec\":{\"containers\":[{\"name\":\"chunkd\",\"image\":\"old\"}]},
+	  \"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}"
+done
+wait_for "a restart waiting for qbd status" 30 grep -q "restart of Pod qbd-chunkd-zone-a-x waits: qbd status exits 3" "$TMP/operator.log"
+count_is 0 delete Pod || fail "a chunk server restarted while qbd status said degraded"
+echo 0 >"$TMP/status-rc"
+
+wait_for "the restart once healthy" 30 count_is 1 delete Pod qbd-chunkd-zone-a-x
+# one at a time: the others wait for the first to be back (it is not:
+# this fake runs no DaemonSet controller), whatever the loops
+another_loop
+count_is 1 delete Pod || fail "more than one chunk server restarted"
+
 # ---- a node tainted out-of-service: its writers fenced, once
 put_node w1 zone-a false 10.0.1.1 tainted
 want_fence="--etcd $QBD_ETCD --secret-file $TMP/secret volume fence --node w1"
 wait_for "qbd volume fence --node w1" 30 calls_is 1 "$want_fence"
 wait_for "the real qbd's answer" 10 grep -q "node w1: nothing to fence" "$TMP/qbd-fence.out"
-log "fenced: $(head -1 "$TMP/qbd.calls"): $(cat "$TMP/qbd-fence.out")"
+log "fenced: $(grep "volume fence" "$TMP/qbd.calls"): $(cat "$TMP/qbd-fence.out")"
 ! grep -q "FenceFailed" "$TMP/operator.log" || fail "the fence failed: $(grep FenceFailed "$TMP/operator.log")"
 # another change: a loop runs, the fence is not repeated
-put_node a1 zone-a true 10.0.0.1
-nloops=$(grep -c 'plan:' "$TMP/operator.log" || true)
-wait_for "another loop" 30 sh -c "[ \$(grep -c 'plan:' '$TMP/operator.log') -gt $nloops ]"
+another_loop
 calls_is 1 "$want_fence" || fail "fenced again: $(cat "$TMP/qbd.calls")"
 
 # ---- storage node b1 deleted: qbd node remove of its chunk server,
@@ -163,7 +193,7 @@ want_remove="--etcd $QBD_ETCD --secret-file $TMP/secret node remove 10.0.0.2:780
 wait_for "qbd node remove 10.0.0.2:7800" 30 calls_is 1 "$want_remove"
 wait_for "zone-b's DaemonSets deleted" 30 count_is 1 delete DaemonSet qbd-chunkd-zone-b
 wait_for "zone-b's node plugin deleted" 30 count_is 1 delete DaemonSet qbd-csi-node-zone-b
-log "node b1 deleted: $(tail -1 "$TMP/qbd.calls")"
+log "node b1 deleted: $(grep "node remove" "$TMP/qbd.calls")"
 
 # ---- watches expired (410 Gone): listed again, changes still seen
 fake /fake/expire
@@ -183,7 +213,7 @@ wait_for "the StorageClass deleted" 30 count_is 1 delete StorageClass qbd
 wait_for "the CSIDriver deleted" 30 count_is 1 delete CSIDriver qbd.csi.io
 wait_for "the ConfigMap deleted" 30 count_is 1 delete ConfigMap qbd-config
 calls_is 1 "$want_fence" || fail "qbd calls: $(cat "$TMP/qbd.calls")"
-[ "$(grep -c -v "node list --json" "$TMP/qbd.calls")" -eq 2 ] || fail "qbd calls: $(cat "$TMP/qbd.calls")"
+[ "$(grep -c -v -e "node list --json" -e " status\$" "$TMP/qbd.calls")" -eq 2 ] || fail "qbd calls: $(cat "$TMP/qbd.calls")"
 
 # ---- SIGTERM: a clean exit, 0
 stop_pid $OP TERM 0

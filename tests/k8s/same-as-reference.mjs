@@ -3,7 +3,8 @@
 // of the reference must be among the rendered ones (same kind and name) and
 // equal to it, once what only the operator adds is taken off (the labels
 // app.kubernetes.io/managed-by, qbd.io/cluster and qbd.io/namespace, the
-// owner references, the qbd.io/spec-hash annotation). Key order does not
+// owner references, the annotations qbd.io/spec-hash and, on a pod
+// template, qbd.io/template-hash). Key order does not
 // matter; array order does.
 //
 //   node tests/k8s/same-as-reference.mjs --modules DIR REFERENCE_DIR RENDERED.yaml
@@ -29,6 +30,11 @@ function strip(o) {
 	const m = o.metadata;
 	for (const l of ["app.kubernetes.io/managed-by", "qbd.io/cluster", "qbd.io/namespace"]) delete (m.labels || {})[l];
 	delete m.ownerReferences;
+	const t = o.spec && o.spec.template && o.spec.template.metadata;
+	if (t && t.annotations) {
+		delete t.annotations["qbd.io/template-hash"];
+		if (!Object.keys(t.annotations).length) delete t.annotations;
+	}
 	if (m.annotations) {
 		delete m.annotations["qbd.io/spec-hash"];
 		if (!Object.keys(m.annotations).length) delete m.annotations;

@@ -114,6 +114,8 @@ static bool same(json_object *a, json_object *b)
 	       strcmp(jstr(a, "metadata.name"), jstr(b, "metadata.name")) == 0;
 }
 
+static void world_restart_pod(struct world *w, const char *name);
+
 /* The API server's part: the plan's object actions and status applied;
  * created objects get what a server adds (resourceVersion, defaults). */
 static void world_apply(struct world *w, const struct op_plan *p)
@@ -124,6 +126,11 @@ static void world_apply(struct world *w, const struct op_plan *p)
 		char rv[16];
 		size_t j;
 
+		if (strcmp(a->kind, "Pod") == 0) {
+			ck_assert_int_eq(a->verb, OP_DELETE);
+			world_restart_pod(w, a->name);
+			continue;
+		}
 		for (j = 0; j < jlen(w->owned); j++)
 			if (same(jat(w->owned, j), a->body))
 				break;
@@ -156,6 +163,46 @@ static void world_apply(struct world *w, const struct op_plan *p)
 	}
 }
 
+/* Pod number k of workload o, ready, as its controller makes it. */
+static json_object *make_pod(json_object *o, int k)
+{
+	json_object *ann = jget(o, "spec.template.metadata.annotations");
+
+	return jobj("apiVersion", js("v1"), "kind", js("Pod"),
+		"metadata", jobj("name", jsf("%s-%d", jstr(o, "metadata.name"), k),
+				 "labels", json_object_get(jget(o, "spec.template.metadata.labels")),
+				 "annotations", ann ? json_object_get(ann) : NULL,
+				 "ownerReferences", jarr(jobj("kind", js(jstr(o, "kind")),
+					"name", js(jstr(o, "metadata.name")), NULL), JEND), NULL),
+		"spec", jobj("containers", json_object_get(jget(o, "spec.template.spec.containers")),
+			     NULL),
+		"status", jobj("conditions", jarr(jobj("type", js("Ready"), "status", js("True"),
+			NULL), JEND), NULL), NULL);
+}
+
+/* A pod deleted: its DaemonSet makes it again, from its template now. */
+static void world_restart_pod(struct world *w, const char *name)
+{
+	for (size_t i = 0; i < jlen(w->pods); i++) {
+		json_object *pod = jat(w->pods, i);
+		const char *owner = jstr(jat(jget(pod, "metadata.ownerReferences"), 0), "name");
+
+		if (strcmp(jstr(pod, "metadata.name"), name) != 0)
+			continue;
+		for (size_t j = 0; j < jlen(w->owned); j++) {
+			json_object *o = jat(w->owned, j);
+
+			if (strcmp(jstr(o, "metadata.name"), owner) == 0) {
+				int k = atoi(strrchr(name, '-') + 1);
+
+				json_object_array_put_idx(w->pods, i, make_pod(o, k));
+				return;
+			}
+		}
+	}
+	ck_abort_msg("no pod %s", name);
+}
+
 /* Every pod the workloads would run, ready. */
 static void world_all_ready(struct world *w)
 {
@@ -183,17 +230,8 @@ static void world_all_ready(struct world *w)
 					n++;
 			}
 		}
-		for (int k = 0; k < n; k++) {
-			json_object *pod = jobj("apiVersion", js("v1"), "kind", js("Pod"),
-				"metadata", jobj("name", jsf("%s-%d", jstr(o, "metadata.name"), k),
-						 "labels", json_object_get(labels), NULL),
-				"spec", jobj("containers", json_object_get(jget(o,
-					"spec.template.spec.containers")), NULL),
-				"status", jobj("conditions", jarr(jobj("type", js("Ready"),
-					"status", js("True"), NULL), JEND), NULL), NULL);
-
-			json_object_array_add(w->pods, pod);
-		}
+		for (int k = 0; k < n; k++)
+			json_object_array_add(w->pods, make_pod(o, k));
 	}
 }
 
@@ -646,6 +684,8 @@ START_TEST(spec_changed)
 	}
 	world_apply(&w, &p);
 	op_plan_free(&p);
+	/* (the chunk servers' restarts: chunk_servers_restarted_one_at_a_time) */
+	world_all_ready(&w);
 	reconcile(&w, &p);
 	ck_assert_uint_eq(p.nacts, 0);
 	op_plan_free(&p);
@@ -657,6 +697,54 @@ START_TEST(spec_changed)
 	ck_assert_int_eq(p.acts[1].verb, OP_CREATE);
 	ck_assert_str_eq(p.acts[1].kind, "StorageClass");
 	ck_assert_str_eq(jstr(p.acts[1].body, "parameters.writeQuorum"), "2");
+	op_plan_free(&p);
+	world_free(&w);
+}
+END_TEST
+
+static json_object *pod_named(struct world *w, const char *name)
+{
+	for (size_t i = 0; i < jlen(w->pods); i++)
+		if (strcmp(jstr(jat(w->pods, i), "metadata.name"), name) == 0)
+			return jat(w->pods, i);
+	return NULL;
+}
+
+START_TEST(chunk_servers_restarted_one_at_a_time)
+{
+	struct world w;
+	struct op_plan p;
+	json_object *ready;
+
+	world_init(&w);
+	settle(&w);
+	json_object_object_add(jget(w.cluster, "spec"), "images",
+			       jobj("qbd", js("registry.example/qbd:0.2.0"), NULL));
+	/* the DaemonSets are updated first; no pod is touched meanwhile */
+	loop(&w, &p);
+	ck_assert_uint_eq(count(&p, OP_UPDATE, "DaemonSet"), 6);
+	ck_assert_uint_eq(count(&p, OP_DELETE, "Pod"), 0);
+	op_plan_free(&p);
+	/* a chunk server not ready: none restarted */
+	ready = jat(jget(pod_named(&w, "qbd-chunkd-zone-c-0"), "status.conditions"), 0);
+	json_object_object_add(ready, "status", js("False"));
+	reconcile(&w, &p);
+	ck_assert_uint_eq(p.nacts, 0);
+	op_plan_free(&p);
+	json_object_object_add(ready, "status", js("True"));
+	/* then one per loop, each only if qbd says healthy, in name order */
+	for (const char *const *name = (const char *const[]){ "qbd-chunkd-zone-a-0",
+			"qbd-chunkd-zone-b-0", "qbd-chunkd-zone-c-0", NULL }; *name; name++) {
+		loop(&w, &p);
+		ck_assert_uint_eq(p.nacts, 1);
+		ck_assert_int_eq(p.acts[0].verb, OP_DELETE);
+		ck_assert_str_eq(p.acts[0].kind, "Pod");
+		ck_assert_str_eq(p.acts[0].name, *name);
+		ck_assert(p.acts[0].when_healthy);
+		op_plan_free(&p);
+	}
+	loop(&w, &p);
+	ck_assert_uint_eq(p.nacts, 0);
 	op_plan_free(&p);
 	world_free(&w);
 }
@@ -711,6 +799,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, resource_deleted);
 	tcase_add_test(tc, missing_secret);
 	tcase_add_test(tc, spec_changed);
+	tcase_add_test(tc, chunk_servers_restarted_one_at_a_time);
 	tcase_add_test(tc, external_etcd_tls);
 	suite_add_tcase(s, tc);
 	return s;
