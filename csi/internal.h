@@ -11,8 +11,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "csi/proto/csi.pb-c.h"
+#include "replicator/meta/meta.h"
 
 #define CSI_COMP "csi"
 /* The driver's name, as the CSIDriver object and StorageClasses name it. */
@@ -113,7 +115,7 @@ extern const struct csi_method csi_identity_methods[];
 int csi_identity_init(const struct csi_opts *o);
 void csi_identity_fini(void);
 
-/* ---- controller.c: the Controller service ---- */
+/* ---- controller*.c: the Controller service ---- */
 
 /* The topology segment of a volume's zones (CreateVolume's
  * accessible_topology) and of a node's (NodeGetInfo). */
@@ -130,7 +132,53 @@ extern const struct csi_method csi_controller_methods[];
 int csi_controller_init(const struct csi_opts *o);
 void csi_controller_fini(void);
 
-/* ---- node.c: the Node service; node-fs.c: its pure decisions ---- */
+/* What the Controller's handlers share (controller.c). */
+/* An etcd client of the pool for the call, NULL if none can be opened;
+ * given back with csi_meta_give (NULL is nothing). */
+struct qbd_meta *csi_meta_take(void);
+void csi_meta_give(struct qbd_meta *m);
+/* The status of an etcd error (-ENOENT is the caller's to decide). */
+grpc_status_code csi_etcd_fail(struct csi_call *c, int err, const char *what);
+/* Whether qbd can serve capability cap (all of caps): 0, or -EINVAL
+ * with why. */
+int csi_cap_check(const Csi__V1__VolumeCapability *cap, char *why, size_t len);
+int csi_caps_check(Csi__V1__VolumeCapability *const *caps, size_t n, char *why, size_t len);
+/* The StorageClass's parameters. */
+struct csi_params {
+	unsigned replicas, write_quorum;  /* given, or the defaults */
+	bool has_replicas, has_write_quorum;
+	bool has_rebuild_rate;
+	uint64_t rebuild_rate;
+};
+/* e: the map's entries (all CSI maps of strings have this form); 0, or
+ * -EINVAL with why. */
+int csi_params_parse(Csi__V1__CreateVolumeRequest__ParametersEntry *const *e, size_t n,
+		     struct csi_params *p, char *why, size_t len);
+/* A volume as CSI sees it. */
+struct csi_vol_msg {
+	Csi__V1__Volume vol;
+	Csi__V1__Topology topo[QBD_MAX_REPLICAS], *tp[QBD_MAX_REPLICAS];
+	Csi__V1__Topology__SegmentsEntry seg[QBD_MAX_REPLICAS], *sp[QBD_MAX_REPLICAS];
+	char zone[QBD_MAX_REPLICAS][QBD_ZONE_MAX];
+};
+/* v's id, capacity and the zones of its replicas (nodes: the records). */
+void csi_vol_fill(struct csi_vol_msg *vm, struct qbd_volume_info *v,
+		  const struct qbd_node_info *nodes, size_t nn);
+
+/* The handlers: controller-volumes.c (CreateVolume, DeleteVolume,
+ * ValidateVolumeCapabilities, ControllerExpandVolume),
+ * controller-publish.c (ControllerPublishVolume, ControllerUnpublishVolume),
+ * controller-list.c (ListVolumes, GetCapacity). */
+grpc_status_code csi_ctl_create_volume(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_ctl_delete_volume(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_ctl_validate(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_ctl_expand_volume(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_ctl_publish(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_ctl_unpublish(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_ctl_list_volumes(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_ctl_get_capacity(struct csi_call *c, const ProtobufCMessage *req);
+
+/* ---- node*.c: the Node service; node-fs.c: its pure decisions ---- */
 
 /* The topology segment of a node's zone (NodeGetInfo, the controller's
  * accessibility). */
@@ -178,5 +226,42 @@ struct csi_stage {
 void csi_state_file(char *out, size_t len, const char *dir, const char *volume_id);
 char *csi_stage_to_json(const struct csi_stage *s);   /* malloc'd, or NULL */
 int csi_stage_from_json(const char *text, struct csi_stage *s);   /* 0 or -EINVAL */
+
+/* What the Node's handlers share (node.c): the settings and the qbd CLI
+ * (set by csi_node_init). */
+extern const struct csi_opts *csi_node_opts;
+extern char csi_qbd_path[];
+/* Run argv with stdin /dev/null, stdout into out and stderr into err
+ * (both NUL-terminated, cut to their size). Its exit status, 128+signal,
+ * or -errno if it could not run; killed after a timeout. */
+int csi_run(char *const argv[], char *out, size_t olen, char *err, size_t elen);
+/* The last line of a command's messages (s is cut), for an operator's
+ * message. */
+const char *csi_last_line(char *s);
+/* The staging record of a volume id: read (0, -errno, -EINVAL if not a
+ * record), written (0 or -errno, logged), removed. */
+int csi_stage_load(const char *volume_id, struct csi_stage *s);
+int csi_stage_save(const struct csi_stage *s);
+void csi_stage_drop(const char *volume_id);
+/* The mount at exactly path (the last one stacked there): 1, 0 none, -errno. */
+int csi_mount_at(const char *path, struct csi_mountinfo *out);
+/* Whether mount mi is of block device `device`. */
+bool csi_same_dev(const struct csi_mountinfo *mi, const char *device);
+int csi_mkdir_p(const char *path, mode_t mode);
+/* A capability's access type, its filesystem (ext4 when unsaid), and
+ * whether the node serves it (block or mount, a single-node mode; else
+ * INVALID_ARGUMENT through csi_fail). */
+bool csi_cap_block(const Csi__V1__VolumeCapability *vc);
+const char *csi_cap_fs(const Csi__V1__VolumeCapability *vc);
+grpc_status_code csi_node_check_cap(struct csi_call *c, const Csi__V1__VolumeCapability *vc);
+/* The handlers: node-stage.c (NodeStageVolume, NodeUnstageVolume),
+ * node-publish.c (NodePublishVolume, NodeUnpublishVolume), node-stats.c
+ * (NodeGetVolumeStats, NodeExpandVolume). */
+grpc_status_code csi_node_stage(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_node_unstage(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_node_publish(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_node_unpublish(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_node_get_volume_stats(struct csi_call *c, const ProtobufCMessage *req);
+grpc_status_code csi_node_expand(struct csi_call *c, const ProtobufCMessage *req);
 
 #endif
