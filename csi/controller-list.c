@@ -48,9 +48,9 @@ grpc_status_code csi_ctl_list_volumes(struct csi_call *c, const ProtobufCMessage
 			return csi_fail(c, GRPC_STATUS_ABORTED, "starting_token '%s' is not one "
 					"ListVolumes gave", q->starting_token);
 	}
-	m = csi_meta_take();
-	if (!m)
-		return csi_fail(c, GRPC_STATUS_INTERNAL, "cannot open the etcd client");
+	st = csi_meta_for(c, &m);
+	if (st != GRPC_STATUS_OK)
+		return st;
 	err = qbd_meta_volume_list(m, &vols, &nv);
 	if (!err)
 		err = qbd_meta_node_list(m, &nodes, &nn);
@@ -192,12 +192,13 @@ grpc_status_code csi_ctl_get_capacity(struct csi_call *c, const ProtobufCMessage
 	const char *zone = NULL;
 	struct csi_params p;
 	struct qbd_meta *m;
+	grpc_status_code st;
 	size_t nn = 0;
 	char why[512];
 	int err;
 
 	if (csi_params_parse((Entry *const *)q->parameters, q->n_parameters, &p, why,
-			 sizeof why) < 0)
+			     sizeof why) < 0)
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", why);
 	if (csi_caps_check(q->volume_capabilities, q->n_volume_capabilities, why, sizeof why) < 0)
 		return csi_reply(c, &r.base);    /* nothing of that kind: 0 */
@@ -206,9 +207,9 @@ grpc_status_code csi_ctl_get_capacity(struct csi_call *c, const ProtobufCMessage
 			if (strcmp(q->accessible_topology->segments[i]->key,
 				   CSI_TOPOLOGY_ZONE_KEY) == 0)
 				zone = q->accessible_topology->segments[i]->value;
-	m = csi_meta_take();
-	if (!m)
-		return csi_fail(c, GRPC_STATUS_INTERNAL, "cannot open the etcd client");
+	st = csi_meta_for(c, &m);
+	if (st != GRPC_STATUS_OK)
+		return st;
 	err = qbd_meta_node_list(m, &nodes, &nn);
 	csi_meta_give(m);
 	if (err < 0)

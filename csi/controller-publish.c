@@ -31,12 +31,10 @@ grpc_status_code csi_ctl_publish(struct csi_call *c, const ProtobufCMessage *req
 	struct qbd_csi_node node;
 	struct qbd_meta *m;
 	grpc_status_code st;
-	char why[512];
 	int err;
 
 	if (!*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
-				"ControllerPublishVolume without a volume_id");
+		return csi_ctl_no_volume_id(c);
 	if (!*q->node_id)
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
 				"ControllerPublishVolume of %s without a node_id", q->volume_id);
@@ -44,31 +42,20 @@ grpc_status_code csi_ctl_publish(struct csi_call *c, const ProtobufCMessage *req
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
 				"ControllerPublishVolume of %s without a volume_capability",
 				q->volume_id);
-	if (csi_cap_check(q->volume_capability, why, sizeof why) < 0)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume %s: %s", q->volume_id,
-				why);
+	st = csi_ctl_check_caps(c, q->volume_id, &q->volume_capability, 1);
+	if (st != GRPC_STATUS_OK)
+		return st;
 	if (!qbd_meta_volume_name_ok(q->volume_id))
-		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "no volume %s", q->volume_id);
+		return csi_ctl_no_volume(c, q->volume_id);
 	if (!qbd_meta_csi_node_id_ok(q->node_id))
 		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "no node '%s' (not a node name)",
 				q->node_id);
-	st = csi_volume_begin(c, q->volume_id);
+	st = csi_ctl_begin(c, q->volume_id, &m);
 	if (st != GRPC_STATUS_OK)
 		return st;
-	m = csi_meta_take();
-	if (!m) {
-		st = csi_fail(c, GRPC_STATUS_INTERNAL, "cannot open the etcd client");
+	st = csi_ctl_volume_get(c, m, q->volume_id, &v);
+	if (st != GRPC_STATUS_OK)
 		goto out;
-	}
-	err = qbd_meta_volume_get(m, q->volume_id, &v);
-	if (err == -ENOENT) {
-		st = csi_fail(c, GRPC_STATUS_NOT_FOUND, "no volume %s", q->volume_id);
-		goto out;
-	}
-	if (err < 0) {
-		st = csi_etcd_fail(c, err, "reading the volume");
-		goto out;
-	}
 	err = qbd_meta_csi_node_get(m, q->node_id, &node);
 	if (err == -ENOENT) {
 		st = csi_fail(c, GRPC_STATUS_NOT_FOUND, "node %s has not registered (no "
@@ -119,8 +106,7 @@ reply:
 	r.publish_context = &ep;
 	st = csi_reply(c, &r.base);
 out:
-	csi_meta_give(m);
-	csi_volume_end(q->volume_id);
+	csi_ctl_end(q->volume_id, m);
 	return st;
 }
 
@@ -135,18 +121,12 @@ grpc_status_code csi_ctl_unpublish(struct csi_call *c, const ProtobufCMessage *r
 	int err;
 
 	if (!*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
-				"ControllerUnpublishVolume without a volume_id");
+		return csi_ctl_no_volume_id(c);
 	if (!qbd_meta_volume_name_ok(q->volume_id))    /* published nowhere */
 		return csi_reply(c, &r.base);
-	st = csi_volume_begin(c, q->volume_id);
+	st = csi_ctl_begin(c, q->volume_id, &m);
 	if (st != GRPC_STATUS_OK)
 		return st;
-	m = csi_meta_take();
-	if (!m) {
-		st = csi_fail(c, GRPC_STATUS_INTERNAL, "cannot open the etcd client");
-		goto out;
-	}
 	/* No node_id: from every node (the spec's words). */
 	err = qbd_meta_csi_publish_delete(m, q->volume_id, *q->node_id ? q->node_id : NULL);
 	if (err == -EAGAIN) {
@@ -162,7 +142,6 @@ grpc_status_code csi_ctl_unpublish(struct csi_call *c, const ProtobufCMessage *r
 	}
 	st = csi_reply(c, &r.base);
 out:
-	csi_meta_give(m);
-	csi_volume_end(q->volume_id);
+	csi_ctl_end(q->volume_id, m);
 	return st;
 }

@@ -29,6 +29,14 @@ static uint64_t round_up(uint64_t x)
 	return (x + CSI_BLOCK - 1) / CSI_BLOCK * CSI_BLOCK;
 }
 
+/* OUT_OF_RANGE for a size CSI cannot carry once rounded up. */
+static grpc_status_code too_large(struct csi_call *c, const char *id, uint64_t required)
+{
+	return csi_fail(c, GRPC_STATUS_OUT_OF_RANGE, "volume %s: required_bytes %" PRIu64
+			" rounded up to 4 KiB is past the largest size CSI can carry", id,
+			required);
+}
+
 /* ---- CreateVolume ---- */
 
 /* Whether the existing volume v answers a request of [required, limit]
@@ -76,10 +84,11 @@ grpc_status_code csi_ctl_create_volume(struct csi_call *c, const ProtobufCMessag
 	if (!q->n_volume_capabilities)
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
 				"volume %s: CreateVolume without volume_capabilities", q->name);
-	if (csi_caps_check(q->volume_capabilities, q->n_volume_capabilities, why, sizeof why) < 0)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume %s: %s", q->name, why);
+	st = csi_ctl_check_caps(c, q->name, q->volume_capabilities, q->n_volume_capabilities);
+	if (st != GRPC_STATUS_OK)
+		return st;
 	if (csi_params_parse((Entry *const *)q->parameters, q->n_parameters, &p, why,
-			 sizeof why) < 0)
+			     sizeof why) < 0)
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume %s: %s", q->name, why);
 	if (q->capacity_range) {
 		if (q->capacity_range->required_bytes < 0 || q->capacity_range->limit_bytes < 0)
@@ -89,9 +98,7 @@ grpc_status_code csi_ctl_create_volume(struct csi_call *c, const ProtobufCMessag
 		limit = (uint64_t)q->capacity_range->limit_bytes;
 	}
 	if (required > CSI_MAX_SIZE)
-		return csi_fail(c, GRPC_STATUS_OUT_OF_RANGE, "volume %s: required_bytes %" PRIu64
-				" rounded up to 4 KiB is past the largest size CSI can carry",
-				q->name, required);
+		return too_large(c, q->name, required);
 	if (required)
 		size = round_up(required);
 	else if (limit && limit < size)
@@ -101,14 +108,9 @@ grpc_status_code csi_ctl_create_volume(struct csi_call *c, const ProtobufCMessag
 				" is below required_bytes %" PRIu64 " rounded up to %llu bytes "
 				"(qbd sizes are multiples of 4 KiB)", q->name, limit, required,
 				(unsigned long long)CSI_BLOCK);
-	st = csi_volume_begin(c, q->name);
+	st = csi_ctl_begin(c, q->name, &m);
 	if (st != GRPC_STATUS_OK)
 		return st;
-	m = csi_meta_take();
-	if (!m) {
-		st = csi_fail(c, GRPC_STATUS_INTERNAL, "cannot open the etcd client");
-		goto out;
-	}
 	err = admin_volume_create(m, q->name, size, p.replicas, p.write_quorum, &v, why,
 				  sizeof why);
 	if (err == -EEXIST) {
@@ -150,8 +152,7 @@ grpc_status_code csi_ctl_create_volume(struct csi_call *c, const ProtobufCMessag
 	st = csi_reply(c, &r.base);
 out:
 	free(nodes);
-	csi_meta_give(m);
-	csi_volume_end(q->name);
+	csi_ctl_end(q->name, m);
 	return st;
 }
 
@@ -169,17 +170,12 @@ grpc_status_code csi_ctl_delete_volume(struct csi_call *c, const ProtobufCMessag
 	int err;
 
 	if (!*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "DeleteVolume without a volume_id");
+		return csi_ctl_no_volume_id(c);
 	if (!qbd_meta_volume_name_ok(q->volume_id))    /* no such volume can exist */
 		return csi_reply(c, &r.base);
-	st = csi_volume_begin(c, q->volume_id);
+	st = csi_ctl_begin(c, q->volume_id, &m);
 	if (st != GRPC_STATUS_OK)
 		return st;
-	m = csi_meta_take();
-	if (!m) {
-		st = csi_fail(c, GRPC_STATUS_INTERNAL, "cannot open the etcd client");
-		goto out;
-	}
 	err = qbd_meta_csi_publish_get(m, q->volume_id, &pub);
 	if (err == 0) {
 		st = csi_fail(c, GRPC_STATUS_FAILED_PRECONDITION, "volume %s is published to node "
@@ -213,8 +209,7 @@ grpc_status_code csi_ctl_delete_volume(struct csi_call *c, const ProtobufCMessag
 			 strerror(-err));
 	st = csi_reply(c, &r.base);
 out:
-	csi_meta_give(m);
-	csi_volume_end(q->volume_id);
+	csi_ctl_end(q->volume_id, m);
 	return st;
 }
 
@@ -233,29 +228,25 @@ grpc_status_code csi_ctl_validate(struct csi_call *c, const ProtobufCMessage *re
 	struct qbd_meta *m;
 	grpc_status_code st;
 	char why[512] = "";
-	int err;
 
 	if (!*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
-				"ValidateVolumeCapabilities without a volume_id");
+		return csi_ctl_no_volume_id(c);
 	if (!q->n_volume_capabilities)
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "ValidateVolumeCapabilities of "
 				"%s without volume_capabilities", q->volume_id);
 	if (!qbd_meta_volume_name_ok(q->volume_id))
-		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "no volume %s", q->volume_id);
-	m = csi_meta_take();
-	if (!m)
-		return csi_fail(c, GRPC_STATUS_INTERNAL, "cannot open the etcd client");
-	err = qbd_meta_volume_get(m, q->volume_id, &v);
+		return csi_ctl_no_volume(c, q->volume_id);
+	st = csi_meta_for(c, &m);
+	if (st != GRPC_STATUS_OK)
+		return st;
+	st = csi_ctl_volume_get(c, m, q->volume_id, &v);
 	csi_meta_give(m);
-	if (err == -ENOENT)
-		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "no volume %s", q->volume_id);
-	if (err < 0)
-		return csi_etcd_fail(c, err, "reading the volume");
+	if (st != GRPC_STATUS_OK)
+		return st;
 	if (csi_caps_check(q->volume_capabilities, q->n_volume_capabilities, why, sizeof why) < 0) {
 		r.message = why;
 	} else if (csi_params_parse((Entry *const *)q->parameters, q->n_parameters, &p, why,
-				sizeof why) < 0) {
+				     sizeof why) < 0) {
 		r.message = why;
 	} else if ((p.has_replicas && p.replicas != v.replicas) ||
 		   (p.has_write_quorum && p.write_quorum != v.write_quorum)) {
@@ -290,40 +281,26 @@ grpc_status_code csi_ctl_expand_volume(struct csi_call *c, const ProtobufCMessag
 	int err;
 
 	if (!*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
-				"ControllerExpandVolume without a volume_id");
+		return csi_ctl_no_volume_id(c);
 	if (!q->capacity_range || q->capacity_range->required_bytes <= 0 ||
 	    q->capacity_range->limit_bytes < 0)
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "ControllerExpandVolume of %s "
 				"without a positive capacity_range.required_bytes", q->volume_id);
-	if (q->volume_capability && csi_cap_check(q->volume_capability, why, sizeof why) < 0)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume %s: %s", q->volume_id,
-				why);
+	if (q->volume_capability &&
+	    (st = csi_ctl_check_caps(c, q->volume_id, &q->volume_capability, 1)) != GRPC_STATUS_OK)
+		return st;
 	if (!qbd_meta_volume_name_ok(q->volume_id))
-		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "no volume %s", q->volume_id);
+		return csi_ctl_no_volume(c, q->volume_id);
 	required = (uint64_t)q->capacity_range->required_bytes;
 	limit = (uint64_t)q->capacity_range->limit_bytes;
 	if (required > CSI_MAX_SIZE)
-		return csi_fail(c, GRPC_STATUS_OUT_OF_RANGE, "volume %s: required_bytes %" PRIu64
-				" rounded up to 4 KiB is past the largest size CSI can carry",
-				q->volume_id, required);
-	st = csi_volume_begin(c, q->volume_id);
+		return too_large(c, q->volume_id, required);
+	st = csi_ctl_begin(c, q->volume_id, &m);
 	if (st != GRPC_STATUS_OK)
 		return st;
-	m = csi_meta_take();
-	if (!m) {
-		st = csi_fail(c, GRPC_STATUS_INTERNAL, "cannot open the etcd client");
+	st = csi_ctl_volume_get(c, m, q->volume_id, &v);
+	if (st != GRPC_STATUS_OK)
 		goto out;
-	}
-	err = qbd_meta_volume_get(m, q->volume_id, &v);
-	if (err == -ENOENT) {
-		st = csi_fail(c, GRPC_STATUS_NOT_FOUND, "no volume %s", q->volume_id);
-		goto out;
-	}
-	if (err < 0) {
-		st = csi_etcd_fail(c, err, "reading the volume");
-		goto out;
-	}
 	size = round_up(required);
 	if (limit && limit < v.size) {
 		st = csi_fail(c, GRPC_STATUS_OUT_OF_RANGE, "volume %s is %" PRIu64 " bytes, above "
@@ -340,7 +317,7 @@ grpc_status_code csi_ctl_expand_volume(struct csi_call *c, const ProtobufCMessag
 	if (size > v.size) {
 		err = admin_volume_grow(m, q->volume_id, size, &g, why, sizeof why);
 		if (err == -ENOENT) {
-			st = csi_fail(c, GRPC_STATUS_NOT_FOUND, "no volume %s", q->volume_id);
+			st = csi_ctl_no_volume(c, q->volume_id);
 			goto out;
 		}
 		if (err == -EFBIG) {
@@ -370,7 +347,6 @@ grpc_status_code csi_ctl_expand_volume(struct csi_call *c, const ProtobufCMessag
 			CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK;
 	st = csi_reply(c, &r.base);
 out:
-	csi_meta_give(m);
-	csi_volume_end(q->volume_id);
+	csi_ctl_end(q->volume_id, m);
 	return st;
 }

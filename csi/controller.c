@@ -67,7 +67,7 @@ void csi_controller_fini(void)
 	pthread_mutex_unlock(&pool_lock);
 }
 
-struct qbd_meta *csi_meta_take(void)
+static struct qbd_meta *meta_take(void)
 {
 	struct qbd_meta *m = NULL;
 
@@ -93,6 +93,14 @@ void csi_meta_give(struct qbd_meta *m)
 	qbd_meta_close(m);
 }
 
+grpc_status_code csi_meta_for(struct csi_call *c, struct qbd_meta **m)
+{
+	*m = meta_take();
+	if (!*m)
+		return csi_fail(c, GRPC_STATUS_INTERNAL, "cannot open the etcd client");
+	return GRPC_STATUS_OK;
+}
+
 grpc_status_code csi_etcd_fail(struct csi_call *c, int err, const char *what)
 {
 	if (err == -ECONNREFUSED || err == -EHOSTUNREACH || err == -ETIMEDOUT)
@@ -102,6 +110,61 @@ grpc_status_code csi_etcd_fail(struct csi_call *c, int err, const char *what)
 		return csi_fail(c, GRPC_STATUS_ABORTED, "%s: the record changed meanwhile; retry",
 				what);
 	return csi_fail(c, GRPC_STATUS_INTERNAL, "%s: %s", what, strerror(-err));
+}
+
+/* ---- what the handlers on one volume share ---- */
+
+grpc_status_code csi_ctl_begin(struct csi_call *c, const char *id, struct qbd_meta **m)
+{
+	grpc_status_code st = csi_volume_begin(c, id);
+
+	if (st != GRPC_STATUS_OK)
+		return st;
+	st = csi_meta_for(c, m);
+	if (st != GRPC_STATUS_OK)
+		csi_volume_end(id);
+	return st;
+}
+
+void csi_ctl_end(const char *id, struct qbd_meta *m)
+{
+	csi_meta_give(m);
+	csi_volume_end(id);
+}
+
+grpc_status_code csi_ctl_volume_get(struct csi_call *c, struct qbd_meta *m, const char *id,
+				    struct qbd_volume_info *v)
+{
+	int err = qbd_meta_volume_get(m, id, v);
+
+	if (err == -ENOENT)
+		return csi_ctl_no_volume(c, id);
+	if (err < 0)
+		return csi_etcd_fail(c, err, "reading the volume");
+	return GRPC_STATUS_OK;
+}
+
+grpc_status_code csi_ctl_no_volume_id(struct csi_call *c)
+{
+	const char *method = strrchr(csi_call_method(c), '/');
+
+	return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s without a volume_id",
+			method ? method + 1 : csi_call_method(c));
+}
+
+grpc_status_code csi_ctl_no_volume(struct csi_call *c, const char *id)
+{
+	return csi_fail(c, GRPC_STATUS_NOT_FOUND, "no volume %s", id);
+}
+
+grpc_status_code csi_ctl_check_caps(struct csi_call *c, const char *id, Cap *const *caps,
+				    size_t n)
+{
+	char why[512];
+
+	if (csi_caps_check(caps, n, why, sizeof why) < 0)
+		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume %s: %s", id, why);
+	return GRPC_STATUS_OK;
 }
 
 /* ---- arguments ---- */
@@ -114,7 +177,8 @@ static const char *mode_name(int mode)
 	return v ? v->name : "an unknown mode";
 }
 
-int csi_cap_check(const Cap *cap, char *why, size_t len)
+/* Whether qbd can serve capability cap: 0, or -EINVAL with why. */
+static int cap_check(const Cap *cap, char *why, size_t len)
 {
 	if (cap->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_MOUNT) {
 		const char *fs = cap->mount ? cap->mount->fs_type : "";
@@ -148,7 +212,7 @@ int csi_cap_check(const Cap *cap, char *why, size_t len)
 int csi_caps_check(Cap *const *caps, size_t n, char *why, size_t len)
 {
 	for (size_t i = 0; i < n; i++)
-		if (csi_cap_check(caps[i], why, len) < 0)
+		if (cap_check(caps[i], why, len) < 0)
 			return -EINVAL;
 	return 0;
 }

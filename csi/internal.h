@@ -133,15 +133,30 @@ int csi_controller_init(const struct csi_opts *o);
 void csi_controller_fini(void);
 
 /* What the Controller's handlers share (controller.c). */
-/* An etcd client of the pool for the call, NULL if none can be opened;
- * given back with csi_meta_give (NULL is nothing). */
-struct qbd_meta *csi_meta_take(void);
+/* An etcd client of the pool for the call into *m: GRPC_STATUS_OK, or
+ * INTERNAL (through csi_fail) if none can be opened. Given back with
+ * csi_meta_give (NULL is nothing). */
+grpc_status_code csi_meta_for(struct csi_call *c, struct qbd_meta **m);
 void csi_meta_give(struct qbd_meta *m);
+/* A handler's work on volume id: csi_volume_begin and an etcd client
+ * (on failure, neither is held); csi_ctl_end gives both back. */
+grpc_status_code csi_ctl_begin(struct csi_call *c, const char *id, struct qbd_meta **m);
+void csi_ctl_end(const char *id, struct qbd_meta *m);
+/* The volume's record: NOT_FOUND if there is none, an etcd error's
+ * status if it cannot be read. */
+grpc_status_code csi_ctl_volume_get(struct csi_call *c, struct qbd_meta *m, const char *id,
+				    struct qbd_volume_info *v);
+/* The failures the handlers share: INVALID_ARGUMENT "<method> without a
+ * volume_id"; NOT_FOUND "no volume <id>"; INVALID_ARGUMENT "volume <id>:
+ * <why>" for a capability qbd cannot serve (else GRPC_STATUS_OK). */
+grpc_status_code csi_ctl_no_volume_id(struct csi_call *c);
+grpc_status_code csi_ctl_no_volume(struct csi_call *c, const char *id);
+grpc_status_code csi_ctl_check_caps(struct csi_call *c, const char *id,
+				    Csi__V1__VolumeCapability *const *caps, size_t n);
 /* The status of an etcd error (-ENOENT is the caller's to decide). */
 grpc_status_code csi_etcd_fail(struct csi_call *c, int err, const char *what);
-/* Whether qbd can serve capability cap (all of caps): 0, or -EINVAL
- * with why. */
-int csi_cap_check(const Csi__V1__VolumeCapability *cap, char *why, size_t len);
+/* Whether qbd can serve every capability of caps: 0, or -EINVAL with
+ * why. */
 int csi_caps_check(Csi__V1__VolumeCapability *const *caps, size_t n, char *why, size_t len);
 /* The StorageClass's parameters. */
 struct csi_params {

@@ -60,6 +60,13 @@ def want_status(c, fn, req, want):
     return details, resp
 
 
+def want_message(c, fn, req, want_code, message):
+    """want_status, and the message is exactly message."""
+    d, _ = want_status(c, fn, req, want_code)
+    expect(d == message, '%s: message %r, want %r' %
+           (fn._method.decode().rsplit('/', 1)[1], d, message))
+
+
 def etcdctl(*args):
     env = dict(os.environ, ETCDCTL_API='3')
     return subprocess.run(['etcdctl', '--endpoints=' + os.environ['QBD_ETCD']] + list(args),
@@ -180,7 +187,8 @@ def case_create_bad(c):
 
 
 def case_delete_bad(c):
-    want_status(c, c.Controller.DeleteVolume, pb.DeleteVolumeRequest(), code.INVALID_ARGUMENT)
+    want_message(c, c.Controller.DeleteVolume, pb.DeleteVolumeRequest(), code.INVALID_ARGUMENT,
+                 'DeleteVolume without a volume_id')
     delete(c, 'pvc-never-was')
     delete(c, 'not/a/qbd/name')
 
@@ -197,11 +205,12 @@ def case_publish(c):
     expect(dict(r.publish_context) == {'volume': 'pvc-pub'}, 'context %s' % r.publish_context)
     want_status(c, P, pub('node-a'), code.OK)          # twice: OK
     want_status(c, P, pub('node-a', ro=True), code.ALREADY_EXISTS)
-    want_status(c, P, pub('node-a', vol='pvc-none'), code.NOT_FOUND)
+    want_message(c, P, pub('node-a', vol='pvc-none'), code.NOT_FOUND, 'no volume pvc-none')
     d, _ = want_status(c, P, pub('node-z'), code.NOT_FOUND)
     expect('node-z has not registered' in d, 'message %r' % d)
     want_status(c, P, pub(''), code.INVALID_ARGUMENT)
-    want_status(c, P, pub('node-a', vol=''), code.INVALID_ARGUMENT)
+    want_message(c, P, pub('node-a', vol=''), code.INVALID_ARGUMENT,
+                 'ControllerPublishVolume without a volume_id')
     want_status(c, P, pb.ControllerPublishVolumeRequest(volume_id='pvc-pub', node_id='node-a'),
                 code.INVALID_ARGUMENT)
     want_status(c, P, pub('node-a', capability=cap(Mode.MULTI_NODE_MULTI_WRITER)),
@@ -227,7 +236,8 @@ def case_publish(c):
     expect(not etcdctl('get', '/qbd/csi/publish/pvc-pub').strip(), 'record left')
     want_status(c, U, pb.ControllerUnpublishVolumeRequest(volume_id='pvc-none', node_id='node-b'),
                 code.OK)
-    want_status(c, U, pb.ControllerUnpublishVolumeRequest(), code.INVALID_ARGUMENT)
+    want_message(c, U, pb.ControllerUnpublishVolumeRequest(), code.INVALID_ARGUMENT,
+                 'ControllerUnpublishVolume without a volume_id')
     delete(c, 'pvc-pub')
 
 
@@ -249,12 +259,13 @@ def case_validate(c):
         volume_id='pvc-val', volume_capabilities=[cap()],
         parameters={'replicas': '3', 'csi.storage.k8s.io/fstype': 'ext4'}), code.OK)
     expect(r.HasField('confirmed'), 'its own parameters: %s' % r)
-    want_status(c, V, pb.ValidateVolumeCapabilitiesRequest(
-        volume_id='pvc-none', volume_capabilities=[cap()]), code.NOT_FOUND)
+    want_message(c, V, pb.ValidateVolumeCapabilitiesRequest(
+        volume_id='pvc-none', volume_capabilities=[cap()]), code.NOT_FOUND,
+        'no volume pvc-none')
     want_status(c, V, pb.ValidateVolumeCapabilitiesRequest(volume_id='pvc-val'),
                 code.INVALID_ARGUMENT)
-    want_status(c, V, pb.ValidateVolumeCapabilitiesRequest(volume_capabilities=[cap()]),
-                code.INVALID_ARGUMENT)
+    want_message(c, V, pb.ValidateVolumeCapabilitiesRequest(volume_capabilities=[cap()]),
+                 code.INVALID_ARGUMENT, 'ValidateVolumeCapabilities without a volume_id')
     delete(c, 'pvc-val')
 
 
@@ -369,8 +380,9 @@ def case_expand(c):
     want_status(c, E, req(32 * MiB, limit=48 * MiB), code.OUT_OF_RANGE)
     want_status(c, E, req(200 * MiB, limit=150 * MiB), code.OUT_OF_RANGE)
     want_status(c, E, req((1 << 63) - 1), code.OUT_OF_RANGE)  # 4 KiB-rounded: past int64
-    want_status(c, E, req(64 * MiB, vol='pvc-none'), code.NOT_FOUND)
-    want_status(c, E, req(64 * MiB, vol=''), code.INVALID_ARGUMENT)
+    want_message(c, E, req(64 * MiB, vol='pvc-none'), code.NOT_FOUND, 'no volume pvc-none')
+    want_message(c, E, req(64 * MiB, vol=''), code.INVALID_ARGUMENT,
+                 'ControllerExpandVolume without a volume_id')
     want_status(c, E, pb.ControllerExpandVolumeRequest(volume_id='pvc-grow'), code.INVALID_ARGUMENT)
     expect(qbd_info('pvc-grow')['size'] == 96 * MiB + 4096, 'size after the refusals')
     delete(c, 'pvc-grow')
