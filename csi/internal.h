@@ -260,6 +260,9 @@ int csi_stage_save(const struct csi_stage *s);
 void csi_stage_drop(const char *volume_id);
 /* The mount at exactly path (the last one stacked there): 1, 0 none, -errno. */
 int csi_mount_at(const char *path, struct csi_mountinfo *out);
+/* Unmount the mount at exactly path (all: every one stacked there), if
+ * any; 0 or -errno. */
+int csi_unmount(const char *path, bool all);
 /* Whether mount mi is of block device `device`. */
 bool csi_same_dev(const struct csi_mountinfo *mi, const char *device);
 int csi_mkdir_p(const char *path, mode_t mode);
@@ -269,6 +272,10 @@ int csi_mkdir_p(const char *path, mode_t mode);
 bool csi_cap_block(const Csi__V1__VolumeCapability *vc);
 const char *csi_cap_fs(const Csi__V1__VolumeCapability *vc);
 grpc_status_code csi_node_check_cap(struct csi_call *c, const Csi__V1__VolumeCapability *vc);
+/* Pairs of a request field's name and value, up to a NULL name:
+ * INVALID_ARGUMENT "<name> is required" for the first value missing or
+ * empty, else GRPC_STATUS_OK. */
+grpc_status_code csi_node_required(struct csi_call *c, ...);
 /* The handlers: node-stage.c (NodeStageVolume, NodeUnstageVolume),
  * node-publish.c (NodePublishVolume, NodeUnpublishVolume), node-stats.c
  * (NodeGetVolumeStats, NodeExpandVolume). */

@@ -28,10 +28,9 @@ grpc_status_code csi_node_publish(struct csi_call *c, const ProtobufCMessage *re
 	const char *src;
 	int r;
 
-	if (!q->volume_id || !*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume_id is required");
-	if (!q->target_path || !*q->target_path)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "target_path is required");
+	code = csi_node_required(c, "volume_id", q->volume_id, "target_path", q->target_path, NULL);
+	if (code != GRPC_STATUS_OK)
+		return code;
 	if (!q->staging_target_path || !*q->staging_target_path)
 		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "staging_target_path is required "
 				"(the driver stages volumes)");
@@ -100,22 +99,20 @@ grpc_status_code csi_node_unpublish(struct csi_call *c, const ProtobufCMessage *
 {
 	const Csi__V1__NodeUnpublishVolumeRequest *q = (const void *)req;
 	Csi__V1__NodeUnpublishVolumeResponse resp = CSI__V1__NODE_UNPUBLISH_VOLUME_RESPONSE__INIT;
-	struct csi_mountinfo mi;
 	struct stat st;
 	grpc_status_code code;
+	int r;
 
-	if (!q->volume_id || !*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume_id is required");
-	if (!q->target_path || !*q->target_path)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "target_path is required");
+	code = csi_node_required(c, "volume_id", q->volume_id, "target_path", q->target_path, NULL);
+	if (code != GRPC_STATUS_OK)
+		return code;
 	if ((code = csi_volume_begin(c, q->volume_id)) != GRPC_STATUS_OK)
 		return code;
-	while (csi_mount_at(q->target_path, &mi) > 0) {
-		if (umount2(q->target_path, 0) < 0) {
-			code = csi_fail(c, GRPC_STATUS_INTERNAL, "unmounting %s: %s", q->target_path,
-					strerror(errno));
-			goto out;
-		}
+	r = csi_unmount(q->target_path, true);
+	if (r < 0) {
+		code = csi_fail(c, GRPC_STATUS_INTERNAL, "unmounting %s: %s", q->target_path,
+				strerror(-r));
+		goto out;
 	}
 	if (lstat(q->target_path, &st) == 0 &&
 	    (S_ISDIR(st.st_mode) ? rmdir(q->target_path) : unlink(q->target_path)) < 0) {

@@ -181,10 +181,10 @@ grpc_status_code csi_node_stage(struct csi_call *c, const ProtobufCMessage *req)
 	uint64_t t0 = qbd_now_ns();
 	int r;
 
-	if (!q->volume_id || !*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume_id is required");
-	if (!q->staging_target_path || !*q->staging_target_path)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "staging_target_path is required");
+	code = csi_node_required(c, "volume_id", q->volume_id, "staging_target_path",
+				 q->staging_target_path, NULL);
+	if (code != GRPC_STATUS_OK)
+		return code;
 	if ((code = csi_node_check_cap(c, q->volume_capability)) != GRPC_STATUS_OK)
 		return code;
 	const char *name = volume_name(q->volume_id, q->n_publish_context,
@@ -262,22 +262,22 @@ grpc_status_code csi_node_unstage(struct csi_call *c, const ProtobufCMessage *re
 	const Csi__V1__NodeUnstageVolumeRequest *q = (const void *)req;
 	Csi__V1__NodeUnstageVolumeResponse resp = CSI__V1__NODE_UNSTAGE_VOLUME_RESPONSE__INIT;
 	struct csi_stage s;
-	struct csi_mountinfo mi;
 	char why[1024];
 	grpc_status_code code;
 	bool have;
+	int r;
 
-	if (!q->volume_id || !*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume_id is required");
-	if (!q->staging_target_path || !*q->staging_target_path)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "staging_target_path is required");
+	code = csi_node_required(c, "volume_id", q->volume_id, "staging_target_path",
+				 q->staging_target_path, NULL);
+	if (code != GRPC_STATUS_OK)
+		return code;
 	if ((code = csi_volume_begin(c, q->volume_id)) != GRPC_STATUS_OK)
 		return code;
 	have = csi_stage_load(q->volume_id, &s) == 0;
-	if (csi_mount_at(q->staging_target_path, &mi) > 0 &&
-	    umount2(q->staging_target_path, 0) < 0) {
+	r = csi_unmount(q->staging_target_path, false);
+	if (r < 0) {
 		code = csi_fail(c, GRPC_STATUS_FAILED_PRECONDITION, "unmounting %s (volume %s): %s",
-				q->staging_target_path, q->volume_id, strerror(errno));
+				q->staging_target_path, q->volume_id, strerror(-r));
 		goto out;
 	}
 	if (have && detach(s.volume, why, sizeof why) < 0) {

@@ -105,12 +105,12 @@ grpc_status_code csi_node_get_volume_stats(struct csi_call *c, const ProtobufCMe
 	Csi__V1__VolumeCondition cond = CSI__V1__VOLUME_CONDITION__INIT;
 	struct csi_stage s;
 	struct stat st;
+	grpc_status_code code;
 	char msg[1024];
 
-	if (!q->volume_id || !*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume_id is required");
-	if (!q->volume_path || !*q->volume_path)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume_path is required");
+	code = csi_node_required(c, "volume_id", q->volume_id, "volume_path", q->volume_path, NULL);
+	if (code != GRPC_STATUS_OK)
+		return code;
 	if (stat(q->volume_path, &st) < 0)
 		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "volume_path %s: %s", q->volume_path,
 				strerror(errno));
@@ -163,10 +163,9 @@ grpc_status_code csi_node_expand(struct csi_call *c, const ProtobufCMessage *req
 	int64_t want = 0, sz;
 	int r;
 
-	if (!q->volume_id || !*q->volume_id)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume_id is required");
-	if (!q->volume_path || !*q->volume_path)
-		return csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "volume_path is required");
+	code = csi_node_required(c, "volume_id", q->volume_id, "volume_path", q->volume_path, NULL);
+	if (code != GRPC_STATUS_OK)
+		return code;
 	if (stat(q->volume_path, &st) < 0)
 		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "volume_path %s: %s", q->volume_path,
 				strerror(errno));

@@ -22,9 +22,11 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -274,6 +276,19 @@ int csi_mount_at(const char *path, struct csi_mountinfo *out)
 	return found;
 }
 
+int csi_unmount(const char *path, bool all)
+{
+	struct csi_mountinfo mi;
+
+	while (csi_mount_at(path, &mi) > 0) {
+		if (umount2(path, 0) < 0)
+			return -errno;
+		if (!all)
+			break;
+	}
+	return 0;
+}
+
 bool csi_same_dev(const struct csi_mountinfo *mi, const char *device)
 {
 	struct stat st;
@@ -302,6 +317,23 @@ int csi_mkdir_p(const char *path, mode_t mode)
 }
 
 /* ---- requests ---- */
+
+grpc_status_code csi_node_required(struct csi_call *c, ...)
+{
+	grpc_status_code code = GRPC_STATUS_OK;
+	const char *name;
+	va_list ap;
+
+	va_start(ap, c);
+	while (code == GRPC_STATUS_OK && (name = va_arg(ap, const char *))) {
+		const char *value = va_arg(ap, const char *);
+
+		if (!value || !*value)
+			code = csi_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s is required", name);
+	}
+	va_end(ap);
+	return code;
+}
 
 bool csi_cap_block(const Csi__V1__VolumeCapability *vc)
 {

@@ -204,6 +204,22 @@ def case_node_calls(c):
         want_status(c, c.Node.NodeStageVolume, req, code.INVALID_ARGUMENT)
     want_status(c, c.Node.NodeUnstageVolume, pb.NodeUnstageVolumeRequest(volume_id='v'),
                 code.INVALID_ARGUMENT)
+    # The first field missing is named.
+    required = [
+        (c.Node.NodeStageVolume, pb.NodeStageVolumeRequest(staging_target_path=st),
+         'volume_id'),
+        (c.Node.NodeStageVolume, pb.NodeStageVolumeRequest(volume_id='v'), 'staging_target_path'),
+        (c.Node.NodeUnstageVolume, pb.NodeUnstageVolumeRequest(volume_id='v'),
+         'staging_target_path'),
+        (c.Node.NodePublishVolume, pb.NodePublishVolumeRequest(volume_id='v'), 'target_path'),
+        (c.Node.NodeUnpublishVolume, pb.NodeUnpublishVolumeRequest(target_path=st), 'volume_id'),
+        (c.Node.NodeGetVolumeStats, pb.NodeGetVolumeStatsRequest(volume_id='v'), 'volume_path'),
+        (c.Node.NodeExpandVolume, pb.NodeExpandVolumeRequest(volume_path=st), 'volume_id'),
+    ]
+    for fn, req, field in required:
+        d, _ = want_status(c, fn, req, code.INVALID_ARGUMENT)
+        expect(d == field + ' is required', '%s: message %r, want %r' %
+               (fn, d, field + ' is required'))
     want_status(c, c.Node.NodePublishVolume, pb.NodePublishVolumeRequest(
         volume_id='not-staged', staging_target_path=st, target_path='/nonexistent-qbd/t',
         volume_capability=node_cap()), code.FAILED_PRECONDITION)
