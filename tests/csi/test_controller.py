@@ -424,6 +424,43 @@ def case_concurrent(c, n=8, rounds=3):
           {k.name: codes.count(k) for k in set(codes)})
 
 
+# etcd stopped between etcd_setup and etcd_down, started again before
+# etcd_back (test-csi-controller.sh): each call that needs etcd is
+# UNAVAILABLE with a message naming it, and works once etcd is back.
+
+def etcd_calls(c):
+    return [
+        ('CreateVolume', c.Controller.CreateVolume, create_req('pvc-etcd-new', required=MiB)),
+        ('DeleteVolume', c.Controller.DeleteVolume, pb.DeleteVolumeRequest(volume_id='pvc-etcd')),
+        ('ControllerPublishVolume', c.Controller.ControllerPublishVolume,
+         pb.ControllerPublishVolumeRequest(volume_id='pvc-etcd', node_id='node-a',
+                                           volume_capability=cap())),
+    ]
+
+
+def case_etcd_setup(c):
+    want_status(c, c.Controller.CreateVolume, create_req('pvc-etcd', required=MiB), code.OK)
+
+
+def case_etcd_down(c):
+    for name, fn, req in etcd_calls(c):
+        d, _ = want_status(c, fn, req, code.UNAVAILABLE)
+        expect('etcd' in d, '%s with etcd stopped: message %r does not name etcd' % (name, d))
+        print('csi-controller: etcd_down: %s: %s' % (name, d), flush=True)
+
+
+def case_etcd_back(c):
+    calls = {name: (fn, req) for name, fn, req in etcd_calls(c)}
+    for name in ('CreateVolume', 'ControllerPublishVolume'):
+        want_status(c, calls[name][0], calls[name][1], code.OK)
+    want_status(c, c.Controller.ControllerUnpublishVolume,
+                pb.ControllerUnpublishVolumeRequest(volume_id='pvc-etcd', node_id='node-a'),
+                code.OK)
+    want_status(c, calls['DeleteVolume'][0], calls['DeleteVolume'][1], code.OK)
+    expect(not volume_exists('pvc-etcd'), 'pvc-etcd left')
+    delete(c, 'pvc-etcd-new')
+
+
 DEFAULT = ['capabilities', 'create', 'create_defaults', 'create_bad', 'delete_bad', 'publish',
            'validate', 'list_paging', 'capacity', 'expand', 'concurrent']
 

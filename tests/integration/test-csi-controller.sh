@@ -8,7 +8,9 @@
 # call, idempotency, bad arguments and their codes, too few zones,
 # concurrent calls on one volume, ListVolumes' pages, GetCapacity's
 # formula, expansion; the takeover of a published volume is logged with
-# both nodes' names.
+# both nodes' names; with etcd stopped, CreateVolume, DeleteVolume and
+# ControllerPublishVolume are UNAVAILABLE naming etcd, and work again
+# once it is back.
 # CSI_CASES="create publish" runs those cases only.
 # Exit 0 pass, 1 fail, 77 skip.
 . "$(dirname "$0")/lib.sh"
@@ -45,5 +47,21 @@ PATH=/usr/bin:$PATH /usr/bin/python3 "$T" "$SOCK" ${CSI_CASES:-} || {
 grep -q "volume pvc-pub: takeover: published to node node-b (zone b) while node node-a holds it" \
 	"$TMP/csi.log" || fail "the takeover was not logged with both nodes"
 grep -q "the new writer's epoch fences" "$TMP/csi.log" || fail "the takeover's log says nothing of fencing"
+
+# etcd stopped: CreateVolume, DeleteVolume and ControllerPublishVolume
+# are UNAVAILABLE, naming etcd; started again: they work.
+csi_cases() {
+	PATH=/usr/bin:$PATH /usr/bin/python3 "$T" "$SOCK" "$@" || {
+		tail -20 "$TMP/csi.log" >&2
+		fail "test_controller.py $*"
+	}
+}
+csi_cases etcd_setup
+stop_pid "$ETCD_PID_a"
+csi_cases etcd_down
+start_etcd_member a
+wait_for "etcd back" 30 etcdctl_ endpoint health
+wait_for "3 chunk servers alive in etcd again" 30 nodes_alive 3
+csi_cases etcd_back
 stop_pid $CSI_PID
 log "PASS"
