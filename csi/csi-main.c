@@ -228,6 +228,7 @@ static int run(const struct csi_opts *o)
 	}
 	err = csi_server_start(o, tables, &srv);
 	if (err) {
+		csi_node_fini();
 		csi_controller_fini();
 		csi_identity_fini();
 		return err;
@@ -235,6 +236,7 @@ static int run(const struct csi_opts *o)
 	if (sigwait(&sigs, &sig) == 0)
 		qbd_info(CSI_COMP, "signal %d: stopping", sig);
 	csi_server_stop(srv);
+	csi_node_fini();
 	csi_controller_fini();
 	csi_identity_fini();
 	qbd_info(CSI_COMP, "stopped");

@@ -201,8 +201,11 @@ grpc_status_code csi_ctl_get_capacity(struct csi_call *c, const ProtobufCMessage
 #define CSI_STATE_DIR_DEFAULT "/var/lib/qbd-csi"
 
 extern const struct csi_method csi_node_methods[];
-/* Make the state directory, find the qbd CLI; 0 or -errno (logged). */
+/* Make the state directory, find the qbd CLI, register the node in etcd
+ * (if etcd does not take it, a thread tries again until it does); 0 or
+ * -errno (logged). csi_node_fini stops that thread. */
 int csi_node_init(const struct csi_opts *o);
+void csi_node_fini(void);
 
 /* What the first blocks of a device hold: nothing (all zeros: mkfs may
  * run), a filesystem of a known type (type set), or something else

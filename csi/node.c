@@ -46,13 +46,24 @@ char csi_qbd_path[PATH_MAX];
 const struct csi_opts *csi_node_opts;
 
 /* This node's record under /qbd/csi/nodes/ (its zone), without which
- * ControllerPublishVolume to it is NOT_FOUND. At start, and again at
- * each NodeGetInfo (kubelet's registration), so that an etcd away at
- * start is caught up with; a failure is a warning. */
-static void node_register(const struct csi_opts *o)
+ * ControllerPublishVolume to it is NOT_FOUND. Written at start; if that
+ * fails, a thread tries again every REGISTER_RETRY_S until it is written
+ * (kubelet's NodeGetInfo, which writes it too, comes once, maybe while
+ * etcd is still away). */
+#define REGISTER_RETRY_S 2
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reg_cond = PTHREAD_COND_INITIALIZER;
+static bool reg_done, reg_failed, reg_stop, reg_thread_on;
+static pthread_t reg_thread;
+
+/* Write the record: 0 or -errno; a failure is logged at level (a warning
+ * at start and at NodeGetInfo, debug at each retry). */
+static int node_register(const struct csi_opts *o, enum qbd_log_level level)
 {
 	struct qbd_csi_node n = { .since = (uint64_t)time(NULL) };
 	struct qbd_meta *m;
+	bool was;
 	int err;
 
 	snprintf(n.node, sizeof n.node, "%s", o->node_id);
@@ -62,9 +73,53 @@ static void node_register(const struct csi_opts *o)
 		err = qbd_meta_csi_node_put(m, &n);
 		qbd_meta_close(m);
 	}
-	if (err)
-		qbd_warn(CSI_COMP, "node %s: cannot register in etcd (%s): a publish to this "
-			 "node is refused until it is", o->node_id, strerror(-err));
+	if (err) {
+		QBD_LOG(level, CSI_COMP, "node %s: cannot register in etcd (%s): a publish to "
+			"this node is refused until it is", o->node_id, strerror(-err));
+		pthread_mutex_lock(&reg_lock);
+		reg_failed = true;
+		pthread_mutex_unlock(&reg_lock);
+		return err;
+	}
+	pthread_mutex_lock(&reg_lock);
+	was = reg_done || !reg_failed;   /* said only after a failure */
+	reg_done = true;
+	pthread_cond_broadcast(&reg_cond);
+	pthread_mutex_unlock(&reg_lock);
+	if (!was)
+		qbd_info(CSI_COMP, "node %s: registered in etcd (zone %s)", o->node_id, o->zone);
+	return 0;
+}
+
+static void *register_retry(void *arg)
+{
+	const struct csi_opts *o = arg;
+	struct timespec t;
+
+	pthread_mutex_lock(&reg_lock);
+	while (!reg_done && !reg_stop) {
+		clock_gettime(CLOCK_REALTIME, &t);
+		t.tv_sec += REGISTER_RETRY_S;
+		pthread_cond_timedwait(&reg_cond, &reg_lock, &t);
+		if (reg_done || reg_stop)
+			break;
+		pthread_mutex_unlock(&reg_lock);
+		node_register(o, QBD_LOG_DEBUG);
+		pthread_mutex_lock(&reg_lock);
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return NULL;
+}
+
+void csi_node_fini(void)
+{
+	pthread_mutex_lock(&reg_lock);
+	reg_stop = true;
+	pthread_cond_broadcast(&reg_cond);
+	pthread_mutex_unlock(&reg_lock);
+	if (reg_thread_on)
+		pthread_join(reg_thread, NULL);
+	reg_thread_on = false;
 }
 
 int csi_node_init(const struct csi_opts *o)
@@ -92,7 +147,18 @@ int csi_node_init(const struct csi_opts *o)
 	}
 	qbd_info(CSI_COMP, "node service: state in %s, attaching with %s", o->state_dir,
 		 csi_qbd_path);
-	node_register(o);
+	if (node_register(o, QBD_LOG_WARN) < 0) {
+		int err = pthread_create(&reg_thread, NULL, register_retry, (void *)o);
+
+		if (err) {
+			qbd_err(CSI_COMP, "cannot start the thread that registers node %s: %s",
+				o->node_id, strerror(err));
+			return -err;
+		}
+		reg_thread_on = true;
+		qbd_info(CSI_COMP, "node %s: registering again every %d s until etcd takes it",
+			 o->node_id, REGISTER_RETRY_S);
+	}
 	return 0;
 }
 
@@ -440,7 +506,7 @@ static grpc_status_code get_info(struct csi_call *c, const ProtobufCMessage *req
 	Csi__V1__Topology__SegmentsEntry *segs[1] = { &seg };
 
 	(void)req;
-	node_register(o);
+	node_register(o, QBD_LOG_WARN);
 	seg.key = (char *)CSI_TOPOLOGY_ZONE;
 	seg.value = (char *)o->zone;
 	topo.n_segments = 1;

@@ -29,6 +29,7 @@ wait_for "node-r registered in etcd without a NodeGetInfo" 40 registered node-r
 grep -q "node node-r: registered in etcd" "$TMP/csi.log" ||
 	fail "the late registration is not logged: $(tail -5 "$TMP/csi.log")"
 kill -0 "$CSI_PID" 2>/dev/null || fail "qbd-csi exited"
+grep "node node-r" "$TMP/csi.log" >&2
 stop_pid $CSI_PID
 grep -q "stopped" "$TMP/csi.log" || fail "qbd-csi did not log its stop"
 log "PASS"
