@@ -400,3 +400,39 @@ d = json.load(open(sys.argv[1])); d = d["nodes"] if isinstance(d, dict) else d
 print([n["id"] for n in d if n["zone"] == sys.argv[2]][0])' \
 		"$TMP/nodes.json" "$1"
 }
+
+# need_pynbd: PYNBD, a python3 that imports nbd (python3-libnbd), or
+# skip the test.
+need_pynbd() {
+	PYNBD=""
+	for _p in python3 /usr/bin/python3; do
+		if "$_p" -c 'import nbd' 2>/dev/null; then PYNBD=$_p; break; fi
+	done
+	[ -n "$PYNBD" ] || skip "python3-libnbd not installed"
+}
+
+# The attached writer's status document (/qbd/status/$vid): status_says
+# EXPR is true when the Python expression EXPR over it (d) and its
+# replicas by zone (z) is; status_value EXPR prints EXPR's value. The
+# document stays in $TMP/status.json.
+_status_eval() { # MODE EXPR
+	python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+z = {r["zone"]: r for r in d["replicas"]}
+v = eval(sys.argv[3])
+if sys.argv[2] == "print":
+    print(v)
+else:
+    sys.exit(0 if v else 1)' "$TMP/status.json" "$1" "$2"
+}
+# shellcheck disable=SC2154 # vid: the test's volume id
+status_says() {
+	etcdctl_ get --print-value-only "/qbd/status/$vid" >"$TMP/status.json" 2>/dev/null &&
+		_status_eval test "$1"
+}
+# shellcheck disable=SC2154 # vid: the test's volume id
+status_value() {
+	etcdctl_ get --print-value-only "/qbd/status/$vid" >"$TMP/status.json"
+	_status_eval print "$1"
+}

@@ -22,11 +22,7 @@ command -v etcd >/dev/null 2>&1 || skip "no etcd"
 command -v etcdctl >/dev/null 2>&1 || skip "no etcdctl"
 command -v nbdinfo >/dev/null 2>&1 || skip "no nbdinfo (libnbd-bin)"
 init_test "$@"
-PYNBD=""
-for p in python3 /usr/bin/python3; do
-	if "$p" -c 'import nbd' 2>/dev/null; then PYNBD=$p; break; fi
-done
-[ -n "$PYNBD" ] || skip "python3-libnbd not installed"
+need_pynbd
 
 CHUNKS=48
 
@@ -58,38 +54,12 @@ h.shutdown()
 PY
 }
 
-# st EXPR: a Python expression over the writer's status document d and
-# z, its replicas by zone, is true.
-st() {
-	etcdctl_ get --print-value-only "/qbd/status/$vid" >"$TMP/status.json" 2>/dev/null &&
-	python3 -c '
-import json, sys
-d = json.load(open(sys.argv[1]))
-z = {r["zone"]: r for r in d["replicas"]}
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/status.json" "$1"
-}
-
-# total NAME: the sum of metric NAME over the three chunk servers.
-total() {
-	_t=0
-	for z in a b c; do
-		eval "_p=\$MPORT_$z"
-		_v=$(metric "$_p" "$1" 2>/dev/null | cut -d. -f1)
-		_t=$((_t + ${_v:-0}))
-	done
-	echo "$_t"
-}
-
-fill one
-wait_for "every replica current" 20 st 'all(r["stale_chunks"] == 0 and r["state"] == "up" for r in d["replicas"])'
-stop_chunkd c
-wait_for "the writer to see zone c down" 20 st 'z["c"]["state"] == "down"'
-fill two
-log "zone c away: $CHUNKS chunks written whole"
-
-# The client: 4 KiB writes at queue depth 1, past the chunks being
-# copied, until told to stop.
-"$PYNBD" - "$uri" "$TMP/client.stop" <<'PY' >"$TMP/client.out" 2>&1 &
+# start_client: a client writing 4 KiB blocks at queue depth 1, past the
+# chunks being copied, until $TMP/client.stop exists; it prints how many
+# into $TMP/client.out. CLIENT_PID is its pid.
+start_client() {
+	rm -f "$TMP/client.stop"
+	"$PYNBD" - "$uri" "$TMP/client.stop" <<'PY' >"$TMP/client.out" 2>&1 &
 import os
 import sys
 import nbd
@@ -104,13 +74,34 @@ h.flush()
 h.shutdown()
 print(n)
 PY
-CLIENT_PID=$!
-track_pid $CLIENT_PID client
+	CLIENT_PID=$!
+	track_pid $CLIENT_PID client
+}
+
+# total NAME: the sum of metric NAME over the three chunk servers.
+total() {
+	_t=0
+	for z in a b c; do
+		eval "_p=\$MPORT_$z"
+		_v=$(metric "$_p" "$1" 2>/dev/null | cut -d. -f1)
+		_t=$((_t + ${_v:-0}))
+	done
+	echo "$_t"
+}
+
+fill one
+wait_for "every replica current" 20 status_says 'all(r["stale_chunks"] == 0 and r["state"] == "up" for r in d["replicas"])'
+stop_chunkd c
+wait_for "the writer to see zone c down" 20 status_says 'z["c"]["state"] == "down"'
+fill two
+log "zone c away: $CHUNKS chunks written whole"
+
+start_client
 sleep 1
 before=$(total qbd_chunkd_background_waited_total)
 start_chunkd c
 wait_for "zone c back and resynced" 60 \
-	st 'z["c"]["state"] == "up" and z["c"]["stale_chunks"] == 0'
+	status_says 'z["c"]["state"] == "up" and z["c"]["stale_chunks"] == 0'
 touch "$TMP/client.stop"
 wait_pid "$CLIENT_PID" 0 30
 log "client wrote $(cat "$TMP/client.out") blocks at QD1 during the resync"
@@ -134,25 +125,9 @@ done
 # chunk server drains and exits 0 (under the sanitizers, with nothing
 # leaked), then comes back and is resynced.
 stop_chunkd c
-wait_for "the writer to see zone c down" 20 st 'z["c"]["state"] == "down"'
+wait_for "the writer to see zone c down" 20 status_says 'z["c"]["state"] == "down"'
 fill three
-rm -f "$TMP/client.stop"
-"$PYNBD" - "$uri" "$TMP/client.stop" <<'PY' >"$TMP/client.out" 2>&1 &
-import os
-import sys
-import nbd
-uri, stop = sys.argv[1], sys.argv[2]
-h = nbd.NBD()
-h.connect_uri(uri)
-n = 0
-while not os.path.exists(stop):
-    h.pwrite(b"%08d" % n * 512, (64 << 20) + (n % 4096) * 4096)
-    n += 1
-h.flush()
-h.shutdown()
-PY
-CLIENT_PID=$!
-track_pid $CLIENT_PID client
+start_client
 start_chunkd c
 c_waited() {
 	_w=$(metric "$MPORT_c" qbd_chunkd_background_waited_total 2>/dev/null)
@@ -166,7 +141,7 @@ fi
 stop_chunkd c
 start_chunkd c
 wait_for "zone c back and resynced again" 60 \
-	st 'z["c"]["state"] == "up" and z["c"]["stale_chunks"] == 0'
+	status_says 'z["c"]["state"] == "up" and z["c"]["stale_chunks"] == 0'
 touch "$TMP/client.stop"
 wait_pid "$CLIENT_PID" 0 30
 

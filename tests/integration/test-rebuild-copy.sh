@@ -24,11 +24,7 @@ command -v etcd >/dev/null 2>&1 || skip "no etcd"
 command -v etcdctl >/dev/null 2>&1 || skip "no etcdctl"
 command -v nbdinfo >/dev/null 2>&1 || skip "no nbdinfo (libnbd-bin)"
 init_test "$@"
-PYNBD=""
-for p in python3 /usr/bin/python3; do
-	if "$p" -c 'import nbd' 2>/dev/null; then PYNBD=$p; break; fi
-done
-[ -n "$PYNBD" ] || skip "python3-libnbd not installed"
+need_pynbd
 
 MiB=1048576
 KiB=4096
@@ -72,35 +68,17 @@ h.shutdown()
 PY
 }
 
-# st EXPR: a Python expression over the writer's status document d and
-# z, its replicas by zone, is true.
-st() {
-	etcdctl_ get --print-value-only "/qbd/status/$vid" >"$TMP/status.json" 2>/dev/null &&
-	python3 -c '
-import json, sys
-d = json.load(open(sys.argv[1]))
-z = {r["zone"]: r for r in d["replicas"]}
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$TMP/status.json" "$1"
-}
-stv() { # EXPR: print its value
-	etcdctl_ get --print-value-only "/qbd/status/$vid" >"$TMP/status.json"
-	python3 -c '
-import json, sys
-d = json.load(open(sys.argv[1]))
-z = {r["zone"]: r for r in d["replicas"]}
-print(eval(sys.argv[2]))' "$TMP/status.json" "$1"
-}
 
-wait_for "the writer's status at its own rate (4K)" 20 st 'd["resync_rate"] == 4096'
+wait_for "the writer's status at its own rate (4K)" 20 status_says 'd["resync_rate"] == 4096'
 
 # Before: block 0 of the chunks to be zeroed, and of chunks nobody
 # touches later (c keeps them current).
 nbdio write 0 $ZEROED 0
 nbdio write 200 50 0
-wait_for "every replica current" 20 st 'all(r["stale_chunks"] == 0 and r["state"] == "up" for r in d["replicas"])'
+wait_for "every replica current" 20 status_says 'all(r["stale_chunks"] == 0 and r["state"] == "up" for r in d["replicas"])'
 
 stop_chunkd c
-wait_for "the writer to see zone c down" 20 st 'z["c"]["state"] == "down"'
+wait_for "the writer to see zone c down" 20 status_says 'z["c"]["state"] == "down"'
 nbdio zero 0 $ZEROED 0
 nbdio write 0 $STALE 8192
 written=$((STALE * KiB))
@@ -108,27 +86,27 @@ log "zone c away: $STALE blocks written ($written bytes), $ZEROED zeroed"
 
 start_chunkd c
 wait_for "zone c back and behind by $STALE chunks" 30 \
-	st 'z["c"]["state"] in ("up", "resync") and z["c"]["resync_total_chunks"] >= '$STALE
+	status_says 'z["c"]["state"] in ("up", "resync") and z["c"]["resync_total_chunks"] >= '$STALE
 # At 4K/s a chunk (a block and its bitmap) every second or so: the copy
 # must not be done 8 s later (an unlimited one takes well under one).
-if poll_until 8 st 'z["c"]["stale_chunks"] == 0'; then
+if poll_until 8 status_says 'z["c"]["stale_chunks"] == 0'; then
 	fail "the resync finished within 8 s at 4K/s: the rate did not hold"
 fi
-slow=$(stv 'z["c"]["resync_done_chunks"]')
+slow=$(status_value 'z["c"]["resync_done_chunks"]')
 log "at 4K/s: $slow of $STALE chunks copied after 8 s"
 
 qbd volume set vol1 --rebuild-rate 0 >"$TMP/out" || fail "qbd volume set"
 out_has 'unlimited'
-wait_for "the writer to pick up the unlimited rate" 10 st 'd["resync_rate"] == 0'
-wait_for "zone c current again" 30 st 'z["c"]["stale_chunks"] == 0 and z["c"]["state"] == "up"'
+wait_for "the writer to pick up the unlimited rate" 10 status_says 'd["resync_rate"] == 0'
+wait_for "zone c current again" 30 status_says 'z["c"]["stale_chunks"] == 0 and z["c"]["state"] == "up"'
 grep -q "rebuild rate 0 bytes/s (unlimited), the volume's setting" "$TMP/nbd-vol1.log" ||
 	fail "the writer did not log the new rate"
 
 # What crossed: each stale chunk holds one written block now (its block
 # 0 was zeroed or never written), so a copy is a block and a 32-byte
 # bitmap: about the bytes written, far from $STALE MiB.
-copied=$(stv 'z["c"]["resync_bytes"]')
-pulled=$(stv 'z["c"]["pulled_chunks"]')
+copied=$(status_value 'z["c"]["resync_bytes"]')
+pulled=$(status_value 'z["c"]["pulled_chunks"]')
 log "copied to zone c: $copied bytes for $written bytes written ($pulled chunks pulled; a whole-chunk copy: $((STALE * MiB)))"
 [ "$copied" -ge "$written" ] || fail "copied $copied bytes, less than the $written written"
 [ "$copied" -le $((written * 3 / 2)) ] || fail "copied $copied bytes for $written written"
@@ -137,7 +115,7 @@ log "copied to zone c: $copied bytes for $written bytes written ($pulled chunks 
 grep -q 'not numeric\|does not resolve' "$TMP"/chunkd-*.log &&
 	fail "a chunk server could not reach a peer by name"
 for z in a b; do
-	[ "$(stv 'z["'$z'"]["resync_bytes"]')" = 0 ] || fail "zone $z was copied to"
+	[ "$(status_value 'z["'$z'"]["resync_bytes"]')" = 0 ] || fail "zone $z was copied to"
 done
 
 # Identical replicas (every chunk's bytes and version): the blocks
