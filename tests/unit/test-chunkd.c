@@ -1578,6 +1578,32 @@ static void pretend_idle(void)
 	d->admit.fg_last_ns = 0;
 }
 
+/* Open a connection, make the server busy, send the nm messages m: the
+ * first `answers` answers come (within 2 s), no more within 50 ms, and
+ * `waiting` requests wait for admission. */
+static void busy_send(struct client *cl, const Qbd__Msg *const *m, int nm, int answers,
+		      unsigned waiting)
+{
+	cl_open(cl);
+	pretend_busy();
+	for (int i = 0; i < nm; i++)
+		cl_send(cl, m[i]);
+	cl_run(cl, answers, 2000);
+	cl_run(cl, answers + 1, 50);
+	ck_assert_int_eq(cl->n, answers);
+	ck_assert_uint_eq(d->admit.nwaiting, waiting);
+}
+
+/* The server idle again and the waiting requests admitted: n answers in
+ * all within 2 s. */
+static void admit_now(struct client *cl, int n)
+{
+	pretend_idle();
+	chunkd_admit_run(d);
+	cl_run(cl, n, 2000);
+	ck_assert_int_eq(cl->n, n);
+}
+
 /* A RESYNC write of chunk 2, whole, at EPOCH. */
 static Qbd__Msg resync_write(void)
 {
@@ -1597,24 +1623,13 @@ START_TEST(background_waits_behind_client_io)
 	struct client cl;
 	Qbd__Msg w = resync_write(), c = good(CHECKSUM), r = good(READ);
 
-	cl_open(&cl);
-	pretend_busy();
-	cl_send(&cl, &w);
-	cl_send(&cl, &c);
-	cl_send(&cl, &r);
-	cl_run(&cl, 1, 2000);
-	ck_assert_int_eq(cl.n, 1);
-	ck_assert_int_eq(cl.type[0], READ);  /* the client's read went by */
+	/* The client's read goes by; the write and the CHECKSUM wait. */
+	busy_send(&cl, (const Qbd__Msg *[]){ &w, &c, &r }, 3, 1, 2);
+	ck_assert_int_eq(cl.type[0], READ);
 	ck_assert_int_eq(cl.status[0], 0);
-	cl_run(&cl, 2, 50);
-	ck_assert_int_eq(cl.n, 1);           /* the write and the CHECKSUM wait */
-	ck_assert_uint_eq(d->admit.nwaiting, 2);
 	ck_assert_uint_eq(d->admit.waited, 2);
 	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 2), 0);
-	pretend_idle();
-	chunkd_admit_run(d);
-	cl_run(&cl, 3, 2000);
-	ck_assert_int_eq(cl.n, 3);
+	admit_now(&cl, 3);
 	ck_assert_int_eq(cl.type[1] + cl.type[2], WRITE + CHECKSUM);  /* either first */
 	ck_assert_int_eq(cl.status[1], 0);
 	ck_assert_int_eq(cl.status[2], 0);
@@ -1636,12 +1651,7 @@ START_TEST(flush_lets_the_writes_it_covers_in)
 	Qbd__Msg w = resync_write(), f = good(FLUSH), w2 = resync_write();
 
 	w2.chunk = 3;
-	cl_open(&cl);
-	pretend_busy();
-	cl_send(&cl, &w);
-	cl_run(&cl, 1, 50);
-	ck_assert_int_eq(cl.n, 0);
-	ck_assert_uint_eq(d->admit.nwaiting, 1);
+	busy_send(&cl, (const Qbd__Msg *[]){ &w }, 1, 0, 1);
 	cl_send(&cl, &f);
 	cl_send(&cl, &w2);
 	cl_run(&cl, 2, 2000);
@@ -1653,10 +1663,7 @@ START_TEST(flush_lets_the_writes_it_covers_in)
 	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 2), V2);
 	ck_assert_uint_eq(d->admit.nwaiting, 1);  /* w2, after the FLUSH */
 	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 3), 0);
-	pretend_idle();
-	chunkd_admit_run(d);
-	cl_run(&cl, 3, 2000);
-	ck_assert_int_eq(cl.n, 3);
+	admit_now(&cl, 3);
 	ck_assert_int_eq(cl.status[2], 0);
 	ck_assert_uint_eq(qbd_engine_chunk_version(d->e, VOL, 3), V2);
 	cl_close(&cl);
@@ -1674,18 +1681,10 @@ START_TEST(background_epoch_is_judged_again_when_admitted)
 	Qbd__Msg w = resync_write();
 	struct snap before, after;
 
-	cl_open(&cl);
-	pretend_busy();
-	cl_send(&cl, &w);
-	cl_run(&cl, 1, 50);
-	ck_assert_int_eq(cl.n, 0);
-	ck_assert_uint_eq(d->admit.nwaiting, 1);
+	busy_send(&cl, (const Qbd__Msg *[]){ &w }, 1, 0, 1);
 	ck_assert_int_eq(eng_run(&promise), 0);
 	snap_take(&before);
-	pretend_idle();
-	chunkd_admit_run(d);
-	cl_run(&cl, 1, 2000);
-	ck_assert_int_eq(cl.n, 1);
+	admit_now(&cl, 1);
 	ck_assert_msg(cl.status[0] == -EPERM, "a RESYNC write of a deposed writer admitted "
 		      "after waiting: answered %d, want EPERM", cl.status[0]);
 	ck_assert_uint_eq(cl.epoch[0], EPOCH + 1);
@@ -1704,13 +1703,7 @@ START_TEST(closing_frees_waiting_requests)
 	struct client cl;
 	Qbd__Msg w = resync_write(), c = good(CHECKSUM);
 
-	cl_open(&cl);
-	pretend_busy();
-	cl_send(&cl, &w);
-	cl_send(&cl, &c);
-	cl_run(&cl, 1, 50);
-	ck_assert_int_eq(cl.n, 0);
-	ck_assert_uint_eq(d->admit.nwaiting, 2);
+	busy_send(&cl, (const Qbd__Msg *[]){ &w, &c }, 2, 0, 2);
 	ck_assert_uint_eq(cl.c->inflight, 2);
 	cl_close(&cl);
 	ck_assert_uint_eq(d->admit.nwaiting, 0);
