@@ -6,11 +6,14 @@
  */
 #include <errno.h>
 #include <ini.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "conf.h"
+#include "log.h"
 
 struct entry {
 	char *section, *key, *value;
@@ -264,4 +267,95 @@ void qbd_conf_export_tls(const struct qbd_conf *c)
 	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
 		if (qbd_conf_resolve(c, "cluster", NULL, map[i][0], NULL, map[i][1], 1, &s))
 			setenv(map[i][1], s.value, 0);
+}
+
+/* ---- a program's settings, checked ---- */
+
+int qbd_conf_settings(struct qbd_conf_check *k, const char *path, const char *program,
+		      const char *instance, const char *const *names, const char *const *flags,
+		      const char *const *envs, int n, struct qbd_conf **conf,
+		      struct qbd_setting *s)
+{
+	char err[512];
+
+	if (qbd_conf_open(path, conf, err, sizeof err) < 0) {
+		fprintf(stderr, "%s: %s\n", k->prog, err);
+		return -1;
+	}
+	k->problems += qbd_conf_check_keys(*conf, program, names);
+	qbd_conf_export_tls(*conf);
+	for (int i = 0; i < n; i++)
+		qbd_conf_resolve(*conf, program, instance, names[i], flags[i], envs[i],
+				 strcmp(names[i], "etcd") == 0 ||
+				 strcmp(names[i], "secret-file") == 0, &s[i]);
+	return 0;
+}
+
+void qbd_conf_bad(struct qbd_conf_check *k, const struct qbd_setting *s, const char *what)
+{
+	fprintf(stderr, "%s: %s: '%s': %s\n", k->prog, s->where, s->value, what);
+	k->problems++;
+}
+
+void qbd_conf_missing(struct qbd_conf_check *k, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", k->prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	k->problems++;
+}
+
+void qbd_conf_log_level(struct qbd_conf_check *k, const struct qbd_setting *s)
+{
+	int lvl;
+
+	if (!s->value)
+		return;
+	lvl = qbd_log_parse_level(s->value);
+	if (lvl < 0)
+		qbd_conf_bad(k, s, "want error, warn, info or debug");
+	else
+		qbd_log_set_level(lvl);
+}
+
+void qbd_conf_etcd(struct qbd_conf_check *k, const struct qbd_setting *s,
+		   int (*check)(const char *endpoints, char *why, size_t len))
+{
+	char why[512];
+
+	if (!s->value || !*s->value)
+		qbd_conf_missing(k, "no etcd: --etcd URL, $QBD_ETCD, or etcd = URL in [cluster]");
+	else if (check(s->value, why, sizeof why) < 0)
+		qbd_conf_bad(k, s, why);
+}
+
+void qbd_conf_secret(struct qbd_conf_check *k, const struct qbd_setting *s)
+{
+	struct qbd_secret secret;
+	char err[512];
+
+	if (s->value && *s->value && qbd_secret_load(s->value, &secret, err, sizeof err) < 0)
+		qbd_conf_missing(k, "%s (from %s)", err, s->where);
+	qbd_secret_clear(&secret);
+}
+
+int qbd_conf_verdict(const struct qbd_conf_check *k, const struct qbd_conf *conf, bool check,
+		     const char *instance)
+{
+	if (k->problems) {
+		if (!check)
+			fprintf(stderr, "%s: not started: %d problem%s above (--help lists the "
+				"settings)\n", k->prog, k->problems, k->problems > 1 ? "s" : "");
+		return 1;
+	}
+	if (check) {
+		printf("%s: settings are valid (%s%s%s)\n", k->prog, qbd_conf_path(conf),
+		       instance ? ", instance " : "", instance ? instance : "");
+		return 0;
+	}
+	return -1;
 }

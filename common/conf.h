@@ -18,6 +18,7 @@
 #ifndef QBD_CONF_H
 #define QBD_CONF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define QBD_CONF_DEFAULT "/etc/qbd/qbd.conf"
@@ -83,5 +84,48 @@ int qbd_conf_resolve(const struct qbd_conf *c, const char *program, const char *
 void qbd_conf_export_tls(const struct qbd_conf *c);
 
 #define QBD_CONF_CLUSTER_KEYS "etcd", "secret-file", "etcd-cacert", "etcd-cert", "etcd-key"
+
+/*
+ * A program's settings, read and checked the same way by qbd-chunkd,
+ * qbd-managerd and qbd-csi: each problem is said on stderr as
+ * "PROG: ..." and counted; the verdict ends the checks.
+ */
+struct qbd_conf_check {
+	const char *prog;     /* "qbd-csi": each message's prefix */
+	int problems;
+};
+
+/*
+ * Open the settings file (qbd_conf_open: path, the --config), count its
+ * unknown keys for program (the n names are its keys), export the etcd
+ * TLS files, and resolve each setting names[i] from flags[i], envs[i]
+ * (may be NULL) and the file (etcd and secret-file from [cluster] too)
+ * into s[i]. 0 and *conf, or -1 when the file cannot be used (said).
+ */
+int qbd_conf_settings(struct qbd_conf_check *k, const char *path, const char *program,
+		      const char *instance, const char *const *names, const char *const *flags,
+		      const char *const *envs, int n, struct qbd_conf **conf,
+		      struct qbd_setting *s);
+/* "PROG: WHERE: 'VALUE': what", a problem. */
+void qbd_conf_bad(struct qbd_conf_check *k, const struct qbd_setting *s, const char *what);
+/* "PROG: " and the message, a problem. */
+void qbd_conf_missing(struct qbd_conf_check *k, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* log-level, if set, is applied, or a problem. */
+void qbd_conf_log_level(struct qbd_conf_check *k, const struct qbd_setting *s);
+/* etcd must be set ("no etcd: ..."), and check (the metadata library's
+ * endpoint check) must pass it. */
+void qbd_conf_etcd(struct qbd_conf_check *k, const struct qbd_setting *s,
+		   int (*check)(const char *endpoints, char *why, size_t len));
+/* The cluster secret, if one is named, must load. */
+void qbd_conf_secret(struct qbd_conf_check *k, const struct qbd_setting *s);
+/*
+ * After the checks: with problems, exit status 1 ("PROG: not started: N
+ * problems above (--help lists the settings)" unless check); with check
+ * (--check-config), 0 ("PROG: settings are valid (FILE[, instance
+ * INSTANCE])" on stdout); else -1: the program runs.
+ */
+int qbd_conf_verdict(const struct qbd_conf_check *k, const struct qbd_conf *conf, bool check,
+		     const char *instance);
 
 #endif

@@ -58,12 +58,11 @@ static const char *const envs[S_N] = {
 	[S_SECRET] = "QBD_SECRET_FILE",
 };
 
-static int problems;
+static struct qbd_conf_check chk = { .prog = PROG };
 
 static void bad(const struct qbd_setting *s, const char *what)
 {
-	fprintf(stderr, PROG ": %s: '%s': %s\n", s->where, s->value, what);
-	problems++;
+	qbd_conf_bad(&chk, s, what);
 }
 
 struct cmdline {
@@ -124,30 +123,16 @@ static void check_settings(const struct qbd_setting s[S_N], struct csi_opts *o,
 {
 	char why[512], path[256];
 
-	if (s[S_LOGLEVEL].value) {
-		int lvl = qbd_log_parse_level(s[S_LOGLEVEL].value);
-
-		if (lvl < 0)
-			bad(&s[S_LOGLEVEL], "want error, warn, info or debug");
-		else
-			qbd_log_set_level(lvl);
-	}
+	qbd_conf_log_level(&chk, &s[S_LOGLEVEL]);
 	o->endpoint = s[S_ENDPOINT].value;
 	if (!o->endpoint || !*o->endpoint) {
-		fprintf(stderr, PROG ": no endpoint: --endpoint unix:///PATH, $CSI_ENDPOINT, or "
-			"endpoint = in [csi]\n");
-		problems++;
+		qbd_conf_missing(&chk, "no endpoint: --endpoint unix:///PATH, $CSI_ENDPOINT, or "
+				 "endpoint = in [csi]");
 	} else if (csi_endpoint_path(o->endpoint, path, sizeof path, why, sizeof why) < 0) {
 		bad(&s[S_ENDPOINT], why);
 	}
 	o->etcd = s[S_ETCD].value;
-	if (!o->etcd || !*o->etcd) {
-		fprintf(stderr, PROG ": no etcd: --etcd URL, $QBD_ETCD, or etcd = URL in "
-			"[cluster]\n");
-		problems++;
-	} else if (qbd_meta_endpoints_check(o->etcd, why, sizeof why) < 0) {
-		bad(&s[S_ETCD], why);
-	}
+	qbd_conf_etcd(&chk, &s[S_ETCD], qbd_meta_endpoints_check);
 	o->mode = CSI_MODE_ALL;
 	if (s[S_MODE].value) {
 		if (strcmp(s[S_MODE].value, "controller") == 0)
@@ -167,21 +152,17 @@ static void check_settings(const struct qbd_setting s[S_N], struct csi_opts *o,
 	if (!(o->mode & CSI_MODE_NODE))
 		return;
 	if (!o->node_id) {
-		if (gethostname(host, hostlen) < 0 || !*host) {
-			fprintf(stderr, PROG ": no --node-id, and no host name: %s\n",
-				strerror(errno));
-			problems++;
-		}
+		if (gethostname(host, hostlen) < 0 || !*host)
+			qbd_conf_missing(&chk, "no --node-id, and no host name: %s",
+					 strerror(errno));
 		host[hostlen - 1] = 0;
 		o->node_id = host;
 	} else if (!*o->node_id) {
 		bad(&s[S_NODEID], "want this node's name");
 	}
-	if (!o->zone || !*o->zone) {
-		fprintf(stderr, PROG ": node mode needs this node's zone: --zone ZONE or zone = "
-			"in [csi] (the zone its chunk servers register)\n");
-		problems++;
-	}
+	if (!o->zone || !*o->zone)
+		qbd_conf_missing(&chk, "node mode needs this node's zone: --zone ZONE or zone = "
+				 "in [csi] (the zone its chunk servers register)");
 }
 
 /* Serve until SIGTERM or SIGINT. */
@@ -249,35 +230,20 @@ int main(int argc, char **argv)
 	struct cmdline cl = { 0 };
 	struct qbd_setting s[S_N];
 	struct qbd_conf *conf = NULL;
-	char err[512], host[256] = "";
+	char host[256] = "";
 	int rc;
 
 	qbd_log_init(PROG);
 	rc = parse_args(argc, argv, &cl);
 	if (rc >= 0)
 		return rc;
-	if (qbd_conf_open(cl.conf_path, &conf, err, sizeof err) < 0) {
-		fprintf(stderr, PROG ": %s\n", err);
+	if (qbd_conf_settings(&chk, cl.conf_path, "csi", NULL, names, cl.flag, envs, S_N, &conf,
+			      s) < 0)
 		return 1;
-	}
-	problems += qbd_conf_check_keys(conf, "csi", names);
-	qbd_conf_export_tls(conf);
-	for (int i = 0; i < S_N; i++)
-		qbd_conf_resolve(conf, "csi", NULL, names[i], cl.flag[i], envs[i],
-				 i == S_ETCD || i == S_SECRET,
-				 &s[i]);
 	check_settings(s, &o, host, sizeof host);
-	if (problems) {
-		if (!cl.check)
-			fprintf(stderr, PROG ": not started: %d problem%s above (--help lists the "
-				"settings)\n", problems, problems > 1 ? "s" : "");
-		rc = 1;
-	} else if (cl.check) {
-		printf(PROG ": settings are valid (%s)\n", qbd_conf_path(conf));
-		rc = 0;
-	} else {
+	rc = qbd_conf_verdict(&chk, conf, cl.check, NULL);
+	if (rc < 0)
 		rc = run(&o) == 0 ? 0 : 1;
-	}
 	qbd_conf_free(conf);
 	return rc;
 }

@@ -60,28 +60,21 @@ static const char *const names[S_N + 1] = {
 	"data", "size", "listen", "advertise", "zone", "etcd", "secret-file", "metrics",
 	"scrub-rate", "buffers", "reclaim-grace", "log-level", NULL,
 };
-/* Keys of [chunkd] sections: all but the [cluster] ones. */
-static const char *const chunkd_keys[] = {
-	"data", "size", "listen", "advertise", "zone", "metrics", "scrub-rate",
-	"buffers", "reclaim-grace", "log-level", "etcd", "secret-file", NULL,
-};
 static const char *const envs[S_N] = {
 	[S_ETCD] = "QBD_ETCD", [S_SECRET] = QBD_AUTH_SECRET_ENV,
 	[S_LOGLEVEL] = "QBD_LOG_LEVEL",
 };
 
-static int problems;
+static struct qbd_conf_check chk = { .prog = "qbd-chunkd" };
 
 static void bad(const struct qbd_setting *s, const char *what)
 {
-	fprintf(stderr, "qbd-chunkd: %s: '%s': %s\n", s->where, s->value, what);
-	problems++;
+	qbd_conf_bad(&chk, s, what);
 }
 
 static void missing(const char *what)
 {
-	fprintf(stderr, "qbd-chunkd: %s\n", what);
-	problems++;
+	qbd_conf_missing(&chk, "%s", what);
 }
 
 /* What the command line says besides the settings. */
@@ -152,18 +145,8 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
 static int read_settings(const struct cmdline *cl, struct qbd_conf **conf,
 			 struct qbd_setting s[S_N])
 {
-	char err[512];
-
-	if (qbd_conf_open(cl->conf_path, conf, err, sizeof err) < 0) {
-		fprintf(stderr, "qbd-chunkd: %s\n", err);
-		return -1;
-	}
-	problems += qbd_conf_check_keys(*conf, "chunkd", chunkd_keys);
-	qbd_conf_export_tls(*conf);
-	for (int i = 0; i < S_N; i++)
-		qbd_conf_resolve(*conf, "chunkd", cl->instance, names[i], cl->flag[i], envs[i],
-				 i == S_ETCD || i == S_SECRET, &s[i]);
-	return 0;
+	return qbd_conf_settings(&chk, cl->conf_path, "chunkd", cl->instance, names, cl->flag,
+				 envs, S_N, conf, s);
 }
 
 /* The store: given, and it or its directory exists. */
@@ -238,36 +221,14 @@ static int parse_grace(const char *v, uint64_t *ms)
 	return -EINVAL;
 }
 
-/* The cluster secret, if one is named, must load. */
-static void check_secret(const struct qbd_setting *s, struct qbd_chunkd_opts *o)
-{
-	struct qbd_secret secret;
-	char err[512];
-
-	o->secret_file = s->value;
-	if (o->secret_file && *o->secret_file &&
-	    qbd_secret_load(o->secret_file, &secret, err, sizeof err) < 0) {
-		fprintf(stderr, "qbd-chunkd: %s (from %s)\n", err, s->where);
-		problems++;
-	}
-	qbd_secret_clear(&secret);
-}
-
 /* Check every setting into o; each problem is said on stderr and
  * counted in problems. */
 static void check_settings(const struct qbd_setting s[S_N], struct qbd_chunkd_opts *o)
 {
-	char why[256];
 	unsigned long n;
 	char *end;
 
-	if (s[S_LOGLEVEL].value) {
-		int lvl = qbd_log_parse_level(s[S_LOGLEVEL].value);
-		if (lvl < 0)
-			bad(&s[S_LOGLEVEL], "want error, warn, info or debug");
-		else
-			qbd_log_set_level(lvl);
-	}
+	qbd_conf_log_level(&chk, &s[S_LOGLEVEL]);
 	check_store(&s[S_DATA], o);
 	if (s[S_SIZE].value &&
 	    (qbd_parse_size(s[S_SIZE].value, &o->create_size) < 0 || o->create_size == 0))
@@ -279,10 +240,7 @@ static void check_settings(const struct qbd_setting s[S_N], struct qbd_chunkd_op
 	else if (strlen(o->zone) >= 64)
 		bad(&s[S_ZONE], "a zone name has 1 to 63 characters");
 	o->etcd = s[S_ETCD].value;
-	if (!o->etcd || !*o->etcd)
-		missing("no etcd: --etcd URL, $QBD_ETCD, or etcd = URL in [cluster]");
-	else if (qbd_meta_endpoints_check(o->etcd, why, sizeof why) < 0)
-		bad(&s[S_ETCD], why);
+	qbd_conf_etcd(&chk, &s[S_ETCD], qbd_meta_endpoints_check);
 	if (s[S_SCRUB].value && qbd_parse_size(s[S_SCRUB].value, &o->scrub_rate) < 0)
 		bad(&s[S_SCRUB], "want bytes per second, e.g. 4M (0 = off)");
 	if (s[S_BUFFERS].value) {
@@ -295,7 +253,8 @@ static void check_settings(const struct qbd_setting s[S_N], struct qbd_chunkd_op
 	}
 	if (s[S_RECLAIM].value && parse_grace(s[S_RECLAIM].value, &o->reclaim_grace_ms) < 0)
 		bad(&s[S_RECLAIM], "want a time of a second or more, e.g. 90s or 10m (0 or off = never)");
-	check_secret(&s[S_SECRET], o);
+	o->secret_file = s[S_SECRET].value;
+	qbd_conf_secret(&chk, &s[S_SECRET]);
 }
 
 /* After check_settings: the exit status of --check-config or of settings
@@ -303,17 +262,10 @@ static void check_settings(const struct qbd_setting s[S_N], struct qbd_chunkd_op
 static int report_settings(const struct cmdline *cl, const struct qbd_conf *conf,
 			   const struct qbd_chunkd_opts *o)
 {
-	if (problems) {
-		if (!cl->check)
-			fprintf(stderr, "qbd-chunkd: not started: %d problem%s above (--help "
-				"lists the settings)\n", problems, problems > 1 ? "s" : "");
-		return 1;
-	}
-	if (cl->check) {
-		printf("qbd-chunkd: settings are valid (%s%s%s)\n", qbd_conf_path(conf),
-		       cl->instance ? ", instance " : "", cl->instance ? cl->instance : "");
-		return 0;
-	}
+	int rc = qbd_conf_verdict(&chk, conf, cl->check, cl->instance);
+
+	if (rc >= 0)
+		return rc;
 	if (!o->secret_file || !*o->secret_file)
 		qbd_warn("chunkd", "no cluster secret (secret-file): links to this chunk "
 			 "server are not authenticated");

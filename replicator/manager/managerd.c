@@ -64,20 +64,15 @@ static const char *const names[S_N + 1] = {
 	"etcd", "secret-file", "metrics", "down-out", "give-up", "lease-ttl", "resync-rate",
 	"log-level", NULL,
 };
-static const char *const mgr_keys[] = {
-	"etcd", "secret-file", "metrics", "down-out", "give-up", "lease-ttl", "resync-rate",
-	"log-level", NULL,
-};
 static const char *const envs[S_N] = {
 	[S_ETCD] = "QBD_ETCD", [S_SECRET] = QBD_AUTH_SECRET_ENV, [S_LOGLEVEL] = "QBD_LOG_LEVEL",
 };
 
-static int problems;
+static struct qbd_conf_check chk = { .prog = PROG };
 
 static void bad(const struct qbd_setting *s, const char *what)
 {
-	fprintf(stderr, PROG ": %s: '%s': %s\n", s->where, s->value, what);
-	problems++;
+	qbd_conf_bad(&chk, s, what);
 }
 
 /* A duration: "off" or 0 (0), or a count with an optional unit (s, m,
@@ -158,34 +153,15 @@ static int parse_args(int argc, char **argv, struct cmdline *cl)
 
 static void check_settings(const struct qbd_setting s[S_N], struct mgr_opts *o)
 {
-	struct qbd_secret secret;
-	char why[512], host[128];
+	char host[128];
 	uint16_t port;
 	uint64_t n;
 
-	if (s[S_LOGLEVEL].value) {
-		int lvl = qbd_log_parse_level(s[S_LOGLEVEL].value);
-
-		if (lvl < 0)
-			bad(&s[S_LOGLEVEL], "want error, warn, info or debug");
-		else
-			qbd_log_set_level(lvl);
-	}
+	qbd_conf_log_level(&chk, &s[S_LOGLEVEL]);
 	o->etcd = s[S_ETCD].value;
-	if (!o->etcd || !*o->etcd) {
-		fprintf(stderr, PROG ": no etcd: --etcd URL, $QBD_ETCD, or etcd = URL in "
-			"[cluster]\n");
-		problems++;
-	} else if (qbd_meta_endpoints_check(o->etcd, why, sizeof why) < 0) {
-		bad(&s[S_ETCD], why);
-	}
+	qbd_conf_etcd(&chk, &s[S_ETCD], qbd_meta_endpoints_check);
 	o->secret_file = s[S_SECRET].value;
-	if (o->secret_file && *o->secret_file &&
-	    qbd_secret_load(o->secret_file, &secret, why, sizeof why) < 0) {
-		fprintf(stderr, PROG ": %s (from %s)\n", why, s[S_SECRET].where);
-		problems++;
-	}
-	qbd_secret_clear(&secret);
+	qbd_conf_secret(&chk, &s[S_SECRET]);
 	o->metrics = s[S_METRICS].value;
 	if (o->metrics && qbd_parse_hostport(o->metrics, host, sizeof host, &port) < 0)
 		bad(&s[S_METRICS], "want ADDR:PORT");
@@ -353,32 +329,18 @@ int main(int argc, char **argv)
 	struct cmdline cl = { 0 };
 	struct qbd_setting s[S_N];
 	struct qbd_conf *conf = NULL;
-	char err[512];
 	int rc;
 
 	qbd_log_init(PROG);
 	rc = parse_args(argc, argv, &cl);
 	if (rc >= 0)
 		return rc;
-	if (qbd_conf_open(cl.conf_path, &conf, err, sizeof err) < 0) {
-		fprintf(stderr, PROG ": %s\n", err);
+	if (qbd_conf_settings(&chk, cl.conf_path, "qbd-managerd", NULL, names, cl.flag, envs,
+			      S_N, &conf, s) < 0)
 		return 1;
-	}
-	problems += qbd_conf_check_keys(conf, "qbd-managerd", mgr_keys);
-	qbd_conf_export_tls(conf);
-	for (int i = 0; i < S_N; i++)
-		qbd_conf_resolve(conf, "qbd-managerd", NULL, names[i], cl.flag[i], envs[i],
-				 i == S_ETCD || i == S_SECRET, &s[i]);
 	check_settings(s, &m.o);
-	if (problems) {
-		if (!cl.check)
-			fprintf(stderr, PROG ": not started: %d problem%s above (--help lists the "
-				"settings)\n", problems, problems > 1 ? "s" : "");
-		rc = 1;
-	} else if (cl.check) {
-		printf(PROG ": settings are valid (%s)\n", qbd_conf_path(conf));
-		rc = 0;
-	} else {
+	rc = qbd_conf_verdict(&chk, conf, cl.check, NULL);
+	if (rc < 0) {
 		signal(SIGPIPE, SIG_IGN);
 		rc = mgr_run(&m) == 0 ? 0 : 1;
 	}
