@@ -10,15 +10,11 @@ and forwards every POST to ETCD_URL; a transaction that puts
 SECONDS later. Exits 0 on SIGTERM.
 """
 import base64
-import http.server
 import json
-import os
-import signal
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
+
+import etcd_proxy
 
 portfile, etcd, volume, delay = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 KEY = "/qbd/volumes/" + volume
@@ -36,35 +32,9 @@ def puts_record(body):
     return False
 
 
-class Proxy(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path == "/v3/kv/txn" and puts_record(body):
-            time.sleep(delay)
-        req = urllib.request.Request(etcd + self.path, data=body,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                code, out = r.status, r.read()
-        except urllib.error.HTTPError as e:
-            code, out = e.code, e.read()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+def before(path, body):
+    if path == "/v3/kv/txn" and puts_record(body):
+        time.sleep(delay)
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-server.daemon_threads = True
-signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=server.shutdown).start())
-with open(portfile + ".tmp", "w") as f:
-    f.write("%d\n" % server.server_address[1])
-os.rename(portfile + ".tmp", portfile)
-server.serve_forever()
-sys.exit(0)
+etcd_proxy.serve(portfile, etcd, before)

@@ -15,13 +15,12 @@ first rewrites /qbd/volumes/VOLUME through etcd itself:
 and logs one line per rewrite to LOGFILE. Exits 0 on SIGTERM.
 """
 import base64
-import http.server
 import json
-import os
-import signal
 import sys
 import threading
 import urllib.request
+
+import etcd_proxy
 
 portfile, etcd, volume, mode, times, logfile = sys.argv[1:7]
 times = int(times)
@@ -66,39 +65,13 @@ def is_attach(body):
     return False
 
 
-class Proxy(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        global fired
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path == "/v3/kv/txn" and is_attach(body):
-            with lock:
-                if fired < times:
-                    fired += 1
-                    rewrite()
-        req = urllib.request.Request(etcd + self.path, data=body,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                code, out = r.status, r.read()
-        except urllib.error.HTTPError as e:
-            code, out = e.code, e.read()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+def before(path, body):
+    global fired
+    if path == "/v3/kv/txn" and is_attach(body):
+        with lock:
+            if fired < times:
+                fired += 1
+                rewrite()
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-server.daemon_threads = True
-signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=server.shutdown).start())
-with open(portfile + ".tmp", "w") as f:
-    f.write("%d\n" % server.server_address[1])
-os.rename(portfile + ".tmp", portfile)
-server.serve_forever()
-sys.exit(0)
+etcd_proxy.serve(portfile, etcd, before)

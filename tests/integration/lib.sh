@@ -411,6 +411,32 @@ need_pynbd() {
 	[ -n "$PYNBD" ] || skip "python3-libnbd not installed"
 }
 
+# start_nbd_writes URI BLOCK BASE COUNT: a client (PYNBD) writing BLOCK
+# bytes at a time, at queue depth 1 and without a pause, at BASE + (n %
+# COUNT) * BLOCK, until $TMP/client.stop exists; it prints how many it
+# wrote into $TMP/client.out. CLIENT_PID is its pid.
+start_nbd_writes() {
+	rm -f "$TMP/client.stop"
+	"$PYNBD" - "$1" "$TMP/client.stop" "$2" "$3" "$4" <<'PY' >"$TMP/client.out" 2>&1 &
+import os
+import sys
+import nbd
+uri, stop = sys.argv[1], sys.argv[2]
+block, base, count = map(int, sys.argv[3:6])
+h = nbd.NBD()
+h.connect_uri(uri)
+n = 0
+while not os.path.exists(stop):
+    h.pwrite(b"%08d" % n * (block // 8), base + (n % count) * block)
+    n += 1
+h.flush()
+h.shutdown()
+print(n)
+PY
+	CLIENT_PID=$!
+	track_pid $CLIENT_PID client
+}
+
 # The attached writer's status document (/qbd/status/$vid): status_says
 # EXPR is true when the Python expression EXPR over it (d) and its
 # replicas by zone (z) is; status_value EXPR prints EXPR's value. The

@@ -55,28 +55,8 @@ PY
 }
 
 # start_client: a client writing 4 KiB blocks at queue depth 1, past the
-# chunks being copied, until $TMP/client.stop exists; it prints how many
-# into $TMP/client.out. CLIENT_PID is its pid.
-start_client() {
-	rm -f "$TMP/client.stop"
-	"$PYNBD" - "$uri" "$TMP/client.stop" <<'PY' >"$TMP/client.out" 2>&1 &
-import os
-import sys
-import nbd
-uri, stop = sys.argv[1], sys.argv[2]
-h = nbd.NBD()
-h.connect_uri(uri)
-n = 0
-while not os.path.exists(stop):
-    h.pwrite(b"%08d" % n * 512, (64 << 20) + (n % 4096) * 4096)
-    n += 1
-h.flush()
-h.shutdown()
-print(n)
-PY
-	CLIENT_PID=$!
-	track_pid $CLIENT_PID client
-}
+# chunks being copied (lib.sh, start_nbd_writes).
+start_client() { start_nbd_writes "$uri" 4096 $((64 << 20)) 4096; }
 
 # total NAME: the sum of metric NAME over the three chunk servers.
 total() {

@@ -47,23 +47,7 @@ QBD_ETCD="http://127.0.0.1:$(cat "$TMP/delay.port")" start_nbd v "$TMP/w.sock" -
 uri=$(nbd_uri "$TMP/w.sock")
 
 # The client: 1 MiB writes over the volume until told to stop.
-"$PYNBD" - "$uri" "$TMP/client.stop" <<'PY' >"$TMP/client.out" 2>&1 &
-import os
-import sys
-import nbd
-uri, stop = sys.argv[1], sys.argv[2]
-h = nbd.NBD()
-h.connect_uri(uri)
-n = 0
-while not os.path.exists(stop):
-    h.pwrite(b"%08d" % n * 131072, (n % 256) << 20)
-    n += 1
-h.flush()
-h.shutdown()
-print(n)
-PY
-CLIENT_PID=$!
-track_pid $CLIENT_PID client
+start_nbd_writes "$uri" $((1 << 20)) 0 256
 sleep 1
 
 expect_rc 0 qbd volume move v --from "$nc" --to "$nd"
