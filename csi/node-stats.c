@@ -42,6 +42,25 @@ static int64_t dev_size(const char *device)
 	return (int64_t)sz;
 }
 
+/* The arguments both calls take: volume_id, and volume_path, which must
+ * exist (NOT_FOUND), into st. */
+static grpc_status_code path_args(struct csi_call *c, const char *id, const char *path,
+				  struct stat *st)
+{
+	grpc_status_code code = csi_node_required(c, "volume_id", id, "volume_path", path, NULL);
+
+	if (code == GRPC_STATUS_OK && stat(path, st) < 0)
+		code = csi_fail(c, GRPC_STATUS_NOT_FOUND, "volume_path %s: %s", path,
+				strerror(errno));
+	return code;
+}
+
+static grpc_status_code not_staged(struct csi_call *c, const char *id)
+{
+	return csi_fail(c, GRPC_STATUS_NOT_FOUND, "volume %s is not staged on node %s", id,
+			csi_node_opts->node_id);
+}
+
 /* ---- NodeGetVolumeStats ---- */
 
 /* The volume's health as qbd volume status judges it: false with msg
@@ -108,16 +127,12 @@ grpc_status_code csi_node_get_volume_stats(struct csi_call *c, const ProtobufCMe
 	grpc_status_code code;
 	char msg[1024];
 
-	code = csi_node_required(c, "volume_id", q->volume_id, "volume_path", q->volume_path, NULL);
+	code = path_args(c, q->volume_id, q->volume_path, &st);
 	if (code != GRPC_STATUS_OK)
 		return code;
-	if (stat(q->volume_path, &st) < 0)
-		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "volume_path %s: %s", q->volume_path,
-				strerror(errno));
 	bool staged = csi_stage_load(q->volume_id, &s) == 0;
 	if (!staged)
-		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "volume %s is not staged on node %s",
-				q->volume_id, csi_node_opts->node_id);
+		return not_staged(c, q->volume_id);
 	if (S_ISBLK(st.st_mode)) {
 		int64_t sz = dev_size(q->volume_path);
 
@@ -163,19 +178,15 @@ grpc_status_code csi_node_expand(struct csi_call *c, const ProtobufCMessage *req
 	int64_t want = 0, sz;
 	int r;
 
-	code = csi_node_required(c, "volume_id", q->volume_id, "volume_path", q->volume_path, NULL);
+	code = path_args(c, q->volume_id, q->volume_path, &st);
 	if (code != GRPC_STATUS_OK)
 		return code;
-	if (stat(q->volume_path, &st) < 0)
-		return csi_fail(c, GRPC_STATUS_NOT_FOUND, "volume_path %s: %s", q->volume_path,
-				strerror(errno));
 	if (q->capacity_range)
 		want = q->capacity_range->required_bytes;
 	if ((code = csi_volume_begin(c, q->volume_id)) != GRPC_STATUS_OK)
 		return code;
 	if (csi_stage_load(q->volume_id, &s) < 0) {
-		code = csi_fail(c, GRPC_STATUS_NOT_FOUND, "volume %s is not staged on node %s",
-				q->volume_id, csi_node_opts->node_id);
+		code = not_staged(c, q->volume_id);
 		goto out;
 	}
 	/* The attached writer grows the device by itself once the record has

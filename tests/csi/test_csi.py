@@ -227,10 +227,16 @@ def case_node_calls(c):
         volume_id='v', target_path='/nonexistent-qbd/t'), OK)
     want_status(c, c.Node.NodeUnstageVolume, pb.NodeUnstageVolumeRequest(
         volume_id='v', staging_target_path=st), OK)
-    want_status(c, c.Node.NodeGetVolumeStats, pb.NodeGetVolumeStatsRequest(
-        volume_id='v', volume_path='/nonexistent-qbd/t'), code.NOT_FOUND)
-    want_status(c, c.Node.NodeExpandVolume, pb.NodeExpandVolumeRequest(
-        volume_id='v', volume_path='/nonexistent-qbd/t'), code.NOT_FOUND)
+    # A volume_path that does not exist, then one that does (/) of a
+    # volume not staged here: NOT_FOUND, saying which.
+    for fn, rq in ((c.Node.NodeGetVolumeStats, pb.NodeGetVolumeStatsRequest),
+                   (c.Node.NodeExpandVolume, pb.NodeExpandVolumeRequest)):
+        d, _ = want_status(c, fn, rq(volume_id='v', volume_path='/nonexistent-qbd/t'),
+                           code.NOT_FOUND)
+        expect(d == 'volume_path /nonexistent-qbd/t: No such file or directory',
+               '%s: message %r' % (fn, d))
+        d, _ = want_status(c, fn, rq(volume_id='v', volume_path='/'), code.NOT_FOUND)
+        expect(d == 'volume v is not staged on node node-a', '%s: message %r' % (fn, d))
 
 
 DEFAULT = ['plugin_info', 'capabilities', 'probe_ready', 'unknown_method',
