@@ -77,6 +77,7 @@ CHUNKD_SRC = $(filter-out $(MAINS),$(wildcard replicator/chunkd/*.c))
 MANAGER_SRC = $(filter-out $(MAINS),$(wildcard replicator/manager/*.c))
 NBD_SRC    = $(filter-out $(MAINS),$(wildcard nbd-frontend/*.c))
 TOOLS_SRC  = $(filter-out $(MAINS),$(wildcard tools/*.c))
+# csi/: controller*.c, node*.c and the rest, every file but csi-main.c.
 CSI_SRC    = $(filter-out $(MAINS),$(wildcard csi/*.c))
 OPERATOR_SRC = $(filter-out $(MAINS),$(wildcard operator/*.c))
 
@@ -150,8 +151,9 @@ TEST_A_test-manager = $(MANAGER_A)
 TEST_A_test-nbd    = $(A_NBD) $(A_COMMON)
 TEST_A_test-util   = $(A_COMMON)
 TEST_A_test-kernel = $(A_NBD) $(A_COMMON)
-# csi/endpoint.c and inflight.c only; the test has its own csi_fail, so
-# nothing of gRPC is linked.
+# csi/endpoint.c, inflight.c and node-fs.c only (no handler file: the
+# handlers need gRPC); the test has its own csi_fail, so nothing of gRPC
+# is linked.
 TEST_A_test-csi-unit = $(A_CSI) $(A_COMMON)
 TEST_A_test-operator-unit = $(OPERATOR_A)
 test_a = $(or $(TEST_A_$(1)),$(ALL_A))
