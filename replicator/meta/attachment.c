@@ -142,6 +142,12 @@ int qbd_meta_attach(struct qbd_meta *m, struct qbd_attachment *a, int64_t lease,
 			return r;
 		rec.epoch++;
 		snprintf(val, sizeof val, "%" PRIu64, rec.epoch);
+		/* Forced: whom it takes over from, for the writer's log (the
+		 * transaction does not compare the record, so a holder that
+		 * comes or goes between the two is only missed or named in
+		 * the log). */
+		if (force && holder && attachment_read(m, katt, &cur, &rev) == 0)
+			*holder = cur;
 		if (!(json = meta_attachment_to_json(&rec)))
 			return -ENOMEM;
 		json_object *cmp = json_object_new_array(), *suc = json_object_new_array();

@@ -361,7 +361,9 @@ struct qbd_attachment {
  * with it, so that no writer attaches with a configuration that has
  * changed since it read it. Retries lost races on the epoch like
  * qbd_meta_epoch_bump. -EBUSY if attached elsewhere and !force; *holder
- * (may be NULL) then gets the current record. -ESTALE (nothing taken)
+ * (may be NULL) then gets the current record; forced, *holder gets the
+ * record taken over, read just before (left alone when there was none).
+ * -ESTALE (nothing taken)
  * when the volume record is no longer at a->volume_revision: read the
  * record again, set up for what it says, and attach again. On success
  * a->epoch is the new epoch. -ENOENT if the volume has no epoch key. */
