@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "internal.h"
+#include "replicator/meta/meta.h"
 
 /* The first CSI_FS_PROBE_BYTES of the device, judged. */
 static int dev_probe(const char *device, char *type, size_t tlen, enum csi_fs_probe *res)
@@ -172,6 +173,37 @@ static grpc_status_code stage_mount(struct csi_call *c, const struct csi_stage *
 	return GRPC_STATUS_OK;
 }
 
+/* Does the controller's record (/qbd/csi/publish/<name>) name this node?
+ * Then the CO moved the volume here (ControllerPublishVolume logged the
+ * takeover with both nodes' names): a writer elsewhere is on a node the
+ * CO gave up, dead or fenced out of service, and the attach takes over
+ * at once (--force: the new epoch fences the old writer at every chunk
+ * server) instead of being refused first. With no record, or etcd not
+ * answering, the attach asks first and takes over after a refusal. */
+static bool published_here(const char *name)
+{
+	struct qbd_csi_publish pub;
+	struct qbd_meta *m;
+	int err = qbd_meta_open(csi_node_opts->etcd, &m);
+
+	if (err == 0) {
+		err = qbd_meta_csi_publish_get(m, name, &pub);
+		qbd_meta_close(m);
+	}
+	if (err) {
+		if (err != -ENOENT)
+			qbd_warn(CSI_COMP, "volume %s: cannot read its publish record (%s): "
+				 "attaching without a takeover first", name, strerror(-err));
+		return false;
+	}
+	if (strcmp(pub.node, csi_node_opts->node_id) != 0)
+		return false;
+	qbd_info(CSI_COMP, "volume %s is published to node %s (zone %s): attaching with "
+		 "--force, which fences any writer elsewhere", name, csi_node_opts->node_id,
+		 csi_node_opts->zone);
+	return true;
+}
+
 grpc_status_code csi_node_stage(struct csi_call *c, const ProtobufCMessage *req)
 {
 	const Csi__V1__NodeStageVolumeRequest *q = (const void *)req;
@@ -196,8 +228,10 @@ grpc_status_code csi_node_stage(struct csi_call *c, const ProtobufCMessage *req)
 				"staging_target_path too long");
 	if ((code = csi_volume_begin(c, q->volume_id)) != GRPC_STATUS_OK)
 		return code;
-	r = attach(name, false, dev, sizeof dev, holder, sizeof holder, why, sizeof why);
-	if (r == -EBUSY) {
+	bool here = published_here(name);
+
+	r = attach(name, here, dev, sizeof dev, holder, sizeof holder, why, sizeof why);
+	if (r == -EBUSY && !here) {
 		/* The CO stages here only once the volume is published to this
 		 * node: the other node is gone or fenced. The new writer's epoch
 		 * fences the old one at every chunk server. */

@@ -192,6 +192,32 @@ class Node:
         return rt['pid']
 
 
+class Controller:
+    """qbd-csi's controller plugin, as the CSI controller Deployment runs it:
+    ControllerPublishVolume records which node may attach, as the CO's
+    attacher does before it stages a volume on a node."""
+
+    def __init__(self):
+        self.sock = '/run/csi-ctl/csi.sock'
+        os.makedirs(os.path.dirname(self.sock), exist_ok=True)
+        self.proc = subprocess.Popen(
+            ['qbd-csi', '--endpoint', 'unix://' + self.sock, '--etcd', ETCD,
+             '--mode', 'controller', '--log-level', 'debug'],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.log = Log('/tmp/csi-ctl.log').follow_pipe(self.proc.stdout)
+        deadline = time.monotonic() + 60
+        while not self.log.first('serving qbd.csi.io')[0]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise Fail('the controller plugin did not start: %s' %
+                           '\n'.join(l for _, l in self.log.lines[-5:]))
+            time.sleep(0.1)
+        self.c = csi_client.Client(self.sock, timeout=60)
+
+    def publish(self, node):
+        return self.c.Controller.ControllerPublishVolume(pb.ControllerPublishVolumeRequest(
+            volume_id=VOL, node_id='node-%s' % node.name, volume_capability=node.cap()))
+
+
 def sums(node):
     _, out = sh('cd %s && find . -type f | LC_ALL=C sort | xargs sha256sum' % node.target,
                 ns=node.ns)
@@ -215,7 +241,10 @@ def main():
          (info.node_id, dict(info.accessible_topology.segments), info.max_volumes_per_node))
     expect(info.max_volumes_per_node > 0, 'max_volumes_per_node 0 with nbd loaded')
 
-    step('csi: NodeStageVolume + NodePublishVolume on node a (empty volume: mkfs.ext4)')
+    ctl = Controller()
+    step('csi: ControllerPublishVolume to node a, NodeStageVolume + NodePublishVolume on '
+         'node a (empty volume: mkfs.ext4)')
+    ctl.publish(a)
     t = time.monotonic()
     a.stage()
     t_stage = time.monotonic() - t
@@ -239,6 +268,12 @@ def main():
     wpid = a.writer_pid()
     os.kill(wpid, signal.SIGSTOP)
     t_dead = time.monotonic()
+    step('csi: ControllerPublishVolume to node b (the CO\'s force-detach from node a)')
+    ctl.publish(b)
+    _, ctl_line = ctl.log.wait('takeover: published to node node-b')
+    expect(ctl_line and 'while node node-a holds it' in ctl_line,
+           'the controller did not log the takeover naming both nodes: %s' % ctl_line)
+    note('controller: ' + ctl_line.split('mode=controller ', 1)[-1])
     step('csi: NodeStageVolume on node b (zone b): takeover, recovery, mount')
     t0 = time.monotonic()
     b.stage()
@@ -248,34 +283,31 @@ def main():
     expect(dev_b != dev_a, 'node b got node a\'s device %s' % dev_a)
     att, att_line = b.log.wait('attached as')
     mnt, mnt_line = b.log.wait('mounted on')
-    took, took_line = b.log.first('taking it over')
+    took, took_line = b.log.first('is published to node node-b')
     opened, _ = b.nbdlog.wait('opened volume')
     served, _ = b.nbdlog.wait('attached as /dev')
     _, wait_line = b.nbdlog.first('writes wait')
     note('writer stopped %.1f s before the stage' % (t0 - t_dead))
-    if took:
-        # the takeover: refused (node a's attachment lives), then --force
-        expect('attached on host node-a' in took_line and 'for node node-b' in took_line,
-               'the takeover\'s log line does not name both nodes: %s' % took_line)
-        _, refused = b.nbdlog.first('is attached on host node-a')
-        expect(refused, 'node b\'s first attach was not refused by node a\'s attachment')
-        note(took_line.split('zone=b ', 1)[-1])
-    else:
-        # node a's attachment lease (10 s) lapsed before node b attached
-        expect(wait_line, 'node b attached without a takeover and without waiting for '
-               'node a\'s read lease')
-        note('node a\'s attachment had lapsed: attached without --force')
+    # published to node b: the attach takes over at once (--force), never
+    # refused first by node a's live attachment
+    expect(took, 'node b did not see the volume published to it: no takeover at once')
+    _, refused = b.nbdlog.first('is attached on host node-a')
+    expect(not refused, 'node b\'s attach was refused first: %s' % refused)
+    _, over = b.nbdlog.first('taking over from host node-a')
+    expect(over, 'node b\'s writer did not say it took the volume over from node-a '
+           '(stopped %.1f s before, its attachment lives 10 s)' % (t0 - t_dead))
+    note(took_line.split('zone=b ', 1)[-1])
+    note('writer: ' + over.split(': ', 1)[-1])
     expect(wait_line, 'node b\'s writer did not wait for the old writer\'s read lease')
     note('writer: %s' % wait_line.split(': ', 1)[-1])
     m = re.search(r'in ([0-9.]+) s', mnt_line or '')
     mount_s = float(m.group(1)) if m else float('nan')
     print('qbd-kernel: [%s] ZONE MOVE: NodeStageVolume on node b -> filesystem mounted: '
           '%.2f s' % (uptime(), t1 - t0), flush=True)
-    if took:
-        note('  refused attach (holder on node-a), until the takeover is logged: %.2f s' %
-             (took - t0))
-    note('  attach%s until the writer opened the volume (new epoch; recovery): %.2f s' %
-         (' --force' if took else '', (opened or att) - (took or t0)))
+    note('  until the publish record is read (node b: takeover at once): %.2f s' %
+         (took - t0))
+    note('  attach --force until the writer opened the volume (new epoch; recovery): '
+         '%.2f s' % ((opened or att) - took))
     note('  until the device served (%s): %.2f s' % (dev_b, (served or att) - (opened or took)))
     note('  mount (ext4 journal replay; writes wait for the old read lease): %.2f s' % mount_s)
     note('  rest (records, probe of the first 128 KiB, gRPC): %.2f s' %
