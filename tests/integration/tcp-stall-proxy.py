@@ -58,5 +58,9 @@ while True:
     except OSError:
         c.close()
         continue
+    # The connect's timeout must not stay on the socket: while stalled,
+    # the server gets nothing and so answers nothing, and a recv that
+    # timed out would close the connection the stall is meant to keep.
+    s.settimeout(None)
     threading.Thread(target=pump, args=(c, s, True), daemon=True).start()
     threading.Thread(target=pump, args=(s, c, False), daemon=True).start()
