@@ -191,3 +191,36 @@ int qbd_id_parse(const char *s, uint64_t *out)
 	*out = v;
 	return 0;
 }
+
+static void qbd_oom(size_t n)
+{
+	fprintf(stderr, "out of memory (%zu bytes): aborting\n", n);
+	abort();
+}
+
+void *qbd_xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+
+	if (!q)
+		qbd_oom(n);
+	return q;
+}
+
+void *qbd_xcalloc(size_t n, size_t size)
+{
+	void *q = calloc(n ? n : 1, size ? size : 1);
+
+	if (!q)
+		qbd_oom(n * size);
+	return q;
+}
+
+char *qbd_xstrdup(const char *s)
+{
+	char *q = strdup(s);
+
+	if (!q)
+		qbd_oom(strlen(s) + 1);
+	return q;
+}

@@ -47,4 +47,12 @@ char *qbd_id_str(uint64_t id, char *buf);
 /* Parse 1-16 hex digits. 0 or -EINVAL. */
 int qbd_id_parse(const char *s, uint64_t *out);
 
+/* Allocation that cannot fail: out of memory, the message goes to stderr
+ * and the process aborts. For control-plane programs whose state is
+ * rebuilt from what they observe after a restart (qbd-operator); never
+ * on a data path, which answers -ENOMEM and goes on. */
+void *qbd_xrealloc(void *p, size_t n);
+void *qbd_xcalloc(size_t n, size_t size);
+char *qbd_xstrdup(const char *s);
+
 #endif

@@ -65,7 +65,7 @@ static void drain(int fd, char **buf, size_t *len, size_t *cap)
 
 		if (*cap - *len < 4096) {
 			*cap = *cap ? *cap * 2 : 16384;
-			*buf = realloc(*buf, *cap + 1);
+			*buf = qbd_xrealloc(*buf, *cap + 1);
 		}
 		n = read(fd, *buf + *len, *cap - *len);
 		if (n <= 0)
@@ -140,7 +140,7 @@ static int run_cmd(const char *const *argv, char **out)
 		drain(pfd[0], &buf, &len, &cap);
 		close(pfd[0]);
 		if (!buf)
-			buf = malloc(1);
+			buf = qbd_xrealloc(NULL, 1);
 		buf[len] = 0;
 		*out = buf;
 	}

@@ -20,6 +20,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/util.h"
+
 #define OP_COMP "operator"
 
 #define OP_GROUP_VERSION "qbd.io/v1alpha1"

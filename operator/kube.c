@@ -40,7 +40,7 @@ static bool buf_add(struct buf *b, const char *d, size_t n)
 
 		while (cap < b->len + n + 1)
 			cap *= 2;
-		b->p = realloc(b->p, cap);
+		b->p = qbd_xrealloc(b->p, cap);
 		b->cap = cap;
 	}
 	memcpy(b->p + b->len, d, n);
@@ -56,7 +56,7 @@ static size_t write_cb(char *d, size_t sz, size_t n, void *arg)
 
 int kube_open(const struct kube_conf *c, struct kube **out, char *err, size_t errlen)
 {
-	struct kube *k = calloc(1, sizeof *k);
+	struct kube *k = qbd_xcalloc(1, sizeof *k);
 
 	if (!c->api || !*c->api) {
 		snprintf(err, errlen, "no API server address");
@@ -69,9 +69,9 @@ int kube_open(const struct kube_conf *c, struct kube **out, char *err, size_t er
 		free(k);
 		return -ENOMEM;
 	}
-	k->api = strdup(c->api);
-	k->token_file = c->token_file ? strdup(c->token_file) : NULL;
-	k->ca_file = c->ca_file ? strdup(c->ca_file) : NULL;
+	k->api = qbd_xstrdup(c->api);
+	k->token_file = c->token_file ? qbd_xstrdup(c->token_file) : NULL;
+	k->ca_file = c->ca_file ? qbd_xstrdup(c->ca_file) : NULL;
 	while (strlen(k->api) > 1 && k->api[strlen(k->api) - 1] == '/')
 		k->api[strlen(k->api) - 1] = 0;
 	*out = k;

@@ -29,7 +29,7 @@ static void plan_act(struct op_plan *p, enum op_verb verb, json_object *body)
 {
 	struct op_action *a;
 
-	p->acts = realloc(p->acts, (p->nacts + 1) * sizeof *p->acts);
+	p->acts = qbd_xrealloc(p->acts, (p->nacts + 1) * sizeof *p->acts);
 	a = &p->acts[p->nacts++];
 	memset(a, 0, sizeof *a);
 	a->verb = verb;
@@ -44,11 +44,11 @@ static void plan_qbd(struct op_plan *p, enum op_qbd_kind kind, const char *arg, 
 {
 	struct op_qbd *q;
 
-	p->qbd = realloc(p->qbd, (p->nqbd + 1) * sizeof *p->qbd);
+	p->qbd = qbd_xrealloc(p->qbd, (p->nqbd + 1) * sizeof *p->qbd);
 	q = &p->qbd[p->nqbd++];
 	q->kind = kind;
-	q->arg = strdup(arg);
-	q->node = strdup(node);
+	q->arg = qbd_xstrdup(arg);
+	q->node = qbd_xstrdup(node);
 }
 
 static void plan_event(struct op_plan *p, const char *type, const char *reason,
@@ -59,7 +59,7 @@ static void plan_event(struct op_plan *p, const char *type, const char *reason,
 	struct op_event *e;
 	va_list ap;
 
-	p->events = realloc(p->events, (p->nevents + 1) * sizeof *p->events);
+	p->events = qbd_xrealloc(p->events, (p->nevents + 1) * sizeof *p->events);
 	e = &p->events[p->nevents++];
 	snprintf(e->type, sizeof e->type, "%s", type);
 	snprintf(e->reason, sizeof e->reason, "%s", reason);
@@ -251,8 +251,8 @@ static void storage_nodes(json_object *cluster, json_object *nodes, struct op_re
 	json_object *dflt = jget(cluster, "spec.storage.stores");
 	size_t n = jlen(nodes), wl = 0;
 
-	r->sn = calloc(n + 1, sizeof *r->sn);
-	r->zones = calloc(n + 1, sizeof *r->zones);
+	r->sn = qbd_xcalloc(n + 1, sizeof *r->sn);
+	r->zones = qbd_xcalloc(n + 1, sizeof *r->zones);
 	why[0] = 0;
 	for (size_t i = 0; i < n; i++) {
 		json_object *node = jat(nodes, i), *nm;
@@ -670,7 +670,7 @@ static void etcd_zones(json_object *cluster, json_object *old_status, struct op_
 		return;
 	if (!jlen(z))
 		z = jget(old_status, "etcdZones");
-	r->etcd_zones = calloc(jlen(z) + r->nsn + 1, sizeof *r->etcd_zones);
+	r->etcd_zones = qbd_xcalloc(jlen(z) + r->nsn + 1, sizeof *r->etcd_zones);
 	for (size_t i = 0; i < jlen(z); i++)
 		r->etcd_zones[r->netcd++] = json_object_get_string(jat(z, i));
 	if (!r->netcd)

@@ -154,15 +154,15 @@ char *op_etcd_endpoints(const struct op_render *r)
 {
 	json_object *eps = jget(r->cluster, "spec.etcd.endpoints");
 	size_t cap = 1, len = 0;
-	char *out = calloc(1, 1);
+	char *out = qbd_xcalloc(1, 1);
 
 	for (size_t i = 0; i < (r->netcd ? r->netcd : jlen(eps)); i++) {
 		char *u = r->netcd ? etcd_member_url(r, r->etcd_zones[i], 2379) :
-				     strdup(json_object_get_string(jat(eps, i)));
+				     qbd_xstrdup(json_object_get_string(jat(eps, i)));
 		size_t n = strlen(u);
 
 		cap += n + 1;
-		out = realloc(out, cap);
+		out = qbd_xrealloc(out, cap);
 		if (len)
 			out[len++] = ',';
 		memcpy(out + len, u, n + 1);
@@ -220,7 +220,7 @@ static json_object *etcd_service(const struct op_render *r)
 static json_object *etcd_statefulset(const struct op_render *r, const char *zone)
 {
 	char z[64], name[96], *client = etcd_member_url(r, zone, 2379);
-	char *peer = etcd_member_url(r, zone, 2380), *initial = calloc(1, 1);
+	char *peer = etcd_member_url(r, zone, 2380), *initial = qbd_xcalloc(1, 1);
 	const char *sc = jstr(r->cluster, "spec.etcd.managed.storage.storageClassName");
 	size_t len = 0;
 	json_object *o, *pvc;
@@ -235,7 +235,7 @@ static json_object *etcd_statefulset(const struct op_render *r, const char *zone
 		n = asprintf(&part, "%sqbd-etcd-%s=%s", len ? "," : "", zi, u);
 		if (n < 0)
 			abort();
-		initial = realloc(initial, len + (size_t)n + 1);
+		initial = qbd_xrealloc(initial, len + (size_t)n + 1);
 		memcpy(initial + len, part, (size_t)n + 1);
 		len += (size_t)n;
 		free(part);
