@@ -7,6 +7,7 @@
 #                        into build-check/, run unit and integration tests
 #   make demo            install missing packages, build, run the demo
 #   make check-kernel    the kernel test: qbd attach in a qemu guest
+#   make check-image     the runtime image's packages (deploy/image/)
 #   make install         PREFIX=/usr/local DESTDIR=
 #   make clean
 #   make SANITIZE=address,undefined BUILD=build-asan   sanitizer build
@@ -331,6 +332,17 @@ check-systemd:
 	tools/install-deps --systemd
 	$(MAKE) all
 	tests/systemd/run $(BUILD)
+
+# The runtime image's package list (deploy/image/): its root filesystem
+# made by debootstrap, the list installed, make install's programs copied
+# as the Dockerfile copies them, then ldd, --help and the programs they
+# run checked in it (tests/image/run). Downloads packages; not part of
+# make check.
+.PHONY: check-image
+check-image:
+	tools/install-deps --image
+	$(MAKE) all
+	tests/image/run $(BUILD)
 
 # The fault suite (tests/fault/): zones as network namespaces, faults on
 # real processes. make check runs its short version
