@@ -333,16 +333,17 @@ check-systemd:
 	$(MAKE) all
 	tests/systemd/run $(BUILD)
 
-# The runtime image's package list (deploy/image/): its root filesystem
-# made by debootstrap, the list installed, make install's programs copied
-# as the Dockerfile copies them, then ldd, --help and the programs they
-# run checked in it (tests/image/run). Downloads packages; not part of
-# make check.
+# The runtime image's package list (deploy/image/): the Dockerfile's
+# runtime stage run in a chroot of a debootstrap root, with make install's
+# programs, then ldd, --help and the programs they run checked in it
+# (tests/image/run). CHECK_IMAGE_ARGS=--build-stage runs the build stage
+# the same way and takes its programs instead. Downloads packages; not
+# part of make check.
 .PHONY: check-image
 check-image:
 	tools/install-deps --image
 	$(MAKE) all
-	tests/image/run $(BUILD)
+	tests/image/run $(CHECK_IMAGE_ARGS) $(BUILD)
 
 # The fault suite (tests/fault/): zones as network namespaces, faults on
 # real processes. make check runs its short version
