@@ -83,9 +83,13 @@ if command -v dpkg >/dev/null && command -v readelf >/dev/null; then
 	for p in $(cat "$TMP/progs"); do
 		readelf -d "$BUILD/$p" | sed -n "s/.*(NEEDED).*\[\(.*\)\]/$p \1/p"
 	done | grep -v -E ' lib(a|ub|l|t)san\.' >"$TMP/needed"
-	# One dpkg -S for every soname (each call reads every file list).
+	# One dpkg -S for every soname (each call reads every file list);
+	# the patterns are dpkg's, not the shell's (set -f).
+	set -f
+	# shellcheck disable=SC2046
 	dpkg -S $(awk -v ma="$ma" '{ print "*/" ma "/" $2 }' "$TMP/needed" | sort -u) 2>/dev/null |
 		sed -n 's|^\([^:]*\):[^ ]* .*/\([^/]*\)$|\2 \1|p' >"$TMP/owners" || true
+	set +f
 	nlib=0
 	while read -r p so; do
 		nlib=$((nlib + 1))
@@ -100,8 +104,9 @@ else
 fi
 
 # The programs qbd runs: every source file that runs one is in runtime-tools.txt.
-(cd "$top" && grep -l -E '(\<exec(l|lp|le|v|vp|vpe|ve)|\<csi_run|\<posix_spawnp?|\<popen|\<system)[[:space:]]*\(' \
-	$(find common engine replicator nbd-frontend tools csi operator -name '*.c' | sort)) >"$TMP/runners"
+(cd "$top" && find common engine replicator nbd-frontend tools csi operator -name '*.c' -exec \
+	grep -l -E '(\<exec(l|lp|le|v|vp|vpe|ve)|\<csi_run|\<posix_spawnp?|\<popen|\<system)[[:space:]]*\(' {} +) |
+	sort >"$TMP/runners"
 [ -s "$TMP/runners" ] || fail "found no source file that runs a program (the search is broken)"
 sed -e 's/#.*//' "$img/runtime-tools.txt" | awk 'NF > 1 { for (i = 2; i <= NF; i++) print $i }' |
 	sort -u >"$TMP/named"
