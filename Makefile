@@ -291,6 +291,16 @@ bench-rebuild:
 	$(MAKE) all
 	bench/rebuild --build $(BUILD) $(BENCH_REBUILD_ARGS)
 
+# make bench-scale [BENCH_SCALE_ARGS=--quick]: issue 20's costs at scale:
+# the chunk server's memory per TiB stored and open time, qbd-nbd on a
+# 64 TiB volume against a 64 GiB one, random reads, 1,000 volumes in etcd
+# (bench/scale). Not part of make check.
+.PHONY: bench-scale
+bench-scale:
+	tools/install-deps --bench
+	$(MAKE) all
+	bench/scale --build $(BUILD) $(BENCH_SCALE_ARGS)
+
 deps:
 	tools/install-deps
 
