@@ -79,6 +79,18 @@ extra=$(comm -13 "$TMP/progs" "$TMP/copied" | tr '\n' ' ')
 if command -v dpkg >/dev/null && command -v readelf >/dev/null; then
 	list "$img/runtime-packages.txt" >"$TMP/runtime"
 	printf 'libc6\nlibgcc-s1\n' >>"$TMP/runtime"
+	# and what apt installs with them: a library the linker named
+	# directly (a build without --as-needed, e.g. the sanitizer one,
+	# names libgrpc's own libre2) is in the image if a listed package
+	# depends on its package
+	if command -v apt-cache >/dev/null; then
+		# shellcheck disable=SC2046
+		apt-cache depends --recurse --installed --no-recommends --no-suggests \
+			--no-conflicts --no-breaks --no-replaces --no-enhances \
+			$(list "$img/runtime-packages.txt") 2>/dev/null |
+			grep -v -e '^ ' -e '^<' | sed 's/:.*//' >>"$TMP/runtime"
+		sort -u -o "$TMP/runtime" "$TMP/runtime"
+	fi
 	ma=$(cc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 	for p in $(cat "$TMP/progs"); do
 		readelf -d "$BUILD/$p" | sed -n "s/.*(NEEDED).*\[\(.*\)\]/$p \1/p"
@@ -96,7 +108,7 @@ if command -v dpkg >/dev/null && command -v readelf >/dev/null; then
 		pkg=$(awk -v so="$so" '$1 == so { print $2; exit }' "$TMP/owners")
 		[ -n "$pkg" ] || fail "$p links $so, which no installed package holds"
 		grep -qx "$pkg" "$TMP/runtime" ||
-			fail "$p links $so of package $pkg, not in deploy/image/runtime-packages.txt"
+			fail "$p links $so of package $pkg, neither in deploy/image/runtime-packages.txt nor a dependency of a package there"
 	done <"$TMP/needed"
 	log "$nlib libraries of $(wc -l <"$TMP/progs") programs in runtime-packages.txt"
 else
