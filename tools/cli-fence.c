@@ -36,18 +36,6 @@ struct fence_target {
 	bool published, attached;   /* --node: its publish record, its writer's host */
 };
 
-static json_object *fence_att_json(const struct qbd_attachment *a)
-{
-	json_object *o = json_object_new_object();
-
-	json_object_object_add(o, "host", json_object_new_string(a->host));
-	json_object_object_add(o, "zone", json_object_new_string(a->zone));
-	json_object_object_add(o, "pid", json_object_new_int(a->pid));
-	json_object_object_add(o, "epoch", cli_json_u64(a->epoch));
-	json_object_object_add(o, "since", cli_json_u64(a->since));
-	return o;
-}
-
 static json_object *fence_json(const struct fence_target *t, int r,
 			       const struct admin_fence_result *res, const char *why)
 {
@@ -57,10 +45,10 @@ static json_object *fence_json(const struct fence_target *t, int r,
 	json_object_object_add(o, "fenced", json_object_new_boolean(r == 0));
 	json_object_object_add(o, "error", r ? json_object_new_string(why) : NULL);
 	json_object_object_add(o, "epoch", res->epoch ? cli_json_u64(res->epoch) : NULL);
-	json_object_object_add(o, "writer", res->attached ? fence_att_json(&res->att) : NULL);
+	json_object_object_add(o, "writer", res->attached ? cli_attachment_json(&res->att) : NULL);
 	json_object_object_add(o, "attachment_removed", json_object_new_boolean(res->detached));
 	json_object_object_add(o, "newer_writer",
-			       res->newer ? fence_att_json(&res->newer_att) : NULL);
+			       res->newer ? cli_attachment_json(&res->newer_att) : NULL);
 	for (unsigned i = 0; i < res->replicas; i++) {
 		const struct admin_fence_replica *x = &res->replica[i];
 		json_object *e = json_object_new_object();

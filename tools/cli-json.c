@@ -138,3 +138,15 @@ json_object *cli_change_request_json(const struct qbd_change_request *r)
 	json_object_object_add(o, "created", cli_json_u64(r->created));
 	return o;
 }
+
+json_object *cli_attachment_json(const struct qbd_attachment *a)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "host", json_object_new_string(a->host));
+	json_object_object_add(o, "zone", json_object_new_string(a->zone));
+	json_object_object_add(o, "pid", json_object_new_int(a->pid));
+	json_object_object_add(o, "epoch", cli_json_u64(a->epoch));
+	json_object_object_add(o, "since", cli_json_u64(a->since));
+	return o;
+}

@@ -421,17 +421,7 @@ static void volume_status_json(const struct volume_status_view *sv)
 	json_object *o = cli_volume_json(&sv->v), *arr = json_object_new_array();
 
 	json_object_object_add(o, "epoch", cli_json_u64(sv->epoch));
-	if (vh->attached) {
-		json_object *a = json_object_new_object();
-		json_object_object_add(a, "host", json_object_new_string(att->host));
-		json_object_object_add(a, "zone", json_object_new_string(att->zone));
-		json_object_object_add(a, "pid", json_object_new_int(att->pid));
-		json_object_object_add(a, "epoch", cli_json_u64(att->epoch));
-		json_object_object_add(a, "since", cli_json_u64(att->since));
-		json_object_object_add(o, "attachment", a);
-	} else {
-		json_object_object_add(o, "attachment", NULL);
-	}
+	json_object_object_add(o, "attachment", vh->attached ? cli_attachment_json(att) : NULL);
 	json_object_object_add(o, "status_updated",
 			       vh->have_status ? cli_json_u64(vh->st_updated) : NULL);
 	json_object_object_add(o, "writer_size",

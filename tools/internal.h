@@ -41,6 +41,8 @@ void cli_sibling_path(const char *prog, char *out, size_t len);
 void cli_print_json(json_object *o);
 json_object *cli_json_id(uint64_t id);
 json_object *cli_json_u64(uint64_t v);
+/* A writer's attachment record: host, zone, pid, epoch, since. */
+json_object *cli_attachment_json(const struct qbd_attachment *a);
 /* o's member key as a number (a decimal string too); 0 when absent. */
 uint64_t cli_json_get_u64(json_object *o, const char *key);
 json_object *cli_node_json(const struct qbd_node_info *n, bool full);
